@@ -1,0 +1,131 @@
+#include "text/chat_template.h"
+
+#include <optional>
+
+#include "common/strings.h"
+#include "text/unicode.h"
+
+namespace tandem::text {
+namespace {
+
+constexpr std::string_view kImStart = "<|im_start|>";
+constexpr std::string_view kImEnd = "<|im_end|>";
+constexpr std::string_view kStartHeader = "<|start_header_id|>";
+constexpr std::string_view kEndHeader = "<|end_header_id|>";
+constexpr std::string_view kEotId = "<|eot_id|>";
+
+// Undoes the escapes of a Jinja (Python-style) string literal body; nullopt when the body
+// holds an unescaped `quote` (the text is then not one literal).
+std::optional<std::string> UnescapeLiteral(std::string_view body, char quote) {
+  std::string out;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (c == quote) return std::nullopt;
+    if (c != '\\' || i + 1 == body.size()) {
+      out.push_back(c);
+      continue;
+    }
+    const char e = body[++i];
+    switch (e) {
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case '\\':
+      case '\'':
+      case '"':
+        out.push_back(e);
+        break;
+      default:
+        out.push_back('\\');
+        out.push_back(e);
+        break;
+    }
+  }
+  return out;
+}
+
+// The fixed system message a ChatML template prints, as in SmolLM2's
+//   {% if loop.first and messages[0]['role'] != 'system' %}
+//   {{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, ...<|im_end|>\n' }}
+// i.e. a string literal starting with "<|im_start|>system" and a newline (a real one or
+// "\n") whose text runs to "<|im_end|>" inside the same literal.
+std::string FindDefaultSystemPrompt(std::string_view src) {
+  const std::string marker = StrCat(kImStart, "system");
+  for (size_t pos = src.find(marker); pos != std::string_view::npos;
+       pos = src.find(marker, pos + 1)) {
+    if (pos == 0 || (src[pos - 1] != '\'' && src[pos - 1] != '"')) continue;
+    const char quote = src[pos - 1];
+    size_t p = pos + marker.size();
+    if (src.substr(p, 1) == "\n") {
+      p += 1;
+    } else if (src.substr(p, 2) == "\\n") {
+      p += 2;
+    } else {
+      continue;
+    }
+    const size_t end = src.find(kImEnd, p);
+    if (end == std::string_view::npos) continue;
+    if (std::optional<std::string> text = UnescapeLiteral(src.substr(p, end - p), quote)) {
+      return *text;
+    }
+  }
+  return std::string();
+}
+
+}  // namespace
+
+absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view src,
+                                                     std::string_view bos_token) {
+  if (src.empty()) return ChatMl();
+  if (src.find(kImStart) != std::string_view::npos) {
+    return ChatTemplate(Style::kChatMl, FindDefaultSystemPrompt(src), std::string());
+  }
+  if (src.find(kStartHeader) != std::string_view::npos &&
+      src.find(kEndHeader) != std::string_view::npos) {
+    const bool prints_bos = src.find("bos_token") != std::string_view::npos;
+    return ChatTemplate(Style::kLlama3, std::string(),
+                        prints_bos ? std::string(bos_token) : std::string());
+  }
+  return absl::UnimplementedError(
+      StrCat("unsupported chat template: it contains none of the markers tandem knows ('", kImStart,
+             "' for ChatML, '", kStartHeader, "' with '", kEndHeader,
+             "' for Llama 3); template starts with: ", SanitizeUtf8(src.substr(0, 120))));
+}
+
+ChatTemplate ChatTemplate::ChatMl() {
+  return ChatTemplate(Style::kChatMl, std::string(), std::string());
+}
+
+std::string_view ChatTemplate::name() const {
+  return style_ == Style::kChatMl ? "chatml" : "llama3";
+}
+
+std::string ChatTemplate::Apply(std::span<const ChatMessage> messages,
+                                bool add_generation_prompt) const {
+  std::string out;
+  if (style_ == Style::kChatMl) {
+    if (!default_system_.empty() && !messages.empty() && messages[0].role != "system") {
+      out += StrCat(kImStart, "system\n", default_system_, kImEnd, "\n");
+    }
+    for (const ChatMessage& m : messages) {
+      out += StrCat(kImStart, m.role, "\n", m.content, kImEnd, "\n");
+    }
+    if (add_generation_prompt) out += StrCat(kImStart, "assistant\n");
+    return out;
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i == 0) out += bos_;
+    out += StrCat(kStartHeader, messages[i].role, kEndHeader, "\n\n",
+                  TrimPythonWhitespace(messages[i].content), kEotId);
+  }
+  if (add_generation_prompt) out += StrCat(kStartHeader, "assistant", kEndHeader, "\n\n");
+  return out;
+}
+
+}  // namespace tandem::text

@@ -1,0 +1,65 @@
+// Chat templates: turn a conversation into the prompt text a chat model was trained on.
+//
+// tandem does not run Jinja. FromJinja() recognises the template a GGUF carries
+// (tokenizer.chat_template) by its markers and renders the same text natively:
+//
+//  * ChatML ("<|im_start|>"): "<|im_start|>{role}\n{content}<|im_end|>\n" per message, and
+//    "<|im_start|>assistant\n" as the generation prompt. Templates such as SmolLM2's and
+//    Qwen2's insert a fixed system message when the first message is not a system one; that
+//    default system prompt is read out of the template and inserted the same way.
+//  * Llama 3 ("<|start_header_id|>" and "<|end_header_id|>"), as Meta's template renders it:
+//    "<|start_header_id|>{role}<|end_header_id|>\n\n{content|trim}<|eot_id|>" per message
+//    (content stripped of whitespace as Jinja's `trim` does), the BOS text before the first
+//    message when the template prints `bos_token`, and
+//    "<|start_header_id|>assistant<|end_header_id|>\n\n" as the generation prompt. Like
+//    llama.cpp's built-in "llama3" template, Llama 3.1+ templates are rendered this way too
+//    (without their date/tool preamble).
+//  * An empty template means ChatML without a default system prompt.
+//
+// Roles and contents are inserted verbatim (no escaping of special-token text: tokenize the
+// result with parse_special=true, and the user's own text with care).
+//
+// Thread-safety: immutable; Apply() may be called concurrently. Copyable.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace tandem::text {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant", ...
+  std::string content;
+};
+
+class ChatTemplate {
+ public:
+  // `bos_token`: the text Jinja's `bos_token` would hold (the vocabulary's BOS text, e.g.
+  // "<|begin_of_text|>"); used only by templates that print it. Unrecognised templates:
+  // Unimplemented, naming the markers looked for.
+  static absl::StatusOr<ChatTemplate> FromJinja(std::string_view jinja_source,
+                                                std::string_view bos_token = {});
+  // Plain ChatML without a default system prompt.
+  static ChatTemplate ChatMl();
+
+  std::string Apply(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+
+  // "chatml" or "llama3".
+  std::string_view name() const;
+  // The system prompt inserted when the conversation does not start with one (may be empty).
+  const std::string& default_system_prompt() const { return default_system_; }
+
+ private:
+  enum class Style { kChatMl, kLlama3 };
+  ChatTemplate(Style style, std::string default_system, std::string bos)
+      : style_(style), default_system_(std::move(default_system)), bos_(std::move(bos)) {}
+
+  Style style_;
+  std::string default_system_;
+  std::string bos_;  // printed before the first message (Llama 3 only)
+};
+
+}  // namespace tandem::text
