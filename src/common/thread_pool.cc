@@ -1,6 +1,9 @@
 #include "common/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -15,8 +18,28 @@ inline void CpuRelax() {
 #endif
 }
 
-// About 100 microseconds of spinning before a worker sleeps.
-constexpr int kSpinIterations = 20000;
+using Clock = std::chrono::steady_clock;
+// Between the operations of a forward pass workers wait microseconds: spin briefly, then yield
+// the CPU (so an oversubscribed machine still makes progress), then sleep.
+constexpr auto kSpinFor = std::chrono::microseconds(50);
+constexpr auto kYieldFor = std::chrono::milliseconds(2);
+
+// Waits until `done()` holds: pause-spins for kSpinFor, then yields. Returns false if
+// `give_up_after` passed first.
+template <typename Done>
+bool SpinThenYield(Done done, Clock::duration give_up_after) {
+  const auto start = Clock::now();
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) != 63) {
+      CpuRelax();
+      continue;
+    }
+    const auto waited = Clock::now() - start;
+    if (waited > give_up_after) return false;
+    if (waited > kSpinFor) sched_yield();
+  }
+}
 
 }  // namespace
 
@@ -54,7 +77,7 @@ void ThreadPool::Run(absl::FunctionRef<void(int, int)> fn) {
     cv_.notify_all();
   }
   fn(0, num_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
+  SpinThenYield([&] { return pending_.load(std::memory_order_acquire) == 0; }, Clock::duration::max());
   job_ = nullptr;
 }
 
@@ -79,11 +102,8 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      CpuRelax();
-      gen = generation_.load(std::memory_order_acquire);
-    }
+    uint64_t gen = seen;
+    SpinThenYield([&] { return (gen = generation_.load(std::memory_order_acquire)) != seen; }, kYieldFor);
     if (gen == seen) {
       std::unique_lock<std::mutex> lock(mu_);
       sleepers_.fetch_add(1);

@@ -1,5 +1,6 @@
 #include "gguf/gguf_file.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -13,6 +14,10 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr int kMaxDims = 4;
 constexpr size_t kMaxNameLength = 1024;
 constexpr int kMaxArrayNesting = 4;
+// Counts read from the file are only bounded by the bytes left, which in a multi-GB model
+// allows hundreds of millions of entries: reserve at most this many up front, and let a larger
+// (real or corrupt) count grow the vector as entries are actually read.
+constexpr uint64_t kMaxReserve = 1 << 16;
 
 size_t ScalarSize(ValueType t) {
   switch (t) {
@@ -134,7 +139,7 @@ absl::StatusOr<Value> ReadValue(Cursor& c, ValueType type, std::string_view key,
     if (v.count > c.remaining() / 8) {
       return c.Error(StrCat(key, ": array of ", v.count, " strings does not fit in the file"));
     }
-    v.strings.reserve(v.count);
+    v.strings.reserve(std::min(v.count, kMaxReserve));
     for (uint64_t k = 0; k < v.count; ++k) {
       TANDEM_ASSIGN_OR_RETURN(auto s, c.ReadString(key));
       v.strings.push_back(s);
@@ -275,7 +280,7 @@ absl::Status GgufFile::ParseAll() {
     alignment_ = a->u;
   }
 
-  tensors_.reserve(n_tensors);
+  tensors_.reserve(std::min(n_tensors, kMaxReserve));
   for (uint64_t k = 0; k < n_tensors; ++k) {
     TensorInfo t;
     TANDEM_ASSIGN_OR_RETURN(auto name, c.ReadString("tensor name"));

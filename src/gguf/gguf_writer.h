@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 #include "gguf/ggml_type.h"
 
 namespace tandem::gguf {
+
+struct Value;
 
 class GgufWriter {
  public:
@@ -22,6 +25,9 @@ class GgufWriter {
   void SetStringArray(const std::string& key, const std::vector<std::string>& v);
   void SetInt32Array(const std::string& key, const std::vector<int32_t>& v);
   void SetFloat32Array(const std::string& key, const std::vector<float>& v);
+  // Copies a value read from another file (any type, arrays included; nested arrays are not
+  // supported and return false).
+  bool CopyValue(const std::string& key, const struct Value& v);
 
   // `data` holds the tensor in `type`'s layout: dims[0] elements per row.
   void AddTensor(const std::string& name, const std::vector<int64_t>& dims, GgmlType type,
@@ -39,6 +45,7 @@ class GgufWriter {
     GgmlType type;
     std::vector<uint8_t> data;
   };
+  void Emit(const std::function<void(const uint8_t*, size_t)>& sink) const;
   void Key(const std::string& key, uint32_t type);
   template <typename T>
   void Put(T v);

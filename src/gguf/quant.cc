@@ -10,41 +10,69 @@
 namespace tandem::gguf {
 namespace {
 
-void DequantQ4_0(const BlockQ4_0* b, float* y, int64_t nb) {
+// Rows may start at any address (GGUF allows general.alignment = 1), so blocks and halves are
+// copied in and out with memcpy instead of being accessed through misaligned pointers.
+template <typename Block>
+Block LoadBlock(const void* src, int64_t i) {
+  Block b;
+  std::memcpy(&b, static_cast<const uint8_t*>(src) + i * sizeof(Block), sizeof b);
+  return b;
+}
+
+template <typename Block>
+void StoreBlock(void* dst, int64_t i, const Block& b) {
+  std::memcpy(static_cast<uint8_t*>(dst) + i * sizeof(Block), &b, sizeof b);
+}
+
+uint16_t LoadU16(const void* src, int64_t i) {
+  uint16_t v;
+  std::memcpy(&v, static_cast<const uint8_t*>(src) + 2 * i, 2);
+  return v;
+}
+
+void StoreU16(void* dst, int64_t i, uint16_t v) {
+  std::memcpy(static_cast<uint8_t*>(dst) + 2 * i, &v, 2);
+}
+
+void DequantQ4_0(const void* src, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK) {
-    const float d = Fp16ToFp32(b[i].d);
+    const auto b = LoadBlock<BlockQ4_0>(src, i);
+    const float d = Fp16ToFp32(b.d);
     for (int j = 0; j < kQK / 2; ++j) {
-      y[j] = d * ((b[i].qs[j] & 0x0f) - 8);
-      y[j + kQK / 2] = d * ((b[i].qs[j] >> 4) - 8);
+      y[j] = d * ((b.qs[j] & 0x0f) - 8);
+      y[j + kQK / 2] = d * ((b.qs[j] >> 4) - 8);
     }
   }
 }
 
-void DequantQ4_1(const BlockQ4_1* b, float* y, int64_t nb) {
+void DequantQ4_1(const void* src, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK) {
-    const float d = Fp16ToFp32(b[i].d), m = Fp16ToFp32(b[i].m);
+    const auto b = LoadBlock<BlockQ4_1>(src, i);
+    const float d = Fp16ToFp32(b.d), m = Fp16ToFp32(b.m);
     for (int j = 0; j < kQK / 2; ++j) {
-      y[j] = d * (b[i].qs[j] & 0x0f) + m;
-      y[j + kQK / 2] = d * (b[i].qs[j] >> 4) + m;
+      y[j] = d * (b.qs[j] & 0x0f) + m;
+      y[j + kQK / 2] = d * (b.qs[j] >> 4) + m;
     }
   }
 }
 
-void DequantQ8_0(const BlockQ8_0* b, float* y, int64_t nb) {
+void DequantQ8_0(const void* src, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK) {
-    const float d = Fp16ToFp32(b[i].d);
-    for (int j = 0; j < kQK; ++j) y[j] = d * b[i].qs[j];
+    const auto b = LoadBlock<BlockQ8_0>(src, i);
+    const float d = Fp16ToFp32(b.d);
+    for (int j = 0; j < kQK; ++j) y[j] = d * b.qs[j];
   }
 }
 
-void DequantQ4_K(const BlockQ4_K* b, float* y, int64_t nb) {
+void DequantQ4_K(const void* src, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const float d = Fp16ToFp32(b[i].d), dmin = Fp16ToFp32(b[i].dmin);
-    const uint8_t* q = b[i].qs;
+    const auto b = LoadBlock<BlockQ4_K>(src, i);
+    const float d = Fp16ToFp32(b.d), dmin = Fp16ToFp32(b.dmin);
+    const uint8_t* q = b.qs;
     for (int j = 0; j < 8; j += 2, q += 32) {
       int sc0, m0, sc1, m1;
-      Q4KScaleMin(b[i].scales, j, &sc0, &m0);
-      Q4KScaleMin(b[i].scales, j + 1, &sc1, &m1);
+      Q4KScaleMin(b.scales, j, &sc0, &m0);
+      Q4KScaleMin(b.scales, j + 1, &sc1, &m1);
       for (int l = 0; l < 32; ++l) *y++ = d * sc0 * (q[l] & 0x0f) - dmin * m0;
       for (int l = 0; l < 32; ++l) *y++ = d * sc1 * (q[l] >> 4) - dmin * m1;
     }
@@ -63,25 +91,29 @@ int Q6KValue(const BlockQ6_K& b, int e) {
   return low | (((qh >> (2 * quarter)) & 3) << 4);
 }
 
-void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
+void DequantQ6_K(const void* src, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const float d = Fp16ToFp32(b[i].d);
-    for (int e = 0; e < kQK_K; ++e) *y++ = d * b[i].scales[e / 16] * (Q6KValue(b[i], e) - 32);
+    const auto b = LoadBlock<BlockQ6_K>(src, i);
+    const float d = Fp16ToFp32(b.d);
+    for (int e = 0; e < kQK_K; ++e) *y++ = d * b.scales[e / 16] * (Q6KValue(b, e) - 32);
   }
 }
 
-void QuantQ8_0(const float* x, BlockQ8_0* b, int64_t nb) {
+void QuantQ8_0(const float* x, void* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    BlockQ8_0 b;
     float amax = 0;
     for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-    b[i].d = Fp32ToFp16(d);
-    for (int j = 0; j < kQK; ++j) b[i].qs[j] = static_cast<int8_t>(std::lround(x[j] * id));
+    b.d = Fp32ToFp16(d);
+    for (int j = 0; j < kQK; ++j) b.qs[j] = static_cast<int8_t>(std::lround(x[j] * id));
+    StoreBlock(dst, i, b);
   }
 }
 
-void QuantQ4_0(const float* x, BlockQ4_0* b, int64_t nb) {
+void QuantQ4_0(const float* x, void* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    BlockQ4_0 b;
     float amax = 0, max = 0;  // max: the value with the largest magnitude, signed
     for (int j = 0; j < kQK; ++j) {
       if (std::fabs(x[j]) > amax) {
@@ -90,31 +122,35 @@ void QuantQ4_0(const float* x, BlockQ4_0* b, int64_t nb) {
       }
     }
     const float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
-    b[i].d = Fp32ToFp16(d);
+    b.d = Fp32ToFp16(d);
     auto q = [&](float v) { return static_cast<uint8_t>(std::min(15, static_cast<int>(v * id + 8.5f))); };
-    for (int j = 0; j < kQK / 2; ++j) b[i].qs[j] = q(x[j]) | (q(x[j + kQK / 2]) << 4);
+    for (int j = 0; j < kQK / 2; ++j) b.qs[j] = q(x[j]) | (q(x[j + kQK / 2]) << 4);
+    StoreBlock(dst, i, b);
   }
 }
 
-void QuantQ4_1(const float* x, BlockQ4_1* b, int64_t nb) {
+void QuantQ4_1(const float* x, void* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    BlockQ4_1 b;
     float lo = x[0], hi = x[0];
     for (int j = 1; j < kQK; ++j) {
       lo = std::min(lo, x[j]);
       hi = std::max(hi, x[j]);
     }
     const float d = (hi - lo) / 15.0f, id = d != 0 ? 1.0f / d : 0.0f;
-    b[i].d = Fp32ToFp16(d);
-    b[i].m = Fp32ToFp16(lo);
+    b.d = Fp32ToFp16(d);
+    b.m = Fp32ToFp16(lo);
     auto q = [&](float v) {
       return static_cast<uint8_t>(std::clamp(static_cast<int>((v - lo) * id + 0.5f), 0, 15));
     };
-    for (int j = 0; j < kQK / 2; ++j) b[i].qs[j] = q(x[j]) | (q(x[j + kQK / 2]) << 4);
+    for (int j = 0; j < kQK / 2; ++j) b.qs[j] = q(x[j]) | (q(x[j + kQK / 2]) << 4);
+    StoreBlock(dst, i, b);
   }
 }
 
-void QuantQ4_K(const float* x, BlockQ4_K* b, int64_t nb) {
+void QuantQ4_K(const float* x, void* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+    BlockQ4_K b;
     float scale[8], min[8];  // x ~= scale * q - min, with min >= 0
     for (int j = 0; j < 8; ++j) {
       float lo = 0, hi = 0;  // include 0 so that min >= 0 and scale >= 0
@@ -128,19 +164,19 @@ void QuantQ4_K(const float* x, BlockQ4_K* b, int64_t nb) {
     const float max_scale = *std::max_element(scale, scale + 8);
     const float max_min = *std::max_element(min, min + 8);
     const float d = max_scale / 63.0f, dmin = max_min / 63.0f;
-    b[i].d = Fp32ToFp16(d);
-    b[i].dmin = Fp32ToFp16(dmin);
+    b.d = Fp32ToFp16(d);
+    b.dmin = Fp32ToFp16(dmin);
     int sc[8], m[8];
     for (int j = 0; j < 8; ++j) {
       sc[j] = d > 0 ? std::clamp(static_cast<int>(std::lround(scale[j] / d)), 0, 63) : 0;
       m[j] = dmin > 0 ? std::clamp(static_cast<int>(std::lround(min[j] / dmin)), 0, 63) : 0;
     }
     for (int k = 0; k < 4; ++k) {
-      b[i].scales[k] = static_cast<uint8_t>((sc[k] & 63) | ((sc[k + 4] >> 4) << 6));
-      b[i].scales[k + 4] = static_cast<uint8_t>((m[k] & 63) | ((m[k + 4] >> 4) << 6));
-      b[i].scales[k + 8] = static_cast<uint8_t>((sc[k + 4] & 0x0f) | ((m[k + 4] & 0x0f) << 4));
+      b.scales[k] = static_cast<uint8_t>((sc[k] & 63) | ((sc[k + 4] >> 4) << 6));
+      b.scales[k + 4] = static_cast<uint8_t>((m[k] & 63) | ((m[k + 4] >> 4) << 6));
+      b.scales[k + 8] = static_cast<uint8_t>((sc[k + 4] & 0x0f) | ((m[k + 4] & 0x0f) << 4));
     }
-    const float dd = Fp16ToFp32(b[i].d), ddmin = Fp16ToFp32(b[i].dmin);
+    const float dd = Fp16ToFp32(b.d), ddmin = Fp16ToFp32(b.dmin);
     uint8_t q[kQK_K];
     for (int j = 0; j < 8; ++j) {
       const float s = dd * sc[j], mm = ddmin * m[j];
@@ -151,14 +187,16 @@ void QuantQ4_K(const float* x, BlockQ4_K* b, int64_t nb) {
     }
     for (int c = 0; c < 4; ++c) {
       for (int l = 0; l < 32; ++l) {
-        b[i].qs[32 * c + l] = q[64 * c + l] | (q[64 * c + 32 + l] << 4);
+        b.qs[32 * c + l] = q[64 * c + l] | (q[64 * c + 32 + l] << 4);
       }
     }
+    StoreBlock(dst, i, b);
   }
 }
 
-void QuantQ6_K(const float* x, BlockQ6_K* b, int64_t nb) {
+void QuantQ6_K(const float* x, void* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+    BlockQ6_K b;
     float scale[16];
     for (int s = 0; s < 16; ++s) {
       float amax = 0;
@@ -167,12 +205,12 @@ void QuantQ6_K(const float* x, BlockQ6_K* b, int64_t nb) {
     }
     const float max_scale = *std::max_element(scale, scale + 16);
     const float d = max_scale / 127.0f;
-    b[i].d = Fp32ToFp16(d);
-    const float dd = Fp16ToFp32(b[i].d);
+    b.d = Fp32ToFp16(d);
+    const float dd = Fp16ToFp32(b.d);
     int q[kQK_K];
     for (int s = 0; s < 16; ++s) {
       const int sc = dd > 0 ? std::clamp(static_cast<int>(std::lround(scale[s] / dd)), -128, 127) : 0;
-      b[i].scales[s] = static_cast<int8_t>(sc);
+      b.scales[s] = static_cast<int8_t>(sc);
       const float step = dd * sc;
       for (int l = 0; l < 16; ++l) {
         const int v = step != 0 ? static_cast<int>(std::lround(x[16 * s + l] / step)) : 0;
@@ -181,8 +219,8 @@ void QuantQ6_K(const float* x, BlockQ6_K* b, int64_t nb) {
     }
     for (int half = 0; half < 2; ++half) {
       const int* qq = q + 128 * half;
-      uint8_t* ql = b[i].ql + 64 * half;
-      uint8_t* qh = b[i].qh + 32 * half;
+      uint8_t* ql = b.ql + 64 * half;
+      uint8_t* qh = b.qh + 32 * half;
       for (int l = 0; l < 32; ++l) {
         ql[l] = static_cast<uint8_t>((qq[l] & 0x0f) | ((qq[l + 64] & 0x0f) << 4));
         ql[l + 32] = static_cast<uint8_t>((qq[l + 32] & 0x0f) | ((qq[l + 96] & 0x0f) << 4));
@@ -190,6 +228,7 @@ void QuantQ6_K(const float* x, BlockQ6_K* b, int64_t nb) {
                                      ((qq[l + 64] >> 4) << 4) | ((qq[l + 96] >> 4) << 6));
       }
     }
+    StoreBlock(dst, i, b);
   }
 }
 
@@ -212,16 +251,16 @@ absl::Status DequantizeRowRef(GgmlType type, const void* src, float* dst, int64_
       std::memcpy(dst, src, n * sizeof(float));
       break;
     case GgmlType::kF16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = Fp16ToFp32(static_cast<const uint16_t*>(src)[i]);
+      for (int64_t i = 0; i < n; ++i) dst[i] = Fp16ToFp32(LoadU16(src, i));
       break;
     case GgmlType::kBF16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFp32(static_cast<const uint16_t*>(src)[i]);
+      for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFp32(LoadU16(src, i));
       break;
-    case GgmlType::kQ4_0: DequantQ4_0(static_cast<const BlockQ4_0*>(src), dst, n / kQK); break;
-    case GgmlType::kQ4_1: DequantQ4_1(static_cast<const BlockQ4_1*>(src), dst, n / kQK); break;
-    case GgmlType::kQ8_0: DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQK); break;
-    case GgmlType::kQ4_K: DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, n / kQK_K); break;
-    case GgmlType::kQ6_K: DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, n / kQK_K); break;
+    case GgmlType::kQ4_0: DequantQ4_0(src, dst, n / kQK); break;
+    case GgmlType::kQ4_1: DequantQ4_1(src, dst, n / kQK); break;
+    case GgmlType::kQ8_0: DequantQ8_0(src, dst, n / kQK); break;
+    case GgmlType::kQ4_K: DequantQ4_K(src, dst, n / kQK_K); break;
+    case GgmlType::kQ6_K: DequantQ6_K(src, dst, n / kQK_K); break;
     default:
       return absl::UnimplementedError(StrCat("no dequantizer for ", TypeName(type)));
   }
@@ -235,16 +274,16 @@ absl::Status QuantizeRowRef(GgmlType type, const float* src, void* dst, int64_t 
       std::memcpy(dst, src, n * sizeof(float));
       break;
     case GgmlType::kF16:
-      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = Fp32ToFp16(src[i]);
+      for (int64_t i = 0; i < n; ++i) StoreU16(dst, i, Fp32ToFp16(src[i]));
       break;
     case GgmlType::kBF16:
-      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = Fp32ToBf16(src[i]);
+      for (int64_t i = 0; i < n; ++i) StoreU16(dst, i, Fp32ToBf16(src[i]));
       break;
-    case GgmlType::kQ4_0: QuantQ4_0(src, static_cast<BlockQ4_0*>(dst), n / kQK); break;
-    case GgmlType::kQ4_1: QuantQ4_1(src, static_cast<BlockQ4_1*>(dst), n / kQK); break;
-    case GgmlType::kQ8_0: QuantQ8_0(src, static_cast<BlockQ8_0*>(dst), n / kQK); break;
-    case GgmlType::kQ4_K: QuantQ4_K(src, static_cast<BlockQ4_K*>(dst), n / kQK_K); break;
-    case GgmlType::kQ6_K: QuantQ6_K(src, static_cast<BlockQ6_K*>(dst), n / kQK_K); break;
+    case GgmlType::kQ4_0: QuantQ4_0(src, dst, n / kQK); break;
+    case GgmlType::kQ4_1: QuantQ4_1(src, dst, n / kQK); break;
+    case GgmlType::kQ8_0: QuantQ8_0(src, dst, n / kQK); break;
+    case GgmlType::kQ4_K: QuantQ4_K(src, dst, n / kQK_K); break;
+    case GgmlType::kQ6_K: QuantQ6_K(src, dst, n / kQK_K); break;
     default:
       return absl::UnimplementedError(StrCat("no quantizer for ", TypeName(type)));
   }

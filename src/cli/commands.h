@@ -1,0 +1,15 @@
+// The `tandem` subcommands. Each parses its own flags and returns the process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace tandem::cli {
+
+int GenerateCommand(const std::vector<std::string>& args);
+int ModelCommand(const std::vector<std::string>& args);
+
+// Prints `status` as "tandem <command>: <message>" on stderr and returns 1 (2 for usage errors).
+int Fail(const std::string& command, const std::string& message, int code = 1);
+
+}  // namespace tandem::cli

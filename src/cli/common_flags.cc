@@ -1,0 +1,57 @@
+#include "cli/common_flags.h"
+
+#include "common/strings.h"
+#include "engine/backends/cpu/cpu_backend.h"
+#include "modelstore/model_store.h"
+
+namespace tandem::cli {
+
+void EngineFlags::Register(FlagSet& f) {
+  f.String("model", &model, "GGUF model file (default: the bundled SmolLM2-135M-Instruct, fetched when missing)");
+  f.Int("threads", &threads, "compute threads (0 = one per CPU)");
+  f.Int("kv-cache-mb", &kv_cache_mb, "KV cache size in MiB");
+  f.Int("block-size", &block_size, "tokens per KV cache block");
+  f.Int("token-budget", &token_budget, "tokens per iteration (chunked-prefill budget)");
+  f.Int("max-num-seqs", &max_num_seqs, "sequences per iteration");
+  f.Int("max-model-len", &max_model_len, "context length limit (0 = the model's)");
+  f.Bool("prefix-cache", &prefix_cache, "reuse KV blocks of shared prompt prefixes");
+  f.String("isa", &isa, "CPU kernels to use at most: scalar, avx2 or avx512 (default: best available)");
+}
+
+EngineOptions EngineFlags::ToEngineOptions() const {
+  EngineOptions o;
+  o.block_size = block_size;
+  o.kv_cache_bytes = kv_cache_mb << 20;
+  o.max_model_len = max_model_len;
+  o.enable_prefix_cache = prefix_cache;
+  o.scheduler.token_budget = token_budget;
+  o.scheduler.max_num_seqs = max_num_seqs;
+  return o;
+}
+
+absl::StatusOr<std::string> ResolveModelPath(const std::string& model_flag) {
+  if (!model_flag.empty()) return model_flag;
+  ModelStore store(ModelStoreOptions::FromEnvironment());
+  return store.Ensure(DefaultBundledModel());
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const EngineFlags& flags) {
+  cpu::CpuBackendOptions o;
+  o.threads = flags.threads;
+  if (flags.isa.empty()) {
+    o.isa = cpu::BestIsa();
+  } else if (flags.isa == "scalar") {
+    o.isa = cpu::Isa::kScalar;
+  } else if (flags.isa == "avx2") {
+    o.isa = cpu::Isa::kAvx2;
+  } else if (flags.isa == "avx512") {
+    o.isa = cpu::Isa::kAvx512;
+  } else {
+    return absl::InvalidArgumentError(StrCat("--isa must be scalar, avx2 or avx512, not '", flags.isa, "'"));
+  }
+  auto backend = cpu::CpuBackend::Create(o);
+  if (!backend.ok()) return backend.status();
+  return std::unique_ptr<Backend>(std::move(*backend));
+}
+
+}  // namespace tandem::cli

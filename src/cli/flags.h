@@ -1,0 +1,55 @@
+// A small command-line flag parser for the `tandem` subcommands: --name=value, --name value,
+// --flag / --no-flag for booleans, positional arguments, and generated --help text. Flags are
+// parsed in main and turned into each component's Options struct.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace tandem::cli {
+
+class FlagSet {
+ public:
+  FlagSet(std::string usage, std::string description)
+      : usage_(std::move(usage)), description_(std::move(description)) {}
+
+  // Registers a flag bound to `target`, whose current value is the default shown in --help.
+  void String(const std::string& name, std::string* target, const std::string& help);
+  void Int(const std::string& name, int64_t* target, const std::string& help);
+  void Int(const std::string& name, int* target, const std::string& help);
+  void Float(const std::string& name, double* target, const std::string& help);
+  void Bool(const std::string& name, bool* target, const std::string& help);
+  // An optional value: unset unless given.
+  void OptionalInt(const std::string& name, std::optional<int64_t>* target, const std::string& help);
+
+  // Parses argv (without the program and subcommand names). InvalidArgument for unknown flags,
+  // missing or malformed values. Returns Cancelled when --help was given (help already printed).
+  absl::Status Parse(const std::vector<std::string>& args);
+  const std::vector<std::string>& positional() const { return positional_; }
+  bool was_set(const std::string& name) const;
+
+  std::string Help() const;
+
+ private:
+  enum class Kind { kString, kInt64, kInt, kFloat, kBool, kOptionalInt };
+  struct Flag {
+    std::string name;
+    Kind kind;
+    void* target;
+    std::string help;
+    std::string default_text;
+    bool set = false;
+  };
+  Flag* Find(const std::string& name);
+  absl::Status Assign(Flag& flag, const std::string& value);
+
+  std::string usage_, description_;
+  std::vector<Flag> flags_;
+  std::vector<std::string> positional_;
+};
+
+}  // namespace tandem::cli

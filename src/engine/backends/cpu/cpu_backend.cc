@@ -1,0 +1,499 @@
+#include "engine/backends/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/check.h"
+#include "common/fp16.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+#include "gguf/quant.h"
+
+namespace tandem {
+
+size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kF32: return 4;
+    case DType::kF16: return 2;
+    case DType::kBF16: return 2;
+  }
+  return 4;
+}
+
+namespace cpu {
+namespace {
+
+using gguf::GgmlType;
+
+bool UsesInt8Path(GgmlType t) {
+  return t == GgmlType::kQ4_0 || t == GgmlType::kQ4_1 || t == GgmlType::kQ8_0;
+}
+
+// 64-byte aligned, zero-initialised heap memory.
+struct AlignedDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+std::unique_ptr<void, AlignedDeleter> AlignedAlloc(size_t bytes) {
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (p != nullptr) std::memset(p, 0, rounded == 0 ? 64 : rounded);
+  return std::unique_ptr<void, AlignedDeleter>(p);
+}
+
+class CpuWeightMatrix final : public WeightMatrix {
+ public:
+  explicit CpuWeightMatrix(const gguf::TensorInfo& t)
+      : data_(t.data), row_bytes_(gguf::RowBytes(t.type, t.dims[0])), bytes_(t.num_bytes) {
+    out_features_ = t.rows();
+    in_features_ = t.dims[0];
+    source_type_ = t.type;
+  }
+  int64_t resident_bytes() const override { return bytes_; }
+  const uint8_t* row(int64_t n) const { return data_ + n * row_bytes_; }
+  const uint8_t* data() const { return data_; }
+  int64_t row_bytes() const { return row_bytes_; }
+
+ private:
+  const uint8_t* data_;
+  int64_t row_bytes_;
+  int64_t bytes_;
+};
+
+class CpuBuffer final : public DeviceBuffer {
+ public:
+  CpuBuffer(DType dtype, int64_t rows, int64_t cols)
+      : memory_(AlignedAlloc(static_cast<size_t>(rows * cols) * DTypeSize(dtype))) {
+    tensor_ = {memory_.get(), dtype, rows, cols};
+  }
+  bool ok() const { return memory_ != nullptr; }
+
+ private:
+  std::unique_ptr<void, AlignedDeleter> memory_;
+};
+
+class CpuKvCache final : public KvCacheStorage {
+ public:
+  CpuKvCache(const KvCacheLayout& layout, int64_t num_blocks)
+      : memory_(AlignedAlloc(static_cast<size_t>(num_blocks * layout.bytes_per_block()))) {
+    layout_ = layout;
+    num_blocks_ = num_blocks;
+  }
+  bool ok() const { return memory_ != nullptr; }
+  uint16_t* block(int64_t b, int layer) const {
+    const int64_t per_layer = layout_.bytes_per_block_layer() / 2;
+    return static_cast<uint16_t*>(memory_.get()) + (b * layout_.num_layers + layer) * per_layer;
+  }
+  // K of `head` in a block, transposed: [head_dim][block_size].
+  uint16_t* keys(int64_t b, int layer, int head) const {
+    return block(b, layer) + static_cast<int64_t>(head) * layout_.head_dim * layout_.block_size;
+  }
+  // V of `head` in a block: [block_size][head_dim].
+  uint16_t* values(int64_t b, int layer, int head) const {
+    return block(b, layer) +
+           static_cast<int64_t>(layout_.num_kv_heads + head) * layout_.head_dim * layout_.block_size;
+  }
+
+ private:
+  std::unique_ptr<void, AlignedDeleter> memory_;
+};
+
+float* F32(const Tensor& t) {
+  TANDEM_DCHECK(t.dtype == DType::kF32);
+  return static_cast<float*>(t.data);
+}
+
+// Dequantizes row `n` of a float-path weight into `dst` (in_features floats).
+void DequantRow(const KernelTable& k, const CpuWeightMatrix& w, int64_t n, float* dst) {
+  const uint8_t* src = w.row(n);
+  switch (w.source_type()) {
+    case GgmlType::kF16:
+      k.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, w.in_features());
+      break;
+    default: {
+      absl::Status s = gguf::DequantizeRowRef(w.source_type(), src, dst, w.in_features());
+      TANDEM_DCHECK(s.ok());
+      (void)s;
+    }
+  }
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options)
+    : pool_(options.threads), k_(SelectKernels(options.isa)) {}
+
+CpuBackend::~CpuBackend() = default;
+
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const CpuBackendOptions& options) {
+  if (!IsaSupported(options.isa)) {
+    return absl::FailedPreconditionError(
+        StrCat("this CPU does not support the ", IsaName(options.isa), " kernels"));
+  }
+  return std::unique_ptr<CpuBackend>(new CpuBackend(options));
+}
+
+absl::StatusOr<std::unique_ptr<WeightMatrix>> CpuBackend::LoadMatrix(const gguf::TensorInfo& t) {
+  const auto& traits = gguf::Traits(t.type);
+  if (!traits.supported) {
+    return absl::UnimplementedError(
+        StrCat("tensor ", t.name, " has type ", traits.name, ", which tandem cannot compute with"));
+  }
+  if (t.dims.size() != 2) {
+    return absl::InvalidArgumentError(StrCat("tensor ", t.name, " is not a matrix"));
+  }
+  if (UsesInt8Path(t.type) && t.dims[0] % 32 != 0) {
+    return absl::InvalidArgumentError(StrCat("tensor ", t.name, " rows must be a multiple of 32"));
+  }
+  if (t.dims[0] > 32 * 1024) {
+    return absl::InvalidArgumentError(StrCat("tensor ", t.name, " rows longer than 32768"));
+  }
+  return std::unique_ptr<WeightMatrix>(new CpuWeightMatrix(t));
+}
+
+absl::StatusOr<std::unique_ptr<DeviceBuffer>> CpuBackend::LoadVector(const gguf::TensorInfo& t) {
+  if (t.dims.size() != 1) return absl::InvalidArgumentError(StrCat("tensor ", t.name, " is not a vector"));
+  auto buf = std::make_unique<CpuBuffer>(DType::kF32, 1, t.dims[0]);
+  if (!buf->ok()) return absl::ResourceExhaustedError("out of memory");
+  TANDEM_RETURN_IF_ERROR(gguf::DequantizeRowRef(t.type, t.data, F32(buf->tensor()), t.dims[0]));
+  return std::unique_ptr<DeviceBuffer>(std::move(buf));
+}
+
+absl::StatusOr<std::unique_ptr<DeviceBuffer>> CpuBackend::Allocate(DType dtype, int64_t rows,
+                                                                   int64_t cols) {
+  auto buf = std::make_unique<CpuBuffer>(dtype, rows, cols);
+  if (!buf->ok()) {
+    return absl::ResourceExhaustedError(StrCat("cannot allocate ", rows, "x", cols, " buffer"));
+  }
+  return std::unique_ptr<DeviceBuffer>(std::move(buf));
+}
+
+absl::StatusOr<std::unique_ptr<KvCacheStorage>> CpuBackend::CreateKvCache(
+    const KvCacheLayout& layout, int64_t num_blocks) {
+  if (layout.dtype != DType::kF16) return absl::UnimplementedError("the CPU KV cache is fp16 only");
+  if (layout.block_size <= 0 || layout.head_dim <= 0 || layout.num_kv_heads <= 0 ||
+      layout.num_layers <= 0 || num_blocks <= 0) {
+    return absl::InvalidArgumentError("invalid KV cache layout");
+  }
+  if (layout.block_size % kAttendBlockKeys != 0 && kAttendBlockKeys % layout.block_size != 0) {
+    return absl::InvalidArgumentError(
+        StrCat("KV block size ", layout.block_size, " must divide or be a multiple of ", kAttendBlockKeys));
+  }
+  auto cache = std::make_unique<CpuKvCache>(layout, num_blocks);
+  if (!cache->ok()) {
+    return absl::ResourceExhaustedError(
+        StrCat("cannot allocate a KV cache of ", num_blocks * layout.bytes_per_block(), " bytes"));
+  }
+  return std::unique_ptr<KvCacheStorage>(std::move(cache));
+}
+
+absl::Status CpuBackend::SetRope(const RopeConfig& rope) {
+  if (rope.rotary_dim <= 0 || rope.rotary_dim % 2 != 0 || rope.max_positions <= 0) {
+    return absl::InvalidArgumentError("invalid RoPE configuration");
+  }
+  const int half = rope.rotary_dim / 2;
+  if (!rope.freq_factors.empty() && static_cast<int>(rope.freq_factors.size()) != half) {
+    return absl::InvalidArgumentError("RoPE frequency factors do not match the rotary dimension");
+  }
+  rope_ = rope;
+  rope_cos_.assign(static_cast<size_t>(rope.max_positions) * half, 0);
+  rope_sin_.assign(rope_cos_.size(), 0);
+  // theta_i = pos * base^(-2i/d), built by repeated multiplication in float as llama.cpp does,
+  // so that the angles (and hence the logits) agree with it as closely as possible.
+  const float theta_scale = std::pow(rope.theta, -2.0f / static_cast<float>(rope.rotary_dim));
+  for (int pos = 0; pos < rope.max_positions; ++pos) {
+    float theta = static_cast<float>(pos);
+    for (int i = 0; i < half; ++i) {
+      const float ff = rope.freq_factors.empty() ? 1.0f : rope.freq_factors[i];
+      const float angle = rope.freq_scale * (theta / ff);
+      rope_cos_[static_cast<size_t>(pos) * half + i] = std::cos(angle);
+      rope_sin_[static_cast<size_t>(pos) * half + i] = std::sin(angle);
+      theta *= theta_scale;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::BeginForward(const ForwardBatch& batch) {
+  for (int32_t p : batch.positions) {
+    if (p < 0 || p >= rope_.max_positions) {
+      return absl::OutOfRangeError(StrCat("position ", p, " is beyond the model's context of ",
+                                          rope_.max_positions));
+    }
+  }
+  batch_ = &batch;
+  return absl::OkStatus();
+}
+
+void CpuBackend::Embed(const WeightMatrix& table, Tensor out) {
+  const auto& w = static_cast<const CpuWeightMatrix&>(table);
+  pool_.ParallelFor(out.rows, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int32_t tok = batch_->tokens[i];
+      TANDEM_DCHECK(tok >= 0 && tok < w.out_features());
+      float* dst = F32(out) + i * out.cols;
+      if (w.source_type() == GgmlType::kF32) {
+        std::memcpy(dst, w.row(tok), sizeof(float) * out.cols);
+      } else {
+        DequantRow(k_, w, tok, dst);
+      }
+    }
+  });
+}
+
+void CpuBackend::RmsNorm(Tensor x, const DeviceBuffer& weight, float eps, Tensor out) {
+  const float* w = F32(weight.tensor());
+  pool_.ParallelFor(x.rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      k_.rms_norm(F32(x) + r * x.cols, w, eps, F32(out) + r * out.cols, x.cols);
+    }
+  });
+}
+
+void CpuBackend::AddRmsNorm(Tensor residual, Tensor delta, const DeviceBuffer& weight, float eps,
+                            Tensor out) {
+  const float* w = F32(weight.tensor());
+  pool_.ParallelFor(residual.rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* res = F32(residual) + r * residual.cols;
+      const float* d = F32(delta) + r * delta.cols;
+      for (int64_t c = 0; c < residual.cols; ++c) res[c] += d[c];
+      k_.rms_norm(res, w, eps, F32(out) + r * out.cols, residual.cols);
+    }
+  });
+}
+
+void CpuBackend::QuantizeActivations(Tensor x) {
+  const int64_t nb = x.cols / 32;
+  if (q8_.size() < static_cast<size_t>(x.rows * x.cols)) {
+    q8_.resize(x.rows * x.cols);
+    q8_d_.resize(x.rows * nb);
+    q8_s_.resize(x.rows * nb);
+  }
+  pool_.ParallelFor(x.rows, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      k_.quantize_row_q8(F32(x) + r * x.cols, x.cols, q8_.data() + r * x.cols, q8_d_.data() + r * nb,
+                         q8_s_.data() + r * nb);
+    }
+  });
+}
+
+void CpuBackend::MatMul(Tensor x, std::span<const WeightMatrix* const> weights,
+                        std::span<const Tensor> outs) {
+  TANDEM_CHECK_EQ(weights.size(), outs.size());
+  bool need_q8 = false;
+  int64_t units = 0;  // 4-row tiles over all weights
+  constexpr int64_t kTile = 4;
+  std::vector<int64_t> first_unit(weights.size() + 1);
+  for (size_t k = 0; k < weights.size(); ++k) {
+    TANDEM_DCHECK(weights[k]->in_features() == x.cols);
+    need_q8 |= UsesInt8Path(weights[k]->source_type());
+    first_unit[k] = units;
+    units += (weights[k]->out_features() + kTile - 1) / kTile;
+  }
+  first_unit[weights.size()] = units;
+  if (need_q8) QuantizeActivations(x);
+  const Q8Rows q8{q8_.data(), q8_d_.data(), q8_s_.data(), x.rows, x.cols};
+
+  auto run_range = [&](int64_t u_begin, int64_t u_end) {
+    std::vector<float> row_buf;
+    for (size_t k = 0; k < weights.size(); ++k) {
+      const int64_t lo = std::max(u_begin, first_unit[k]), hi = std::min(u_end, first_unit[k + 1]);
+      if (lo >= hi) continue;
+      const auto& w = static_cast<const CpuWeightMatrix&>(*weights[k]);
+      const int64_t n_begin = (lo - first_unit[k]) * kTile;
+      const int64_t n_end = std::min(w.out_features(), (hi - first_unit[k]) * kTile);
+      float* y = F32(outs[k]);
+      const int64_t y_stride = outs[k].cols;
+      switch (w.source_type()) {
+        case GgmlType::kQ4_0: k_.gemm_q4_0(w.data(), w.row_bytes(), n_begin, n_end, q8, y, y_stride); break;
+        case GgmlType::kQ4_1: k_.gemm_q4_1(w.data(), w.row_bytes(), n_begin, n_end, q8, y, y_stride); break;
+        case GgmlType::kQ8_0: k_.gemm_q8_0(w.data(), w.row_bytes(), n_begin, n_end, q8, y, y_stride); break;
+        default: {
+          // Float path: dequantize a tile of weight rows once, then multiply all activations.
+          if (w.source_type() == GgmlType::kF32) {
+            k_.gemm_f32(reinterpret_cast<const float*>(w.row(n_begin)), w.row_bytes() / 4, n_end - n_begin,
+                        F32(x), x.cols, x.rows, x.cols, y + n_begin, y_stride);
+            break;
+          }
+          constexpr int64_t kRowsPerTile = 16;
+          row_buf.resize(static_cast<size_t>(kRowsPerTile) * x.cols);
+          for (int64_t n = n_begin; n < n_end; n += kRowsPerTile) {
+            const int64_t rows = std::min(kRowsPerTile, n_end - n);
+            for (int64_t r = 0; r < rows; ++r) DequantRow(k_, w, n + r, row_buf.data() + r * x.cols);
+            k_.gemm_f32(row_buf.data(), x.cols, rows, F32(x), x.cols, x.rows, x.cols, y + n, y_stride);
+          }
+        }
+      }
+    }
+  };
+  if (units == 1 || pool_.size() == 1) {
+    run_range(0, units);
+    return;
+  }
+  pool_.Run([&](int tid, int nth) {
+    run_range(units * tid / nth, units * (tid + 1) / nth);
+  });
+}
+
+void CpuBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& cache, int layer) {
+  auto& kv = static_cast<CpuKvCache&>(cache);
+  const KvCacheLayout& L = kv.layout();
+  const int hd = L.head_dim, bs = L.block_size;
+  const int half = rope_.rotary_dim / 2;
+  const int n_q_heads = static_cast<int>(q.cols / hd), n_kv_heads = L.num_kv_heads;
+  pool_.ParallelFor(q.rows, 4, [&](int64_t begin, int64_t end) {
+    std::vector<uint16_t> tmp(hd);
+    for (int64_t r = begin; r < end; ++r) {
+      const int pos = batch_->positions[r];
+      const float* cs = rope_cos_.data() + static_cast<size_t>(pos) * half;
+      const float* sn = rope_sin_.data() + static_cast<size_t>(pos) * half;
+      auto rotate = [&](float* head) {
+        for (int i = 0; i < half; ++i) {
+          const float x0 = head[2 * i], x1 = head[2 * i + 1];
+          head[2 * i] = x0 * cs[i] - x1 * sn[i];
+          head[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+        }
+      };
+      float* qr = F32(q) + r * q.cols;
+      for (int h = 0; h < n_q_heads; ++h) rotate(qr + h * hd);
+      float* kr = F32(k) + r * k.cols;
+      const float* vr = F32(v) + r * v.cols;
+      const int slot = batch_->slot_mapping[r];
+      const int64_t blk = slot / bs;
+      const int off = slot % bs;
+      for (int h = 0; h < n_kv_heads; ++h) {
+        rotate(kr + h * hd);
+        k_.f32_to_f16(kr + h * hd, tmp.data(), hd);
+        uint16_t* kd = kv.keys(blk, layer, h);
+        for (int d = 0; d < hd; ++d) kd[d * bs + off] = tmp[d];
+        k_.f32_to_f16(vr + h * hd, kv.values(blk, layer, h) + static_cast<int64_t>(off) * hd, hd);
+      }
+    }
+  });
+}
+
+void CpuBackend::Attention(Tensor q, KvCacheStorage& cache, int layer, int num_heads, float scale,
+                           Tensor out) {
+  auto& kv = static_cast<CpuKvCache&>(cache);
+  const KvCacheLayout& L = kv.layout();
+  const int hd = L.head_dim, bs = L.block_size;
+  const int group = num_heads / L.num_kv_heads;
+  constexpr int kRowsPerTask = 16;
+  constexpr int kKeys = kAttendBlockKeys;
+  struct Task {
+    int seq;
+    int kv_head;
+    int row_begin, row_end;  // absolute rows
+  };
+  std::vector<Task> tasks;
+  for (size_t s = 0; s < batch_->sequences.size(); ++s) {
+    const ForwardSequence& seq = batch_->sequences[s];
+    for (int h = 0; h < L.num_kv_heads; ++h) {
+      for (int r = 0; r < seq.query_len; r += kRowsPerTask) {
+        tasks.push_back({static_cast<int>(s), h, seq.query_start + r,
+                         seq.query_start + std::min(seq.query_len, r + kRowsPerTask)});
+      }
+    }
+  }
+  // Three passes per task (scores, softmax, weighted values), so that every query row sees
+  // exactly the same arithmetic however the rows are grouped: queries rounded to fp16 as the
+  // keys are, probabilities normalised and rounded to fp16 before the value product.
+  std::atomic<size_t> next{0};
+  auto worker = [&](int, int) {
+    std::vector<float> kt(static_cast<size_t>(hd) * kKeys), vv(static_cast<size_t>(kKeys) * hd);
+    std::vector<float> qr(static_cast<size_t>(kRowsPerTask) * group * hd);
+    std::vector<uint16_t> half(hd);
+    std::vector<float> scores, block_scores(kKeys);
+    for (size_t t = next.fetch_add(1); t < tasks.size(); t = next.fetch_add(1)) {
+      const Task& task = tasks[t];
+      const ForwardSequence& seq = batch_->sequences[task.seq];
+      const int rows = task.row_end - task.row_begin;
+      const int max_keys = batch_->positions[task.row_end - 1] + 1;
+      scores.resize(static_cast<size_t>(rows) * group * max_keys);
+      for (int r = 0; r < rows; ++r) {
+        for (int g = 0; g < group; ++g) {
+          const float* src = F32(q) + static_cast<int64_t>(task.row_begin + r) * q.cols + (task.kv_head * group + g) * hd;
+          k_.f32_to_f16(src, half.data(), hd);
+          k_.f16_to_f32(half.data(), qr.data() + static_cast<size_t>(r * group + g) * hd, hd);
+        }
+      }
+      const int step = std::min(kKeys, bs);  // keys [key0, key0 + step) share one cache block
+      // Pass 1: scores.
+      for (int key0 = 0; key0 < max_keys; key0 += step) {
+        const int n = std::min(step, max_keys - key0);
+        const uint16_t* ks = kv.keys(seq.block_table[key0 / bs], layer, task.kv_head);
+        const int in_block = key0 % bs;
+        for (int d = 0; d < hd; ++d) {
+          float* col = kt.data() + d * kKeys;
+          k_.f16_to_f32(ks + d * bs + in_block, col, n);
+          std::fill(col + n, col + kKeys, 0.0f);
+        }
+        for (int r = 0; r < rows; ++r) {
+          const int n_valid = std::min(n, batch_->positions[task.row_begin + r] + 1 - key0);
+          for (int g = 0; n_valid > 0 && g < group; ++g) {
+            const int st = r * group + g;
+            k_.attn_scores(qr.data() + static_cast<size_t>(st) * hd, kt.data(), hd, block_scores.data());
+            std::copy(block_scores.begin(), block_scores.begin() + n_valid,
+                      scores.begin() + static_cast<size_t>(st) * max_keys + key0);
+          }
+        }
+      }
+      // Pass 2: softmax over each row's visible keys.
+      for (int r = 0; r < rows; ++r) {
+        const int visible = batch_->positions[task.row_begin + r] + 1;
+        for (int g = 0; g < group; ++g) {
+          k_.softmax_fp16(scores.data() + static_cast<size_t>(r * group + g) * max_keys, visible, scale);
+          float* o = F32(out) + static_cast<int64_t>(task.row_begin + r) * out.cols + (task.kv_head * group + g) * hd;
+          std::fill(o, o + hd, 0.0f);
+        }
+      }
+      // Pass 3: probability-weighted values.
+      for (int key0 = 0; key0 < max_keys; key0 += step) {
+        const int n = std::min(step, max_keys - key0);
+        const int in_block = key0 % bs;
+        k_.f16_to_f32(kv.values(seq.block_table[key0 / bs], layer, task.kv_head) + static_cast<int64_t>(in_block) * hd,
+                      vv.data(), static_cast<int64_t>(n) * hd);
+        for (int r = 0; r < rows; ++r) {
+          const int n_valid = std::min(n, batch_->positions[task.row_begin + r] + 1 - key0);
+          for (int g = 0; n_valid > 0 && g < group; ++g) {
+            const int st = r * group + g;
+            float* o = F32(out) + static_cast<int64_t>(task.row_begin + r) * out.cols + (task.kv_head * group + g) * hd;
+            k_.attn_accumulate(scores.data() + static_cast<size_t>(st) * max_keys + key0, vv.data(), n_valid, hd, o);
+          }
+        }
+      }
+    }
+  };
+  if (tasks.size() == 1 || pool_.size() == 1) {
+    worker(0, 1);
+  } else {
+    pool_.Run(worker);
+  }
+}
+
+void CpuBackend::SwiGlu(Tensor gate, Tensor up, Tensor out) {
+  pool_.ParallelFor(gate.rows, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      k_.swiglu(F32(gate) + r * gate.cols, F32(up) + r * up.cols, F32(out) + r * out.cols, gate.cols);
+    }
+  });
+}
+
+void CpuBackend::GatherLogitRows(Tensor x, Tensor out) {
+  for (size_t j = 0; j < batch_->logit_rows.size(); ++j) {
+    std::memcpy(F32(out) + j * out.cols, F32(x) + batch_->logit_rows[j] * x.cols,
+                sizeof(float) * x.cols);
+  }
+}
+
+absl::Status CpuBackend::ReadFloat(Tensor src, float* dst) {
+  if (src.dtype != DType::kF32) return absl::InvalidArgumentError("ReadFloat needs an f32 tensor");
+  std::memcpy(dst, src.data, sizeof(float) * src.rows * src.cols);
+  return absl::OkStatus();
+}
+
+}  // namespace cpu
+}  // namespace tandem

@@ -1,0 +1,243 @@
+#include "engine/engine.h"
+
+#include <chrono>
+#include <random>
+
+#include "common/check.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+
+namespace tandem {
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const gguf::GgufFile& file,
+                                                       std::unique_ptr<Backend> backend,
+                                                       const EngineOptions& options) {
+  if (options.block_size <= 0 || options.block_size > 1024) {
+    return absl::InvalidArgumentError(StrCat("block size ", options.block_size, " is out of range"));
+  }
+  auto engine = std::unique_ptr<Engine>(new Engine());
+  engine->options_ = options;
+  engine->backend_ = std::move(backend);
+  TANDEM_ASSIGN_OR_RETURN(engine->model_, LlamaModel::Load(file, *engine->backend_));
+  const ModelConfig& c = engine->model_->config();
+  engine->max_model_len_ = options.max_model_len > 0 ? std::min(options.max_model_len, c.context_length)
+                                                     : c.context_length;
+  const KvCacheLayout layout = engine->model_->kv_layout(options.block_size);
+  int64_t num_blocks = options.num_kv_blocks;
+  if (num_blocks <= 0) num_blocks = options.kv_cache_bytes / layout.bytes_per_block();
+  if (num_blocks < 1) {
+    return absl::InvalidArgumentError(StrCat("the KV cache of ", options.kv_cache_bytes,
+                                             " bytes holds no block of ", layout.bytes_per_block(), " bytes"));
+  }
+  TANDEM_ASSIGN_OR_RETURN(engine->cache_, engine->backend_->CreateKvCache(layout, num_blocks));
+  BlockManagerOptions bm;
+  bm.num_blocks = num_blocks;
+  bm.block_size = options.block_size;
+  bm.enable_prefix_cache = options.enable_prefix_cache;
+  bm.hash_salt = StrCat(c.architecture, "|", c.name, "|", file.file_size());
+  engine->blocks_ = std::make_unique<BlockManager>(bm);
+  SchedulerOptions so = options.scheduler;
+  so.max_num_seqs = std::min(so.max_num_seqs, so.token_budget);  // every decode fits an iteration
+  engine->scheduler_ = std::make_unique<Scheduler>(so, *engine->blocks_);
+  engine->is_eog_.assign(c.vocab_size, false);
+  for (int32_t id : options.eog_token_ids) {
+    if (id >= 0 && id < c.vocab_size) engine->is_eog_[id] = true;
+  }
+  GetLogger("engine")->info(
+      "model {}; backend {}; weights {:.1f} MiB; KV cache {} blocks x {} tokens ({:.1f} MiB); "
+      "token budget {}, max {} sequences, max model length {}",
+      c.Summary(), engine->backend_->name(), engine->weight_bytes() / 1048576.0, num_blocks,
+      options.block_size, num_blocks * layout.bytes_per_block() / 1048576.0, so.token_budget,
+      so.max_num_seqs, engine->max_model_len_);
+  return engine;
+}
+
+absl::Status Engine::Add(GenerateRequest request) {
+  const ModelConfig& c = model_->config();
+  if (request.id.empty()) return absl::InvalidArgumentError("request id is empty");
+  if (sequences_.contains(request.id)) {
+    return absl::AlreadyExistsError(StrCat("request ", request.id, " already exists"));
+  }
+  if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (int32_t t : request.prompt) {
+    if (t < 0 || t >= c.vocab_size) {
+      return absl::InvalidArgumentError(StrCat("token id ", t, " is outside the vocabulary [0, ",
+                                               c.vocab_size, ")"));
+    }
+  }
+  TANDEM_RETURN_IF_ERROR(request.sampling.Validate(c.vocab_size));
+  const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.sampling.max_tokens;
+  if (total > max_model_len_) {
+    return absl::InvalidArgumentError(StrCat("the prompt (", request.prompt.size(), " tokens) plus max_tokens (",
+                                             request.sampling.max_tokens, ") exceeds the context length of ",
+                                             max_model_len_, " tokens"));
+  }
+  const int64_t blocks_needed = (static_cast<int64_t>(request.prompt.size()) + 1 + options_.block_size - 1) /
+                                options_.block_size;
+  if (blocks_needed > blocks_->num_blocks()) {
+    return absl::ResourceExhaustedError(StrCat("the prompt needs ", blocks_needed,
+                                               " KV blocks but the cache has only ", blocks_->num_blocks()));
+  }
+  const uint64_t seed = request.sampling.seed.value_or(std::random_device{}() * 0x9e3779b97f4a7c15ULL ^
+                                                       std::random_device{}());
+  auto seq = std::make_unique<Sequence>(request.id, std::move(request.prompt), std::move(request.sampling),
+                                        request.priority, next_arrival_++, seed);
+  scheduler_->Add(seq.get());
+  sequences_.emplace(seq->id, std::move(seq));
+  return absl::OkStatus();
+}
+
+bool Engine::Cancel(const std::string& id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return false;
+  RequestOutput out;
+  out.id = id;
+  Finish(it->second.get(), FinishReason::kCancelled, &out);
+  pending_outputs_.push_back(std::move(out));
+  return true;
+}
+
+void Engine::Finish(Sequence* seq, FinishReason reason, RequestOutput* out) {
+  seq->finish = reason;
+  out->finish = reason;
+  out->prompt_tokens = seq->prompt_len;
+  out->generated_tokens = seq->num_generated();
+  out->cached_prompt_tokens = seq->num_prefix_hit_tokens;
+  ++(reason == FinishReason::kCancelled ? counters_.cancelled : counters_.finished);
+  scheduler_->Remove(seq);
+  sequences_.erase(seq->id);  // destroys seq
+}
+
+bool Engine::ShouldStop(const Sequence& seq, int32_t token) const {
+  for (int32_t s : seq.sampling.stop_token_ids) {
+    if (s == token) return true;
+  }
+  return !seq.sampling.ignore_eos && is_eog_[token];
+}
+
+absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<RequestOutput> outputs = std::move(pending_outputs_);
+  pending_outputs_.clear();
+  SchedulerOutput plan = scheduler_->Schedule();
+  last_step_ = {};
+  last_step_.num_preempted = static_cast<int32_t>(plan.preempted.size());
+  counters_.preemptions += static_cast<int64_t>(plan.preempted.size());
+  if (plan.chunks.empty()) return outputs;
+  ++counters_.steps;
+  counters_.prefill_tokens += plan.num_prefill_tokens;
+  counters_.decode_tokens += plan.num_decode_tokens;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    if (chunk.seq->num_computed == chunk.seq->num_prefix_hit_tokens && chunk.seq->num_prefix_hit_tokens > 0 &&
+        chunk.seq->num_generated() == 0) {
+      counters_.prefix_hit_tokens += chunk.seq->num_prefix_hit_tokens;
+    }
+  }
+
+  const int bs = options_.block_size;
+  batch_.Clear();
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    Sequence* seq = chunk.seq;
+    ForwardSequence fs;
+    fs.query_start = batch_.num_tokens();
+    fs.query_len = chunk.num_tokens;
+    fs.context_len = seq->num_computed + chunk.num_tokens;
+    fs.block_table = seq->block_table;
+    for (int32_t j = 0; j < chunk.num_tokens; ++j) {
+      const int32_t pos = seq->num_computed + j;
+      batch_.tokens.push_back(seq->tokens[pos]);
+      batch_.positions.push_back(pos);
+      batch_.slot_mapping.push_back(seq->block_table[pos / bs] * bs + pos % bs);
+    }
+    if (chunk.samples) batch_.logit_rows.push_back(fs.query_start + chunk.num_tokens - 1);
+    batch_.sequences.push_back(std::move(fs));
+  }
+  const int vocab = model_->config().vocab_size;
+  logits_.resize(batch_.logit_rows.size() * static_cast<size_t>(vocab));
+  TANDEM_RETURN_IF_ERROR(model_->Forward(batch_, *cache_, logits_.data()));
+
+  size_t logit_row = 0;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    Sequence* seq = chunk.seq;
+    seq->num_computed += chunk.num_tokens;
+    scheduler_->OnComputed(seq);
+    if (!chunk.samples) continue;
+    std::span<const float> row(logits_.data() + logit_row++ * static_cast<size_t>(vocab), vocab);
+    const int32_t token = SampleToken(row, seq->sampling, seq->rng, sample_scratch_);
+    seq->tokens.push_back(token);
+    ++counters_.generated_tokens;
+    RequestOutput out;
+    out.id = seq->id;
+    out.new_tokens.push_back(token);
+    out.prompt_tokens = seq->prompt_len;
+    out.generated_tokens = seq->num_generated();
+    out.cached_prompt_tokens = seq->num_prefix_hit_tokens;
+    if (ShouldStop(*seq, token)) {
+      Finish(seq, FinishReason::kStop, &out);
+    } else if (seq->num_generated() >= seq->sampling.max_tokens ||
+               static_cast<int>(seq->tokens.size()) >= max_model_len_) {
+      Finish(seq, FinishReason::kLength, &out);
+    }
+    outputs.push_back(std::move(out));
+  }
+  last_step_.num_tokens = plan.num_tokens;
+  last_step_.num_decode_tokens = plan.num_decode_tokens;
+  last_step_.num_prefill_tokens = plan.num_prefill_tokens;
+  last_step_.num_sequences = static_cast<int32_t>(plan.chunks.size());
+  last_step_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return outputs;
+}
+
+absl::StatusOr<std::vector<float>> Engine::ScoreTokens(const std::vector<int32_t>& tokens,
+                                                       int chunk_size) {
+  const ModelConfig& c = model_->config();
+  if (tokens.empty()) return absl::InvalidArgumentError("no tokens to score");
+  if (static_cast<int>(tokens.size()) > max_model_len_) {
+    return absl::InvalidArgumentError(StrCat(tokens.size(), " tokens exceed the context length of ", max_model_len_));
+  }
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError(StrCat("token id ", t, " is out of range"));
+  }
+  const int bs = options_.block_size;
+  std::vector<int32_t> table;
+  auto release = [&] {
+    for (int32_t b : table) blocks_->Release(b);
+  };
+  for (size_t i = 0; i < (tokens.size() + bs - 1) / bs; ++i) {
+    auto b = blocks_->Allocate();
+    if (!b) {
+      release();
+      return absl::ResourceExhaustedError("not enough free KV blocks to score the tokens");
+    }
+    table.push_back(*b);
+  }
+  std::vector<float> all(tokens.size() * static_cast<size_t>(c.vocab_size));
+  ForwardBatch batch;
+  for (size_t start = 0; start < tokens.size(); start += chunk_size) {
+    const int32_t n = static_cast<int32_t>(std::min<size_t>(chunk_size, tokens.size() - start));
+    batch.Clear();
+    ForwardSequence fs;
+    fs.query_start = 0;
+    fs.query_len = n;
+    fs.context_len = static_cast<int32_t>(start) + n;
+    fs.block_table = table;
+    for (int32_t j = 0; j < n; ++j) {
+      const int32_t pos = static_cast<int32_t>(start) + j;
+      batch.tokens.push_back(tokens[pos]);
+      batch.positions.push_back(pos);
+      batch.slot_mapping.push_back(table[pos / bs] * bs + pos % bs);
+      batch.logit_rows.push_back(j);
+    }
+    batch.sequences.push_back(std::move(fs));
+    absl::Status s = model_->Forward(batch, *cache_, all.data() + start * c.vocab_size);
+    if (!s.ok()) {
+      release();
+      return s;
+    }
+  }
+  release();
+  return all;
+}
+
+}  // namespace tandem

@@ -1,0 +1,92 @@
+#include "engine/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/strings.h"
+
+namespace tandem {
+
+absl::Status SamplingParams::Validate(int vocab_size) const {
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature)) {
+    return absl::InvalidArgumentError(StrCat("temperature must be >= 0, got ", temperature));
+  }
+  if (!(top_p > 0.0f && top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(StrCat("top_p must be in (0, 1], got ", top_p));
+  }
+  if (top_k < 0) return absl::InvalidArgumentError(StrCat("top_k must be >= 0, got ", top_k));
+  if (max_tokens < 1) return absl::InvalidArgumentError(StrCat("max_tokens must be >= 1, got ", max_tokens));
+  for (int32_t id : stop_token_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(StrCat("stop token id ", id, " is outside the vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int32_t ArgMax(std::span<const float> logits) {
+  int32_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+int32_t SampleToken(std::span<const float> logits, const SamplingParams& params, SamplerRng& rng,
+                    std::vector<std::pair<float, int32_t>>& scratch) {
+  if (params.greedy() || params.top_k == 1) return ArgMax(logits);
+  const float inv_t = 1.0f / params.temperature;
+  scratch.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) scratch[i] = {logits[i] * inv_t, static_cast<int32_t>(i)};
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t n = scratch.size();
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < n) {
+    std::partial_sort(scratch.begin(), scratch.begin() + params.top_k, scratch.end(), by_logit);
+    n = params.top_k;
+  } else if (params.top_p < 1.0f) {
+    // Most of the mass usually sits in a few hundred tokens: sort those first.
+    const size_t head = std::min<size_t>(n, 1024);
+    std::partial_sort(scratch.begin(), scratch.begin() + head, scratch.end(), by_logit);
+  }
+  const bool sorted = n < scratch.size() || params.top_p < 1.0f;
+  float max_logit = scratch[0].first;
+  if (!sorted) {
+    for (size_t i = 1; i < n; ++i) max_logit = std::max(max_logit, scratch[i].first);
+  }
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    scratch[i].first = std::exp(scratch[i].first - max_logit);
+    total += scratch[i].first;
+  }
+  if (params.top_p < 1.0f) {
+    const double target = params.top_p * total;
+    double cum = 0;
+    size_t keep = 0;
+    for (; keep < n; ++keep) {
+      if (keep == 1024 && n > 1024 && params.top_k == 0) {
+        // The partially sorted head did not reach top_p: sort the rest too.
+        auto by_prob = [](const auto& a, const auto& b) {
+          return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        std::sort(scratch.begin() + keep, scratch.begin() + n, by_prob);
+      }
+      cum += scratch[keep].first;
+      if (cum >= target) {
+        ++keep;
+        break;
+      }
+    }
+    n = std::min(keep, n);
+    total = cum;
+  }
+  double u = rng.Uniform() * total;
+  for (size_t i = 0; i < n; ++i) {
+    u -= scratch[i].first;
+    if (u < 0) return scratch[i].second;
+  }
+  return scratch[n - 1].second;
+}
+
+}  // namespace tandem

@@ -1,0 +1,50 @@
+// Per-request sampling parameters and the token sampler.
+//
+// Order of operations (as vLLM): temperature, then top-k, then top-p (nucleus) over the
+// renormalised distribution, then a draw from the request's own generator. Temperature 0 is
+// greedy (argmax, lowest id on ties). The generator is std::mt19937_64, whose output the C++
+// standard fixes, seeded per request: the same seed gives the same tokens on every machine and
+// whatever else is in the batch.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace tandem {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0 = greedy
+  float top_p = 1.0f;        // (0, 1]
+  int top_k = 0;             // 0 = off
+  std::optional<uint64_t> seed;
+  int max_tokens = 16;       // generated tokens, >= 1
+  bool ignore_eos = false;   // keep going past end-of-generation tokens
+  std::vector<int32_t> stop_token_ids;
+
+  absl::Status Validate(int vocab_size) const;
+  bool greedy() const { return temperature <= 0.0f; }
+};
+
+class SamplerRng {
+ public:
+  explicit SamplerRng(uint64_t seed) : engine_(seed) {}
+  // Uniform in [0, 1) with 53 random bits.
+  double Uniform() { return static_cast<double>(engine_() >> 11) * 0x1.0p-53; }
+
+ private:
+  std::mt19937_64 engine_;
+};
+
+// Returns the index of the largest logit (the lowest index on ties).
+int32_t ArgMax(std::span<const float> logits);
+
+// Samples one token id. `scratch` is reused between calls to avoid allocations.
+int32_t SampleToken(std::span<const float> logits, const SamplingParams& params, SamplerRng& rng,
+                    std::vector<std::pair<float, int32_t>>& scratch);
+
+}  // namespace tandem

@@ -1,0 +1,50 @@
+// The engine's state for one request: its tokens (prompt, then generated), how many of them
+// have their KV in the cache, its block table and its sampling state.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/block_manager.h"
+#include "engine/sampling.h"
+
+namespace tandem {
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
+const char* FinishReasonName(FinishReason r);
+
+struct Sequence {
+  Sequence(std::string id_, std::vector<int32_t> prompt, SamplingParams params, int priority_,
+           uint64_t arrival_, uint64_t seed)
+      : id(std::move(id_)),
+        tokens(std::move(prompt)),
+        prompt_len(static_cast<int32_t>(tokens.size())),
+        sampling(std::move(params)),
+        rng(seed),
+        priority(priority_),
+        arrival(arrival_) {}
+
+  std::string id;
+  std::vector<int32_t> tokens;  // prompt followed by generated tokens
+  int32_t prompt_len;
+  int32_t num_computed = 0;     // leading tokens whose KV is in the cache
+  std::vector<int32_t> block_table;
+  std::vector<BlockHash> block_hashes;  // hashes of the leading full blocks, computed lazily
+  int32_t num_registered_blocks = 0;    // leading blocks registered in the prefix cache
+  SamplingParams sampling;
+  SamplerRng rng;
+  int priority;       // lower runs first
+  uint64_t arrival;   // admission order, for FCFS within a priority
+  bool running = false;
+  FinishReason finish = FinishReason::kNone;
+  int num_preemptions = 0;
+  int32_t num_prefix_hit_tokens = 0;  // tokens served from the prefix cache at admission
+
+  int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
+  int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
+  bool finished() const { return finish != FinishReason::kNone; }
+};
+
+}  // namespace tandem

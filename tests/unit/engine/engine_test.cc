@@ -1,0 +1,259 @@
+// The engine on tiny random-weight models: request validation, stopping, cancellation, and
+// mode invariance (greedy tokens do not depend on the token budget, prefix-cache hits,
+// batching or preemption).
+#include "engine/engine.h"
+
+#include <map>
+#include <random>
+
+#include "engine/backends/cpu/cpu_backend.h"
+#include "gtest/gtest.h"
+#include "testing/tiny_model.h"
+
+namespace tandem {
+namespace {
+
+struct Options {
+  int token_budget = 512;
+  int64_t num_kv_blocks = 512;
+  bool prefix_cache = true;
+  int threads = 2;
+  int block_size = 16;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    file_ = std::move(*gguf::GgufFile::Open(testing::TinyModelPath())).release();
+  }
+  static void TearDownTestSuite() { delete file_; }
+
+  static std::unique_ptr<Engine> MakeEngine(const Options& o) {
+    auto backend = cpu::CpuBackend::Create({.threads = o.threads});
+    EXPECT_TRUE(backend.ok());
+    EngineOptions options;
+    options.num_kv_blocks = o.num_kv_blocks;
+    options.block_size = o.block_size;
+    options.enable_prefix_cache = o.prefix_cache;
+    options.scheduler.token_budget = o.token_budget;
+    options.scheduler.max_num_seqs = 64;
+    options.eog_token_ids = {2};
+    auto engine = Engine::Create(*file_, std::move(*backend), options);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  }
+
+  static std::vector<int32_t> Prompt(int len, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<int32_t> p(len);
+    for (auto& t : p) t = 3 + static_cast<int32_t>(rng() % 250);
+    return p;
+  }
+
+  static GenerateRequest Greedy(const std::string& id, std::vector<int32_t> prompt, int max_tokens = 24) {
+    GenerateRequest r;
+    r.id = id;
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = 0;
+    r.sampling.max_tokens = max_tokens;
+    r.sampling.ignore_eos = true;
+    return r;
+  }
+
+  // Runs every request to completion; returns each request's tokens and finish.
+  static std::map<std::string, std::pair<std::vector<int32_t>, FinishReason>> RunAll(
+      Engine& engine, const std::vector<GenerateRequest>& requests) {
+    for (const auto& r : requests) EXPECT_TRUE(engine.Add(r).ok());
+    std::map<std::string, std::pair<std::vector<int32_t>, FinishReason>> out;
+    while (engine.HasWork()) {
+      auto step = engine.Step();
+      EXPECT_TRUE(step.ok()) << step.status();
+      if (!step.ok()) break;
+      for (const auto& o : *step) {
+        auto& [tokens, finish] = out[o.id];
+        tokens.insert(tokens.end(), o.new_tokens.begin(), o.new_tokens.end());
+        if (o.finish != FinishReason::kNone) finish = o.finish;
+      }
+    }
+    return out;
+  }
+
+  static std::vector<GenerateRequest> Workload() {
+    std::vector<GenerateRequest> rs;
+    const int lens[] = {1, 5, 15, 16, 17, 31, 40, 64, 100, 130, 7, 250, 33, 48, 90, 200};
+    for (int i = 0; i < 16; ++i) rs.push_back(Greedy("r" + std::to_string(i), Prompt(lens[i], 100 + i)));
+    return rs;
+  }
+
+  static inline gguf::GgufFile* file_ = nullptr;
+};
+
+TEST_F(EngineTest, GreedyTokensDoNotDependOnBudgetBatchingPrefixCacheOrPreemption) {
+  const auto requests = Workload();
+  // Reference: each request alone, budget 512, no prefix cache.
+  std::map<std::string, std::vector<int32_t>> reference;
+  {
+    auto engine = MakeEngine({.prefix_cache = false});
+    for (const auto& r : requests) reference[r.id] = RunAll(*engine, {r})[r.id].first;
+  }
+  for (const auto& [id, tokens] : reference) ASSERT_EQ(tokens.size(), 24u) << id;
+
+  struct Mode {
+    std::string name;
+    Options options;
+    bool concurrent;
+  };
+  const std::vector<Mode> modes = {
+      {"budget 16 alone", {.token_budget = 16}, false},
+      {"budget 64 alone", {.token_budget = 64}, false},
+      {"budget 512, 16 concurrent", {.token_budget = 512}, true},
+      {"budget 16, 16 concurrent", {.token_budget = 16}, true},
+      {"one thread, 16 concurrent", {.token_budget = 64, .threads = 1}, true},
+      {"block size 8", {.token_budget = 64, .block_size = 8}, true},
+      {"block size 32", {.token_budget = 64, .block_size = 32}, true},
+  };
+  for (const auto& mode : modes) {
+    auto engine = MakeEngine(mode.options);
+    std::map<std::string, std::vector<int32_t>> got;
+    if (mode.concurrent) {
+      for (auto& [id, v] : RunAll(*engine, requests)) got[id] = v.first;
+    } else {
+      for (const auto& r : requests) got[r.id] = RunAll(*engine, {r})[r.id].first;
+    }
+    for (const auto& [id, tokens] : reference) EXPECT_EQ(got[id], tokens) << mode.name << ", request " << id;
+  }
+}
+
+TEST_F(EngineTest, PrefixCacheHitsGiveTheSameTokens) {
+  auto engine = MakeEngine({.token_budget = 64});
+  const auto shared = Prompt(100, 7);
+  auto a = Greedy("a", shared);
+  const auto first = RunAll(*engine, {a})["a"].first;
+  const int64_t hits_before = engine->counters().prefix_hit_tokens;
+  a.id = "a2";
+  const auto second = RunAll(*engine, {a})["a2"].first;
+  EXPECT_EQ(first, second);
+  EXPECT_EQ(engine->counters().prefix_hit_tokens - hits_before, 96);  // 6 full blocks of 16
+  // A prompt sharing only the first 40 tokens hits the 2 full blocks they fill.
+  auto b = Greedy("b", std::vector<int32_t>(shared.begin(), shared.begin() + 40));
+  b.prompt.push_back(9);
+  auto fresh = MakeEngine({.prefix_cache = false});
+  const auto expect_b = RunAll(*fresh, {b})["b"].first;
+  EXPECT_EQ(RunAll(*engine, {b})["b"].first, expect_b);
+}
+
+TEST_F(EngineTest, PreemptionUnderATinyKvPoolKeepsOutputsIdentical) {
+  const auto requests = Workload();
+  auto roomy = MakeEngine({.token_budget = 64});
+  const auto expected = RunAll(*roomy, requests);
+  // 24 blocks of 16 tokens: the 250-token prompt alone needs 17; everything cannot run at once.
+  auto tight = MakeEngine({.token_budget = 64, .num_kv_blocks = 24});
+  const auto got = RunAll(*tight, requests);
+  EXPECT_GT(tight->counters().preemptions, 0);
+  for (const auto& [id, v] : expected) EXPECT_EQ(got.at(id).first, v.first) << id;
+  EXPECT_EQ(tight->block_manager().num_in_use(), 0);
+}
+
+TEST_F(EngineTest, StopsOnEosStopTokensAndMaxTokens) {
+  auto engine = MakeEngine({});
+  auto r = Greedy("x", Prompt(20, 1), 12);
+  const auto free_run = RunAll(*engine, {r})["x"].first;
+  ASSERT_EQ(free_run.size(), 12u);
+  // Stop token: the 5th generated token.
+  r.id = "stop";
+  r.sampling.stop_token_ids = {free_run[4]};
+  const auto stopped = RunAll(*engine, {r})["stop"];
+  size_t first = 0;
+  while (free_run[first] != free_run[4]) ++first;
+  EXPECT_EQ(stopped.first, std::vector<int32_t>(free_run.begin(), free_run.begin() + first + 1));
+  EXPECT_EQ(stopped.second, FinishReason::kStop);
+  // End of generation (token 2) ends a request unless ignore_eos.
+  r = Greedy("len", Prompt(20, 1), 5);
+  const auto len = RunAll(*engine, {r})["len"];
+  EXPECT_EQ(len.first.size(), 5u);
+  EXPECT_EQ(len.second, FinishReason::kLength);
+}
+
+TEST_F(EngineTest, SeededSamplingIsReproducibleAloneAndInABatch) {
+  auto engine = MakeEngine({.token_budget = 32});
+  GenerateRequest r = Greedy("s", Prompt(30, 3), 40);
+  r.sampling.temperature = 4.0f;  // the random model's distributions are sharp
+  r.sampling.seed = 1234;
+  const auto alone = RunAll(*engine, {r})["s"].first;
+  auto batch = Workload();
+  r.id = "s2";
+  batch.push_back(r);
+  EXPECT_EQ(RunAll(*engine, batch)["s2"].first, alone);
+  r.id = "s3";
+  r.sampling.seed = 99;
+  EXPECT_NE(RunAll(*engine, {r})["s3"].first, alone);
+}
+
+TEST_F(EngineTest, RejectsInvalidRequestsWithClearErrors) {
+  auto engine = MakeEngine({});
+  const int vocab = engine->model_config().vocab_size;
+  auto expect = [&](GenerateRequest r, absl::StatusCode code, const std::string& fragment) {
+    const absl::Status s = engine->Add(r);
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(std::string(s.message()).find(fragment), std::string::npos) << s;
+  };
+  expect(Greedy("e", {}), absl::StatusCode::kInvalidArgument, "empty");
+  expect(Greedy("n", {5, -1}), absl::StatusCode::kInvalidArgument, "outside the vocabulary");
+  expect(Greedy("v", {5, vocab}), absl::StatusCode::kInvalidArgument, "outside the vocabulary");
+  expect(Greedy("l", Prompt(1000, 1), 100), absl::StatusCode::kInvalidArgument, "exceeds the context length");
+  auto bad = Greedy("t", {5});
+  bad.sampling.temperature = -1;
+  expect(bad, absl::StatusCode::kInvalidArgument, "temperature");
+  ASSERT_TRUE(engine->Add(Greedy("dup", {5})).ok());
+  expect(Greedy("dup", {5}), absl::StatusCode::kAlreadyExists, "already exists");
+  auto small = MakeEngine({.num_kv_blocks = 2});
+  EXPECT_EQ(small->Add(Greedy("big", Prompt(100, 1))).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(EngineTest, CancellingAtAnyPointFreesEveryBlock) {
+  auto engine = MakeEngine({.token_budget = 32, .num_kv_blocks = 64});
+  std::mt19937 rng(9);
+  int cancelled = 0;
+  for (int round = 0; round < 10; ++round) {
+    auto requests = Workload();
+    for (auto& r : requests) {
+      r.id += "-" + std::to_string(round);
+      ASSERT_TRUE(engine->Add(r).ok());
+    }
+    while (engine->HasWork()) {
+      auto step = engine->Step();
+      ASSERT_TRUE(step.ok());
+      for (const auto& r : requests) {
+        if (rng() % 40 == 0 && engine->Cancel(r.id)) ++cancelled;
+      }
+      for (const auto& o : *step) {
+        if (o.finish == FinishReason::kCancelled) EXPECT_TRUE(o.new_tokens.empty());
+      }
+    }
+    ASSERT_EQ(engine->block_manager().num_in_use(), 0) << "round " << round;
+    ASSERT_TRUE(engine->block_manager().CheckInvariants());
+  }
+  EXPECT_GT(cancelled, 10);
+  EXPECT_FALSE(engine->Cancel("nonexistent"));
+}
+
+TEST_F(EngineTest, ScoreTokensMatchesTheLogitsGenerationUses) {
+  auto engine = MakeEngine({.token_budget = 16});
+  const auto prompt = Prompt(50, 4);
+  const auto generated = RunAll(*engine, {Greedy("g", prompt, 8)})["g"].first;
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), generated.begin(), generated.end() - 1);
+  for (int chunk : {7, 512}) {
+    auto logits = engine->ScoreTokens(all, chunk);
+    ASSERT_TRUE(logits.ok());
+    const int vocab = engine->model_config().vocab_size;
+    for (size_t i = 0; i < generated.size(); ++i) {
+      const float* row = logits->data() + (prompt.size() - 1 + i) * vocab;
+      EXPECT_EQ(std::max_element(row, row + vocab) - row, generated[i]) << "position " << i;
+    }
+  }
+  EXPECT_EQ(engine->block_manager().num_in_use(), 0);
+}
+
+}  // namespace
+}  // namespace tandem
