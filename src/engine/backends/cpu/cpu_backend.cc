@@ -32,14 +32,15 @@ bool UsesInt8Path(GgmlType t) {
   return t == GgmlType::kQ4_0 || t == GgmlType::kQ4_1 || t == GgmlType::kQ8_0;
 }
 
-// 64-byte aligned, zero-initialised heap memory.
+// 64-byte aligned heap memory. Zeroed when `zero` (large blocks come from the kernel as zero
+// pages anyway; the KV cache skips the memset so that its pages are only committed when used).
 struct AlignedDeleter {
   void operator()(void* p) const { std::free(p); }
 };
-std::unique_ptr<void, AlignedDeleter> AlignedAlloc(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (p != nullptr) std::memset(p, 0, rounded == 0 ? 64 : rounded);
+std::unique_ptr<void, AlignedDeleter> AlignedAlloc(size_t bytes, bool zero = true) {
+  const size_t rounded = std::max<size_t>((bytes + 63) / 64 * 64, 64);
+  void* p = std::aligned_alloc(64, rounded);
+  if (p != nullptr && zero) std::memset(p, 0, rounded);
   return std::unique_ptr<void, AlignedDeleter>(p);
 }
 
@@ -77,7 +78,7 @@ class CpuBuffer final : public DeviceBuffer {
 class CpuKvCache final : public KvCacheStorage {
  public:
   CpuKvCache(const KvCacheLayout& layout, int64_t num_blocks)
-      : memory_(AlignedAlloc(static_cast<size_t>(num_blocks * layout.bytes_per_block()))) {
+      : memory_(AlignedAlloc(static_cast<size_t>(num_blocks * layout.bytes_per_block()), /*zero=*/false)) {
     layout_ = layout;
     num_blocks_ = num_blocks;
   }

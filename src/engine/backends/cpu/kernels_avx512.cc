@@ -21,7 +21,11 @@ using gguf::BlockQ4_0;
 using gguf::BlockQ4_1;
 using gguf::BlockQ8_0;
 
-constexpr int kMaxBlocks = 1024;  // rows of up to 32768 elements
+constexpr int kMaxBlocks = 1024;
+
+// Hardware half conversions (F16C): the same bits as common/fp16.h, far cheaper.
+inline float HalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
+inline float RoundToHalf(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }  // rows of up to 32768 elements
 
 struct PreparedWeights {
   __m512i v;
@@ -51,7 +55,14 @@ struct Q4_1Format {
   static __m512i Dot(const PreparedWeights& w, __m512i x, __m512i) {
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.v, x);
   }
-  static float Min(const Block& b) { return Fp16ToFp32(b.m); }
+  static float Min(const Block& b) { return HalfToFloat(b.m); }
+  // [d(r0), m(r0), d(r1), m(r1)] of block b.
+  static __m128 Scales(const Block* r0, const Block* r1, int64_t b) {
+    uint32_t a, c = 0;
+    std::memcpy(&a, &r0[b], 4);
+    if (r1) std::memcpy(&c, &r1[b], 4);
+    return _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(a) | (static_cast<int64_t>(c) << 32)));
+  }
 };
 
 struct Q4_0Format {
@@ -65,6 +76,11 @@ struct Q4_0Format {
     return _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w.v, x), x_correction);
   }
   static float Min(const Block&) { return 0.0f; }
+  // [d(r0), 0, d(r1), 0] of block b.
+  static __m128 Scales(const Block* r0, const Block* r1, int64_t b) {
+    return _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(r0[b].d) |
+                                          (static_cast<int64_t>(r1 ? r1[b].d : 0) << 32)));
+  }
 };
 
 struct Q8_0Format {
@@ -84,6 +100,11 @@ struct Q8_0Format {
     return _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xu, w.v), w.correction);
   }
   static float Min(const Block&) { return 0.0f; }
+  // [d(r0), 0, d(r1), 0] of block b.
+  static __m128 Scales(const Block* r0, const Block* r1, int64_t b) {
+    return _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(r0[b].d) |
+                                          (static_cast<int64_t>(r1 ? r1[b].d : 0) << 32)));
+  }
 };
 
 // MR activation rows x (2 * NP) weight rows, over all blocks.
@@ -135,6 +156,74 @@ void Tile(const typename F::Block* const* w, const float* const* wd, const float
   }
 }
 
+// The same arithmetic as Tile, reading each block's scales as it goes instead of from arrays
+// prepared per weight tile: cheaper when there are only a few activation rows (decode).
+template <typename F, int MR, int NP>
+void TileInlineScales(const typename F::Block* const* w, const Q8Rows& x, int64_t m0, int nr, float* y,
+                      int64_t y_stride, int64_t n0) {
+  const int64_t nb = x.cols / 32;
+  const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc[MR][NP];
+  __m128 summs[MR];
+  for (int m = 0; m < MR; ++m) {
+    summs[m] = _mm_setzero_ps();
+    for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    PreparedWeights pw[NP];
+    __m512 ws[NP];
+    __m128 dm[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    for (int p = 0; p < NP; ++p) {
+      pw[p] = F::Prepare(w[2 * p], w[2 * p + 1], b);
+      dm[p] = F::Scales(w[2 * p], w[2 * p + 1], b);
+      ws[p] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dm[p]));
+    }
+    __m128 mins;
+    if constexpr (F::kHasMin) mins = _mm_shuffle_ps(dm[0], dm[1], _MM_SHUFFLE(3, 1, 3, 1));
+    for (int m = 0; m < MR; ++m) {
+      const int64_t row = m0 + m;
+      const __m512i xv = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + row * x.cols + 32 * b)));
+      __m512i xc = _mm512_setzero_si512();
+      if constexpr (F::kActivationCorrection) {
+        xc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv);
+      }
+      const __m512 dx = _mm512_set1_ps(x.d[row * nb + b]);
+      for (int p = 0; p < NP; ++p) {
+        const __m512 isum = _mm512_cvtepi32_ps(F::Dot(pw[p], xv, xc));
+        acc[m][p] = _mm512_fmadd_ps(_mm512_mul_ps(ws[p], dx), isum, acc[m][p]);
+      }
+      if constexpr (F::kHasMin) summs[m] = _mm_fmadd_ps(mins, _mm_set1_ps(x.s[row * nb + b]), summs[m]);
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    alignas(16) float sm[4];
+    _mm_store_ps(sm, summs[m]);
+    for (int r = 0; r < nr; ++r) {
+      const __m512 v = acc[m][r / 2];
+      const __m256 half = r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1);
+      float out = simd::Sum8(half);
+      if constexpr (F::kHasMin) out += sm[r];
+      y[(m0 + m) * y_stride + n0 + r] = out;
+    }
+  }
+}
+
+template <typename F, int MR>
+void QuantGemmFewRows(const uint8_t* w, int64_t w_row_bytes, int64_t n_begin, int64_t n_end,
+                      const Q8Rows& x, float* y, int64_t y_stride) {
+  for (int64_t n = n_begin; n < n_end; n += 4) {
+    const int nr = static_cast<int>(std::min<int64_t>(4, n_end - n));
+    const typename F::Block* rows[4] = {};
+    for (int r = 0; r < nr; ++r) rows[r] = reinterpret_cast<const typename F::Block*>(w + (n + r) * w_row_bytes);
+    if (nr > 2) {
+      TileInlineScales<F, MR, 2>(rows, x, 0, nr, y, y_stride, n);
+    } else {
+      TileInlineScales<F, MR, 1>(rows, x, 0, nr, y, y_stride, n);
+    }
+  }
+}
+
 template <typename F, int NP>
 void RowsForWeightTile(const typename F::Block* const* w, const float* const* wd,
                        const float* mins_t, const Q8Rows& x, int nr, float* y, int64_t y_stride,
@@ -152,6 +241,13 @@ void RowsForWeightTile(const typename F::Block* const* w, const float* const* wd
 template <typename F>
 void QuantGemm(const uint8_t* w, int64_t w_row_bytes, int64_t n_begin, int64_t n_end,
                const Q8Rows& x, float* y, int64_t y_stride) {
+  switch (x.rows) {
+    case 1: return QuantGemmFewRows<F, 1>(w, w_row_bytes, n_begin, n_end, x, y, y_stride);
+    case 2: return QuantGemmFewRows<F, 2>(w, w_row_bytes, n_begin, n_end, x, y, y_stride);
+    case 3: return QuantGemmFewRows<F, 3>(w, w_row_bytes, n_begin, n_end, x, y, y_stride);
+    case 4: return QuantGemmFewRows<F, 4>(w, w_row_bytes, n_begin, n_end, x, y, y_stride);
+    default: break;
+  }
   constexpr int kNR = 4;
   const int64_t nb = x.cols / 32;
   alignas(64) float scales[kNR][kMaxBlocks];
@@ -171,7 +267,7 @@ void QuantGemm(const uint8_t* w, int64_t w_row_bytes, int64_t n_begin, int64_t n
       }
       rows[r] = reinterpret_cast<const typename F::Block*>(w + (n + r) * w_row_bytes);
       for (int64_t b = 0; b < nb; ++b) {
-        scales[r][b] = Fp16ToFp32(rows[r][b].d);
+        scales[r][b] = HalfToFloat(rows[r][b].d);
         if constexpr (F::kHasMin) mins_t[b * kNR + r] = F::Min(rows[r][b]);
       }
     }
@@ -196,8 +292,8 @@ void QuantizeRowQ8(const float* x, int64_t cols, int8_t* q, float* d, float* s) 
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b), _mm512_cvtsepi32_epi8(qa));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * b + 16), _mm512_cvtsepi32_epi8(qc));
     const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
-    d[b] = Fp16ToFp32(Fp32ToFp16(scale));
-    s[b] = Fp16ToFp32(Fp32ToFp16(scale * static_cast<float>(sum)));
+    d[b] = RoundToHalf((scale));
+    s[b] = RoundToHalf((scale * static_cast<float>(sum)));
   }
 }
 

@@ -1,0 +1,44 @@
+# The two commands a fresh machine needs: `make up` and `make test`. Both do all set-up first
+# (Debian packages, the build, the bundled model), and running them again skips what is done.
+
+BUILD_DIR  ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+PROMPT     ?= What are three good habits for writing maintainable code? Answer briefly.
+TANDEM     := $(BUILD_DIR)/tandem
+
+.PHONY: all setup configure build model test up bench clean help
+
+all: build
+
+help:
+	@echo "make up     set up, build, fetch the bundled model and run tandem on a demo prompt"
+	@echo "make test   set up, build, fetch the bundled model and run every test"
+	@echo "make build  configure and build only ($(BUILD_DIR)/, CMAKE_ARGS=... to pass options)"
+	@echo "make bench  CPU benchmark against llama.cpp (builds llama-cpp-python first; slow)"
+
+setup:
+	@scripts/setup.sh
+
+configure: setup
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS) > /dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+model: build
+	@$(TANDEM) model fetch > /dev/null
+
+test: model
+	TANDEM_MODEL="$$($(TANDEM) model fetch)" TANDEM_REQUIRE_MODEL=1 \
+	  ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+
+up: model
+	$(TANDEM) generate --chat --max-tokens 200 --prompt "$(PROMPT)"
+
+bench: model
+	bench/run_cpu_bench.sh
+
+clean:
+	rm -rf $(BUILD_DIR)
