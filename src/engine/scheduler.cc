@@ -121,6 +121,12 @@ SchedulerOutput Scheduler::Schedule() {
   std::vector<Sequence*> order = running_;
   std::sort(order.begin(), order.end(), RunsBefore);
   std::vector<Sequence*> scheduled;
+  auto record = [&](Sequence* seq, int32_t want) {
+    out.chunks.push_back({seq, want, seq->num_computed + want == static_cast<int32_t>(seq->tokens.size())});
+    scheduled.push_back(seq);
+    budget -= want;
+    (seq->num_uncomputed() == 1 ? out.num_decode_tokens : out.num_prefill_tokens) += want;
+  };
 
   auto victim_for = [&](Sequence* self) -> Sequence* {
     Sequence* victim = nullptr;
@@ -140,14 +146,7 @@ SchedulerOutput Scheduler::Schedule() {
       out.preempted.push_back(victim);
       if (victim == seq) return;
     }
-    out.chunks.push_back({seq, want, seq->num_computed + want == static_cast<int32_t>(seq->tokens.size())});
-    scheduled.push_back(seq);
-    budget -= want;
-    if (seq->num_uncomputed() == 1) {
-      out.num_decode_tokens += want;
-    } else {
-      out.num_prefill_tokens += want;
-    }
+    record(seq, want);
   };
   // 1. Decodes first: they are what keeps inter-token latency steady.
   for (Sequence* seq : order) {
@@ -170,14 +169,7 @@ SchedulerOutput Scheduler::Schedule() {
     waiting_.pop_front();
     seq->running = true;
     running_.push_back(seq);
-    out.chunks.push_back({seq, want, seq->num_computed + want == static_cast<int32_t>(seq->tokens.size())});
-    scheduled.push_back(seq);
-    budget -= want;
-    if (seq->num_uncomputed() == 1) {
-      out.num_decode_tokens += want;
-    } else {
-      out.num_prefill_tokens += want;
-    }
+    record(seq, want);
   }
   out.num_tokens = options_.token_budget - budget;
   return out;

@@ -118,7 +118,9 @@ TEST(BlockManagerTest, InvariantsHoldUnderRandomOperations) {
       if (auto b = bm.Lookup(registered[rng() % registered.size()])) held.push_back(*b);
     }
     ASSERT_EQ(bm.num_in_use() + bm.num_available(), 32);
-    if (step % 97 == 0) ASSERT_TRUE(bm.CheckInvariants()) << "step " << step;
+    if (step % 97 == 0) {
+      ASSERT_TRUE(bm.CheckInvariants()) << "step " << step;
+    }
   }
   for (int32_t b : held) bm.Release(b);
   EXPECT_EQ(bm.num_available(), 32);

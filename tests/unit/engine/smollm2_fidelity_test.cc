@@ -351,3 +351,49 @@ TEST(SmolLm2ModeInvarianceTest, GreedyTokensAreTheSameInEveryMode) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+int64_t ResidentBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// The CPU backend keeps the quantized weights as they are in the file: loading the model and
+// running it adds about the file's size to the process, not a dequantized copy.
+TEST(SmolLm2MemoryTest, ResidentWeightMemoryStaysWithinAQuarterAboveTheFileSize) {
+  TANDEM_MODEL_PATH_OR_SKIP(path);
+  const int64_t before = ResidentBytes();
+  auto file = gguf::GgufFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  const int64_t file_size = static_cast<int64_t>((*file)->file_size());
+  auto backend = cpu::CpuBackend::Create({});
+  EngineOptions options;
+  options.num_kv_blocks = 64;  // 1,024 tokens of KV: 23.6 MB
+  auto engine = Engine::Create(**file, std::move(*backend), options);
+  ASSERT_TRUE(engine.ok());
+  GenerateRequest r;
+  r.id = "m";
+  r.prompt = std::vector<int32_t>(500, 1000);
+  r.sampling.temperature = 0;
+  r.sampling.max_tokens = 8;
+  ASSERT_TRUE((*engine)->Add(r).ok());
+  while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok());
+  const int64_t after = ResidentBytes();
+  const int64_t kv_bytes = 64LL * (*engine)->model_config().kv_bytes_per_token() * 16;
+  std::printf("file %lld bytes; weights held %lld bytes (%.3f of the file); process RSS grew %lld bytes "
+              "(%.3f of the file; KV cache %lld of it)\n",
+              static_cast<long long>(file_size), static_cast<long long>((*engine)->weight_bytes()),
+              static_cast<double>((*engine)->weight_bytes()) / file_size, static_cast<long long>(after - before),
+              static_cast<double>(after - before) / file_size, static_cast<long long>(kv_bytes));
+  EXPECT_LE((*engine)->weight_bytes(), file_size * 5 / 4);
+  EXPECT_LE(after - before - kv_bytes, file_size * 5 / 4);
+}
+
+}  // namespace
+}  // namespace tandem

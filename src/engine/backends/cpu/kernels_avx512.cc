@@ -107,62 +107,40 @@ struct Q8_0Format {
   }
 };
 
-// MR activation rows x (2 * NP) weight rows, over all blocks.
-template <typename F, int MR, int NP>
-void Tile(const typename F::Block* const* w, const float* const* wd, const float* mins_t,
-          const Q8Rows& x, int64_t m0, int nr, float* y, int64_t y_stride, int64_t n0) {
-  const int64_t nb = x.cols / 32;
-  __m512 acc[MR][NP];
-  __m128 summs[MR];
-  for (int m = 0; m < MR; ++m) {
-    summs[m] = _mm_setzero_ps();
-    for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_setzero_ps();
+// Where a tile gets each block's weight scales (and Q4_1 mins) from: arrays prepared once per
+// weight tile (many activation rows: prefill), or the blocks themselves (decode). Load(b) is
+// called once per block, then pair(p) and mins() read the result.
+template <typename F>
+struct PreparedScales {
+  const float* const* wd;  // [row][block]
+  const float* mins_t;     // [block][row], 4 rows
+  int64_t b = 0;
+  void Load(const typename F::Block* const*, int64_t block) { b = block; }
+  __m512 pair(int p) const {
+    return _mm512_insertf32x8(_mm512_set1_ps(wd[2 * p][b]), _mm256_set1_ps(wd[2 * p + 1][b]), 1);
   }
-  for (int64_t b = 0; b < nb; ++b) {
-    PreparedWeights pw[NP];
-    __m512 ws[NP];
-    for (int p = 0; p < NP; ++p) {
-      pw[p] = F::Prepare(w[2 * p], w[2 * p + 1], b);
-      ws[p] = _mm512_insertf32x8(_mm512_set1_ps(wd[2 * p][b]), _mm256_set1_ps(wd[2 * p + 1][b]), 1);
-    }
-    __m128 mins;
-    if constexpr (F::kHasMin) mins = _mm_loadu_ps(mins_t + 4 * b);
-    for (int m = 0; m < MR; ++m) {
-      const int64_t row = m0 + m;
-      const __m512i xv = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + row * x.cols + 32 * b)));
-      __m512i xc = _mm512_setzero_si512();
-      if constexpr (F::kActivationCorrection) {
-        xc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv);
-      }
-      const __m512 dx = _mm512_set1_ps(x.d[row * nb + b]);
-      for (int p = 0; p < NP; ++p) {
-        const __m512 isum = _mm512_cvtepi32_ps(F::Dot(pw[p], xv, xc));
-        acc[m][p] = _mm512_fmadd_ps(_mm512_mul_ps(ws[p], dx), isum, acc[m][p]);
-      }
-      if constexpr (F::kHasMin) summs[m] = _mm_fmadd_ps(mins, _mm_set1_ps(x.s[row * nb + b]), summs[m]);
-    }
-  }
-  for (int m = 0; m < MR; ++m) {
-    alignas(16) float sm[4];
-    _mm_store_ps(sm, summs[m]);
-    for (int r = 0; r < nr; ++r) {
-      const __m512 v = acc[m][r / 2];
-      const __m256 half = r % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1);
-      float out = simd::Sum8(half);
-      if constexpr (F::kHasMin) out += sm[r];
-      y[(m0 + m) * y_stride + n0 + r] = out;
-    }
-  }
-}
+  __m128 mins() const { return _mm_loadu_ps(mins_t + 4 * b); }
+};
 
-// The same arithmetic as Tile, reading each block's scales as it goes instead of from arrays
-// prepared per weight tile: cheaper when there are only a few activation rows (decode).
-template <typename F, int MR, int NP>
-void TileInlineScales(const typename F::Block* const* w, const Q8Rows& x, int64_t m0, int nr, float* y,
-                      int64_t y_stride, int64_t n0) {
+template <typename F>
+struct InlineScales {
+  __m128 dm[2];  // [d, m, d, m] of rows 0-1 and 2-3
+  void Load(const typename F::Block* const* w, int64_t b) {
+    dm[0] = F::Scales(w[0], w[1], b);
+    dm[1] = w[2] ? F::Scales(w[2], w[3], b) : _mm_setzero_ps();  // rows 2-3 may not exist
+  }
+  __m512 pair(int p) const {
+    const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dm[p]));
+  }
+  __m128 mins() const { return _mm_shuffle_ps(dm[0], dm[1], _MM_SHUFFLE(3, 1, 3, 1)); }
+};
+
+// MR activation rows x (2 * NP) weight rows, over all blocks.
+template <typename F, int MR, int NP, typename Scales>
+void Tile(const typename F::Block* const* w, Scales scales, const Q8Rows& x, int64_t m0, int nr,
+          float* y, int64_t y_stride, int64_t n0) {
   const int64_t nb = x.cols / 32;
-  const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc[MR][NP];
   __m128 summs[MR];
   for (int m = 0; m < MR; ++m) {
@@ -172,14 +150,13 @@ void TileInlineScales(const typename F::Block* const* w, const Q8Rows& x, int64_
   for (int64_t b = 0; b < nb; ++b) {
     PreparedWeights pw[NP];
     __m512 ws[NP];
-    __m128 dm[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    scales.Load(w, b);
     for (int p = 0; p < NP; ++p) {
       pw[p] = F::Prepare(w[2 * p], w[2 * p + 1], b);
-      dm[p] = F::Scales(w[2 * p], w[2 * p + 1], b);
-      ws[p] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dm[p]));
+      ws[p] = scales.pair(p);
     }
     __m128 mins;
-    if constexpr (F::kHasMin) mins = _mm_shuffle_ps(dm[0], dm[1], _MM_SHUFFLE(3, 1, 3, 1));
+    if constexpr (F::kHasMin) mins = scales.mins();
     for (int m = 0; m < MR; ++m) {
       const int64_t row = m0 + m;
       const __m512i xv = _mm512_broadcast_i64x4(
@@ -217,23 +194,22 @@ void QuantGemmFewRows(const uint8_t* w, int64_t w_row_bytes, int64_t n_begin, in
     const typename F::Block* rows[4] = {};
     for (int r = 0; r < nr; ++r) rows[r] = reinterpret_cast<const typename F::Block*>(w + (n + r) * w_row_bytes);
     if (nr > 2) {
-      TileInlineScales<F, MR, 2>(rows, x, 0, nr, y, y_stride, n);
+      Tile<F, MR, 2>(rows, InlineScales<F>{}, x, 0, nr, y, y_stride, n);
     } else {
-      TileInlineScales<F, MR, 1>(rows, x, 0, nr, y, y_stride, n);
+      Tile<F, MR, 1>(rows, InlineScales<F>{}, x, 0, nr, y, y_stride, n);
     }
   }
 }
 
 template <typename F, int NP>
-void RowsForWeightTile(const typename F::Block* const* w, const float* const* wd,
-                       const float* mins_t, const Q8Rows& x, int nr, float* y, int64_t y_stride,
-                       int64_t n0) {
+void RowsForWeightTile(const typename F::Block* const* w, const PreparedScales<F>& scales, const Q8Rows& x,
+                       int nr, float* y, int64_t y_stride, int64_t n0) {
   int64_t m = 0;
-  for (; m + 4 <= x.rows; m += 4) Tile<F, 4, NP>(w, wd, mins_t, x, m, nr, y, y_stride, n0);
+  for (; m + 4 <= x.rows; m += 4) Tile<F, 4, NP>(w, scales, x, m, nr, y, y_stride, n0);
   switch (x.rows - m) {
-    case 3: Tile<F, 3, NP>(w, wd, mins_t, x, m, nr, y, y_stride, n0); break;
-    case 2: Tile<F, 2, NP>(w, wd, mins_t, x, m, nr, y, y_stride, n0); break;
-    case 1: Tile<F, 1, NP>(w, wd, mins_t, x, m, nr, y, y_stride, n0); break;
+    case 3: Tile<F, 3, NP>(w, scales, x, m, nr, y, y_stride, n0); break;
+    case 2: Tile<F, 2, NP>(w, scales, x, m, nr, y, y_stride, n0); break;
+    case 1: Tile<F, 1, NP>(w, scales, x, m, nr, y, y_stride, n0); break;
     default: break;
   }
 }
@@ -271,10 +247,11 @@ void QuantGemm(const uint8_t* w, int64_t w_row_bytes, int64_t n_begin, int64_t n
         if constexpr (F::kHasMin) mins_t[b * kNR + r] = F::Min(rows[r][b]);
       }
     }
+    const PreparedScales<F> prepared{wd, mins_t};
     if (nr > 2) {
-      RowsForWeightTile<F, 2>(rows, wd, mins_t, x, nr, y, y_stride, n);
+      RowsForWeightTile<F, 2>(rows, prepared, x, nr, y, y_stride, n);
     } else {
-      RowsForWeightTile<F, 1>(rows, wd, mins_t, x, nr, y, y_stride, n);
+      RowsForWeightTile<F, 1>(rows, prepared, x, nr, y, y_stride, n);
     }
   }
 }
@@ -299,15 +276,6 @@ void QuantizeRowQ8(const float* x, int64_t cols, int8_t* q, float* d, float* s) 
 
 inline __mmask16 TailMask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
-
-float DotF32(const float* a, const float* b, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = TailMask(n - i);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
-  }
-  return simd::Sum16(acc);
 }
 
 template <int MR, int NR>
