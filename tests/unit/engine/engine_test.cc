@@ -3,6 +3,8 @@
 // batching or preemption).
 #include "engine/engine.h"
 
+#include "fmt/format.h"
+
 #include <map>
 #include <random>
 
@@ -81,7 +83,7 @@ class EngineTest : public ::testing::Test {
   static std::vector<GenerateRequest> Workload() {
     std::vector<GenerateRequest> rs;
     const int lens[] = {1, 5, 15, 16, 17, 31, 40, 64, 100, 130, 7, 250, 33, 48, 90, 200};
-    for (int i = 0; i < 16; ++i) rs.push_back(Greedy("r" + std::to_string(i), Prompt(lens[i], 100 + i)));
+    for (int i = 0; i < 16; ++i) rs.push_back(Greedy(fmt::format("r{}", i), Prompt(lens[i], 100 + i)));
     return rs;
   }
 
@@ -217,7 +219,7 @@ TEST_F(EngineTest, CancellingAtAnyPointFreesEveryBlock) {
   for (int round = 0; round < 10; ++round) {
     auto requests = Workload();
     for (auto& r : requests) {
-      r.id += "-" + std::to_string(round);
+      r.id += fmt::format("-{}", round);
       ASSERT_TRUE(engine->Add(r).ok());
     }
     while (engine->HasWork()) {
@@ -227,7 +229,9 @@ TEST_F(EngineTest, CancellingAtAnyPointFreesEveryBlock) {
         if (rng() % 40 == 0 && engine->Cancel(r.id)) ++cancelled;
       }
       for (const auto& o : *step) {
-        if (o.finish == FinishReason::kCancelled) EXPECT_TRUE(o.new_tokens.empty());
+        if (o.finish == FinishReason::kCancelled) {
+          EXPECT_TRUE(o.new_tokens.empty());
+        }
       }
     }
     ASSERT_EQ(engine->block_manager().num_in_use(), 0) << "round " << round;
