@@ -86,6 +86,12 @@ class KvCacheStorage {
   virtual ~KvCacheStorage() = default;
   const KvCacheLayout& layout() const { return layout_; }
   int64_t num_blocks() const { return num_blocks_; }
+  // The cache's memory when it is host memory (nullptr otherwise): block b occupies
+  // [host_base() + b * bytes_per_block(), + bytes_per_block()), all its layers together. KV
+  // transports read and write whole blocks there.
+  virtual uint8_t* host_base() { return nullptr; }
+  // How the values are arranged inside a block (transfers require equal formats).
+  virtual std::string_view block_format() const = 0;
 
  protected:
   KvCacheLayout layout_;

@@ -83,6 +83,8 @@ class CpuKvCache final : public KvCacheStorage {
     num_blocks_ = num_blocks;
   }
   bool ok() const { return memory_ != nullptr; }
+  uint8_t* host_base() override { return static_cast<uint8_t*>(memory_.get()); }
+  std::string_view block_format() const override { return "cpu/kt-v1"; }
   uint16_t* block(int64_t b, int layer) const {
     const int64_t per_layer = layout_.bytes_per_block_layer() / 2;
     return static_cast<uint16_t*>(memory_.get()) + (b * layout_.num_layers + layer) * per_layer;
