@@ -53,10 +53,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const gguf::GgufFile& fil
   return engine;
 }
 
-absl::Status Engine::Add(GenerateRequest request) {
+absl::Status Engine::Validate(const GenerateRequest& request) const {
   const ModelConfig& c = model_->config();
   if (request.id.empty()) return absl::InvalidArgumentError("request id is empty");
-  if (sequences_.contains(request.id)) {
+  if (sequences_.contains(request.id) || held_kv_.contains(request.id)) {
     return absl::AlreadyExistsError(StrCat("request ", request.id, " already exists"));
   }
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
@@ -79,16 +79,24 @@ absl::Status Engine::Add(GenerateRequest request) {
     return absl::ResourceExhaustedError(StrCat("the prompt needs ", blocks_needed,
                                                " KV blocks but the cache has only ", blocks_->num_blocks()));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Add(GenerateRequest request) {
+  TANDEM_RETURN_IF_ERROR(Validate(request));
   const uint64_t seed = request.sampling.seed.value_or(std::random_device{}() * 0x9e3779b97f4a7c15ULL ^
                                                        std::random_device{}());
   auto seq = std::make_unique<Sequence>(request.id, std::move(request.prompt), std::move(request.sampling),
                                         request.priority, next_arrival_++, seed);
+  seq->hold_kv = request.hold_kv;
+  seq->report_progress = request.report_progress;
   scheduler_->Add(seq.get());
   sequences_.emplace(seq->id, std::move(seq));
   return absl::OkStatus();
 }
 
 bool Engine::Cancel(const std::string& id) {
+  if (ReleaseHeldKv(id)) return true;
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return false;
   RequestOutput out;
@@ -105,7 +113,13 @@ void Engine::Finish(Sequence* seq, FinishReason reason, RequestOutput* out) {
   out->generated_tokens = seq->num_generated();
   out->cached_prompt_tokens = seq->num_prefix_hit_tokens;
   ++(reason == FinishReason::kCancelled ? counters_.cancelled : counters_.finished);
-  scheduler_->Remove(seq);
+  if (seq->hold_kv && reason != FinishReason::kCancelled) {
+    std::vector<int32_t> blocks = scheduler_->RemoveKeepingBlocks(seq);
+    reserved_blocks_ += static_cast<int64_t>(blocks.size());
+    held_kv_[seq->id] = std::move(blocks);
+  } else {
+    scheduler_->Remove(seq);
+  }
   sequences_.erase(seq->id);  // destroys seq
 }
 
@@ -162,7 +176,16 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
     Sequence* seq = chunk.seq;
     seq->num_computed += chunk.num_tokens;
     scheduler_->OnComputed(seq);
-    if (!chunk.samples) continue;
+    if (!chunk.samples) {
+      if (seq->report_progress) {
+        RequestOutput progress;
+        progress.id = seq->id;
+        progress.prompt_tokens = seq->prompt_len;
+        progress.num_computed = seq->num_computed;
+        outputs.push_back(std::move(progress));
+      }
+      continue;
+    }
     std::span<const float> row(logits_.data() + logit_row++ * static_cast<size_t>(vocab), vocab);
     const int32_t token = SampleToken(row, seq->sampling, seq->rng, sample_scratch_);
     seq->tokens.push_back(token);
@@ -173,6 +196,8 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
     out.prompt_tokens = seq->prompt_len;
     out.generated_tokens = seq->num_generated();
     out.cached_prompt_tokens = seq->num_prefix_hit_tokens;
+    out.num_computed = seq->num_computed;
+    out.rng_draws = static_cast<int32_t>(seq->rng.draws());
     if (ShouldStop(*seq, token)) {
       Finish(seq, FinishReason::kStop, &out);
     } else if (seq->num_generated() >= seq->sampling.max_tokens ||
@@ -187,6 +212,96 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
   last_step_.num_sequences = static_cast<int32_t>(plan.chunks.size());
   last_step_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return outputs;
+}
+
+absl::Status Engine::AddPrefilled(GenerateRequest request, std::vector<int32_t> blocks, int32_t first_token,
+                                  int32_t rng_draws) {
+  TANDEM_RETURN_IF_ERROR(Validate(request));
+  const int bs = options_.block_size;
+  const size_t prompt_blocks = (request.prompt.size() + bs - 1) / bs;
+  if (blocks.size() < prompt_blocks) {
+    return absl::InvalidArgumentError(StrCat("the prompt needs ", prompt_blocks, " KV blocks but ", blocks.size(),
+                                             " were given"));
+  }
+  if (first_token < 0 || first_token >= model_->config().vocab_size) {
+    return absl::InvalidArgumentError(StrCat("first token ", first_token, " is outside the vocabulary"));
+  }
+  if (request.sampling.max_tokens <= 1) {
+    return absl::InvalidArgumentError("max_tokens is reached by the first token: nothing to decode");
+  }
+  for (int32_t b : blocks) {
+    if (b < 0 || b >= blocks_->num_blocks() || blocks_->refcount(b) != 1) {
+      return absl::InvalidArgumentError(StrCat("block ", b, " is not an allocated block of this engine"));
+    }
+  }
+  const uint64_t seed = request.sampling.seed.value_or(std::random_device{}());
+  const int32_t prompt_len = static_cast<int32_t>(request.prompt.size());
+  auto seq = std::make_unique<Sequence>(request.id, std::move(request.prompt), std::move(request.sampling),
+                                        request.priority, next_arrival_++, seed);
+  seq->tokens.push_back(first_token);
+  seq->num_computed = prompt_len;
+  // Blocks beyond the prompt's are not needed yet: give them back.
+  while (blocks.size() > prompt_blocks) {
+    blocks_->Release(blocks.back());
+    blocks.pop_back();
+    --reserved_blocks_;
+  }
+  reserved_blocks_ -= static_cast<int64_t>(blocks.size());
+  seq->block_table = std::move(blocks);
+  seq->rng.Discard(rng_draws);
+  seq->report_progress = request.report_progress;
+  scheduler_->AddRunning(seq.get());
+  scheduler_->OnComputed(seq.get());  // full prompt blocks join the prefix cache
+  ++counters_.generated_tokens;
+  sequences_.emplace(seq->id, std::move(seq));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> Engine::AllocateKvBlocks(int32_t num_tokens, int64_t headroom_blocks) {
+  if (num_tokens <= 0) return absl::InvalidArgumentError("a KV reservation needs at least one token");
+  const int64_t needed = (num_tokens + options_.block_size - 1) / options_.block_size;
+  if (blocks_->num_available() < needed + headroom_blocks) {
+    return absl::ResourceExhaustedError(StrCat("not enough free KV blocks: ", needed, " needed (+", headroom_blocks,
+                                               " headroom), ", blocks_->num_available(), " available"));
+  }
+  std::vector<int32_t> out;
+  out.reserve(needed);
+  for (int64_t i = 0; i < needed; ++i) out.push_back(*blocks_->Allocate());
+  reserved_blocks_ += needed;
+  return out;
+}
+
+void Engine::FreeKvBlocks(std::span<const int32_t> blocks) {
+  for (int32_t b : blocks) blocks_->Release(b);
+  reserved_blocks_ -= static_cast<int64_t>(blocks.size());
+}
+
+std::vector<int32_t> Engine::BlockTable(const std::string& id) const {
+  if (auto it = sequences_.find(id); it != sequences_.end()) return it->second->block_table;
+  if (auto it = held_kv_.find(id); it != held_kv_.end()) return it->second;
+  return {};
+}
+
+bool Engine::ReleaseHeldKv(const std::string& id) {
+  auto it = held_kv_.find(id);
+  if (it == held_kv_.end()) return false;
+  FreeKvBlocks(it->second);
+  held_kv_.erase(it);
+  return true;
+}
+
+EngineLoad Engine::Load() const {
+  EngineLoad load;
+  for (const Sequence* s : scheduler_->waiting()) load.queued_prefill_tokens += s->num_uncomputed();
+  for (const Sequence* s : scheduler_->running()) {
+    if (s->num_uncomputed() > 1) load.queued_prefill_tokens += s->num_uncomputed();
+  }
+  load.running = static_cast<int32_t>(scheduler_->num_running());
+  load.waiting = static_cast<int32_t>(scheduler_->num_waiting());
+  load.free_blocks = blocks_->num_available();
+  load.reserved_blocks = reserved_blocks_;
+  load.total_blocks = blocks_->num_blocks();
+  return load;
 }
 
 absl::StatusOr<std::vector<float>> Engine::ScoreTokens(const std::vector<int32_t>& tokens,

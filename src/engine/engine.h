@@ -38,6 +38,12 @@ struct GenerateRequest {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
   int priority = 0;
+  // Disaggregated prefill: keep the request's KV blocks when it finishes (until
+  // ReleaseHeldKv) so that they can be sent to a decode worker, and report progress after
+  // every iteration that computes its tokens (RequestOutput::num_computed) so that finished
+  // blocks can be sent while the next chunk computes.
+  bool hold_kv = false;
+  bool report_progress = false;
 };
 
 // What one request produced in one Step().
@@ -48,6 +54,18 @@ struct RequestOutput {
   int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;
   int32_t cached_prompt_tokens = 0;  // served from the prefix cache
+  int32_t num_computed = 0;          // tokens whose KV is complete (with report_progress)
+  int32_t rng_draws = 0;             // random draws used so far (to continue elsewhere)
+};
+
+// The load a worker reports to the router.
+struct EngineLoad {
+  int64_t queued_prefill_tokens = 0;  // prompt tokens not yet computed (waiting and running)
+  int32_t running = 0;
+  int32_t waiting = 0;
+  int64_t free_blocks = 0;            // allocatable now (free plus evictable cached)
+  int64_t reserved_blocks = 0;        // held outside sequences: leases and held KV
+  int64_t total_blocks = 0;
 };
 
 // Totals since the engine started (for metrics and tests).
@@ -92,6 +110,28 @@ class Engine {
   absl::StatusOr<std::vector<RequestOutput>> Step();
   bool HasWork() const { return !sequences_.empty() || !pending_outputs_.empty(); }
 
+  // Adds a request whose prompt KV is already in `blocks` (filled by a prefill worker; the
+  // engine takes ownership of the blocks, which must come from AllocateKvBlocks) and whose first
+  // generated token is `first_token`. Decoding continues from there; `rng_draws` random draws
+  // are skipped so that seeded sampling continues where the prefill worker left off.
+  absl::Status AddPrefilled(GenerateRequest request, std::vector<int32_t> blocks, int32_t first_token,
+                            int32_t rng_draws);
+
+  // Blocks for `num_tokens` tokens outside any sequence (a decode worker's lease).
+  // ResourceExhausted when fewer than that plus `headroom_blocks` are free.
+  absl::StatusOr<std::vector<int32_t>> AllocateKvBlocks(int32_t num_tokens, int64_t headroom_blocks = 0);
+  void FreeKvBlocks(std::span<const int32_t> blocks);
+
+  // The block table of a running request, or of a finished hold_kv request until
+  // ReleaseHeldKv. Empty when the request is unknown.
+  std::vector<int32_t> BlockTable(const std::string& id) const;
+  // Frees a finished hold_kv request's blocks. False if there are none.
+  bool ReleaseHeldKv(const std::string& id);
+
+  EngineLoad Load() const;
+  KvCacheStorage& kv_cache() { return *cache_; }
+  int block_size() const { return options_.block_size; }
+
   // Runs a teacher-forced pass over `tokens` (one sequence, outside the scheduler) and returns
   // the logits at every position: tokens.size() rows of vocab_size. For tests and tools.
   absl::StatusOr<std::vector<float>> ScoreTokens(const std::vector<int32_t>& tokens,
@@ -109,6 +149,7 @@ class Engine {
 
  private:
   Engine() = default;
+  absl::Status Validate(const GenerateRequest& request) const;
   void Finish(Sequence* seq, FinishReason reason, RequestOutput* out);
   bool ShouldStop(const Sequence& seq, int32_t token) const;
 
@@ -122,6 +163,8 @@ class Engine {
   uint64_t next_arrival_ = 0;
   std::unordered_map<std::string, std::unique_ptr<Sequence>> sequences_;
   std::vector<RequestOutput> pending_outputs_;  // cancellations reported by the next Step()
+  std::unordered_map<std::string, std::vector<int32_t>> held_kv_;  // finished hold_kv requests
+  int64_t reserved_blocks_ = 0;  // allocated through AllocateKvBlocks and not yet adopted/freed
   std::vector<bool> is_eog_;
   ForwardBatch batch_;
   std::vector<float> logits_;

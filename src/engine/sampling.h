@@ -34,10 +34,20 @@ class SamplerRng {
  public:
   explicit SamplerRng(uint64_t seed) : engine_(seed) {}
   // Uniform in [0, 1) with 53 random bits.
-  double Uniform() { return static_cast<double>(engine_() >> 11) * 0x1.0p-53; }
+  double Uniform() {
+    ++draws_;
+    return static_cast<double>(engine_() >> 11) * 0x1.0p-53;
+  }
+  // Skips n draws (to continue a sequence sampled elsewhere).
+  void Discard(int64_t n) {
+    engine_.discard(static_cast<unsigned long long>(n));
+    draws_ += n;
+  }
+  int64_t draws() const { return draws_; }
 
  private:
   std::mt19937_64 engine_;
+  int64_t draws_ = 0;
 };
 
 // Returns the index of the largest logit (the lowest index on ties).

@@ -43,6 +43,11 @@ void Scheduler::InsertWaiting(Sequence* seq, bool front) {
 
 void Scheduler::Add(Sequence* seq) { InsertWaiting(seq, /*front=*/false); }
 
+void Scheduler::AddRunning(Sequence* seq) {
+  seq->running = true;
+  running_.push_back(seq);
+}
+
 void Scheduler::ReleaseBlocks(Sequence* seq) {
   for (int32_t b : seq->block_table) blocks_.Release(b);
   seq->block_table.clear();
@@ -58,6 +63,20 @@ void Scheduler::Remove(Sequence* seq) {
     waiting_.erase(it);
   }
   ReleaseBlocks(seq);
+}
+
+std::vector<int32_t> Scheduler::RemoveKeepingBlocks(Sequence* seq) {
+  if (seq->running) {
+    running_.erase(std::find(running_.begin(), running_.end(), seq));
+    seq->running = false;
+  } else if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) {
+    waiting_.erase(it);
+  }
+  std::vector<int32_t> blocks = std::move(seq->block_table);
+  seq->block_table.clear();
+  seq->num_computed = 0;
+  seq->num_registered_blocks = 0;
+  return blocks;
 }
 
 bool Scheduler::EnsureBlocks(Sequence* seq, int32_t num_tokens) {

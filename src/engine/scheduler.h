@@ -42,8 +42,13 @@ class Scheduler {
 
   // Queues a new sequence (ordered by priority, then arrival).
   void Add(Sequence* seq);
+  // Adds a sequence that already holds its blocks and computed KV (imported from a prefill
+  // worker) straight to the running set.
+  void AddRunning(Sequence* seq);
   // Forgets a sequence (finished or cancelled) and releases its blocks.
   void Remove(Sequence* seq);
+  // Forgets a sequence but hands its block table to the caller instead of releasing it.
+  std::vector<int32_t> RemoveKeepingBlocks(Sequence* seq);
   SchedulerOutput Schedule();
 
   // After an iteration ran: registers the sequence's newly completed full blocks in the

@@ -40,6 +40,8 @@ struct Sequence {
   bool running = false;
   FinishReason finish = FinishReason::kNone;
   int num_preemptions = 0;
+  bool hold_kv = false;          // keep the blocks after finishing (disaggregated prefill)
+  bool report_progress = false;  // report num_computed after every iteration
   int32_t num_prefix_hit_tokens = 0;  // tokens served from the prefix cache at admission
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }

@@ -1,0 +1,177 @@
+// Prefill on one engine, decode on another: the engine-level contract the workers rely on.
+// The prefill engine holds the request's KV after sampling the first token and reports
+// progress per chunk; its blocks are copied into blocks allocated on the decode engine, which
+// continues from the first token. The tokens must equal a single engine's.
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "engine/backends/cpu/cpu_backend.h"
+#include "engine/engine.h"
+#include "fmt/format.h"
+#include "gtest/gtest.h"
+#include "testing/tiny_model.h"
+
+namespace tandem {
+namespace {
+
+class DisaggregationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { file_ = std::move(*gguf::GgufFile::Open(testing::TinyModelPath())).release(); }
+  static void TearDownTestSuite() { delete file_; }
+
+  static std::unique_ptr<Engine> MakeEngine(int budget, int64_t blocks = 256) {
+    EngineOptions o;
+    o.num_kv_blocks = blocks;
+    o.scheduler.token_budget = budget;
+    o.eog_token_ids = {2};
+    auto e = Engine::Create(*file_, std::move(*cpu::CpuBackend::Create({.threads = 2})), o);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return std::move(*e);
+  }
+
+  static std::vector<GenerateRequest> Workload() {
+    std::vector<GenerateRequest> rs;
+    const int lens[] = {3, 16, 17, 40, 100, 9, 64, 130};
+    for (int i = 0; i < 8; ++i) {
+      GenerateRequest r;
+      r.id = fmt::format("r{}", i);
+      std::mt19937 rng(50 + i);
+      for (int t = 0; t < lens[i]; ++t) r.prompt.push_back(3 + static_cast<int32_t>(rng() % 250));
+      r.sampling.max_tokens = 20;
+      r.sampling.ignore_eos = true;
+      if (i % 2 == 0) {
+        r.sampling.temperature = 0;
+      } else {
+        r.sampling.temperature = 3.0f;  // seeded sampling must continue seamlessly too
+        r.sampling.seed = 100 + i;
+      }
+      rs.push_back(r);
+    }
+    return rs;
+  }
+
+  static std::map<std::string, std::vector<int32_t>> RunAll(Engine& e, const std::vector<GenerateRequest>& rs) {
+    for (const auto& r : rs) EXPECT_TRUE(e.Add(r).ok());
+    std::map<std::string, std::vector<int32_t>> out;
+    while (e.HasWork()) {
+      auto step = e.Step();
+      EXPECT_TRUE(step.ok());
+      for (const auto& o : *step) out[o.id].insert(out[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
+    }
+    return out;
+  }
+
+  static void CopyBlock(Engine& from, int32_t src, Engine& to, int32_t dst) {
+    const int64_t bytes = from.kv_cache().layout().bytes_per_block();
+    std::memcpy(to.kv_cache().host_base() + dst * bytes, from.kv_cache().host_base() + src * bytes, bytes);
+  }
+
+  static inline gguf::GgufFile* file_ = nullptr;
+};
+
+TEST_F(DisaggregationTest, PrefillHereDecodeThereGivesTheSingleEngineTokens) {
+  const auto requests = Workload();
+  auto single = MakeEngine(512);
+  const auto expected = RunAll(*single, requests);
+
+  for (int prefill_budget : {16, 64, 512}) {
+    auto prefill = MakeEngine(prefill_budget);
+    auto decode = MakeEngine(512);
+    struct Flow {
+      std::vector<int32_t> dst;  // decode-side blocks
+      int32_t sent = 0;          // logical blocks already copied
+    };
+    std::map<std::string, Flow> flows;
+    for (auto r : requests) {
+      auto blocks = decode->AllocateKvBlocks(static_cast<int32_t>(r.prompt.size()));
+      ASSERT_TRUE(blocks.ok());
+      flows[r.id].dst = *blocks;
+      r.hold_kv = true;
+      r.report_progress = true;
+      r.sampling.max_tokens = 1;
+      ASSERT_TRUE(prefill->Add(r).ok());
+    }
+    std::map<std::string, std::vector<int32_t>> got;
+    const int bs = prefill->block_size();
+    while (prefill->HasWork()) {
+      auto step = prefill->Step();
+      ASSERT_TRUE(step.ok());
+      for (const auto& o : *step) {
+        Flow& f = flows[o.id];
+        const auto table = prefill->BlockTable(o.id);
+        const bool done = o.finish != FinishReason::kNone;
+        // Full blocks as chunks finish; the partial last block only at the end.
+        const int32_t ready = done ? static_cast<int32_t>((o.prompt_tokens + bs - 1) / bs) : o.num_computed / bs;
+        for (; f.sent < ready; ++f.sent) CopyBlock(*prefill, table[f.sent], *decode, f.dst[f.sent]);
+        if (!done) continue;
+        ASSERT_EQ(o.new_tokens.size(), 1u);
+        got[o.id] = o.new_tokens;
+        EXPECT_TRUE(prefill->ReleaseHeldKv(o.id));
+        auto r = *std::find_if(requests.begin(), requests.end(), [&](const auto& x) { return x.id == o.id; });
+        ASSERT_TRUE(decode->AddPrefilled(r, f.dst, o.new_tokens[0], o.rng_draws).ok());
+      }
+    }
+    EXPECT_EQ(prefill->Load().reserved_blocks, 0);
+    EXPECT_EQ(prefill->block_manager().num_in_use(), 0);
+    while (decode->HasWork()) {
+      auto step = decode->Step();
+      ASSERT_TRUE(step.ok());
+      for (const auto& o : *step) got[o.id].insert(got[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
+    }
+    for (const auto& [id, tokens] : expected) EXPECT_EQ(got[id], tokens) << "budget " << prefill_budget << ", " << id;
+    EXPECT_EQ(decode->block_manager().num_in_use(), 0);
+    EXPECT_EQ(decode->Load().reserved_blocks, 0);
+  }
+}
+
+TEST_F(DisaggregationTest, ReservationsAreAccountedAndRefusedWhenTheCacheIsFull) {
+  auto e = MakeEngine(64, /*blocks=*/10);
+  auto a = e->AllocateKvBlocks(100);  // 7 blocks
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(e->Load().reserved_blocks, 7);
+  EXPECT_EQ(e->Load().free_blocks, 3);
+  EXPECT_EQ(e->AllocateKvBlocks(64).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(e->AllocateKvBlocks(16, /*headroom=*/3).status().code(), absl::StatusCode::kResourceExhausted);
+  e->FreeKvBlocks(*a);
+  EXPECT_EQ(e->Load().reserved_blocks, 0);
+  EXPECT_EQ(e->Load().free_blocks, 10);
+}
+
+TEST_F(DisaggregationTest, AddPrefilledRejectsBlocksItDoesNotOwnAndTooFewBlocks) {
+  auto e = MakeEngine(64);
+  GenerateRequest r;
+  r.id = "x";
+  r.prompt = std::vector<int32_t>(40, 5);
+  r.sampling.max_tokens = 5;
+  EXPECT_EQ(e->AddPrefilled(r, {0, 1, 2}, 7, 0).code(), absl::StatusCode::kInvalidArgument);  // not allocated
+  auto blocks = e->AllocateKvBlocks(16);
+  ASSERT_TRUE(blocks.ok());
+  EXPECT_EQ(e->AddPrefilled(r, *blocks, 7, 0).code(), absl::StatusCode::kInvalidArgument);  // 1 block for 40 tokens
+  e->FreeKvBlocks(*blocks);
+  auto enough = e->AllocateKvBlocks(40);
+  r.sampling.max_tokens = 1;
+  EXPECT_EQ(e->AddPrefilled(r, *enough, 7, 0).code(), absl::StatusCode::kInvalidArgument);  // nothing to decode
+  r.sampling.max_tokens = 5;
+  EXPECT_TRUE(e->AddPrefilled(r, *enough, 7, 0).ok());
+  EXPECT_FALSE(e->AddPrefilled(r, *enough, 7, 0).ok());  // duplicate id
+}
+
+TEST_F(DisaggregationTest, CancellingAHeldRequestFreesItsKv) {
+  auto e = MakeEngine(64);
+  GenerateRequest r;
+  r.id = "held";
+  r.prompt = std::vector<int32_t>(50, 9);
+  r.sampling.max_tokens = 1;
+  r.hold_kv = true;
+  ASSERT_TRUE(e->Add(r).ok());
+  while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
+  EXPECT_EQ(e->BlockTable("held").size(), 4u);
+  EXPECT_GT(e->block_manager().num_in_use(), 0);
+  EXPECT_TRUE(e->Cancel("held"));
+  EXPECT_EQ(e->block_manager().num_in_use(), 0);
+  EXPECT_TRUE(e->BlockTable("held").empty());
+}
+
+}  // namespace
+}  // namespace tandem
