@@ -7,7 +7,9 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   python3 python3-pip python3-venv
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libssl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libucx-dev
+  prometheus libboost1.74-dev libcurl4-openssl-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
 
 missing=()

@@ -13,6 +13,9 @@ constexpr const char* kUsage = R"(usage: tandem <command> [flags]
 
 tandem serves LLMs with prefill and decode disaggregated. Commands:
 
+  up         run everything on this machine: a router, prefill and decode workers
+  router     the OpenAI-compatible HTTP API and gRPC API in front of the workers
+  worker     one model serving as a prefill, decode or mixed worker
   generate   run the model on one prompt in this process and stream the answer to stdout
   model      manage model files: fetch the bundled model, show a file's contents,
              convert a file's tensors, write a random-weight test model
@@ -34,6 +37,9 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "generate") return tandem::cli::GenerateCommand(args);
+  if (command == "up") return tandem::cli::UpCommand(args);
+  if (command == "router") return tandem::cli::RouterCommand(args);
+  if (command == "worker") return tandem::cli::WorkerCommand(args);
   if (command == "model") return tandem::cli::ModelCommand(args);
   if (command == "version" || command == "--version") {
     std::puts("tandem 0.1.0");

@@ -39,4 +39,9 @@ struct ModelConfig {
   std::string Summary() const;
 };
 
+// A short stable identity of a GGUF model's weights and shape (hex digest over the file size,
+// the metadata, the tensor table and samples of the tensor data). Workers and the router
+// compare it so that they never mix models.
+std::string ModelIdentity(const gguf::GgufFile& file);
+
 }  // namespace tandem

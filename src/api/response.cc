@@ -1,0 +1,123 @@
+#include "api/response.h"
+
+#include "common/strings.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::api {
+namespace {
+
+using nlohmann::json;
+
+// Generated text is well-formed UTF-8 (the detokenizer sanitises it); `replace` keeps a
+// stray byte from ever turning into an exception.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string Event(const json& j) { return StrCat("data: ", Dump(j), "\n\n"); }
+
+bool IsChat(const ResponseMeta& meta) { return meta.endpoint == Endpoint::kChatCompletions; }
+
+json Envelope(const ResponseMeta& meta, bool chunk) {
+  const char* object = IsChat(meta) ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                    : "text_completion";
+  return json{{"id", meta.id}, {"object", object}, {"created", meta.created},
+              {"model", meta.model}};
+}
+
+json UsageJson(const Usage& usage) {
+  return json{{"prompt_tokens", usage.prompt_tokens},
+              {"completion_tokens", usage.completion_tokens},
+              {"total_tokens", usage.total_tokens()}};
+}
+
+json FinishJson(const char* finish) { return finish ? json(finish) : json(nullptr); }
+
+json ModelCardJson(const ModelCard& m) {
+  json j = {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "tandem"}};
+  if (m.max_model_len > 0) j["max_model_len"] = m.max_model_len;
+  return j;
+}
+
+}  // namespace
+
+std::string_view ApiFinishReasonName(ApiFinishReason reason) {
+  return reason == ApiFinishReason::kLength ? "length" : "stop";
+}
+
+ResponseMeta MakeResponseMeta(Endpoint endpoint, std::string_view request_id, std::string model,
+                              int64_t created_unix_seconds) {
+  ResponseMeta meta;
+  meta.endpoint = endpoint;
+  meta.id = StrCat(endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-", request_id);
+  meta.model = std::move(model);
+  meta.created = created_unix_seconds;
+  return meta;
+}
+
+std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
+                                   ApiFinishReason finish, const Usage& usage) {
+  json body = Envelope(meta, /*chunk=*/false);
+  json choice = {{"index", 0}};
+  if (IsChat(meta)) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = ApiFinishReasonName(finish);
+  body["choices"] = json::array({std::move(choice)});
+  body["usage"] = UsageJson(usage);
+  return Dump(body);
+}
+
+std::string StreamEncoder::Chunk(std::string_view text, bool with_role,
+                                 const char* finish) const {
+  json chunk = Envelope(meta_, /*chunk=*/true);
+  json choice = {{"index", 0}};
+  if (IsChat(meta_)) {
+    json delta = json::object();
+    if (with_role) delta["role"] = "assistant";
+    if (with_role || !text.empty()) delta["content"] = text;
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = FinishJson(finish);
+  chunk["choices"] = json::array({std::move(choice)});
+  if (include_usage_) chunk["usage"] = nullptr;  // as OpenAI: null until the usage chunk
+  return Event(chunk);
+}
+
+std::string StreamEncoder::Begin() const {
+  return IsChat(meta_) ? Chunk("", /*with_role=*/true, nullptr) : std::string();
+}
+
+std::string StreamEncoder::Delta(std::string_view text) const {
+  return text.empty() ? std::string() : Chunk(text, /*with_role=*/false, nullptr);
+}
+
+std::string StreamEncoder::End(ApiFinishReason finish, const Usage& usage) const {
+  std::string out = Chunk("", /*with_role=*/false, ApiFinishReasonName(finish).data());
+  if (include_usage_) {
+    json chunk = Envelope(meta_, /*chunk=*/true);
+    chunk["choices"] = json::array();
+    chunk["usage"] = UsageJson(usage);
+    out += Event(chunk);
+  }
+  out += kSseDone;
+  return out;
+}
+
+std::string StreamEncoder::Fail(const ApiError& error) {
+  return StrCat(error.ToSseEvent(), kSseDone);
+}
+
+std::string ModelListJson(std::span<const ModelCard> models) {
+  json data = json::array();
+  for (const ModelCard& m : models) data.push_back(ModelCardJson(m));
+  return Dump(json{{"object", "list"}, {"data", std::move(data)}});
+}
+
+std::string ModelJson(const ModelCard& model) { return Dump(ModelCardJson(model)); }
+
+}  // namespace tandem::api

@@ -1,0 +1,94 @@
+// Response bodies of the OpenAI-compatible API: whole responses, server-sent-event streams
+// and the model list. Shapes follow OpenAI's API reference and are checked against the
+// `openai` Python package's models (tests/unit/api/openai_shapes_test.py).
+//
+//   chat.completion        {id: "chatcmpl-<request id>", object, created, model,
+//                           choices: [{index: 0, message: {role: "assistant", content},
+//                                      logprobs: null, finish_reason}], usage}
+//   text_completion        the same with id "cmpl-<request id>" and choices[0].text
+//   streams                "data: <chunk>\n\n" per event: a chat stream opens with a delta
+//                          {role: "assistant", content: ""}; text deltas follow; the last
+//                          chunk has an empty delta (or text "") and the finish_reason; with
+//                          stream_options.include_usage every chunk has "usage": null and a
+//                          final chunk with "choices": [] carries the usage; "data: [DONE]\n\n"
+//                          ends the stream. A failure after the stream started is sent as
+//                          "data: {\"error\": {...}}\n\n" followed by [DONE].
+//
+// Thread-safety: the free functions are pure; a StreamEncoder is thread-compatible (one
+// owner). Everything returned is owned by the caller.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "api/api_error.h"
+#include "api/request.h"
+
+namespace tandem::api {
+
+inline constexpr std::string_view kJsonContentType = "application/json";
+inline constexpr std::string_view kSseContentType = "text/event-stream";
+
+// How a choice ended, as the API names it: "stop" (end-of-generation token, stop token or
+// stop string) or "length" (max_tokens or the end of the context).
+enum class ApiFinishReason { kStop, kLength };
+std::string_view ApiFinishReasonName(ApiFinishReason reason);
+
+struct Usage {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t total_tokens() const { return prompt_tokens + completion_tokens; }
+};
+
+// What every object of one response shares.
+struct ResponseMeta {
+  Endpoint endpoint = Endpoint::kChatCompletions;
+  std::string id;       // "chatcmpl-<request id>" or "cmpl-<request id>"
+  std::string model;    // the served model's id
+  int64_t created = 0;  // Unix time in seconds (the caller's clock)
+};
+ResponseMeta MakeResponseMeta(Endpoint endpoint, std::string_view request_id, std::string model,
+                              int64_t created_unix_seconds);
+
+// A whole (non-streaming) chat.completion or text_completion body, by meta.endpoint.
+std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
+                                   ApiFinishReason finish, const Usage& usage);
+
+// Turns one request's output into server-sent events.
+class StreamEncoder {
+ public:
+  StreamEncoder(ResponseMeta meta, bool include_usage)
+      : meta_(std::move(meta)), include_usage_(include_usage) {}
+
+  // The opening event: the chat role chunk; "" for completions (nothing to send yet).
+  std::string Begin() const;
+  // A chunk carrying `text`; "" when `text` is empty.
+  std::string Delta(std::string_view text) const;
+  // The finish_reason chunk, the usage chunk when include_usage, and [DONE].
+  std::string End(ApiFinishReason finish, const Usage& usage) const;
+  // For a failure after Begin(): the error event and [DONE].
+  static std::string Fail(const ApiError& error);
+
+  const ResponseMeta& meta() const { return meta_; }
+
+ private:
+  std::string Chunk(std::string_view text, bool with_role, const char* finish) const;
+
+  ResponseMeta meta_;
+  bool include_usage_;
+};
+
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+// GET /v1/models and GET /v1/models/{id}.
+struct ModelCard {
+  std::string id;
+  int64_t created = 0;        // Unix seconds (when the server loaded it)
+  int64_t max_model_len = 0;  // > 0: also reported as vLLM's "max_model_len"
+};
+std::string ModelListJson(std::span<const ModelCard> models);
+std::string ModelJson(const ModelCard& model);
+
+}  // namespace tandem::api

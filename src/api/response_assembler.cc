@@ -1,0 +1,89 @@
+#include "api/response_assembler.h"
+
+#include <algorithm>
+
+#include "common/status_macros.h"
+#include "common/strings.h"
+
+namespace tandem::api {
+
+AssemblerOptions AssemblerOptions::From(const GenerationOptions& options, int32_t prompt_tokens,
+                                        int32_t max_tokens) {
+  AssemblerOptions o;
+  o.prompt_tokens = prompt_tokens;
+  o.max_tokens = max_tokens;
+  o.stop = options.stop;
+  o.stop_token_ids = options.stop_token_ids;
+  o.ignore_eos = options.ignore_eos;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<ResponseAssembler>> ResponseAssembler::Create(
+    const text::Tokenizer& tokenizer, AssemblerOptions options) {
+  if (options.max_tokens < 1) {
+    return absl::InvalidArgumentError(StrCat("max_tokens must be >= 1, got ", options.max_tokens));
+  }
+  TANDEM_ASSIGN_OR_RETURN(text::StopStringMatcher stops,
+                          text::StopStringMatcher::Create(std::move(options.stop)));
+  return std::unique_ptr<ResponseAssembler>(
+      new ResponseAssembler(tokenizer, std::move(options), std::move(stops)));
+}
+
+ResponseAssembler::ResponseAssembler(const text::Tokenizer& tokenizer, AssemblerOptions options,
+                                     text::StopStringMatcher stops)
+    : tokenizer_(tokenizer),
+      detokenizer_(tokenizer, /*render_special=*/false),
+      stops_(std::move(stops)),
+      stop_token_ids_(std::move(options.stop_token_ids)),
+      ignore_eos_(options.ignore_eos),
+      max_tokens_(options.max_tokens),
+      prompt_tokens_(options.prompt_tokens) {
+  std::sort(stop_token_ids_.begin(), stop_token_ids_.end());
+}
+
+bool ResponseAssembler::IsStopToken(int32_t id) const {
+  if (std::binary_search(stop_token_ids_.begin(), stop_token_ids_.end(), id)) return true;
+  return !ignore_eos_ && tokenizer_.IsEog(id);
+}
+
+AssembledDelta ResponseAssembler::Push(std::span<const int32_t> token_ids) {
+  AssembledDelta out;
+  for (int32_t id : token_ids) {
+    if (finished()) break;
+    ++completion_tokens_;
+    if (IsStopToken(id)) {
+      End(ApiFinishReason::kStop, &out.text);
+    } else {
+      out.text += stops_.Push(detokenizer_.Push(id));
+      if (stops_.stopped()) {
+        End(ApiFinishReason::kStop, &out.text);
+      } else if (completion_tokens_ >= max_tokens_) {
+        End(ApiFinishReason::kLength, &out.text);
+      }
+    }
+    out.finished = finished();
+  }
+  text_ += out.text;
+  return out;
+}
+
+AssembledDelta ResponseAssembler::Finish(FinishReason worker_reason) {
+  AssembledDelta out;
+  if (finished()) return out;
+  End(worker_reason == FinishReason::kLength ? ApiFinishReason::kLength : ApiFinishReason::kStop,
+      &out.text);
+  out.finished = true;
+  text_ += out.text;
+  return out;
+}
+
+void ResponseAssembler::End(ApiFinishReason reason, std::string* out) {
+  if (!stops_.stopped()) {
+    *out += stops_.Push(detokenizer_.Flush());
+    *out += stops_.Flush();
+  }
+  // A stop string completed by the released text still counts as a stop.
+  finish_ = stops_.stopped() ? ApiFinishReason::kStop : reason;
+}
+
+}  // namespace tandem::api

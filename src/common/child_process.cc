@@ -1,0 +1,116 @@
+#include "common/child_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+#include "common/strings.h"
+
+extern char** environ;
+
+namespace tandem {
+
+absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const std::vector<std::string>& argv) {
+  if (argv.empty()) return absl::InvalidArgumentError("empty command");
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError(StrCat("pipe: ", std::strerror(errno)));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipe_fds[1]);
+  if (rc != 0) {
+    ::close(pipe_fds[0]);
+    return absl::FailedPreconditionError(StrCat("cannot run ", argv[0], ": ", std::strerror(rc)));
+  }
+  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, pipe_fds[0]));
+}
+
+ChildProcess::~ChildProcess() {
+  if (Running()) {
+    ::kill(pid_, SIGKILL);
+    (void)Wait(absl::Seconds(5));
+  }
+  ::close(stdout_fd_);
+}
+
+absl::StatusOr<std::string> ChildProcess::ReadLine(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      return line;
+    }
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0) return absl::DeadlineExceededError("no output line from the child in time");
+    pollfd p{stdout_fd_, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, INT_MAX)));
+    if (r < 0 && errno != EINTR) return absl::InternalError(StrCat("poll: ", std::strerror(errno)));
+    if (r <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(stdout_fd_, buf, sizeof buf);
+    if (n == 0) return absl::NotFoundError("the child closed its output");
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return absl::InternalError(StrCat("read: ", std::strerror(errno)));
+    }
+    buffer_.append(buf, static_cast<size_t>(n));
+  }
+}
+
+void ChildProcess::Signal(int sig) {
+  if (!reaped_) ::kill(pid_, sig);
+}
+
+bool ChildProcess::Running() {
+  if (reaped_) return false;
+  int status = 0;
+  const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    reaped_ = true;
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    return false;
+  }
+  return r == 0;
+}
+
+absl::StatusOr<int> ChildProcess::Wait(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (Running()) {
+    if (absl::Now() >= deadline) return absl::DeadlineExceededError("the child is still running");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return status_;
+}
+
+int ChildProcess::Stop(absl::Duration grace) {
+  Signal(SIGTERM);
+  auto status = Wait(grace);
+  if (status.ok()) return *status;
+  Signal(SIGKILL);
+  return Wait(absl::Seconds(5)).value_or(-SIGKILL);
+}
+
+std::string ChildProcess::SelfPath() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "tandem";
+  buf[n] = '\0';
+  return buf;
+}
+
+}  // namespace tandem

@@ -1,0 +1,50 @@
+// Child processes for launchers (`tandem up`, the controller's local actuator): spawn with the
+// child's stdout captured line by line, signal, wait with a timeout. The children run the same
+// `tandem` binary with another subcommand.
+//
+// Thread-compatible: one owner per ChildProcess.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace tandem {
+
+class ChildProcess {
+ public:
+  // Starts argv[0] (a path) with `argv`; its stdout is readable with ReadLine, its stderr is
+  // ours.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::vector<std::string>& argv);
+  ~ChildProcess();  // kills (SIGKILL) and reaps a child that is still running
+
+  pid_t pid() const { return pid_; }
+  // The next line of the child's stdout (without the newline), waiting up to `timeout`.
+  // NotFound at end of output, DeadlineExceeded on timeout.
+  absl::StatusOr<std::string> ReadLine(absl::Duration timeout);
+  void Signal(int sig);
+  // Whether the child is still running (reaps it if it exited).
+  bool Running();
+  // Waits up to `timeout` for the child to exit; its exit status (or -signal), or
+  // DeadlineExceeded.
+  absl::StatusOr<int> Wait(absl::Duration timeout);
+  // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status.
+  int Stop(absl::Duration grace);
+  // The path of the running executable (/proc/self/exe).
+  static std::string SelfPath();
+
+ private:
+  ChildProcess(pid_t pid, int stdout_fd) : pid_(pid), stdout_fd_(stdout_fd) {}
+  pid_t pid_;
+  int stdout_fd_;
+  std::string buffer_;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+}  // namespace tandem

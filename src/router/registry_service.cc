@@ -1,0 +1,75 @@
+#include "router/registry_service.h"
+
+#include "common/strings.h"
+#include "rpc/convert.h"
+
+namespace tandem::router {
+namespace {
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(rpc::ToGrpc(s));
+  return r;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* RegistryService::Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
+                                                    v1::RegisterResponse* resp) {
+  resp->set_heartbeat_ms(heartbeat_ms_);
+  return Reply(ctx, registry_->Register(req->info(), req->load()));
+}
+
+grpc::ServerUnaryReactor* RegistryService::Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
+                                                     v1::HeartbeatResponse* resp) {
+  resp->set_known(registry_->Heartbeat(req->worker_id(), req->epoch(), req->role(), req->load()));
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* RouterAdminService::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                          const v1::ListWorkersRequest*,
+                                                          v1::ListWorkersResponse* resp) {
+  for (const auto& w : registry_->List()) {
+    auto* s = resp->add_workers();
+    *s->mutable_info() = w.info;
+    *s->mutable_load() = w.load;
+    s->set_seconds_since_heartbeat(w.seconds_since_heartbeat);
+  }
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* RouterAdminService::DrainWorker(grpc::CallbackServerContext* ctx,
+                                                          const v1::DrainWorkerRequest* req,
+                                                          v1::DrainWorkerResponse* resp) {
+  auto worker = registry_->Find(req->worker_id());
+  if (!worker) return Reply(ctx, absl::NotFoundError(StrCat("no worker ", req->worker_id())));
+  auto* reactor = ctx->DefaultReactor();
+  auto call = std::make_shared<grpc::ClientContext>();
+  call->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  auto dreq = std::make_shared<v1::DrainRequest>();
+  auto dresp = std::make_shared<v1::DrainResponse>();
+  worker->stub->async()->Drain(call.get(), dreq.get(), dresp.get(),
+                               [reactor, resp, call, dreq, dresp](grpc::Status s) {
+                                 resp->set_drained(dresp->drained());
+                                 reactor->Finish(s);
+                               });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterAdminService::SetWorkerRole(grpc::CallbackServerContext* ctx,
+                                                            const v1::SetWorkerRoleRequest* req,
+                                                            v1::SetWorkerRoleResponse*) {
+  auto worker = registry_->Find(req->worker_id());
+  if (!worker) return Reply(ctx, absl::NotFoundError(StrCat("no worker ", req->worker_id())));
+  auto* reactor = ctx->DefaultReactor();
+  auto call = std::make_shared<grpc::ClientContext>();
+  call->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  auto sreq = std::make_shared<v1::SetRoleRequest>();
+  auto sresp = std::make_shared<v1::SetRoleResponse>();
+  sreq->set_role(req->role());
+  worker->stub->async()->SetRole(call.get(), sreq.get(), sresp.get(),
+                                 [reactor, call, sreq, sresp](grpc::Status s) { reactor->Finish(s); });
+  return reactor;
+}
+
+}  // namespace tandem::router

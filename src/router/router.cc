@@ -1,0 +1,136 @@
+#include "router/router.h"
+
+#include <chrono>
+
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+#include "engine/model_config.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+#include "http/ops_endpoints.h"
+
+namespace tandem::router {
+
+std::string DefaultServedModelName(const std::string& path) {
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  if (name.size() > 5 && name.ends_with(".gguf")) name.resize(name.size() - 5);
+  // Drop a trailing quantization tag such as ".Q4_1" or "-q8_0".
+  if (auto dot = name.find_last_of(".-"); dot != std::string::npos) {
+    const std::string tag = name.substr(dot + 1);
+    if (!tag.empty() && (tag[0] == 'Q' || tag[0] == 'q' || tag == "F16" || tag == "f16" || tag == "F32" ||
+                         tag == "f32" || tag == "BF16" || tag == "bf16")) {
+      name.resize(dot);
+    }
+  }
+  return name;
+}
+
+absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const RouterOptions& options,
+                                                                     const gguf::GgufFile& file) {
+  auto r = std::unique_ptr<RouterProcess>(new RouterProcess());
+  r->options_ = options;
+  r->served_model_ = options.served_model.empty() ? DefaultServedModelName(file.path()) : options.served_model;
+  TANDEM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromGguf(file));
+  TANDEM_ASSIGN_OR_RETURN(auto tok_config, text::TokenizerConfigFromGguf(file));
+  TANDEM_ASSIGN_OR_RETURN(r->tokenizer_, text::Tokenizer::Create(std::move(tok_config)));
+  text::ChatTemplate chat_template = text::ChatTemplate::ChatMl();
+  if (!r->tokenizer_->chat_template().empty()) {
+    TANDEM_ASSIGN_OR_RETURN(chat_template,
+                            text::ChatTemplate::FromJinja(r->tokenizer_->chat_template(),
+                                                          r->tokenizer_->token_text(r->tokenizer_->bos_id())));
+  }
+
+  WorkerRegistryOptions ro;
+  ro.model_id = ModelIdentity(file);
+  ro.expiry = options.worker_expiry;
+  ro.heartbeat_ms = options.heartbeat_ms;
+  ro.make_stub = [](const std::string& address) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    return std::shared_ptr<v1::Worker::Stub>(
+        v1::Worker::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+  };
+  r->registry_ = std::make_unique<WorkerRegistry>(ro);
+  r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
+  r->metrics_ = std::make_unique<RouterMetrics>(*r->metrics_registry_);
+  WorkerRegistry* reg = r->registry_.get();
+  auto& workers = r->metrics_registry_->AddCallbackGauge("tandem_router_workers", "Registered workers by role",
+                                                         {"role"});
+  for (auto [name, role] : {std::pair{"prefill", v1::WORKER_ROLE_PREFILL}, std::pair{"decode", v1::WORKER_ROLE_DECODE},
+                            std::pair{"mixed", v1::WORKER_ROLE_MIXED}}) {
+    r->callbacks_.push_back(workers.Register({name}, [reg, role] { return reg->CountRole(role); }));
+  }
+
+  FrontendOptions fo;
+  fo.served_model = r->served_model_;
+  fo.context_length = config.context_length;
+  fo.default_max_tokens = options.default_max_tokens;
+  fo.created_unix_seconds = absl::ToUnixSeconds(absl::Now());
+  fo.request_timeout = options.request_timeout;
+  fo.flow.local_prefill_threshold = options.local_prefill_threshold;
+  fo.flow.admission_timeout = options.queue_timeout;
+  r->timer_ = std::make_unique<transfer::TimedTaskQueue>();
+  r->frontend_ = std::make_unique<Frontend>(fo, r->tokenizer_.get(), std::move(chat_template), reg, r->timer_.get(),
+                                            r->metrics_.get());
+  r->generate_service_ = std::make_unique<GenerateService>(r->frontend_.get());
+  r->registry_service_ = std::make_unique<RegistryService>(reg, options.heartbeat_ms);
+  r->admin_service_ = std::make_unique<RouterAdminService>(reg);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(StrCat(options.bind_host, ":", options.grpc_port), grpc::InsecureServerCredentials(),
+                           &r->grpc_port_);
+  builder.RegisterService(r->generate_service_.get());
+  builder.RegisterService(r->registry_service_.get());
+  builder.RegisterService(r->admin_service_.get());
+  r->grpc_server_ = builder.BuildAndStart();
+  if (!r->grpc_server_ || r->grpc_port_ == 0) {
+    return absl::UnavailableError(StrCat("cannot listen for gRPC on ", options.bind_host, ":", options.grpc_port));
+  }
+
+  http::HttpServerOptions ho;
+  ho.address = options.bind_host;
+  ho.port = options.http_port;
+  ho.threads = options.http_threads;
+  TANDEM_ASSIGN_OR_RETURN(r->http_server_, http::HttpServer::Create(ho));
+  RouterProcess* self = r.get();
+  r->frontend_->RegisterHttp(*r->http_server_);
+  http::RegisterOpsEndpoints(*r->http_server_, [self] { return self->Ready(); }, r->metrics_registry_.get());
+  TANDEM_RETURN_IF_ERROR(r->http_server_->Start());
+  r->http_port_ = r->http_server_->port();
+
+  r->expiry_thread_ = std::thread([self] {
+    while (!self->stop_.load()) {
+      self->registry_->Expire(absl::Now());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  GetLogger("router")->info("router serving model '{}' (id {}): HTTP on {}:{}, gRPC on {}:{}", r->served_model_,
+                            ro.model_id, options.bind_host, r->http_port_, options.bind_host, r->grpc_port_);
+  return r;
+}
+
+RouterProcess::~RouterProcess() { Stop(absl::ZeroDuration()); }
+
+bool RouterProcess::Ready() const {
+  const int decode = registry_->CountRole(v1::WORKER_ROLE_DECODE);
+  const int mixed = registry_->CountRole(v1::WORKER_ROLE_MIXED);
+  const int prefill = registry_->CountRole(v1::WORKER_ROLE_PREFILL);
+  return mixed > 0 || (decode > 0 && prefill > 0) || (decode > 0 && options_.local_prefill_threshold > 0);
+}
+
+void RouterProcess::Stop(absl::Duration grace) {
+  if (stopped_) return;
+  stopped_ = true;
+  stop_.store(true);
+  if (expiry_thread_.joinable()) expiry_thread_.join();
+  http_server_->Stop(grace);
+  timer_->Stop();  // requests still waiting for KV room fail: the router is shutting down
+  grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(absl::ToInt64Milliseconds(grace) + 100));
+  GetLogger("router")->info("router stopped");
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,83 @@
+// A whole router process: the OpenAI-compatible HTTP API, the public gRPC Generate API, the
+// Registry and RouterAdmin services for workers and operators, /metrics /healthz /readyz, and
+// the worker registry with heartbeat expiry.
+//
+// Thread-safe. The GGUF file is read for the tokenizer, the chat template and the model's
+// identity (workers must serve the same model); it must outlive the router.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "gguf/gguf_file.h"
+#include "grpcpp/server.h"
+#include "http/http_server.h"
+#include "metrics/registry.h"
+#include "router/frontend.h"
+#include "router/registry_service.h"
+#include "router/router_metrics.h"
+#include "router/worker_registry.h"
+#include "text/tokenizer.h"
+
+namespace tandem::router {
+
+struct RouterOptions {
+  std::string bind_host = "0.0.0.0";
+  int http_port = 8000;   // 0: any free port
+  int grpc_port = 50051;  // 0: any free port
+  int http_threads = 2;
+  std::string served_model;        // empty: the GGUF's general.name-derived default
+  int32_t local_prefill_threshold = 0;
+  int32_t default_max_tokens = 0;
+  absl::Duration worker_expiry = absl::Seconds(3);
+  int32_t heartbeat_ms = 500;
+  absl::Duration request_timeout = absl::Minutes(10);
+  // How long a request may wait for KV room on a decode worker before it is refused (overload).
+  absl::Duration queue_timeout = absl::Seconds(60);
+};
+
+class RouterProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<RouterProcess>> Start(const RouterOptions& options,
+                                                              const gguf::GgufFile& file);
+  ~RouterProcess();
+
+  void Stop(absl::Duration grace);
+  int http_port() const { return http_port_; }
+  int grpc_port() const { return grpc_port_; }
+  // Ready when it can serve: a decode-capable worker, and a prefill or mixed worker.
+  bool Ready() const;
+  WorkerRegistry& registry() { return *registry_; }
+  const std::string& served_model() const { return served_model_; }
+
+ private:
+  RouterProcess() = default;
+
+  RouterOptions options_;
+  std::string served_model_;
+  int http_port_ = 0, grpc_port_ = 0;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  std::unique_ptr<WorkerRegistry> registry_;
+  std::unique_ptr<transfer::TimedTaskQueue> timer_;
+  std::unique_ptr<metrics::MetricsRegistry> metrics_registry_;
+  std::unique_ptr<RouterMetrics> metrics_;
+  std::unique_ptr<Frontend> frontend_;
+  std::unique_ptr<GenerateService> generate_service_;
+  std::unique_ptr<RegistryService> registry_service_;
+  std::unique_ptr<RouterAdminService> admin_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<http::HttpServer> http_server_;
+  std::vector<metrics::CallbackRegistration> callbacks_;
+  std::atomic<bool> stop_{false};
+  std::thread expiry_thread_;
+  bool stopped_ = false;
+};
+
+// The model id clients use by default: the GGUF file's base name without ".gguf" and
+// quantization suffix, e.g. "SmolLM2-135M-Instruct".
+std::string DefaultServedModelName(const std::string& path);
+
+}  // namespace tandem::router

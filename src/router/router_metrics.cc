@@ -1,0 +1,43 @@
+#include "router/router_metrics.h"
+
+#include "metrics/buckets.h"
+
+namespace tandem::router {
+
+RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
+  requests = &r.AddCounter("tandem_router_requests_total", "API requests by route and HTTP status", {"route", "status"});
+  ttft = &r.AddHistogram("tandem_router_ttft_seconds", "Time from a request's arrival to its first token",
+                         metrics::DefaultLatencyBuckets())
+              .With();
+  itl = &r.AddHistogram("tandem_router_itl_seconds", "Time between consecutive tokens of a request",
+                        metrics::TokenLatencyBuckets())
+             .With();
+  e2e = &r.AddHistogram("tandem_router_e2e_seconds", "Time from a request's arrival to its last token",
+                        metrics::DefaultLatencyBuckets())
+             .With();
+  prompt_tokens = &r.AddHistogram("tandem_router_prompt_tokens", "Prompt length of requests",
+                                  metrics::ExponentialBuckets(16, 2, 12))
+                       .With();
+  generated_tokens = &r.AddHistogram("tandem_router_generated_tokens", "Tokens generated per request",
+                                     metrics::ExponentialBuckets(1, 2, 14))
+                          .With();
+  inflight = &r.AddGauge("tandem_router_inflight_requests", "Requests being served").With();
+  prefill_retries = &r.AddCounter("tandem_router_prefill_retries_total",
+                                  "Prefills retried on another worker after a failure before the first token")
+                         .With();
+  prefills = &r.AddCounter("tandem_router_prefills_total",
+                           "Requests by where their prompt was computed (disaggregated: a prefill worker; "
+                           "local: the decode or mixed worker)",
+                           {"mode"});
+  transfer_seconds = &r.AddHistogram("tandem_router_kv_transfer_seconds",
+                                     "KV transfer time of disaggregated requests (first block sent to last acked)",
+                                     metrics::DefaultLatencyBuckets())
+                          .With();
+  transfer_bytes = &r.AddCounter("tandem_router_kv_transfer_bytes_total", "KV bytes moved from prefill to decode")
+                        .With();
+  cancelled = &r.AddCounter("tandem_router_cancelled_total",
+                            "Requests cancelled (client gone, deadline or stop string)")
+                   .With();
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,29 @@
+// The router's metrics (tandem_router_*): requests by route and status, latency histograms
+// (time to first token, inter-token latency, end to end), token counts, in-flight requests,
+// prefill retries, disaggregated vs local prefills, KV transfer time and bytes.
+#pragma once
+
+#include <string>
+
+#include "metrics/registry.h"
+
+namespace tandem::router {
+
+struct RouterMetrics {
+  explicit RouterMetrics(metrics::MetricsRegistry& r);
+
+  metrics::CounterFamily* requests;       // {route, status}
+  metrics::Histogram* ttft;
+  metrics::Histogram* itl;
+  metrics::Histogram* e2e;
+  metrics::Histogram* prompt_tokens;
+  metrics::Histogram* generated_tokens;
+  metrics::Gauge* inflight;
+  metrics::Counter* prefill_retries;
+  metrics::CounterFamily* prefills;       // {mode = disaggregated | local}
+  metrics::Histogram* transfer_seconds;
+  metrics::Counter* transfer_bytes;
+  metrics::Counter* cancelled;
+};
+
+}  // namespace tandem::router

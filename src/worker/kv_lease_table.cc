@@ -1,0 +1,103 @@
+#include "worker/kv_lease_table.h"
+
+#include "common/strings.h"
+
+namespace tandem::worker {
+
+std::string KvLeaseTable::Add(const std::string& request_id, std::vector<int32_t> blocks, absl::Time deadline) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string id = StrCat("lease-", ++next_id_, "-", request_id);
+  leases_[id] = Lease{request_id, std::move(blocks), deadline, State::kReserved};
+  return id;
+}
+
+absl::StatusOr<std::vector<int32_t>> KvLeaseTable::Adopt(const std::string& lease_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return absl::NotFoundError(StrCat("KV lease ", lease_id, " is unknown or expired"));
+  if (it->second.state != State::kFilled) {
+    return absl::FailedPreconditionError(StrCat("the KV for lease ", lease_id, " has not fully arrived"));
+  }
+  std::vector<int32_t> blocks = std::move(it->second.blocks);
+  leases_.erase(it);
+  return blocks;
+}
+
+absl::StatusOr<std::vector<int32_t>> KvLeaseTable::Release(const std::string& lease_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return absl::NotFoundError(StrCat("KV lease ", lease_id, " is unknown or expired"));
+  if (it->second.state == State::kPinned) {
+    // A transfer is writing into it: it is released when the transfer ends.
+    it->second.deadline = absl::InfinitePast();
+    it->second.released = true;
+    return std::vector<int32_t>{};
+  }
+  std::vector<int32_t> blocks = std::move(it->second.blocks);
+  leases_.erase(it);
+  return blocks;
+}
+
+std::vector<int32_t> KvLeaseTable::TakeExpired(absl::Time now, int* expired) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int32_t> out;
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second.state != State::kPinned && now >= it->second.deadline) {
+      if (expired != nullptr && !it->second.released) ++*expired;
+      out.insert(out.end(), it->second.blocks.begin(), it->second.blocks.end());
+      it = leases_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+size_t KvLeaseTable::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return leases_.size();
+}
+
+int64_t KvLeaseTable::reserved_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (const auto& [id, lease] : leases_) n += static_cast<int64_t>(lease.blocks.size());
+  return n;
+}
+
+absl::Status KvLeaseTable::TransferStarting(const std::string& lease_id, int32_t num_blocks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return absl::NotFoundError(StrCat("KV lease ", lease_id, " is unknown or expired"));
+  Lease& lease = it->second;
+  if (lease.state != State::kReserved) {
+    return absl::FailedPreconditionError(StrCat("KV lease ", lease_id, " is already being written or filled"));
+  }
+  if (absl::Now() >= lease.deadline) return absl::DeadlineExceededError(StrCat("KV lease ", lease_id, " expired"));
+  if (num_blocks > static_cast<int32_t>(lease.blocks.size())) {
+    return absl::InvalidArgumentError(StrCat("transfer of ", num_blocks, " blocks into a lease of ",
+                                             lease.blocks.size()));
+  }
+  lease.state = State::kPinned;
+  return absl::OkStatus();
+}
+
+void KvLeaseTable::TransferEnded(const std::string& lease_id, const absl::Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return;
+  Lease& lease = it->second;
+  if (lease.released) {
+    lease.state = State::kReserved;  // released while pinned: expire now
+    return;
+  }
+  if (status.ok()) {
+    lease.state = State::kFilled;
+    lease.deadline = absl::Now() + options_.adopt_timeout;
+  } else {
+    // A failed transfer leaves the lease reusable by a retry until its deadline.
+    lease.state = State::kReserved;
+  }
+}
+
+}  // namespace tandem::worker

@@ -1,0 +1,171 @@
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+#include "http/ops_endpoints.h"
+#include "rpc/convert.h"
+#if TANDEM_HAVE_UCX
+#include "transfer/ucx_kv_transport.h"
+#endif
+
+namespace tandem::worker {
+namespace {
+
+std::string RoleName(v1::WorkerRole role) {
+  switch (role) {
+    case v1::WORKER_ROLE_PREFILL: return "prefill";
+    case v1::WORKER_ROLE_DECODE: return "decode";
+    default: return "mixed";
+  }
+}
+
+}  // namespace
+
+TransportFactory UcxTransportFactory(const std::string& ucx_tls) {
+  return [ucx_tls](KvCacheStorage* cache, const KvLayoutInfo& layout, KvLeaseHandler* leases,
+                   const std::string& id) -> absl::StatusOr<std::unique_ptr<KvTransport>> {
+#if TANDEM_HAVE_UCX
+    transfer::UcxKvTransportOptions o;
+    o.cache = cache;
+    o.layout = layout;
+    o.worker_id = id;
+    o.lease_handler = leases;
+    o.transports = ucx_tls;
+    TANDEM_ASSIGN_OR_RETURN(auto t, transfer::UcxKvTransport::Create(o));
+    return std::unique_ptr<KvTransport>(std::move(t));
+#else
+    return absl::UnimplementedError("this tandem was built without UCX (install libucx-dev and rebuild)");
+#endif
+  };
+}
+
+absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const WorkerOptions& options,
+                                                                     const gguf::GgufFile& file,
+                                                                     std::unique_ptr<Engine> engine,
+                                                                     const TransportFactory& make_transport) {
+  auto w = std::unique_ptr<WorkerProcess>(new WorkerProcess());
+  w->options_ = options;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  w->worker_id_ = options.worker_id.empty() ? StrCat(RoleName(options.role), "-", host, "-", ::getpid())
+                                            : options.worker_id;
+  w->model_id_ = ModelIdentity(file);
+  w->context_length_ = engine->max_model_len();
+  KvLayoutInfo layout;
+  layout.model_id = w->model_id_;
+  layout.layout = engine->kv_cache().layout();
+  layout.block_format = std::string(engine->kv_cache().block_format());
+
+  w->leases_ = std::make_unique<KvLeaseTable>(KvLeaseTable::Options{});
+  TANDEM_ASSIGN_OR_RETURN(w->transport_,
+                          make_transport(&engine->kv_cache(), layout, w->leases_.get(), w->worker_id_));
+  w->epoch_ = w->transport_->local_endpoint().epoch;
+  w->runner_ = std::make_unique<EngineRunner>(std::move(engine), w->leases_.get());
+  w->registry_ = std::make_unique<metrics::MetricsRegistry>();
+  EngineRunner* runner = w->runner_.get();
+  w->metrics_ = std::make_unique<WorkerMetrics>(*w->registry_, [runner] { return runner->load(); },
+                                                [runner] { return runner->counters(); },
+                                                [runner] { return runner->leases_expired(); });
+  WorkerServiceOptions so = options.service;
+  so.role = options.role;
+  so.transport_name = std::string(w->transport_->name());
+  w->service_ = std::make_unique<WorkerService>(so, w->runner_.get(), w->leases_.get(), w->transport_.get(), layout,
+                                                w->metrics_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(StrCat(options.bind_host, ":", options.grpc_port), grpc::InsecureServerCredentials(),
+                           &w->grpc_port_);
+  builder.RegisterService(w->service_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  w->grpc_server_ = builder.BuildAndStart();
+  if (!w->grpc_server_ || w->grpc_port_ == 0) {
+    return absl::UnavailableError(StrCat("cannot listen for gRPC on ", options.bind_host, ":", options.grpc_port));
+  }
+
+  http::HttpServerOptions ho;
+  ho.address = options.bind_host;
+  ho.port = options.http_port;
+  ho.threads = 1;
+  TANDEM_ASSIGN_OR_RETURN(w->http_server_, http::HttpServer::Create(ho));
+  WorkerProcess* self = w.get();
+  http::RegisterOpsEndpoints(*w->http_server_, [self] { return self->Ready(); }, w->registry_.get());
+  TANDEM_RETURN_IF_ERROR(w->http_server_->Start());
+  w->http_port_ = w->http_server_->port();
+
+  if (!options.router_address.empty()) {
+    RouterRegistration::Options ro;
+    ro.router_address = options.router_address;
+    ro.interval = options.heartbeat_interval;
+    w->registration_ = std::make_unique<RouterRegistration>(ro, [self] { return self->Info(); },
+                                                            [self] { return self->Load(); });
+    w->registration_->Start();
+  }
+  GetLogger("worker")->info("worker {} ({}) serving gRPC on {}:{}, HTTP on {}:{}, KV transport {}; model {}",
+                            w->worker_id_, RoleName(options.role), options.advertise_host, w->grpc_port_,
+                            options.advertise_host, w->http_port_, w->transport_->name(), w->model_id_);
+  return w;
+}
+
+WorkerProcess::~WorkerProcess() { Stop(absl::ZeroDuration()); }
+
+bool WorkerProcess::Ready() const {
+  if (stopped_ || service_->draining()) return false;
+  return registration_ == nullptr || registration_->registered();
+}
+
+v1::WorkerInfo WorkerProcess::Info() const {
+  v1::WorkerInfo info;
+  info.set_worker_id(worker_id_);
+  info.set_role(service_->role());
+  info.set_grpc_address(StrCat(options_.advertise_host, ":", grpc_port_));
+  info.set_http_address(StrCat(options_.advertise_host, ":", http_port_));
+  info.set_model_id(model_id_);
+  *info.mutable_kv_endpoint() = rpc::ToProto(transport_->local_endpoint(), transport_->name());
+  info.set_context_length(context_length_);
+  info.set_epoch(epoch_);
+  return info;
+}
+
+v1::WorkerLoad WorkerProcess::Load() const {
+  const EngineLoad l = runner_->load();
+  v1::WorkerLoad load;
+  load.set_queued_prefill_tokens(l.queued_prefill_tokens);
+  load.set_running(l.running);
+  load.set_waiting(l.waiting);
+  load.set_free_kv_blocks(l.free_blocks);
+  load.set_reserved_kv_blocks(l.reserved_blocks);
+  load.set_total_kv_blocks(l.total_blocks);
+  load.set_draining(service_->draining());
+  load.set_inflight_requests(runner_->inflight());
+  return load;
+}
+
+void WorkerProcess::Stop(absl::Duration grace) {
+  if (stopped_) return;
+  stopped_ = true;
+  auto log = GetLogger("worker");
+  if (registration_) registration_->Stop();
+  // Drain: finish what is in flight (including KV still being sent) before shutting down.
+  const absl::Time deadline = absl::Now() + grace;
+  while (!service_->Idle() && absl::Now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (!service_->Idle()) log->warn("stopping with work still in flight after {}", absl::FormatDuration(grace));
+  // Calls still open after this are cancelled (their clients see the worker go away).
+  grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(std::min<int64_t>(500, absl::ToInt64Milliseconds(grace))));
+  http_server_->Stop(absl::Milliseconds(200));
+  transport_.reset();  // reads the engine's KV cache: goes before the engine
+  runner_.reset();
+  log->info("worker {} stopped", worker_id_);
+}
+
+}  // namespace tandem::worker

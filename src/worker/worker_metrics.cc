@@ -1,0 +1,60 @@
+#include "worker/worker_metrics.h"
+
+#include "metrics/buckets.h"
+
+namespace tandem::worker {
+
+WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::function<EngineLoad()> load,
+                             std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired) {
+  reserve_refused = &r.AddCounter("tandem_worker_kv_reservations_refused_total",
+                                  "KV reservations refused for lack of free blocks")
+                         .With();
+  prefill_seconds = &r.AddHistogram("tandem_worker_prefill_seconds",
+                                    "Time from a Prefill call to its first token", metrics::DefaultLatencyBuckets())
+                         .With();
+  requests_ = &r.AddCounter("tandem_worker_requests_total", "Requests finished, by finish reason", {"reason"});
+  transfer_bytes_ = &r.AddCounter("tandem_worker_kv_transfer_bytes_total", "KV bytes sent to decode workers").With();
+  transfers_ = &r.AddCounter("tandem_worker_kv_transfers_total", "KV transfers, by result", {"result"});
+  transfer_seconds_ = &r.AddHistogram("tandem_worker_kv_transfer_seconds",
+                                      "Time from a request's first KV block sent to the last acknowledged",
+                                      metrics::DefaultLatencyBuckets())
+                           .With();
+  auto& blocks = r.AddCallbackGauge("tandem_worker_kv_blocks", "KV cache blocks by state", {"state"});
+  callbacks_.push_back(blocks.Register({"free"}, [load] { return static_cast<double>(load().free_blocks); }));
+  callbacks_.push_back(blocks.Register({"reserved"}, [load] { return static_cast<double>(load().reserved_blocks); }));
+  callbacks_.push_back(blocks.Register({"used"}, [load] {
+    const EngineLoad l = load();
+    return static_cast<double>(l.total_blocks - l.free_blocks - l.reserved_blocks);
+  }));
+  callbacks_.push_back(r.AddCallbackCounter("tandem_worker_kv_leases_expired_total",
+                                            "KV reservations freed because nobody used them in time")
+                           .Register({}, [leases_expired] { return static_cast<double>(leases_expired()); }));
+  auto& seqs = r.AddCallbackGauge("tandem_worker_sequences", "Sequences in the engine by state", {"state"});
+  callbacks_.push_back(seqs.Register({"running"}, [load] { return static_cast<double>(load().running); }));
+  callbacks_.push_back(seqs.Register({"waiting"}, [load] { return static_cast<double>(load().waiting); }));
+  callbacks_.push_back(r.AddCallbackGauge("tandem_worker_queued_prefill_tokens",
+                                          "Prompt tokens waiting to be computed")
+                           .Register({}, [load] { return static_cast<double>(load().queued_prefill_tokens); }));
+  callbacks_.push_back(r.AddCallbackCounter("tandem_worker_preemptions_total", "Sequences preempted (recomputed)")
+                           .Register({}, [counters] { return static_cast<double>(counters().preemptions); }));
+  callbacks_.push_back(r.AddCallbackCounter("tandem_worker_prefix_cache_hit_tokens_total",
+                                            "Prompt tokens served from the prefix cache")
+                           .Register({}, [counters] { return static_cast<double>(counters().prefix_hit_tokens); }));
+  auto& tokens = r.AddCallbackCounter("tandem_worker_tokens_total", "Tokens run through the model, by phase", {"phase"});
+  callbacks_.push_back(tokens.Register({"prefill"}, [counters] { return static_cast<double>(counters().prefill_tokens); }));
+  callbacks_.push_back(tokens.Register({"decode"}, [counters] { return static_cast<double>(counters().decode_tokens); }));
+}
+
+void WorkerMetrics::RequestFinished(const RequestOutput& out) {
+  requests_->With({FinishReasonName(out.finish)}).Increment();
+}
+
+void WorkerMetrics::TransferDone(bool ok, int64_t bytes, double seconds) {
+  transfers_->With({ok ? "ok" : "failed"}).Increment();
+  if (ok) {
+    transfer_bytes_->Increment(static_cast<double>(bytes));
+    transfer_seconds_->Observe(seconds);
+  }
+}
+
+}  // namespace tandem::worker

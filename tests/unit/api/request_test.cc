@@ -1,0 +1,444 @@
+// Request validation: what a client that sends a bad body gets back (status, OpenAI error
+// type, the field named in `param`), and what a good body turns into.
+#include "api/request.h"
+
+#include <random>
+
+#include "fmt/format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::api {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+constexpr const char* kMessages = R"("messages": [{"role": "user", "content": "hi"}])";
+
+// A chat body with `extra` fields added after the messages.
+std::string Chat(std::string_view extra = "") {
+  return extra.empty() ? fmt::format("{{{}}}", kMessages)
+                       : fmt::format("{{{}, {}}}", kMessages, extra);
+}
+std::string Completion(std::string_view extra = "") {
+  return extra.empty() ? std::string(R"({"prompt": "Once upon a time"})")
+                       : fmt::format(R"({{"prompt": "Once upon a time", {}}})", extra);
+}
+
+ChatCompletionRequest ParseChatOk(const std::string& body) {
+  auto r = ParseChatCompletionRequest(body);
+  EXPECT_TRUE(r.ok()) << body << " -> " << (r.ok() ? "" : r.error().message);
+  return r.ok() ? *std::move(r) : ChatCompletionRequest{};
+}
+CompletionRequest ParseCompletionOk(const std::string& body) {
+  auto r = ParseCompletionRequest(body);
+  EXPECT_TRUE(r.ok()) << body << " -> " << (r.ok() ? "" : r.error().message);
+  return r.ok() ? *std::move(r) : CompletionRequest{};
+}
+
+struct BadCase {
+  std::string body;
+  std::string param;    // expected `param` ("" = null)
+  std::string message;  // a substring of the message
+  int status = 400;
+};
+
+void ExpectRejected(const ApiErrorOr<ChatCompletionRequest>& r, const BadCase& c) {
+  ASSERT_FALSE(r.ok()) << c.body;
+  EXPECT_EQ(r.error().http_status, c.status) << c.body;
+  EXPECT_EQ(r.error().type, "invalid_request_error") << c.body;
+  EXPECT_EQ(r.error().param, c.param) << c.body << " -> " << r.error().message;
+  EXPECT_THAT(r.error().message, HasSubstr(c.message)) << c.body;
+  // The body is OpenAI's error object with the same fields.
+  const json body = json::parse(r.error().ToJson());
+  EXPECT_EQ(body["error"]["message"], r.error().message);
+  EXPECT_EQ(body["error"]["param"], c.param.empty() ? json(nullptr) : json(c.param));
+}
+
+TEST(RequestTest, ChatBodyBecomesOptions) {
+  const ChatCompletionRequest r = ParseChatOk(R"({
+    "model": "smollm2", "messages": [
+      {"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "Hello"},
+                                   {"type": "text", "text": "there"}]},
+      {"role": "assistant", "content": null},
+      {"role": "user", "content": "again", "name": "bob"}],
+    "max_completion_tokens": 7, "max_tokens": 99, "temperature": 0, "top_p": 0.5,
+    "top_k": 40, "seed": 42, "stop": ["\n\n", "END"], "stop_token_ids": [2, 0],
+    "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true},
+    "n": 1, "user": "u-1", "presence_penalty": 0, "logprobs": false,
+    "response_format": {"type": "text"}, "some_future_field": {"x": 1}})");
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_EQ(r.messages[0].role, "system");  // developer is rendered as system
+  EXPECT_EQ(r.messages[1].content, "Hello\nthere");
+  EXPECT_EQ(r.messages[2].role, "assistant");
+  EXPECT_EQ(r.messages[2].content, "");
+  EXPECT_EQ(r.messages[3].content, "again");
+  const GenerationOptions& o = r.options;
+  EXPECT_EQ(o.model, "smollm2");
+  EXPECT_EQ(o.max_tokens, 7);  // max_completion_tokens wins
+  EXPECT_EQ(o.temperature, 0.0f);
+  EXPECT_EQ(o.top_p, 0.5f);
+  EXPECT_EQ(o.top_k, 40);
+  EXPECT_EQ(o.seed, 42u);
+  EXPECT_EQ(o.stop, (std::vector<std::string>{"\n\n", "END"}));
+  EXPECT_EQ(o.stop_token_ids, (std::vector<int32_t>{2, 0}));
+  EXPECT_TRUE(o.ignore_eos);
+  EXPECT_TRUE(o.stream);
+  EXPECT_TRUE(o.include_usage);
+
+  const SamplingParams p = o.ToSamplingParams(7);
+  EXPECT_EQ(p.max_tokens, 7);
+  EXPECT_TRUE(p.greedy());
+  EXPECT_EQ(p.top_k, 40);
+  EXPECT_EQ(p.seed, 42u);
+  EXPECT_TRUE(p.ignore_eos);
+  EXPECT_EQ(p.stop_token_ids, (std::vector<int32_t>{2, 0}));
+}
+
+TEST(RequestTest, DefaultsWhenFieldsAreAbsentOrNull) {
+  const ChatCompletionRequest r =
+      ParseChatOk(Chat(R"("max_tokens": null, "temperature": null, "stop": null, "top_k": null)"));
+  EXPECT_EQ(r.options.model, "");
+  EXPECT_FALSE(r.options.max_tokens.has_value());
+  EXPECT_EQ(r.options.temperature, 1.0f);
+  EXPECT_EQ(r.options.top_p, 1.0f);
+  EXPECT_EQ(r.options.top_k, 0);
+  EXPECT_FALSE(r.options.seed.has_value());
+  EXPECT_TRUE(r.options.stop.empty());
+  EXPECT_FALSE(r.options.stream);
+}
+
+TEST(RequestTest, TopKOffValuesAndSeedsAndIntegralFloats) {
+  EXPECT_EQ(ParseChatOk(Chat(R"("top_k": -1)")).options.top_k, 0);
+  EXPECT_EQ(ParseChatOk(Chat(R"("top_k": 0)")).options.top_k, 0);
+  EXPECT_EQ(ParseChatOk(Chat(R"("seed": -1)")).options.seed, ~uint64_t{0});
+  EXPECT_EQ(ParseChatOk(Chat(R"("seed": 18446744073709551615)")).options.seed, ~uint64_t{0});
+  EXPECT_EQ(ParseChatOk(Chat(R"("max_tokens": 10.0)")).options.max_tokens, 10);
+  EXPECT_EQ(ParseChatOk(Chat(R"("temperature": 2)")).options.temperature, 2.0f);
+  EXPECT_EQ(ParseChatOk(Chat(R"("stop": "###")")).options.stop,
+            std::vector<std::string>{"###"});
+}
+
+TEST(RequestTest, CompletionPromptForms) {
+  EXPECT_EQ(ParseCompletionOk(R"({"prompt": "abc"})").prompt, "abc");
+  EXPECT_EQ(ParseCompletionOk(R"({"prompt": ["abc"]})").prompt, "abc");
+  const CompletionRequest ids = ParseCompletionOk(R"({"prompt": [1, 2, 3], "max_tokens": 5})");
+  EXPECT_EQ(ids.prompt, "");
+  EXPECT_EQ(ids.prompt_token_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(ids.options.max_tokens, 5);
+  EXPECT_EQ(ParseCompletionOk(R"({"prompt": [[4, 5]]})").prompt_token_ids,
+            (std::vector<int32_t>{4, 5}));
+  // "logprobs": null and "echo": false ask for nothing.
+  ParseCompletionOk(Completion(R"("logprobs": null, "echo": false, "suffix": "", "best_of": 1)"));
+}
+
+TEST(RequestTest, MalformedBodies) {
+  const std::vector<BadCase> cases = {
+      {"", "", "not valid JSON"},
+      {"{\"messages\": [", "", "not valid JSON"},
+      {"[1, 2]", "", "must be a JSON object"},
+      {"\"hello\"", "", "must be a JSON object"},
+      {"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\"}]}", "", "not valid JSON"},
+      {std::string(100, '[') + std::string(100, ']'), "", "nested too deeply"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, BadMessages) {
+  const std::vector<BadCase> cases = {
+      {"{}", "messages", "'messages' is required"},
+      {R"({"messages": []})", "messages", "at least one message"},
+      {R"({"messages": "hi"})", "messages", "expected an array"},
+      {R"({"messages": ["hi"]})", "messages[0]", "expected an object"},
+      {R"({"messages": [{"content": "hi"}]})", "messages[0].role", "is required"},
+      {R"({"messages": [{"role": "wizard", "content": "hi"}]})", "messages[0].role",
+       "Invalid value for 'messages[0].role': \"wizard\""},
+      {R"({"messages": [{"role": 3, "content": "hi"}]})", "messages[0].role", "expected a string"},
+      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]})",
+       "messages[1].role", "not supported"},
+      {R"({"messages": [{"role": "user"}]})", "messages[0].content", "is required"},
+      {R"({"messages": [{"role": "user", "content": null}]})", "messages[0].content",
+       "is required"},
+      {R"({"messages": [{"role": "user", "content": 5}]})", "messages[0].content",
+       "expected a string or an array"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url",
+           "image_url": {"url": "http://x/y.png"}}]}]})",
+       "messages[0].content[0].type", "not supported"},
+      {R"({"messages": [{"role": "user", "content": ["hi"]}]})", "messages[0].content[0]",
+       "expected an object"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})",
+       "messages[0].content[0].text", "is required"},
+      {R"({"messages": [{"role": "assistant", "content": null,
+           "tool_calls": [{"id": "1"}]}]})",
+       "messages[0].tool_calls", "not supported"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, WrongTypesNameTheField) {
+  const std::vector<BadCase> cases = {
+      {Chat(R"("max_tokens": "10")"), "max_tokens",
+       "Invalid type for 'max_tokens': expected an integer, but got a string instead."},
+      {Chat(R"("max_tokens": 10.5)"), "max_tokens", "expected an integer"},
+      {Chat(R"("max_tokens": true)"), "max_tokens", "expected an integer"},
+      {Chat(R"("temperature": "hot")"), "temperature", "expected a number"},
+      {Chat(R"("top_p": [1])"), "top_p", "expected a number"},
+      {Chat(R"("top_k": 1.5)"), "top_k", "expected an integer"},
+      {Chat(R"("seed": "7")"), "seed", "expected an integer"},
+      {Chat(R"("stream": "yes")"), "stream", "expected a boolean"},
+      {Chat(R"("stream": true, "stream_options": {"include_usage": 1})"),
+       "stream_options.include_usage", "expected a boolean"},
+      {Chat(R"("stream": true, "stream_options": true)"), "stream_options", "expected an object"},
+      {Chat(R"("stop": 5)"), "stop", "a string or an array of strings"},
+      {Chat(R"("stop": ["a", 5])"), "stop[1]", "expected a string"},
+      {Chat(R"("stop_token_ids": 5)"), "stop_token_ids", "an array of integers"},
+      {Chat(R"("stop_token_ids": ["5"])"), "stop_token_ids[0]", "expected an integer"},
+      {Chat(R"("ignore_eos": 1)"), "ignore_eos", "expected a boolean"},
+      {Chat(R"("model": 5)"), "model", "expected a string"},
+      {Chat(R"("n": "1")"), "n", "expected an integer"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, OutOfRangeValues) {
+  const std::vector<BadCase> cases = {
+      {Chat(R"("max_tokens": 0)"), "max_tokens", "at least 1, got 0"},
+      {Chat(R"("max_tokens": -5)"), "max_tokens", "at least 1"},
+      {Chat(R"("max_completion_tokens": 0)"), "max_completion_tokens", "at least 1"},
+      {Chat(R"("max_tokens": 3000000000)"), "max_tokens", "at most"},
+      {Chat(R"("temperature": -0.1)"), "temperature", "between 0 and 2"},
+      {Chat(R"("temperature": 2.5)"), "temperature", "between 0 and 2"},
+      {Chat(R"("top_p": 0)"), "top_p", "in (0, 1]"},
+      {Chat(R"("top_p": 1.01)"), "top_p", "in (0, 1]"},
+      {Chat(R"("top_k": -2)"), "top_k", "-1 or 0 (off)"},
+      {Chat(R"("stop": "")"), "stop", "must not be an empty string"},
+      {Chat(R"("stop": ["a", ""])"), "stop[1]", "must not be an empty string"},
+      {Chat(R"("stop": ["a", "b", "c", "d", "e"])"), "stop", "at most 4 strings"},
+      {Chat(R"("stop_token_ids": [-1])"), "stop_token_ids[0]", "a token id"},
+      {Chat(R"("stream_options": {"include_usage": true})"), "stream_options",
+       "only allowed when 'stream' is true"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, UnsupportedFeaturesAreRejectedByName) {
+  const std::vector<BadCase> cases = {
+      {Chat(R"("n": 2)"), "n", "'n' must be 1"},
+      {Chat(R"("n": 0)"), "n", "'n' must be 1"},
+      {Chat(R"("logprobs": true)"), "logprobs", "'logprobs' is not supported"},
+      {Chat(R"("top_logprobs": 3)"), "top_logprobs", "'top_logprobs' is not supported"},
+      {Chat(R"("tools": [{"type": "function", "function": {"name": "f"}}])"), "tools",
+       "'tools' is not supported"},
+      {Chat(R"("tool_choice": "required")"), "tool_choice", "not supported"},
+      {Chat(R"("functions": [{"name": "f"}])"), "functions", "not supported"},
+      {Chat(R"("response_format": {"type": "json_object"})"), "response_format",
+       "only type 'text'"},
+      {Chat(R"("response_format": "json")"), "response_format", "expected an object"},
+      {Chat(R"("presence_penalty": 0.5)"), "presence_penalty", "not supported"},
+      {Chat(R"("frequency_penalty": -1)"), "frequency_penalty", "not supported"},
+      {Chat(R"("frequency_penalty": "0")"), "frequency_penalty", "expected a number"},
+      {Chat(R"("logit_bias": {"50256": -100})"), "logit_bias", "not supported"},
+      {Chat(R"("repetition_penalty": 1.2)"), "repetition_penalty", "not supported"},
+      {Chat(R"("min_tokens": 4)"), "min_tokens", "not supported"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, BadCompletionBodies) {
+  const std::vector<BadCase> cases = {
+      {R"({"model": "m"})", "prompt", "'prompt' is required"},
+      {R"({"prompt": ""})", "prompt", "must not be empty"},
+      {R"({"prompt": [""]})", "prompt", "must not be empty"},
+      {R"({"prompt": []})", "prompt", "must not be empty"},
+      {R"({"prompt": [[]]})", "prompt", "must not be empty"},
+      {R"({"prompt": 42})", "prompt", "expected a string, an array of one string"},
+      {R"({"prompt": ["a", "b"]})", "prompt", "batches of 2 prompts"},
+      {R"({"prompt": [[1], [2]]})", "prompt", "batches of 2 prompts"},
+      {R"({"prompt": [1, -2]})", "prompt", "-2 at index 1"},
+      {R"({"prompt": [1, "x"]})", "prompt[1]", "expected an integer"},
+      {R"({"prompt": [1, 2.5]})", "prompt[1]", "expected an integer"},
+      {R"({"prompt": [1, 99999999999]})", "prompt", "token ids >= 0"},
+      {Completion(R"("echo": true)"), "echo", "'echo' is not supported"},
+      {Completion(R"("logprobs": 0)"), "logprobs", "'logprobs' is not supported"},
+      {Completion(R"("best_of": 3)"), "best_of", "'best_of' is not supported"},
+      {Completion(R"("suffix": "end")"), "suffix", "'suffix' is not supported"},
+      {Completion(R"("max_tokens": "10")"), "max_tokens", "expected an integer"},
+  };
+  for (const BadCase& c : cases) {
+    auto r = ParseCompletionRequest(c.body);
+    ASSERT_FALSE(r.ok()) << c.body;
+    EXPECT_EQ(r.error().http_status, 400) << c.body;
+    EXPECT_EQ(r.error().type, "invalid_request_error");
+    EXPECT_EQ(r.error().param, c.param) << c.body << " -> " << r.error().message;
+    EXPECT_THAT(r.error().message, HasSubstr(c.message)) << c.body;
+  }
+}
+
+TEST(RequestTest, SizeLimits) {
+  RequestLimits limits;
+  limits.max_body_bytes = 4096;
+  limits.max_prompt_bytes = 100;
+  limits.max_messages = 3;
+  limits.max_prompt_token_ids = 4;
+  limits.max_stop_bytes = 8;
+
+  auto too_big = ParseChatCompletionRequest(Chat(R"("x": ")" + std::string(5000, 'a') + "\""),
+                                            limits);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.error().http_status, 413);
+  EXPECT_THAT(too_big.error().message, HasSubstr("4096 bytes"));
+
+  const std::string long_text(101, 'a');
+  auto long_chat = ParseChatCompletionRequest(
+      R"({"messages": [{"role": "user", "content": ")" + std::string(60, 'a') +
+          R"("}, {"role": "user", "content": ")" + std::string(60, 'b') + R"("}]})",
+      limits);
+  ASSERT_FALSE(long_chat.ok());
+  EXPECT_EQ(long_chat.error().param, "messages");
+  EXPECT_THAT(long_chat.error().message, HasSubstr("at most 100 bytes"));
+
+  auto long_prompt = ParseCompletionRequest(R"({"prompt": ")" + long_text + "\"}", limits);
+  ASSERT_FALSE(long_prompt.ok());
+  EXPECT_EQ(long_prompt.error().param, "prompt");
+  EXPECT_TRUE(ParseCompletionRequest(R"({"prompt": ")" + std::string(100, 'a') + "\"}", limits)
+                  .ok());
+
+  auto many = ParseChatCompletionRequest(
+      R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "a"},
+                       {"role": "user", "content": "a"}, {"role": "user", "content": "a"}]})",
+      limits);
+  ASSERT_FALSE(many.ok());
+  EXPECT_THAT(many.error().message, HasSubstr("at most 3 messages"));
+
+  auto many_ids = ParseCompletionRequest(R"({"prompt": [1, 2, 3, 4, 5]})", limits);
+  ASSERT_FALSE(many_ids.ok());
+  EXPECT_THAT(many_ids.error().message, HasSubstr("at most 4 token ids"));
+
+  auto long_stop = ParseChatCompletionRequest(Chat(R"("stop": ["123456789"])"), limits);
+  ASSERT_FALSE(long_stop.ok());
+  EXPECT_EQ(long_stop.error().param, "stop[0]");
+  EXPECT_THAT(long_stop.error().message, HasSubstr("at most 8 bytes"));
+  EXPECT_TRUE(ParseChatCompletionRequest(Chat(R"("stop": ["12345678"])"), limits).ok());
+}
+
+TEST(RequestTest, DefaultLimitsAreDocumentedValues) {
+  const RequestLimits limits;
+  EXPECT_EQ(limits.max_stop_strings, 4u);
+  EXPECT_EQ(limits.max_prompt_bytes, 1u << 20);
+  // A 1 MiB prompt is accepted, one byte more is not.
+  EXPECT_TRUE(ParseCompletionRequest(R"({"prompt": ")" + std::string(1 << 20, 'a') + "\"}").ok());
+  EXPECT_FALSE(
+      ParseCompletionRequest(R"({"prompt": ")" + std::string((1 << 20) + 1, 'a') + "\"}").ok());
+}
+
+TEST(RequestTest, ContextLengthChecks) {
+  // Explicit max_tokens that fits.
+  auto fits = ResolveMaxTokens(Endpoint::kChatCompletions, 100, 28, 0, 128);
+  ASSERT_TRUE(fits.ok());
+  EXPECT_EQ(*fits, 28);
+  // One token too many: vLLM's wording, param and code as OpenAI's.
+  auto over = ResolveMaxTokens(Endpoint::kChatCompletions, 100, 29, 0, 128);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().http_status, 400);
+  EXPECT_EQ(over.error().param, "messages");
+  EXPECT_EQ(over.error().code, "context_length_exceeded");
+  EXPECT_EQ(over.error().message,
+            "This model's maximum context length is 128 tokens. However, you requested 129 "
+            "tokens (100 in the messages, 29 in the completion). Please reduce the length of "
+            "the messages or completion.");
+  // Absent max_tokens: the caller's default, capped at the room left...
+  auto capped = ResolveMaxTokens(Endpoint::kCompletions, 120, std::nullopt, 16, 128);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(*capped, 8);
+  EXPECT_EQ(*ResolveMaxTokens(Endpoint::kCompletions, 10, std::nullopt, 16, 128), 16);
+  // ...or, with no default, the rest of the context.
+  EXPECT_EQ(*ResolveMaxTokens(Endpoint::kChatCompletions, 100, std::nullopt, 0, 128), 28);
+  // A prompt that fills the context leaves no room at all.
+  auto full = ResolveMaxTokens(Endpoint::kCompletions, 128, std::nullopt, 0, 128);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().param, "prompt");
+  EXPECT_THAT(full.error().message, HasSubstr("maximum context length is 128 tokens"));
+  EXPECT_THAT(full.error().message, HasSubstr("your prompt resulted in 128 tokens"));
+  auto empty = ResolveMaxTokens(Endpoint::kCompletions, 0, 5, 0, 128);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.error().param, "prompt");
+}
+
+TEST(RequestTest, TokenIdsOutsideTheVocabulary) {
+  const std::vector<int32_t> ok = {0, 5, 99};
+  EXPECT_FALSE(CheckTokenIdsInVocab(ok, 100, "prompt").has_value());
+  const std::vector<int32_t> bad = {0, 100};
+  const std::optional<ApiError> e = CheckTokenIdsInVocab(bad, 100, "stop_token_ids");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->http_status, 400);
+  EXPECT_EQ(e->param, "stop_token_ids");
+  EXPECT_THAT(e->message, HasSubstr("token id 100 at index 1"));
+}
+
+TEST(RequestTest, HostileNumbersAndNesting) {
+  const std::vector<BadCase> cases = {
+      {Chat(R"("max_tokens": 1e400)"), "", "not valid JSON"},
+      {Chat(R"("max_tokens": 1e300)"), "max_tokens", "expected an integer"},
+      {Chat(R"("max_tokens": 99999999999999999999999)"), "max_tokens", "expected an integer"},
+      {Chat(R"("temperature": -1e-320)"), "temperature", "between 0 and 2"},
+      {Chat(R"("seed": 1.5)"), "seed", "expected an integer"},
+  };
+  for (const BadCase& c : cases) {
+    auto r = ParseChatCompletionRequest(c.body);
+    ASSERT_FALSE(r.ok()) << c.body;
+    EXPECT_EQ(r.error().http_status, 400) << c.body;
+    EXPECT_THAT(r.error().message, HasSubstr(c.message)) << c.body << " -> " << r.error().message;
+  }
+  // Brackets inside strings are not nesting; 64 levels are fine, 65 are not.
+  EXPECT_TRUE(
+      ParseChatCompletionRequest(Chat(R"("x": ")" + std::string(100, '[') + "\"")).ok());
+  EXPECT_TRUE(ParseChatCompletionRequest(Chat(R"("x": )" + std::string(63, '[') +
+                                              std::string(63, ']')))
+                  .ok());
+  EXPECT_FALSE(ParseChatCompletionRequest(Chat(R"("x": )" + std::string(64, '[') +
+                                               std::string(64, ']')))
+                   .ok());
+}
+
+// Whatever arrives, the parser answers with a value or a 4xx: it never throws or aborts.
+TEST(RequestTest, MangledBodiesNeverCrash) {
+  const std::string seeds[] = {
+      Chat(R"("max_tokens": 5, "stop": ["a", "b"], "stream": true,
+              "stream_options": {"include_usage": true}, "top_k": 3, "seed": 7)"),
+      R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]})",
+      R"({"prompt": [1, 2, 3], "max_tokens": 3, "stop_token_ids": [1]})",
+  };
+  const std::string alphabet = "{}[]\\\",:0123456789.-eEtrufalsn \xc3\xff";
+  std::mt19937 rng(5);
+  for (int i = 0; i < 20000; ++i) {
+    std::string body = seeds[rng() % 3];
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !body.empty(); ++e) {
+      const size_t pos = rng() % body.size();
+      switch (rng() % 3) {
+        case 0: body[pos] = alphabet[rng() % alphabet.size()]; break;
+        case 1: body.erase(pos, 1 + rng() % 8); break;
+        default: body.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;
+      }
+    }
+    for (bool chat : {true, false}) {
+      if (chat) {
+        auto r = ParseChatCompletionRequest(body);
+        if (!r.ok()) {
+          ASSERT_EQ(r.error().http_status / 100, 4) << body;
+        }
+      } else {
+        auto r = ParseCompletionRequest(body);
+        if (!r.ok()) {
+          ASSERT_EQ(r.error().http_status / 100, 4) << body;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem::api

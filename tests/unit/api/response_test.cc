@@ -1,0 +1,138 @@
+// Response bodies and SSE framing as a client parses them.
+#include "api/response.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::api {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+// Splits an SSE stream into its events' data, checking the framing on the way: every event
+// is exactly one "data: ...\n\n".
+std::vector<std::string> SseData(std::string_view stream) {
+  std::vector<std::string> out;
+  while (!stream.empty()) {
+    EXPECT_EQ(stream.substr(0, 6), "data: ") << stream;
+    const size_t end = stream.find("\n\n");
+    EXPECT_NE(end, std::string_view::npos) << stream;
+    if (end == std::string_view::npos) break;
+    const std::string_view data = stream.substr(6, end - 6);
+    EXPECT_EQ(data.find('\n'), std::string_view::npos) << "one line per event";
+    out.emplace_back(data);
+    stream.remove_prefix(end + 2);
+  }
+  return out;
+}
+
+TEST(ResponseTest, ChatCompletionBody) {
+  const ResponseMeta meta =
+      MakeResponseMeta(Endpoint::kChatCompletions, "r42", "smollm2", 1700000000);
+  EXPECT_EQ(meta.id, "chatcmpl-r42");
+  const json j = json::parse(CompletionResponseJson(meta, "Hi \xf0\x9f\x98\x80 \"there\"",
+                                                    ApiFinishReason::kStop, {12, 5}));
+  EXPECT_EQ(j["id"], "chatcmpl-r42");
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["created"], 1700000000);
+  EXPECT_EQ(j["model"], "smollm2");
+  ASSERT_EQ(j["choices"].size(), 1u);
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["index"], 0);
+  EXPECT_EQ(c["message"]["role"], "assistant");
+  EXPECT_EQ(c["message"]["content"], "Hi \xf0\x9f\x98\x80 \"there\"");
+  EXPECT_TRUE(c["logprobs"].is_null());
+  EXPECT_EQ(c["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 12}, {"completion_tokens", 5},
+                              {"total_tokens", 17}}));
+}
+
+TEST(ResponseTest, CompletionBody) {
+  const ResponseMeta meta = MakeResponseMeta(Endpoint::kCompletions, "r7", "m", 5);
+  EXPECT_EQ(meta.id, "cmpl-r7");
+  const json j =
+      json::parse(CompletionResponseJson(meta, "and then", ApiFinishReason::kLength, {3, 16}));
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], "and then");
+  EXPECT_FALSE(j["choices"][0].contains("message"));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["total_tokens"], 19);
+}
+
+TEST(ResponseTest, ChatStreamWithUsage) {
+  StreamEncoder enc(MakeResponseMeta(Endpoint::kChatCompletions, "s1", "m", 9),
+                    /*include_usage=*/true);
+  EXPECT_EQ(enc.Delta(""), "");  // nothing new: nothing sent
+  const std::string stream =
+      enc.Begin() + enc.Delta("Hel") + enc.Delta("lo\n") + enc.End(ApiFinishReason::kStop, {4, 3});
+  const std::vector<std::string> events = SseData(stream);
+  ASSERT_EQ(events.size(), 6u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_THAT(stream, ::testing::EndsWith("data: [DONE]\n\n"));
+
+  const json first = json::parse(events[0]);
+  EXPECT_EQ(first["id"], "chatcmpl-s1");
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"], (json{{"role", "assistant"}, {"content", ""}}));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  EXPECT_TRUE(first.contains("usage") && first["usage"].is_null());
+
+  EXPECT_EQ(json::parse(events[1])["choices"][0]["delta"], (json{{"content", "Hel"}}));
+  EXPECT_EQ(json::parse(events[2])["choices"][0]["delta"], (json{{"content", "lo\n"}}));
+
+  const json last = json::parse(events[3]);
+  EXPECT_EQ(last["choices"][0]["delta"], json::object());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+
+  const json usage = json::parse(events[4]);
+  EXPECT_EQ(usage["choices"], json::array());
+  EXPECT_EQ(usage["usage"], (json{{"prompt_tokens", 4}, {"completion_tokens", 3},
+                                  {"total_tokens", 7}}));
+  EXPECT_EQ(usage["id"], "chatcmpl-s1");
+}
+
+TEST(ResponseTest, CompletionStreamWithoutUsage) {
+  StreamEncoder enc(MakeResponseMeta(Endpoint::kCompletions, "s2", "m", 9),
+                    /*include_usage=*/false);
+  EXPECT_EQ(enc.Begin(), "");
+  const std::string stream = enc.Begin() + enc.Delta("abc") + enc.End(ApiFinishReason::kLength,
+                                                                     {1, 1});
+  const std::vector<std::string> events = SseData(stream);
+  ASSERT_EQ(events.size(), 3u);
+  const json chunk = json::parse(events[0]);
+  EXPECT_EQ(chunk["object"], "text_completion");
+  EXPECT_EQ(chunk["id"], "cmpl-s2");
+  EXPECT_EQ(chunk["choices"][0]["text"], "abc");
+  EXPECT_FALSE(chunk.contains("usage"));
+  const json last = json::parse(events[1]);
+  EXPECT_EQ(last["choices"][0]["text"], "");
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(events[2], "[DONE]");
+}
+
+TEST(ResponseTest, ErrorAfterTheStreamStarted) {
+  const std::vector<std::string> events =
+      SseData(StreamEncoder::Fail(ApiError::Internal("req-9")));
+  ASSERT_EQ(events.size(), 2u);
+  const json e = json::parse(events[0]);
+  EXPECT_EQ(e["error"]["type"], "server_error");
+  EXPECT_THAT(e["error"]["message"].get<std::string>(), HasSubstr("req-9"));
+  EXPECT_EQ(events[1], "[DONE]");
+}
+
+TEST(ResponseTest, ModelList) {
+  const std::vector<ModelCard> models = {{"smollm2", 1700000000, 8192}, {"other", 5, 0}};
+  const json j = json::parse(ModelListJson(models));
+  EXPECT_EQ(j["object"], "list");
+  ASSERT_EQ(j["data"].size(), 2u);
+  EXPECT_EQ(j["data"][0], (json{{"id", "smollm2"}, {"object", "model"}, {"created", 1700000000},
+                                {"owned_by", "tandem"}, {"max_model_len", 8192}}));
+  EXPECT_FALSE(j["data"][1].contains("max_model_len"));
+  EXPECT_EQ(json::parse(ModelJson(models[1]))["id"], "other");
+  EXPECT_EQ(json::parse(ModelListJson({}))["data"], json::array());
+}
+
+}  // namespace
+}  // namespace tandem::api

@@ -1,0 +1,124 @@
+// The router's placement decisions (DESIGN.md "Request path").
+#include "gtest/gtest.h"
+#include "router/worker_registry.h"
+
+namespace tandem::router {
+namespace {
+
+WorkerRegistry MakeRegistry() {
+  WorkerRegistryOptions o;
+  o.model_id = "m1";
+  o.expiry = absl::Seconds(3);
+  o.affinity_slack_tokens = 100;
+  o.make_stub = [](const std::string&) { return std::shared_ptr<v1::Worker::Stub>(); };
+  return WorkerRegistry(o);
+}
+
+v1::WorkerInfo Info(const std::string& id, v1::WorkerRole role, const std::string& model = "m1") {
+  v1::WorkerInfo i;
+  i.set_worker_id(id);
+  i.set_role(role);
+  i.set_grpc_address("127.0.0.1:1");
+  i.set_model_id(model);
+  i.set_epoch(7);
+  return i;
+}
+
+v1::WorkerLoad Load(int64_t free_blocks, int64_t queued = 0, bool draining = false) {
+  v1::WorkerLoad l;
+  l.set_free_kv_blocks(free_blocks);
+  l.set_queued_prefill_tokens(queued);
+  l.set_draining(draining);
+  return l;
+}
+
+TEST(WorkerRegistryTest, RefusesAWorkerServingAnotherModel) {
+  auto r = MakeRegistry();
+  absl::Status s = r.Register(Info("d", v1::WORKER_ROLE_DECODE, "m2"), Load(10));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("m2"), std::string::npos);
+  EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_DECODE), 0);
+}
+
+TEST(WorkerRegistryTest, DecodeGoesToTheWorkerWithTheMostFreeBlocksThatFits) {
+  auto r = MakeRegistry();
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(50)).ok());
+  ASSERT_TRUE(r.Register(Info("d2", v1::WORKER_ROLE_DECODE), Load(80)).ok());
+  ASSERT_TRUE(r.Register(Info("p1", v1::WORKER_ROLE_PREFILL), Load(500)).ok());
+  EXPECT_EQ(r.PickDecode(10, {})->info.worker_id(), "d2");
+  // The router's own reservations count until the next heartbeat.
+  r.NoteBlocksReserved("d2", 40);
+  EXPECT_EQ(r.PickDecode(10, {})->info.worker_id(), "d1");
+  // Nobody seems to have room: still the one with the most (the worker has the last word).
+  EXPECT_EQ(r.PickDecode(60, {})->info.worker_id(), "d1");
+  // A refusal lowers the estimate below what was asked.
+  r.NoteReserveRefused("d1", 30);
+  EXPECT_EQ(r.PickDecode(30, {})->info.worker_id(), "d2");
+  // A reservation's answer carries the worker's own count.
+  r.NoteFreeBlocks("d1", 70);
+  EXPECT_EQ(r.PickDecode(60, {})->info.worker_id(), "d1");
+  EXPECT_EQ(r.PickDecode(1, {"d1", "d2"}), nullptr);
+  // A heartbeat brings the real figure back.
+  ASSERT_TRUE(r.Heartbeat("d2", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(80)));
+  EXPECT_EQ(r.PickDecode(60, {})->info.worker_id(), "d2");
+  // A prefill worker never decodes; a draining one gets nothing new.
+  ASSERT_TRUE(r.Heartbeat("d2", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(80, 0, true)));
+  EXPECT_EQ(r.PickDecode(10, {"d1"}), nullptr);
+  EXPECT_EQ(r.CountDecodeCapable(), 1);
+}
+
+TEST(WorkerRegistryTest, PrefillGoesToTheLeastQueuedWithPrefixAffinity) {
+  auto r = MakeRegistry();
+  ASSERT_TRUE(r.Register(Info("p1", v1::WORKER_ROLE_PREFILL), Load(0, 0)).ok());
+  ASSERT_TRUE(r.Register(Info("p2", v1::WORKER_ROLE_PREFILL), Load(0, 0)).ok());
+  ASSERT_TRUE(r.Register(Info("p3", v1::WORKER_ROLE_PREFILL), Load(0, 5000)).ok());
+  ASSERT_TRUE(r.Register(Info("d", v1::WORKER_ROLE_DECODE), Load(100)).ok());
+  // Equally loaded: the same prefix always lands on the same worker, different prefixes spread.
+  std::set<std::string> seen;
+  for (uint64_t key = 0; key < 64; ++key) {
+    const std::string first = r.PickPrefill(key, 10, {})->info.worker_id();
+    EXPECT_EQ(r.PickPrefill(key, 10, {})->info.worker_id(), first);
+    EXPECT_NE(first, "p3");  // far more queued than the others
+    seen.insert(first);
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"p1", "p2"}));
+  // Load beyond the slack overrides affinity.
+  uint64_t key = 0;
+  while (r.PickPrefill(key, 10, {})->info.worker_id() != "p1") ++key;
+  r.NotePrefillStarted("p1", 1000);
+  EXPECT_EQ(r.PickPrefill(key, 10, {})->info.worker_id(), "p2");
+  r.NotePrefillEnded("p1", 1000);
+  EXPECT_EQ(r.PickPrefill(key, 10, {})->info.worker_id(), "p1");
+  // Retries exclude the workers already tried.
+  EXPECT_EQ(r.PickPrefill(key, 10, {"p1"})->info.worker_id(), "p2");
+  EXPECT_EQ(r.PickPrefill(key, 10, {"p1", "p2", "p3"}), nullptr);
+}
+
+TEST(WorkerRegistryTest, WorkersThatStopHeartbeatingExpire) {
+  auto r = MakeRegistry();
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  ASSERT_TRUE(r.Register(Info("d2", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  const absl::Time now = absl::Now();
+  EXPECT_TRUE(r.Expire(now + absl::Seconds(1)).empty());
+  EXPECT_EQ(r.Expire(now + absl::Seconds(4)).size(), 2u);
+  EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_DECODE), 0);
+  // An unknown worker (or another epoch: a restarted process) must register again.
+  EXPECT_FALSE(r.Heartbeat("d1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(10)));
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  EXPECT_FALSE(r.Heartbeat("d1", 8, v1::WORKER_ROLE_UNSPECIFIED, Load(10)));
+  EXPECT_TRUE(r.Heartbeat("d1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(10)));
+}
+
+TEST(WorkerRegistryTest, RoleChangesArriveWithHeartbeats) {
+  auto r = MakeRegistry();
+  ASSERT_TRUE(r.Register(Info("w", v1::WORKER_ROLE_PREFILL), Load(10)).ok());
+  auto before = r.Find("w");
+  ASSERT_TRUE(r.Heartbeat("w", 7, v1::WORKER_ROLE_DECODE, Load(10)));
+  EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_PREFILL), 0);
+  EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_DECODE), 1);
+  EXPECT_EQ(before->info.role(), v1::WORKER_ROLE_PREFILL);  // in-flight requests keep their view
+  EXPECT_EQ(r.PickDecode(1, {})->info.worker_id(), "w");
+}
+
+}  // namespace
+}  // namespace tandem::router
