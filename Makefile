@@ -8,13 +8,15 @@ CMAKE_ARGS ?=
 PROMPT     ?= What are three good habits for writing maintainable code? Answer briefly.
 TANDEM     := $(BUILD_DIR)/tandem
 
-.PHONY: all setup configure build model test up bench clean help
+.PHONY: all setup configure build model test test-venv up demo bench clean help
 
 all: build
 
 help:
-	@echo "make up     set up, build, fetch the bundled model and run tandem on a demo prompt"
-	@echo "make test   set up, build, fetch the bundled model and run every test"
+	@echo "make up     set up, build, fetch the bundled model and run the local cluster (router, 1 prefill, 1 decode)"
+	@echo "            on http://127.0.0.1:8000/v1 (UP_ARGS=... passes flags to tandem up; see tandem up --help)"
+	@echo "make demo   one prompt through the engine in this process (PROMPT=...)"
+	@echo "make test   set up, build, fetch the bundled model, make the test venv and run every test"
 	@echo "make build  configure and build only ($(BUILD_DIR)/, CMAKE_ARGS=... to pass options)"
 	@echo "make bench  CPU benchmark against llama.cpp (builds llama-cpp-python first; slow)"
 
@@ -30,11 +32,17 @@ build: configure
 model: build
 	@$(TANDEM) model fetch > /dev/null
 
-test: model
-	TANDEM_MODEL="$$($(TANDEM) model fetch)" TANDEM_REQUIRE_MODEL=1 \
+test-venv:
+	@scripts/setup_test_venv.sh
+
+test: model test-venv
+	TANDEM_MODEL="$$($(TANDEM) model fetch)" TANDEM_REQUIRE_MODEL=1 TANDEM_REQUIRE_E2E=1 \
 	  ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 
 up: model
+	$(TANDEM) up $(UP_ARGS)
+
+demo: model
 	$(TANDEM) generate --chat --max-tokens 200 --prompt "$(PROMPT)"
 
 bench: model

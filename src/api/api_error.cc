@@ -96,10 +96,16 @@ ApiError ApiError::FromStatus(const absl::Status& status, std::string_view reque
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
       return InvalidRequest(message);
-    case absl::StatusCode::kResourceExhausted:
-      return Overloaded(1);
-    case absl::StatusCode::kUnavailable:
-      return Unavailable(1);
+    case absl::StatusCode::kResourceExhausted: {
+      ApiError e = Overloaded(1);  // tandem's own words about capacity: safe and useful to show
+      e.message = StrCat("server is overloaded (", message, "); retry later");
+      return e;
+    }
+    case absl::StatusCode::kUnavailable: {
+      ApiError e = Unavailable(1);
+      e.message = StrCat("service unavailable (", message, "); retry later");
+      return e;
+    }
     case absl::StatusCode::kDeadlineExceeded:
       return Make(504, "server_error",
                   StrCat("Request ", request_id, " timed out inside the server."), {},

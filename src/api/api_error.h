@@ -49,7 +49,8 @@ struct ApiError {
   // request's log lines; `detail` (optional) is appended and must not leak internals.
   static ApiError Internal(std::string_view request_id, std::string_view detail = {});
   // A Status from inside tandem: InvalidArgument/OutOfRange -> 400, ResourceExhausted -> 429,
-  // Unavailable -> 503, DeadlineExceeded -> 504, anything else -> 500 (message not exposed).
+  // Unavailable -> 503 (these messages are shown: they say what is missing), DeadlineExceeded
+  // -> 504, anything else -> 500 (message not exposed).
   static ApiError FromStatus(const absl::Status& status, std::string_view request_id);
 
   // The JSON body, {"error": {...}}.

@@ -1,5 +1,7 @@
 // `tandem generate`: one prompt through the engine in this process, the answer streamed to
 // stdout as it is produced. Logs and the closing statistics go to stderr.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -147,7 +149,8 @@ int GenerateCommand(const std::vector<std::string>& args) {
   }
   const std::string rest = detok.Flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
-  std::fputc('\n', stdout);
+  // A terminal gets a final newline; a pipe gets exactly the generated text.
+  if (::isatty(::fileno(stdout))) std::fputc('\n', stdout);
   std::fflush(stdout);
   if (!g.quiet) {
     const double total = std::chrono::duration<double>(Clock::now() - start).count();

@@ -1,6 +1,7 @@
 // `tandem router`: the OpenAI-compatible HTTP API and the gRPC APIs in front of the workers.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "cli/commands.h"
@@ -18,6 +19,8 @@ void OnRouterSignal(int sig) { g_router_signal.store(sig); }
 
 int RouterCommand(const std::vector<std::string>& args) {
   std::string model, bind = "0.0.0.0", served;
+  const char* env_key = std::getenv("TANDEM_API_KEY");
+  std::string api_key = env_key ? env_key : "";
   int http_port = 8000, grpc_port = 50051, threads = 2, local_threshold = 0, default_max_tokens = 0;
   double expiry = 3, timeout = 600, queue_timeout = 60;
   FlagSet flags("tandem router [--http-port 8000] [--grpc-port 50051] [flags]",
@@ -36,6 +39,8 @@ int RouterCommand(const std::vector<std::string>& args) {
   flags.Int("default-max-tokens", &default_max_tokens, "max_tokens when a request gives none (0: the rest of the context)");
   flags.Float("worker-expiry", &expiry, "seconds without a heartbeat after which a worker is dropped");
   flags.Float("request-timeout", &timeout, "seconds a request may take in all");
+  flags.String("api-key", &api_key,
+               "clients must send 'Authorization: Bearer <key>' (default: $TANDEM_API_KEY; empty: no key)");
   flags.Float("queue-timeout", &queue_timeout,
               "seconds a request may wait for KV room on a decode worker before it is refused (HTTP 429)");
   if (absl::Status s = flags.Parse(args); !s.ok()) {
@@ -56,6 +61,7 @@ int RouterCommand(const std::vector<std::string>& args) {
   o.worker_expiry = absl::Seconds(expiry);
   o.request_timeout = absl::Seconds(timeout);
   o.queue_timeout = absl::Seconds(queue_timeout);
+  o.api_key = api_key;
   auto r = router::RouterProcess::Start(o, **file);
   if (!r.ok()) return Fail("router", std::string(r.status().message()));
   std::printf("router http_port=%d grpc_port=%d model=%s\n", (*r)->http_port(), (*r)->grpc_port(),

@@ -66,10 +66,10 @@ struct Member {
 }  // namespace
 
 int UpCommand(const std::vector<std::string>& args) {
-  int http_port = 8000, grpc_port = 50051, prefill = 1, decode = 1, threads = 0, local_threshold = 0;
+  int http_port = 8000, grpc_port = 50051, prefill = 1, decode = 1, mixed = 0, threads = 0, local_threshold = 0;
   int64_t kv_mb = 256;
   double ready_timeout = 120;
-  std::string model, ucx_tls;
+  std::string model, ucx_tls, api_key;
   FlagSet flags("tandem up [--http-port 8000] [--prefill 1] [--decode 1] [flags]",
                 "Runs tandem on this machine: a router (OpenAI-compatible HTTP API and gRPC), prefill\n"
                 "workers and decode workers, each a child process, with the bundled model (downloaded\n"
@@ -80,20 +80,24 @@ int UpCommand(const std::vector<std::string>& args) {
   flags.Int("grpc-port", &grpc_port, "port of the router's gRPC services");
   flags.Int("prefill", &prefill, "prefill workers");
   flags.Int("decode", &decode, "decode workers");
+  flags.Int("mixed", &mixed, "mixed workers (prefill and decode in one process, no KV transfer)");
   flags.Int("threads", &threads, "compute threads per worker (0: the CPUs divided among the workers)");
   flags.Int("kv-cache-mb", &kv_mb, "KV cache per worker, MiB");
   flags.Int("local-prefill-threshold", &local_threshold,
             "prompts shorter than this many tokens prefill on the decode worker (0: never)");
   flags.String("ucx-tls", &ucx_tls, "UCX transports for KV transfers (default: UCX's choice)");
+  flags.String("api-key", &api_key, "clients must send 'Authorization: Bearer <key>' (default: $TANDEM_API_KEY)");
   flags.Float("ready-timeout", &ready_timeout, "seconds to wait for the cluster to become ready");
   if (absl::Status s = flags.Parse(args); !s.ok()) {
     return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("up", std::string(s.message()), 2);
   }
-  if (prefill < 0 || decode < 1) return Fail("up", "need at least one decode worker (and zero or more prefill)", 2);
+  if (prefill < 0 || decode < 0 || mixed < 0 || decode + mixed < 1) {
+    return Fail("up", "need at least one decode or mixed worker (--decode, --mixed)", 2);
+  }
   // Fetch the model once here, with progress, rather than in every child at the same time.
   auto path = ResolveModelPath(model);
   if (!path.ok()) return Fail("up", std::string(path.status().message()));
-  const int workers = prefill + decode;
+  const int workers = prefill + decode + mixed;
   if (threads <= 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
 
   std::signal(SIGINT, OnUpSignal);
@@ -114,9 +118,14 @@ int UpCommand(const std::vector<std::string>& args) {
     return code;
   };
 
-  auto router = ChildProcess::Spawn({self, "router", "--model", *path, "--http-port", std::to_string(http_port),
-                                     "--grpc-port", std::to_string(grpc_port), "--local-prefill-threshold",
-                                     std::to_string(local_threshold)});
+  std::vector<std::string> router_argv = {self, "router", "--model", *path, "--http-port", std::to_string(http_port),
+                                          "--grpc-port", std::to_string(grpc_port), "--local-prefill-threshold",
+                                          std::to_string(local_threshold)};
+  if (!api_key.empty()) {
+    router_argv.push_back("--api-key");
+    router_argv.push_back(api_key);
+  }
+  auto router = ChildProcess::Spawn(router_argv);
   if (!router.ok()) return Fail("up", std::string(router.status().message()));
   members.push_back({"router", std::move(*router), "", ""});
   auto line = members.back().process->ReadLine(absl::Seconds(60));
@@ -128,10 +137,11 @@ int UpCommand(const std::vector<std::string>& args) {
   const int router_http = std::stoi(rf["http_port"]);
 
   for (int i = 0; i < workers; ++i) {
-    const std::string role = i < prefill ? "prefill" : "decode";
+    const std::string role = i < prefill ? "prefill" : i < prefill + decode ? "decode" : "mixed";
+    const int index = i < prefill ? i : i < prefill + decode ? i - prefill : i - prefill - decode;
     std::vector<std::string> argv = {self, "worker", "--role", role, "--router", router_grpc, "--model", *path,
                                      "--threads", std::to_string(threads), "--kv-cache-mb", std::to_string(kv_mb),
-                                     "--worker-id", StrCat(role, "-", i < prefill ? i : i - prefill)};
+                                     "--worker-id", StrCat(role, "-", index)};
     if (!ucx_tls.empty()) {
       argv.push_back("--ucx-tls");
       argv.push_back(ucx_tls);
@@ -158,8 +168,9 @@ int UpCommand(const std::vector<std::string>& args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
-  std::printf("\ntandem is ready: http://127.0.0.1:%d/v1  (model %s, %d prefill + %d decode workers, %d threads each)\n\n",
-              router_http, rf["model"].c_str(), prefill, decode, threads);
+  std::printf("\ntandem is ready: http://127.0.0.1:%d/v1  (model %s; workers: %d prefill, %d decode, %d mixed; "
+              "%d compute threads per worker)\n\n",
+              router_http, rf["model"].c_str(), prefill, decode, mixed, threads);
   std::printf("  %-8s %-7s %-22s %-22s\n", "process", "pid", "gRPC", "HTTP (/metrics /healthz /readyz)");
   for (const auto& m : members) {
     std::printf("  %-8s %-7d %-22s %-22s\n", m.role.c_str(), m.process->pid(), m.grpc.c_str(), m.http.c_str());

@@ -201,17 +201,42 @@ std::string Frontend::NewRequestId() {
   return fmt::format("{:08x}{:06x}", static_cast<uint32_t>(id_salt_), next_id_.fetch_add(1) & 0xffffff);
 }
 
+bool Frontend::Authorized(std::string_view authorization) const {
+  if (options_.api_key.empty()) return true;
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!authorization.starts_with(kBearer)) return false;
+  const std::string_view key = authorization.substr(kBearer.size());
+  // Constant-time comparison: the time taken says nothing about how much of the key matched.
+  if (key.size() != options_.api_key.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned char>(key[i] ^ options_.api_key[i]);
+  return diff == 0;
+}
+
 void Frontend::RegisterHttp(http::HttpServer& server) {
-  server.Handle("POST", "/v1/chat/completions", [this](const http::HttpRequest& req, auto responder) {
-    HandleCompletion(api::Endpoint::kChatCompletions, req, std::move(responder));
-  });
-  server.Handle("POST", "/v1/completions", [this](const http::HttpRequest& req, auto responder) {
-    HandleCompletion(api::Endpoint::kCompletions, req, std::move(responder));
-  });
-  server.Handle("GET", "/v1/models", [this](const http::HttpRequest&, auto responder) {
-    HandleModels(std::move(responder));
-  });
-  server.HandlePrefix("GET", "/v1/models/", [this](const http::HttpRequest& req, auto responder) {
+  // Every /v1 route checks the API key first (the ops endpoints stay open for probes).
+  auto guarded = [this](std::string route, auto handler) {
+    return [this, route = std::move(route), handler = std::move(handler)](const http::HttpRequest& req,
+                                                                          std::shared_ptr<http::HttpResponder> r) {
+      if (!Authorized(req.headers.Get("Authorization").value_or(""))) {
+        ReplyError(*r, api::ApiError::InvalidApiKey(), metrics_, route);
+        return;
+      }
+      handler(req, std::move(r));
+    };
+  };
+  server.Handle("POST", "/v1/chat/completions",
+                guarded("/v1/chat/completions", [this](const http::HttpRequest& req, auto responder) {
+                  HandleCompletion(api::Endpoint::kChatCompletions, req, std::move(responder));
+                }));
+  server.Handle("POST", "/v1/completions",
+                guarded("/v1/completions", [this](const http::HttpRequest& req, auto responder) {
+                  HandleCompletion(api::Endpoint::kCompletions, req, std::move(responder));
+                }));
+  server.Handle("GET", "/v1/models", guarded("/v1/models", [this](const http::HttpRequest&, auto responder) {
+                  HandleModels(std::move(responder));
+                }));
+  server.HandlePrefix("GET", "/v1/models/", guarded("/v1/models", [this](const http::HttpRequest& req, auto responder) {
     const std::string id = req.path.substr(std::string("/v1/models/").size());
     if (id != options_.served_model) {
       ReplyError(*responder, api::ApiError::ModelNotFound(id, {options_.served_model}), metrics_, "/v1/models");
@@ -220,7 +245,7 @@ void Frontend::RegisterHttp(http::HttpServer& server) {
     const api::ModelCard card{options_.served_model, options_.created_unix_seconds, options_.context_length};
     metrics_->requests->With({"/v1/models", "200"}).Increment();
     (void)responder->Reply(200, std::string(api::kJsonContentType), api::ModelJson(card));
-  });
+  }));
   // Any other /v1 route: an OpenAI-style 404.
   for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
     server.HandlePrefix(method, "/v1/", [this](const http::HttpRequest& req, auto responder) {
@@ -434,6 +459,15 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateService::Generate(grpc::
                                                                           const v1::GenerateRequest* req) {
   const FrontendOptions& fo = frontend_->options();
   const text::Tokenizer& tok = frontend_->tokenizer();
+  {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    const std::string value = it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+    if (!frontend_->Authorized(value)) {
+      return new FailedStream(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                           "missing or wrong API key: send metadata 'authorization: Bearer <key>'"));
+    }
+  }
   auto invalid = [](const std::string& m) {
     return new FailedStream(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, m));
   };

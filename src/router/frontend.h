@@ -26,6 +26,8 @@ struct FrontendOptions {
   int32_t default_max_tokens = 0;   // 0: whatever the context leaves
   int64_t created_unix_seconds = 0;
   absl::Duration request_timeout = absl::Minutes(10);
+  // Non-empty: /v1/* (HTTP) and Generate (gRPC) need "Authorization: Bearer <api_key>".
+  std::string api_key;
   FlowOptions flow;
 };
 
@@ -36,8 +38,9 @@ class Frontend {
            WorkerRegistry* registry, transfer::TimedTaskQueue* timer, RouterMetrics* metrics);
 
   void RegisterHttp(http::HttpServer& server);
-  // Tokenized prompt from a public gRPC request (text, chat or token ids), or an API error.
   std::string NewRequestId();
+  // Whether an Authorization header value (or gRPC "authorization" metadata) is acceptable.
+  bool Authorized(std::string_view authorization) const;
 
   const FrontendOptions& options() const { return options_; }
   const text::Tokenizer& tokenizer() const { return *tokenizer_; }

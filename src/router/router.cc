@@ -71,6 +71,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   fo.request_timeout = options.request_timeout;
   fo.flow.local_prefill_threshold = options.local_prefill_threshold;
   fo.flow.admission_timeout = options.queue_timeout;
+  fo.api_key = options.api_key;
   r->timer_ = std::make_unique<transfer::TimedTaskQueue>();
   r->frontend_ = std::make_unique<Frontend>(fo, r->tokenizer_.get(), std::move(chat_template), reg, r->timer_.get(),
                                             r->metrics_.get());

@@ -30,6 +30,7 @@ struct RouterOptions {
   int grpc_port = 50051;  // 0: any free port
   int http_threads = 2;
   std::string served_model;        // empty: the GGUF's general.name-derived default
+  std::string api_key;             // non-empty: clients must send it (Authorization: Bearer)
   int32_t local_prefill_threshold = 0;
   int32_t default_max_tokens = 0;
   absl::Duration worker_expiry = absl::Seconds(3);

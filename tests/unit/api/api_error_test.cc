@@ -70,6 +70,10 @@ TEST(ApiErrorTest, FromStatusKeepsInternalsPrivate) {
   EXPECT_EQ(ApiError::FromStatus(absl::ResourceExhaustedError("queue full"), "r").http_status,
             429);
   EXPECT_EQ(ApiError::FromStatus(absl::UnavailableError("no workers"), "r").http_status, 503);
+  // Capacity problems say what is missing.
+  EXPECT_THAT(ApiError::FromStatus(absl::UnavailableError("no decode worker is available"), "r").message,
+              HasSubstr("no decode worker is available"));
+  EXPECT_THAT(ApiError::FromStatus(absl::ResourceExhaustedError("queue full"), "r").message, HasSubstr("queue full"));
   EXPECT_EQ(ApiError::FromStatus(absl::DeadlineExceededError("slow"), "r").http_status, 504);
   const ApiError internal = ApiError::FromStatus(absl::InternalError("segment 0x7f secret"), "r1");
   EXPECT_EQ(internal.http_status, 500);

@@ -11,6 +11,7 @@
 #include "fmt/format.h"
 #include "gtest/gtest.h"
 #include "grpcpp/client_context.h"
+#include "unit/http/test_client.h"
 #include "unit/serving/test_cluster.h"
 #include "testing/model_paths.h"
 #include "testing/tiny_model.h"
@@ -397,6 +398,31 @@ TEST(ClusterTest, DecodeWorkerKilledFailsTheRequestInsteadOfHanging) {
   client.join();
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
   EXPECT_LT(r.tokens.size(), 1000u);
+}
+
+TEST(ClusterTest, ApiKeyIsRequiredWhenSet) {
+  auto spec = TinySpec();
+  spec.api_key = "sk-test-123";
+  auto c = TestCluster::Start(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const int port = (*c)->router().http_port();
+  auto none = http::testing::Fetch(port, "GET", "/v1/models");
+  ASSERT_TRUE(none.has_value());
+  EXPECT_EQ(none->status, 401);
+  EXPECT_NE(none->body.find("invalid_api_key"), std::string::npos) << none->body;
+  auto wrong = http::testing::Fetch(port, "GET", "/v1/models", "", {"Authorization: Bearer sk-test-124"});
+  EXPECT_EQ(wrong->status, 401);
+  auto right = http::testing::Fetch(port, "GET", "/v1/models", "", {"Authorization: Bearer sk-test-123"});
+  EXPECT_EQ(right->status, 200) << right->body;
+  // Probes and metrics stay open.
+  EXPECT_EQ(http::testing::Fetch(port, "GET", "/healthz")->status, 200);
+  EXPECT_EQ(http::testing::Fetch(port, "GET", "/metrics")->status, 200);
+  // gRPC Generate: the same key as metadata.
+  auto denied = (*c)->Generate({5, 6, 7}, Greedy(2));
+  EXPECT_EQ(denied.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  auto allowed = (*c)->Generate({5, 6, 7}, Greedy(2), absl::Seconds(30), "Bearer sk-test-123");
+  EXPECT_TRUE(allowed.status.ok()) << allowed.status.error_message();
+  EXPECT_EQ(allowed.tokens.size(), 2u);
 }
 
 TEST(ClusterTest, RealModelGreedyIdentityAcrossPaths) {

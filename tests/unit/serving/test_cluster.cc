@@ -30,6 +30,7 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.local_prefill_threshold = spec.local_prefill_threshold;
   ro.heartbeat_ms = 100;
   ro.worker_expiry = absl::Seconds(2);
+  ro.api_key = spec.api_key;
   TANDEM_ASSIGN_OR_RETURN(c->router_, router::RouterProcess::Start(ro, *c->file_));
   for (int i = 0; i < spec.prefill; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_PREFILL));
   for (int i = 0; i < spec.decode; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_DECODE));
@@ -130,7 +131,7 @@ std::unique_ptr<v1::TandemGenerate::Stub> TestCluster::NewGenerateStub() const {
 }
 
 GenerateResult TestCluster::Generate(const std::vector<int32_t>& prompt, const SamplingParams& sampling,
-                                     absl::Duration timeout) {
+                                     absl::Duration timeout, const std::string& authorization) {
   auto stub = NewGenerateStub();
   v1::GenerateRequest req;
   req.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
@@ -143,6 +144,7 @@ GenerateResult TestCluster::Generate(const std::vector<int32_t>& prompt, const S
   sp->set_ignore_eos(sampling.ignore_eos);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
   auto reader = stub->Generate(&ctx, req);
   GenerateResult result;
   v1::GenerateResponse msg;

@@ -30,6 +30,7 @@ struct ClusterSpec {
   int32_t local_prefill_threshold = 0;
   absl::Duration transfer_timeout = absl::Seconds(20);
   bool ucx = false;          // UCX instead of the in-process transport
+  std::string api_key;       // the router's
 };
 
 struct GenerateResult {
@@ -60,7 +61,7 @@ class TestCluster {
 
   // Generates through the router's public gRPC API, waiting for the whole answer.
   GenerateResult Generate(const std::vector<int32_t>& prompt, const SamplingParams& sampling,
-                          absl::Duration timeout = absl::Seconds(120));
+                          absl::Duration timeout = absl::Seconds(120), const std::string& authorization = "");
   std::unique_ptr<v1::TandemGenerate::Stub> NewGenerateStub() const;
 
   // `tandem_worker_kv_blocks{state="free"}` read from worker i's /metrics over HTTP.

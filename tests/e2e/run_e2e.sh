@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# ctest driver for the end-to-end tests: `tandem up` clusters driven with the official `openai`
+# client. Needs the bundled model (TANDEM_MODEL) and the test venv (.venv-test, made by
+# scripts/setup_test_venv.sh); skipped (exit 77) without them unless TANDEM_REQUIRE_E2E=1.
+# Usage: run_e2e.sh TANDEM_BINARY SOURCE_DIR [pytest args...]
+set -euo pipefail
+export TANDEM_BIN="$1"
+src="$2"
+shift 2
+py="${TANDEM_TEST_VENV:-$src/.venv-test}/bin/python"
+skip() {
+  if [[ "${TANDEM_REQUIRE_E2E:-0}" == 1 ]]; then
+    echo "TANDEM_REQUIRE_E2E=1 but $1" >&2
+    exit 1
+  fi
+  echo "SKIP: $1"
+  exit 77
+}
+"$py" -c "import openai, pytest" >/dev/null 2>&1 || skip "no test venv with openai at $py"
+[[ -n "${TANDEM_MODEL:-}" && -f "${TANDEM_MODEL}" ]] || skip "TANDEM_MODEL is not set to the bundled model"
+PYTHONDONTWRITEBYTECODE=1 exec "$py" -m pytest -q -p no:cacheprovider "$src/tests/e2e" "$@"
