@@ -55,6 +55,11 @@ Family& MetricsRegistry::Insert(std::unique_ptr<Family> family,
   CheckLabelNames(name, family->label_names(), family->type() == Family::Type::kHistogram);
 
   std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& l : family->label_names()) {
+    for (const std::string& c : const_label_names_) {
+      TANDEM_CHECK(l != c) << "metric " << name << ": label " << l << " is a constant label of the registry";
+    }
+  }
   if (auto it = families_.find(name); it != families_.end()) {
     Family& existing = *it->second;
     bool same = typeid(existing) == typeid(*family) && existing.help() == family->help() &&
@@ -128,7 +133,59 @@ std::string MetricsRegistry::Render() const {
   }
   std::string out;
   for (const Family* family : families) family->Render(&out);
-  return out;
+  std::string prefix;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    prefix = const_labels_;
+  }
+  if (prefix.empty()) return out;
+  // Every sample line gets the constant labels first: `name{c="v",l="x"} 1` or `name{c="v"} 1`.
+  std::string labelled;
+  labelled.reserve(out.size() + out.size() / 4);
+  size_t pos = 0;
+  while (pos < out.size()) {
+    size_t end = out.find('\n', pos);
+    if (end == std::string::npos) end = out.size();
+    const std::string_view line(out.data() + pos, end - pos);
+    if (!line.empty() && line[0] != '#') {
+      const size_t space = line.find(' ');
+      const size_t brace = line.find('{');
+      if (brace != std::string_view::npos && brace < space) {
+        labelled.append(line.substr(0, brace + 1)).append(prefix);
+        if (line[brace + 1] != '}') labelled.push_back(',');
+        labelled.append(line.substr(brace + 1));
+      } else {
+        labelled.append(line.substr(0, space)).append("{").append(prefix).append("}").append(line.substr(space));
+      }
+    } else {
+      labelled.append(line);
+    }
+    labelled.push_back('\n');
+    pos = end + 1;
+  }
+  return labelled;
+}
+
+void MetricsRegistry::SetConstLabels(const std::vector<std::pair<std::string, std::string>>& labels) {
+  std::string rendered;
+  for (const auto& [name, value] : labels) {
+    TANDEM_CHECK(ValidateLabelName(name).ok()) << "invalid constant label name " << name;
+    if (!rendered.empty()) rendered.push_back(',');
+    rendered.append(name).append("=\"");
+    AppendEscapedLabelValue(value, &rendered);
+    rendered.push_back('"');
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [family_name, family] : families_) {
+    for (const auto& [name, value] : labels) {
+      for (const std::string& l : family->label_names()) {
+        TANDEM_CHECK(l != name) << "constant label " << name << " is also a label of " << family_name;
+      }
+    }
+  }
+  const_label_names_.clear();
+  for (const auto& [name, value] : labels) const_label_names_.push_back(name);
+  const_labels_ = std::move(rendered);
 }
 
 }  // namespace tandem::metrics

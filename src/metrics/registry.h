@@ -57,6 +57,11 @@ class MetricsRegistry {
   // children is left out. Stable: the same state renders the same bytes.
   std::string Render() const;
 
+  // Labels added to every sample of every family (a worker's `role`), e.g. {{"role", "prefill"}}.
+  // May be called again to change the values (a worker whose role changed). A name that is also
+  // a label of some family is a bug (CHECK), as is an invalid label name.
+  void SetConstLabels(const std::vector<std::pair<std::string, std::string>>& labels);
+
  private:
   // Validates and either returns the existing identical family or stores `family`.
   Family& Insert(std::unique_ptr<Family> family, const std::vector<double>* upper_bounds);
@@ -66,6 +71,9 @@ class MetricsRegistry {
   // Every sample name the families produce (a histogram `h` makes h_bucket, h_sum, h_count),
   // so that no two families can emit the same series name.
   std::set<std::string, std::less<>> sample_names_ ABSL_GUARDED_BY(mu_);
+  // Rendered `name="value",...` of the constant labels (empty: none), and their names.
+  std::string const_labels_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> const_label_names_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tandem::metrics

@@ -417,6 +417,8 @@ class GenerateStream : public grpc::ServerWriteReactor<v1::GenerateResponse>, pu
       last.mutable_usage()->set_completion_tokens(usage.completion_tokens);
       last.mutable_usage()->set_cached_prompt_tokens(cached_);
       queue_.push_back(std::move(last));
+      metrics_->e2e->Observe(Seconds(Clock::now() - clock_.start));
+      metrics_->generated_tokens->Observe(usage.completion_tokens);
     }
     metrics_->requests->With({"grpc:Generate", status.ok() ? "200" : std::to_string(status.error_code())}).Increment();
     metrics_->inflight->Decrement();

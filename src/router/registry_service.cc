@@ -43,6 +43,7 @@ grpc::ServerUnaryReactor* RouterAdminService::DrainWorker(grpc::CallbackServerCo
                                                           v1::DrainWorkerResponse* resp) {
   auto worker = registry_->Find(req->worker_id());
   if (!worker) return Reply(ctx, absl::NotFoundError(StrCat("no worker ", req->worker_id())));
+  registry_->MarkDraining(req->worker_id());
   auto* reactor = ctx->DefaultReactor();
   auto call = std::make_shared<grpc::ClientContext>();
   call->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -108,14 +108,25 @@ bool RequestFlow::Ended() {
 void RequestFlow::Run() {
   const bool have_prefill = registry_->CountRole(v1::WORKER_ROLE_PREFILL) > 0;
   if (!have_prefill || static_cast<int32_t>(request_.prompt.size()) < options_.local_prefill_threshold) {
+    if (options_.metrics != nullptr) options_.metrics->prefills->With({"local"}).Increment();
     Local();
   } else {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.disaggregated = true;
     }
+    if (options_.metrics != nullptr) options_.metrics->prefills->With({"disaggregated"}).Increment();
     Reserve();
   }
+}
+
+void RequestFlow::ObserveQueued() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_observed_) return;
+    queue_observed_ = true;
+  }
+  if (options_.metrics != nullptr) options_.metrics->queue->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
 }
 
 void RequestFlow::Cancel() {
@@ -225,6 +236,7 @@ void RequestFlow::Reserve() {
         cancelled = self->cancelled_ || self->ended_;
       }
       self->registry_->NoteFreeBlocks(worker, resp->free_kv_blocks());
+      self->ObserveQueued();
       if (cancelled) {
         self->ReleaseLease();
         return;
@@ -280,6 +292,7 @@ void RequestFlow::Prefill() {
                                        static_cast<int64_t>(request_.prompt.size()), tried_prefill_);
     }
     if (prefill) {
+      if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
       ++stats_.prefill_attempts;
       tried_prefill_.insert(prefill->info.worker_id());
       prefill_ = prefill;
@@ -333,6 +346,10 @@ void RequestFlow::Prefill() {
       self->usage_.cached_prompt_tokens = resp->usage().cached_prompt_tokens();
       self->stats_.transfer_seconds = resp->transfer_seconds();
       self->stats_.transfer_bytes = resp->transfer_bytes();
+    }
+    if (self->options_.metrics != nullptr && resp->transfer_bytes() > 0) {
+      self->options_.metrics->transfer_seconds->Observe(resp->transfer_seconds());
+      self->options_.metrics->transfer_bytes->Increment(static_cast<double>(resp->transfer_bytes()));
     }
     const int32_t first = resp->first_token();
     self->observer_->OnTokens(std::span<const int32_t>(&first, 1));
@@ -391,6 +408,7 @@ void RequestFlow::Local() {
   req.set_request_id(request_.id);
   req.mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
   *req.mutable_sampling() = rpc::ToProto(request_.sampling);
+  ObserveQueued();
   auto* reader = new TokenReader(shared_from_this(), ctx);
   reader->StartGenerate(worker->stub.get(), std::move(req));
 }

@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "engine/sampling.h"
 #include "engine/sequence.h"
+#include "router/router_metrics.h"
 #include "router/worker_registry.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "transfer/timed_task_queue.h"
@@ -55,10 +56,15 @@ struct FlowOptions {
   int32_t local_prefill_threshold = 0;  // prompts shorter than this prefill on the decode worker
   int max_prefill_attempts = 3;
   int max_decode_choices = 3;
-  absl::Duration lease_time = absl::Seconds(15);
+  // A reservation the router never comes back for (it died) frees itself after this long. It
+  // covers the wait in the prefill worker's queue: the transfer that pins it starts with the
+  // prompt's first computed chunk.
+  absl::Duration lease_time = absl::Seconds(60);
   int32_t kv_block_size = 16;           // to estimate a prompt's blocks when picking a worker
   // How long a request waits for a decode worker with room before it is refused (overload).
   absl::Duration admission_timeout = absl::Seconds(60);
+  // Where the flow records queue time, retries, prefill mode and KV transfers (may be null).
+  RouterMetrics* metrics = nullptr;
 };
 
 // What happened to a request, for metrics.
@@ -113,11 +119,16 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   bool lease_held_ = false;  // reserved and not yet released (or adopted by a finished decode)
   bool decode_started_ = false;
   absl::Time wait_start_ = absl::InfinitePast();  // when it began waiting for KV room
+  const absl::Time start_ = absl::Now();
+  bool queue_observed_ = false;
   absl::Duration backoff_ = absl::Milliseconds(10);
   std::string last_prefill_error_;
   RequestUsage usage_;
   FinishReason finish_ = FinishReason::kNone;
   FlowStats stats_;
+
+  // Records the time from the flow's start to its dispatch to a worker, once.
+  void ObserveQueued();
 };
 
 }  // namespace tandem::router

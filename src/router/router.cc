@@ -56,11 +56,14 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
   r->metrics_ = std::make_unique<RouterMetrics>(*r->metrics_registry_);
   WorkerRegistry* reg = r->registry_.get();
-  auto& workers = r->metrics_registry_->AddCallbackGauge("tandem_router_workers", "Registered workers by role",
-                                                         {"role"});
+  auto& workers = r->metrics_registry_->AddCallbackGauge(
+      "tandem_router_workers", "Registered workers by role and state (ready: taking work; draining)",
+      {"role", "state"});
   for (auto [name, role] : {std::pair{"prefill", v1::WORKER_ROLE_PREFILL}, std::pair{"decode", v1::WORKER_ROLE_DECODE},
                             std::pair{"mixed", v1::WORKER_ROLE_MIXED}}) {
-    r->callbacks_.push_back(workers.Register({name}, [reg, role] { return reg->CountRole(role); }));
+    r->callbacks_.push_back(workers.Register({name, "ready"}, [reg, role] { return reg->CountRole(role); }));
+    r->callbacks_.push_back(
+        workers.Register({name, "draining"}, [reg, role] { return reg->CountRole(role, /*draining=*/true); }));
   }
 
   FrontendOptions fo;
@@ -71,6 +74,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   fo.request_timeout = options.request_timeout;
   fo.flow.local_prefill_threshold = options.local_prefill_threshold;
   fo.flow.admission_timeout = options.queue_timeout;
+  fo.flow.metrics = r->metrics_.get();
   fo.api_key = options.api_key;
   r->timer_ = std::make_unique<transfer::TimedTaskQueue>();
   r->frontend_ = std::make_unique<Frontend>(fo, r->tokenizer_.get(), std::move(chat_template), reg, r->timer_.get(),

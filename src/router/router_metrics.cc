@@ -15,6 +15,10 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
   e2e = &r.AddHistogram("tandem_router_e2e_seconds", "Time from a request's arrival to its last token",
                         metrics::DefaultLatencyBuckets())
              .With();
+  queue = &r.AddHistogram("tandem_router_queue_seconds",
+                          "Time from a request's arrival until a worker took it (KV reserved on a decode worker)",
+                          metrics::DefaultLatencyBuckets())
+               .With();
   prompt_tokens = &r.AddHistogram("tandem_router_prompt_tokens", "Prompt length of requests",
                                   metrics::ExponentialBuckets(16, 2, 12))
                        .With();

@@ -16,6 +16,7 @@ struct RouterMetrics {
   metrics::Histogram* ttft;
   metrics::Histogram* itl;
   metrics::Histogram* e2e;
+  metrics::Histogram* queue;              // arrival → dispatched to a worker (KV reserved)
   metrics::Histogram* prompt_tokens;
   metrics::Histogram* generated_tokens;
   metrics::Gauge* inflight;

@@ -184,10 +184,15 @@ std::shared_ptr<WorkerHandle> WorkerRegistry::Find(const std::string& worker_id)
   return it == workers_.end() ? nullptr : it->second.handle;
 }
 
-int WorkerRegistry::CountRole(v1::WorkerRole role) const {
+void WorkerRegistry::MarkDraining(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.load.set_draining(true);
+}
+
+int WorkerRegistry::CountRole(v1::WorkerRole role, bool draining) const {
   std::lock_guard<std::mutex> lock(mu_);
   int n = 0;
-  for (const auto& [id, e] : workers_) n += !e.load.draining() && e.handle->info.role() == role;
+  for (const auto& [id, e] : workers_) n += e.load.draining() == draining && e.handle->info.role() == role;
   return n;
 }
 

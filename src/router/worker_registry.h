@@ -51,6 +51,9 @@ class WorkerRegistry {
   // False when the worker is unknown (or registered with another epoch): it must register.
   bool Heartbeat(const std::string& worker_id, uint64_t epoch, v1::WorkerRole role, const v1::WorkerLoad& load);
   void Remove(const std::string& worker_id);
+  // The worker was asked to drain: no new work goes to it from now on, before its heartbeat
+  // says so. A heartbeat that says it is not draining (its role was changed) clears it.
+  void MarkDraining(const std::string& worker_id);
   // Drops workers whose last heartbeat is older than the expiry; returns their ids.
   std::vector<std::string> Expire(absl::Time now);
 
@@ -80,8 +83,8 @@ class WorkerRegistry {
   };
   std::vector<Snapshot> List() const;
   std::shared_ptr<WorkerHandle> Find(const std::string& worker_id) const;
-  // Counts of live, non-draining workers by role.
-  int CountRole(v1::WorkerRole role) const;
+  // Counts of live workers by role: those taking work, or (draining = true) those draining.
+  int CountRole(v1::WorkerRole role, bool draining = false) const;
 
  private:
   struct Entry {

@@ -62,6 +62,11 @@ EngineLoad EngineRunner::load() const {
   return load_;
 }
 
+void EngineRunner::SetStepObserver(std::function<void(const StepStats&)> observer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  step_observer_ = std::move(observer);
+}
+
 EngineCounters EngineRunner::counters() const {
   std::lock_guard<std::mutex> lock(mu_);
   return counters_;
@@ -109,6 +114,12 @@ void EngineRunner::Loop() {
         }
         sinks_.clear();
       } else {
+        std::function<void(const StepStats&)> observer;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          observer = step_observer_;
+        }
+        if (observer) observer(engine_->last_step());
         for (const RequestOutput& out : *outputs) {
           auto it = sinks_.find(out.id);
           if (it == sinks_.end()) continue;

@@ -48,6 +48,8 @@ class EngineRunner {
   // blocks are freed.
   void AddPrefilled(GenerateRequest request, std::vector<int32_t> blocks, int32_t first_token, int32_t rng_draws,
                     RequestSink sink, std::function<void(const absl::Status&)> rejected);
+  // Called on the engine thread after every iteration (metrics); set once, before work arrives.
+  void SetStepObserver(std::function<void(const StepStats&)> observer);
   // Cancels a request wherever it is; its sink gets a final kCancelled output.
   void Cancel(const std::string& request_id);
 
@@ -74,6 +76,7 @@ class EngineRunner {
   EngineCounters counters_;                         // guarded by mu_
   int32_t inflight_ = 0;                            // guarded by mu_
   std::unordered_map<std::string, RequestSink> sinks_;  // engine thread only
+  std::function<void(const StepStats&)> step_observer_;  // guarded by mu_
   std::atomic<int64_t> leases_expired_{0};
   std::thread thread_;
 };

@@ -72,9 +72,12 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   w->runner_ = std::make_unique<EngineRunner>(std::move(engine), w->leases_.get());
   w->registry_ = std::make_unique<metrics::MetricsRegistry>();
   EngineRunner* runner = w->runner_.get();
-  w->metrics_ = std::make_unique<WorkerMetrics>(*w->registry_, [runner] { return runner->load(); },
+  w->metrics_ = std::make_unique<WorkerMetrics>(*w->registry_, RoleName(options.role),
+                                                [runner] { return runner->load(); },
                                                 [runner] { return runner->counters(); },
                                                 [runner] { return runner->leases_expired(); });
+  WorkerMetrics* metrics = w->metrics_.get();
+  runner->SetStepObserver([metrics](const StepStats& step) { metrics->StepDone(step); });
   WorkerServiceOptions so = options.service;
   so.role = options.role;
   so.transport_name = std::string(w->transport_->name());

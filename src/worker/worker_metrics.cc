@@ -4,8 +4,20 @@
 
 namespace tandem::worker {
 
-WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::function<EngineLoad()> load,
-                             std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired) {
+WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std::function<EngineLoad()> load,
+                             std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired)
+    : registry_(r) {
+  busy_seconds_ = &r.AddCounter("tandem_worker_busy_seconds_total", "Seconds spent running model iterations").With();
+  auto& iteration = r.AddHistogram("tandem_worker_iteration_seconds",
+                                   "Time of one engine iteration, by what it ran (mixed: prefill chunks and decodes)",
+                                   metrics::TokenLatencyBuckets(), {"phase"});
+  iteration_seconds_[0] = &iteration.With({"prefill"});
+  iteration_seconds_[1] = &iteration.With({"decode"});
+  iteration_seconds_[2] = &iteration.With({"mixed"});
+  iteration_tokens_ = &r.AddHistogram("tandem_worker_iteration_tokens", "Tokens run through the model per iteration",
+                                      metrics::ExponentialBuckets(1, 2, 12))
+                           .With();
+  draining_ = &r.AddGauge("tandem_worker_draining", "1 while the worker drains (takes no new work)").With();
   reserve_refused = &r.AddCounter("tandem_worker_kv_reservations_refused_total",
                                   "KV reservations refused for lack of free blocks")
                          .With();
@@ -43,7 +55,18 @@ WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::function<EngineLo
   auto& tokens = r.AddCallbackCounter("tandem_worker_tokens_total", "Tokens run through the model, by phase", {"phase"});
   callbacks_.push_back(tokens.Register({"prefill"}, [counters] { return static_cast<double>(counters().prefill_tokens); }));
   callbacks_.push_back(tokens.Register({"decode"}, [counters] { return static_cast<double>(counters().decode_tokens); }));
+  SetRole(role);
 }
+
+void WorkerMetrics::StepDone(const StepStats& step) {
+  if (step.num_tokens <= 0) return;
+  busy_seconds_->Increment(step.seconds);
+  const int phase = step.num_decode_tokens == 0 ? 0 : step.num_prefill_tokens == 0 ? 1 : 2;
+  iteration_seconds_[phase]->Observe(step.seconds);
+  iteration_tokens_->Observe(step.num_tokens);
+}
+
+void WorkerMetrics::SetRole(const std::string& role) { registry_.SetConstLabels({{"role", role}}); }
 
 void WorkerMetrics::RequestFinished(const RequestOutput& out) {
   requests_->With({FinishReasonName(out.finish)}).Increment();

@@ -13,17 +13,28 @@ namespace tandem::worker {
 class WorkerMetrics {
  public:
   // `load` is read at every scrape (it must be cheap and thread-safe).
-  WorkerMetrics(metrics::MetricsRegistry& registry, std::function<EngineLoad()> load,
+  // Every sample carries the label role="<role>" (prefill, decode or mixed).
+  WorkerMetrics(metrics::MetricsRegistry& registry, std::string role, std::function<EngineLoad()> load,
                 std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired);
 
   void RequestFinished(const RequestOutput& out);
   void TransferDone(bool ok, int64_t bytes, double seconds);
+  // One engine iteration (called on the engine thread).
+  void StepDone(const StepStats& step);
+  // The worker's role changed (SetRole): the `role` label follows.
+  void SetRole(const std::string& role);
+  void SetDraining(bool draining) { draining_->Set(draining ? 1 : 0); }
 
   metrics::Counter* reserve_refused;
   metrics::Histogram* prefill_seconds;
 
  private:
+  metrics::MetricsRegistry& registry_;
   metrics::CounterFamily* requests_;
+  metrics::Counter* busy_seconds_;
+  metrics::Histogram* iteration_seconds_[3];  // prefill, decode, mixed
+  metrics::Histogram* iteration_tokens_;
+  metrics::Gauge* draining_;
   metrics::Counter* transfer_bytes_;
   metrics::CounterFamily* transfers_;
   metrics::Histogram* transfer_seconds_;

@@ -227,7 +227,13 @@ struct PrefillCall {
   std::mutex mu;
   CancellableUnaryReactor* reactor = nullptr;  // null once completed
   v1::PrefillResponse* resp = nullptr;
-  std::shared_ptr<KvTransfer> transfer;        // null once finished or aborted
+  std::shared_ptr<KvTransfer> transfer;        // started with the first computed chunk; null after End
+  bool ended = false;
+  // The transfer starts when the first chunk is computed, not when the call arrives: its
+  // deadline bounds the hand-off, not the time the prompt waits in this worker's queue.
+  KvTransport* transport = nullptr;
+  KvDestination destination;
+  absl::Duration transfer_timeout;
   int32_t sent = 0;                            // logical blocks sent
   int64_t bytes = 0;
   Clock::time_point start = Clock::now(), first_send;
@@ -241,15 +247,15 @@ struct PrefillCall {
     CancellableUnaryReactor* r = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu);
+      if (ended) return;
+      ended = true;
       dropped = std::move(transfer);
       r = reactor;
       reactor = nullptr;
     }
-    if (dropped) {
-      outbound->fetch_sub(1);
-      // Never destroy a transfer inside its own callback: let the engine thread drop it.
-      runner->Post([dropped = std::move(dropped)](Engine&) {});
-    }
+    outbound->fetch_sub(1);
+    // Never destroy a transfer inside its own callback: let the engine thread drop it.
+    if (dropped) runner->Post([dropped = std::move(dropped)](Engine&) {});
     if (r) r->Finish(status);
   }
 };
@@ -274,14 +280,13 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ct
     return Reply(ctx, absl::InvalidArgumentError(StrCat("the destination lease has ", dest.blocks.size(),
                                                         " blocks; the prompt needs ", prompt_blocks)));
   }
-  auto transfer = transport_->StartTransfer(dest, absl::Now() + options_.transfer_timeout);
-  if (!transfer.ok()) return Reply(ctx, transfer.status());
-
   auto call = std::make_shared<PrefillCall>();
   auto* reactor = new CancellableUnaryReactor();
   call->reactor = reactor;
   call->resp = resp;
-  call->transfer = std::move(*transfer);
+  call->transport = transport_;
+  call->destination = dest;
+  call->transfer_timeout = options_.transfer_timeout;
   call->outbound = &outbound_transfers_;
   call->runner = runner_;
   outbound_transfers_.fetch_add(1);
@@ -299,9 +304,19 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ct
     std::shared_ptr<KvTransfer> finishing;  // kept alive across Finish even if cancelled meanwhile
     {
       std::lock_guard<std::mutex> lock(call->mu);
-      if (!call->transfer || call->reactor == nullptr) return;  // cancelled meanwhile
+      if (call->ended) return;  // cancelled meanwhile
       const bool done = out.finish != FinishReason::kNone;
-      if (out.finish == FinishReason::kCancelled || out.finish == FinishReason::kError) {
+      if (!call->transfer && out.finish != FinishReason::kCancelled && out.finish != FinishReason::kError) {
+        auto transfer = call->transport->StartTransfer(call->destination, absl::Now() + call->transfer_timeout);
+        if (transfer.ok()) {
+          call->transfer = std::move(*transfer);
+        } else {
+          failure = transfer.status();
+        }
+      }
+      if (!failure.ok()) {
+        // The transfer could not start (the destination is unknown to the transport).
+      } else if (out.finish == FinishReason::kCancelled || out.finish == FinishReason::kError) {
         failure = absl::AbortedError("the prefill was cancelled");
       } else if (!done && out.num_computed < call->sent * bs) {
         // Preempted and recomputing from scratch: blocks already sent may be stale. Give up;
@@ -412,6 +427,7 @@ grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* WorkerService::Drain(grpc::CallbackServerContext* ctx, const v1::DrainRequest*,
                                                v1::DrainResponse* resp) {
   draining_.store(true);
+  if (metrics_ != nullptr) metrics_->SetDraining(true);
   resp->set_drained(Idle());
   return Reply(ctx, absl::OkStatus());
 }
@@ -421,6 +437,12 @@ grpc::ServerUnaryReactor* WorkerService::SetRole(grpc::CallbackServerContext* ct
   if (req->role() == v1::WORKER_ROLE_UNSPECIFIED) return Reply(ctx, absl::InvalidArgumentError("no role given"));
   role_.store(req->role());
   draining_.store(false);
+  if (metrics_ != nullptr) {
+    metrics_->SetDraining(false);
+    metrics_->SetRole(req->role() == v1::WORKER_ROLE_PREFILL  ? "prefill"
+                      : req->role() == v1::WORKER_ROLE_DECODE ? "decode"
+                                                              : "mixed");
+  }
   GetLogger("worker")->info("role set to {}", v1::WorkerRole_Name(req->role()));
   return Reply(ctx, absl::OkStatus());
 }

@@ -172,8 +172,8 @@ def test_errors_are_openai_shaped_and_the_server_keeps_serving(disagg):
 
 
 def test_client_disconnect_frees_the_workers_kv(disagg):
-    free_key = 'tandem_worker_kv_blocks{state="free"}'
-    running_key = 'tandem_worker_sequences{state="running"}'
+    free_key = 'tandem_worker_kv_blocks{role="decode",state="free"}'
+    running_key = 'tandem_worker_sequences{role="decode",state="running"}'
     before = disagg.metrics("decode")[free_key]
     stream = chat(disagg, temperature=0, max_tokens=2000, stream=True, extra_body={"ignore_eos": True})
     chunks = 0

@@ -69,6 +69,25 @@ TEST(MetricsRegistryTest, LabelledHistogramPutsLeLast) {
             "x_seconds_count{phase=\"prefill\"} 1\n");
 }
 
+TEST(MetricsRegistryTest, ConstantLabelsGoOnEverySampleAndCanChange) {
+  MetricsRegistry registry;
+  registry.AddHistogram("x_seconds", "", {1}, {"phase"}).With({"prefill"}).Observe(1);
+  registry.AddCounter("y_total", "").With().Increment(2);
+  registry.SetConstLabels({{"role", "pre\"fill"}});
+  EXPECT_EQ(registry.Render(),
+            "# TYPE x_seconds histogram\n"
+            "x_seconds_bucket{role=\"pre\\\"fill\",phase=\"prefill\",le=\"1\"} 1\n"
+            "x_seconds_bucket{role=\"pre\\\"fill\",phase=\"prefill\",le=\"+Inf\"} 1\n"
+            "x_seconds_sum{role=\"pre\\\"fill\",phase=\"prefill\"} 1\n"
+            "x_seconds_count{role=\"pre\\\"fill\",phase=\"prefill\"} 1\n"
+            "# TYPE y_total counter\n"
+            "y_total{role=\"pre\\\"fill\"} 2\n");
+  registry.SetConstLabels({{"role", "decode"}});
+  EXPECT_THAT(registry.Render(), testing::HasSubstr("y_total{role=\"decode\"} 2\n"));
+  registry.SetConstLabels({});
+  EXPECT_THAT(registry.Render(), testing::HasSubstr("y_total 2\n"));
+}
+
 TEST(MetricsRegistryTest, EscapesHelpAndLabelValues) {
   MetricsRegistry registry;
   registry.AddCounter("a_total", "Path C:\\tmp\nsecond \"line\"", {"v"})
@@ -297,6 +316,9 @@ TEST(MetricsRegistryDeathTest, RejectsBadRegistrations) {
   EXPECT_DEATH(registry.AddGauge("g", "h", {"a"}).With({"x", "y"}), "takes 1 label values");
   registry.AddHistogram("lat", "h", {1});
   EXPECT_DEATH(registry.AddGauge("lat_count", "h"), "another family already emits");
+  EXPECT_DEATH(registry.SetConstLabels({{"a", "x"}}), "also a label of g");
+  registry.SetConstLabels({{"role", "x"}});
+  EXPECT_DEATH(registry.AddGauge("r", "h", {"role"}), "constant label of the registry");
 }
 
 }  // namespace

@@ -177,6 +177,14 @@ absl::StatusOr<double> MetricValue(const std::string& page, const std::string& s
   std::istringstream in(page);
   std::string line;
   while (std::getline(in, line)) {
+    // Workers label every sample with their role; `series` names it without that label.
+    if (auto at = line.find("role=\""); at != std::string::npos && at > 0 && line[at - 1] == '{') {
+      const size_t end = line.find('"', at + 6);
+      if (end != std::string::npos) {
+        const bool last = line[end + 1] == '}';
+        line.erase(last ? at - 1 : at, last ? end + 3 - at : end + 2 - at);
+      }
+    }
     if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
       return std::stod(line.substr(series.size() + 1));
     }
