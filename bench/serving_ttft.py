@@ -45,9 +45,9 @@ def ttft(cluster, text, max_tokens):
     return first, time.perf_counter() - start, usage.prompt_tokens
 
 
-def histogram_mean(metrics, name):
-    count = metrics.get(f"{name}_count", 0)
-    return metrics.get(f"{name}_sum", 0) / count if count else None
+def histogram_mean(metrics, name, labels='{role="prefill"}'):
+    count = metrics.get(f"{name}_count{labels}", 0)
+    return metrics.get(f"{name}_sum{labels}", 0) / count if count else None
 
 
 def main():
@@ -65,7 +65,7 @@ def main():
     logs = tempfile.mkdtemp(prefix="tandem-ttft-")
     common = ["--threads", str(args.threads)]
     print(f"starting clusters (logs in {logs})", file=sys.stderr)
-    disagg = Cluster("disagg", ["--prefill", "1", "--decode", "1", *common], logs, args.tandem, model)
+    disagg = Cluster("disagg", ["--prefill", "1", "--decode", "1", "--no-controller", *common], logs, args.tandem, model)
     mixed = Cluster("mixed", ["--prefill", "0", "--decode", "0", "--mixed", "1", *common], logs, args.tandem, model)
     try:
         rng = random.Random(7)
@@ -96,8 +96,8 @@ def main():
         result["hop_ms_median"] = 1000 * (result["disagg"]["ttft_median_s"] - result["mixed"]["ttft_median_s"])
         result["prefill_worker_mean_prefill_s"] = histogram_mean(prefill_metrics, "tandem_worker_prefill_seconds")
         result["prefill_worker_mean_transfer_s"] = histogram_mean(prefill_metrics, "tandem_worker_kv_transfer_seconds")
-        result["kv_bytes_per_request"] = (prefill_metrics.get("tandem_worker_kv_transfer_bytes_total", 0) /
-                                          max(1, prefill_metrics.get('tandem_worker_kv_transfers_total{result="ok"}', 1)))
+        result["kv_bytes_per_request"] = (prefill_metrics.get('tandem_worker_kv_transfer_bytes_total{role="prefill"}', 0) /
+                                          max(1, prefill_metrics.get('tandem_worker_kv_transfers_total{role="prefill",result="ok"}', 1)))
         result["rows"] = rows
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
         if args.out:

@@ -8,7 +8,7 @@ packages=(
   python3 python3-pip python3-venv
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libucx-dev
-  prometheus libboost1.74-dev libcurl4-openssl-dev
+  prometheus libboost1.74-dev libcurl4-openssl-dev libyaml-cpp-dev openssl
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
 
@@ -18,6 +18,11 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# `kubectl kustomize` renders deploy/k8s in the tests: Debian's kubernetes-client unless some
+# kubectl is already installed.
+if ! command -v kubectl >/dev/null; then
+  missing+=(kubernetes-client)
+fi
 
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} Debian packages are installed" >&2

@@ -16,6 +16,9 @@ tandem serves LLMs with prefill and decode disaggregated. Commands:
   up         run everything on this machine: a router, prefill and decode workers
   router     the OpenAI-compatible HTTP API and gRPC API in front of the workers
   worker     one model serving as a prefill, decode or mixed worker
+  controller sizes the prefill and decode pools to the traffic (Kubernetes, local processes
+             or in-place role changes)
+  drain      ask a worker to drain and wait until it has (a Kubernetes preStop hook)
   generate   run the model on one prompt in this process and stream the answer to stdout
   model      manage model files: fetch the bundled model, show a file's contents,
              convert a file's tensors, write a random-weight test model
@@ -41,6 +44,8 @@ int main(int argc, char** argv) {
   if (command == "router") return tandem::cli::RouterCommand(args);
   if (command == "worker") return tandem::cli::WorkerCommand(args);
   if (command == "model") return tandem::cli::ModelCommand(args);
+  if (command == "controller") return tandem::cli::ControllerCommand(args);
+  if (command == "drain") return tandem::cli::DrainCommand(args);
   if (command == "version" || command == "--version") {
     std::puts("tandem 0.1.0");
     return 0;

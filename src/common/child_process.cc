@@ -18,6 +18,19 @@ extern char** environ;
 
 namespace tandem {
 
+std::map<std::string, std::string> ParseStatusFields(const std::string& line) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos < line.size()) {
+    size_t end = line.find(' ', pos);
+    if (end == std::string::npos) end = line.size();
+    const std::string word = line.substr(pos, end - pos);
+    if (auto eq = word.find('='); eq != std::string::npos) out[word.substr(0, eq)] = word.substr(eq + 1);
+    pos = end + 1;
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const std::vector<std::string>& argv) {
   if (argv.empty()) return absl::InvalidArgumentError("empty command");
   int pipe_fds[2];

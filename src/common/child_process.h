@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,9 @@
 #include "absl/time/time.h"
 
 namespace tandem {
+
+// The key=value words of a child's status line ("worker prefill-0 grpc_port=5 http_port=6").
+std::map<std::string, std::string> ParseStatusFields(const std::string& line);
 
 class ChildProcess {
  public:

@@ -16,6 +16,7 @@ except ImportError:
 
 READY = re.compile(r"tandem is ready: (http://127\.0\.0\.1:\d+/v1)")
 ROW = re.compile(r"^\s+(router|prefill|decode|mixed)\s+(\d+)\s+(\S+)\s+(\S+)\s*$")
+CONTROLLER_ROW = re.compile(r"^\s+controller\s+\d+\s+-\s+(\S+)")
 
 
 class Cluster:
@@ -25,12 +26,15 @@ class Cluster:
         self.name = name
         self.log_path = os.path.join(log_dir, f"tandem-up-{name}.log")
         self._log = open(self.log_path, "w")
+        self.decision_log = os.path.join(log_dir, f"decisions-{name}.jsonl")
         cmd = [tandem or os.environ["TANDEM_BIN"], "up", "--model", model or os.environ["TANDEM_MODEL"],
-               "--http-port", "0", "--grpc-port", "0", *args]
+               "--http-port", "0", "--grpc-port", "0", "--controller-port", "0",
+               "--decision-log", self.decision_log, *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      start_new_session=True)
         self.url = None
         self.processes = []
+        self.controller_http = None
         self._wait_ready(timeout=180)
         self.client = openai.OpenAI(base_url=self.url, api_key="unused", max_retries=0, timeout=300)
         self.model = self.client.models.list().data[0].id
@@ -59,6 +63,8 @@ class Cluster:
                 self.url = m.group(1)
             elif (m := ROW.match(line)) and self.url:
                 self.processes.append((m.group(1), int(m.group(2)), m.group(3), m.group(4)))
+            elif (m := CONTROLLER_ROW.match(line)) and self.url:
+                self.controller_http = m.group(1)
             elif self.url and line.startswith("try:"):
                 return
         self.stop()
@@ -71,7 +77,10 @@ class Cluster:
 
     def metrics(self, role):
         """The /metrics page of the first process with this role, as {series: value}."""
-        http = next(p[3] for p in self.processes if p[0] == role)
+        if role == "controller":
+            http = self.controller_http
+        else:
+            http = next(p[3] for p in self.processes if p[0] == role)
         text = httpx.get(f"http://{http}/metrics", timeout=10).text
         out = {}
         for line in text.splitlines():

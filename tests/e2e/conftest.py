@@ -17,7 +17,8 @@ def log_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def disagg(log_dir):
     """Router + 1 prefill + 1 decode worker: every prompt crosses the KV transfer."""
-    c = Cluster("disagg", ["--prefill", "1", "--decode", "1"], log_dir)
+    # Fixed worker counts: these tests read the workers' pages (test_controller.py runs the controller).
+    c = Cluster("disagg", ["--prefill", "1", "--decode", "1", "--no-controller"], log_dir)
     yield c
     assert c.stop() == 0, f"tandem up did not stop cleanly; log: {open(c.log_path).read()[-4000:]}"
 

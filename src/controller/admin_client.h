@@ -1,0 +1,42 @@
+// AdminClient: the router's admin API (list workers, drain one, change its role) and a worker's
+// own Drain, as blocking calls with deadlines — for the controller's actuators and `tandem drain`.
+//
+// Thread-safe (gRPC stubs are).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "tandem/v1/registry.grpc.pb.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem::controller {
+
+class AdminClient {
+ public:
+  // `router` is the router's gRPC address (host:port).
+  explicit AdminClient(const std::string& router, absl::Duration timeout = absl::Seconds(5));
+
+  absl::StatusOr<std::vector<v1::WorkerStatus>> ListWorkers();
+  // Asks the worker (through the router) to drain; the router stops sending it work at once.
+  // Returns whether it has already finished everything it had.
+  absl::StatusOr<bool> DrainWorker(const std::string& worker_id);
+  absl::Status SetWorkerRole(const std::string& worker_id, v1::WorkerRole role);
+
+  // Drains `worker_id` and waits until it has finished its work, polling; DeadlineExceeded
+  // after `timeout`.
+  absl::Status DrainAndWait(const std::string& worker_id, absl::Duration timeout);
+
+ private:
+  std::unique_ptr<v1::RouterAdmin::Stub> stub_;
+  const absl::Duration timeout_;
+};
+
+// Drains the worker at `address` (its own gRPC port, no router involved) and waits until it is
+// idle: what a Kubernetes preStop hook runs. DeadlineExceeded after `timeout`.
+absl::Status DrainWorkerDirect(const std::string& address, absl::Duration timeout);
+
+}  // namespace tandem::controller

@@ -1,0 +1,150 @@
+"""The ratio controller in a closed loop on `tandem up` (local actuator, the bundled model).
+
+Phase 1 is prompt-heavy (long prompts, two output tokens), phase 2 generation-heavy (short
+prompts, long outputs). The controller must move the prefill:decode ratio the right way within a
+bounded time, change the counts only a few times per phase, and no request may fail while
+workers start, drain and stop. The decision log tells which signals drove each change.
+"""
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from cluster import Cluster
+
+# Budget 3 workers: 1P1D at start, 2P1D for prompt-heavy, 1P2D for generation-heavy.
+CONTROLLER_FLAGS = [
+    "--prefill", "1", "--decode", "1", "--threads", "1", "--max-instances", "3",
+    "--interval-s", "1", "--half-life-s", "4", "--up-cooldown-s", "5", "--down-cooldown-s", "12",
+    "--class-dwell-s", "8",
+]
+PHASE_LIMIT_S = 120        # the ratio must have moved within this long of a phase's start
+MAX_CHANGES_PER_PHASE = 3  # applied decisions (no flapping)
+
+
+class Load:
+    """Closed-loop clients (each sends its next request when the previous one ends)."""
+
+    def __init__(self, cluster, clients, prompt_words, max_tokens, seed):
+        self.cluster = cluster
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(prompt_words, max_tokens, seed + i), daemon=True)
+                        for i in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, prompt_words, max_tokens, seed):
+        rng = random.Random(seed)
+        words = ["alpha", "river", "stone", "maple", "orbit", "cable", "lunar", "pixel", "amber", "quartz",
+                 "delta", "ember", "fjord", "grove", "harbor", "ivory"]
+        while not self.stop.is_set():
+            # A unique start: no prefix-cache hit makes prefill cheaper than it is.
+            prompt = f"{rng.random()} " + " ".join(rng.choice(words) for _ in range(prompt_words))
+            try:
+                r = self.cluster.client.completions.create(model=self.cluster.model, prompt=prompt,
+                                                           max_tokens=max_tokens, temperature=0,
+                                                           extra_body={"ignore_eos": True})
+                assert r.usage.completion_tokens == max_tokens, r.usage
+                with self.lock:
+                    self.ok += 1
+            except Exception as e:  # every failure is a test failure
+                with self.lock:
+                    self.failures.append(repr(e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=300)
+        return self.ok, self.failures
+
+
+def counts(cluster):
+    m = cluster.metrics("controller")
+    return (int(m['tandem_controller_actual_instances{role="prefill"}']),
+            int(m['tandem_controller_actual_instances{role="decode"}']))
+
+
+def wait_for(cluster, want, limit_s):
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        if counts(cluster) == want:
+            return time.monotonic() - start
+        time.sleep(1)
+    return None
+
+
+def decisions(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def applied(records, t0, t1):
+    return [r for r in records if t0 <= r["unix_s"] < t1 and r["action"] != "hold" and r["result"] == "ok"]
+
+
+def describe(r):
+    d, s = r["demand"], r["inputs"]["smoothed"]
+
+    def f(x):
+        return "-" if x is None else f"{x:.3g}"
+    return (f'{r["time"]} {r["action"]} {r["current"]}->{r["desired"]} reason={r["reason"]} class={r["class"]} '
+            f'prompt_tok/s={f(s["prompt_token_rate"])} prefill_cap={f(d["prefill_capacity"])} '
+            f'prefill_demand={f(d["prefill_demand"])} decode_load={f(d["decode_load"])} '
+            f'decode_cap={f(d["decode_capacity"])} decode_demand={f(d["decode_demand"])} '
+            f'ttft_p99={f(s["ttft_p99"])} itl_p99={f(s["itl_p99"])} kv={f(s["kv_utilization"])}')
+
+
+@pytest.fixture(scope="module")
+def loop_cluster(log_dir):
+    c = Cluster("loop", CONTROLLER_FLAGS, log_dir)
+    yield c
+    assert c.stop() == 0, f"tandem up did not stop cleanly; log: {open(c.log_path).read()[-4000:]}"
+
+
+def test_ratio_follows_prompt_then_generation_heavy_traffic(loop_cluster, capsys):
+    c = loop_cluster
+    assert counts(c) == (1, 1)
+
+    t0 = time.time()
+    load = Load(c, clients=4, prompt_words=450, max_tokens=2, seed=1)
+    took1 = wait_for(c, (2, 1), PHASE_LIMIT_S)
+    time.sleep(10)  # stays there while the traffic stays
+    held1 = counts(c)
+    ok1, failed1 = load.finish()
+    t1 = time.time()
+
+    load = Load(c, clients=6, prompt_words=12, max_tokens=96, seed=100)
+    took2 = wait_for(c, (1, 2), PHASE_LIMIT_S)
+    time.sleep(10)
+    held2 = counts(c)
+    ok2, failed2 = load.finish()
+    t2 = time.time()
+
+    records = decisions(c.decision_log)
+    phase1, phase2 = applied(records, t0, t1), applied(records, t1, t2)
+    with capsys.disabled():
+        print(f"\nphase 1 (prompt-heavy): {ok1} requests ok, {len(failed1)} failed; 2P1D after "
+              f"{took1 if took1 is None else round(took1, 1)} s; held {held1}")
+        for r in phase1:
+            print("  " + describe(r))
+        print(f"phase 2 (generation-heavy): {ok2} requests ok, {len(failed2)} failed; 1P2D after "
+              f"{took2 if took2 is None else round(took2, 1)} s; held {held2}")
+        for r in phase2:
+            print("  " + describe(r))
+
+    assert not failed1 and not failed2, (failed1 + failed2)[:5]
+    assert took1 is not None, f"prefill did not scale up within {PHASE_LIMIT_S} s: {[describe(r) for r in phase1]}"
+    assert held1 == (2, 1)
+    assert took2 is not None, f"decode did not take over within {PHASE_LIMIT_S} s: {[describe(r) for r in phase2]}"
+    assert held2 == (1, 2)
+    assert 1 <= len(phase1) <= MAX_CHANGES_PER_PHASE, [describe(r) for r in phase1]
+    assert 1 <= len(phase2) <= MAX_CHANGES_PER_PHASE, [describe(r) for r in phase2]
+    # The changes were driven by the right role's signals.
+    assert any(r["reason"] in ("prefill_load", "ttft_slo") and r["desired"]["prefill"] == 2 for r in phase1)
+    assert any(r["reason"] in ("decode_load", "itl_slo", "kv_pressure", "prefill_load", "budget")
+               and r["desired"]["decode"] == 2 for r in phase2)

@@ -1,0 +1,1 @@
+tandem_test(controller_loop_test SOURCES controller_loop_test.cc LIBS tandem_controller)
