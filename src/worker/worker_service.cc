@@ -172,8 +172,8 @@ bool WorkerService::Idle() const {
          runner_->load().reserved_blocks == 0;
 }
 
-absl::Status WorkerService::CheckAccepting(bool needs_prefill, bool needs_decode) const {
-  if (draining_.load()) return absl::UnavailableError("the worker is draining");
+absl::Status WorkerService::CheckAccepting(bool needs_prefill, bool needs_decode, bool admitted) const {
+  if (draining_.load() && !admitted) return absl::UnavailableError("the worker is draining");
   const v1::WorkerRole role = role_.load();
   if (needs_prefill && role == v1::WORKER_ROLE_DECODE) {
     return absl::FailedPreconditionError("this worker has the decode role");
@@ -385,7 +385,8 @@ grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::Decode(grpc::Callba
                                                                     const v1::DecodeRequest* req) {
   auto* stream = new TokenStream(runner_, req->request_id());
   auto state = stream->state();
-  absl::Status s = CheckAccepting(false, true);
+  // A lease is work this worker already took: a draining worker still finishes it.
+  absl::Status s = CheckAccepting(false, true, /*admitted=*/true);
   if (s.ok()) {
     auto blocks = leases_->Adopt(req->lease_id());
     if (!blocks.ok()) {

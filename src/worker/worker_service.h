@@ -57,7 +57,9 @@ class WorkerService final : public v1::Worker::CallbackService {
                                     v1::SetRoleResponse* resp) override;
 
  private:
-  absl::Status CheckAccepting(bool needs_prefill, bool needs_decode) const;
+  // OK when the role allows the work and the worker is not draining; `admitted` work (a lease
+  // it granted) is accepted while draining too.
+  absl::Status CheckAccepting(bool needs_prefill, bool needs_decode, bool admitted = false) const;
 
   const WorkerServiceOptions options_;
   EngineRunner* runner_;
