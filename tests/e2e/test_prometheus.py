@@ -151,3 +151,16 @@ def test_every_dashboard_query_returns_data(observed):
         if not result or (values and all(math.isnan(v) for v in values)):
             empty.append(f'{q["panel"]}: {q["expr"]}')
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+
+
+def test_every_process_page_passes_promtool(observed):
+    c, url, failures = observed
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed")
+    pages = {p[0] + "-" + str(p[1]): p[3] for p in c.processes}
+    pages["controller"] = c.controller_http
+    for name, http in pages.items():
+        text = httpx.get(f"http://{http}/metrics", timeout=10).text
+        assert "tandem_" in text, name
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert out.returncode == 0, f"{name}: {out.stdout}{out.stderr}"
