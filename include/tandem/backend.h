@@ -90,6 +90,10 @@ class KvCacheStorage {
   // [host_base() + b * bytes_per_block(), + bytes_per_block()), all its layers together. KV
   // transports read and write whole blocks there.
   virtual uint8_t* host_base() { return nullptr; }
+  // The same for a cache in GPU memory (CUDA backend): block b at device_base() +
+  // b * bytes_per_block() on CUDA device `device()`; nullptr / -1 for host caches.
+  virtual uint8_t* device_base() { return nullptr; }
+  virtual int device() const { return -1; }
   // How the values are arranged inside a block (transfers require equal formats).
   virtual std::string_view block_format() const = 0;
 

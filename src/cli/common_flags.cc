@@ -2,6 +2,7 @@
 
 #include "common/strings.h"
 #include "engine/backends/cpu/cpu_backend.h"
+#include "engine/backends/cuda/cuda_backend_factory.h"
 #include "modelstore/model_store.h"
 
 namespace tandem::cli {
@@ -16,6 +17,9 @@ void EngineFlags::Register(FlagSet& f) {
   f.Int("max-model-len", &max_model_len, "context length limit (0 = the model's)");
   f.Bool("prefix-cache", &prefix_cache, "reuse KV blocks of shared prompt prefixes");
   f.String("isa", &isa, "CPU kernels to use at most: scalar, avx2 or avx512 (default: best available)");
+  f.String("device", &device, "where the model runs: cpu, or cuda (weights in bf16 on the GPU; built with CUDA only)");
+  f.Int("cuda-device", &cuda_device, "CUDA device ordinal for --device cuda");
+  f.Bool("cuda-graphs", &cuda_graphs, "capture decode iterations as CUDA graphs (--device cuda)");
 }
 
 EngineOptions EngineFlags::ToEngineOptions() const {
@@ -35,7 +39,16 @@ absl::StatusOr<std::string> ResolveModelPath(const std::string& model_flag) {
   return store.Ensure(DefaultBundledModel());
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const EngineFlags& flags) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags) {
+  if (flags.device == "cuda") {
+    cuda::CudaBackendOptions o;
+    o.device = flags.cuda_device;
+    o.cuda_graphs = flags.cuda_graphs;
+    return cuda::CreateCudaBackend(o);
+  }
+  if (flags.device != "cpu") {
+    return absl::InvalidArgumentError(StrCat("--device must be cpu or cuda, not '", flags.device, "'"));
+  }
   cpu::CpuBackendOptions o;
   o.threads = flags.threads;
   if (flags.isa.empty()) {

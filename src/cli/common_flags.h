@@ -22,6 +22,9 @@ struct EngineFlags {
   int max_model_len = 0;
   bool prefix_cache = true;
   std::string isa;  // empty: best available
+  std::string device = "cpu";  // cpu or cuda
+  int cuda_device = 0;
+  bool cuda_graphs = false;
 
   void Register(FlagSet& flags);
   EngineOptions ToEngineOptions() const;
@@ -30,7 +33,8 @@ struct EngineFlags {
 // The model path: --model, or the bundled model (fetched with progress when missing).
 absl::StatusOr<std::string> ResolveModelPath(const std::string& model_flag);
 
-// A CPU backend as the flags ask for.
-absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const EngineFlags& flags);
+// The backend the flags ask for: the CPU one, or the CUDA one (--device cuda; an error in a
+// build without CUDA).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags);
 
 }  // namespace tandem::cli

@@ -106,7 +106,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
     prompt = (*tokenizer)->Encode(g.prompt, /*add_special=*/true, /*parse_special=*/false);
   }
 
-  auto backend = MakeCpuBackend(g.engine);
+  auto backend = MakeBackend(g.engine);
   if (!backend.ok()) return Fail("generate", std::string(backend.status().message()));
   EngineOptions options = g.engine.ToEngineOptions();
   options.eog_token_ids = (*tokenizer)->eog_ids();

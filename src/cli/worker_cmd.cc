@@ -65,7 +65,7 @@ int WorkerCommand(const std::vector<std::string>& args) {
   if (!tok_config.ok()) return Fail("worker", std::string(tok_config.status().message()));
   auto tokenizer = text::Tokenizer::Create(std::move(*tok_config));
   if (!tokenizer.ok()) return Fail("worker", std::string(tokenizer.status().message()));
-  auto backend = MakeCpuBackend(engine);
+  auto backend = MakeBackend(engine);
   if (!backend.ok()) return Fail("worker", std::string(backend.status().message()));
   EngineOptions eo = engine.ToEngineOptions();
   eo.eog_token_ids = (*tokenizer)->eog_ids();
@@ -82,7 +82,10 @@ int WorkerCommand(const std::vector<std::string>& args) {
   wo.router_address = router;
   wo.service.transfer_timeout = absl::Seconds(transfer_timeout);
   wo.service.reserve_headroom_blocks = headroom;
-  auto w = worker::WorkerProcess::Start(wo, **file, std::move(*eng), worker::UcxTransportFactory(ucx_tls));
+  // A GPU KV cache moves over CUDA IPC (prefill and decode workers on one node); a host cache
+  // over UCX.
+  auto factory = engine.device == "cuda" ? worker::CudaIpcTransportFactory() : worker::UcxTransportFactory(ucx_tls);
+  auto w = worker::WorkerProcess::Start(wo, **file, std::move(*eng), factory);
   if (!w.ok()) return Fail("worker", std::string(w.status().message()));
   // Machine-readable line for launchers (tandem up): the ports actually bound.
   std::printf("worker %s grpc_port=%d http_port=%d\n", (*w)->worker_id().c_str(), (*w)->grpc_port(),

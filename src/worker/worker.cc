@@ -13,6 +13,9 @@
 #include "grpcpp/server_builder.h"
 #include "http/ops_endpoints.h"
 #include "rpc/convert.h"
+#if TANDEM_HAVE_GPU_TRANSFER
+#include "transfer/cuda_ipc_kv_transport.h"
+#endif
 #if TANDEM_HAVE_UCX
 #include "transfer/ucx_kv_transport.h"
 #endif
@@ -44,6 +47,24 @@ TransportFactory UcxTransportFactory(const std::string& ucx_tls) {
     return std::unique_ptr<KvTransport>(std::move(t));
 #else
     return absl::UnimplementedError("this tandem was built without UCX (install libucx-dev and rebuild)");
+#endif
+  };
+}
+
+TransportFactory CudaIpcTransportFactory() {
+  return [](KvCacheStorage* cache, const KvLayoutInfo& layout, KvLeaseHandler* leases,
+            const std::string& id) -> absl::StatusOr<std::unique_ptr<KvTransport>> {
+#if TANDEM_HAVE_GPU_TRANSFER
+    transfer::CudaIpcKvTransportOptions o;
+    o.cache = cache;
+    o.layout = layout;
+    o.worker_id = id;
+    o.lease_handler = leases;
+    TANDEM_ASSIGN_OR_RETURN(auto t, transfer::CudaIpcKvTransport::Create(o));
+    return std::unique_ptr<KvTransport>(std::move(t));
+#else
+    (void)cache, (void)layout, (void)leases, (void)id;
+    return absl::UnimplementedError("this tandem was built without CUDA: no CUDA IPC KV transport");
 #endif
   };
 }

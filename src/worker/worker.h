@@ -32,6 +32,8 @@ using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<KvTranspor
 // The production transport: UCX over `ucx_tls` (UCX_TLS syntax; empty: UCX_TLS from the
 // environment, else UCX's own choice). Fails at start-up when tandem was built without UCX.
 TransportFactory UcxTransportFactory(const std::string& ucx_tls);
+// KV caches in GPU memory, workers on one node: CUDA IPC (an error in a build without CUDA).
+TransportFactory CudaIpcTransportFactory();
 
 struct WorkerOptions {
   v1::WorkerRole role = v1::WORKER_ROLE_MIXED;

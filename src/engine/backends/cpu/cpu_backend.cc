@@ -10,6 +10,7 @@
 #include "common/fp16.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "engine/rope_tables.h"
 #include "gguf/quant.h"
 
 namespace tandem {
@@ -193,29 +194,8 @@ absl::StatusOr<std::unique_ptr<KvCacheStorage>> CpuBackend::CreateKvCache(
 }
 
 absl::Status CpuBackend::SetRope(const RopeConfig& rope) {
-  if (rope.rotary_dim <= 0 || rope.rotary_dim % 2 != 0 || rope.max_positions <= 0) {
-    return absl::InvalidArgumentError("invalid RoPE configuration");
-  }
-  const int half = rope.rotary_dim / 2;
-  if (!rope.freq_factors.empty() && static_cast<int>(rope.freq_factors.size()) != half) {
-    return absl::InvalidArgumentError("RoPE frequency factors do not match the rotary dimension");
-  }
+  TANDEM_RETURN_IF_ERROR(BuildRopeTables(rope, &rope_cos_, &rope_sin_));
   rope_ = rope;
-  rope_cos_.assign(static_cast<size_t>(rope.max_positions) * half, 0);
-  rope_sin_.assign(rope_cos_.size(), 0);
-  // theta_i = pos * base^(-2i/d), built by repeated multiplication in float as llama.cpp does,
-  // so that the angles (and hence the logits) agree with it as closely as possible.
-  const float theta_scale = std::pow(rope.theta, -2.0f / static_cast<float>(rope.rotary_dim));
-  for (int pos = 0; pos < rope.max_positions; ++pos) {
-    float theta = static_cast<float>(pos);
-    for (int i = 0; i < half; ++i) {
-      const float ff = rope.freq_factors.empty() ? 1.0f : rope.freq_factors[i];
-      const float angle = rope.freq_scale * (theta / ff);
-      rope_cos_[static_cast<size_t>(pos) * half + i] = std::cos(angle);
-      rope_sin_[static_cast<size_t>(pos) * half + i] = std::sin(angle);
-      theta *= theta_scale;
-    }
-  }
   return absl::OkStatus();
 }
 
