@@ -99,9 +99,12 @@ def describe(r):
             f'ttft_p99={f(s["ttft_p99"])} itl_p99={f(s["itl_p99"])} kv={f(s["kv_utilization"])}')
 
 
-@pytest.fixture(scope="module")
-def loop_cluster(log_dir):
-    c = Cluster("loop", CONTROLLER_FLAGS, log_dir)
+@pytest.fixture(scope="module", params=["replace", "role-change"])
+def loop_cluster(request, log_dir):
+    """replace: a rebalance drains and stops a worker and starts another; role-change: it drains
+    a worker and flips its role (no process started or stopped, no model reload)."""
+    extra = ["--role-change"] if request.param == "role-change" else []
+    c = Cluster(f"loop-{request.param}", CONTROLLER_FLAGS + extra, log_dir)
     yield c
     assert c.stop() == 0, f"tandem up did not stop cleanly; log: {open(c.log_path).read()[-4000:]}"
 
@@ -128,7 +131,7 @@ def test_ratio_follows_prompt_then_generation_heavy_traffic(loop_cluster, capsys
     records = decisions(c.decision_log)
     phase1, phase2 = applied(records, t0, t1), applied(records, t1, t2)
     with capsys.disabled():
-        print(f"\nphase 1 (prompt-heavy): {ok1} requests ok, {len(failed1)} failed; 2P1D after "
+        print(f"\n{c.name}\nphase 1 (prompt-heavy): {ok1} requests ok, {len(failed1)} failed; 2P1D after "
               f"{took1 if took1 is None else round(took1, 1)} s; held {held1}")
         for r in phase1:
             print("  " + describe(r))
@@ -144,6 +147,10 @@ def test_ratio_follows_prompt_then_generation_heavy_traffic(loop_cluster, capsys
     assert held2 == (1, 2)
     assert 1 <= len(phase1) <= MAX_CHANGES_PER_PHASE, [describe(r) for r in phase1]
     assert 1 <= len(phase2) <= MAX_CHANGES_PER_PHASE, [describe(r) for r in phase2]
+    if c.name.endswith("role-change"):
+        # The rebalance flipped a drained prefill worker to decode instead of replacing it.
+        log = open(c.log_path).read()
+        assert "is now a decode worker" in log, log[-3000:]
     # The changes were driven by the right role's signals.
     assert any(r["reason"] in ("prefill_load", "ttft_slo") and r["desired"]["prefill"] == 2 for r in phase1)
     assert any(r["reason"] in ("decode_load", "itl_slo", "kv_pressure", "prefill_load", "budget")
