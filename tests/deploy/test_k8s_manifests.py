@@ -359,10 +359,11 @@ def test_every_flag_in_the_manifests_exists(objects):
 
 # --- controller RBAC --------------------------------------------------------------------------------
 
-ALLOWED = ({("apps", "deployments/scale", v) for v in ("get", "patch", "update")}
+# The actuator reads the scale subresource and writes it with PATCH only.
+ALLOWED = ({("apps", "deployments/scale", v) for v in ("get", "patch")}
            | {("apps", "deployments", v) for v in ("get", "list", "watch")}
            | {("", "pods", v) for v in ("get", "list", "watch")})
-REQUIRED = ALLOWED - {("apps", "deployments/scale", "update")}
+REQUIRED = ALLOWED
 
 
 def rule_triples(role):
