@@ -202,6 +202,13 @@ int UpCommand(const std::vector<std::string>& args) {
     cf.daemon.bind = "127.0.0.1";
     cf.daemon.http_port = controller_port;
     auto d = controller::ControllerDaemon::Create(cf.daemon, pool.get(), admin.get());
+    if (!d.ok() && cf.daemon.http_port != 0 && absl::IsUnavailable(d.status())) {
+      // Another process has the port (a second `tandem up`): any free port will do here.
+      std::fprintf(stderr, "tandem up: controller port %d: %s; using a free port instead\n", cf.daemon.http_port,
+                   std::string(d.status().message()).c_str());
+      cf.daemon.http_port = 0;
+      d = controller::ControllerDaemon::Create(cf.daemon, pool.get(), admin.get());
+    }
     if (!d.ok()) return stop_all(Fail("up", StrCat("the controller did not start: ", d.status().message())));
     daemon = std::move(*d);
     daemon->Start();
