@@ -19,11 +19,10 @@
 #include "absl/status/statusor.h"
 #include "gguf/gguf_file.h"
 #include "tandem/forward_batch.h"
+#include "tandem/kv_cache_storage.h"
+#include "types/dtype.h"
 
 namespace tandem {
-
-enum class DType : uint8_t { kF32, kF16, kBF16 };
-size_t DTypeSize(DType t);
 
 // A dense row-major 2-D view of backend memory (an activation). Does not own its memory.
 struct Tensor {
@@ -63,43 +62,6 @@ class WeightMatrix {
   int64_t out_features_ = 0;
   int64_t in_features_ = 0;
   gguf::GgmlType source_type_ = gguf::GgmlType::kF32;
-};
-
-// Geometry of the paged KV cache. Block b of layer l holds, for each KV head, block_size
-// token rows of head_dim keys and the same of values.
-struct KvCacheLayout {
-  int num_layers = 0;
-  int num_kv_heads = 0;
-  int head_dim = 0;
-  int block_size = 16;
-  DType dtype = DType::kF16;
-
-  int64_t bytes_per_block_layer() const {
-    return 2LL * num_kv_heads * block_size * head_dim * static_cast<int64_t>(DTypeSize(dtype));
-  }
-  int64_t bytes_per_block() const { return bytes_per_block_layer() * num_layers; }
-  int64_t bytes_per_token() const { return bytes_per_block() / block_size; }
-};
-
-class KvCacheStorage {
- public:
-  virtual ~KvCacheStorage() = default;
-  const KvCacheLayout& layout() const { return layout_; }
-  int64_t num_blocks() const { return num_blocks_; }
-  // The cache's memory when it is host memory (nullptr otherwise): block b occupies
-  // [host_base() + b * bytes_per_block(), + bytes_per_block()), all its layers together. KV
-  // transports read and write whole blocks there.
-  virtual uint8_t* host_base() { return nullptr; }
-  // The same for a cache in GPU memory (CUDA backend): block b at device_base() +
-  // b * bytes_per_block() on CUDA device `device()`; nullptr / -1 for host caches.
-  virtual uint8_t* device_base() { return nullptr; }
-  virtual int device() const { return -1; }
-  // How the values are arranged inside a block (transfers require equal formats).
-  virtual std::string_view block_format() const = 0;
-
- protected:
-  KvCacheLayout layout_;
-  int64_t num_blocks_ = 0;
 };
 
 // Rotary position embedding parameters (the llama "normal" mode: rotate adjacent pairs).

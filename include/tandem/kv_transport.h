@@ -23,22 +23,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "tandem/backend.h"
+#include "tandem/kv_cache_storage.h"
+#include "types/kv_layout.h"
 
 namespace tandem {
-
-// What must match for two caches to exchange blocks.
-struct KvLayoutInfo {
-  std::string model_id;      // identity of the weights (see ModelIdentity in the engine)
-  KvCacheLayout layout;      // layers, KV heads, head dim, block size, dtype
-  std::string block_format;  // arrangement inside a block, e.g. "cpu/kt-v1"
-
-  bool operator==(const KvLayoutInfo& o) const;
-  // "model=... layers=30 kv_heads=3 head_dim=64 block=16 dtype=f16 format=cpu/kt-v1"
-  std::string Describe() const;
-  // Empty when equal, else which fields differ (for error messages).
-  std::string Mismatch(const KvLayoutInfo& other) const;
-};
 
 // Where a decode worker's cache can be written.
 struct KvEndpoint {

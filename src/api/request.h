@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "api/api_error.h"
-#include "engine/sampling.h"
+#include "types/sampling_params.h"
 #include "text/chat_template.h"
 
 namespace tandem::api {

@@ -34,7 +34,7 @@
 
 #include "absl/status/statusor.h"
 #include "api/response.h"
-#include "engine/sequence.h"
+#include "types/finish_reason.h"
 #include "text/detokenizer.h"
 #include "text/stop_strings.h"
 #include "text/tokenizer.h"

@@ -11,13 +11,13 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
-#include "controller/admin_client.h"
-#include "controller/daemon.h"
-#include "controller/decision_log.h"
-#include "controller/k8s_actuator.h"
-#include "controller/kube_client.h"
-#include "controller/local_actuator.h"
-#include "controller/role_change_actuator.h"
+#include "controller/loop/admin_client.h"
+#include "controller/loop/daemon.h"
+#include "controller/core/decision_log.h"
+#include "controller/k8s/k8s_actuator.h"
+#include "controller/k8s/kube_client.h"
+#include "controller/loop/local_actuator.h"
+#include "controller/loop/role_change_actuator.h"
 
 namespace tandem::cli {
 namespace {

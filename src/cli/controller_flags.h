@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "cli/flags.h"
-#include "controller/daemon.h"
+#include "controller/loop/daemon.h"
 
 namespace tandem::cli {
 

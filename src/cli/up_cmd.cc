@@ -15,9 +15,9 @@
 #include "cli/controller_flags.h"
 #include "common/child_process.h"
 #include "common/strings.h"
-#include "controller/admin_client.h"
-#include "controller/daemon.h"
-#include "controller/local_actuator.h"
+#include "controller/loop/admin_client.h"
+#include "controller/loop/daemon.h"
+#include "controller/loop/local_actuator.h"
 
 namespace tandem::cli {
 namespace {

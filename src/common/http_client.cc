@@ -39,11 +39,11 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* user) {
 
 }  // namespace
 
-absl::StatusOr<HttpResponse> HttpFetch(const HttpRequest& request) {
+absl::StatusOr<HttpClientResponse> HttpFetch(const HttpClientRequest& request) {
   GlobalInit();
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
-  HttpResponse response;
+  HttpClientResponse response;
   curl_slist* headers = nullptr;
   for (const auto& [name, value] : request.headers) {
     headers = curl_slist_append(headers, StrCat(name, ": ", value).c_str());
@@ -90,7 +90,7 @@ absl::StatusOr<HttpResponse> HttpFetch(const HttpRequest& request) {
 }
 
 absl::StatusOr<std::string> HttpGetBody(const std::string& url, std::chrono::milliseconds timeout) {
-  HttpRequest request;
+  HttpClientRequest request;
   request.url = url;
   request.timeout = timeout;
   auto response = HttpFetch(request);

@@ -12,7 +12,7 @@
 
 namespace tandem {
 
-struct HttpRequest {
+struct HttpClientRequest {
   std::string method = "GET";
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
@@ -24,7 +24,7 @@ struct HttpRequest {
   bool insecure_skip_verify = false;
 };
 
-struct HttpResponse {
+struct HttpClientResponse {
   int status = 0;
   std::string body;
   // Lower-cased header names.
@@ -33,7 +33,7 @@ struct HttpResponse {
 
 // Returns the response for any HTTP status (4xx/5xx included); an error only when no response
 // came: UNAVAILABLE (connect, TLS, reset), DEADLINE_EXCEEDED (timeout), INVALID_ARGUMENT (bad URL).
-absl::StatusOr<HttpResponse> HttpFetch(const HttpRequest& request);
+absl::StatusOr<HttpClientResponse> HttpFetch(const HttpClientRequest& request);
 
 // GET `url` and return its body when the status is 2xx; any other status is an error whose
 // message has the status and the start of the body.

@@ -1,6 +1,5 @@
 #include "engine/model_config.h"
 
-#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 
@@ -82,20 +81,6 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& f) {
   c.vocab_size = static_cast<int>(embd->dims[1]);
   c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
   return c;
-}
-
-std::string ModelIdentity(const gguf::GgufFile& f) {
-  Sha256 h;
-  h.Update(StrCat("size=", f.file_size(), ";"));
-  for (const std::string& key : f.keys()) h.Update(StrCat(key, "=", gguf::GgufFile::Describe(*f.Find(key), 4), ";"));
-  for (const auto& t : f.tensors()) {
-    h.Update(StrCat(t.name, ":", static_cast<int>(t.type), ":", t.offset, ":", t.num_bytes, ";"));
-    // A sample of every tensor's bytes: its first and last 256.
-    const int64_t n = std::min<int64_t>(256, t.num_bytes);
-    h.Update(t.data, static_cast<size_t>(n));
-    h.Update(t.data + t.num_bytes - n, static_cast<size_t>(n));
-  }
-  return ToHex(h.Finish()).substr(0, 16);
 }
 
 std::string ModelConfig::Summary() const {

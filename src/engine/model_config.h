@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "gguf/gguf_file.h"
+#include "types/model_info.h"  // ModelIdentity
 
 namespace tandem {
 
@@ -38,10 +39,5 @@ struct ModelConfig {
   }
   std::string Summary() const;
 };
-
-// A short stable identity of a GGUF model's weights and shape (hex digest over the file size,
-// the metadata, the tensor table and samples of the tensor data). Workers and the router
-// compare it so that they never mix models.
-std::string ModelIdentity(const gguf::GgufFile& file);
 
 }  // namespace tandem

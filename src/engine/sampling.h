@@ -14,21 +14,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "types/sampling_params.h"
 
 namespace tandem {
-
-struct SamplingParams {
-  float temperature = 1.0f;  // 0 = greedy
-  float top_p = 1.0f;        // (0, 1]
-  int top_k = 0;             // 0 = off
-  std::optional<uint64_t> seed;
-  int max_tokens = 16;       // generated tokens, >= 1
-  bool ignore_eos = false;   // keep going past end-of-generation tokens
-  std::vector<int32_t> stop_token_ids;
-
-  absl::Status Validate(int vocab_size) const;
-  bool greedy() const { return temperature <= 0.0f; }
-};
 
 class SamplerRng {
  public:

@@ -13,17 +13,6 @@ bool RunsBefore(const Sequence* a, const Sequence* b) {
 
 }  // namespace
 
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
-  }
-  return "unknown";
-}
-
 Scheduler::Scheduler(const SchedulerOptions& options, BlockManager& blocks)
     : options_(options), blocks_(blocks) {
   TANDEM_CHECK_GT(options_.token_budget, 0);

@@ -9,11 +9,9 @@
 
 #include "engine/block_manager.h"
 #include "engine/sampling.h"
+#include "types/finish_reason.h"
 
 namespace tandem {
-
-enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
-const char* FinishReasonName(FinishReason r);
 
 struct Sequence {
   Sequence(std::string id_, std::vector<int32_t> prompt, SamplingParams params, int priority_,

@@ -427,7 +427,7 @@ void Connection::Dispatch() {
   request.body = std::move(message.body());
   request.remote_address = remote_;
 
-  Router::Match match = host_->router().Find(request.method, request.path);
+  RouteTable::Match match = host_->routes().Find(request.method, request.path);
   Exchange::RequestInfo info;
   info.method = request.method;
   info.path = request.path;
@@ -444,14 +444,14 @@ void Connection::Dispatch() {
     return;
   }
   switch (match.result) {
-    case Router::Match::Result::kFound:
+    case RouteTable::Match::Result::kFound:
       RunUserCallback([&] { (*match.handler)(request, std::move(responder)); },
                       StrCat("handler for ", request.method, " ", request.path));
       break;
-    case Router::Match::Result::kNotFound:
+    case RouteTable::Match::Result::kNotFound:
       responder->Reply(404, std::string(kPlainText), "not found\n").IgnoreError();
       break;
-    case Router::Match::Result::kMethodNotAllowed:
+    case RouteTable::Match::Result::kMethodNotAllowed:
       responder
           ->Reply(405, std::string(kPlainText), "method not allowed\n", {{"Allow", match.allow}})
           .IgnoreError();

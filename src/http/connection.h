@@ -25,7 +25,7 @@
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/string_body.hpp"
 #include "http/http_server.h"
-#include "http/router.h"
+#include "http/route_table.h"
 
 namespace tandem::http::internal {
 
@@ -53,7 +53,7 @@ class ConnectionHost {
  public:
   virtual ~ConnectionHost() = default;
   virtual const ConnectionConfig& config() const = 0;
-  virtual const Router& router() const = 0;
+  virtual const RouteTable& routes() const = 0;
   virtual bool stopping() const = 0;
   virtual void OnAccess(const HttpAccessRecord& record) = 0;
   // The connection closed its socket; the host drops its reference.

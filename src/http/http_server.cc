@@ -66,9 +66,9 @@ class ServerCore final : public ConnectionHost {
 
   ~ServerCore() override { Stop(absl::ZeroDuration()); }
 
-  Router& mutable_router() {
+  RouteTable& mutable_routes() {
     TANDEM_CHECK(!started_) << "routes must be registered before Start()";
-    return router_;
+    return routes_;
   }
 
   void SetAccessObserver(std::function<void(const HttpAccessRecord&)> observer) {
@@ -87,7 +87,7 @@ class ServerCore final : public ConnectionHost {
 
   // ConnectionHost.
   const ConnectionConfig& config() const override { return config_; }
-  const Router& router() const override { return router_; }
+  const RouteTable& routes() const override { return routes_; }
   bool stopping() const override { return stopping_.load(std::memory_order_acquire); }
   void OnAccess(const HttpAccessRecord& record) override {
     if (observer_) observer_(record);
@@ -104,7 +104,7 @@ class ServerCore final : public ConnectionHost {
   const HttpServerOptions options_;
   const net::ip::address address_;
   ConnectionConfig config_;
-  Router router_;
+  RouteTable routes_;
   std::function<void(const HttpAccessRecord&)> observer_;
 
   // Declared first among the I/O objects so that it is destroyed last.
@@ -290,11 +290,11 @@ HttpServer::HttpServer(std::unique_ptr<internal::ServerCore> core) : core_(std::
 HttpServer::~HttpServer() = default;
 
 void HttpServer::Handle(std::string method, std::string path, HttpHandler handler) {
-  core_->mutable_router().Add(std::move(method), std::move(path), std::move(handler));
+  core_->mutable_routes().Add(std::move(method), std::move(path), std::move(handler));
 }
 
 void HttpServer::HandlePrefix(std::string method, std::string prefix, HttpHandler handler) {
-  core_->mutable_router().AddPrefix(std::move(method), std::move(prefix), std::move(handler));
+  core_->mutable_routes().AddPrefix(std::move(method), std::move(prefix), std::move(handler));
 }
 
 void HttpServer::SetAccessObserver(std::function<void(const HttpAccessRecord&)> observer) {

@@ -1,6 +1,7 @@
 #include "router/frontend.h"
 
 #include <chrono>
+#include <deque>
 #include <random>
 
 #include "api/response.h"
@@ -188,7 +189,7 @@ void ReplyError(http::HttpResponder& r, const api::ApiError& e, RouterMetrics* m
 }  // namespace
 
 Frontend::Frontend(FrontendOptions options, const text::Tokenizer* tokenizer, text::ChatTemplate chat_template,
-                   WorkerRegistry* registry, transfer::TimedTaskQueue* timer, RouterMetrics* metrics)
+                   WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics)
     : options_(std::move(options)),
       tokenizer_(tokenizer),
       template_(std::move(chat_template)),

@@ -35,7 +35,7 @@ class Frontend {
  public:
   // `timer` runs the flows' delayed retries; everything borrowed must outlive the frontend.
   Frontend(FrontendOptions options, const text::Tokenizer* tokenizer, text::ChatTemplate chat_template,
-           WorkerRegistry* registry, transfer::TimedTaskQueue* timer, RouterMetrics* metrics);
+           WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics);
 
   void RegisterHttp(http::HttpServer& server);
   std::string NewRequestId();
@@ -46,7 +46,7 @@ class Frontend {
   const text::Tokenizer& tokenizer() const { return *tokenizer_; }
   const text::ChatTemplate& chat_template() const { return template_; }
   WorkerRegistry* registry() const { return registry_; }
-  transfer::TimedTaskQueue* timer() const { return timer_; }
+  TimedTaskQueue* timer() const { return timer_; }
   RouterMetrics* metrics() const { return metrics_; }
 
  private:
@@ -58,7 +58,7 @@ class Frontend {
   const text::Tokenizer* tokenizer_;
   const text::ChatTemplate template_;
   WorkerRegistry* registry_;
-  transfer::TimedTaskQueue* timer_;
+  TimedTaskQueue* timer_;
   RouterMetrics* metrics_;
   std::atomic<uint64_t> next_id_{0};
   const uint64_t id_salt_;

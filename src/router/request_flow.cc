@@ -77,7 +77,7 @@ uint64_t AffinityKey(const std::vector<int32_t>& prompt, int32_t block) {
 }  // namespace
 
 std::shared_ptr<RequestFlow> RequestFlow::Start(RouterRequest request, const FlowOptions& options,
-                                                WorkerRegistry* registry, transfer::TimedTaskQueue* timer,
+                                                WorkerRegistry* registry, TimedTaskQueue* timer,
                                                 std::shared_ptr<RequestObserver> observer) {
   auto flow = std::shared_ptr<RequestFlow>(
       new RequestFlow(std::move(request), options, registry, timer, std::move(observer)));
@@ -86,7 +86,7 @@ std::shared_ptr<RequestFlow> RequestFlow::Start(RouterRequest request, const Flo
 }
 
 RequestFlow::RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry,
-                         transfer::TimedTaskQueue* timer, std::shared_ptr<RequestObserver> observer)
+                         TimedTaskQueue* timer, std::shared_ptr<RequestObserver> observer)
     : request_(std::move(request)),
       options_(options),
       registry_(registry),

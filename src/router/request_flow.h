@@ -22,12 +22,12 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "engine/sampling.h"
-#include "engine/sequence.h"
+#include "types/finish_reason.h"
+#include "types/sampling_params.h"
 #include "router/router_metrics.h"
 #include "router/worker_registry.h"
 #include "tandem/v1/worker.grpc.pb.h"
-#include "transfer/timed_task_queue.h"
+#include "common/timed_task_queue.h"
 
 namespace tandem::router {
 
@@ -80,7 +80,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   // `timer` runs delayed retries (waiting for KV room); it and `registry` must outlive the flow's
   // activity.
   static std::shared_ptr<RequestFlow> Start(RouterRequest request, const FlowOptions& options,
-                                            WorkerRegistry* registry, transfer::TimedTaskQueue* timer,
+                                            WorkerRegistry* registry, TimedTaskQueue* timer,
                                             std::shared_ptr<RequestObserver> observer);
   void Cancel();
   FlowStats stats() const;
@@ -91,7 +91,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
 
  private:
   RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry,
-              transfer::TimedTaskQueue* timer, std::shared_ptr<RequestObserver> observer);
+              TimedTaskQueue* timer, std::shared_ptr<RequestObserver> observer);
   void WaitForRoom(int64_t blocks);
   void Run();
   void Reserve();
@@ -106,7 +106,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   const RouterRequest request_;
   const FlowOptions options_;
   WorkerRegistry* registry_;
-  transfer::TimedTaskQueue* timer_;
+  TimedTaskQueue* timer_;
   std::shared_ptr<RequestObserver> observer_;
 
   mutable std::mutex mu_;

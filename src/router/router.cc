@@ -5,7 +5,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
-#include "engine/model_config.h"
+#include "types/model_info.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
@@ -32,7 +32,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   auto r = std::unique_ptr<RouterProcess>(new RouterProcess());
   r->options_ = options;
   r->served_model_ = options.served_model.empty() ? DefaultServedModelName(file.path()) : options.served_model;
-  TANDEM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromGguf(file));
+  TANDEM_ASSIGN_OR_RETURN(ModelInfo model, ReadModelInfo(file));
   TANDEM_ASSIGN_OR_RETURN(auto tok_config, text::TokenizerConfigFromGguf(file));
   TANDEM_ASSIGN_OR_RETURN(r->tokenizer_, text::Tokenizer::Create(std::move(tok_config)));
   text::ChatTemplate chat_template = text::ChatTemplate::ChatMl();
@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   }
 
   WorkerRegistryOptions ro;
-  ro.model_id = ModelIdentity(file);
+  ro.model_id = model.id;
   ro.expiry = options.worker_expiry;
   ro.heartbeat_ms = options.heartbeat_ms;
   ro.make_stub = [](const std::string& address) {
@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
 
   FrontendOptions fo;
   fo.served_model = r->served_model_;
-  fo.context_length = config.context_length;
+  fo.context_length = model.context_length;
   fo.default_max_tokens = options.default_max_tokens;
   fo.created_unix_seconds = absl::ToUnixSeconds(absl::Now());
   fo.request_timeout = options.request_timeout;
@@ -76,7 +76,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   fo.flow.admission_timeout = options.queue_timeout;
   fo.flow.metrics = r->metrics_.get();
   fo.api_key = options.api_key;
-  r->timer_ = std::make_unique<transfer::TimedTaskQueue>();
+  r->timer_ = std::make_unique<TimedTaskQueue>();
   r->frontend_ = std::make_unique<Frontend>(fo, r->tokenizer_.get(), std::move(chat_template), reg, r->timer_.get(),
                                             r->metrics_.get());
   r->generate_service_ = std::make_unique<GenerateService>(r->frontend_.get());

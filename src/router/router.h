@@ -62,7 +62,7 @@ class RouterProcess {
   int http_port_ = 0, grpc_port_ = 0;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<WorkerRegistry> registry_;
-  std::unique_ptr<transfer::TimedTaskQueue> timer_;
+  std::unique_ptr<TimedTaskQueue> timer_;
   std::unique_ptr<metrics::MetricsRegistry> metrics_registry_;
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<Frontend> frontend_;

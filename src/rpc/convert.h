@@ -3,7 +3,8 @@
 #pragma once
 
 #include "absl/status/status.h"
-#include "engine/engine.h"
+#include "types/finish_reason.h"
+#include "types/sampling_params.h"
 #include "grpcpp/support/status.h"
 #include "tandem/kv_transport.h"
 #include "tandem/v1/common.pb.h"

@@ -10,7 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/logging.h"
-#include "transfer/timed_task_queue.h"
+#include "common/timed_task_queue.h"
 
 namespace tandem::transfer {
 namespace internal {

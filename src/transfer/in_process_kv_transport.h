@@ -31,13 +31,16 @@
 #include "common/strings.h"
 #include "tandem/kv_transport.h"
 
+namespace tandem {
+class TimedTaskQueue;
+}  // namespace tandem
+
 namespace tandem::transfer {
 
 namespace internal {
 struct InProcessTarget;
 class InProcessTransferState;
 }  // namespace internal
-class TimedTaskQueue;
 
 // Registry of the transports of one test (one "cluster"). Thread-safe; shared by the
 // transports that use it (keep it alive with a shared_ptr).

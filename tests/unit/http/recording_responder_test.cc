@@ -1,4 +1,4 @@
-#include "http/recording_responder.h"
+#include "testing/recording_responder.h"
 
 #include <thread>
 

@@ -15,15 +15,6 @@
 
 namespace tandem {
 
-size_t DTypeSize(DType t) {
-  switch (t) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-  }
-  return 4;
-}
-
 namespace cpu {
 namespace {
 

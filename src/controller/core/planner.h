@@ -1,0 +1,155 @@
+// Planner: turns smoothed signals into the (prefill, decode) instance counts to run now.
+//
+// Capacity model (DistServe §4, replicate each phase: N = ⌈load ÷ per-instance goodput⌉):
+//   need(role)  = load ÷ (measured tokens per busy second × target_busy_fraction)
+//   model(role) = ⌈need⌉ when that is above the current count (scale up);
+//                 otherwise the count only comes down to n = ⌈need ÷ scale_down_headroom⌉
+//                 (hysteresis: the load must fit in fewer instances with room to spare, so a
+//                 load near a ceil() boundary does not flap), and for decode never below the
+//                 count that keeps KV utilisation under its target (kv × current ÷ n ≤ target).
+//   SLO correction: when the model says the capacity is enough but the role misses its target,
+//   the model is wrong in that direction: that role gets current + 1 and is never scaled down.
+//     prefill: ttft_p99 > ttft_slo (reason ttft_slo)
+//     decode:  itl_p99 > itl_slo (itl_slo); kv_utilization > kv_target, or a TTFT miss that is
+//              mostly waiting for KV room, queue_p99 ≥ ½ ttft_p99 (kv_pressure)
+//   No capacity measured yet (NaN) → hold (no_data), unless an SLO is missed.
+// Then, in order:
+//   1. bounds: clamp to [min, max] per role;
+//   2. budget: when prefill + decode > max_total_instances, split the budget in proportion to
+//      what each role asked for (largest remainder; an exact tie goes to the role the traffic
+//      class favours — prompt_heavy: prefill, generation_heavy and balanced: decode, whose
+//      shortage stalls every running stream), never below a role's min;
+//   3. steps and cooldowns per role: at most max_step_up / max_step_down per Decide; scale-up
+//      waits up_cooldown_s and scale-down down_cooldown_s since that role's last change (fast
+//      up, slow down). The planner's first Decide counts as a change for scale-down only: a
+//      fresh controller's averages are thin (cold-start samples, Dynamo #12430). Moving a count
+//      back inside [min, max] ignores cooldowns;
+//   4. the budget again: a scale-up that would overrun it while the other role's scale-down
+//      still waits for its cooldown waits too (reason budget).
+//
+// Action: scale_up (some role up, none down), scale_down (some down, none up), rebalance (one up,
+// the other down), hold. Reason vocabulary (a Prometheus label value; AllPlanReasons()):
+//   prefill_load, decode_load — that role's load moved its count (up or down)
+//   ttft_slo, itl_slo, kv_pressure — SLO correction added an instance
+//   idle        — no traffic: scaling down to min, or holding there
+//   bounds      — moving back inside [min, max], or holding at max while the model asks for more
+//   budget      — a wanted scale-up does not fit max_total_instances (or the split of the
+//                 budget takes an instance away)
+//   cooldown    — a wanted change waits for its role's cooldown
+//   no_data     — a role's capacity or load is not measured yet
+//   steady      — the model asks for what runs
+// A change's reason is that of the role scaling up (rebalance), else the first in the order
+// bounds, budget, ttft_slo, itl_slo, kv_pressure, prefill_load, decode_load, idle. A hold's
+// reason is the first role reason in the order cooldown, budget, bounds, no_data, steady, idle.
+//
+// Deterministic: the same inputs and history give the same plan. Not thread-safe: the control
+// loop owns one and calls Decide every few seconds with the counts the actuator reports.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "controller/core/classifier.h"
+#include "controller/core/signals.h"
+
+namespace tandem::controller {
+
+struct PlannerConfig {
+  int min_prefill = 1;
+  int max_prefill = 8;
+  int min_decode = 1;
+  int max_decode = 8;
+  int max_total_instances = 16;  // the GPU/instance budget, prefill + decode
+  int max_step_up = 2;           // per role per Decide
+  int max_step_down = 1;
+  double up_cooldown_s = 15;
+  double down_cooldown_s = 60;
+  double ttft_slo_s = 2.0;
+  double itl_slo_s = 0.2;
+  double target_busy_fraction = 0.7;   // headroom so queues stay short
+  double kv_target_utilization = 0.8;
+  double scale_down_headroom = 0.85;   // scale down to n only while need ≤ n × this
+
+  SloTargets slo() const { return {ttft_slo_s, itl_slo_s, kv_target_utilization}; }
+};
+
+absl::Status ValidatePlannerConfig(const PlannerConfig& config);
+
+inline constexpr std::string_view kActionScaleUp = "scale_up";
+inline constexpr std::string_view kActionScaleDown = "scale_down";
+inline constexpr std::string_view kActionRebalance = "rebalance";
+inline constexpr std::string_view kActionHold = "hold";
+
+inline constexpr std::string_view kReasonPrefillLoad = "prefill_load";
+inline constexpr std::string_view kReasonDecodeLoad = "decode_load";
+inline constexpr std::string_view kReasonTtftSlo = "ttft_slo";
+inline constexpr std::string_view kReasonItlSlo = "itl_slo";
+inline constexpr std::string_view kReasonKvPressure = "kv_pressure";
+inline constexpr std::string_view kReasonIdle = "idle";
+inline constexpr std::string_view kReasonBounds = "bounds";
+inline constexpr std::string_view kReasonBudget = "budget";
+inline constexpr std::string_view kReasonCooldown = "cooldown";
+inline constexpr std::string_view kReasonNoData = "no_data";
+inline constexpr std::string_view kReasonSteady = "steady";
+
+// Every action and every reason Decide can return (to pre-create metric series).
+std::span<const std::string_view> AllPlanActions();
+std::span<const std::string_view> AllPlanReasons();
+
+// One role's path through the planner.
+struct RolePlan {
+  int current = 0;
+  double need = kNoData;  // instances at target_busy_fraction; NaN when unknown
+  int model = 0;          // what load and SLOs ask for
+  int target = 0;         // after bounds and budget
+  int desired = 0;        // after steps and cooldowns: what to run now
+  std::string reason;     // from the vocabulary above
+};
+
+struct Plan {
+  InstanceCounts current;
+  InstanceCounts desired;
+  std::string action;  // kAction*
+  std::string reason;  // kReason*
+  std::string detail;  // for people: the numbers behind the plan
+  TrafficClass cls = TrafficClass::kBalanced;
+  DemandEstimate demand;
+  RolePlan prefill;
+  RolePlan decode;
+
+  bool changes() const { return !(desired == current); }
+};
+
+class Planner {
+ public:
+  // `config` must pass ValidatePlannerConfig (checked); Create returns its error instead.
+  explicit Planner(PlannerConfig config = {});
+  static absl::StatusOr<std::unique_ptr<Planner>> Create(const PlannerConfig& config);
+
+  // Plans from smoothed signals, the classifier's class and the counts the actuator reports.
+  // Remembers the time of each role's change (desired ≠ current) for the cooldowns.
+  Plan Decide(const Signals& smoothed, TrafficClass cls, const InstanceCounts& current,
+              double now_s);
+
+  const PlannerConfig& config() const { return config_; }
+
+ private:
+  RolePlan Model(Role role, const DemandEstimate& demand, const Signals& smoothed,
+                 int current) const;
+  void ApplyBounds(Role role, RolePlan& rp) const;
+  void FitBudget(TrafficClass cls, RolePlan& prefill, RolePlan& decode) const;
+  void ApplyStepAndCooldown(Role role, RolePlan& rp, double now_s) const;
+  void FitBudgetAfterSteps(RolePlan& prefill, RolePlan& decode) const;
+  std::string Detail(const Plan& plan) const;
+
+  PlannerConfig config_;
+  std::optional<double> start_s_;
+  std::optional<double> last_change_s_[2];  // indexed by Role
+};
+
+}  // namespace tandem::controller

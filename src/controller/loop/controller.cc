@@ -1,0 +1,177 @@
+#include "controller/loop/controller.h"
+
+#include <chrono>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/strings.h"
+
+namespace tandem::controller {
+namespace {
+
+double MonotonicSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double UnixSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+struct Controller::Metrics {
+  metrics::GaugeFamily* desired;
+  metrics::GaugeFamily* actual;
+  metrics::GaugeFamily* traffic_class;
+  metrics::CounterFamily* decisions;
+  metrics::GaugeFamily* signal;
+  metrics::Counter* source_errors;
+  metrics::Counter* actuator_errors;
+  metrics::Counter* ticks;
+
+  explicit Metrics(metrics::MetricsRegistry& r, const ControllerOptions& o) {
+    desired = &r.AddGauge("tandem_controller_desired_instances", "Instances the controller wants, by role", {"role"});
+    actual = &r.AddGauge("tandem_controller_actual_instances",
+                         "Instances the actuator reports (asked for, including starting ones), by role", {"role"});
+    traffic_class = &r.AddGauge("tandem_controller_traffic_class",
+                                "1 for the traffic class the controller sees now, 0 for the others", {"class"});
+    decisions = &r.AddCounter("tandem_controller_decisions_total", "Control-loop decisions by action and reason",
+                              {"action", "reason"});
+    signal = &r.AddGauge("tandem_controller_signal",
+                         "The smoothed signals the controller decides on (units as in their names)", {"signal"});
+    source_errors = &r.AddCounter("tandem_controller_source_errors_total",
+                                  "Ticks whose signal reading failed (nothing was decided)")
+                         .With();
+    actuator_errors = &r.AddCounter("tandem_controller_actuator_errors_total",
+                                    "Actuator calls that failed (retried at the next tick)")
+                           .With();
+    ticks = &r.AddCounter("tandem_controller_ticks_total", "Control-loop iterations").With();
+    auto& slo = r.AddGauge("tandem_controller_slo_seconds", "The latency targets the controller plans for", {"slo"});
+    slo.With({"ttft"}).Set(o.planner.ttft_slo_s);
+    slo.With({"itl"}).Set(o.planner.itl_slo_s);
+    // Every series exists from the start, so dashboards show zeros rather than "no data".
+    for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {
+      traffic_class->With({TrafficClassName(c)}).Set(c == TrafficClass::kBalanced ? 1 : 0);
+    }
+    for (std::string_view action : AllPlanActions()) {
+      for (std::string_view reason : AllPlanReasons()) decisions->With({std::string(action), std::string(reason)});
+    }
+  }
+};
+
+Controller::Controller(ControllerOptions options, SignalSource* source, Actuator* actuator, DecisionLog* log,
+                       metrics::MetricsRegistry* registry)
+    : options_(std::move(options)),
+      source_(source),
+      actuator_(actuator),
+      log_(log),
+      metrics_(std::make_unique<Metrics>(*registry, options_)),
+      smoother_(options_.smoother),
+      classifier_(options_.classifier),
+      planner_(options_.planner) {}
+
+Controller::~Controller() = default;
+
+DecisionRecord Controller::Tick(double now_s) {
+  auto logger = GetLogger("controller");
+  metrics_->ticks->Increment();
+  DecisionRecord rec;
+  rec.unix_s = UnixSeconds();
+  rec.actuator = actuator_->name();
+  rec.dry_run = options_.dry_run;
+
+  absl::StatusOr<InstanceCounts> current = actuator_->Current();
+  absl::StatusOr<Signals> reading = source_->Read(now_s);
+  if (!current.ok() || !reading.ok()) {
+    const absl::Status& why = !current.ok() ? current.status() : reading.status();
+    (!current.ok() ? metrics_->actuator_errors : metrics_->source_errors)->Increment();
+    logger->warn("controller tick: {}", why.message());
+    rec.action = std::string(kActionHold);
+    rec.reason = std::string(kReasonNoData);
+    rec.cls = classifier_.current();
+    rec.result = std::string(why.message());
+    rec.smoothed = smoother_.smoothed();
+    if (current.ok()) rec.current = rec.desired = *current;
+    std::lock_guard<std::mutex> lock(mu_);
+    last_ = rec;
+    return rec;
+  }
+  rec.current = *current;
+  metrics_->actual->With({"prefill"}).Set(current->prefill);
+  metrics_->actual->With({"decode"}).Set(current->decode);
+
+  rec.raw = *reading;
+  const Signals& smoothed = smoother_.Update(*reading);
+  rec.smoothed = smoothed;
+  for (const SignalField& f : SignalMeasurementFields()) {
+    const double v = smoothed.*(f.member);
+    if (HasData(v)) metrics_->signal->With({f.name}).Set(v);
+  }
+  const Classification cls = classifier_.Classify(smoothed, *current, now_s);
+  if (cls.changed) logger->info("traffic is now {}", TrafficClassName(cls.cls));
+  const Plan plan = planner_.Decide(smoothed, cls.cls, *current, now_s);
+  rec.SetPlan(plan);
+  for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {
+    metrics_->traffic_class->With({TrafficClassName(c)}).Set(c == cls.cls ? 1 : 0);
+  }
+  metrics_->desired->With({"prefill"}).Set(plan.desired.prefill);
+  metrics_->desired->With({"decode"}).Set(plan.desired.decode);
+  metrics_->decisions->With({plan.action, plan.reason}).Increment();
+
+  if (!plan.changes()) {
+    rec.result = std::string(kResultSkipped);
+  } else if (options_.dry_run) {
+    rec.result = std::string(kResultSkipped);
+    logger->info("dry run: would {} to {} prefill + {} decode ({}: {})", plan.action, plan.desired.prefill,
+                 plan.desired.decode, plan.reason, plan.detail);
+  } else {
+    logger->info("{}: {} prefill + {} decode → {} + {} ({}: {})", plan.action, current->prefill, current->decode,
+                 plan.desired.prefill, plan.desired.decode, plan.reason, plan.detail);
+    const absl::Status s = actuator_->Apply(plan.desired);
+    if (s.ok()) {
+      rec.result = std::string(kResultOk);
+    } else {
+      metrics_->actuator_errors->Increment();
+      rec.result = std::string(s.message());
+      logger->error("actuator {}: {}", actuator_->name(), s.message());
+    }
+  }
+  // Holds are logged too (the trail shows what the controller saw when it did nothing), but
+  // only when something differs from the previous hold, so a quiet cluster writes little.
+  bool write = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (plan.action == kActionHold && last_.action == kActionHold && last_.reason == rec.reason &&
+        last_.cls == rec.cls && last_.current == rec.current) {
+      write = false;
+    }
+    last_ = rec;
+  }
+  if (log_ != nullptr && write) {
+    if (absl::Status s = log_->Append(rec); !s.ok()) logger->warn("decision log: {}", s.message());
+  }
+  return rec;
+}
+
+void Controller::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    lock.unlock();
+    Tick(MonotonicSeconds());
+    lock.lock();
+    cv_.wait_for(lock, std::chrono::duration<double>(options_.interval_s), [this] { return stop_; });
+  }
+}
+
+void Controller::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stop_ = true;
+  cv_.notify_all();
+}
+
+DecisionRecord Controller::last() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_;
+}
+
+}  // namespace tandem::controller

@@ -1,0 +1,68 @@
+// Controller: the control loop. Every tick it reads the signals (SignalSource), smooths them
+// (SignalSmoother), classifies the traffic (Classifier), plans the instance counts (Planner),
+// asks the actuator to move there (unless dry-run), writes the decision log and exports its
+// state as tandem_controller_* metrics.
+//
+// Thread-safe: Tick() and Run() from one thread; Stop() and the metrics from any.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "controller/core/actuator.h"
+#include "controller/core/classifier.h"
+#include "controller/core/decision_log.h"
+#include "controller/core/planner.h"
+#include "controller/core/signal_source.h"
+#include "controller/core/smoother.h"
+#include "metrics/registry.h"
+
+namespace tandem::controller {
+
+struct ControllerOptions {
+  double interval_s = 5;
+  bool dry_run = false;
+  SmootherOptions smoother;
+  ClassifierOptions classifier;
+  PlannerConfig planner;
+};
+
+class Controller {
+ public:
+  // `source`, `actuator`, `log` (may be null) and `registry` must outlive the controller.
+  Controller(ControllerOptions options, SignalSource* source, Actuator* actuator, DecisionLog* log,
+             metrics::MetricsRegistry* registry);
+  ~Controller();
+
+  // One read → smooth → classify → plan → act → log. `now_s` monotonic seconds (the sources'
+  // clock). Returns the decision (also when the source failed: action hold, result = error).
+  DecisionRecord Tick(double now_s);
+  // Ticks every interval_s until Stop().
+  void Run();
+  void Stop();
+
+  // The last decision (for `tandem up`'s status line and tests).
+  DecisionRecord last() const;
+
+ private:
+  struct Metrics;
+
+  const ControllerOptions options_;
+  SignalSource* source_;
+  Actuator* actuator_;
+  DecisionLog* log_;
+  std::unique_ptr<Metrics> metrics_;
+  SignalSmoother smoother_;
+  Classifier classifier_;
+  Planner planner_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  DecisionRecord last_;
+};
+
+}  // namespace tandem::controller

@@ -1,0 +1,62 @@
+#include "controller/loop/role_change_actuator.h"
+
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+
+namespace tandem::controller {
+
+RoleChangeActuator::RoleChangeActuator(AdminClient* admin, absl::Duration drain_timeout)
+    : admin_(admin), drain_timeout_(drain_timeout) {}
+
+absl::StatusOr<InstanceCounts> RoleChangeActuator::Current() {
+  TANDEM_ASSIGN_OR_RETURN(auto workers, admin_->ListWorkers());
+  InstanceCounts c;
+  for (const auto& w : workers) {
+    if (w.load().draining()) continue;
+    (w.info().role() == v1::WORKER_ROLE_PREFILL ? c.prefill : c.decode)++;
+  }
+  return c;
+}
+
+absl::Status RoleChangeActuator::Apply(const InstanceCounts& target) {
+  TANDEM_ASSIGN_OR_RETURN(InstanceCounts current, Current());
+  if (target == current) return absl::OkStatus();
+  if (target.prefill + target.decode != current.prefill + current.decode) {
+    return absl::FailedPreconditionError(
+        StrCat("the role-change actuator only moves workers between roles: ", current.prefill, " prefill + ",
+               current.decode, " decode cannot become ", target.prefill, " + ", target.decode));
+  }
+  const bool to_prefill = target.prefill > current.prefill;
+  const v1::WorkerRole from = to_prefill ? v1::WORKER_ROLE_DECODE : v1::WORKER_ROLE_PREFILL;
+  const v1::WorkerRole to = to_prefill ? v1::WORKER_ROLE_PREFILL : v1::WORKER_ROLE_DECODE;
+  int moves = std::abs(target.prefill - current.prefill);
+  TANDEM_ASSIGN_OR_RETURN(auto workers, admin_->ListWorkers());
+  auto log = GetLogger("controller");
+  while (moves > 0) {
+    // The least loaded worker of the donor role drains fastest.
+    const v1::WorkerStatus* pick = nullptr;
+    for (const auto& w : workers) {
+      if (w.info().role() != from || w.load().draining()) continue;
+      auto load = [](const v1::WorkerStatus& s) {
+        return s.load().inflight_requests() * 1'000'000 + s.load().queued_prefill_tokens();
+      };
+      if (pick == nullptr || load(w) < load(*pick)) pick = &w;
+    }
+    if (pick == nullptr) return absl::FailedPreconditionError("no worker left to change role");
+    const std::string id = pick->info().worker_id();
+    log->info("role change: draining {} before making it a {} worker", id, v1::WorkerRole_Name(to));
+    if (absl::Status s = admin_->DrainAndWait(id, drain_timeout_); !s.ok()) {
+      log->warn("draining {}: {}; changing its role anyway", id, s.message());
+    }
+    TANDEM_RETURN_IF_ERROR(admin_->SetWorkerRole(id, to));
+    log->info("role change: {} is now a {} worker", id, v1::WorkerRole_Name(to));
+    for (auto& w : workers) {
+      if (w.info().worker_id() == id) w.mutable_info()->set_role(to);
+    }
+    --moves;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tandem::controller

@@ -1,0 +1,380 @@
+#include "controller/core/planner.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace tandem::controller {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The worked scenario's capacities: 350 prompt tokens and 150 output tokens per busy second.
+Signals Traffic(double prompt_token_rate, double arrival_rate, double output_tokens_mean) {
+  Signals s;
+  s.arrival_rate = arrival_rate;
+  s.prompt_token_rate = prompt_token_rate;
+  s.output_tokens_mean = output_tokens_mean;
+  s.prefill_tokens_per_busy_second = 350;
+  s.decode_tokens_per_busy_second = 150;
+  s.ttft_p99 = 0.5;
+  s.itl_p99 = 0.05;
+  s.kv_utilization = 0.3;
+  return s;
+}
+Signals PromptHeavy() { return Traffic(500, 0.5, 10); }
+Signals GenerationHeavy() { return Traffic(50, 1, 200); }
+// Prefill and decode needs of `p` and `d` instances (at target_busy_fraction 0.7).
+Signals Needs(double p, double d) { return Traffic(p * 350 * 0.7, 1, d * 150 * 0.7); }
+
+bool InVocabulary(const Plan& plan) {
+  const auto reasons = AllPlanReasons();
+  const auto actions = AllPlanActions();
+  return std::find(reasons.begin(), reasons.end(), plan.reason) != reasons.end() &&
+         std::find(actions.begin(), actions.end(), plan.action) != actions.end();
+}
+
+// Drives a planner the way the control loop does: the actuator does what was asked.
+class Loop {
+ public:
+  explicit Loop(PlannerConfig config, InstanceCounts start) : planner_(config), current_(start) {}
+  Plan Tick(const Signals& s, double now_s, TrafficClass cls = TrafficClass::kBalanced) {
+    Plan plan = planner_.Decide(s, cls, current_, now_s);
+    EXPECT_TRUE(InVocabulary(plan)) << plan.action << " " << plan.reason;
+    EXPECT_EQ(plan.current, current_);
+    current_ = plan.desired;
+    return plan;
+  }
+  const InstanceCounts& current() const { return current_; }
+
+ private:
+  Planner planner_;
+  InstanceCounts current_;
+};
+
+PlannerConfig Budget(int total) {
+  PlannerConfig c;
+  c.max_total_instances = total;
+  return c;
+}
+
+TEST(PlannerTest, WorkedScenarioPromptHeavyThenGenerationHeavy) {
+  Loop loop(Budget(3), {1, 1});
+  Plan p = loop.Tick(PromptHeavy(), 0, TrafficClass::kPromptHeavy);
+  EXPECT_EQ(p.desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(p.action, "scale_up");
+  EXPECT_EQ(p.reason, "prefill_load");
+  EXPECT_EQ(p.prefill.model, 3);  // the load asks for 3; the budget leaves 2
+  EXPECT_THAT(p.detail, HasSubstr("prefill 1->2"));
+  for (double t = 5; t < 60; t += 5) {
+    p = loop.Tick(PromptHeavy(), t, TrafficClass::kPromptHeavy);
+    EXPECT_EQ(p.action, "hold") << "t=" << t;
+    EXPECT_EQ(p.reason, "budget") << "t=" << t;
+  }
+  ASSERT_EQ(loop.current(), (InstanceCounts{2, 1}));
+
+  // The traffic turns generation-heavy at t=60. Decode may go up at once, but only into the
+  // GPU prefill frees, and prefill last changed at t=0: it may come down at t=60.
+  p = loop.Tick(GenerationHeavy(), 60, TrafficClass::kGenerationHeavy);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
+  EXPECT_EQ(p.action, "rebalance");
+  EXPECT_EQ(p.reason, "decode_load");
+
+  for (int i = 1; i <= 100; ++i) {
+    p = loop.Tick(GenerationHeavy(), 60 + 5 * i, TrafficClass::kGenerationHeavy);
+    ASSERT_EQ(p.desired, (InstanceCounts{1, 2})) << "tick " << i;
+    EXPECT_EQ(p.action, "hold");
+    EXPECT_EQ(p.reason, "steady");
+  }
+}
+
+TEST(PlannerTest, ScenarioRebalanceWaitsForThePrefillCooldown) {
+  Loop loop(Budget(3), {1, 1});
+  loop.Tick(PromptHeavy(), 0, TrafficClass::kPromptHeavy);
+  ASSERT_EQ(loop.current(), (InstanceCounts{2, 1}));
+  // Generation-heavy from t=20: prefill changed at t=0, so it may come down only at t=60; the
+  // decode scale-up waits with it because the budget is full.
+  for (double t = 20; t < 60; t += 5) {
+    const Plan p = loop.Tick(GenerationHeavy(), t, TrafficClass::kGenerationHeavy);
+    EXPECT_EQ(p.desired, (InstanceCounts{2, 1})) << "t=" << t;
+    EXPECT_EQ(p.reason, "cooldown");
+    EXPECT_EQ(p.prefill.reason, "cooldown");
+    EXPECT_EQ(p.decode.reason, "budget");
+  }
+  EXPECT_EQ(loop.Tick(GenerationHeavy(), 60).desired, (InstanceCounts{1, 2}));
+}
+
+TEST(PlannerTest, StepLimitsAndBoundsOnTheWayUp) {
+  Loop loop(PlannerConfig{}, {1, 1});
+  std::vector<int> prefill;
+  for (double t = 0; t <= 120; t += 15) {
+    prefill.push_back(loop.Tick(Needs(20, 0.5), t).desired.prefill);
+  }
+  EXPECT_EQ(prefill, (std::vector<int>{3, 5, 7, 8, 8, 8, 8, 8, 8}));
+  const Plan p = loop.Tick(Needs(20, 0.5), 135);
+  EXPECT_EQ(p.action, "hold");
+  EXPECT_EQ(p.reason, "bounds");  // at max, the load asks for more
+}
+
+TEST(PlannerTest, UpCooldownIsShortDownCooldownIsLong) {
+  Loop loop(PlannerConfig{}, {1, 1});
+  ASSERT_EQ(loop.Tick(Needs(2, 0.5), 0).desired.prefill, 2);
+  Plan p = loop.Tick(Needs(4, 0.5), 10);
+  EXPECT_EQ(p.desired.prefill, 2);
+  EXPECT_EQ(p.reason, "cooldown");
+  EXPECT_EQ(loop.Tick(Needs(4, 0.5), 15).desired.prefill, 4);  // fast up: 15 s
+
+  // The load drops at once; the count comes down 1 per 60 s, counted from each change.
+  for (double t = 20; t < 75; t += 5) {
+    p = loop.Tick(Needs(0.5, 0.5), t);
+    EXPECT_EQ(p.desired.prefill, 4) << "t=" << t;
+    EXPECT_EQ(p.reason, "cooldown");
+  }
+  p = loop.Tick(Needs(0.5, 0.5), 75);
+  EXPECT_EQ(p.desired.prefill, 3);
+  EXPECT_EQ(p.action, "scale_down");
+  EXPECT_EQ(p.reason, "prefill_load");
+  EXPECT_EQ(loop.Tick(Needs(0.5, 0.5), 130).desired.prefill, 3);
+  EXPECT_EQ(loop.Tick(Needs(0.5, 0.5), 135).desired.prefill, 2);
+  EXPECT_EQ(loop.Tick(Needs(0.5, 0.5), 195).desired.prefill, 1);
+  EXPECT_EQ(loop.Tick(Needs(0.5, 0.5), 255).desired.prefill, 1);  // min
+}
+
+TEST(PlannerTest, FreshPlannerDoesNotScaleDownBeforeItsAveragesSettle) {
+  Loop loop(PlannerConfig{}, {4, 4});
+  Signals idle = Needs(0, 0);
+  idle.arrival_rate = 0;
+  Plan p = loop.Tick(idle, 1000);
+  EXPECT_EQ(p.desired, (InstanceCounts{4, 4}));
+  EXPECT_EQ(p.reason, "cooldown");
+  p = loop.Tick(idle, 1060);
+  EXPECT_EQ(p.desired, (InstanceCounts{3, 3}));
+  EXPECT_EQ(p.action, "scale_down");
+  EXPECT_EQ(p.reason, "idle");
+}
+
+TEST(PlannerTest, ScaleDownNeedsClearMargin) {
+  // A need wobbling just under the ⌈⌉ boundary at 2 keeps 2 running: going down to 1 needs
+  // need ≤ 1 × scale_down_headroom (0.85).
+  Loop loop(PlannerConfig{}, {2, 2});
+  for (int i = 0; i < 100; ++i) {
+    const double wobble = (i % 2 == 0) ? 1.99 : 1.75;  // around the ⌈⌉ boundary, never above 2
+    const Plan p = loop.Tick(Needs(wobble, wobble), 100 + 5 * i);
+    ASSERT_EQ(p.desired, (InstanceCounts{2, 2})) << "tick " << i;
+    EXPECT_EQ(p.reason, "steady");
+  }
+  EXPECT_EQ(loop.Tick(Needs(0.95, 1.99), 700).desired, (InstanceCounts{2, 2}));
+  // Clearly lower (0.8 ≤ 0.85): it comes down.
+  EXPECT_EQ(loop.Tick(Needs(0.8, 1.99), 705).desired, (InstanceCounts{1, 2}));
+}
+
+TEST(PlannerTest, NoFlappingWhenTheNeedWobblesAcrossABoundary) {
+  Loop loop(PlannerConfig{}, {2, 1});
+  int changes = 0;
+  for (int i = 0; i < 100; ++i) {
+    const double wobble = (i % 2 == 0) ? 2.05 : 1.95;  // 3 needed, then 2, then 3...
+    changes += loop.Tick(Needs(wobble, 0.5), 5 * i).changes();
+  }
+  EXPECT_EQ(changes, 1);  // up to 3 once, and it stays there
+  EXPECT_EQ(loop.current(), (InstanceCounts{3, 1}));
+}
+
+TEST(PlannerTest, StableOverRepeatedTicksAtEveryLoad) {
+  for (double need : {0.3, 0.7, 1.0, 1.4, 2.0, 2.05, 3.3, 5.9}) {
+    Loop loop(PlannerConfig{}, {1, 1});
+    std::vector<InstanceCounts> seen;
+    for (int i = 0; i < 100; ++i) seen.push_back(loop.Tick(Needs(need, need / 2), 5 * i).desired);
+    // Once it settles it never moves again, and it never went down after going up.
+    int changes = 0;
+    for (size_t i = 1; i < seen.size(); ++i) {
+      EXPECT_GE(seen[i].prefill, seen[i - 1].prefill) << "need " << need;
+      EXPECT_GE(seen[i].decode, seen[i - 1].decode) << "need " << need;
+      changes += !(seen[i] == seen[i - 1]);
+    }
+    EXPECT_LE(changes, 3) << "need " << need;
+    EXPECT_GE(seen.back().prefill, need - 1e-9) << "need " << need;
+    EXPECT_EQ(seen.back(), seen[50]) << "need " << need;
+  }
+}
+
+TEST(PlannerTest, SameInputsSamePlan) {
+  Planner a(Budget(5)), b(Budget(5));
+  for (int i = 0; i < 20; ++i) {
+    const Signals s = Needs(0.5 + 0.3 * i, 3 - 0.1 * i);
+    const InstanceCounts current{1 + i % 3, 1 + i % 2};
+    const Plan pa = a.Decide(s, TrafficClass::kBalanced, current, 7 * i);
+    const Plan pb = b.Decide(s, TrafficClass::kBalanced, current, 7 * i);
+    EXPECT_EQ(pa.desired, pb.desired);
+    EXPECT_EQ(pa.reason, pb.reason);
+    EXPECT_EQ(pa.detail, pb.detail);
+  }
+}
+
+TEST(PlannerTest, BudgetSplitsInProportionToDemand) {
+  PlannerConfig c = Budget(6);
+  c.max_step_up = 8;
+  Planner planner(c);
+  // Asks for 6P3D with 6 to give: 4P2D.
+  const Plan p = planner.Decide(Needs(6, 3), TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.prefill.model, 6);
+  EXPECT_EQ(p.decode.model, 3);
+  EXPECT_EQ(p.desired, (InstanceCounts{4, 2}));
+}
+
+TEST(PlannerTest, BudgetTieGoesToTheRoleTheClassFavours) {
+  for (auto [cls, want] : {std::pair{TrafficClass::kPromptHeavy, InstanceCounts{2, 1}},
+                           {TrafficClass::kGenerationHeavy, InstanceCounts{1, 2}},
+                           {TrafficClass::kBalanced, InstanceCounts{1, 2}}}) {
+    Planner planner(Budget(3));
+    const Plan p = planner.Decide(Needs(2, 2), cls, {1, 1}, 0);
+    EXPECT_EQ(p.desired, want) << TrafficClassName(cls);
+  }
+}
+
+TEST(PlannerTest, BudgetNeverTakesARoleBelowItsMin) {
+  PlannerConfig c = Budget(4);
+  c.min_decode = 2;
+  c.max_step_up = 8;
+  Planner planner(c);
+  const Plan p = planner.Decide(Needs(8, 0.1), TrafficClass::kPromptHeavy, {1, 2}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{2, 2}));
+  EXPECT_LE(p.desired.prefill + p.desired.decode, 4);
+}
+
+TEST(PlannerTest, NeverExceedsBudgetWhileFollowingShiftingLoad) {
+  Loop loop(Budget(5), {1, 1});
+  for (int i = 0; i < 200; ++i) {
+    const double phase = (i / 40) % 2 == 0 ? 1 : 0;
+    const Plan p = loop.Tick(Needs(0.5 + 4 * phase, 4.5 - 4 * phase), 5 * i);
+    ASSERT_LE(p.desired.prefill + p.desired.decode, 5) << "tick " << i;
+    ASSERT_GE(std::min(p.desired.prefill, p.desired.decode), 1) << "tick " << i;
+  }
+}
+
+TEST(PlannerTest, TtftMissAddsAPrefillInstanceWhenTheModelSaysEnough) {
+  Planner planner;
+  Signals s = Needs(0.5, 0.5);
+  s.ttft_p99 = 3;  // over the 2 s SLO although 1 instance "suffices"
+  Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(p.action, "scale_up");
+  EXPECT_EQ(p.reason, "ttft_slo");
+  // Still missing after the up cooldown: one more.
+  p = planner.Decide(s, TrafficClass::kBalanced, {2, 1}, 15);
+  EXPECT_EQ(p.desired, (InstanceCounts{3, 1}));
+}
+
+TEST(PlannerTest, ItlMissAddsADecodeInstance) {
+  Planner planner;
+  Signals s = Needs(0.5, 0.5);
+  s.itl_p99 = 0.25;
+  const Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
+  EXPECT_EQ(p.reason, "itl_slo");
+}
+
+TEST(PlannerTest, KvPressureAddsADecodeInstance) {
+  Planner planner;
+  Signals s = Needs(0.5, 0.5);
+  s.kv_utilization = 0.95;
+  const Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
+  EXPECT_EQ(p.reason, "kv_pressure");
+}
+
+TEST(PlannerTest, TtftMissFromWaitingForKvRoomAddsDecodeNotPrefill) {
+  Planner planner;
+  Signals s = Needs(0.5, 0.5);
+  s.ttft_p99 = 5;
+  s.queue_p99 = 4;
+  const Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
+  EXPECT_EQ(p.reason, "kv_pressure");
+}
+
+TEST(PlannerTest, DecodeKeepsEnoughInstancesForTheKvInUse) {
+  Loop loop(PlannerConfig{}, {1, 2});
+  Signals s = Needs(0.2, 0.2);  // the load alone fits in 1 decode instance
+  s.kv_utilization = 0.6;       // on 2 instances; on 1 it would be 1.2
+  for (double t = 0; t <= 200; t += 5) ASSERT_EQ(loop.Tick(s, t).desired.decode, 2) << t;
+  s.kv_utilization = 0.3;
+  EXPECT_EQ(loop.Tick(s, 205).desired.decode, 1);
+}
+
+TEST(PlannerTest, HoldsWithoutMeasuredCapacity) {
+  Planner planner;
+  Signals s = PromptHeavy();
+  s.prefill_tokens_per_busy_second = kNoData;
+  s.decode_tokens_per_busy_second = kNoData;
+  Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
+  EXPECT_EQ(p.action, "hold");
+  EXPECT_EQ(p.reason, "no_data");
+  EXPECT_FALSE(HasData(p.prefill.need));
+
+  p = planner.Decide(Signals{}, TrafficClass::kBalanced, {1, 1}, 5);  // nothing at all
+  EXPECT_EQ(p.reason, "no_data");
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
+
+  s.ttft_p99 = 4;  // but an SLO miss is evidence enough
+  p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 10);
+  EXPECT_EQ(p.desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(p.reason, "ttft_slo");
+}
+
+TEST(PlannerTest, BringsCountsBackInsideBounds) {
+  Planner planner;
+  Plan p = planner.Decide(Signals{}, TrafficClass::kBalanced, {0, 0}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
+  EXPECT_EQ(p.reason, "bounds");
+  // Above max: down one step per tick, without waiting for the down cooldown.
+  p = planner.Decide(Needs(1, 1), TrafficClass::kBalanced, {10, 1}, 1);
+  EXPECT_EQ(p.desired, (InstanceCounts{9, 1}));
+  EXPECT_EQ(p.reason, "bounds");
+  p = planner.Decide(Needs(1, 1), TrafficClass::kBalanced, {9, 1}, 2);
+  EXPECT_EQ(p.desired, (InstanceCounts{8, 1}));
+}
+
+TEST(PlannerTest, IdleAtMinHolds) {
+  Loop loop(PlannerConfig{}, {1, 1});
+  Signals idle = Needs(0, 0);
+  idle.arrival_rate = 0;
+  idle.prefill_tokens_per_busy_second = kNoData;  // no traffic: nothing ever measured
+  const Plan p = loop.Tick(idle, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
+  EXPECT_EQ(p.action, "hold");
+  EXPECT_EQ(p.reason, "idle");
+}
+
+TEST(PlannerTest, RejectsImpossibleConfigs) {
+  EXPECT_TRUE(ValidatePlannerConfig(PlannerConfig{}).ok());
+  PlannerConfig c;
+  c.max_total_instances = 1;  // below min 1 + min 1
+  EXPECT_FALSE(Planner::Create(c).ok());
+  c = PlannerConfig{};
+  c.min_prefill = 3;
+  c.max_prefill = 2;
+  EXPECT_FALSE(ValidatePlannerConfig(c).ok());
+  c = PlannerConfig{};
+  c.target_busy_fraction = 0;
+  EXPECT_FALSE(ValidatePlannerConfig(c).ok());
+  c = PlannerConfig{};
+  c.max_step_down = 0;
+  EXPECT_FALSE(ValidatePlannerConfig(c).ok());
+}
+
+TEST(PlannerTest, VocabularyIsFixed) {
+  std::vector<std::string> reasons(AllPlanReasons().begin(), AllPlanReasons().end());
+  EXPECT_THAT(reasons, ::testing::UnorderedElementsAre(
+                           "prefill_load", "decode_load", "ttft_slo", "itl_slo", "kv_pressure",
+                           "idle", "bounds", "budget", "cooldown", "no_data", "steady"));
+  for (const std::string& r : reasons) {
+    EXPECT_EQ(r.find_first_not_of("abcdefghijklmnopqrstuvwxyz_"), std::string::npos) << r;
+  }
+}
+
+}  // namespace
+}  // namespace tandem::controller
