@@ -1,5 +1,6 @@
 #include "cli/common_flags.h"
 
+#include "cli/environment.h"
 #include "common/strings.h"
 #include "engine/backends/cpu/cpu_backend.h"
 #include "engine/backends/cuda/cuda_backend_factory.h"
@@ -16,7 +17,7 @@ void EngineFlags::Register(FlagSet& f) {
   f.Int("max-num-seqs", &max_num_seqs, "sequences per iteration");
   f.Int("max-model-len", &max_model_len, "context length limit (0 = the model's)");
   f.Bool("prefix-cache", &prefix_cache, "reuse KV blocks of shared prompt prefixes");
-  f.String("isa", &isa, "CPU kernels to use at most: scalar, avx2 or avx512 (default: best available)");
+  f.String("isa", &isa, "CPU kernels to use at most: scalar, avx2 or avx512 (default: $TANDEM_CPU_ISA, else the best available)");
   f.String("device", &device, "where the model runs: cpu, or cuda (weights in bf16 on the GPU; built with CUDA only)");
   f.Int("cuda-device", &cuda_device, "CUDA device ordinal for --device cuda");
   f.Bool("cuda-graphs", &cuda_graphs, "capture decode iterations as CUDA graphs (--device cuda)");
@@ -35,7 +36,7 @@ EngineOptions EngineFlags::ToEngineOptions() const {
 
 absl::StatusOr<std::string> ResolveModelPath(const std::string& model_flag) {
   if (!model_flag.empty()) return model_flag;
-  ModelStore store(ModelStoreOptions::FromEnvironment());
+  ModelStore store(ModelStoreOptionsFromEnvironment());
   return store.Ensure(DefaultBundledModel());
 }
 
@@ -51,20 +52,32 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags) {
   }
   cpu::CpuBackendOptions o;
   o.threads = flags.threads;
-  if (flags.isa.empty()) {
+  // --isa, else $TANDEM_CPU_ISA: the most capable kernels to use (fewer if the CPU lacks them).
+  const std::string isa = flags.isa.empty() ? Env("TANDEM_CPU_ISA") : flags.isa;
+  if (isa.empty()) {
     o.isa = cpu::BestIsa();
-  } else if (flags.isa == "scalar") {
-    o.isa = cpu::Isa::kScalar;
-  } else if (flags.isa == "avx2") {
-    o.isa = cpu::Isa::kAvx2;
-  } else if (flags.isa == "avx512") {
-    o.isa = cpu::Isa::kAvx512;
+  } else if (isa == "scalar") {
+    o.isa = cpu::BestIsa(cpu::Isa::kScalar);
+  } else if (isa == "avx2") {
+    o.isa = cpu::BestIsa(cpu::Isa::kAvx2);
+  } else if (isa == "avx512") {
+    o.isa = cpu::BestIsa(cpu::Isa::kAvx512);
   } else {
-    return absl::InvalidArgumentError(StrCat("--isa must be scalar, avx2 or avx512, not '", flags.isa, "'"));
+    return absl::InvalidArgumentError(StrCat("--isa must be scalar, avx2 or avx512, not '", isa, "'"));
   }
   auto backend = cpu::CpuBackend::Create(o);
   if (!backend.ok()) return backend.status();
   return std::unique_ptr<Backend>(std::move(*backend));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const EngineFlags& flags, const gguf::GgufFile& file,
+                                                   std::vector<int32_t> eog_token_ids) {
+  auto backend = MakeBackend(flags);
+  if (!backend.ok()) return backend.status();
+  EngineOptions options = flags.ToEngineOptions();
+  options.eog_token_ids = std::move(eog_token_ids);
+  options.scheduler.max_num_seqs = std::max(1, options.scheduler.max_num_seqs);
+  return Engine::Create(file, std::move(*backend), options);
 }
 
 }  // namespace tandem::cli

@@ -37,4 +37,9 @@ absl::StatusOr<std::string> ResolveModelPath(const std::string& model_flag);
 // build without CUDA).
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags);
 
+// The engine the flags describe over `file` (its backend from MakeBackend), ending requests at
+// `eog_token_ids` (the tokenizer's end-of-generation tokens).
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const EngineFlags& flags, const gguf::GgufFile& file,
+                                                   std::vector<int32_t> eog_token_ids);
+
 }  // namespace tandem::cli

@@ -7,6 +7,8 @@
 #include "cli/commands.h"
 #include "cli/common_flags.h"
 #include "cli/controller_flags.h"
+#include "cli/environment.h"
+#include "cli/worker_flags.h"
 #include "common/child_process.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -82,14 +84,113 @@ absl::Status ControllerFlags::Finish() {
   return controller::ValidateClassifierOptions(daemon.loop.classifier);
 }
 
+namespace {
+
+// `tandem controller`'s own flags (the decision flags are ControllerFlags).
+struct ActuatorFlags {
+  std::string actuator = "none";
+  std::string ns, prefill_deployment = "tandem-prefill", decode_deployment = "tandem-decode";
+  std::string kubeconfig, kube_context;
+  std::string model;
+  int threads = 1, initial_prefill = 1, initial_decode = 1;
+  int64_t kv_cache_mb = 256;
+  bool role_change = false;
+  double print_signals_s = 0;
+  std::string bind = "0.0.0.0";
+  int http_port = 9400;
+
+  void Register(FlagSet& flags) {
+    flags.String("actuator", &actuator, "kubernetes, local, role-change or none");
+    flags.String("namespace", &ns, "kubernetes: namespace of the Deployments (default: the pod's own)");
+    flags.String("prefill-deployment", &prefill_deployment, "kubernetes: the prefill Deployment");
+    flags.String("decode-deployment", &decode_deployment, "kubernetes: the decode Deployment");
+    flags.String("kubeconfig", &kubeconfig, "kubernetes: kubeconfig file (default: in-cluster service account)");
+    flags.String("kube-context", &kube_context, "kubernetes: context in --kubeconfig (default: its current-context)");
+    flags.String("model", &model, "local: GGUF model for the workers (default: the bundled model)");
+    flags.Int("threads", &threads, "local: compute threads per worker");
+    flags.Int("kv-cache-mb", &kv_cache_mb, "local: KV cache per worker, MiB");
+    flags.Int("initial-prefill", &initial_prefill, "local: prefill workers started at launch");
+    flags.Int("initial-decode", &initial_decode, "local: decode workers started at launch");
+    flags.Bool("role-change", &role_change, "local: rebalance by flipping a drained worker's role instead of "
+                                            "stopping one and starting another");
+    flags.Float("print-signals", &print_signals_s,
+                "read the signals twice this many seconds apart, print the second reading as JSON and exit "
+                "(no decisions; for checking a source)");
+    flags.String("bind", &bind, "address of the HTTP server");
+    flags.Int("http-port", &http_port, "port of /metrics, /healthz and /readyz (0: any free port)");
+  }
+};
+
+// Reads the signals twice `seconds` apart and prints the second reading as JSON.
+int PrintSignals(const controller::DaemonOptions& options, controller::AdminClient* admin, double seconds) {
+  auto source = controller::MakeSignalSource(options, admin);
+  if (!source.ok()) return Fail("controller", std::string(source.status().message()));
+  const auto now = [] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  if (auto first = (*source)->Read(now()); !first.ok()) return Fail("controller", std::string(first.status().message()));
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  auto second = (*source)->Read(now());
+  if (!second.ok()) return Fail("controller", std::string(second.status().message()));
+  std::printf("%s\n", controller::SignalsToJson(*second).dump().c_str());
+  return 0;
+}
+
+absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeKubernetesActuator(const ActuatorFlags& af) {
+  controller::KubeConfigOptions ko;
+  ko.kubeconfig_path = af.kubeconfig;
+  ko.context = af.kube_context;
+  ko.service_host = Env("KUBERNETES_SERVICE_HOST");
+  ko.service_port = Env("KUBERNETES_SERVICE_PORT");
+  if (std::string tmp = Env("TMPDIR"); !tmp.empty()) ko.temp_dir = tmp;
+  TANDEM_ASSIGN_OR_RETURN(controller::KubeConfig config, controller::LoadKubeConfig(ko));
+  controller::KubernetesActuatorOptions ao;
+  ao.kube_namespace = af.ns;
+  ao.prefill_deployment = af.prefill_deployment;
+  ao.decode_deployment = af.decode_deployment;
+  TANDEM_ASSIGN_OR_RETURN(auto k, controller::KubernetesActuator::Create(config, ao));
+  return std::unique_ptr<controller::Actuator>(std::move(k));
+}
+
+absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeLocalActuator(const ActuatorFlags& af,
+                                                                       const std::string& router_grpc,
+                                                                       controller::AdminClient* admin) {
+  TANDEM_ASSIGN_OR_RETURN(std::string path, ResolveModelPath(af.model));
+  WorkerFlags worker;
+  worker.router = router_grpc;
+  worker.engine.model = path;
+  worker.engine.threads = af.threads;
+  worker.engine.kv_cache_mb = af.kv_cache_mb;
+  controller::LocalActuatorOptions lo;
+  lo.tandem_binary = ChildProcess::SelfPath();
+  lo.worker_flags = ToArgv(worker);
+  lo.role_change = af.role_change;
+  auto local = std::make_unique<controller::LocalActuator>(lo, admin);
+  for (int i = 0; i < af.initial_prefill + af.initial_decode; ++i) {
+    const auto role = i < af.initial_prefill ? controller::Role::kPrefill : controller::Role::kDecode;
+    TANDEM_RETURN_IF_ERROR(local->StartAndWait(role));
+  }
+  return std::unique_ptr<controller::Actuator>(std::move(local));
+}
+
+// The actuator --actuator names; `dry_run` is set for "none".
+absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeActuator(const ActuatorFlags& af, const std::string& router_grpc,
+                                                                  controller::AdminClient* admin, bool& dry_run) {
+  if (af.actuator == "kubernetes") return MakeKubernetesActuator(af);
+  if (af.actuator == "local") return MakeLocalActuator(af, router_grpc, admin);
+  if (af.actuator == "role-change") return std::unique_ptr<controller::Actuator>(new controller::RoleChangeActuator(admin));
+  if (af.actuator == "none") {
+    dry_run = true;
+    return std::unique_ptr<controller::Actuator>(new ObserveOnlyActuator(admin));
+  }
+  return absl::InvalidArgumentError(StrCat("unknown --actuator '", af.actuator, "'"));
+}
+
+}  // namespace
+
 int ControllerCommand(const std::vector<std::string>& args) {
   ControllerFlags cf;
-  std::string actuator = "none", ns, prefill_deployment = "tandem-prefill", decode_deployment = "tandem-decode";
-  std::string kubeconfig, kube_context, model, bind = "0.0.0.0";
-  int http_port = 9400, threads = 1, initial_prefill = 1, initial_decode = 1;
-  int64_t kv_mb = 256;
-  bool role_change = false;
-  double print_signals = 0;
+  ActuatorFlags af;
   FlagSet flags("tandem controller --router HOST:PORT --router-http HOST:PORT --actuator kubernetes|local|role-change|none [flags]",
                 "Sizes the prefill and decode pools to the traffic. Every --interval-s it reads the\n"
                 "signals (arrival rate, prompt and output lengths, TTFT and ITL against their targets,\n"
@@ -101,93 +202,28 @@ int ControllerCommand(const std::vector<std::string>& args) {
                 "flips its role; no model reload), none (decides and logs only). Serves /metrics,\n"
                 "/healthz and /readyz on --http-port.");
   cf.Register(flags);
-  flags.String("actuator", &actuator, "kubernetes, local, role-change or none");
-  flags.String("namespace", &ns, "kubernetes: namespace of the Deployments (default: the pod's own)");
-  flags.String("prefill-deployment", &prefill_deployment, "kubernetes: the prefill Deployment");
-  flags.String("decode-deployment", &decode_deployment, "kubernetes: the decode Deployment");
-  flags.String("kubeconfig", &kubeconfig, "kubernetes: kubeconfig file (default: in-cluster service account)");
-  flags.String("kube-context", &kube_context, "kubernetes: context in --kubeconfig (default: its current-context)");
-  flags.String("model", &model, "local: GGUF model for the workers (default: the bundled model)");
-  flags.Int("threads", &threads, "local: compute threads per worker");
-  flags.Int("kv-cache-mb", &kv_mb, "local: KV cache per worker, MiB");
-  flags.Int("initial-prefill", &initial_prefill, "local: prefill workers started at launch");
-  flags.Int("initial-decode", &initial_decode, "local: decode workers started at launch");
-  flags.Bool("role-change", &role_change, "local: rebalance by flipping a drained worker's role instead of "
-                                          "stopping one and starting another");
-  flags.Float("print-signals", &print_signals,
-              "read the signals twice this many seconds apart, print the second reading as JSON and exit "
-              "(no decisions; for checking a source)");
-  flags.String("bind", &bind, "address of the HTTP server");
-  flags.Int("http-port", &http_port, "port of /metrics, /healthz and /readyz (0: any free port)");
+  af.Register(flags);
   if (absl::Status s = flags.Parse(args); !s.ok()) {
     return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("controller", std::string(s.message()), 2);
   }
   if (absl::Status s = cf.Finish(); !s.ok()) return Fail("controller", std::string(s.message()), 2);
   if (cf.router_grpc.empty()) return Fail("controller", "--router is required (the router's gRPC address)", 2);
-  cf.daemon.bind = bind;
-  cf.daemon.http_port = http_port;
+  cf.daemon.bind = af.bind;
+  cf.daemon.http_port = af.http_port;
 
   controller::AdminClient admin(cf.router_grpc);
-  if (print_signals > 0) {
-    auto source = controller::MakeSignalSource(cf.daemon, &admin);
-    if (!source.ok()) return Fail("controller", std::string(source.status().message()));
-    const auto now = [] {
-      return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    };
-    if (auto first = (*source)->Read(now()); !first.ok()) {
-      return Fail("controller", std::string(first.status().message()));
-    }
-    std::this_thread::sleep_for(std::chrono::duration<double>(print_signals));
-    auto second = (*source)->Read(now());
-    if (!second.ok()) return Fail("controller", std::string(second.status().message()));
-    std::printf("%s\n", controller::SignalsToJson(*second).dump().c_str());
-    return 0;
-  }
-  std::unique_ptr<controller::Actuator> act;
-  controller::LocalActuator* local = nullptr;
-  if (actuator == "kubernetes") {
-    controller::KubeConfigOptions ko;
-    ko.kubeconfig_path = kubeconfig;
-    ko.context = kube_context;
-    auto config = controller::LoadKubeConfig(ko);
-    if (!config.ok()) return Fail("controller", std::string(config.status().message()));
-    controller::KubernetesActuatorOptions ao;
-    ao.kube_namespace = ns;
-    ao.prefill_deployment = prefill_deployment;
-    ao.decode_deployment = decode_deployment;
-    auto k = controller::KubernetesActuator::Create(*config, ao);
-    if (!k.ok()) return Fail("controller", std::string(k.status().message()));
-    act = std::move(*k);
-  } else if (actuator == "local") {
-    auto path = ResolveModelPath(model);
-    if (!path.ok()) return Fail("controller", std::string(path.status().message()));
-    controller::LocalActuatorOptions lo;
-    lo.tandem_binary = ChildProcess::SelfPath();
-    lo.worker_flags = {"--router", cf.router_grpc, "--model", *path, "--threads", std::to_string(threads),
-                       "--kv-cache-mb", std::to_string(kv_mb)};
-    lo.role_change = role_change;
-    auto la = std::make_unique<controller::LocalActuator>(lo, &admin);
-    local = la.get();
-    act = std::move(la);
-  } else if (actuator == "role-change") {
-    act = std::make_unique<controller::RoleChangeActuator>(&admin);
-  } else if (actuator == "none") {
-    act = std::make_unique<ObserveOnlyActuator>(&admin);
-    cf.daemon.loop.dry_run = true;
-  } else {
-    return Fail("controller", StrCat("unknown --actuator '", actuator, "' (kubernetes, local, role-change or none)"), 2);
-  }
+  if (af.print_signals_s > 0) return PrintSignals(cf.daemon, &admin, af.print_signals_s);
   std::signal(SIGINT, OnControllerSignal);
   std::signal(SIGTERM, OnControllerSignal);
-  if (local != nullptr) {
-    for (int i = 0; i < initial_prefill + initial_decode; ++i) {
-      const auto role = i < initial_prefill ? controller::Role::kPrefill : controller::Role::kDecode;
-      if (absl::Status s = local->StartAndWait(role); !s.ok()) return Fail("controller", std::string(s.message()));
-    }
+  if (af.actuator != "kubernetes" && af.actuator != "local" && af.actuator != "role-change" && af.actuator != "none") {
+    return Fail("controller", StrCat("unknown --actuator '", af.actuator, "' (kubernetes, local, role-change or none)"),
+                2);
   }
-  auto daemon = controller::ControllerDaemon::Create(cf.daemon, act.get(), &admin);
+  auto act = MakeActuator(af, cf.router_grpc, &admin, cf.daemon.loop.dry_run);
+  if (!act.ok()) return Fail("controller", std::string(act.status().message()));
+  auto daemon = controller::ControllerDaemon::Create(cf.daemon, act->get(), &admin);
   if (!daemon.ok()) return Fail("controller", std::string(daemon.status().message()));
-  std::printf("controller http_port=%d actuator=%s source=%s\n", (*daemon)->http_port(), act->name().c_str(),
+  std::printf("controller http_port=%d actuator=%s source=%s\n", (*daemon)->http_port(), (*act)->name().c_str(),
               cf.daemon.source.c_str());
   std::fflush(stdout);
   (*daemon)->Start();
@@ -195,7 +231,7 @@ int ControllerCommand(const std::vector<std::string>& args) {
   GetLogger("controller")->info("stopping");
   (*daemon)->Stop();
   daemon->reset();
-  act.reset();  // a local actuator drains and stops its workers
+  act->reset();  // a local actuator drains and stops its workers
   return 0;
 }
 

@@ -35,6 +35,13 @@ FlagSet::Flag* FlagSet::Find(const std::string& name) {
   return nullptr;
 }
 
+const FlagSet::Flag* FlagSet::Find(const std::string& name) const {
+  for (const auto& f : flags_) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
 bool FlagSet::was_set(const std::string& name) const {
   for (const auto& f : flags_) {
     if (f.name == name) return f.set;
@@ -147,6 +154,44 @@ std::string FlagSet::Help() const {
   }
   out += fmt::format("{:<26} {}\n", "  --help", "show this help");
   return out;
+}
+
+std::optional<std::string> FlagSet::ValueText(const Flag& flag) {
+  switch (flag.kind) {
+    case Kind::kString:
+      return *static_cast<const std::string*>(flag.target);
+    case Kind::kInt64:
+      return std::to_string(*static_cast<const int64_t*>(flag.target));
+    case Kind::kInt:
+      return std::to_string(*static_cast<const int*>(flag.target));
+    case Kind::kFloat:
+      // Round-trips through strtod exactly.
+      return fmt::format("{}", *static_cast<const double*>(flag.target));
+    case Kind::kBool:
+      return *static_cast<const bool*>(flag.target) ? "true" : "false";
+    case Kind::kOptionalInt: {
+      const auto& v = *static_cast<const std::optional<int64_t>*>(flag.target);
+      if (!v.has_value()) return std::nullopt;
+      return std::to_string(*v);
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> FlagSet::ArgsDifferingFrom(const FlagSet& defaults) const {
+  std::vector<std::string> args;
+  for (const Flag& f : flags_) {
+    const std::optional<std::string> value = ValueText(f);
+    const Flag* d = defaults.Find(f.name);
+    if (d != nullptr && ValueText(*d) == value) continue;
+    if (!value.has_value()) continue;  // an optional back to unset cannot be said on a command line
+    if (f.kind == Kind::kBool) {
+      args.push_back(StrCat(*value == "true" ? "--" : "--no-", f.name));
+    } else {
+      args.push_back(StrCat("--", f.name, "=", *value));
+    }
+  }
+  return args;
 }
 
 }  // namespace tandem::cli

@@ -1,6 +1,11 @@
 // A small command-line flag parser for the `tandem` subcommands: --name=value, --name value,
 // --flag / --no-flag for booleans, positional arguments, and generated --help text. Flags are
 // parsed in main and turned into each component's Options struct.
+//
+// Settings travel once: a flags struct (EngineFlags, RouterFlags, WorkerFlags, ...) registers its
+// fields in one Register(FlagSet&) method; the same registration parses a command line, prints
+// --help, and (ToArgv) renders the struct back into the command line of a child process, so a
+// launcher such as `tandem up` never spells a child's flags by hand.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +39,11 @@ class FlagSet {
 
   std::string Help() const;
 
+  // `--name=value` for every flag whose current value differs from the same flag in
+  // `defaults` (a FlagSet over a default-constructed copy of the same struct), in registration
+  // order. Booleans render as --name / --no-name.
+  std::vector<std::string> ArgsDifferingFrom(const FlagSet& defaults) const;
+
  private:
   enum class Kind { kString, kInt64, kInt, kFloat, kBool, kOptionalInt };
   struct Flag {
@@ -45,11 +55,26 @@ class FlagSet {
     bool set = false;
   };
   Flag* Find(const std::string& name);
+  const Flag* Find(const std::string& name) const;
   absl::Status Assign(Flag& flag, const std::string& value);
+  static std::optional<std::string> ValueText(const Flag& flag);  // nullopt: an unset optional
 
   std::string usage_, description_;
   std::vector<Flag> flags_;
   std::vector<std::string> positional_;
 };
+
+// The command line that gives a child process the settings in `flags` (only those that differ
+// from T's defaults). T has `void Register(FlagSet&)`.
+template <typename T>
+std::vector<std::string> ToArgv(const T& flags) {
+  T defaults{};
+  FlagSet default_set("", "");
+  defaults.Register(default_set);
+  T copy = flags;
+  FlagSet set("", "");
+  copy.Register(set);
+  return set.ArgsDifferingFrom(default_set);
+}
 
 }  // namespace tandem::cli

@@ -40,7 +40,86 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool quiet = false;
   EngineFlags engine;
+
+  void Register(FlagSet& flags) {
+    flags.String("prompt", &prompt, "the prompt text");
+    flags.String("prompt-file", &prompt_file, "read the prompt from this file instead");
+    flags.Bool("chat", &chat, "wrap the prompt as a user message in the model's chat template");
+    flags.String("system", &system, "system message for --chat (default: the template's own)");
+    flags.Int("max-tokens", &max_tokens, "most tokens to generate");
+    flags.Float("temperature", &temperature, "sampling temperature; 0 = greedy");
+    flags.Float("top-p", &top_p, "nucleus sampling: keep the smallest set of tokens with this much probability");
+    flags.Int("top-k", &top_k, "sample among the k most likely tokens (0 = all)");
+    flags.OptionalInt("seed", &seed, "random seed; the same seed gives the same output (default: random)");
+    flags.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence tokens");
+    flags.Bool("quiet", &quiet, "no statistics on stderr");
+    engine.Register(flags);
+  }
+
+  SamplingParams Sampling() const {
+    SamplingParams p;
+    p.temperature = static_cast<float>(temperature);
+    p.top_p = static_cast<float>(top_p);
+    p.top_k = top_k;
+    if (seed) p.seed = static_cast<uint64_t>(*seed);
+    p.max_tokens = max_tokens;
+    p.ignore_eos = ignore_eos;
+    return p;
+  }
 };
+
+// The prompt's tokens: plain text with the model's BOS, or a user message in its chat template.
+absl::StatusOr<std::vector<int32_t>> EncodePrompt(const GenerateFlags& g, const text::Tokenizer& tokenizer) {
+  if (!g.chat) return tokenizer.Encode(g.prompt, /*add_special=*/true, /*parse_special=*/false);
+  auto tmpl = tokenizer.chat_template().empty()
+                  ? absl::StatusOr<text::ChatTemplate>(text::ChatTemplate::ChatMl())
+                  : text::ChatTemplate::FromJinja(tokenizer.chat_template(), tokenizer.token_text(tokenizer.bos_id()));
+  if (!tmpl.ok()) return tmpl.status();
+  std::vector<text::ChatMessage> messages;
+  if (!g.system.empty()) messages.push_back({"system", g.system});
+  messages.push_back({"user", g.prompt});
+  return tokenizer.Encode(tmpl->Apply(messages, /*add_generation_prompt=*/true), /*add_special=*/false,
+                          /*parse_special=*/true);
+}
+
+struct RunStats {
+  double ttft_s = 0, total_s = 0;
+  int generated = 0;
+  FinishReason finish = FinishReason::kNone;
+};
+
+// Steps the engine until the request ends, streaming its text to stdout.
+absl::StatusOr<RunStats> StreamToStdout(Engine& engine, const std::string& id, const text::Tokenizer& tokenizer,
+                                        bool ignore_eos) {
+  text::IncrementalDetokenizer detok(tokenizer);
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  Clock::time_point first_token;
+  RunStats stats;
+  while (engine.HasWork()) {
+    if (g_interrupts.load() > 0) engine.Cancel(id);
+    auto outputs = engine.Step();
+    if (!outputs.ok()) return outputs.status();
+    for (const RequestOutput& out : *outputs) {
+      for (int32_t t : out.new_tokens) {
+        if (stats.generated++ == 0) first_token = Clock::now();
+        if (!ignore_eos && tokenizer.IsEog(t)) continue;
+        const std::string piece = detok.Push(t);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+      }
+      std::fflush(stdout);
+      if (out.finish != FinishReason::kNone) stats.finish = out.finish;
+    }
+  }
+  const std::string rest = detok.Flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  // A terminal gets a final newline; a pipe gets exactly the generated text.
+  if (::isatty(::fileno(stdout))) std::fputc('\n', stdout);
+  std::fflush(stdout);
+  stats.total_s = std::chrono::duration<double>(Clock::now() - start).count();
+  stats.ttft_s = stats.generated > 0 ? std::chrono::duration<double>(first_token - start).count() : stats.total_s;
+  return stats;
+}
 
 }  // namespace
 
@@ -55,18 +134,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
                 "Runs the model on one prompt in this process and streams the generated text to stdout\n"
                 "(logs and statistics go to stderr). Without --model it uses the bundled\n"
                 "SmolLM2-135M-Instruct, downloading it first if it is not in the model store.");
-  flags.String("prompt", &g.prompt, "the prompt text");
-  flags.String("prompt-file", &g.prompt_file, "read the prompt from this file instead");
-  flags.Bool("chat", &g.chat, "wrap the prompt as a user message in the model's chat template");
-  flags.String("system", &g.system, "system message for --chat (default: the template's own)");
-  flags.Int("max-tokens", &g.max_tokens, "most tokens to generate");
-  flags.Float("temperature", &g.temperature, "sampling temperature; 0 = greedy");
-  flags.Float("top-p", &g.top_p, "nucleus sampling: keep the smallest set of tokens with this much probability");
-  flags.Int("top-k", &g.top_k, "sample among the k most likely tokens (0 = all)");
-  flags.OptionalInt("seed", &g.seed, "random seed; the same seed gives the same output (default: random)");
-  flags.Bool("ignore-eos", &g.ignore_eos, "keep generating past end-of-sequence tokens");
-  flags.Bool("quiet", &g.quiet, "no statistics on stderr");
-  g.engine.Register(flags);
+  g.Register(flags);
   if (absl::Status s = flags.Parse(args); !s.ok()) {
     return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("generate", std::string(s.message()), 2);
   }
@@ -80,7 +148,6 @@ int GenerateCommand(const std::vector<std::string>& args) {
   }
   if (g.prompt.empty()) return Fail("generate", "give a prompt with --prompt or --prompt-file (see --help)", 2);
 
-  auto log = GetLogger("generate");
   auto path = ResolveModelPath(g.engine.model);
   if (!path.ok()) return Fail("generate", std::string(path.status().message()));
   auto file = gguf::GgufFile::Open(*path);
@@ -89,78 +156,27 @@ int GenerateCommand(const std::vector<std::string>& args) {
   if (!tok_config.ok()) return Fail("generate", std::string(tok_config.status().message()));
   auto tokenizer = text::Tokenizer::Create(std::move(*tok_config));
   if (!tokenizer.ok()) return Fail("generate", std::string(tokenizer.status().message()));
-
-  std::vector<int32_t> prompt;
-  if (g.chat) {
-    auto tmpl = (*tokenizer)->chat_template().empty()
-                    ? absl::StatusOr<text::ChatTemplate>(text::ChatTemplate::ChatMl())
-                    : text::ChatTemplate::FromJinja((*tokenizer)->chat_template(),
-                                                    (*tokenizer)->token_text((*tokenizer)->bos_id()));
-    if (!tmpl.ok()) return Fail("generate", std::string(tmpl.status().message()));
-    std::vector<text::ChatMessage> messages;
-    if (!g.system.empty()) messages.push_back({"system", g.system});
-    messages.push_back({"user", g.prompt});
-    prompt = (*tokenizer)->Encode(tmpl->Apply(messages, /*add_generation_prompt=*/true),
-                                  /*add_special=*/false, /*parse_special=*/true);
-  } else {
-    prompt = (*tokenizer)->Encode(g.prompt, /*add_special=*/true, /*parse_special=*/false);
-  }
-
-  auto backend = MakeBackend(g.engine);
-  if (!backend.ok()) return Fail("generate", std::string(backend.status().message()));
-  EngineOptions options = g.engine.ToEngineOptions();
-  options.eog_token_ids = (*tokenizer)->eog_ids();
-  options.scheduler.max_num_seqs = std::max(1, options.scheduler.max_num_seqs);
-  auto engine = Engine::Create(**file, std::move(*backend), options);
+  auto prompt = EncodePrompt(g, **tokenizer);
+  if (!prompt.ok()) return Fail("generate", std::string(prompt.status().message()));
+  auto engine = MakeEngine(g.engine, **file, (*tokenizer)->eog_ids());
   if (!engine.ok()) return Fail("generate", std::string(engine.status().message()));
 
   GenerateRequest request;
   request.id = "generate-0";
-  request.prompt = prompt;
-  request.sampling.temperature = static_cast<float>(g.temperature);
-  request.sampling.top_p = static_cast<float>(g.top_p);
-  request.sampling.top_k = g.top_k;
-  if (g.seed) request.sampling.seed = static_cast<uint64_t>(*g.seed);
-  request.sampling.max_tokens = g.max_tokens;
-  request.sampling.ignore_eos = g.ignore_eos;
+  request.prompt = *prompt;
+  request.sampling = g.Sampling();
   if (absl::Status s = (*engine)->Add(request); !s.ok()) return Fail("generate", std::string(s.message()));
-
   std::signal(SIGINT, OnInterrupt);
-  text::IncrementalDetokenizer detok(**tokenizer);
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  Clock::time_point first_token;
-  int generated = 0;
-  FinishReason finish = FinishReason::kNone;
-  while ((*engine)->HasWork()) {
-    if (g_interrupts.load() > 0) (*engine)->Cancel(request.id);
-    auto outputs = (*engine)->Step();
-    if (!outputs.ok()) return Fail("generate", std::string(outputs.status().message()));
-    for (const RequestOutput& out : *outputs) {
-      for (int32_t t : out.new_tokens) {
-        if (generated++ == 0) first_token = Clock::now();
-        if (!g.ignore_eos && (*tokenizer)->IsEog(t)) continue;
-        const std::string piece = detok.Push(t);
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-      }
-      std::fflush(stdout);
-      if (out.finish != FinishReason::kNone) finish = out.finish;
-    }
-  }
-  const std::string rest = detok.Flush();
-  std::fwrite(rest.data(), 1, rest.size(), stdout);
-  // A terminal gets a final newline; a pipe gets exactly the generated text.
-  if (::isatty(::fileno(stdout))) std::fputc('\n', stdout);
-  std::fflush(stdout);
+  auto stats = StreamToStdout(**engine, request.id, **tokenizer, g.ignore_eos);
+  if (!stats.ok()) return Fail("generate", std::string(stats.status().message()));
   if (!g.quiet) {
-    const double total = std::chrono::duration<double>(Clock::now() - start).count();
-    const double ttft = generated > 0 ? std::chrono::duration<double>(first_token - start).count() : total;
-    const double decode_s = total - ttft;
+    const double decode_s = stats->total_s - stats->ttft_s;
     std::fprintf(stderr,
                  "[%s] prompt %zu tokens, generated %d tokens (%s); time to first token %.3f s "
                  "(%.1f prompt tokens/s), decode %.1f tokens/s\n",
-                 path->c_str(), prompt.size(), generated, FinishReasonName(finish), ttft,
-                 prompt.size() / std::max(ttft, 1e-9), generated > 1 ? (generated - 1) / std::max(decode_s, 1e-9) : 0.0);
+                 path->c_str(), prompt->size(), stats->generated, FinishReasonName(stats->finish), stats->ttft_s,
+                 prompt->size() / std::max(stats->ttft_s, 1e-9),
+                 stats->generated > 1 ? (stats->generated - 1) / std::max(decode_s, 1e-9) : 0.0);
   }
   return g_interrupts.load() > 0 ? 130 : 0;
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/environment.h"
 
 namespace {
 
@@ -26,12 +27,14 @@ tandem serves LLMs with prefill and decode disaggregated. Commands:
 Run `tandem <command> --help` for a command's flags.
 Environment: TANDEM_MODELS_DIR (where models are kept), TANDEM_PYTHON (python with pip, used to
 fetch the bundled model), TANDEM_LOG_LEVEL (trace|debug|info|warn|error|off),
-TANDEM_CPU_ISA (scalar|avx2|avx512: use at most these CPU kernels).
+TANDEM_CPU_ISA (scalar|avx2|avx512: the default for --isa), TANDEM_API_KEY (the router's default
+for --api-key, so the key need not be on a command line).
 )";
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  tandem::cli::ApplyLogLevelFromEnvironment();
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "cli/environment.h"
 #include "cli/flags.h"
 #include "common/strings.h"
 #include "engine/model_config.h"
@@ -39,7 +40,7 @@ int Fetch(const std::vector<std::string>& args) {
   flags.Bool("verify", &verify, "re-hash the stored file even when its stamp says it is verified");
   int code = 0;
   if (!ParseOrExit(flags, args, "model fetch", &code)) return code;
-  ModelStore store(ModelStoreOptions::FromEnvironment());
+  ModelStore store(ModelStoreOptionsFromEnvironment());
   if (verify) {
     absl::Status s = store.Verify(DefaultBundledModel(), /*rehash=*/true);
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound && s.code() != absl::StatusCode::kDataLoss) {
@@ -64,7 +65,7 @@ int Info(const std::vector<std::string>& args) {
   if (!flags.positional().empty()) {
     path = flags.positional()[0];
   } else {
-    ModelStore store(ModelStoreOptions::FromEnvironment());
+    ModelStore store(ModelStoreOptionsFromEnvironment());
     path = store.PathOf(DefaultBundledModel());
   }
   auto file = gguf::GgufFile::Open(path);

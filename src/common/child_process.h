@@ -22,9 +22,11 @@ std::map<std::string, std::string> ParseStatusFields(const std::string& line);
 
 class ChildProcess {
  public:
-  // Starts argv[0] (a path) with `argv`; its stdout is readable with ReadLine, its stderr is
-  // ours.
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::vector<std::string>& argv);
+  // Starts argv[0] (a path) with `argv` and our environment plus `extra_env` ("NAME=value"
+  // entries, which win over ours: the way to hand a child a secret without putting it on its
+  // command line); its stdout is readable with ReadLine, its stderr is ours.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::vector<std::string>& argv,
+                                                             const std::vector<std::string>& extra_env = {});
   ~ChildProcess();  // kills (SIGKILL) and reaps a child that is still running
 
   pid_t pid() const { return pid_; }

@@ -10,11 +10,11 @@
 namespace tandem {
 
 // Returns the logger for `component` (e.g. "engine", "gguf"), creating it on first use.
-// The level comes from TANDEM_LOG_LEVEL (trace|debug|info|warn|error|off; default info) unless
-// SetLogLevel was called.
+// The level is info until SetLogLevel is called (the `tandem` executable applies
+// $TANDEM_LOG_LEVEL at start: cli/environment.h).
 std::shared_ptr<spdlog::logger> GetLogger(const std::string& component);
 
-// Sets the level of every existing and future logger. Accepts the names above.
+// Sets the level of every existing and future logger: trace, debug, info, warn, error or off.
 void SetLogLevel(const std::string& level);
 
 }  // namespace tandem

@@ -130,6 +130,27 @@ bool Engine::ShouldStop(const Sequence& seq, int32_t token) const {
   return !seq.sampling.ignore_eos && is_eog_[token];
 }
 
+void Engine::BuildBatch(const SchedulerOutput& plan) {
+  const int bs = options_.block_size;
+  batch_.Clear();
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    Sequence* seq = chunk.seq;
+    ForwardSequence fs;
+    fs.query_start = batch_.num_tokens();
+    fs.query_len = chunk.num_tokens;
+    fs.context_len = seq->num_computed + chunk.num_tokens;
+    fs.block_table = seq->block_table;
+    for (int32_t j = 0; j < chunk.num_tokens; ++j) {
+      const int32_t pos = seq->num_computed + j;
+      batch_.tokens.push_back(seq->tokens[pos]);
+      batch_.positions.push_back(pos);
+      batch_.slot_mapping.push_back(seq->block_table[pos / bs] * bs + pos % bs);
+    }
+    if (chunk.samples) batch_.logit_rows.push_back(fs.query_start + chunk.num_tokens - 1);
+    batch_.sequences.push_back(std::move(fs));
+  }
+}
+
 absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
   const auto start = std::chrono::steady_clock::now();
   std::vector<RequestOutput> outputs = std::move(pending_outputs_);
@@ -149,24 +170,7 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
     }
   }
 
-  const int bs = options_.block_size;
-  batch_.Clear();
-  for (const ScheduledChunk& chunk : plan.chunks) {
-    Sequence* seq = chunk.seq;
-    ForwardSequence fs;
-    fs.query_start = batch_.num_tokens();
-    fs.query_len = chunk.num_tokens;
-    fs.context_len = seq->num_computed + chunk.num_tokens;
-    fs.block_table = seq->block_table;
-    for (int32_t j = 0; j < chunk.num_tokens; ++j) {
-      const int32_t pos = seq->num_computed + j;
-      batch_.tokens.push_back(seq->tokens[pos]);
-      batch_.positions.push_back(pos);
-      batch_.slot_mapping.push_back(seq->block_table[pos / bs] * bs + pos % bs);
-    }
-    if (chunk.samples) batch_.logit_rows.push_back(fs.query_start + chunk.num_tokens - 1);
-    batch_.sequences.push_back(std::move(fs));
-  }
+  BuildBatch(plan);
   const int vocab = model_->config().vocab_size;
   logits_.resize(batch_.logit_rows.size() * static_cast<size_t>(vocab));
   TANDEM_RETURN_IF_ERROR(model_->Forward(batch_, *cache_, logits_.data()));

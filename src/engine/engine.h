@@ -152,6 +152,8 @@ class Engine {
   absl::Status Validate(const GenerateRequest& request) const;
   void Finish(Sequence* seq, FinishReason reason, RequestOutput* out);
   bool ShouldStop(const Sequence& seq, int32_t token) const;
+  // Fills batch_ with the plan's chunks: tokens, positions, KV slots, the rows that sample.
+  void BuildBatch(const SchedulerOutput& plan);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;

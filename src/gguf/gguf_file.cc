@@ -245,6 +245,46 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data, s
   return f;
 }
 
+namespace {
+
+// One tensor-info entry: name, shape, type (with its block rule) and aligned offset.
+absl::StatusOr<TensorInfo> ReadTensorInfo(Cursor& c, uint64_t alignment) {
+  TensorInfo t;
+  TANDEM_ASSIGN_OR_RETURN(auto name, c.ReadString("tensor name"));
+  if (name.empty() || name.size() > kMaxNameLength) return c.Error("bad tensor name length");
+  t.name = std::string(name);
+  TANDEM_ASSIGN_OR_RETURN(uint32_t n_dims, c.Read<uint32_t>(t.name));
+  if (n_dims == 0 || n_dims > kMaxDims) {
+    return c.Error(StrCat("tensor ", t.name, " has ", n_dims, " dimensions (1..4 allowed)"));
+  }
+  t.num_elements = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    TANDEM_ASSIGN_OR_RETURN(uint64_t dim, c.Read<uint64_t>(t.name));
+    if (dim == 0 || dim > (uint64_t{1} << 40) ||
+        static_cast<uint64_t>(t.num_elements) > (uint64_t{1} << 50) / dim) {
+      return c.Error(StrCat("tensor ", t.name, " has an invalid dimension ", dim));
+    }
+    t.dims.push_back(static_cast<int64_t>(dim));
+    t.num_elements *= static_cast<int64_t>(dim);
+  }
+  TANDEM_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>(t.name));
+  auto traits = GetTypeTraits(type);
+  if (!traits) return c.Error(StrCat("tensor ", t.name, " has unknown type id ", type));
+  t.type = traits->type;
+  if (t.dims[0] % traits->block_size != 0) {
+    return c.Error(StrCat("tensor ", t.name, " row of ", t.dims[0], " elements is not a multiple of the ",
+                          traits->name, " block size ", traits->block_size));
+  }
+  t.num_bytes = t.num_elements / traits->block_size * traits->block_bytes;
+  TANDEM_ASSIGN_OR_RETURN(t.offset, c.Read<uint64_t>(t.name));
+  if (t.offset % alignment != 0) {
+    return c.Error(StrCat("tensor ", t.name, " offset ", t.offset, " is not aligned to ", alignment));
+  }
+  return t;
+}
+
+}  // namespace
+
 absl::Status GgufFile::ParseAll() {
   Cursor c(data_, size_, name_);
   TANDEM_ASSIGN_OR_RETURN(uint32_t magic, c.Read<uint32_t>("magic"));
@@ -282,38 +322,7 @@ absl::Status GgufFile::ParseAll() {
 
   tensors_.reserve(std::min(n_tensors, kMaxReserve));
   for (uint64_t k = 0; k < n_tensors; ++k) {
-    TensorInfo t;
-    TANDEM_ASSIGN_OR_RETURN(auto name, c.ReadString("tensor name"));
-    if (name.empty() || name.size() > kMaxNameLength) return c.Error("bad tensor name length");
-    t.name = std::string(name);
-    TANDEM_ASSIGN_OR_RETURN(uint32_t n_dims, c.Read<uint32_t>(t.name));
-    if (n_dims == 0 || n_dims > kMaxDims) {
-      return c.Error(StrCat("tensor ", t.name, " has ", n_dims, " dimensions (1..4 allowed)"));
-    }
-    t.num_elements = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      TANDEM_ASSIGN_OR_RETURN(uint64_t dim, c.Read<uint64_t>(t.name));
-      if (dim == 0 || dim > (uint64_t{1} << 40) ||
-          static_cast<uint64_t>(t.num_elements) > (uint64_t{1} << 50) / dim) {
-        return c.Error(StrCat("tensor ", t.name, " has an invalid dimension ", dim));
-      }
-      t.dims.push_back(static_cast<int64_t>(dim));
-      t.num_elements *= static_cast<int64_t>(dim);
-    }
-    TANDEM_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>(t.name));
-    auto traits = GetTypeTraits(type);
-    if (!traits) return c.Error(StrCat("tensor ", t.name, " has unknown type id ", type));
-    t.type = traits->type;
-    if (t.dims[0] % traits->block_size != 0) {
-      return c.Error(StrCat("tensor ", t.name, " row of ", t.dims[0],
-                                  " elements is not a multiple of the ", traits->name,
-                                  " block size ", traits->block_size));
-    }
-    t.num_bytes = t.num_elements / traits->block_size * traits->block_bytes;
-    TANDEM_ASSIGN_OR_RETURN(t.offset, c.Read<uint64_t>(t.name));
-    if (t.offset % alignment_ != 0) {
-      return c.Error(StrCat("tensor ", t.name, " offset ", t.offset, " is not aligned to ", alignment_));
-    }
+    TANDEM_ASSIGN_OR_RETURN(TensorInfo t, ReadTensorInfo(c, alignment_));
     if (tensor_index_.contains(t.name)) return c.Error(StrCat("duplicate tensor ", t.name));
     tensor_index_.emplace(t.name, tensors_.size());
     tensors_.push_back(std::move(t));

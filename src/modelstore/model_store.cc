@@ -37,11 +37,6 @@ spdlog::logger& Log() {
   return *logger;
 }
 
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value == nullptr ? "" : value;
-}
-
 std::string StampPath(const std::string& model_path) { return StrCat(model_path, kStampSuffix); }
 
 // What identifies one version of a file on disk: any rewrite changes the mtime (or the inode
@@ -148,23 +143,6 @@ absl::Status WithRemedy(const absl::Status& status) {
 }
 
 }  // namespace
-
-std::string DefaultModelsDir() {
-  if (std::string dir = Env("TANDEM_MODELS_DIR"); !dir.empty()) return dir;
-  // The XDG spec says relative values are invalid and must be ignored.
-  if (std::string cache = Env("XDG_CACHE_HOME"); cache.starts_with('/')) {
-    return StrCat(cache, "/tandem/models");
-  }
-  if (std::string home = Env("HOME"); !home.empty()) return StrCat(home, "/.cache/tandem/models");
-  return "";
-}
-
-ModelStoreOptions ModelStoreOptions::FromEnvironment() {
-  ModelStoreOptions options;
-  options.models_dir = DefaultModelsDir();
-  if (std::string python = Env("TANDEM_PYTHON"); !python.empty()) options.python = python;
-  return options;
-}
 
 ModelStore::ModelStore(ModelStoreOptions options) : options_(std::move(options)) {
   if (!options_.models_dir.empty()) {

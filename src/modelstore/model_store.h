@@ -20,15 +20,8 @@ struct ModelStoreOptions {
   std::string python = "python3";
   // Progress on stderr while fetching: pip's own bar, then the extraction.
   bool show_progress = true;
-
-  // models_dir from DefaultModelsDir(), python from $TANDEM_PYTHON (else "python3").
-  // Meant for main(); libraries take the options they are given.
-  static ModelStoreOptions FromEnvironment();
+  // (The defaults from the environment are read in main: cli/environment.h.)
 };
-
-// $TANDEM_MODELS_DIR, else $XDG_CACHE_HOME/tandem/models (when absolute), else
-// $HOME/.cache/tandem/models; "" when none of them is set.
-std::string DefaultModelsDir();
 
 // Keeps model files under options.models_dir as <file_name>, each with a stamp
 // <file_name>.verified recording the size, mtime, inode and SHA-256 it was verified with, so

@@ -98,37 +98,37 @@ absl::StatusOr<SyntheticModelSpec> SyntheticModelSpec::Named(std::string_view na
       StrCat("unknown model shape '", name, "' (known: tiny, small, smollm2-135m, llama3-8b)"));
 }
 
-absl::StatusOr<int> WriteSyntheticModel(const SyntheticModelSpec& s, const std::string& path) {
-  if (s.num_layers <= 0 || s.hidden_size <= 0 || s.ffn_size <= 0 || s.num_heads <= 0 ||
-      s.num_kv_heads <= 0 || s.hidden_size % s.num_heads != 0 || s.num_heads % s.num_kv_heads != 0 ||
-      (s.hidden_size / s.num_heads) % 2 != 0) {
-    return absl::InvalidArgumentError("inconsistent model shape");
-  }
-  TANDEM_RETURN_IF_ERROR(CheckBlocks(s, s.weight_type, s.hidden_size, "attention/FFN weight"));
-  TANDEM_RETURN_IF_ERROR(CheckBlocks(s, s.weight_type, s.ffn_size, "FFN down weight"));
-  TANDEM_RETURN_IF_ERROR(CheckBlocks(s, s.embedding_type, s.hidden_size, "embedding"));
+namespace {
 
-  // Vocabulary: specials, the 256 bytes, then merges.
-  std::vector<std::string> tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-  std::vector<int32_t> types = {3, 3, 3};
-  for (int b = 0; b < 256; ++b) {
-    tokens.push_back(Alphabet(std::string(1, static_cast<char>(b))));
-    types.push_back(1);
-  }
-  std::set<std::string> known(tokens.begin(), tokens.end());
+// The byte-level BPE vocabulary: specials, the 256 bytes, then up to `extra_merges` merges.
+struct Vocabulary {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
   std::vector<std::string> merges;
-  const int n_merges = std::min<int>(s.extra_merges, sizeof(kMerges) / sizeof(kMerges[0]));
+};
+
+Vocabulary BuildVocabulary(int extra_merges) {
+  Vocabulary v;
+  v.tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  v.types = {3, 3, 3};
+  for (int b = 0; b < 256; ++b) {
+    v.tokens.push_back(Alphabet(std::string(1, static_cast<char>(b))));
+    v.types.push_back(1);
+  }
+  std::set<std::string> known(v.tokens.begin(), v.tokens.end());
+  const int n_merges = std::min<int>(extra_merges, sizeof(kMerges) / sizeof(kMerges[0]));
   for (int i = 0; i < n_merges; ++i) {
     const std::string a = Alphabet(kMerges[i][0]), b = Alphabet(kMerges[i][1]);
     if (!known.contains(a) || !known.contains(b) || known.contains(a + b)) continue;
-    merges.push_back(a + " " + b);
-    tokens.push_back(a + b);
-    types.push_back(1);
+    v.merges.push_back(a + " " + b);
+    v.tokens.push_back(a + b);
+    v.types.push_back(1);
     known.insert(a + b);
   }
-  const int vocab = static_cast<int>(tokens.size());
+  return v;
+}
 
-  gguf::GgufWriter w;
+void WriteMetadata(const SyntheticModelSpec& s, const Vocabulary& v, gguf::GgufWriter& w) {
   w.SetString("general.architecture", "llama");
   w.SetString("general.name", StrCat("tandem synthetic ", s.name));
   w.SetUint32("llama.block_count", s.num_layers);
@@ -140,19 +140,22 @@ absl::StatusOr<int> WriteSyntheticModel(const SyntheticModelSpec& s, const std::
   w.SetFloat32("llama.rope.freq_base", s.rope_theta);
   w.SetFloat32("llama.attention.layer_norm_rms_epsilon", s.rms_eps);
   w.SetUint32("llama.rope.dimension_count", s.hidden_size / s.num_heads);
-  w.SetUint32("llama.vocab_size", vocab);
+  w.SetUint32("llama.vocab_size", static_cast<uint32_t>(v.tokens.size()));
   w.SetString("tokenizer.ggml.model", "gpt2");
   w.SetString("tokenizer.ggml.pre", "smollm");
-  w.SetStringArray("tokenizer.ggml.tokens", tokens);
-  w.SetInt32Array("tokenizer.ggml.token_type", types);
-  w.SetStringArray("tokenizer.ggml.merges", merges);
+  w.SetStringArray("tokenizer.ggml.tokens", v.tokens);
+  w.SetInt32Array("tokenizer.ggml.token_type", v.types);
+  w.SetStringArray("tokenizer.ggml.merges", v.merges);
   w.SetUint32("tokenizer.ggml.bos_token_id", 1);
   w.SetUint32("tokenizer.ggml.eos_token_id", 2);
   w.SetUint32("tokenizer.ggml.unknown_token_id", 0);
   w.SetUint32("tokenizer.ggml.padding_token_id", 2);
   w.SetBool("tokenizer.ggml.add_bos_token", false);
   w.SetString("tokenizer.chat_template", kChatMlTemplate);
+}
 
+// Random weights for every tensor of the llama graph, seeded by the spec.
+absl::Status AddRandomTensors(const SyntheticModelSpec& s, int vocab, gguf::GgufWriter& w) {
   std::mt19937_64 rng(s.seed);
   const int64_t hd = s.hidden_size / s.num_heads;
   const int64_t q_dim = s.hidden_size, kv_dim = hd * s.num_kv_heads;
@@ -182,6 +185,26 @@ absl::StatusOr<int> WriteSyntheticModel(const SyntheticModelSpec& s, const std::
     TANDEM_RETURN_IF_ERROR(add(b + "ffn_up.weight", s.ffn_size, s.hidden_size, in_std, 0.0f, s.weight_type));
     TANDEM_RETURN_IF_ERROR(add(b + "ffn_down.weight", s.hidden_size, s.ffn_size, ffn_std, 0.0f, s.weight_type));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<int> WriteSyntheticModel(const SyntheticModelSpec& s, const std::string& path) {
+  if (s.num_layers <= 0 || s.hidden_size <= 0 || s.ffn_size <= 0 || s.num_heads <= 0 ||
+      s.num_kv_heads <= 0 || s.hidden_size % s.num_heads != 0 || s.num_heads % s.num_kv_heads != 0 ||
+      (s.hidden_size / s.num_heads) % 2 != 0) {
+    return absl::InvalidArgumentError("inconsistent model shape");
+  }
+  TANDEM_RETURN_IF_ERROR(CheckBlocks(s, s.weight_type, s.hidden_size, "attention/FFN weight"));
+  TANDEM_RETURN_IF_ERROR(CheckBlocks(s, s.weight_type, s.ffn_size, "FFN down weight"));
+  TANDEM_RETURN_IF_ERROR(CheckBlocks(s, s.embedding_type, s.hidden_size, "embedding"));
+
+  const Vocabulary v = BuildVocabulary(s.extra_merges);
+  const int vocab = static_cast<int>(v.tokens.size());
+  gguf::GgufWriter w;
+  WriteMetadata(s, v, w);
+  TANDEM_RETURN_IF_ERROR(AddRandomTensors(s, vocab, w));
   TANDEM_RETURN_IF_ERROR(w.WriteFile(path));
   return vocab;
 }

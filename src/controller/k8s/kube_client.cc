@@ -53,9 +53,9 @@ struct TempFile {
 
 // Writes inline certificate-authority-data to a private (0600) temporary file, since curl takes
 // CAs by path.
-absl::StatusOr<std::shared_ptr<TempFile>> WritePrivateTempFile(const std::string& contents) {
-  const char* dir = std::getenv("TMPDIR");
-  std::string path = StrCat(dir != nullptr && *dir != '\0' ? dir : "/tmp", "/tandem-kube-ca-XXXXXX");
+absl::StatusOr<std::shared_ptr<TempFile>> WritePrivateTempFile(const std::string& contents,
+                                                               const std::string& temp_dir) {
+  std::string path = StrCat(temp_dir.empty() ? "/tmp" : temp_dir, "/tandem-kube-ca-XXXXXX");
   const int fd = ::mkstemp(path.data());
   if (fd < 0) return absl::InternalError(StrCat("cannot create a temporary CA file: ", std::strerror(errno)));
   auto file = std::make_shared<TempFile>(path);
@@ -105,7 +105,7 @@ std::string GetString(const YAML::Node& map, const char* key) {
 }
 
 absl::Status ReadCluster(const YAML::Node& cluster, const std::string& base_dir, const std::string& where,
-                         KubeConfig& config) {
+                         const std::string& temp_dir, KubeConfig& config) {
   config.server = GetString(cluster, "server");
   if (config.server.empty()) return absl::InvalidArgumentError(StrCat(where, ": the cluster has no `server`"));
   if (config.server.rfind("https://", 0) != 0 && config.server.rfind("http://", 0) != 0) {
@@ -126,7 +126,7 @@ absl::Status ReadCluster(const YAML::Node& cluster, const std::string& base_dir,
       return absl::InvalidArgumentError(
           StrCat(where, ": certificate-authority-data is not a base64-encoded PEM certificate"));
     }
-    TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<TempFile> file, WritePrivateTempFile(pem));
+    TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<TempFile> file, WritePrivateTempFile(pem, temp_dir));
     config.ca_file = file->path;
     config.owned_files = std::move(file);
   } else if (!ca_path.empty()) {
@@ -167,7 +167,8 @@ absl::Status ReadUser(const YAML::Node& user, const std::string& user_name, cons
 }
 
 absl::StatusOr<KubeConfig> ParseKubeconfig(const YAML::Node& root, const std::string& path,
-                                           const std::string& wanted_context) {
+                                           const std::string& wanted_context,
+                                           const std::string& temp_dir) {
   const std::string context_name = wanted_context.empty() ? GetString(root, "current-context") : wanted_context;
   if (context_name.empty()) {
     return absl::InvalidArgumentError(
@@ -185,7 +186,7 @@ absl::StatusOr<KubeConfig> ParseKubeconfig(const YAML::Node& root, const std::st
   config.default_namespace = GetString(context, "namespace");
   const std::string base_dir = DirName(path);
   TANDEM_ASSIGN_OR_RETURN(YAML::Node cluster, FindNamed(root, "clusters", "cluster", cluster_name, where));
-  TANDEM_RETURN_IF_ERROR(ReadCluster(cluster, base_dir, where, config));
+  TANDEM_RETURN_IF_ERROR(ReadCluster(cluster, base_dir, where, temp_dir, config));
   if (!user_name.empty()) {
     TANDEM_ASSIGN_OR_RETURN(YAML::Node user, FindNamed(root, "users", "user", user_name, where));
     TANDEM_RETURN_IF_ERROR(ReadUser(user, user_name, base_dir, where, config));
@@ -200,23 +201,23 @@ absl::StatusOr<KubeConfig> LoadKubeConfig(const KubeConfigOptions& options) {
     if (!options.context.empty()) {
       return absl::InvalidArgumentError("a kube context was given without a kubeconfig file");
     }
-    return LoadInClusterConfig(options.service_account_dir);
+    return LoadInClusterConfig(options);
   }
-  return LoadKubeconfigFile(options.kubeconfig_path, options.context);
+  return LoadKubeconfigFile(options.kubeconfig_path, options.context, options.temp_dir);
 }
 
-absl::StatusOr<KubeConfig> LoadInClusterConfig(const std::string& service_account_dir) {
-  const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
-  const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
-  if (host == nullptr || *host == '\0' || port == nullptr || *port == '\0') {
+absl::StatusOr<KubeConfig> LoadInClusterConfig(const KubeConfigOptions& options) {
+  const std::string& service_account_dir = options.service_account_dir;
+  const std::string& host = options.service_host;
+  const std::string& port = options.service_port;
+  if (host.empty() || port.empty()) {
     return absl::FailedPreconditionError(
         "not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT are unset); "
         "pass --kubeconfig to reach a cluster from outside");
   }
   KubeConfig config;
-  const std::string host_str = host;
-  config.server = host_str.find(':') != std::string::npos ? StrCat("https://[", host_str, "]:", port)
-                                                         : StrCat("https://", host_str, ":", port);
+  config.server = host.find(':') != std::string::npos ? StrCat("https://[", host, "]:", port)
+                                                     : StrCat("https://", host, ":", port);
   config.source = StrCat("in-cluster service account ", service_account_dir);
   config.token_file = StrCat(service_account_dir, "/token");
   if (::access(config.token_file.c_str(), R_OK) != 0) {
@@ -235,12 +236,13 @@ absl::StatusOr<KubeConfig> LoadInClusterConfig(const std::string& service_accoun
   return config;
 }
 
-absl::StatusOr<KubeConfig> LoadKubeconfigFile(const std::string& path, const std::string& context) {
+absl::StatusOr<KubeConfig> LoadKubeconfigFile(const std::string& path, const std::string& context,
+                                              const std::string& temp_dir) {
   TANDEM_ASSIGN_OR_RETURN(std::string text, ReadFile(path, "kubeconfig"));
   try {
     const YAML::Node root = YAML::Load(text);
     if (!root.IsMap()) return absl::InvalidArgumentError(StrCat("kubeconfig ", path, " is not a YAML mapping"));
-    return ParseKubeconfig(root, path, context);
+    return ParseKubeconfig(root, path, context, temp_dir);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(StrCat("kubeconfig ", path, " is not valid: ", e.what()));
   }

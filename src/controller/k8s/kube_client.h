@@ -2,8 +2,9 @@
 // bearer token to send, and a client that sends authenticated requests.
 //
 // Two ways to get the access config:
-//   * in-cluster: the pod's service account (KUBERNETES_SERVICE_HOST/PORT from the environment,
-//     token, ca.crt and namespace from /var/run/secrets/kubernetes.io/serviceaccount);
+//   * in-cluster: the pod's service account (the API server's host and port, which `tandem
+//     controller` takes from KUBERNETES_SERVICE_HOST/PORT; token, ca.crt and namespace from
+//     /var/run/secrets/kubernetes.io/serviceaccount);
 //   * a kubeconfig file (current-context or a named context): cluster server,
 //     certificate-authority / certificate-authority-data, insecure-skip-tls-verify; user token or
 //     tokenFile. Client certificates, exec plugins and auth providers are refused with an error
@@ -46,18 +47,25 @@ struct KubeConfigOptions {
   std::string kubeconfig_path;  // --kubeconfig; "" → in-cluster
   std::string context;          // --kube-context; "" → the file's current-context
   std::string service_account_dir = kServiceAccountDir;  // in-cluster only; tests point it elsewhere
+  // In-cluster: the API server's service address (the pod's KUBERNETES_SERVICE_HOST/PORT, read by
+  // the command line). Empty: not in a pod.
+  std::string service_host, service_port;
+  // Where inline certificate-authority-data is written for curl (the command line uses $TMPDIR).
+  std::string temp_dir = "/tmp";
 };
 
 // The kubeconfig file when one is given, else the in-cluster service account.
 absl::StatusOr<KubeConfig> LoadKubeConfig(const KubeConfigOptions& options);
 
-// In-cluster: FailedPrecondition outside a pod (no KUBERNETES_SERVICE_HOST/PORT) or when the
-// token is missing (automountServiceAccountToken: false).
-absl::StatusOr<KubeConfig> LoadInClusterConfig(const std::string& service_account_dir = kServiceAccountDir);
+// In-cluster (options.service_account_dir, service_host, service_port): FailedPrecondition outside a
+// pod (no service host/port) or when the token is missing (automountServiceAccountToken: false).
+absl::StatusOr<KubeConfig> LoadInClusterConfig(const KubeConfigOptions& options);
 
 // A kubeconfig file. Relative certificate-authority and tokenFile paths are relative to the
 // file's directory (as kubectl reads them). `context` "" → current-context.
-absl::StatusOr<KubeConfig> LoadKubeconfigFile(const std::string& path, const std::string& context = "");
+// Inline certificate-authority-data is written to a private file under `temp_dir`.
+absl::StatusOr<KubeConfig> LoadKubeconfigFile(const std::string& path, const std::string& context = "",
+                                              const std::string& temp_dir = "/tmp");
 
 struct KubeRequest {
   std::string method = "GET";

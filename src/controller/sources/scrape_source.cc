@@ -192,17 +192,15 @@ ScrapeSource::ScrapeSource(ScrapeTargetsFn targets, ScrapeSourceOptions options)
 
 ScrapeSource::~ScrapeSource() = default;
 
-absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
-  auto log = GetLogger("controller");
+namespace {
 
-  // This read's targets, each URL once, known roles only.
+// This read's targets, each URL once, known roles only (the others are counted in `failed`).
+std::vector<ScrapeTarget> UsableTargets(std::vector<ScrapeTarget> listed, int& failed, bool& router_listed) {
   std::vector<ScrapeTarget> targets;
-  int failed = 0;
   std::set<std::string, std::less<>> seen;
-  bool router_listed = false;
-  for (ScrapeTarget& t : targets_()) {
+  for (ScrapeTarget& t : listed) {
     if (t.role != kRouterRole && !IsWorkerRole(t.role)) {
-      log->warn("scrape: skipping target with unknown role url={} role={}", t.url, t.role);
+      GetLogger("controller")->warn("scrape: skipping target with unknown role url={} role={}", t.url, t.role);
       ++failed;
       continue;
     }
@@ -210,28 +208,44 @@ absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
     router_listed |= t.role == kRouterRole;
     targets.push_back(std::move(t));
   }
+  return targets;
+}
+
+// Fetches and parses every target, up to options.max_parallel at once; every slot is written by
+// one thread only.
+std::vector<absl::StatusOr<PromExposition>> FetchAll(const std::vector<ScrapeTarget>& targets,
+                                                     const ScrapeSourceOptions& options) {
+  std::vector<absl::StatusOr<PromExposition>> results(targets.size(), absl::UnknownError("not scraped"));
+  std::atomic<size_t> next{0};
+  auto scrape_some = [&] {
+    for (size_t i = next++; i < targets.size(); i = next++) {
+      absl::StatusOr<std::string> body = options.fetch(targets[i].url, options.timeout);
+      results[i] = body.ok() ? ParsePromText(*body) : absl::StatusOr<PromExposition>(body.status());
+    }
+  };
+  std::vector<std::thread> threads;
+  const size_t extra = std::min<size_t>(targets.size(), options.max_parallel) - 1;
+  for (size_t t = 0; t < extra; ++t) threads.emplace_back(scrape_some);
+  scrape_some();
+  for (std::thread& t : threads) t.join();
+  return results;
+}
+
+}  // namespace
+
+absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
+  auto log = GetLogger("controller");
+
+  int failed = 0;
+  bool router_listed = false;
+  std::vector<ScrapeTarget> targets = UsableTargets(targets_(), failed, router_listed);
   if (!router_listed) {
     failed_scrapes_total_ += failed;
     last_failed_scrapes_ = failed;
     return absl::FailedPreconditionError(StrCat("no router among the ", targets.size(), " scrape targets"));
   }
 
-  // Fetch and parse in parallel; every slot is written by one thread only.
-  std::vector<absl::StatusOr<PromExposition>> results(targets.size(), absl::UnknownError("not scraped"));
-  std::atomic<size_t> next{0};
-  auto scrape_some = [&] {
-    for (size_t i = next++; i < targets.size(); i = next++) {
-      absl::StatusOr<std::string> body = options_.fetch(targets[i].url, options_.timeout);
-      results[i] = body.ok() ? ParsePromText(*body) : absl::StatusOr<PromExposition>(body.status());
-    }
-  };
-  {
-    std::vector<std::thread> threads;
-    const size_t extra = std::min<size_t>(targets.size(), options_.max_parallel) - 1;
-    for (size_t t = 0; t < extra; ++t) threads.emplace_back(scrape_some);
-    scrape_some();
-    for (std::thread& t : threads) t.join();
-  }
+  std::vector<absl::StatusOr<PromExposition>> results = FetchAll(targets, options_);
 
   Gathered g;
   std::string router_error;

@@ -1,3 +1,4 @@
+#include "cli/environment.h"
 #include "modelstore/model_store.h"
 
 #include <fcntl.h>
@@ -349,41 +350,41 @@ TEST(ModelStoreOptionsTest, ModelsDirComesFromTheEnvironment) {
   {
     ScopedEnv dir("TANDEM_MODELS_DIR", "/srv/models");
     ScopedEnv cache("XDG_CACHE_HOME", "/xdg");
-    EXPECT_EQ(ModelStoreOptions::FromEnvironment().models_dir, "/srv/models");
+    EXPECT_EQ(cli::ModelStoreOptionsFromEnvironment().models_dir, "/srv/models");
   }
   {
     ScopedEnv dir("TANDEM_MODELS_DIR", nullptr);
     ScopedEnv cache("XDG_CACHE_HOME", "/xdg");
-    EXPECT_EQ(ModelStoreOptions::FromEnvironment().models_dir, "/xdg/tandem/models");
+    EXPECT_EQ(cli::ModelStoreOptionsFromEnvironment().models_dir, "/xdg/tandem/models");
   }
   {
     ScopedEnv dir("TANDEM_MODELS_DIR", "");
     ScopedEnv cache("XDG_CACHE_HOME", "relative/ignored");
-    EXPECT_EQ(ModelStoreOptions::FromEnvironment().models_dir, "/home/u/.cache/tandem/models");
+    EXPECT_EQ(cli::ModelStoreOptionsFromEnvironment().models_dir, "/home/u/.cache/tandem/models");
   }
   {
     ScopedEnv dir("TANDEM_MODELS_DIR", nullptr);
     ScopedEnv cache("XDG_CACHE_HOME", nullptr);
     ScopedEnv no_home("HOME", nullptr);
-    EXPECT_EQ(ModelStoreOptions::FromEnvironment().models_dir, "");
+    EXPECT_EQ(cli::ModelStoreOptionsFromEnvironment().models_dir, "");
   }
 }
 
 TEST(ModelStoreOptionsTest, PythonComesFromTandemPython) {
   {
     ScopedEnv python("TANDEM_PYTHON", "/opt/py/bin/python3.12");
-    EXPECT_EQ(ModelStoreOptions::FromEnvironment().python, "/opt/py/bin/python3.12");
+    EXPECT_EQ(cli::ModelStoreOptionsFromEnvironment().python, "/opt/py/bin/python3.12");
   }
   ScopedEnv python("TANDEM_PYTHON", nullptr);
-  EXPECT_EQ(ModelStoreOptions::FromEnvironment().python, "python3");
-  EXPECT_TRUE(ModelStoreOptions::FromEnvironment().show_progress);
+  EXPECT_EQ(cli::ModelStoreOptionsFromEnvironment().python, "python3");
+  EXPECT_TRUE(cli::ModelStoreOptionsFromEnvironment().show_progress);
 }
 
 TEST_F(ModelStoreTest, EnsureUsesTandemModelsDirAndTandemPython) {
   const std::string dir = root_ / "from-env";
   ScopedEnv models("TANDEM_MODELS_DIR", dir.c_str());
   ScopedEnv python("TANDEM_PYTHON", python_.path().c_str());
-  ModelStoreOptions options = ModelStoreOptions::FromEnvironment();
+  ModelStoreOptions options = cli::ModelStoreOptionsFromEnvironment();
   options.show_progress = false;
   absl::StatusOr<std::string> path = ModelStore(options).Ensure(model_);
   ASSERT_TRUE(path.ok()) << path.status();

@@ -115,6 +115,125 @@ void DequantRow(const KernelTable& k, const CpuWeightMatrix& w, int64_t n, float
   }
 }
 
+constexpr int kAttentionRowsPerTask = 16;
+
+// Up to kAttentionRowsPerTask query rows of one sequence against one KV head.
+struct AttentionTask {
+  int seq;
+  int kv_head;
+  int row_begin, row_end;  // absolute rows of the batch
+};
+
+// Runs attention tasks with scratch buffers of its own (one runner per thread). Three passes per
+// task (scores, softmax, weighted values), so that every query row sees exactly the same
+// arithmetic however the rows are grouped: queries rounded to fp16 as the keys are,
+// probabilities normalised and rounded to fp16 before the value product.
+class AttentionRunner {
+ public:
+  AttentionRunner(const KernelTable& k, const CpuKvCache& kv, const ForwardBatch& batch, Tensor q, Tensor out,
+                  int layer, int group, float scale)
+      : k_(k), kv_(kv), batch_(batch), q_(q), out_(out), layer_(layer), group_(group), scale_(scale),
+        hd_(kv.layout().head_dim), bs_(kv.layout().block_size),
+        kt_(static_cast<size_t>(hd_) * kAttendBlockKeys), vv_(static_cast<size_t>(kAttendBlockKeys) * hd_),
+        qr_(static_cast<size_t>(kAttentionRowsPerTask) * group * hd_), half_(hd_), block_scores_(kAttendBlockKeys) {}
+
+  void Run(const AttentionTask& task) {
+    const int rows = task.row_end - task.row_begin;
+    const int max_keys = batch_.positions[task.row_end - 1] + 1;
+    scores_.resize(static_cast<size_t>(rows) * group_ * max_keys);
+    LoadQueries(task, rows);
+    Scores(task, rows, max_keys);
+    Softmax(task, rows, max_keys);
+    WeightedValues(task, rows, max_keys);
+  }
+
+ private:
+  // Keys [key0, key0 + step) share one cache block.
+  int step() const { return std::min(kAttendBlockKeys, bs_); }
+  float* OutRow(const AttentionTask& task, int r, int g) const {
+    return F32(out_) + static_cast<int64_t>(task.row_begin + r) * out_.cols + (task.kv_head * group_ + g) * hd_;
+  }
+  // Keys visible to row r within [key0, key0 + n).
+  int Visible(const AttentionTask& task, int r, int key0, int n) const {
+    return std::min(n, batch_.positions[task.row_begin + r] + 1 - key0);
+  }
+
+  void LoadQueries(const AttentionTask& task, int rows) {
+    for (int r = 0; r < rows; ++r) {
+      for (int g = 0; g < group_; ++g) {
+        const float* src =
+            F32(q_) + static_cast<int64_t>(task.row_begin + r) * q_.cols + (task.kv_head * group_ + g) * hd_;
+        k_.f32_to_f16(src, half_.data(), hd_);
+        k_.f16_to_f32(half_.data(), qr_.data() + static_cast<size_t>(r * group_ + g) * hd_, hd_);
+      }
+    }
+  }
+
+  void Scores(const AttentionTask& task, int rows, int max_keys) {
+    const ForwardSequence& seq = batch_.sequences[task.seq];
+    for (int key0 = 0; key0 < max_keys; key0 += step()) {
+      const int n = std::min(step(), max_keys - key0);
+      const uint16_t* ks = kv_.keys(seq.block_table[key0 / bs_], layer_, task.kv_head);
+      const int in_block = key0 % bs_;
+      for (int d = 0; d < hd_; ++d) {
+        float* col = kt_.data() + d * kAttendBlockKeys;
+        k_.f16_to_f32(ks + d * bs_ + in_block, col, n);
+        std::fill(col + n, col + kAttendBlockKeys, 0.0f);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const int n_valid = Visible(task, r, key0, n);
+        for (int g = 0; n_valid > 0 && g < group_; ++g) {
+          const int st = r * group_ + g;
+          k_.attn_scores(qr_.data() + static_cast<size_t>(st) * hd_, kt_.data(), hd_, block_scores_.data());
+          std::copy(block_scores_.begin(), block_scores_.begin() + n_valid,
+                    scores_.begin() + static_cast<size_t>(st) * max_keys + key0);
+        }
+      }
+    }
+  }
+
+  // Softmax over each row's visible keys; the output rows start at zero.
+  void Softmax(const AttentionTask& task, int rows, int max_keys) {
+    for (int r = 0; r < rows; ++r) {
+      const int visible = batch_.positions[task.row_begin + r] + 1;
+      for (int g = 0; g < group_; ++g) {
+        k_.softmax_fp16(scores_.data() + static_cast<size_t>(r * group_ + g) * max_keys, visible, scale_);
+        float* o = OutRow(task, r, g);
+        std::fill(o, o + hd_, 0.0f);
+      }
+    }
+  }
+
+  void WeightedValues(const AttentionTask& task, int rows, int max_keys) {
+    const ForwardSequence& seq = batch_.sequences[task.seq];
+    for (int key0 = 0; key0 < max_keys; key0 += step()) {
+      const int n = std::min(step(), max_keys - key0);
+      const int in_block = key0 % bs_;
+      k_.f16_to_f32(kv_.values(seq.block_table[key0 / bs_], layer_, task.kv_head) + static_cast<int64_t>(in_block) * hd_,
+                    vv_.data(), static_cast<int64_t>(n) * hd_);
+      for (int r = 0; r < rows; ++r) {
+        const int n_valid = Visible(task, r, key0, n);
+        for (int g = 0; n_valid > 0 && g < group_; ++g) {
+          const int st = r * group_ + g;
+          k_.attn_accumulate(scores_.data() + static_cast<size_t>(st) * max_keys + key0, vv_.data(), n_valid, hd_,
+                             OutRow(task, r, g));
+        }
+      }
+    }
+  }
+
+  const KernelTable& k_;
+  const CpuKvCache& kv_;
+  const ForwardBatch& batch_;
+  const Tensor q_, out_;
+  const int layer_, group_;
+  const float scale_;
+  const int hd_, bs_;
+  std::vector<float> kt_, vv_, qr_;
+  std::vector<uint16_t> half_;
+  std::vector<float> scores_, block_scores_;
+};
+
 }  // namespace
 
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
@@ -351,95 +470,23 @@ void CpuBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& ca
 
 void CpuBackend::Attention(Tensor q, KvCacheStorage& cache, int layer, int num_heads, float scale,
                            Tensor out) {
-  auto& kv = static_cast<CpuKvCache&>(cache);
+  const auto& kv = static_cast<const CpuKvCache&>(cache);
   const KvCacheLayout& L = kv.layout();
-  const int hd = L.head_dim, bs = L.block_size;
   const int group = num_heads / L.num_kv_heads;
-  constexpr int kRowsPerTask = 16;
-  constexpr int kKeys = kAttendBlockKeys;
-  struct Task {
-    int seq;
-    int kv_head;
-    int row_begin, row_end;  // absolute rows
-  };
-  std::vector<Task> tasks;
+  std::vector<AttentionTask> tasks;
   for (size_t s = 0; s < batch_->sequences.size(); ++s) {
     const ForwardSequence& seq = batch_->sequences[s];
     for (int h = 0; h < L.num_kv_heads; ++h) {
-      for (int r = 0; r < seq.query_len; r += kRowsPerTask) {
+      for (int r = 0; r < seq.query_len; r += kAttentionRowsPerTask) {
         tasks.push_back({static_cast<int>(s), h, seq.query_start + r,
-                         seq.query_start + std::min(seq.query_len, r + kRowsPerTask)});
+                         seq.query_start + std::min(seq.query_len, r + kAttentionRowsPerTask)});
       }
     }
   }
-  // Three passes per task (scores, softmax, weighted values), so that every query row sees
-  // exactly the same arithmetic however the rows are grouped: queries rounded to fp16 as the
-  // keys are, probabilities normalised and rounded to fp16 before the value product.
   std::atomic<size_t> next{0};
   auto worker = [&](int, int) {
-    std::vector<float> kt(static_cast<size_t>(hd) * kKeys), vv(static_cast<size_t>(kKeys) * hd);
-    std::vector<float> qr(static_cast<size_t>(kRowsPerTask) * group * hd);
-    std::vector<uint16_t> half(hd);
-    std::vector<float> scores, block_scores(kKeys);
-    for (size_t t = next.fetch_add(1); t < tasks.size(); t = next.fetch_add(1)) {
-      const Task& task = tasks[t];
-      const ForwardSequence& seq = batch_->sequences[task.seq];
-      const int rows = task.row_end - task.row_begin;
-      const int max_keys = batch_->positions[task.row_end - 1] + 1;
-      scores.resize(static_cast<size_t>(rows) * group * max_keys);
-      for (int r = 0; r < rows; ++r) {
-        for (int g = 0; g < group; ++g) {
-          const float* src = F32(q) + static_cast<int64_t>(task.row_begin + r) * q.cols + (task.kv_head * group + g) * hd;
-          k_.f32_to_f16(src, half.data(), hd);
-          k_.f16_to_f32(half.data(), qr.data() + static_cast<size_t>(r * group + g) * hd, hd);
-        }
-      }
-      const int step = std::min(kKeys, bs);  // keys [key0, key0 + step) share one cache block
-      // Pass 1: scores.
-      for (int key0 = 0; key0 < max_keys; key0 += step) {
-        const int n = std::min(step, max_keys - key0);
-        const uint16_t* ks = kv.keys(seq.block_table[key0 / bs], layer, task.kv_head);
-        const int in_block = key0 % bs;
-        for (int d = 0; d < hd; ++d) {
-          float* col = kt.data() + d * kKeys;
-          k_.f16_to_f32(ks + d * bs + in_block, col, n);
-          std::fill(col + n, col + kKeys, 0.0f);
-        }
-        for (int r = 0; r < rows; ++r) {
-          const int n_valid = std::min(n, batch_->positions[task.row_begin + r] + 1 - key0);
-          for (int g = 0; n_valid > 0 && g < group; ++g) {
-            const int st = r * group + g;
-            k_.attn_scores(qr.data() + static_cast<size_t>(st) * hd, kt.data(), hd, block_scores.data());
-            std::copy(block_scores.begin(), block_scores.begin() + n_valid,
-                      scores.begin() + static_cast<size_t>(st) * max_keys + key0);
-          }
-        }
-      }
-      // Pass 2: softmax over each row's visible keys.
-      for (int r = 0; r < rows; ++r) {
-        const int visible = batch_->positions[task.row_begin + r] + 1;
-        for (int g = 0; g < group; ++g) {
-          k_.softmax_fp16(scores.data() + static_cast<size_t>(r * group + g) * max_keys, visible, scale);
-          float* o = F32(out) + static_cast<int64_t>(task.row_begin + r) * out.cols + (task.kv_head * group + g) * hd;
-          std::fill(o, o + hd, 0.0f);
-        }
-      }
-      // Pass 3: probability-weighted values.
-      for (int key0 = 0; key0 < max_keys; key0 += step) {
-        const int n = std::min(step, max_keys - key0);
-        const int in_block = key0 % bs;
-        k_.f16_to_f32(kv.values(seq.block_table[key0 / bs], layer, task.kv_head) + static_cast<int64_t>(in_block) * hd,
-                      vv.data(), static_cast<int64_t>(n) * hd);
-        for (int r = 0; r < rows; ++r) {
-          const int n_valid = std::min(n, batch_->positions[task.row_begin + r] + 1 - key0);
-          for (int g = 0; n_valid > 0 && g < group; ++g) {
-            const int st = r * group + g;
-            float* o = F32(out) + static_cast<int64_t>(task.row_begin + r) * out.cols + (task.kv_head * group + g) * hd;
-            k_.attn_accumulate(scores.data() + static_cast<size_t>(st) * max_keys + key0, vv.data(), n_valid, hd, o);
-          }
-        }
-      }
-    }
+    AttentionRunner runner(k_, kv, *batch_, q, out, layer, group, scale);
+    for (size_t t = next.fetch_add(1); t < tasks.size(); t = next.fetch_add(1)) runner.Run(tasks[t]);
   };
   if (tasks.size() == 1 || pool_.size() == 1) {
     worker(0, 1);

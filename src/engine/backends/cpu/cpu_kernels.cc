@@ -29,16 +29,12 @@ bool IsaSupported(Isa isa) {
   return false;
 }
 
-Isa BestIsa() {
-  Isa best = IsaSupported(Isa::kAvx512) ? Isa::kAvx512
-             : IsaSupported(Isa::kAvx2) ? Isa::kAvx2
-                                        : Isa::kScalar;
-  if (const char* forced = std::getenv("TANDEM_CPU_ISA")) {
-    const std::string f = forced;
-    Isa want = f == "scalar" ? Isa::kScalar : f == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
-    if (static_cast<int>(want) < static_cast<int>(best)) best = want;
+Isa BestIsa(std::optional<Isa> cap) {
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2}) {
+    if (cap.has_value() && static_cast<int>(isa) > static_cast<int>(*cap)) continue;
+    if (IsaSupported(isa)) return isa;
   }
-  return best;
+  return Isa::kScalar;
 }
 
 const KernelTable& SelectKernels(Isa isa) {

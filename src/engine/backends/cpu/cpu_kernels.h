@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "gguf/ggml_type.h"
@@ -74,7 +75,8 @@ constexpr int kAttendBlockKeys = 16;
 
 // Tables available on this CPU, best first; kScalar is always there.
 const KernelTable& SelectKernels(Isa isa);
-Isa BestIsa();  // honours TANDEM_CPU_ISA=scalar|avx2|avx512 to force a lower one
+// The best kernel table this CPU supports, at most `cap` (for comparisons and tests).
+Isa BestIsa(std::optional<Isa> cap = std::nullopt);
 bool IsaSupported(Isa isa);
 
 // The per-ISA tables (defined in their translation units).

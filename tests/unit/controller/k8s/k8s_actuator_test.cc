@@ -195,9 +195,14 @@ class KubernetesActuatorTest : public ::testing::Test {
     return sa;
   }
 
-  void SetServiceEnv() {
-    ::setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
-    ::setenv("KUBERNETES_SERVICE_PORT", std::to_string(port_).c_str(), 1);
+  // In a pod: the service account directory `sa` and the fake API server's address as
+  // KUBERNETES_SERVICE_HOST/PORT would give it.
+  KubeConfigOptions InPod(const std::string& sa) const {
+    KubeConfigOptions where;
+    where.service_account_dir = sa;
+    where.service_host = "127.0.0.1";
+    where.service_port = std::to_string(port_);
+    return where;
   }
 
   std::string python_, openssl_, dir_;
@@ -210,10 +215,7 @@ class KubernetesActuatorTest : public ::testing::Test {
 
 TEST_F(KubernetesActuatorTest, InClusterConfigUsesServiceAccountTokenCaAndNamespace) {
   const std::string sa = ServiceAccountDir(kToken);
-  SetServiceEnv();
-  KubeConfigOptions where;
-  where.service_account_dir = sa;
-  auto config = LoadKubeConfig(where);
+  auto config = LoadKubeConfig(InPod(sa));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->server, Server());
   EXPECT_EQ(config->default_namespace, kNamespace);
@@ -230,14 +232,13 @@ TEST_F(KubernetesActuatorTest, InClusterConfigUsesServiceAccountTokenCaAndNamesp
 }
 
 TEST_F(KubernetesActuatorTest, InClusterConfigErrorsSayWhatIsMissing) {
-  ::unsetenv("KUBERNETES_SERVICE_HOST");
-  ::unsetenv("KUBERNETES_SERVICE_PORT");
-  auto outside = LoadInClusterConfig(ServiceAccountDir(kToken));
+  KubeConfigOptions outside_a_pod;
+  outside_a_pod.service_account_dir = ServiceAccountDir(kToken);
+  auto outside = LoadInClusterConfig(outside_a_pod);
   ASSERT_FALSE(outside.ok());
   EXPECT_THAT(std::string(outside.status().message()), HasSubstr("--kubeconfig"));
 
-  SetServiceEnv();
-  auto no_token = LoadInClusterConfig(Path("no-such-dir"));
+  auto no_token = LoadInClusterConfig(InPod(Path("no-such-dir")));
   ASSERT_FALSE(no_token.ok());
   EXPECT_THAT(std::string(no_token.status().message()), HasSubstr("automountServiceAccountToken"));
 }
@@ -576,8 +577,7 @@ TEST_F(KubernetesActuatorTest, ServerCertificateFromAnotherCaIsRefused) {
 TEST_F(KubernetesActuatorTest, RotatedTokenFileIsPickedUp) {
   const std::string sa = ServiceAccountDir("token-v1");
   Hook("POST", "tokens", {{"tokens", {"token-v1"}}});
-  SetServiceEnv();
-  auto config = LoadInClusterConfig(sa);
+  auto config = LoadInClusterConfig(InPod(sa));
   ASSERT_TRUE(config.ok()) << config.status();
   auto actuator = Make(*config, Options());
   ASSERT_TRUE(actuator->Current().ok());

@@ -1,0 +1,58 @@
+#include "cli/router_flags.h"
+
+#include "cli/environment.h"
+#include "common/strings.h"
+
+namespace tandem::cli {
+
+void RouterFlags::Register(FlagSet& f) {
+  f.String("model", &model, "GGUF model file (default: the bundled model)");
+  f.String("served-model-name", &served_model, "model id clients name (default: derived from the file name)");
+  f.Int("http-port", &http_port, "port of the HTTP API (0: any free port)");
+  f.Int("grpc-port", &grpc_port, "port of the gRPC services (0: any free port)");
+  f.String("bind", &bind, "address to listen on");
+  f.Int("http-threads", &http_threads, "threads serving HTTP connections");
+  f.Int("local-prefill-threshold", &local_prefill_threshold,
+        "prompts shorter than this many tokens prefill on the decode worker (0: never)");
+  f.Int("default-max-tokens", &default_max_tokens,
+        "max_tokens when a request gives none (0: the rest of the context)");
+  f.Float("worker-expiry", &worker_expiry_s, "seconds without a heartbeat after which a worker is dropped");
+  f.Float("request-timeout", &request_timeout_s, "seconds a request may take in all");
+  f.String("api-key", &api_key,
+           "clients must send 'Authorization: Bearer <key>' (default: $TANDEM_API_KEY; empty: no key). "
+           "Prefer the environment variable: a flag is visible to every user of this machine");
+  f.Float("queue-timeout", &queue_timeout_s,
+          "seconds a request may wait for KV room on a decode worker before it is refused (HTTP 429)");
+}
+
+void RouterFlags::ApplyEnvironment() {
+  if (api_key.empty()) api_key = Env("TANDEM_API_KEY");
+}
+
+absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
+  for (auto [name, port] : {std::pair{"--http-port", http_port}, std::pair{"--grpc-port", grpc_port}}) {
+    if (port < 0 || port > 65535) return absl::InvalidArgumentError(StrCat(name, " must be in [0, 65535]"));
+  }
+  if (http_threads < 1) return absl::InvalidArgumentError("--http-threads must be at least 1");
+  if (local_prefill_threshold < 0 || default_max_tokens < 0) {
+    return absl::InvalidArgumentError("--local-prefill-threshold and --default-max-tokens must be >= 0");
+  }
+  if (!(worker_expiry_s > 0) || !(request_timeout_s > 0) || !(queue_timeout_s > 0)) {
+    return absl::InvalidArgumentError("--worker-expiry, --request-timeout and --queue-timeout must be > 0");
+  }
+  router::RouterOptions o;
+  o.bind_host = bind;
+  o.http_port = http_port;
+  o.grpc_port = grpc_port;
+  o.http_threads = http_threads;
+  o.served_model = served_model;
+  o.local_prefill_threshold = local_prefill_threshold;
+  o.default_max_tokens = default_max_tokens;
+  o.worker_expiry = absl::Seconds(worker_expiry_s);
+  o.request_timeout = absl::Seconds(request_timeout_s);
+  o.queue_timeout = absl::Seconds(queue_timeout_s);
+  o.api_key = api_key;
+  return o;
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,75 @@
+// `tandem up` in two parts: the launch plan (this file: pure, unit-tested) says which processes
+// to start with which settings; the supervisor (up_cmd.cc) starts them, waits until the cluster
+// is ready, prints where everything is, and stops it all on Ctrl-C or when a process dies.
+//
+// The children's command lines are rendered from the same flag structs their commands parse
+// (RouterFlags, WorkerFlags, through ToArgv), so a setting is written once. Secrets never go on
+// a command line: the API key reaches the router through its environment (TANDEM_API_KEY).
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cli/controller_flags.h"
+#include "cli/flags.h"
+#include "cli/router_flags.h"
+#include "cli/worker_flags.h"
+
+namespace tandem::cli {
+
+struct UpFlags {
+  std::string model;  // empty: the bundled model
+  int http_port = 8000;
+  int grpc_port = 50051;
+  int prefill = 1;
+  int decode = 1;
+  int mixed = 0;
+  int threads = 0;  // per worker; 0: the CPUs divided among the workers
+  int64_t kv_cache_mb = 256;
+  int local_prefill_threshold = 0;
+  std::string ucx_tls;
+  std::string api_key;  // empty: $TANDEM_API_KEY (ApplyEnvironment), else none
+  double ready_timeout_s = 120;
+  bool run_controller = true;
+  int controller_port = 9400;
+  bool role_change = false;
+  ControllerFlags controller;
+
+  UpFlags();  // the controller's defaults for one machine (decision log, budget chosen later)
+  void Register(FlagSet& flags);
+  void ApplyEnvironment();
+};
+
+struct LaunchPlan {
+  RouterFlags router;  // the router child's settings
+  // Every worker child's settings except --role, --worker-id and --router (the router's address
+  // is known only once it runs).
+  WorkerFlags worker;
+  int prefill = 0, decode = 0, mixed = 0;
+  int threads_per_worker = 1;
+  bool run_controller = false;
+  ControllerFlags controller;  // with the worker budget resolved
+  int controller_port = 0;
+  bool role_change = false;
+  double ready_timeout_s = 0;
+  std::string api_key;              // for the router's environment, never its argv
+  std::vector<std::string> notes;   // what the user should be told before the start
+
+  // The model file every child serves.
+  void SetModel(const std::string& path);
+  // `self` is the tandem executable.
+  std::vector<std::string> RouterArgv(const std::string& self) const;
+  std::vector<std::string> RouterEnvironment() const;  // TANDEM_API_KEY=... when a key is set
+  // The flags every worker child gets (the controller's local actuator adds --role/--worker-id).
+  std::vector<std::string> WorkerArgs(const std::string& router_grpc) const;
+  std::vector<std::string> MixedWorkerArgv(const std::string& self, const std::string& router_grpc, int i) const;
+};
+
+// InvalidArgument for impossible counts or settings. `cpus` is this machine's. The model is set
+// afterwards (SetModel), once it has been fetched.
+absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus);
+
+}  // namespace tandem::cli

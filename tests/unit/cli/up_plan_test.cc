@@ -1,0 +1,107 @@
+// `tandem up`'s launch plan: what it starts, with which settings, and what it never puts on a
+// command line.
+#include "cli/up_plan.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace tandem::cli {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// The settings a child would parse from `argv` (without the program and subcommand).
+template <typename T>
+T ChildSettings(std::vector<std::string> argv, size_t skip) {
+  argv.erase(argv.begin(), argv.begin() + static_cast<std::ptrdiff_t>(skip));
+  T parsed;
+  FlagSet flags("child", "");
+  parsed.Register(flags);
+  absl::Status s = flags.Parse(argv);
+  EXPECT_TRUE(s.ok()) << s;
+  return parsed;
+}
+
+TEST(UpPlanTest, WorkersShareTheCpusAndTheChildrenGetTheSettings) {
+  UpFlags up;
+  up.prefill = 1;
+  up.decode = 2;
+  up.kv_cache_mb = 512;
+  up.local_prefill_threshold = 64;
+  up.http_port = 0;
+  up.ucx_tls = "tcp,self";
+  auto plan = PlanUp(up, /*cpus=*/6);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  plan->SetModel("/m/model.gguf");
+  EXPECT_EQ(plan->threads_per_worker, 2);  // 6 CPUs / 3 workers
+
+  const RouterFlags router = ChildSettings<RouterFlags>(plan->RouterArgv("/bin/tandem"), 2);
+  EXPECT_EQ(router.model, "/m/model.gguf");
+  EXPECT_EQ(router.http_port, 0);
+  EXPECT_EQ(router.grpc_port, 50051);
+  EXPECT_EQ(router.local_prefill_threshold, 64);
+
+  const WorkerFlags worker = ChildSettings<WorkerFlags>(plan->WorkerArgs("127.0.0.1:5"), 0);
+  EXPECT_EQ(worker.router, "127.0.0.1:5");
+  EXPECT_EQ(worker.engine.model, "/m/model.gguf");
+  EXPECT_EQ(worker.engine.threads, 2);
+  EXPECT_EQ(worker.engine.kv_cache_mb, 512);
+  EXPECT_EQ(worker.ucx_tls, "tcp,self");
+}
+
+TEST(UpPlanTest, TheApiKeyTravelsInTheEnvironmentNeverOnTheCommandLine) {
+  UpFlags up;
+  up.api_key = "sk-do-not-leak";
+  auto plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok());
+  for (const std::string& arg : plan->RouterArgv("/bin/tandem")) EXPECT_THAT(arg, Not(HasSubstr("sk-do-not-leak")));
+  for (const std::string& arg : plan->WorkerArgs("x:1")) EXPECT_THAT(arg, Not(HasSubstr("sk-do-not-leak")));
+  EXPECT_THAT(plan->RouterEnvironment(), Contains("TANDEM_API_KEY=sk-do-not-leak"));
+  UpFlags no_key;
+  EXPECT_TRUE(PlanUp(no_key, 2)->RouterEnvironment().empty());
+}
+
+TEST(UpPlanTest, BudgetDefaultsToOneMoreWorkerThanStartedWithinTheMachine) {
+  UpFlags up;  // 1 prefill + 1 decode
+  EXPECT_EQ(PlanUp(up, 2)->controller.daemon.loop.planner.max_total_instances, 3);
+  EXPECT_EQ(PlanUp(up, 16)->controller.daemon.loop.planner.max_total_instances, 8);
+  up.prefill = 4;
+  up.decode = 4;
+  EXPECT_EQ(PlanUp(up, 16)->controller.daemon.loop.planner.max_total_instances, 9);
+  up.controller.daemon.loop.planner.max_total_instances = 5;  // --max-instances wins
+  EXPECT_EQ(PlanUp(up, 16)->controller.daemon.loop.planner.max_total_instances, 5);
+}
+
+TEST(UpPlanTest, MixedWorkersRunWithoutTheControllerAndSaySo) {
+  UpFlags up;
+  up.prefill = 0;
+  up.decode = 0;
+  up.mixed = 2;
+  auto plan = PlanUp(up, 4);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_FALSE(plan->run_controller);
+  ASSERT_EQ(plan->notes.size(), 1u);
+  EXPECT_THAT(plan->notes[0], HasSubstr("without the controller"));
+  const auto argv = plan->MixedWorkerArgv("/bin/tandem", "r:1", 1);
+  const WorkerFlags w = ChildSettings<WorkerFlags>(argv, 2);
+  EXPECT_EQ(w.role, "mixed");
+  EXPECT_EQ(w.worker_id, "mixed-1");
+  EXPECT_EQ(w.engine.threads, 2);
+}
+
+TEST(UpPlanTest, ImpossibleCountsAreRefused) {
+  UpFlags up;
+  up.decode = 0;
+  EXPECT_FALSE(PlanUp(up, 2).ok());
+  up.decode = 1;
+  up.prefill = -1;
+  EXPECT_FALSE(PlanUp(up, 2).ok());
+  up.prefill = 1;
+  up.http_port = 99999;
+  EXPECT_FALSE(PlanUp(up, 2).ok());
+}
+
+}  // namespace
+}  // namespace tandem::cli
