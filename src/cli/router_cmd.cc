@@ -25,9 +25,7 @@ int RouterCommand(const std::vector<std::string>& args) {
                 "each request's prompt to a prefill worker and its decoding to a decode worker. Workers\n"
                 "register here (gRPC port). Reads the model file for its tokenizer and chat template only.");
   rf.Register(flags);
-  if (absl::Status s = flags.Parse(args); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("router", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, args, "router")) return *exit_code;
   rf.ApplyEnvironment();
   auto options = rf.ToOptions();
   if (!options.ok()) return Fail("router", std::string(options.status().message()), 2);

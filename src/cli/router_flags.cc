@@ -30,9 +30,8 @@ void RouterFlags::ApplyEnvironment() {
 }
 
 absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
-  for (auto [name, port] : {std::pair{"--http-port", http_port}, std::pair{"--grpc-port", grpc_port}}) {
-    if (port < 0 || port > 65535) return absl::InvalidArgumentError(StrCat(name, " must be in [0, 65535]"));
-  }
+  if (absl::Status s = CheckPort("--http-port", http_port); !s.ok()) return s;
+  if (absl::Status s = CheckPort("--grpc-port", grpc_port); !s.ok()) return s;
   if (http_threads < 1) return absl::InvalidArgumentError("--http-threads must be at least 1");
   if (local_prefill_threshold < 0 || default_max_tokens < 0) {
     return absl::InvalidArgumentError("--local-prefill-threshold and --default-max-tokens must be >= 0");

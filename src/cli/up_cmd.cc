@@ -254,14 +254,12 @@ int UpCommand(const std::vector<std::string>& args) {
                 "URL when everything is ready. Ctrl-C or SIGTERM stops all of it, letting in-flight\n"
                 "requests finish first.");
   up.Register(flags);
-  if (absl::Status s = flags.Parse(args); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("up", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, args, "up")) return *exit_code;
   up.ApplyEnvironment();
   auto plan = PlanUp(up, static_cast<int>(std::thread::hardware_concurrency()));
   if (!plan.ok()) return Fail("up", std::string(plan.status().message()), 2);
   // Fetch the model once here, with progress, rather than in every child at the same time.
-  auto path = ResolveModelPath(up.model);
+  auto path = ResolveModelPath(up.router.model);
   if (!path.ok()) return Fail("up", std::string(path.status().message()));
   plan->SetModel(*path);
   UpSupervisor supervisor(std::move(*plan));

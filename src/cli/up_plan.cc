@@ -1,8 +1,8 @@
 #include "cli/up_plan.h"
 
 #include <algorithm>
+#include <utility>
 
-#include "cli/environment.h"
 #include "common/strings.h"
 
 namespace tandem::cli {
@@ -13,20 +13,21 @@ UpFlags::UpFlags() {
 }
 
 void UpFlags::Register(FlagSet& f) {
-  f.String("model", &model, "GGUF model file (default: the bundled SmolLM2-135M-Instruct)");
-  f.Int("http-port", &http_port, "port of the OpenAI-compatible HTTP API");
-  f.Int("grpc-port", &grpc_port, "port of the router's gRPC services");
+  // The router's settings that make sense for a local cluster, with the router's own help.
+  f.RegisterOnly(std::vector<std::string>{"model", "served-model-name", "http-port", "grpc-port",
+                                          "local-prefill-threshold", "default-max-tokens", "request-timeout",
+                                          "queue-timeout", "api-key"});
+  router.Register(f);
+  // Every worker's engine and transfer settings (--threads is up's own: it divides the CPUs).
+  f.RegisterOnly(std::vector<std::string>{"kv-cache-mb", "block-size", "token-budget", "max-num-seqs",
+                                          "max-model-len", "prefix-cache", "isa", "ucx-tls", "transfer-timeout",
+                                          "reserve-headroom-blocks"});
+  worker.Register(f);
+  f.RegisterOnly(std::nullopt);
   f.Int("prefill", &prefill, "prefill workers at start");
   f.Int("decode", &decode, "decode workers at start");
   f.Int("mixed", &mixed, "mixed workers (prefill and decode in one process, no KV transfer; no controller)");
   f.Int("threads", &threads, "compute threads per worker (0: the CPUs divided among the workers)");
-  f.Int("kv-cache-mb", &kv_cache_mb, "KV cache per worker, MiB");
-  f.Int("local-prefill-threshold", &local_prefill_threshold,
-        "prompts shorter than this many tokens prefill on the decode worker (0: never)");
-  f.String("ucx-tls", &ucx_tls, "UCX transports for KV transfers (default: UCX's choice)");
-  f.String("api-key", &api_key,
-           "clients must send 'Authorization: Bearer <key>' (default: $TANDEM_API_KEY; passed to the "
-           "router through its environment, never its command line)");
   f.Float("ready-timeout", &ready_timeout_s, "seconds to wait for the cluster to become ready");
   f.Bool("controller", &run_controller, "run the ratio controller (--no-controller: fixed worker counts)");
   f.Int("controller-port", &controller_port, "port of the controller's /metrics, /healthz, /readyz (0: any)");
@@ -35,9 +36,7 @@ void UpFlags::Register(FlagSet& f) {
   controller.Register(f, /*with_sources=*/false);
 }
 
-void UpFlags::ApplyEnvironment() {
-  if (api_key.empty()) api_key = Env("TANDEM_API_KEY");
-}
+void UpFlags::ApplyEnvironment() { router.ApplyEnvironment(); }
 
 absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   if (flags.prefill < 0 || flags.decode < 0 || flags.mixed < 0 || flags.decode + flags.mixed < 1) {
@@ -64,17 +63,13 @@ absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   plan.controller_port = flags.controller_port;
   plan.role_change = flags.role_change;
   plan.ready_timeout_s = flags.ready_timeout_s;
-  plan.api_key = flags.api_key;
-
-  plan.SetModel(flags.model);
-  plan.router.http_port = flags.http_port;
-  plan.router.grpc_port = flags.grpc_port;
-  plan.router.local_prefill_threshold = flags.local_prefill_threshold;
+  plan.router = flags.router;
+  plan.api_key = std::exchange(plan.router.api_key, "");  // the router's environment carries it
   if (absl::Status s = plan.router.ToOptions().status(); !s.ok()) return s;
-
+  plan.worker = flags.worker;
   plan.worker.engine.threads = plan.threads_per_worker;
-  plan.worker.engine.kv_cache_mb = flags.kv_cache_mb;
-  plan.worker.ucx_tls = flags.ucx_tls;
+  if (absl::Status s = plan.worker.ToOptions().status(); !s.ok()) return s;
+  plan.SetModel(flags.router.model);
   return plan;
 }
 
@@ -85,9 +80,7 @@ void LaunchPlan::SetModel(const std::string& path) {
 
 std::vector<std::string> LaunchPlan::RouterArgv(const std::string& self) const {
   std::vector<std::string> argv = {self, "router"};
-  RouterFlags flags = router;
-  flags.api_key.clear();  // through the environment
-  for (std::string& a : ToArgv(flags)) argv.push_back(std::move(a));
+  for (std::string& a : ToArgv(router)) argv.push_back(std::move(a));
   return argv;
 }
 

@@ -21,17 +21,14 @@
 namespace tandem::cli {
 
 struct UpFlags {
-  std::string model;  // empty: the bundled model
-  int http_port = 8000;
-  int grpc_port = 50051;
+  // The router's and the workers' settings that `tandem up` offers, under their own names (see
+  // Register); router.model is the model of every process.
+  RouterFlags router;
+  WorkerFlags worker;
   int prefill = 1;
   int decode = 1;
   int mixed = 0;
   int threads = 0;  // per worker; 0: the CPUs divided among the workers
-  int64_t kv_cache_mb = 256;
-  int local_prefill_threshold = 0;
-  std::string ucx_tls;
-  std::string api_key;  // empty: $TANDEM_API_KEY (ApplyEnvironment), else none
   double ready_timeout_s = 120;
   bool run_controller = true;
   int controller_port = 9400;

@@ -38,9 +38,7 @@ int WorkerCommand(const std::vector<std::string>& args) {
                 "/readyz are served on --http-port. SIGTERM or Ctrl-C drains (finishes in-flight work)\n"
                 "before exiting.");
   wf.Register(flags);
-  if (absl::Status s = flags.Parse(args); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("worker", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, args, "worker")) return *exit_code;
   auto wo = wf.ToOptions();
   if (!wo.ok()) return Fail("worker", std::string(wo.status().message()), 2);
 

@@ -30,9 +30,8 @@ void WorkerFlags::Register(FlagSet& f) {
 absl::StatusOr<worker::WorkerOptions> WorkerFlags::ToOptions() const {
   auto parsed_role = ParseRole(role);
   if (!parsed_role.ok()) return parsed_role.status();
-  for (auto [name, port] : {std::pair{"--http-port", http_port}, std::pair{"--grpc-port", grpc_port}}) {
-    if (port < 0 || port > 65535) return absl::InvalidArgumentError(StrCat(name, " must be in [0, 65535]"));
-  }
+  if (absl::Status s = CheckPort("--http-port", http_port); !s.ok()) return s;
+  if (absl::Status s = CheckPort("--grpc-port", grpc_port); !s.ok()) return s;
   if (!(transfer_timeout_s > 0)) return absl::InvalidArgumentError("--transfer-timeout must be > 0");
   if (reserve_headroom_blocks < 0) return absl::InvalidArgumentError("--reserve-headroom-blocks must be >= 0");
   if (drain_seconds < 0) return absl::InvalidArgumentError("--drain-seconds must be >= 0");

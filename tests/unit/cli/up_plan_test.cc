@@ -28,10 +28,10 @@ TEST(UpPlanTest, WorkersShareTheCpusAndTheChildrenGetTheSettings) {
   UpFlags up;
   up.prefill = 1;
   up.decode = 2;
-  up.kv_cache_mb = 512;
-  up.local_prefill_threshold = 64;
-  up.http_port = 0;
-  up.ucx_tls = "tcp,self";
+  up.worker.engine.kv_cache_mb = 512;
+  up.router.local_prefill_threshold = 64;
+  up.router.http_port = 0;
+  up.worker.ucx_tls = "tcp,self";
   auto plan = PlanUp(up, /*cpus=*/6);
   ASSERT_TRUE(plan.ok()) << plan.status();
   plan->SetModel("/m/model.gguf");
@@ -53,7 +53,7 @@ TEST(UpPlanTest, WorkersShareTheCpusAndTheChildrenGetTheSettings) {
 
 TEST(UpPlanTest, TheApiKeyTravelsInTheEnvironmentNeverOnTheCommandLine) {
   UpFlags up;
-  up.api_key = "sk-do-not-leak";
+  up.router.api_key = "sk-do-not-leak";
   auto plan = PlanUp(up, 2);
   ASSERT_TRUE(plan.ok());
   for (const std::string& arg : plan->RouterArgv("/bin/tandem")) EXPECT_THAT(arg, Not(HasSubstr("sk-do-not-leak")));
@@ -99,8 +99,27 @@ TEST(UpPlanTest, ImpossibleCountsAreRefused) {
   up.prefill = -1;
   EXPECT_FALSE(PlanUp(up, 2).ok());
   up.prefill = 1;
-  up.http_port = 99999;
+  up.router.http_port = 99999;
   EXPECT_FALSE(PlanUp(up, 2).ok());
+}
+
+TEST(UpPlanTest, UpOffersTheRouterAndWorkerSettingsUnderTheirOwnNames) {
+  UpFlags up;
+  FlagSet flags("tandem up", "");
+  up.Register(flags);
+  ASSERT_TRUE(flags.Parse({"--block-size=32", "--queue-timeout=5", "--model=/m.gguf", "--threads=3"}).ok());
+  auto plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const WorkerFlags worker = ChildSettings<WorkerFlags>(plan->WorkerArgs("r:1"), 0);
+  EXPECT_EQ(worker.engine.block_size, 32);
+  EXPECT_EQ(worker.engine.threads, 3);
+  EXPECT_EQ(worker.engine.model, "/m.gguf");
+  const RouterFlags router = ChildSettings<RouterFlags>(plan->RouterArgv("/bin/tandem"), 2);
+  EXPECT_EQ(router.queue_timeout_s, 5);
+  EXPECT_EQ(router.model, "/m.gguf");
+  // The worker's own --threads ("0 = one per CPU") is not offered: up's divides the CPUs.
+  EXPECT_THAT(flags.Help(), HasSubstr("the CPUs divided among the workers"));
+  EXPECT_FALSE(flags.Parse({"--bind=0.0.0.0"}).ok()) << "the router's bind address is not up's to set";
 }
 
 }  // namespace
