@@ -88,8 +88,9 @@ struct FlowOptions {
 
 // What happened to a request, for metrics and tests.
 struct FlowStats {
-  bool disaggregated = false;
-  int prefill_attempts = 0;
+  bool disaggregated = false;  // prefilled on a prefill worker (else locally)
+  int prefill_attempts = 0;    // Prefill calls made (1 + retries)
+  // The successful prefill's KV hand-off, as the prefill worker measured it.
   double transfer_seconds = 0;
   int64_t transfer_bytes = 0;
 };

@@ -74,19 +74,13 @@ class FakeWorkerClient final : public WorkerClient {
   }
   void Decode(const v1::DecodeRequest& request, absl::Time, std::shared_ptr<CallCanceller> cancel,
               TokenStreamHandler handler) override {
-    auto stream = std::make_shared<Stream>();
-    stream->decode = request;
-    stream->handler = std::move(handler);
-    decodes.push_back(stream);
-    cancel->SetAction(CancelStream(stream));
+    Track(decodes, std::move(handler)).decode = request;
+    ArmCancel(*cancel, decodes.back());
   }
   void GenerateTokens(const v1::GenerateTokensRequest& request, absl::Time, std::shared_ptr<CallCanceller> cancel,
                       TokenStreamHandler handler) override {
-    auto stream = std::make_shared<Stream>();
-    stream->generate = request;
-    stream->handler = std::move(handler);
-    generates.push_back(stream);
-    cancel->SetAction(CancelStream(stream));
+    Track(generates, std::move(handler)).generate = request;
+    ArmCancel(*cancel, generates.back());
   }
   void ReleaseKv(const std::string& lease_id) override { released.push_back(lease_id); }
   void Drain(absl::Time, DrainDone done) override {
@@ -157,11 +151,16 @@ class FakeWorkerClient final : public WorkerClient {
   std::vector<std::string> released;  // lease ids, once per ReleaseKv call
 
  private:
-  static std::function<void()> CancelStream(const std::shared_ptr<Stream>& stream) {
-    return [stream] {
+  static Stream& Track(std::vector<std::shared_ptr<Stream>>& streams, TokenStreamHandler handler) {
+    streams.push_back(std::make_shared<Stream>());
+    streams.back()->handler = std::move(handler);
+    return *streams.back();
+  }
+  static void ArmCancel(CallCanceller& cancel, std::shared_ptr<Stream> stream) {
+    cancel.SetAction([stream] {
       stream->cancelled = true;
       stream->End(absl::CancelledError("cancelled by the router"));
-    };
+    });
   }
 
   const std::string worker_id_;

@@ -124,6 +124,19 @@ class RequestFlowTest : public ::testing::Test {
     return RequestFlow::Start(std::move(r), options_, registry_.get(), &clock_, observer_);
   }
 
+  // Starts a request on prefill worker p and decode worker d and takes it to its decode stream:
+  // lease "L<n>" for the n-th reservation on d, first token 7.
+  std::shared_ptr<FakeWorkerClient::Stream> StartDecoding(FakeWorkerClient& p, FakeWorkerClient& d,
+                                                          std::shared_ptr<RequestFlow>* flow = nullptr,
+                                                          int max_tokens = 8) {
+    auto started = Start(40, max_tokens);
+    if (flow != nullptr) *flow = started;
+    d.AnswerReserve(d.reserves.size() - 1, fmt::format("L{}", d.reserves.size()));
+    p.AnswerPrefill(p.prefills.size() - 1, 7);
+    EXPECT_FALSE(d.decodes.empty());
+    return d.decodes.empty() ? nullptr : d.decodes.back();
+  }
+
   int NoPending() const {
     int n = 0;
     for (const auto& [id, f] : fakes_) n += f->pending();
@@ -365,11 +378,7 @@ TEST_F(RequestFlowTest, FirstTokenThatEndsTheRequestReleasesTheUnusedLease) {
 TEST_F(RequestFlowTest, ExpiredLeaseAtDecodeFailsTheRequestWithoutLeaks) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
-  Start(40);
-  d.AnswerReserve(0, "L1");
-  p.AnswerPrefill(0, 7);
-  ASSERT_EQ(d.decodes.size(), 1u);
-  d.decodes[0]->End(absl::NotFoundError("no lease L1 (expired or released)"));
+  StartDecoding(p, d)->End(absl::NotFoundError("no lease L1 (expired or released)"));
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7}));
   EXPECT_TRUE(observer_->EndedOnceLast());
@@ -382,11 +391,9 @@ TEST_F(RequestFlowTest, ExpiredLeaseAtDecodeFailsTheRequestWithoutLeaks) {
 TEST_F(RequestFlowTest, DecodeStreamThatBreaksMidwayFailsTheRequest) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
-  Start(40);
-  d.AnswerReserve(0, "L1");
-  p.AnswerPrefill(0, 7);
-  d.decodes[0]->Send({8, 9});
-  d.decodes[0]->End(absl::UnavailableError("Socket closed"));
+  auto stream = StartDecoding(p, d);
+  stream->Send({8, 9});
+  stream->End(absl::UnavailableError("Socket closed"));
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7, 8, 9}));
   EXPECT_TRUE(observer_->EndedOnceLast());
@@ -394,20 +401,15 @@ TEST_F(RequestFlowTest, DecodeStreamThatBreaksMidwayFailsTheRequest) {
   // The worker shutting down under the stream (CANCELLED that the router did not ask for) is
   // the worker's failure, not the client's cancel.
   observer_ = std::make_shared<RecordingObserver>();
-  Start(40);
-  d.AnswerReserve(1, "L2");
-  p.AnswerPrefill(1, 7);
-  d.decodes[1]->End(absl::CancelledError("server shutting down"));
+  StartDecoding(p, d)->End(absl::CancelledError("server shutting down"));
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(observer_->status.message().find("stopped while decoding"), absl::string_view::npos);
 
   // A stream that ends "OK" without a finish reason is not a finished request.
   observer_ = std::make_shared<RecordingObserver>();
-  Start(40);
-  d.AnswerReserve(2, "L3");
-  p.AnswerPrefill(2, 7);
-  d.decodes[2]->Send({8});
-  d.decodes[2]->End();
+  stream = StartDecoding(p, d);
+  stream->Send({8});
+  stream->End();
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kInternal);
   EXPECT_TRUE(observer_->EndedOnceLast());
 }
@@ -459,12 +461,11 @@ TEST_F(RequestFlowTest, CancelDuringPrefillCancelsThePrefillAndReleasesTheLease)
 TEST_F(RequestFlowTest, CancelDuringDecodeCancelsTheDecodeStream) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
-  auto flow = Start(40);
-  d.AnswerReserve(0, "L1");
-  p.AnswerPrefill(0, 7);
-  d.decodes[0]->Send({8});
+  std::shared_ptr<RequestFlow> flow;
+  auto stream = StartDecoding(p, d, &flow);
+  stream->Send({8});
   flow->Cancel();
-  EXPECT_TRUE(d.decodes[0]->cancelled);
+  EXPECT_TRUE(stream->cancelled);
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7, 8}));
   EXPECT_LE(d.released.size(), 1u);  // harmless once the worker adopted it
@@ -502,11 +503,10 @@ TEST_F(RequestFlowTest, CancelFromInsideOnTokensEndsTheRequestAfterThoseTokens) 
 TEST_F(RequestFlowTest, CancelAfterTheRequestFinishedIsANoOp) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
-  auto flow = Start(40, 2);
-  d.AnswerReserve(0, "L1");
-  p.AnswerPrefill(0, 7);
-  d.decodes[0]->Send({8}, v1::FINISH_REASON_LENGTH, 2);
-  d.decodes[0]->End();
+  std::shared_ptr<RequestFlow> flow;
+  auto stream = StartDecoding(p, d, &flow, 2);
+  stream->Send({8}, v1::FINISH_REASON_LENGTH, 2);
+  stream->End();
   flow->Cancel();
   flow->Cancel();
   EXPECT_EQ(observer_->reason, FinishReason::kLength);
