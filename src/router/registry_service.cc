@@ -45,15 +45,10 @@ grpc::ServerUnaryReactor* RouterAdminService::DrainWorker(grpc::CallbackServerCo
   if (!worker) return Reply(ctx, absl::NotFoundError(StrCat("no worker ", req->worker_id())));
   registry_->MarkDraining(req->worker_id());
   auto* reactor = ctx->DefaultReactor();
-  auto call = std::make_shared<grpc::ClientContext>();
-  call->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  auto dreq = std::make_shared<v1::DrainRequest>();
-  auto dresp = std::make_shared<v1::DrainResponse>();
-  worker->stub->async()->Drain(call.get(), dreq.get(), dresp.get(),
-                               [reactor, resp, call, dreq, dresp](grpc::Status s) {
-                                 resp->set_drained(dresp->drained());
-                                 reactor->Finish(s);
-                               });
+  worker->client->Drain(absl::Now() + absl::Seconds(5), [reactor, resp](absl::StatusOr<v1::DrainResponse> r) {
+    if (r.ok()) resp->set_drained(r->drained());
+    reactor->Finish(rpc::ToGrpc(r.status()));
+  });
   return reactor;
 }
 
@@ -63,13 +58,8 @@ grpc::ServerUnaryReactor* RouterAdminService::SetWorkerRole(grpc::CallbackServer
   auto worker = registry_->Find(req->worker_id());
   if (!worker) return Reply(ctx, absl::NotFoundError(StrCat("no worker ", req->worker_id())));
   auto* reactor = ctx->DefaultReactor();
-  auto call = std::make_shared<grpc::ClientContext>();
-  call->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  auto sreq = std::make_shared<v1::SetRoleRequest>();
-  auto sresp = std::make_shared<v1::SetRoleResponse>();
-  sreq->set_role(req->role());
-  worker->stub->async()->SetRole(call.get(), sreq.get(), sresp.get(),
-                                 [reactor, call, sreq, sresp](grpc::Status s) { reactor->Finish(s); });
+  worker->client->SetRole(req->role(), absl::Now() + absl::Seconds(5),
+                          [reactor](absl::Status s) { reactor->Finish(rpc::ToGrpc(s)); });
   return reactor;
 }
 

@@ -1,123 +1,163 @@
 #include "router/request_flow.h"
 
-#include <chrono>
+#include <deque>
+#include <utility>
+#include <variant>
 
 #include "common/logging.h"
 #include "common/strings.h"
+#include "router/placement.h"
 #include "rpc/convert.h"
 
 namespace tandem::router {
 namespace {
 
-// Streams TokensResponse messages (Decode or GenerateTokens) into the flow.
-class TokenReader : public grpc::ClientReadReactor<v1::TokensResponse> {
- public:
-  TokenReader(std::shared_ptr<RequestFlow> flow, std::shared_ptr<grpc::ClientContext> ctx)
-      : flow_(std::move(flow)), ctx_(std::move(ctx)) {}
-
-  void StartDecode(v1::Worker::Stub* stub, v1::DecodeRequest req) {
-    decode_req_ = std::move(req);
-    stub->async()->Decode(ctx_.get(), &decode_req_, this);
-    Begin();
-  }
-  void StartGenerate(v1::Worker::Stub* stub, v1::GenerateTokensRequest req) {
-    generate_req_ = std::move(req);
-    stub->async()->GenerateTokens(ctx_.get(), &generate_req_, this);
-    Begin();
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) return;  // end of stream: OnDone follows
-    flow_->OnStreamMessage(msg_);
-    msg_.Clear();
-    StartRead(&msg_);
-  }
-  void OnDone(const grpc::Status& status) override {
-    flow_->OnStreamDone(status);
-    delete this;
-  }
-
- private:
-  void Begin() {
-    StartRead(&msg_);
-    StartCall();
-  }
-
-  std::shared_ptr<RequestFlow> flow_;
-  std::shared_ptr<grpc::ClientContext> ctx_;
-  v1::DecodeRequest decode_req_;
-  v1::GenerateTokensRequest generate_req_;
-  v1::TokensResponse msg_;
-};
-
-std::shared_ptr<grpc::ClientContext> NewContext(absl::Time deadline) {
-  auto ctx = std::make_shared<grpc::ClientContext>();
-  if (deadline != absl::InfiniteFuture()) ctx->set_deadline(absl::ToChronoTime(deadline));
-  return ctx;
-}
-
-bool RetryablePrefillError(grpc::StatusCode c) {
+bool RetryablePrefillError(absl::StatusCode c) {
   // CANCELLED here comes from the worker (a router-side cancel ends the flow first): it was
-  // shutting down.
-  return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::ABORTED || c == grpc::StatusCode::CANCELLED ||
-         c == grpc::StatusCode::DEADLINE_EXCEEDED || c == grpc::StatusCode::INTERNAL ||
-         c == grpc::StatusCode::UNKNOWN || c == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  // shutting down. RESOURCE_EXHAUSTED: its queue or KV was full.
+  return c == absl::StatusCode::kUnavailable || c == absl::StatusCode::kAborted ||
+         c == absl::StatusCode::kCancelled || c == absl::StatusCode::kDeadlineExceeded ||
+         c == absl::StatusCode::kInternal || c == absl::StatusCode::kUnknown ||
+         c == absl::StatusCode::kResourceExhausted;
 }
 
-uint64_t AffinityKey(const std::vector<int32_t>& prompt, int32_t block) {
-  // The first block of the prompt: requests sharing it (a system prompt, a chat history)
-  // prefer the same prefill worker, whose prefix cache holds it.
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < prompt.size() && i < static_cast<size_t>(block); ++i) {
-    h = (h ^ static_cast<uint32_t>(prompt[i])) * 1099511628211ULL;
-  }
-  return h;
+// A decode worker that cannot take the reservation now but another may: draining, changed role,
+// unreachable or slow.
+bool TryNextDecodeWorker(absl::StatusCode c) {
+  return c == absl::StatusCode::kUnavailable || c == absl::StatusCode::kFailedPrecondition ||
+         c == absl::StatusCode::kDeadlineExceeded;
 }
+
+std::shared_ptr<spdlog::logger> Log() { return GetLogger("router"); }
 
 }  // namespace
+
+const char* RequestFlow::PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kStarting: return "starting";
+    case Phase::kReserving: return "reserving";
+    case Phase::kWaitingForRoom: return "waiting_for_room";
+    case Phase::kPrefilling: return "prefilling";
+    case Phase::kDecoding: return "decoding";
+    case Phase::kGenerating: return "generating";
+    case Phase::kEnded: return "ended";
+  }
+  return "?";
+}
+
+// The observer's events, delivered one at a time in the order they were raised. Whoever raises
+// an event while none is being delivered delivers the queue; an event raised meanwhile (by
+// another thread, or by the observer itself, e.g. Cancel from OnTokens) is queued and delivered
+// by that same thread once the current one returns. After a terminal event nothing is accepted.
+class RequestFlow::Events {
+ public:
+  explicit Events(std::shared_ptr<RequestObserver> observer) : observer_(std::move(observer)) {}
+
+  void Tokens(std::vector<int32_t> tokens) { Push(std::move(tokens), false); }
+  void Finished(FinishReason reason, const RequestUsage& usage) { Push(Finish{reason, usage}, true); }
+  void Failed(const absl::Status& status) { Push(status, true); }
+
+ private:
+  struct Finish {
+    FinishReason reason;
+    RequestUsage usage;
+  };
+  using Event = std::variant<std::vector<int32_t>, Finish, absl::Status>;
+
+  void Push(Event event, bool terminal) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return;
+      closed_ = terminal;
+      queue_.push_back(std::move(event));
+      if (delivering_) return;
+      delivering_ = true;
+    }
+    for (;;) {
+      Event next;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (queue_.empty()) {
+          delivering_ = false;
+          return;
+        }
+        next = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (auto* tokens = std::get_if<std::vector<int32_t>>(&next)) {
+        observer_->OnTokens(*tokens);
+      } else if (auto* finish = std::get_if<Finish>(&next)) {
+        observer_->OnFinished(finish->reason, finish->usage);
+      } else {
+        observer_->OnFailed(std::get<absl::Status>(next));
+      }
+    }
+  }
+
+  const std::shared_ptr<RequestObserver> observer_;
+  std::mutex mu_;
+  std::deque<Event> queue_;
+  bool delivering_ = false;
+  bool closed_ = false;  // the terminal event was accepted
+};
+
+std::shared_ptr<RequestFlow> RequestFlow::Start(RouterRequest request, const FlowOptions& options,
+                                                WorkerRegistry* registry, FlowClock* clock,
+                                                std::shared_ptr<RequestObserver> observer) {
+  auto flow = std::shared_ptr<RequestFlow>(
+      new RequestFlow(std::move(request), options, registry, clock, std::move(observer)));
+  flow->Run();
+  return flow;
+}
 
 std::shared_ptr<RequestFlow> RequestFlow::Start(RouterRequest request, const FlowOptions& options,
                                                 WorkerRegistry* registry, TimedTaskQueue* timer,
                                                 std::shared_ptr<RequestObserver> observer) {
+  auto clock = std::make_unique<QueueClock>(timer);
   auto flow = std::shared_ptr<RequestFlow>(
-      new RequestFlow(std::move(request), options, registry, timer, std::move(observer)));
+      new RequestFlow(std::move(request), options, registry, clock.get(), std::move(observer)));
+  flow->own_clock_ = std::move(clock);
   flow->Run();
   return flow;
 }
 
 RequestFlow::RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry,
-                         TimedTaskQueue* timer, std::shared_ptr<RequestObserver> observer)
+                         FlowClock* clock, std::shared_ptr<RequestObserver> observer)
     : request_(std::move(request)),
       options_(options),
       registry_(registry),
-      timer_(timer),
-      observer_(std::move(observer)) {
+      clock_(clock),
+      events_(std::make_unique<Events>(std::move(observer))),
+      start_(clock->Now()) {
   usage_.prompt_tokens = static_cast<int32_t>(request_.prompt.size());
 }
+
+RequestFlow::~RequestFlow() = default;
 
 FlowStats RequestFlow::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }
 
-bool RequestFlow::Ended() {
+bool RequestFlow::Ended() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return ended_ || cancelled_;
+  return phase_ == Phase::kEnded;
 }
 
 void RequestFlow::Run() {
-  const bool have_prefill = registry_->CountRole(v1::WORKER_ROLE_PREFILL) > 0;
-  if (!have_prefill || static_cast<int32_t>(request_.prompt.size()) < options_.local_prefill_threshold) {
+  const int prefill_workers = registry_->CountRole(v1::WORKER_ROLE_PREFILL);
+  const int64_t tokens = static_cast<int64_t>(request_.prompt.size());
+  if (placement::PrefillLocally(tokens, options_.local_prefill_threshold, prefill_workers)) {
     if (options_.metrics != nullptr) options_.metrics->prefills->With({"local"}).Increment();
     Local();
-  } else {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.disaggregated = true;
-    }
-    if (options_.metrics != nullptr) options_.metrics->prefills->With({"disaggregated"}).Increment();
-    Reserve();
+    return;
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.disaggregated = true;
+  }
+  if (options_.metrics != nullptr) options_.metrics->prefills->With({"disaggregated"}).Increment();
+  Reserve();
 }
 
 void RequestFlow::ObserveQueued() {
@@ -126,44 +166,42 @@ void RequestFlow::ObserveQueued() {
     if (queue_observed_) return;
     queue_observed_ = true;
   }
-  if (options_.metrics != nullptr) options_.metrics->queue->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
+  if (options_.metrics != nullptr) options_.metrics->queue->Observe(absl::ToDoubleSeconds(clock_->Now() - start_));
 }
 
 void RequestFlow::Cancel() {
-  std::shared_ptr<grpc::ClientContext> active;
+  std::shared_ptr<CallCanceller> call;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || cancelled_) return;
-    cancelled_ = true;
-    active = active_;
-  }
-  if (active) active->TryCancel();
-  ReleaseLease();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (ended_) return;
-    ended_ = true;
+    if (phase_ == Phase::kEnded) return;
+    Log()->debug("request={} cancelled phase={}", request_.id, PhaseName(phase_));
+    phase_ = Phase::kEnded;
     finish_ = FinishReason::kCancelled;
+    call = std::move(call_);
   }
-  observer_->OnFailed(absl::CancelledError("the request was cancelled"));
+  if (call) call->Cancel();
+  ReleaseLease();
+  events_->Failed(absl::CancelledError("the request was cancelled"));
 }
 
 void RequestFlow::Fail(const absl::Status& status) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_) return;
-    ended_ = true;
+    if (phase_ == Phase::kEnded) return;
+    phase_ = Phase::kEnded;
+    call_.reset();
   }
   ReleaseLease();
-  observer_->OnFailed(status);
+  events_->Failed(status);
 }
 
 void RequestFlow::Finish(FinishReason reason) {
   RequestUsage usage;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_) return;
-    ended_ = true;
+    if (phase_ == Phase::kEnded) return;
+    phase_ = Phase::kEnded;
+    call_.reset();
     finish_ = reason;
     usage = usage_;
     // Decoded to the end: the decode worker adopted the lease. Otherwise (the prefill's first
@@ -171,7 +209,7 @@ void RequestFlow::Finish(FinishReason reason) {
     if (decode_started_) lease_held_ = false;
   }
   ReleaseLease();
-  observer_->OnFinished(reason, usage);
+  events_->Finished(reason, usage);
 }
 
 void RequestFlow::ReleaseLease() {
@@ -184,195 +222,209 @@ void RequestFlow::ReleaseLease() {
     decode = decode_;
     lease_id = lease_.lease_id();
   }
-  // Fire and forget: a lease that is not released expires on the worker anyway.
-  auto ctx = NewContext(absl::Now() + absl::Seconds(5));
-  auto req = std::make_shared<v1::ReleaseKvRequest>();
-  auto resp = std::make_shared<v1::ReleaseKvResponse>();
-  req->set_lease_id(lease_id);
-  decode->stub->async()->ReleaseKv(ctx.get(), req.get(), resp.get(), [ctx, req, resp](grpc::Status) {});
+  Log()->debug("request={} releasing lease={} on worker={}", request_.id, lease_id, decode->info.worker_id());
+  decode->client->ReleaseKv(lease_id);
 }
 
 void RequestFlow::Reserve() {
-  const int64_t blocks =
-      (static_cast<int64_t>(request_.prompt.size()) + options_.kv_block_size - 1) / options_.kv_block_size;
+  const int64_t tokens = static_cast<int64_t>(request_.prompt.size());
   std::shared_ptr<WorkerHandle> decode;
-  std::shared_ptr<grpc::ClientContext> ctx;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || cancelled_) return;
-    decode = registry_->PickDecode(blocks, tried_decode_);
+    if (phase_ == Phase::kEnded) return;
+    decode = registry_->PickDecode(tokens, tried_decode_);
     if (decode) {
+      phase_ = Phase::kReserving;
       tried_decode_.insert(decode->info.worker_id());
       decode_ = decode;
-      // Not cancellable (active_ stays unset): a reservation cancelled in flight could be
-      // granted with nobody left to release it. The answer comes quickly; a cancelled flow then
-      // releases the lease.
-      ctx = NewContext(std::min(request_.deadline, absl::Now() + absl::Seconds(10)));
     }
   }
   if (!decode) {
     if (registry_->CountDecodeCapable() == 0) {
       Fail(absl::UnavailableError("no decode worker is available"));
     } else {
-      WaitForRoom(blocks);  // every decode worker was full: try them again a little later
+      WaitForRoom();  // every decode worker was full: try them again a little later
     }
     return;
   }
-  auto req = std::make_shared<v1::ReserveKvRequest>();
-  auto resp = std::make_shared<v1::ReserveKvResponse>();
-  req->set_request_id(request_.id);
-  req->set_num_tokens(static_cast<int32_t>(request_.prompt.size()));
-  req->set_lease_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.lease_time)));
-  auto self = shared_from_this();
-  decode->stub->async()->ReserveKv(ctx.get(), req.get(), resp.get(), [self, ctx, req, resp, decode,
-                                                                      blocks](grpc::Status s) {
-    const std::string& worker = decode->info.worker_id();
-    if (s.ok()) {
-      bool cancelled;
-      {
-        std::lock_guard<std::mutex> lock(self->mu_);
-        self->lease_ = *resp;
-        self->lease_held_ = true;
-        cancelled = self->cancelled_ || self->ended_;
-      }
-      self->registry_->NoteFreeBlocks(worker, resp->free_kv_blocks());
-      self->ObserveQueued();
-      if (cancelled) {
-        self->ReleaseLease();
-        return;
-      }
-      self->Prefill();
-    } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      self->registry_->NoteReserveRefused(worker, blocks);
-      self->Reserve();  // the next decode worker, or wait
-    } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-               s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
-               s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      self->Reserve();  // draining, changed role or unreachable: the next decode worker
-    } else if (!self->Ended()) {
-      self->Fail(rpc::FromGrpc(s));
-    }
+  Log()->debug("request={} reserving KV for {} tokens on worker={}", request_.id, tokens, decode->info.worker_id());
+  v1::ReserveKvRequest req;
+  req.set_request_id(request_.id);
+  req.set_num_tokens(static_cast<int32_t>(tokens));
+  req.set_lease_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.lease_time)));
+  const absl::Time deadline = std::min(request_.deadline, clock_->Now() + options_.reserve_timeout);
+  decode->client->ReserveKv(req, deadline, [self = shared_from_this(), decode](auto answer) {
+    self->OnReserved(decode, std::move(answer));
   });
 }
 
-void RequestFlow::WaitForRoom(int64_t blocks) {
+void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode,
+                             absl::StatusOr<v1::ReserveKvResponse> answer) {
+  const std::string& worker = decode->info.worker_id();
+  if (answer.ok()) {
+    const int64_t free_blocks = answer->free_kv_blocks();
+    bool ended;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      lease_ = std::move(*answer);
+      lease_held_ = true;
+      ended = phase_ == Phase::kEnded;
+    }
+    registry_->NoteFreeBlocks(worker, free_blocks);
+    ObserveQueued();
+    if (ended) {
+      ReleaseLease();  // cancelled while the reservation was in flight
+      return;
+    }
+    Prefill();
+    return;
+  }
+  const absl::StatusCode code = answer.status().code();
+  if (code == absl::StatusCode::kResourceExhausted) {
+    registry_->NoteReserveRefused(worker, static_cast<int64_t>(request_.prompt.size()));
+    Reserve();  // the next decode worker, or wait
+  } else if (TryNextDecodeWorker(code)) {
+    Log()->info("request={} reservation on worker={} failed ({}); trying another", request_.id, worker,
+                ToStd(answer.status().message()));
+    Reserve();
+  } else {
+    Fail(answer.status());
+  }
+}
+
+void RequestFlow::WaitForRoom() {
   absl::Status give_up;
   absl::Time at;
+  absl::Duration waited;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || cancelled_) return;
-    const absl::Time now = absl::Now();
+    if (phase_ == Phase::kEnded) return;
+    phase_ = Phase::kWaitingForRoom;
+    const absl::Time now = clock_->Now();
     if (wait_start_ == absl::InfinitePast()) wait_start_ = now;
+    waited = now - wait_start_;
     at = now + backoff_;
     backoff_ = std::min(backoff_ * 2, absl::Milliseconds(200));
     tried_decode_.clear();
     if (at > std::min(request_.deadline, wait_start_ + options_.admission_timeout)) {
-      give_up = absl::ResourceExhaustedError(
-          StrCat("no decode worker had room for the KV of ", request_.prompt.size(), " prompt tokens (", blocks,
-                 " blocks) within ", absl::FormatDuration(now - wait_start_), "; retry later"));
+      give_up = absl::ResourceExhaustedError(StrCat("no decode worker had room for the KV of ", request_.prompt.size(),
+                                                    " prompt tokens within ", absl::FormatDuration(waited),
+                                                    "; retry later"));
     }
   }
   if (!give_up.ok()) {
+    Log()->warn("request={} refused: {}", request_.id, ToStd(give_up.message()));
     Fail(give_up);
     return;
   }
-  auto self = shared_from_this();
-  if (!timer_->Post([self] { self->Reserve(); }, at)) Fail(absl::UnavailableError("the router is shutting down"));
+  if (!clock_->RunAt(at, [self = shared_from_this()] { self->Reserve(); })) {
+    Fail(absl::UnavailableError("the router is shutting down"));
+  }
+}
+
+// Chooses the next prefill worker and builds its request; nullopt when attempts are spent or no
+// worker is left. Called with mu_ held.
+std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
+                                                           std::shared_ptr<CallCanceller>& cancel) {
+  if (stats_.prefill_attempts >= options_.max_prefill_attempts) return std::nullopt;
+  prefill = registry_->PickPrefill(request_.prompt, &lease_.endpoint().layout(), tried_prefill_);
+  if (!prefill) return std::nullopt;
+  if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
+  ++stats_.prefill_attempts;
+  tried_prefill_.insert(prefill->info.worker_id());
+  phase_ = Phase::kPrefilling;
+  cancel = std::make_shared<CallCanceller>();
+  call_ = cancel;
+  v1::PrefillRequest req;
+  req.set_request_id(request_.id);
+  req.mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
+  *req.mutable_sampling() = rpc::ToProto(request_.sampling);
+  *req.mutable_destination()->mutable_endpoint() = lease_.endpoint();
+  req.mutable_destination()->set_lease_id(lease_.lease_id());
+  *req.mutable_destination()->mutable_block_ids() = lease_.block_ids();
+  return req;
 }
 
 void RequestFlow::Prefill() {
-  std::shared_ptr<WorkerHandle> prefill, decode;
-  std::shared_ptr<grpc::ClientContext> ctx;
-  auto req = std::make_shared<v1::PrefillRequest>();
+  std::shared_ptr<WorkerHandle> prefill;
+  std::shared_ptr<CallCanceller> cancel;
+  std::optional<v1::PrefillRequest> req;
+  std::string why;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || cancelled_) return;
-    if (stats_.prefill_attempts < options_.max_prefill_attempts) {
-      prefill = registry_->PickPrefill(AffinityKey(request_.prompt, options_.kv_block_size),
-                                       static_cast<int64_t>(request_.prompt.size()), tried_prefill_);
-    }
-    if (prefill) {
-      if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
-      ++stats_.prefill_attempts;
-      tried_prefill_.insert(prefill->info.worker_id());
-      prefill_ = prefill;
-      ctx = NewContext(request_.deadline);
-      active_ = ctx;
-      decode = decode_;
-      req->set_request_id(request_.id);
-      req->mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
-      *req->mutable_sampling() = rpc::ToProto(request_.sampling);
-      *req->mutable_destination()->mutable_endpoint() = lease_.endpoint();
-      req->mutable_destination()->set_lease_id(lease_.lease_id());
-      *req->mutable_destination()->mutable_block_ids() = lease_.block_ids();
-    }
-  }
-  if (!prefill) {
-    std::string why;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) return;
+    req = PickPrefill(prefill, cancel);
+    if (!req.has_value()) {
       why = stats_.prefill_attempts == 0
-                ? std::string("no prefill worker is available")
+                ? StrCat("no prefill worker is available for the KV layout of decode worker ",
+                         decode_->info.worker_id())
                 : StrCat("prefill failed on ", stats_.prefill_attempts, " worker(s); last error: ", last_prefill_error_);
     }
+  }
+  if (!req.has_value()) {
     Fail(absl::UnavailableError(why));
     return;
   }
-  const int64_t tokens = static_cast<int64_t>(request_.prompt.size());
-  registry_->NotePrefillStarted(prefill->info.worker_id(), tokens);
-  auto resp = std::make_shared<v1::PrefillResponse>();
-  auto self = shared_from_this();
-  prefill->stub->async()->Prefill(ctx.get(), req.get(), resp.get(), [self, ctx, req, resp, prefill,
-                                                                     tokens](grpc::Status s) {
-    self->registry_->NotePrefillEnded(prefill->info.worker_id(), tokens);
-    if (self->Ended()) return;
-    if (!s.ok()) {
-      if (RetryablePrefillError(s.error_code())) {
-        GetLogger("router")->warn("request {}: prefill on {} failed ({}); retrying elsewhere", self->request_.id,
-                                  prefill->info.worker_id(), s.error_message());
-        {
-          std::lock_guard<std::mutex> lock(self->mu_);
-          self->last_prefill_error_ = s.error_message();
-        }
-        self->Prefill();
-      } else {
-        self->Fail(rpc::FromGrpc(s));
-      }
+  Log()->debug("request={} prefill on worker={} into lease={}", request_.id, prefill->info.worker_id(),
+               req->destination().lease_id());
+  registry_->NotePrefillStarted(prefill->info.worker_id(), request_.prompt);
+  prefill->client->Prefill(*req, request_.deadline, std::move(cancel),
+                           [self = shared_from_this(), prefill](auto answer) {
+                             self->OnPrefilled(prefill, std::move(answer));
+                           });
+}
+
+void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill,
+                              absl::StatusOr<v1::PrefillResponse> answer) {
+  registry_->NotePrefillEnded(prefill->info.worker_id(), static_cast<int64_t>(request_.prompt.size()));
+  if (Ended()) return;
+  if (!answer.ok()) {
+    const absl::Status& s = answer.status();
+    if (!RetryablePrefillError(s.code())) {
+      Fail(s);
       return;
     }
+    Log()->warn("request={} prefill on worker={} failed ({}); retrying elsewhere", request_.id,
+                prefill->info.worker_id(), ToStd(s.message()));
     {
-      std::lock_guard<std::mutex> lock(self->mu_);
-      self->usage_.completion_tokens = 1;
-      self->usage_.cached_prompt_tokens = resp->usage().cached_prompt_tokens();
-      self->stats_.transfer_seconds = resp->transfer_seconds();
-      self->stats_.transfer_bytes = resp->transfer_bytes();
+      std::lock_guard<std::mutex> lock(mu_);
+      last_prefill_error_ = std::string(ToStd(s.message()));
     }
-    if (self->options_.metrics != nullptr && resp->transfer_bytes() > 0) {
-      self->options_.metrics->transfer_seconds->Observe(resp->transfer_seconds());
-      self->options_.metrics->transfer_bytes->Increment(static_cast<double>(resp->transfer_bytes()));
-    }
-    const int32_t first = resp->first_token();
-    self->observer_->OnTokens(std::span<const int32_t>(&first, 1));
-    if (resp->finish_reason() == v1::FINISH_REASON_STOP) {
-      self->Finish(FinishReason::kStop);
-    } else if (self->request_.sampling.max_tokens <= 1) {
-      self->Finish(FinishReason::kLength);
-    } else {
-      self->Decode(first, resp->rng_draws());
-    }
-  });
+    Prefill();
+    return;
+  }
+  const v1::PrefillResponse& resp = *answer;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    usage_.completion_tokens = 1;
+    usage_.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
+    stats_.transfer_seconds = resp.transfer_seconds();
+    stats_.transfer_bytes = resp.transfer_bytes();
+  }
+  if (options_.metrics != nullptr && resp.transfer_bytes() > 0) {
+    options_.metrics->transfer_seconds->Observe(resp.transfer_seconds());
+    options_.metrics->transfer_bytes->Increment(static_cast<double>(resp.transfer_bytes()));
+  }
+  events_->Tokens({resp.first_token()});
+  if (resp.finish_reason() == v1::FINISH_REASON_STOP) {
+    Finish(FinishReason::kStop);
+  } else if (request_.sampling.max_tokens <= 1) {
+    Finish(FinishReason::kLength);
+  } else {
+    Decode(resp.first_token(), resp.rng_draws());
+  }
 }
 
 void RequestFlow::Decode(int32_t first_token, int32_t rng_draws) {
   std::shared_ptr<WorkerHandle> decode;
-  std::shared_ptr<grpc::ClientContext> ctx;
+  auto cancel = std::make_shared<CallCanceller>();
   v1::DecodeRequest req;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || cancelled_) return;
+    if (phase_ == Phase::kEnded) return;
+    phase_ = Phase::kDecoding;
     decode = decode_;
-    ctx = NewContext(request_.deadline);
-    active_ = ctx;
+    call_ = cancel;
     // The worker adopts the lease when the call reaches it; until the request finishes, a
     // cancel or failure still releases it (harmless if it was adopted: the worker says NotFound).
     decode_started_ = true;
@@ -383,40 +435,44 @@ void RequestFlow::Decode(int32_t first_token, int32_t rng_draws) {
     req.set_rng_draws(rng_draws);
     *req.mutable_sampling() = rpc::ToProto(request_.sampling);
   }
-  auto* reader = new TokenReader(shared_from_this(), ctx);
-  reader->StartDecode(decode->stub.get(), std::move(req));
+  Log()->debug("request={} decode on worker={} from lease={}", request_.id, decode->info.worker_id(), req.lease_id());
+  decode->client->Decode(req, request_.deadline, std::move(cancel), StreamHandler());
 }
 
 void RequestFlow::Local() {
-  const int64_t blocks =
-      (static_cast<int64_t>(request_.prompt.size()) + options_.kv_block_size - 1) / options_.kv_block_size;
   // The worker's scheduler queues the request if it is full.
-  std::shared_ptr<WorkerHandle> worker = registry_->PickDecode(blocks, {});
+  std::shared_ptr<WorkerHandle> worker = registry_->PickDecode(static_cast<int64_t>(request_.prompt.size()), {});
   if (!worker) {
     Fail(absl::UnavailableError("no decode or mixed worker is available"));
     return;
   }
-  std::shared_ptr<grpc::ClientContext> ctx;
+  auto cancel = std::make_shared<CallCanceller>();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ended_ || cancelled_) return;
+    if (phase_ == Phase::kEnded) return;
+    phase_ = Phase::kGenerating;
     decode_ = worker;
-    ctx = NewContext(request_.deadline);
-    active_ = ctx;
+    call_ = cancel;
   }
   v1::GenerateTokensRequest req;
   req.set_request_id(request_.id);
   req.mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
   *req.mutable_sampling() = rpc::ToProto(request_.sampling);
   ObserveQueued();
-  auto* reader = new TokenReader(shared_from_this(), ctx);
-  reader->StartGenerate(worker->stub.get(), std::move(req));
+  Log()->debug("request={} local prefill and decode on worker={}", request_.id, worker->info.worker_id());
+  worker->client->GenerateTokens(req, request_.deadline, std::move(cancel), StreamHandler());
+}
+
+WorkerClient::TokenStreamHandler RequestFlow::StreamHandler() {
+  auto self = shared_from_this();
+  return {[self](const v1::TokensResponse& msg) { self->OnStreamMessage(msg); },
+          [self](const absl::Status& status) { self->OnStreamDone(status); }};
 }
 
 void RequestFlow::OnStreamMessage(const v1::TokensResponse& msg) {
-  if (Ended()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) return;
     usage_.completion_tokens += msg.tokens_size();
     if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       finish_ = rpc::FromProto(msg.finish_reason());
@@ -426,33 +482,25 @@ void RequestFlow::OnStreamMessage(const v1::TokensResponse& msg) {
       }
     }
   }
-  if (msg.tokens_size() > 0) {
-    observer_->OnTokens(std::span<const int32_t>(msg.tokens().data(), msg.tokens_size()));
-  }
+  if (msg.tokens_size() > 0) events_->Tokens({msg.tokens().begin(), msg.tokens().end()});
 }
 
-void RequestFlow::OnStreamDone(const grpc::Status& status) {
-  if (Ended()) return;
-  if (!status.ok()) {
-    if (status.error_code() == grpc::StatusCode::CANCELLED) {
-      // Not our cancel (that ends the flow first): the worker shut down under the request.
-      std::string worker;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        worker = decode_ ? decode_->info.worker_id() : "";
-      }
-      Fail(absl::UnavailableError(StrCat("worker ", worker, " stopped while decoding the request")));
-    } else {
-      Fail(rpc::FromGrpc(status));
-    }
-    return;
-  }
+void RequestFlow::OnStreamDone(const absl::Status& status) {
   FinishReason reason;
+  std::string worker;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) return;
     reason = finish_;
+    worker = decode_->info.worker_id();
   }
-  if (reason == FinishReason::kNone || reason == FinishReason::kError) {
+  if (status.code() == absl::StatusCode::kCancelled) {
+    // Not our cancel (that ends the flow first): the worker shut down under the request.
+    Fail(absl::UnavailableError(StrCat("worker ", worker, " stopped while decoding the request")));
+  } else if (!status.ok()) {
+    Log()->warn("request={} stream from worker={} failed: {}", request_.id, worker, ToStd(status.message()));
+    Fail(status);
+  } else if (reason == FinishReason::kNone || reason == FinishReason::kError) {
     Fail(absl::InternalError("the worker ended the stream without finishing the request"));
   } else {
     Finish(reason);

@@ -1,33 +1,52 @@
-// One request's way through the workers (DESIGN.md "Request path"):
-//   disaggregated: reserve KV on a decode worker (a lease), prefill on a prefill worker that
-//   sends the KV into the lease and returns the first token, then decode on the decode worker
-//   from the lease; a prefill that fails before the first token is retried on another prefill
-//   worker (the lease stays valid), a full decode worker is skipped for the next one;
-//   local (conditional disaggregation): prompts shorter than a threshold, or clusters without
-//   prefill workers, run end to end on one decode or mixed worker.
-// Cancel() (client gone, deadline, stop string matched) cancels the call in flight, which the
-// worker turns into freeing the request's blocks, and releases an unused lease. The observer then
-// gets OnFailed(CANCELLED) unless the request had already ended.
+// One request's way through the workers. docs/request-path.md walks every hop, in order, with
+// the file and function doing it; this is the router's part of it, a state machine over
+// WorkerClient (so that it is tested against a fake worker, tests/unit/router):
 //
-// Thread-safe. The observer's methods are called one at a time, from gRPC threads, and must
-// not block; exactly one of OnFinished / OnFailed is called, last.
+//   Start ─┬─ local (placement::PrefillLocally) ─────────── kGenerating ─┬─ Finish / Fail
+//          └─ kReserving ─┬─ lease ─ kPrefilling ─ first token ─ kDecoding ─┤
+//                         └─ all full ─ kWaitingForRoom ─┘                  └─ (Cancel: any phase)
+//
+// - reserve: KV on a decode worker (placement::PickDecode) under a lease. A full worker
+//   (RESOURCE_EXHAUSTED) or one that is draining, changed role or is unreachable is skipped for
+//   the next; when every one is full the flow waits (backoff 10 ms doubling to 200 ms, on the
+//   FlowClock) and is refused with RESOURCE_EXHAUSTED after `admission_timeout` (HTTP 429).
+// - prefill: on a prefill worker (placement::PickPrefill) that sends the KV into the lease and
+//   returns the first token. A retryable failure, before or after KV started moving, is retried
+//   on another prefill worker into the same lease, up to `max_prefill_attempts`; then the request
+//   fails UNAVAILABLE with the last error.
+// - decode: the decode worker adopts the lease and streams the rest of the tokens.
+// - local: the decode (or mixed) worker prefills and decodes alone (GenerateTokens).
+// - release: a lease the decode worker did not adopt is released exactly once, whatever ended
+//   the request (a release after adoption is harmless: the worker answers NOT_FOUND).
+// - Cancel() (client gone, deadline, stop string matched) cancels the call in flight, which the
+//   worker turns into freeing the request's blocks, and releases the lease; a reservation in
+//   flight is not cancelled (it could be granted with nobody left to release it): its lease is
+//   released when it arrives.
+//
+// Thread-safe. The observer's methods are called one at a time, in order, never while the flow
+// holds its lock (an observer may call Cancel() from OnTokens), from gRPC threads, the FlowClock's
+// thread or the thread that calls Start/Cancel; they must not block. Exactly one of OnFinished /
+// OnFailed is called, and nothing after it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/timed_task_queue.h"
+#include "router/router_metrics.h"
+#include "router/worker_client.h"
+#include "router/worker_registry.h"
 #include "types/finish_reason.h"
 #include "types/sampling_params.h"
-#include "router/router_metrics.h"
-#include "router/worker_registry.h"
-#include "tandem/v1/worker.grpc.pb.h"
-#include "common/timed_task_queue.h"
 
 namespace tandem::router {
 
@@ -55,80 +74,115 @@ class RequestObserver {
 struct FlowOptions {
   int32_t local_prefill_threshold = 0;  // prompts shorter than this prefill on the decode worker
   int max_prefill_attempts = 3;
-  int max_decode_choices = 3;
   // A reservation the router never comes back for (it died) frees itself after this long. It
   // covers the wait in the prefill worker's queue: the transfer that pins it starts with the
   // prompt's first computed chunk.
   absl::Duration lease_time = absl::Seconds(60);
-  int32_t kv_block_size = 16;           // to estimate a prompt's blocks when picking a worker
+  // How long one ReserveKv call may take (the decode worker answers between two iterations).
+  absl::Duration reserve_timeout = absl::Seconds(10);
   // How long a request waits for a decode worker with room before it is refused (overload).
   absl::Duration admission_timeout = absl::Seconds(60);
   // Where the flow records queue time, retries, prefill mode and KV transfers (may be null).
   RouterMetrics* metrics = nullptr;
 };
 
-// What happened to a request, for metrics.
+// What happened to a request, for metrics and tests.
 struct FlowStats {
-  bool disaggregated = false;
-  int prefill_attempts = 0;
+  bool disaggregated = false;  // prefilled on a prefill worker (else locally)
+  int prefill_attempts = 0;    // Prefill calls made (1 + retries)
+  // The successful prefill's KV hand-off, as the prefill worker measured it.
   double transfer_seconds = 0;
   int64_t transfer_bytes = 0;
 };
 
+// Time as a flow sees it: the present, and running a task later (the wait for KV room).
+// Injected so that tests control time. Thread-safe.
+class FlowClock {
+ public:
+  virtual ~FlowClock() = default;
+  virtual absl::Time Now() = 0;
+  // Runs `task` at `at` or later, on another thread. False (the task dropped) once the clock
+  // is shutting down.
+  virtual bool RunAt(absl::Time at, std::function<void()> task) = 0;
+};
+
+// Real time, delayed tasks on a TimedTaskQueue (borrowed).
+class QueueClock final : public FlowClock {
+ public:
+  explicit QueueClock(TimedTaskQueue* queue) : queue_(queue) {}
+  absl::Time Now() override { return absl::Now(); }
+  bool RunAt(absl::Time at, std::function<void()> task) override { return queue_->Post(std::move(task), at); }
+
+ private:
+  TimedTaskQueue* queue_;
+};
+
 class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
  public:
-  // `timer` runs delayed retries (waiting for KV room); it and `registry` must outlive the flow's
-  // activity.
+  // Starts the request. `registry` and `clock` (or `timer`, for real time) must outlive the
+  // flow's activity; the flow keeps itself alive until it has ended and no call is in flight.
+  static std::shared_ptr<RequestFlow> Start(RouterRequest request, const FlowOptions& options,
+                                            WorkerRegistry* registry, FlowClock* clock,
+                                            std::shared_ptr<RequestObserver> observer);
   static std::shared_ptr<RequestFlow> Start(RouterRequest request, const FlowOptions& options,
                                             WorkerRegistry* registry, TimedTaskQueue* timer,
                                             std::shared_ptr<RequestObserver> observer);
+  ~RequestFlow();
+
+  // Ends the request: OnFailed(CANCELLED) unless it had already ended (then a no-op).
   void Cancel();
   FlowStats stats() const;
 
-  // Internal (used by the stream readers).
-  void OnStreamMessage(const v1::TokensResponse& msg);
-  void OnStreamDone(const grpc::Status& status);
-
  private:
-  RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry,
-              TimedTaskQueue* timer, std::shared_ptr<RequestObserver> observer);
-  void WaitForRoom(int64_t blocks);
+  enum class Phase { kStarting, kReserving, kWaitingForRoom, kPrefilling, kDecoding, kGenerating, kEnded };
+  class Events;  // delivers to the observer one at a time (request_flow.cc)
+  static const char* PhaseName(Phase phase);
+
+  RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry, FlowClock* clock,
+              std::shared_ptr<RequestObserver> observer);
   void Run();
   void Reserve();
+  void OnReserved(const std::shared_ptr<WorkerHandle>& decode, absl::StatusOr<v1::ReserveKvResponse> answer);
+  void WaitForRoom();
   void Prefill();
+  std::optional<v1::PrefillRequest> PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
+                                                std::shared_ptr<CallCanceller>& cancel);
+  void OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, absl::StatusOr<v1::PrefillResponse> answer);
   void Decode(int32_t first_token, int32_t rng_draws);
   void Local();
+  WorkerClient::TokenStreamHandler StreamHandler();
+  void OnStreamMessage(const v1::TokensResponse& msg);
+  void OnStreamDone(const absl::Status& status);
   void ReleaseLease();
   void Fail(const absl::Status& status);
   void Finish(FinishReason reason);
-  bool Ended();  // cancelled or already finished
+  // Records the time from the flow's start to its dispatch to a worker, once.
+  void ObserveQueued();
+  bool Ended() const;
 
   const RouterRequest request_;
   const FlowOptions options_;
-  WorkerRegistry* registry_;
-  TimedTaskQueue* timer_;
-  std::shared_ptr<RequestObserver> observer_;
+  WorkerRegistry* const registry_;
+  std::unique_ptr<QueueClock> own_clock_;  // when started with a TimedTaskQueue
+  FlowClock* clock_;
+  std::unique_ptr<Events> events_;
+  const absl::Time start_;
 
   mutable std::mutex mu_;
-  bool ended_ = false;
-  bool cancelled_ = false;
-  std::shared_ptr<grpc::ClientContext> active_;  // the call in flight
-  std::shared_ptr<WorkerHandle> decode_, prefill_;
+  Phase phase_ = Phase::kStarting;
+  std::shared_ptr<CallCanceller> call_;  // the cancellable call in flight
+  std::shared_ptr<WorkerHandle> decode_;
   std::set<std::string> tried_decode_, tried_prefill_;
   v1::ReserveKvResponse lease_;
   bool lease_held_ = false;  // reserved and not yet released (or adopted by a finished decode)
   bool decode_started_ = false;
   absl::Time wait_start_ = absl::InfinitePast();  // when it began waiting for KV room
-  const absl::Time start_ = absl::Now();
-  bool queue_observed_ = false;
   absl::Duration backoff_ = absl::Milliseconds(10);
+  bool queue_observed_ = false;
   std::string last_prefill_error_;
   RequestUsage usage_;
   FinishReason finish_ = FinishReason::kNone;
   FlowStats stats_;
-
-  // Records the time from the flow's start to its dispatch to a worker, once.
-  void ObserveQueued();
 };
 
 }  // namespace tandem::router

@@ -6,10 +6,10 @@
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "types/model_info.h"
-#include "grpcpp/create_channel.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
 #include "http/ops_endpoints.h"
+#include "router/grpc_worker_client.h"
 
 namespace tandem::router {
 
@@ -46,12 +46,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   ro.model_id = model.id;
   ro.expiry = options.worker_expiry;
   ro.heartbeat_ms = options.heartbeat_ms;
-  ro.make_stub = [](const std::string& address) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    return std::shared_ptr<v1::Worker::Stub>(
-        v1::Worker::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
-  };
+  ro.make_client = [](const v1::WorkerInfo& info) { return GrpcWorkerClient::Connect(info.grpc_address()); };
   r->registry_ = std::make_unique<WorkerRegistry>(ro);
   r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
   r->metrics_ = std::make_unique<RouterMetrics>(*r->metrics_registry_);

@@ -1,26 +1,15 @@
 #include "router/worker_registry.h"
 
-#include <cstring>
+#include <map>
 
 #include "common/logging.h"
-#include "common/sha256.h"
 #include "common/strings.h"
+#include "router/placement.h"
 
 namespace tandem::router {
 namespace {
 
 bool CanDecode(v1::WorkerRole r) { return r == v1::WORKER_ROLE_DECODE || r == v1::WORKER_ROLE_MIXED; }
-
-// Rendezvous hash of (key, worker): the same prefix prefers the same worker.
-uint64_t Rendezvous(uint64_t key, const std::string& worker_id) {
-  Sha256 h;
-  h.Update(&key, sizeof key);
-  h.Update(worker_id);
-  const Sha256Digest d = h.Finish();
-  uint64_t v;
-  std::memcpy(&v, d.data(), sizeof v);
-  return v;
-}
 
 }  // namespace
 
@@ -36,12 +25,18 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
   }
   auto handle = std::make_shared<WorkerHandle>();
   handle->info = info;
-  handle->stub = options_.make_stub(info.grpc_address());
+  handle->client = options_.make_client(info);
   std::lock_guard<std::mutex> lock(mu_);
-  const bool known = workers_.contains(info.worker_id());
-  workers_[info.worker_id()] = Entry{std::move(handle), load, absl::Now(), 0, 0};
-  GetLogger("router")->info("{} worker {} ({}) at {}", known ? "re-registered" : "registered", info.worker_id(),
-                            v1::WorkerRole_Name(info.role()), info.grpc_address());
+  auto it = workers_.find(info.worker_id());
+  const bool known = it != workers_.end();
+  Entry entry{std::move(handle), load, absl::Now(), 0, 0, PrefixIndex(options_.prefix_index_blocks)};
+  // The same process registering again (the router restarted, or it missed a heartbeat) still
+  // has its prefix cache; a new epoch is a new process with an empty one.
+  if (known && it->second.handle->info.epoch() == info.epoch()) entry.prefix_index = std::move(it->second.prefix_index);
+  workers_.insert_or_assign(info.worker_id(), std::move(entry));
+  GetLogger("router")->info("{} worker={} role={} address={} block_size={}", known ? "re-registered" : "registered",
+                            info.worker_id(), v1::WorkerRole_Name(info.role()), info.grpc_address(),
+                            placement::BlockSizeOf(info));
   return absl::OkStatus();
 }
 
@@ -59,7 +54,7 @@ bool WorkerRegistry::Heartbeat(const std::string& worker_id, uint64_t epoch, v1:
     auto handle = std::make_shared<WorkerHandle>(*e.handle);  // in-flight requests keep the old one
     handle->info.set_role(role);
     e.handle = std::move(handle);
-    GetLogger("router")->info("worker {} now has the {} role", worker_id, v1::WorkerRole_Name(role));
+    GetLogger("router")->info("worker={} now has the {} role", worker_id, v1::WorkerRole_Name(role));
   }
   return true;
 }
@@ -74,7 +69,7 @@ std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (now - it->second.last_heartbeat > options_.expiry) {
-      GetLogger("router")->warn("worker {} missed its heartbeats for {}: dropped", it->first,
+      GetLogger("router")->warn("worker={} missed its heartbeats for {}: dropped", it->first,
                                 absl::FormatDuration(now - it->second.last_heartbeat));
       gone.push_back(it->first);
       it = workers_.erase(it);
@@ -85,51 +80,50 @@ std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {
   return gone;
 }
 
-std::shared_ptr<WorkerHandle> WorkerRegistry::PickDecode(int64_t blocks_needed, const std::set<std::string>& exclude) {
+std::shared_ptr<WorkerHandle> WorkerRegistry::PickDecode(int64_t prompt_tokens, const std::set<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
-  const Entry* best = nullptr;
-  int64_t best_free = 0;
-  bool best_fits = false;
+  std::vector<placement::DecodeCandidate> candidates;
+  std::vector<const Entry*> entries;
   for (const auto& [id, e] : workers_) {
     if (exclude.contains(id) || e.load.draining() || !CanDecode(e.handle->info.role())) continue;
-    const int64_t free = e.load.free_kv_blocks() - e.reserved_since_heartbeat;
-    const bool fits = free >= blocks_needed;
-    if (best == nullptr || (fits && !best_fits) || (fits == best_fits && free > best_free)) {
-      best = &e;
-      best_free = free;
-      best_fits = fits;
-    }
+    candidates.push_back({id, placement::BlockSizeOf(e.handle->info),
+                          e.load.free_kv_blocks() - e.reserved_since_heartbeat});
+    entries.push_back(&e);
   }
-  return best ? best->handle : nullptr;
+  const int i = placement::PickDecode(candidates, prompt_tokens);
+  return i < 0 ? nullptr : entries[i]->handle;
 }
 
-std::shared_ptr<WorkerHandle> WorkerRegistry::PickPrefill(uint64_t affinity_key, int64_t prompt_tokens,
+std::shared_ptr<WorkerHandle> WorkerRegistry::PickPrefill(std::span<const int32_t> prompt,
+                                                          const v1::KvLayout* destination,
                                                           const std::set<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
-  int64_t least = INT64_MAX;
+  std::map<int32_t, std::vector<uint64_t>> chains;  // by block size: one entry in a uniform cluster
+  std::vector<placement::PrefillCandidate> candidates;
+  std::vector<const Entry*> entries;
   for (const auto& [id, e] : workers_) {
-    if (exclude.contains(id) || e.load.draining() || e.handle->info.role() != v1::WORKER_ROLE_PREFILL) continue;
-    least = std::min(least, e.load.queued_prefill_tokens() + e.pending_prefill_tokens);
+    const v1::WorkerInfo& info = e.handle->info;
+    if (exclude.contains(id) || e.load.draining() || info.role() != v1::WORKER_ROLE_PREFILL) continue;
+    if (destination != nullptr && !placement::KvLayoutsMatch(info.kv_endpoint().layout(), *destination)) continue;
+    const int32_t block_size = placement::BlockSizeOf(info);
+    auto chain = chains.find(block_size);
+    if (chain == chains.end()) chain = chains.emplace(block_size, placement::BlockChain(prompt, block_size)).first;
+    candidates.push_back({id, e.load.queued_prefill_tokens() + e.pending_prefill_tokens,
+                          e.prefix_index.MatchedBlocks(chain->second) * block_size});
+    entries.push_back(&e);
   }
-  if (least == INT64_MAX) return nullptr;
-  const Entry* best = nullptr;
-  uint64_t best_score = 0;
-  for (const auto& [id, e] : workers_) {
-    if (exclude.contains(id) || e.load.draining() || e.handle->info.role() != v1::WORKER_ROLE_PREFILL) continue;
-    const int64_t queued = e.load.queued_prefill_tokens() + e.pending_prefill_tokens;
-    if (queued > least + options_.affinity_slack_tokens) continue;
-    const uint64_t score = Rendezvous(affinity_key, id);
-    if (best == nullptr || score > best_score) {
-      best = &e;
-      best_score = score;
-    }
-  }
-  return best->handle;
+  const int i = placement::PickPrefill(candidates, static_cast<int64_t>(prompt.size()), placement::PromptKey(prompt),
+                                       options_.affinity_slack_tokens);
+  return i < 0 ? nullptr : entries[i]->handle;
 }
 
-void WorkerRegistry::NotePrefillStarted(const std::string& worker_id, int64_t tokens) {
+void WorkerRegistry::NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.pending_prefill_tokens += tokens;
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  Entry& e = it->second;
+  e.pending_prefill_tokens += static_cast<int64_t>(prompt.size());
+  e.prefix_index.Insert(placement::BlockChain(prompt, placement::BlockSizeOf(e.handle->info)));
 }
 
 void WorkerRegistry::NotePrefillEnded(const std::string& worker_id, int64_t tokens) {
@@ -152,10 +146,11 @@ void WorkerRegistry::NoteFreeBlocks(const std::string& worker_id, int64_t free_b
   }
 }
 
-void WorkerRegistry::NoteReserveRefused(const std::string& worker_id, int64_t blocks) {
+void WorkerRegistry::NoteReserveRefused(const std::string& worker_id, int64_t prompt_tokens) {
   std::lock_guard<std::mutex> lock(mu_);
   if (auto it = workers_.find(worker_id); it != workers_.end()) {
     Entry& e = it->second;
+    const int64_t blocks = placement::BlocksFor(prompt_tokens, placement::BlockSizeOf(e.handle->info));
     const int64_t free = e.load.free_kv_blocks() - e.reserved_since_heartbeat;
     if (free >= blocks) e.reserved_since_heartbeat += free - blocks + 1;
   }

@@ -2,10 +2,11 @@
 // (heartbeats, corrected by the router's own dispatches in between), and which one gets the
 // next request. Workers that miss heartbeats for `expiry` are dropped.
 //
-// Placement (DESIGN.md "Request path"): the decode worker is chosen first, by most free KV
-// blocks (it must hold the prompt plus headroom); the prefill worker second, by fewest queued
-// prefill tokens, preferring the same worker for the same prompt prefix among those within
-// `affinity_slack_tokens` of the least loaded (prefix-cache hits).
+// Placement (DESIGN.md "Request path"): the decisions are placement.h's pure functions; the
+// registry keeps the state they need (entries, heartbeats, the router's own dispatches since the
+// last heartbeat, and per prefill worker a PrefixIndex of the prompts sent there) and calls them
+// with a snapshot taken under its lock. A worker's index is forgotten when the worker leaves
+// (removed, expired, or back with a new epoch: a restarted process has an empty cache).
 //
 // Thread-safe.
 #pragma once
@@ -15,31 +16,39 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "router/prefix_index.h"
+#include "router/worker_client.h"
 #include "tandem/v1/registry.pb.h"
-#include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem::router {
 
-// A registered worker: its identity and a gRPC stub to it. Shared by in-flight requests, so it
-// stays usable after the worker is dropped from the registry.
+// A registered worker: its identity and a client to call it. Shared by in-flight requests, so
+// it stays usable after the worker is dropped from the registry.
 struct WorkerHandle {
   v1::WorkerInfo info;
-  std::shared_ptr<v1::Worker::Stub> stub;
+  std::shared_ptr<WorkerClient> client;
 };
 
 struct WorkerRegistryOptions {
   std::string model_id;                        // workers must serve this model
   absl::Duration expiry = absl::Seconds(3);
   int32_t heartbeat_ms = 500;
+  // A prefill worker is a candidate only while its queued tokens are within this many of the
+  // least loaded one's, whatever its prefix cache holds (placement.h).
   int64_t affinity_slack_tokens = 1024;
-  // Makes the stub for a worker's gRPC address (tests substitute in-process channels).
-  std::function<std::shared_ptr<v1::Worker::Stub>(const std::string& address)> make_stub;
+  // Block hashes remembered per prefill worker (PrefixIndex); 64k blocks of 16 tokens cover
+  // 1M prompt tokens, several times a small worker's cache.
+  size_t prefix_index_blocks = 65536;
+  // Makes the client for a registering worker (GrpcWorkerClient::Connect to its grpc_address in
+  // the router; tests substitute fakes).
+  std::function<std::shared_ptr<WorkerClient>(const v1::WorkerInfo& info)> make_client;
 };
 
 class WorkerRegistry {
@@ -57,22 +66,24 @@ class WorkerRegistry {
   // Drops workers whose last heartbeat is older than the expiry; returns their ids.
   std::vector<std::string> Expire(absl::Time now);
 
-  // A decode-capable worker (decode or mixed role): the one with the most free KV blocks among
-  // those with room for `blocks_needed`; if none seems to have room, still the one with the
-  // most (the router's view may be stale: the worker has the last word). Null if none.
-  std::shared_ptr<WorkerHandle> PickDecode(int64_t blocks_needed, const std::set<std::string>& exclude);
-  // A prefill worker (prefill role only), or null.
-  std::shared_ptr<WorkerHandle> PickPrefill(uint64_t affinity_key, int64_t prompt_tokens,
+  // A decode-capable worker (decode or mixed role) for a prompt of `prompt_tokens`, not in
+  // `exclude` (placement::PickDecode), or null.
+  std::shared_ptr<WorkerHandle> PickDecode(int64_t prompt_tokens, const std::set<std::string>& exclude);
+  // A prefill worker (prefill role only) for `prompt`, not in `exclude`, whose KV layout
+  // matches `destination` (the decode lease's; null: any), by placement::PickPrefill; or null.
+  std::shared_ptr<WorkerHandle> PickPrefill(std::span<const int32_t> prompt, const v1::KvLayout* destination,
                                             const std::set<std::string>& exclude);
 
-  // The router's own dispatches, until the next heartbeat reports them.
-  void NotePrefillStarted(const std::string& worker_id, int64_t tokens);
+  // The router's own dispatches, until the next heartbeat reports them. A prompt sent to a
+  // prefill worker also enters that worker's PrefixIndex.
+  void NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt);
   void NotePrefillEnded(const std::string& worker_id, int64_t tokens);
   void NoteBlocksReserved(const std::string& worker_id, int64_t blocks);
   // A worker's own count of free blocks (from a reservation's answer): fresher than a heartbeat.
   void NoteFreeBlocks(const std::string& worker_id, int64_t free_blocks);
-  // A worker refused `blocks` for lack of room: it has fewer free.
-  void NoteReserveRefused(const std::string& worker_id, int64_t blocks);
+  // A worker refused to reserve for a prompt of `prompt_tokens` for lack of room: it has fewer
+  // free blocks than that needs (in its own block size).
+  void NoteReserveRefused(const std::string& worker_id, int64_t prompt_tokens);
   // Live, non-draining workers that can decode (decode or mixed role).
   int CountDecodeCapable() const;
 
@@ -93,6 +104,7 @@ class WorkerRegistry {
     absl::Time last_heartbeat;
     int64_t pending_prefill_tokens = 0;  // dispatched since the last heartbeat
     int64_t reserved_since_heartbeat = 0;
+    PrefixIndex prefix_index;  // prefill workers: the prompts sent there
   };
 
   const WorkerRegistryOptions options_;

@@ -42,8 +42,9 @@ SamplingParams Greedy(int max_tokens) {
 }
 
 // Each prompt alone on a fresh engine configured like the workers: `tandem generate`'s path.
-std::vector<Tokens> Reference(TestCluster& c, const std::vector<Tokens>& prompts, const SamplingParams& s) {
-  auto engine = std::move(*c.NewEngine());
+std::vector<Tokens> Reference(TestCluster& c, const std::vector<Tokens>& prompts, const SamplingParams& s,
+                              WorkerShape shape = {}) {
+  auto engine = std::move(*c.NewEngine(shape));
   std::vector<Tokens> out;
   for (size_t i = 0; i < prompts.size(); ++i) {
     GenerateRequest r;
@@ -200,6 +201,32 @@ TEST(ClusterTest, ShortPromptsPrefillOnTheDecodeWorkerBelowTheThreshold) {
   }
   // Only the 80-token prompt crossed to the prefill worker.
   EXPECT_EQ((*c)->in_process_transport(p)->transfers_succeeded(), 1);
+}
+
+TEST(ClusterTest, DecodeWorkerWithLargerBlocksIsPlacedByItsOwnBlockSize) {
+  // One prefill and one decode worker at the default 16 tokens per block, and a pair started
+  // with --block-size 32. A 200-token prompt needs 13 blocks of 16 or 7 of 32: the decode worker
+  // at 16 has 16 blocks (256 tokens), the one at 32 has 12 (384 tokens). Counted in blocks of 16
+  // everywhere, the router used to think the 32-token worker could not hold the prompt and sent
+  // it to the fuller one. KV goes only between workers of the same layout.
+  auto spec = TinySpec();
+  spec.kv_blocks = 16;
+  auto c = TestCluster::Start(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const WorkerShape large{.block_size = 32, .kv_blocks = 12};
+  ASSERT_TRUE((*c)->AddWorker(v1::WORKER_ROLE_PREFILL, large).ok());
+  ASSERT_TRUE((*c)->AddWorker(v1::WORKER_ROLE_DECODE, large).ok());
+  ASSERT_TRUE((*c)->WaitReady().ok());
+  const int p16 = 0, p32 = 2;
+  ASSERT_EQ((*c)->worker(p32).service().role(), v1::WORKER_ROLE_PREFILL);
+  const auto prompts = RandomPrompts(1, Vocab(**c), {200}, 13);
+  const auto s = Greedy(8);
+  const auto expected = Reference(**c, prompts, s, large);
+  auto r = (*c)->Generate(prompts[0], s);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.tokens, expected[0]);
+  EXPECT_EQ((*c)->in_process_transport(p32)->transfers_succeeded(), 1) << "the decode worker at block size 32";
+  EXPECT_EQ((*c)->in_process_transport(p16)->transfers_succeeded(), 0);
 }
 
 TEST(ClusterTest, NoKvBlocksLeakAfter1000RequestsWith20PercentCancelled) {

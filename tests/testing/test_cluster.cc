@@ -47,9 +47,10 @@ TestCluster::~TestCluster() {
   if (router_) router_->Stop(absl::ZeroDuration());
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> TestCluster::NewEngine() const {
+absl::StatusOr<std::unique_ptr<Engine>> TestCluster::NewEngine(WorkerShape shape) const {
   EngineOptions eo;
-  eo.num_kv_blocks = spec_.kv_blocks;
+  eo.num_kv_blocks = shape.kv_blocks > 0 ? shape.kv_blocks : spec_.kv_blocks;
+  if (shape.block_size > 0) eo.block_size = shape.block_size;
   eo.scheduler.token_budget = spec_.token_budget;
   eo.scheduler.max_num_seqs = spec_.max_num_seqs;
   eo.eog_token_ids = eog_ids_;
@@ -57,8 +58,8 @@ absl::StatusOr<std::unique_ptr<Engine>> TestCluster::NewEngine() const {
   return Engine::Create(*file_, std::move(backend), eo);
 }
 
-absl::Status TestCluster::AddWorker(v1::WorkerRole role) {
-  TANDEM_ASSIGN_OR_RETURN(auto engine, NewEngine());
+absl::Status TestCluster::AddWorker(v1::WorkerRole role, WorkerShape shape) {
+  TANDEM_ASSIGN_OR_RETURN(auto engine, NewEngine(shape));
   worker::WorkerOptions wo;
   wo.role = role;
   wo.worker_id = StrCat(role == v1::WORKER_ROLE_PREFILL  ? "prefill-"

@@ -33,6 +33,12 @@ struct ClusterSpec {
   std::string api_key;       // the router's
 };
 
+// One worker's engine settings where they differ from the cluster's (0: the spec's).
+struct WorkerShape {
+  int32_t block_size = 0;  // tokens per KV block (`tandem worker --block-size`); 0: the default
+  int64_t kv_blocks = 0;   // 0: ClusterSpec::kv_blocks
+};
+
 struct GenerateResult {
   grpc::Status status;
   std::vector<int32_t> tokens;
@@ -55,7 +61,7 @@ class TestCluster {
   int FindWorker(v1::WorkerRole role) const;
 
   // A new worker (registered with the router once its first heartbeat lands).
-  absl::Status AddWorker(v1::WorkerRole role);
+  absl::Status AddWorker(v1::WorkerRole role, WorkerShape shape = {});
   // Stops worker `i` at once (no drain) and forgets it: as if its process was killed.
   void KillWorker(int i);
 
@@ -74,7 +80,7 @@ class TestCluster {
 
   const gguf::GgufFile& file() const { return *file_; }
   // An engine configured like the workers' (for reference outputs).
-  absl::StatusOr<std::unique_ptr<Engine>> NewEngine() const;
+  absl::StatusOr<std::unique_ptr<Engine>> NewEngine(WorkerShape shape = {}) const;
 
  private:
   TestCluster() = default;

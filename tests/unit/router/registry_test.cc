@@ -1,6 +1,8 @@
-// The router's placement decisions (DESIGN.md "Request path").
+// The registry's state behind placement (DESIGN.md "Request path"): registration, heartbeats,
+// the router's own dispatches between heartbeats, expiry. Placement rules: placement_test.cc.
 #include "gtest/gtest.h"
 #include "router/worker_registry.h"
+#include "unit/router/fake_worker_client.h"
 
 namespace tandem::router {
 namespace {
@@ -10,7 +12,7 @@ WorkerRegistry MakeRegistry() {
   o.model_id = "m1";
   o.expiry = absl::Seconds(3);
   o.affinity_slack_tokens = 100;
-  o.make_stub = [](const std::string&) { return std::shared_ptr<v1::Worker::Stub>(); };
+  o.make_client = [](const v1::WorkerInfo& info) { return std::make_shared<fakes::FakeWorkerClient>(info.worker_id()); };
   return WorkerRegistry(o);
 }
 
@@ -40,30 +42,33 @@ TEST(WorkerRegistryTest, RefusesAWorkerServingAnotherModel) {
   EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_DECODE), 0);
 }
 
+// Prompt tokens that fill `blocks` blocks of 16 (the workers here advertise no block size).
+int64_t Tokens(int64_t blocks) { return blocks * 16; }
+
 TEST(WorkerRegistryTest, DecodeGoesToTheWorkerWithTheMostFreeBlocksThatFits) {
   auto r = MakeRegistry();
   ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(50)).ok());
   ASSERT_TRUE(r.Register(Info("d2", v1::WORKER_ROLE_DECODE), Load(80)).ok());
   ASSERT_TRUE(r.Register(Info("p1", v1::WORKER_ROLE_PREFILL), Load(500)).ok());
-  EXPECT_EQ(r.PickDecode(10, {})->info.worker_id(), "d2");
+  EXPECT_EQ(r.PickDecode(Tokens(10), {})->info.worker_id(), "d2");
   // The router's own reservations count until the next heartbeat.
   r.NoteBlocksReserved("d2", 40);
-  EXPECT_EQ(r.PickDecode(10, {})->info.worker_id(), "d1");
+  EXPECT_EQ(r.PickDecode(Tokens(10), {})->info.worker_id(), "d1");
   // Nobody seems to have room: still the one with the most (the worker has the last word).
-  EXPECT_EQ(r.PickDecode(60, {})->info.worker_id(), "d1");
+  EXPECT_EQ(r.PickDecode(Tokens(60), {})->info.worker_id(), "d1");
   // A refusal lowers the estimate below what was asked.
-  r.NoteReserveRefused("d1", 30);
-  EXPECT_EQ(r.PickDecode(30, {})->info.worker_id(), "d2");
+  r.NoteReserveRefused("d1", Tokens(30));
+  EXPECT_EQ(r.PickDecode(Tokens(30), {})->info.worker_id(), "d2");
   // A reservation's answer carries the worker's own count.
   r.NoteFreeBlocks("d1", 70);
-  EXPECT_EQ(r.PickDecode(60, {})->info.worker_id(), "d1");
-  EXPECT_EQ(r.PickDecode(1, {"d1", "d2"}), nullptr);
+  EXPECT_EQ(r.PickDecode(Tokens(60), {})->info.worker_id(), "d1");
+  EXPECT_EQ(r.PickDecode(Tokens(1), {"d1", "d2"}), nullptr);
   // A heartbeat brings the real figure back.
   ASSERT_TRUE(r.Heartbeat("d2", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(80)));
-  EXPECT_EQ(r.PickDecode(60, {})->info.worker_id(), "d2");
+  EXPECT_EQ(r.PickDecode(Tokens(60), {})->info.worker_id(), "d2");
   // A prefill worker never decodes; a draining one gets nothing new.
   ASSERT_TRUE(r.Heartbeat("d2", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(80, 0, true)));
-  EXPECT_EQ(r.PickDecode(10, {"d1"}), nullptr);
+  EXPECT_EQ(r.PickDecode(Tokens(10), {"d1"}), nullptr);
   EXPECT_EQ(r.CountDecodeCapable(), 1);
 }
 
@@ -73,25 +78,27 @@ TEST(WorkerRegistryTest, PrefillGoesToTheLeastQueuedWithPrefixAffinity) {
   ASSERT_TRUE(r.Register(Info("p2", v1::WORKER_ROLE_PREFILL), Load(0, 0)).ok());
   ASSERT_TRUE(r.Register(Info("p3", v1::WORKER_ROLE_PREFILL), Load(0, 5000)).ok());
   ASSERT_TRUE(r.Register(Info("d", v1::WORKER_ROLE_DECODE), Load(100)).ok());
-  // Equally loaded: the same prefix always lands on the same worker, different prefixes spread.
+  // Equally loaded: the same prompt always lands on the same worker, different prompts spread.
+  auto prompt = [](int key) { return std::vector<int32_t>(10, 3 + key); };
   std::set<std::string> seen;
-  for (uint64_t key = 0; key < 64; ++key) {
-    const std::string first = r.PickPrefill(key, 10, {})->info.worker_id();
-    EXPECT_EQ(r.PickPrefill(key, 10, {})->info.worker_id(), first);
+  for (int key = 0; key < 64; ++key) {
+    const std::string first = r.PickPrefill(prompt(key), nullptr, {})->info.worker_id();
+    EXPECT_EQ(r.PickPrefill(prompt(key), nullptr, {})->info.worker_id(), first);
     EXPECT_NE(first, "p3");  // far more queued than the others
     seen.insert(first);
   }
   EXPECT_EQ(seen, (std::set<std::string>{"p1", "p2"}));
   // Load beyond the slack overrides affinity.
-  uint64_t key = 0;
-  while (r.PickPrefill(key, 10, {})->info.worker_id() != "p1") ++key;
-  r.NotePrefillStarted("p1", 1000);
-  EXPECT_EQ(r.PickPrefill(key, 10, {})->info.worker_id(), "p2");
+  int key = 0;
+  while (r.PickPrefill(prompt(key), nullptr, {})->info.worker_id() != "p1") ++key;
+  const std::vector<int32_t> other(1000, 7);
+  r.NotePrefillStarted("p1", other);
+  EXPECT_EQ(r.PickPrefill(prompt(key), nullptr, {})->info.worker_id(), "p2");
   r.NotePrefillEnded("p1", 1000);
-  EXPECT_EQ(r.PickPrefill(key, 10, {})->info.worker_id(), "p1");
+  EXPECT_EQ(r.PickPrefill(prompt(key), nullptr, {})->info.worker_id(), "p1");
   // Retries exclude the workers already tried.
-  EXPECT_EQ(r.PickPrefill(key, 10, {"p1"})->info.worker_id(), "p2");
-  EXPECT_EQ(r.PickPrefill(key, 10, {"p1", "p2", "p3"}), nullptr);
+  EXPECT_EQ(r.PickPrefill(prompt(key), nullptr, {"p1"})->info.worker_id(), "p2");
+  EXPECT_EQ(r.PickPrefill(prompt(key), nullptr, {"p1", "p2", "p3"}), nullptr);
 }
 
 TEST(WorkerRegistryTest, WorkersThatStopHeartbeatingExpire) {
@@ -117,7 +124,7 @@ TEST(WorkerRegistryTest, RoleChangesArriveWithHeartbeats) {
   EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_PREFILL), 0);
   EXPECT_EQ(r.CountRole(v1::WORKER_ROLE_DECODE), 1);
   EXPECT_EQ(before->info.role(), v1::WORKER_ROLE_PREFILL);  // in-flight requests keep their view
-  EXPECT_EQ(r.PickDecode(1, {})->info.worker_id(), "w");
+  EXPECT_EQ(r.PickDecode(Tokens(1), {})->info.worker_id(), "w");
 }
 
 }  // namespace
