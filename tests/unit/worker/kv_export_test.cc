@@ -287,6 +287,13 @@ class KvExportTest : public ::testing::Test {
     });
   }
 
+  // The engine computes the whole prompt: two chunks of 4 tokens, then the last output.
+  void ComputeWholePrompt(KvExport& kv) {
+    kv.OnProgress(Progress(4), table_);
+    kv.OnProgress(Progress(8), table_);
+    kv.OnProgress(Last(), table_);
+  }
+
   KvExportResult result() {
     std::lock_guard<std::mutex> lock(outcome_->mu);
     return outcome_->result;
@@ -339,8 +346,7 @@ TEST_F(KvExportTest, TheTransferStartsWithTheFirstComputedChunk) {
   kv->OnProgress(Progress(4), table_);
   ASSERT_EQ(watching_->deadlines().size(), 1u);
   EXPECT_GE(watching_->deadlines()[0], before_first_chunk + absl::Seconds(5));
-  kv->OnProgress(Progress(8), table_);
-  kv->OnProgress(Last(), table_);
+  ComputeWholePrompt(*kv);  // a progress report repeated changes nothing
   ASSERT_TRUE(outcome_->Wait().value_or(absl::UnknownError("none")).ok());
   EXPECT_EQ(watching_->deadlines().size(), 1u);  // one transfer for the whole prompt
 }
@@ -431,10 +437,7 @@ TEST_F(KvExportTest, AnInjectedTransferFaultIsTheError) {
   drop.after_blocks = 1;
   drop.status = absl::UnavailableError("injected: link down");
   source_->InjectFault(drop);
-  auto kv = NewExport();
-  kv->OnProgress(Progress(4), table_);
-  kv->OnProgress(Progress(8), table_);
-  kv->OnProgress(Last(), table_);
+  ComputeWholePrompt(*NewExport());
   std::optional<absl::Status> s = outcome_->Wait();
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(s->code(), absl::StatusCode::kUnavailable) << *s;
@@ -450,10 +453,7 @@ TEST_F(KvExportTest, ARefusedHandshakeIsTheError) {
   refuse.kind = transfer::InProcessFault::Kind::kRefuse;
   refuse.status = absl::FailedPreconditionError("injected: stale epoch");
   source_->InjectFault(refuse);
-  auto kv = NewExport();
-  kv->OnProgress(Progress(4), table_);
-  kv->OnProgress(Progress(8), table_);
-  kv->OnProgress(Last(), table_);
+  ComputeWholePrompt(*NewExport());
   std::optional<absl::Status> s = outcome_->Wait();
   ASSERT_TRUE(s.has_value());
   EXPECT_THAT(s->message(), HasSubstr("injected: stale epoch"));
@@ -475,11 +475,7 @@ TEST_F(KvExportTest, EndsExactlyOnceUnderRacingCancel) {
   for (int round = 0; round < 50; ++round) {
     outcome_ = std::make_shared<Outcome>();
     auto kv = NewExport();
-    std::thread engine_thread([&] {
-      kv->OnProgress(Progress(4), table_);
-      kv->OnProgress(Progress(8), table_);
-      kv->OnProgress(Last(), table_);
-    });
+    std::thread engine_thread([&] { ComputeWholePrompt(*kv); });
     std::thread client([&] {
       if (round % 2 == 0) std::this_thread::yield();
       kv->Cancel(absl::CancelledError("cancelled by the client"));
