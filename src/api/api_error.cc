@@ -115,6 +115,23 @@ ApiError ApiError::FromStatus(const absl::Status& status, std::string_view reque
   }
 }
 
+absl::Status ApiError::ToStatus() const {
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  switch (http_status) {
+    case 400:
+    case 413: code = absl::StatusCode::kInvalidArgument; break;
+    case 401: code = absl::StatusCode::kUnauthenticated; break;
+    case 403: code = absl::StatusCode::kPermissionDenied; break;
+    case 404: code = absl::StatusCode::kNotFound; break;
+    case 405: code = absl::StatusCode::kUnimplemented; break;
+    case 429: code = absl::StatusCode::kResourceExhausted; break;
+    case 503: code = absl::StatusCode::kUnavailable; break;
+    case 504: code = absl::StatusCode::kDeadlineExceeded; break;
+    default: break;
+  }
+  return absl::Status(code, message);
+}
+
 std::string ApiError::ToJson() const {
   json body = {{"error",
                 {{"message", message},

@@ -53,6 +53,13 @@ struct ApiError {
   // -> 504, anything else -> 500 (message not exposed).
   static ApiError FromStatus(const absl::Status& status, std::string_view request_id);
 
+  // The same error as a Status, for the gRPC door (rpc::ToGrpc then gives the gRPC code):
+  // 400 and 413 -> InvalidArgument, 401 -> Unauthenticated, 403 -> PermissionDenied, 404 ->
+  // NotFound, 405 -> Unimplemented, 429 -> ResourceExhausted, 503 -> Unavailable, 504 ->
+  // DeadlineExceeded, anything else -> Internal; the message is the same. FromStatus of the
+  // result gives back the same HTTP status for 400, 429, 503, 504 and 500.
+  absl::Status ToStatus() const;
+
   // The JSON body, {"error": {...}}.
   std::string ToJson() const;
   // The same object as one server-sent event, for failures after a stream has started:

@@ -18,15 +18,9 @@ using json_fields::TypeError;
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
-ApiError OutOfRange(std::string_view param, std::string_view requirement, std::string_view got) {
-  return ApiError::InvalidRequest(StrCat("'", param, "' must be ", requirement, ", got ", got),
-                                  std::string(param), "invalid_value");
-}
+// --- sampling and output controls (values are judged by ValidateGenerationInput) ----------
 
-// --- sampling and output controls ---------------------------------------------------------
-
-std::optional<ApiError> ReadMaxTokens(const Json& body, Endpoint endpoint,
-                                      GenerationOptions* out) {
+std::optional<ApiError> ReadMaxTokens(const Json& body, Endpoint endpoint, OptionsInput* out) {
   const char* name = "max_tokens";
   const Json* v = Find(body, name);
   if (endpoint == Endpoint::kChatCompletions) {
@@ -38,30 +32,27 @@ std::optional<ApiError> ReadMaxTokens(const Json& body, Endpoint endpoint,
   if (v == nullptr) return std::nullopt;
   int64_t n = 0;
   TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, name, &n));
-  if (n < 1) return OutOfRange(name, "at least 1", StrCat(n));
-  if (n > kInt32Max) return OutOfRange(name, StrCat("at most ", kInt32Max), StrCat(n));
-  out->max_tokens = static_cast<int32_t>(n);
+  out->max_tokens = n;
+  out->max_tokens_param = name;
   return std::nullopt;
 }
 
-std::optional<ApiError> ReadSampling(const Json& body, GenerationOptions* out) {
-  if (const Json* v = Find(body, "temperature")) {
-    double t = 0;
-    TANDEM_API_RETURN_IF_ERROR(ReadNumber(*v, "temperature", &t));
-    if (t < 0 || t > 2) return OutOfRange("temperature", "between 0 and 2", v->dump());
-    out->temperature = static_cast<float>(t);
+std::optional<ApiError> ReadOptionalNumber(const Json& body, const char* name, std::optional<double>* out) {
+  if (const Json* v = Find(body, name)) {
+    double d = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadNumber(*v, name, &d));
+    *out = d;
   }
-  if (const Json* v = Find(body, "top_p")) {
-    double p = 0;
-    TANDEM_API_RETURN_IF_ERROR(ReadNumber(*v, "top_p", &p));
-    if (!(p > 0 && p <= 1)) return OutOfRange("top_p", "in (0, 1]", v->dump());
-    out->top_p = static_cast<float>(p);
-  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ReadSampling(const Json& body, OptionsInput* out) {
+  TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "temperature", &out->temperature));
+  TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "top_p", &out->top_p));
   if (const Json* v = Find(body, "top_k")) {
     int64_t k = 0;
     TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "top_k", &k));
-    if (k < -1) return OutOfRange("top_k", "-1 or 0 (off) or a positive integer", StrCat(k));
-    out->top_k = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(k, 0), kInt32Max));
+    out->top_k = k;
   }
   if (const Json* v = Find(body, "seed")) {
     uint64_t seed = 0;
@@ -74,35 +65,15 @@ std::optional<ApiError> ReadSampling(const Json& body, GenerationOptions* out) {
   return std::nullopt;
 }
 
-std::optional<ApiError> ReadStopString(const Json& v, std::string_view param,
-                                       const RequestLimits& limits, std::vector<std::string>* out) {
-  std::string s;
-  TANDEM_API_RETURN_IF_ERROR(ReadString(v, param, &s));
-  if (s.empty()) {
-    return ApiError::InvalidRequest(StrCat("'", param, "' must not be an empty string"),
-                                    std::string(param), "invalid_value");
-  }
-  if (s.size() > limits.max_stop_bytes) {
-    return OutOfRange(param, StrCat("at most ", limits.max_stop_bytes, " bytes long"),
-                      StrCat(s.size(), " bytes"));
-  }
-  out->push_back(std::move(s));
-  return std::nullopt;
-}
-
-std::optional<ApiError> ReadStops(const Json& body, const RequestLimits& limits,
-                                  GenerationOptions* out) {
+std::optional<ApiError> ReadStops(const Json& body, OptionsInput* out) {
   if (const Json* v = Find(body, "stop")) {
     if (v->is_string()) {
-      TANDEM_API_RETURN_IF_ERROR(ReadStopString(*v, "stop", limits, &out->stop));
+      out->stop.push_back(v->get<std::string>());
+      out->stop_is_list = false;
     } else if (v->is_array()) {
-      if (v->size() > limits.max_stop_strings) {
-        return OutOfRange("stop", StrCat("at most ", limits.max_stop_strings, " strings"),
-                          StrCat(v->size()));
-      }
+      out->stop.resize(v->size());
       for (size_t i = 0; i < v->size(); ++i) {
-        TANDEM_API_RETURN_IF_ERROR(
-            ReadStopString((*v)[i], StrCat("stop[", i, "]"), limits, &out->stop));
+        TANDEM_API_RETURN_IF_ERROR(ReadString((*v)[i], StrCat("stop[", i, "]"), &out->stop[i]));
       }
     } else {
       return TypeError("stop", "a string or an array of strings", *v);
@@ -110,22 +81,16 @@ std::optional<ApiError> ReadStops(const Json& body, const RequestLimits& limits,
   }
   if (const Json* v = Find(body, "stop_token_ids")) {
     if (!v->is_array()) return TypeError("stop_token_ids", "an array of integers", *v);
-    if (v->size() > limits.max_stop_token_ids) {
-      return OutOfRange("stop_token_ids", StrCat("at most ", limits.max_stop_token_ids, " ids"),
-                        StrCat(v->size()));
-    }
+    out->stop_token_ids.resize(v->size());
     for (size_t i = 0; i < v->size(); ++i) {
-      const std::string param = StrCat("stop_token_ids[", i, "]");
-      int64_t id = 0;
-      TANDEM_API_RETURN_IF_ERROR(ReadInt64((*v)[i], param, &id));
-      if (id < 0 || id > kInt32Max) return OutOfRange(param, "a token id (>= 0)", StrCat(id));
-      out->stop_token_ids.push_back(static_cast<int32_t>(id));
+      TANDEM_API_RETURN_IF_ERROR(
+          ReadInt64((*v)[i], StrCat("stop_token_ids[", i, "]"), &out->stop_token_ids[i]));
     }
   }
   return std::nullopt;
 }
 
-std::optional<ApiError> ReadStreaming(const Json& body, GenerationOptions* out) {
+std::optional<ApiError> ReadStreaming(const Json& body, OptionsInput* out) {
   if (const Json* v = Find(body, "stream")) {
     TANDEM_API_RETURN_IF_ERROR(ReadBool(*v, "stream", &out->stream));
   }
@@ -208,15 +173,14 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
   return std::nullopt;
 }
 
-std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint,
-                                    const RequestLimits& limits, GenerationOptions* out) {
+std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint, OptionsInput* out) {
   if (const Json* v = Find(body, "model")) {
     TANDEM_API_RETURN_IF_ERROR(ReadString(*v, "model", &out->model));
   }
   TANDEM_API_RETURN_IF_ERROR(RejectUnsupported(body));
   TANDEM_API_RETURN_IF_ERROR(ReadMaxTokens(body, endpoint, out));
   TANDEM_API_RETURN_IF_ERROR(ReadSampling(body, out));
-  TANDEM_API_RETURN_IF_ERROR(ReadStops(body, limits, out));
+  TANDEM_API_RETURN_IF_ERROR(ReadStops(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStreaming(body, out));
   return std::nullopt;
 }
@@ -276,86 +240,41 @@ std::optional<ApiError> ReadMessage(const Json& message, size_t index,
                                     "missing_required_parameter");
   }
   TANDEM_API_RETURN_IF_ERROR(ReadString(*role, prefix + ".role", &out->role));
-  if (out->role == "developer") out->role = "system";
-  if (out->role == "tool" || out->role == "function") {
-    return ApiError::Unsupported(prefix + ".role",
-                                 StrCat("role '", out->role, "' needs tool calling"));
-  }
-  if (out->role != "system" && out->role != "user" && out->role != "assistant") {
-    return ApiError::InvalidRequest(
-        StrCat("Invalid value for '", prefix, ".role': ", role->dump(),
-               ". Supported values are: 'system', 'developer', 'user' and 'assistant'."),
-        prefix + ".role", "invalid_value");
-  }
-  const bool is_assistant = out->role == "assistant";
   if (const Json* calls = Find(message, "tool_calls"); calls != nullptr && !IsOff(*calls)) {
     return ApiError::Unsupported(prefix + ".tool_calls");
   }
-  return ReadContent(message, prefix, is_assistant, &out->content);
+  return ReadContent(message, prefix, out->role == "assistant", &out->content);
 }
 
-std::optional<ApiError> ReadMessages(const Json& body, const RequestLimits& limits,
-                                     std::vector<text::ChatMessage>* out) {
+std::optional<ApiError> ReadMessages(const Json& body, std::vector<text::ChatMessage>* out) {
   const Json* messages = Find(body, "messages");
   if (messages == nullptr) {
     return ApiError::InvalidRequest("'messages' is required", "messages",
                                     "missing_required_parameter");
   }
   if (!messages->is_array()) return TypeError("messages", "an array", *messages);
-  if (messages->empty()) {
-    return ApiError::InvalidRequest("'messages' must contain at least one message", "messages",
-                                    "invalid_value");
-  }
-  if (messages->size() > limits.max_messages) {
-    return OutOfRange("messages", StrCat("at most ", limits.max_messages, " messages"),
-                      StrCat(messages->size()));
-  }
-  size_t total_bytes = 0;
   out->resize(messages->size());
   for (size_t i = 0; i < messages->size(); ++i) {
     TANDEM_API_RETURN_IF_ERROR(ReadMessage((*messages)[i], i, &(*out)[i]));
-    total_bytes += (*out)[i].content.size();
-    if (total_bytes > limits.max_prompt_bytes) {
-      return OutOfRange("messages",
-                        StrCat("at most ", limits.max_prompt_bytes, " bytes of content"),
-                        StrCat("more (at messages[", i, "])"));
-    }
   }
   return std::nullopt;
 }
 
 // --- completion prompts --------------------------------------------------------------------
 
-std::optional<ApiError> ReadTokenIds(const Json& ids, const RequestLimits& limits,
-                                     std::vector<int32_t>* out) {
-  if (ids.size() > limits.max_prompt_token_ids) {
-    return OutOfRange("prompt", StrCat("at most ", limits.max_prompt_token_ids, " token ids"),
-                      StrCat(ids.size()));
-  }
-  out->reserve(ids.size());
+std::optional<ApiError> ReadTokenIds(const Json& ids, std::vector<int64_t>* out) {
+  out->resize(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
-    int64_t id = 0;
-    TANDEM_API_RETURN_IF_ERROR(ReadInt64(ids[i], StrCat("prompt[", i, "]"), &id));
-    if (id < 0 || id > kInt32Max) {
-      return OutOfRange("prompt", "token ids >= 0", StrCat(id, " at index ", i));
-    }
-    out->push_back(static_cast<int32_t>(id));
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(ids[i], StrCat("prompt[", i, "]"), &(*out)[i]));
   }
   return std::nullopt;
 }
 
-std::optional<ApiError> ReadPrompt(const Json& body, const RequestLimits& limits,
-                                   CompletionRequest* out) {
+std::optional<ApiError> ReadPrompt(const Json& body, GenerationInput* out) {
   const Json* prompt = Find(body, "prompt");
-  if (prompt == nullptr) {
-    return ApiError::InvalidRequest("'prompt' is required", "prompt",
-                                    "missing_required_parameter");
-  }
+  if (prompt == nullptr) return std::nullopt;  // kNone: "'prompt' is required"
   const Json* single = prompt;
-  if (prompt->is_array()) {
-    if (prompt->empty()) {
-      return ApiError::InvalidRequest("'prompt' must not be empty", "prompt", "invalid_value");
-    }
+  if (prompt->is_array() && !prompt->empty()) {
     const Json& first = (*prompt)[0];
     if (first.is_string() || first.is_array()) {  // a batch: ["text", ...] or [[ids], ...]
       if (prompt->size() != 1) {
@@ -367,61 +286,49 @@ std::optional<ApiError> ReadPrompt(const Json& body, const RequestLimits& limits
     }
   }
   if (single->is_string()) {
+    out->kind = PromptKind::kText;
     out->prompt = single->get_ref<const std::string&>();
-    if (out->prompt.empty()) {
-      return ApiError::InvalidRequest("'prompt' must not be empty", "prompt", "invalid_value");
-    }
-    if (out->prompt.size() > limits.max_prompt_bytes) {
-      return OutOfRange("prompt", StrCat("at most ", limits.max_prompt_bytes, " bytes"),
-                        StrCat(out->prompt.size(), " bytes"));
-    }
     return std::nullopt;
   }
   if (!single->is_array()) {
     return TypeError("prompt", "a string, an array of one string or an array of token ids",
                      *single);
   }
-  if (single->empty()) {
-    return ApiError::InvalidRequest("'prompt' must not be empty", "prompt", "invalid_value");
-  }
-  return ReadTokenIds(*single, limits, &out->prompt_token_ids);
+  out->kind = PromptKind::kTokenIds;  // [] too: "'prompt' must not be empty"
+  return ReadTokenIds(*single, &out->prompt_token_ids);
 }
 
 }  // namespace
 
-SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) const {
-  SamplingParams p;
-  p.temperature = temperature;
-  p.top_p = top_p;
-  p.top_k = top_k;
-  p.seed = seed;
-  p.max_tokens = resolved_max_tokens;
-  p.ignore_eos = ignore_eos;
-  p.stop_token_ids = stop_token_ids;
-  return p;
+ApiErrorOr<GenerationInput> ReadChatCompletionBody(std::string_view body, const RequestLimits& limits) {
+  ApiErrorOr<Json> json = json_fields::ParseBody(body, limits.max_body_bytes, limits.max_json_depth);
+  if (!json.ok()) return json.error();
+  GenerationInput in;
+  in.kind = PromptKind::kChat;
+  TANDEM_API_RETURN_IF_ERROR(ReadMessages(*json, &in.messages));
+  TANDEM_API_RETURN_IF_ERROR(ReadOptions(*json, Endpoint::kChatCompletions, &in.options));
+  return in;
 }
 
-ApiErrorOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_view body,
-                                                             const RequestLimits& limits) {
-  ApiErrorOr<Json> json = json_fields::ParseBody(body, limits.max_body_bytes,
-                                                 limits.max_json_depth);
+ApiErrorOr<GenerationInput> ReadCompletionBody(std::string_view body, const RequestLimits& limits) {
+  ApiErrorOr<Json> json = json_fields::ParseBody(body, limits.max_body_bytes, limits.max_json_depth);
   if (!json.ok()) return json.error();
-  ChatCompletionRequest req;
-  TANDEM_API_RETURN_IF_ERROR(ReadMessages(*json, limits, &req.messages));
-  TANDEM_API_RETURN_IF_ERROR(
-      ReadOptions(*json, Endpoint::kChatCompletions, limits, &req.options));
-  return req;
+  GenerationInput in;
+  TANDEM_API_RETURN_IF_ERROR(ReadPrompt(*json, &in));
+  TANDEM_API_RETURN_IF_ERROR(ReadOptions(*json, Endpoint::kCompletions, &in.options));
+  return in;
 }
 
-ApiErrorOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
-                                                     const RequestLimits& limits) {
-  ApiErrorOr<Json> json = json_fields::ParseBody(body, limits.max_body_bytes,
-                                                 limits.max_json_depth);
-  if (!json.ok()) return json.error();
-  CompletionRequest req;
-  TANDEM_API_RETURN_IF_ERROR(ReadPrompt(*json, limits, &req));
-  TANDEM_API_RETURN_IF_ERROR(ReadOptions(*json, Endpoint::kCompletions, limits, &req.options));
-  return req;
+ApiErrorOr<GenerationRequest> ParseChatCompletionRequest(std::string_view body, const RequestLimits& limits) {
+  ApiErrorOr<GenerationInput> in = ReadChatCompletionBody(body, limits);
+  if (!in.ok()) return in.error();
+  return ValidateGenerationInput(*std::move(in), limits);
+}
+
+ApiErrorOr<GenerationRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits) {
+  ApiErrorOr<GenerationInput> in = ReadCompletionBody(body, limits);
+  if (!in.ok()) return in.error();
+  return ValidateGenerationInput(*std::move(in), limits);
 }
 
 ApiErrorOr<int32_t> ResolveMaxTokens(Endpoint endpoint, int64_t prompt_tokens,

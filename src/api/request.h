@@ -1,6 +1,9 @@
-// Parsing and validation of OpenAI-compatible request bodies:
-//   POST /v1/chat/completions  -> ChatCompletionRequest
-//   POST /v1/completions       -> CompletionRequest
+// Reading of OpenAI-compatible request bodies:
+//   POST /v1/chat/completions  -> GenerationInput with messages
+//   POST /v1/completions       -> GenerationInput with a text or token-id prompt
+// The readers check JSON shape and types only (and the fields of the HTTP API alone: stream,
+// stream_options and what tandem does not implement); the rules on values are
+// ValidateGenerationInput's (api/generation_input.h), shared with the gRPC door.
 // Everything a client can get wrong is an ApiError (400 invalid_request_error naming the
 // field in `param`, 413 for an oversized body); nothing here throws or aborts. Unknown fields
 // are ignored, as OpenAI and vLLM do.
@@ -35,60 +38,18 @@
 #include <vector>
 
 #include "api/api_error.h"
-#include "types/sampling_params.h"
-#include "text/chat_template.h"
+#include "api/generation_input.h"
 
 namespace tandem::api {
 
-// Size limits on one request, checked before anything is tokenized. The defaults allow any
-// prompt that fits the contexts tandem serves (1 MiB of text is more than 200k tokens of
-// English) while bounding the work a single request can cause.
-struct RequestLimits {
-  size_t max_body_bytes = 16u << 20;       // 413 above (token-id prompts are ~7 bytes/token)
-  int max_json_depth = 64;                 // nesting of arrays/objects in the body
-  size_t max_prompt_bytes = 1u << 20;      // prompt text, or all message contents together
-  size_t max_messages = 4096;
-  size_t max_prompt_token_ids = 1u << 20;  // length of a prompt given as token ids
-  size_t max_stop_strings = 4;             // OpenAI's limit ("up to 4 sequences")
-  size_t max_stop_bytes = 256;             // each stop string, in UTF-8 bytes
-  size_t max_stop_token_ids = 256;
-};
+// The body as sent (shape and types checked; `limits` bound the body's size and nesting).
+ApiErrorOr<GenerationInput> ReadChatCompletionBody(std::string_view body, const RequestLimits& limits = {});
+ApiErrorOr<GenerationInput> ReadCompletionBody(std::string_view body, const RequestLimits& limits = {});
 
-enum class Endpoint { kChatCompletions, kCompletions };
-
-// What both endpoints share, validated.
-struct GenerationOptions {
-  std::string model;                  // empty: not given
-  std::optional<int32_t> max_tokens;  // >= 1 when given; ResolveMaxTokens() fills the default
-  float temperature = 1.0f;           // [0, 2]; 0 is greedy
-  float top_p = 1.0f;                 // (0, 1]
-  int32_t top_k = 0;                  // 0: off
-  std::optional<uint64_t> seed;       // negative JSON seeds wrap to their two's complement
-  std::vector<std::string> stop;      // non-empty strings, at most RequestLimits' count
-  std::vector<int32_t> stop_token_ids;  // vLLM extension; >= 0 (vocab checked separately)
-  bool ignore_eos = false;              // vLLM extension
-  bool stream = false;
-  bool include_usage = false;  // stream_options.include_usage
-
-  // The engine's parameters for this request with `max_tokens` resolved.
-  SamplingParams ToSamplingParams(int32_t max_tokens) const;
-};
-
-struct ChatCompletionRequest {
-  GenerationOptions options;
-  std::vector<text::ChatMessage> messages;  // non-empty; roles normalised (developer->system)
-};
-
-struct CompletionRequest {
-  GenerationOptions options;
-  // Exactly one is non-empty: the prompt text, or the prompt as token ids.
-  std::string prompt;
-  std::vector<int32_t> prompt_token_ids;
-};
-
-ApiErrorOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_view body,
-                                                             const RequestLimits& limits = {});
-ApiErrorOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
+// Read and validated (ValidateGenerationInput).
+ApiErrorOr<GenerationRequest> ParseChatCompletionRequest(std::string_view body,
+                                                         const RequestLimits& limits = {});
+ApiErrorOr<GenerationRequest> ParseCompletionRequest(std::string_view body,
                                                      const RequestLimits& limits = {});
 
 // After tokenization: checks the prompt against the model's context and returns the number

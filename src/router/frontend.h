@@ -1,35 +1,25 @@
-// Everything that turns a client's request into token ids and the tokens back into a client's
-// response: the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
-// /v1/models, with SSE streaming) and the public gRPC Generate API. Text never reaches a worker.
+// The router's two front doors over one FrontDoor (router/front_door.h): everything that turns
+// a client's request into token ids and the tokens back into a client's response. Text never
+// reaches a worker.
+//   Frontend         the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
+//                    /v1/models, with SSE streaming); http_frontend.cc
+//   GenerateService  the public gRPC Generate API; grpc_frontend.cc
+// Each door only decodes its wire format into an api::GenerationInput and encodes the
+// completion back (a CompletionEncoder); validation, tokenization, limits, metrics and
+// cancellation are the FrontDoor's and the Completion's, once.
 //
-// Thread-safe: handlers run on HTTP and gRPC threads; the tokenizer and template are immutable.
+// Thread-safe: handlers run on HTTP and gRPC threads. The Frontend owns the FrontDoor; the
+// GenerateService borrows it from the Frontend, which must outlive it.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 
-#include "api/request.h"
 #include "http/http_server.h"
-#include "router/request_flow.h"
-#include "router/router_metrics.h"
-#include "router/worker_registry.h"
+#include "router/front_door.h"
 #include "tandem/v1/generate.grpc.pb.h"
-#include "text/chat_template.h"
-#include "text/tokenizer.h"
 
 namespace tandem::router {
-
-struct FrontendOptions {
-  std::string served_model;         // the model id clients name
-  int32_t context_length = 0;
-  int32_t default_max_tokens = 0;   // 0: whatever the context leaves
-  int64_t created_unix_seconds = 0;
-  absl::Duration request_timeout = absl::Minutes(10);
-  // Non-empty: /v1/* (HTTP) and Generate (gRPC) need "Authorization: Bearer <api_key>".
-  std::string api_key;
-  FlowOptions flow;
-};
 
 class Frontend {
  public:
@@ -38,41 +28,29 @@ class Frontend {
            WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics);
 
   void RegisterHttp(http::HttpServer& server);
-  std::string NewRequestId();
-  // Whether an Authorization header value (or gRPC "authorization" metadata) is acceptable.
-  bool Authorized(std::string_view authorization) const;
-
-  const FrontendOptions& options() const { return options_; }
-  const text::Tokenizer& tokenizer() const { return *tokenizer_; }
-  const text::ChatTemplate& chat_template() const { return template_; }
-  WorkerRegistry* registry() const { return registry_; }
-  TimedTaskQueue* timer() const { return timer_; }
-  RouterMetrics* metrics() const { return metrics_; }
+  FrontDoor* door() { return &door_; }
 
  private:
   void HandleCompletion(api::Endpoint endpoint, const http::HttpRequest& req,
                         std::shared_ptr<http::HttpResponder> responder);
   void HandleModels(std::shared_ptr<http::HttpResponder> responder);
+  void HandleModel(const http::HttpRequest& req, std::shared_ptr<http::HttpResponder> responder);
+  // Answers a request refused before it started.
+  void Refuse(http::HttpResponder& responder, const std::string& route, const api::ApiError& error);
 
-  const FrontendOptions options_;
-  const text::Tokenizer* tokenizer_;
-  const text::ChatTemplate template_;
-  WorkerRegistry* registry_;
-  TimedTaskQueue* timer_;
+  FrontDoor door_;
   RouterMetrics* metrics_;
-  std::atomic<uint64_t> next_id_{0};
-  const uint64_t id_salt_;
 };
 
-// The public gRPC Generate service, over the same frontend.
+// The public gRPC Generate service, over the Frontend's FrontDoor.
 class GenerateService final : public v1::TandemGenerate::CallbackService {
  public:
-  explicit GenerateService(Frontend* frontend) : frontend_(frontend) {}
+  explicit GenerateService(Frontend* frontend) : door_(frontend->door()) {}
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
                                                            const v1::GenerateRequest* req) override;
 
  private:
-  Frontend* frontend_;
+  FrontDoor* door_;
 };
 
 }  // namespace tandem::router

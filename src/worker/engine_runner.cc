@@ -94,10 +94,7 @@ void EngineRunner::Loop() {
     if (leases_ != nullptr) {
       int timed_out = 0;
       const std::vector<int32_t> freed = leases_->TakeExpired(absl::Now(), &timed_out);
-      if (timed_out > 0) {
-        log->info("{} KV lease(s) expired unused; freeing their blocks", timed_out);
-        leases_expired_.fetch_add(timed_out);
-      }
+      leases_expired_.fetch_add(timed_out);  // each is logged with its request by the table
       if (!freed.empty()) engine_->FreeKvBlocks(freed);
     }
     if (engine_->HasWork()) {

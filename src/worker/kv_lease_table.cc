@@ -1,5 +1,6 @@
 #include "worker/kv_lease_table.h"
 
+#include "common/logging.h"
 #include "common/strings.h"
 
 namespace tandem::worker {
@@ -43,7 +44,11 @@ std::vector<int32_t> KvLeaseTable::TakeExpired(absl::Time now, int* expired) {
   std::vector<int32_t> out;
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second.state != State::kPinned && now >= it->second.deadline) {
-      if (expired != nullptr && !it->second.released) ++*expired;
+      if (!it->second.released) {
+        if (expired != nullptr) ++*expired;
+        GetLogger("worker")->info("request={} KV lease {} expired unused; freeing its {} blocks",
+                                  it->second.request_id, it->first, it->second.blocks.size());
+      }
       out.insert(out.end(), it->second.blocks.begin(), it->second.blocks.end());
       it = leases_.erase(it);
     } else {
@@ -97,6 +102,8 @@ void KvLeaseTable::TransferEnded(const std::string& lease_id, const absl::Status
   } else {
     // A failed transfer leaves the lease reusable by a retry until its deadline.
     lease.state = State::kReserved;
+    GetLogger("worker")->info("request={} KV transfer into lease {} failed: {}", lease.request_id, lease_id,
+                              status.ToString());
   }
 }
 

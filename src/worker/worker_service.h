@@ -6,6 +6,9 @@
 // grants KV leases (ReserveKv) and continues requests from filled leases (Decode); a mixed
 // worker does GenerateTokens (and both of the above). A draining worker refuses new work.
 //
+// The P->D protocol of a Prefill call lives in KvExport (worker/kv_export.h); token streams go
+// through rpc::ServerStreamPump. This file is the gRPC glue around them.
+//
 // Thread-safe; owns nothing but per-call state: the runner, lease table and transport are
 // borrowed and must outlive the service.
 #pragma once
@@ -17,6 +20,7 @@
 #include "tandem/kv_transport.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "worker/engine_runner.h"
+#include "worker/kv_export.h"
 #include "worker/kv_lease_table.h"
 #include "worker/worker_metrics.h"
 
@@ -60,6 +64,20 @@ class WorkerService final : public v1::Worker::CallbackService {
   // OK when the role allows the work and the worker is not draining; `admitted` work (a lease
   // it granted) is accepted while draining too.
   absl::Status CheckAccepting(bool needs_prefill, bool needs_decode, bool admitted = false) const;
+  // A Prefill call's export settings, or why the call cannot be served.
+  absl::StatusOr<KvExportOptions> ExportOptions(const v1::PrefillRequest& req) const;
+
+  // KV exports reach the engine through the runner.
+  class RunnerExportEngine final : public KvExportEngine {
+   public:
+    explicit RunnerExportEngine(EngineRunner* runner) : runner_(runner) {}
+    void CancelRequest(const std::string& request_id) override;
+    void ReleaseHeldKv(const std::string& request_id) override;
+    void Defer(std::function<void()> task) override;
+
+   private:
+    EngineRunner* runner_;
+  };
 
   const WorkerServiceOptions options_;
   EngineRunner* runner_;
@@ -70,6 +88,7 @@ class WorkerService final : public v1::Worker::CallbackService {
   std::atomic<v1::WorkerRole> role_;
   std::atomic<bool> draining_{false};
   std::atomic<int32_t> outbound_transfers_{0};
+  RunnerExportEngine export_engine_;
 };
 
 }  // namespace tandem::worker

@@ -31,6 +31,7 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.heartbeat_ms = 100;
   ro.worker_expiry = absl::Seconds(2);
   ro.api_key = spec.api_key;
+  ro.default_max_tokens = spec.default_max_tokens;
   TANDEM_ASSIGN_OR_RETURN(c->router_, router::RouterProcess::Start(ro, *c->file_));
   for (int i = 0; i < spec.prefill; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_PREFILL));
   for (int i = 0; i < spec.decode; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_DECODE));

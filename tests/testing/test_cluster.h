@@ -31,6 +31,7 @@ struct ClusterSpec {
   absl::Duration transfer_timeout = absl::Seconds(20);
   bool ucx = false;          // UCX instead of the in-process transport
   std::string api_key;       // the router's
+  int32_t default_max_tokens = 0;  // the router's, for requests without max_tokens
 };
 
 // One worker's engine settings where they differ from the cluster's (0: the spec's).

@@ -81,6 +81,21 @@ TEST(ApiErrorTest, FromStatusKeepsInternalsPrivate) {
   EXPECT_THAT(internal.message, ::testing::Not(HasSubstr("secret")));
 }
 
+// The gRPC door answers with the same error class and message as the HTTP door.
+TEST(ApiErrorTest, ToStatusIsTheSameErrorForGrpc) {
+  const ApiError invalid = ApiError::InvalidRequest("'top_p' must be in (0, 1], got 2", "top_p");
+  EXPECT_EQ(invalid.ToStatus(), absl::InvalidArgumentError(invalid.message));
+  EXPECT_EQ(ApiError::InvalidApiKey().ToStatus().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ApiError::ModelNotFound("gpt", {"m"}).ToStatus().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ApiError::PayloadTooLarge(10).ToStatus().code(), absl::StatusCode::kInvalidArgument);
+  // Back and forth: the HTTP status survives for the classes FromStatus knows.
+  for (const ApiError& e : {invalid, ApiError::Overloaded(1), ApiError::Unavailable(1), ApiError::Internal("r")}) {
+    EXPECT_EQ(ApiError::FromStatus(e.ToStatus(), "r").http_status, e.http_status) << e.message;
+  }
+  EXPECT_EQ(ApiError::FromStatus(absl::DeadlineExceededError("x"), "r").ToStatus().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST(ApiErrorTest, SseEvent) {
   const std::string event = ApiError::Overloaded(1).ToSseEvent();
   ASSERT_TRUE(event.starts_with("data: {"));

@@ -27,15 +27,15 @@ std::string Completion(std::string_view extra = "") {
                        : fmt::format(R"({{"prompt": "Once upon a time", {}}})", extra);
 }
 
-ChatCompletionRequest ParseChatOk(const std::string& body) {
+GenerationRequest ParseChatOk(const std::string& body) {
   auto r = ParseChatCompletionRequest(body);
   EXPECT_TRUE(r.ok()) << body << " -> " << (r.ok() ? "" : r.error().message);
-  return r.ok() ? *std::move(r) : ChatCompletionRequest{};
+  return r.ok() ? *std::move(r) : GenerationRequest{};
 }
-CompletionRequest ParseCompletionOk(const std::string& body) {
+GenerationRequest ParseCompletionOk(const std::string& body) {
   auto r = ParseCompletionRequest(body);
   EXPECT_TRUE(r.ok()) << body << " -> " << (r.ok() ? "" : r.error().message);
-  return r.ok() ? *std::move(r) : CompletionRequest{};
+  return r.ok() ? *std::move(r) : GenerationRequest{};
 }
 
 struct BadCase {
@@ -45,7 +45,7 @@ struct BadCase {
   int status = 400;
 };
 
-void ExpectRejected(const ApiErrorOr<ChatCompletionRequest>& r, const BadCase& c) {
+void ExpectRejected(const ApiErrorOr<GenerationRequest>& r, const BadCase& c) {
   ASSERT_FALSE(r.ok()) << c.body;
   EXPECT_EQ(r.error().http_status, c.status) << c.body;
   EXPECT_EQ(r.error().type, "invalid_request_error") << c.body;
@@ -58,7 +58,7 @@ void ExpectRejected(const ApiErrorOr<ChatCompletionRequest>& r, const BadCase& c
 }
 
 TEST(RequestTest, ChatBodyBecomesOptions) {
-  const ChatCompletionRequest r = ParseChatOk(R"({
+  const GenerationRequest r = ParseChatOk(R"({
     "model": "smollm2", "messages": [
       {"role": "developer", "content": "Be brief."},
       {"role": "user", "content": [{"type": "text", "text": "Hello"},
@@ -99,7 +99,7 @@ TEST(RequestTest, ChatBodyBecomesOptions) {
 }
 
 TEST(RequestTest, DefaultsWhenFieldsAreAbsentOrNull) {
-  const ChatCompletionRequest r =
+  const GenerationRequest r =
       ParseChatOk(Chat(R"("max_tokens": null, "temperature": null, "stop": null, "top_k": null)"));
   EXPECT_EQ(r.options.model, "");
   EXPECT_FALSE(r.options.max_tokens.has_value());
@@ -125,7 +125,7 @@ TEST(RequestTest, TopKOffValuesAndSeedsAndIntegralFloats) {
 TEST(RequestTest, CompletionPromptForms) {
   EXPECT_EQ(ParseCompletionOk(R"({"prompt": "abc"})").prompt, "abc");
   EXPECT_EQ(ParseCompletionOk(R"({"prompt": ["abc"]})").prompt, "abc");
-  const CompletionRequest ids = ParseCompletionOk(R"({"prompt": [1, 2, 3], "max_tokens": 5})");
+  const GenerationRequest ids = ParseCompletionOk(R"({"prompt": [1, 2, 3], "max_tokens": 5})");
   EXPECT_EQ(ids.prompt, "");
   EXPECT_EQ(ids.prompt_token_ids, (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(ids.options.max_tokens, 5);

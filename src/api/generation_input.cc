@@ -1,0 +1,197 @@
+#include "api/generation_input.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "common/strings.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::api {
+namespace {
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+ApiError OutOfRange(std::string_view param, std::string_view requirement, std::string_view got) {
+  return ApiError::InvalidRequest(StrCat("'", param, "' must be ", requirement, ", got ", got),
+                                  std::string(param), "invalid_value");
+}
+
+ApiError EmptyPrompt() {
+  return ApiError::InvalidRequest("'prompt' must not be empty", "prompt", "invalid_value");
+}
+
+// A string as JSON writes it (quoted, escaped; ill-formed UTF-8 replaced), for messages.
+std::string Quoted(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// --- the prompt ----------------------------------------------------------------------------
+
+std::optional<ApiError> CheckRole(size_t index, text::ChatMessage* message) {
+  const std::string param = StrCat("messages[", index, "].role");
+  if (message->role == "developer") message->role = "system";
+  if (message->role == "tool" || message->role == "function") {
+    return ApiError::Unsupported(param, StrCat("role '", message->role, "' needs tool calling"));
+  }
+  if (message->role != "system" && message->role != "user" && message->role != "assistant") {
+    return ApiError::InvalidRequest(
+        StrCat("Invalid value for '", param, "': ", Quoted(message->role),
+               ". Supported values are: 'system', 'developer', 'user' and 'assistant'."),
+        param, "invalid_value");
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> CheckMessages(const RequestLimits& limits,
+                                      std::vector<text::ChatMessage>* messages) {
+  if (messages->empty()) {
+    return ApiError::InvalidRequest("'messages' must contain at least one message", "messages",
+                                    "invalid_value");
+  }
+  if (messages->size() > limits.max_messages) {
+    return OutOfRange("messages", StrCat("at most ", limits.max_messages, " messages"),
+                      StrCat(messages->size()));
+  }
+  size_t total_bytes = 0;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    if (auto e = CheckRole(i, &(*messages)[i])) return e;
+    total_bytes += (*messages)[i].content.size();
+    if (total_bytes > limits.max_prompt_bytes) {
+      return OutOfRange("messages", StrCat("at most ", limits.max_prompt_bytes, " bytes of content"),
+                        StrCat("more (at messages[", i, "])"));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> CheckTokenIds(const std::vector<int64_t>& ids, const RequestLimits& limits,
+                                      std::vector<int32_t>* out) {
+  if (ids.empty()) return EmptyPrompt();
+  if (ids.size() > limits.max_prompt_token_ids) {
+    return OutOfRange("prompt", StrCat("at most ", limits.max_prompt_token_ids, " token ids"),
+                      StrCat(ids.size()));
+  }
+  out->reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] > kInt32Max) {
+      return OutOfRange("prompt", "token ids >= 0", StrCat(ids[i], " at index ", i));
+    }
+    out->push_back(static_cast<int32_t>(ids[i]));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> CheckPrompt(GenerationInput& in, const RequestLimits& limits,
+                                    GenerationRequest* out) {
+  switch (in.kind) {
+    case PromptKind::kNone:
+      return ApiError::InvalidRequest("'prompt' is required", "prompt", "missing_required_parameter");
+    case PromptKind::kChat:
+      out->endpoint = Endpoint::kChatCompletions;
+      if (auto e = CheckMessages(limits, &in.messages)) return e;
+      out->messages = std::move(in.messages);
+      return std::nullopt;
+    case PromptKind::kText:
+      out->endpoint = Endpoint::kCompletions;
+      if (in.prompt.empty()) return EmptyPrompt();
+      if (in.prompt.size() > limits.max_prompt_bytes) {
+        return OutOfRange("prompt", StrCat("at most ", limits.max_prompt_bytes, " bytes"),
+                          StrCat(in.prompt.size(), " bytes"));
+      }
+      out->prompt = std::move(in.prompt);
+      return std::nullopt;
+    case PromptKind::kTokenIds:
+      out->endpoint = Endpoint::kCompletions;
+      return CheckTokenIds(in.prompt_token_ids, limits, &out->prompt_token_ids);
+  }
+  return std::nullopt;
+}
+
+// --- sampling and output controls ---------------------------------------------------------
+
+std::optional<ApiError> CheckSampling(const OptionsInput& in, GenerationOptions* out) {
+  if (in.max_tokens.has_value()) {
+    const int64_t n = *in.max_tokens;
+    if (n < 1) return OutOfRange(in.max_tokens_param, "at least 1", StrCat(n));
+    if (n > kInt32Max) return OutOfRange(in.max_tokens_param, StrCat("at most ", kInt32Max), StrCat(n));
+    out->max_tokens = static_cast<int32_t>(n);
+  }
+  if (in.temperature.has_value()) {
+    const double t = *in.temperature;
+    if (!(t >= 0 && t <= 2)) return OutOfRange("temperature", "between 0 and 2", StrCat(t));
+    out->temperature = static_cast<float>(t);
+  }
+  if (in.top_p.has_value()) {
+    const double p = *in.top_p;
+    if (!(p > 0 && p <= 1)) return OutOfRange("top_p", "in (0, 1]", StrCat(p));
+    out->top_p = static_cast<float>(p);
+  }
+  if (in.top_k.has_value()) {
+    const int64_t k = *in.top_k;
+    if (k < -1) return OutOfRange("top_k", "-1 or 0 (off) or a positive integer", StrCat(k));
+    out->top_k = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(k, 0), kInt32Max));
+  }
+  out->seed = in.seed;
+  out->ignore_eos = in.ignore_eos;
+  return std::nullopt;
+}
+
+std::optional<ApiError> CheckStops(const OptionsInput& in, const RequestLimits& limits,
+                                   GenerationOptions* out) {
+  if (in.stop.size() > limits.max_stop_strings) {
+    return OutOfRange("stop", StrCat("at most ", limits.max_stop_strings, " strings"),
+                      StrCat(in.stop.size()));
+  }
+  for (size_t i = 0; i < in.stop.size(); ++i) {
+    const std::string param = in.stop_is_list ? StrCat("stop[", i, "]") : std::string("stop");
+    const std::string& s = in.stop[i];
+    if (s.empty()) {
+      return ApiError::InvalidRequest(StrCat("'", param, "' must not be an empty string"), param,
+                                      "invalid_value");
+    }
+    if (s.size() > limits.max_stop_bytes) {
+      return OutOfRange(param, StrCat("at most ", limits.max_stop_bytes, " bytes long"),
+                        StrCat(s.size(), " bytes"));
+    }
+  }
+  out->stop = in.stop;
+  if (in.stop_token_ids.size() > limits.max_stop_token_ids) {
+    return OutOfRange("stop_token_ids", StrCat("at most ", limits.max_stop_token_ids, " ids"),
+                      StrCat(in.stop_token_ids.size()));
+  }
+  for (size_t i = 0; i < in.stop_token_ids.size(); ++i) {
+    const int64_t id = in.stop_token_ids[i];
+    if (id < 0 || id > kInt32Max) {
+      return OutOfRange(StrCat("stop_token_ids[", i, "]"), "a token id (>= 0)", StrCat(id));
+    }
+    out->stop_token_ids.push_back(static_cast<int32_t>(id));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) const {
+  SamplingParams p;
+  p.temperature = temperature;
+  p.top_p = top_p;
+  p.top_k = top_k;
+  p.seed = seed;
+  p.max_tokens = resolved_max_tokens;
+  p.ignore_eos = ignore_eos;
+  p.stop_token_ids = stop_token_ids;
+  return p;
+}
+
+ApiErrorOr<GenerationRequest> ValidateGenerationInput(GenerationInput input, const RequestLimits& limits) {
+  GenerationRequest out;
+  if (auto e = CheckPrompt(input, limits, &out)) return *std::move(e);
+  out.options.model = std::move(input.options.model);
+  if (auto e = CheckSampling(input.options, &out.options)) return *std::move(e);
+  if (auto e = CheckStops(input.options, limits, &out.options)) return *std::move(e);
+  out.options.stream = input.options.stream;
+  out.options.include_usage = input.options.include_usage;
+  return out;
+}
+
+}  // namespace tandem::api

@@ -1,0 +1,101 @@
+#include "router/front_door.h"
+
+#include <random>
+#include <utility>
+
+#include "api/request.h"
+#include "fmt/format.h"
+
+namespace tandem::router {
+
+FrontDoor::FrontDoor(FrontendOptions options, const text::Tokenizer* tokenizer, text::ChatTemplate chat_template,
+                     WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics)
+    : options_(std::move(options)),
+      tokenizer_(tokenizer),
+      template_(std::move(chat_template)),
+      registry_(registry),
+      timer_(timer),
+      metrics_(metrics),
+      id_salt_(std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
+
+std::string FrontDoor::NewRequestId() {
+  return fmt::format("{:08x}{:06x}", static_cast<uint32_t>(id_salt_), next_id_.fetch_add(1) & 0xffffff);
+}
+
+bool FrontDoor::Authorized(std::string_view authorization) const {
+  if (options_.api_key.empty()) return true;
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!authorization.starts_with(kBearer)) return false;
+  const std::string_view key = authorization.substr(kBearer.size());
+  // Constant-time comparison: the time taken says nothing about how much of the key matched.
+  if (key.size() != options_.api_key.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned char>(key[i] ^ options_.api_key[i]);
+  return diff == 0;
+}
+
+api::ApiErrorOr<std::vector<int32_t>> FrontDoor::Tokenize(const api::GenerationRequest& request) const {
+  if (request.endpoint == api::Endpoint::kChatCompletions) {
+    return tokenizer_->Encode(template_.Apply(request.messages, /*add_generation_prompt=*/true),
+                              /*add_special=*/false, /*parse_special=*/true);
+  }
+  if (!request.prompt_token_ids.empty()) {
+    if (auto e = api::CheckTokenIdsInVocab(request.prompt_token_ids, tokenizer_->vocab_size(), "prompt")) {
+      return *std::move(e);
+    }
+    return request.prompt_token_ids;
+  }
+  return tokenizer_->Encode(request.prompt, /*add_special=*/true, /*parse_special=*/false);
+}
+
+api::ApiErrorOr<AdmittedRequest> FrontDoor::Admit(api::GenerationInput input, std::string request_id) const {
+  api::ApiErrorOr<api::GenerationRequest> request = api::ValidateGenerationInput(std::move(input), options_.limits);
+  if (!request.ok()) return request.error();
+  const api::GenerationOptions& options = request->options;
+  if (!options.model.empty() && options.model != options_.served_model) {
+    return api::ApiError::ModelNotFound(options.model, {options_.served_model});
+  }
+  api::ApiErrorOr<std::vector<int32_t>> prompt = Tokenize(*request);
+  if (!prompt.ok()) return prompt.error();
+  if (auto e = api::CheckTokenIdsInVocab(options.stop_token_ids, tokenizer_->vocab_size(), "stop_token_ids")) {
+    return *std::move(e);
+  }
+  api::ApiErrorOr<int32_t> max_tokens =
+      api::ResolveMaxTokens(request->endpoint, static_cast<int64_t>(prompt->size()), options.max_tokens,
+                            options_.default_max_tokens, options_.context_length);
+  if (!max_tokens.ok()) return max_tokens.error();
+  auto assembler = api::ResponseAssembler::Create(
+      *tokenizer_, api::AssemblerOptions::From(options, static_cast<int32_t>(prompt->size()), *max_tokens));
+  if (!assembler.ok()) return api::ApiError::FromStatus(assembler.status(), request_id);
+
+  AdmittedRequest admitted;
+  admitted.id = std::move(request_id);
+  admitted.endpoint = request->endpoint;
+  admitted.options = std::move(request->options);
+  admitted.prompt = *std::move(prompt);
+  admitted.max_tokens = *max_tokens;
+  admitted.assembler = *std::move(assembler);
+  return admitted;
+}
+
+std::shared_ptr<Completion> FrontDoor::Start(AdmittedRequest admitted, std::unique_ptr<CompletionEncoder> encoder,
+                                             std::string route) {
+  metrics_->inflight->Increment();
+  metrics_->prompt_tokens->Observe(static_cast<double>(admitted.prompt.size()));
+  auto completion = std::make_shared<Completion>(admitted.id, std::move(route), std::move(admitted.assembler),
+                                                 std::move(encoder), metrics_);
+  RouterRequest request;
+  request.id = admitted.id;
+  request.sampling = admitted.options.ToSamplingParams(admitted.max_tokens);
+  request.prompt = std::move(admitted.prompt);
+  request.deadline = absl::Now() + options_.request_timeout;
+  std::shared_ptr<RequestFlow> flow = RequestFlow::Start(std::move(request), options_.flow, registry_, timer_, completion);
+  completion->SetCancel([flow] { flow->Cancel(); });
+  return completion;
+}
+
+void FrontDoor::Refused(std::string_view route, const api::ApiError& error) {
+  metrics_->requests->With({std::string(route), std::to_string(error.http_status)}).Increment();
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,150 @@
+// The OpenAI-compatible HTTP door: JSON bodies in (api/request.h), SSE or one JSON body out.
+#include <utility>
+
+#include "api/request.h"
+#include "api/response.h"
+#include "router/frontend.h"
+
+namespace tandem::router {
+namespace {
+
+constexpr const char* kChatRoute = "/v1/chat/completions";
+constexpr const char* kCompletionsRoute = "/v1/completions";
+constexpr const char* kModelsRoute = "/v1/models";
+
+// Writes a completion as OpenAI does: server-sent events when the client asked to stream, else
+// one chat.completion / text_completion body. Writes to a responder are thread-safe and
+// ignored once the client is gone.
+class HttpEncoder final : public CompletionEncoder {
+ public:
+  HttpEncoder(std::shared_ptr<http::HttpResponder> responder, api::ResponseMeta meta, bool stream,
+              bool include_usage)
+      : responder_(std::move(responder)), encoder_(std::move(meta), include_usage), stream_(stream) {}
+
+  void Delta(std::string_view text, std::span<const int32_t>) override {
+    if (!stream_) return;  // the assembler keeps the whole text
+    StartStream();
+    if (!text.empty()) (void)responder_->Write(encoder_.Delta(text));
+  }
+
+  void End(const CompletionEnd& end) override {
+    if (!stream_) {
+      (void)responder_->Reply(200, std::string(api::kJsonContentType),
+                              api::CompletionResponseJson(encoder_.meta(), end.text, end.finish, end.usage));
+      return;
+    }
+    StartStream();
+    (void)responder_->Write(encoder_.End(end.finish, end.usage));  // finish, usage and [DONE]
+    (void)responder_->End();
+  }
+
+  void Fail(const absl::Status&, const api::ApiError& error) override {
+    if (stream_ && started_) {
+      (void)responder_->Write(api::StreamEncoder::Fail(error));  // the error event and [DONE]
+      (void)responder_->End();
+      return;
+    }
+    http::HttpHeaders headers;
+    if (error.retry_after_seconds > 0) headers.Set("Retry-After", std::to_string(error.retry_after_seconds));
+    (void)responder_->Reply(error.http_status, std::string(api::kJsonContentType), error.ToJson(), headers);
+  }
+
+ private:
+  void StartStream() {
+    if (started_) return;
+    started_ = true;
+    http::HttpHeaders headers;
+    headers.Set("Cache-Control", "no-cache");
+    headers.Set("X-Accel-Buffering", "no");
+    (void)responder_->StartStream(200, std::string(api::kSseContentType), headers);
+    const std::string begin = encoder_.Begin();
+    if (!begin.empty()) (void)responder_->Write(begin);
+  }
+
+  const std::shared_ptr<http::HttpResponder> responder_;
+  const api::StreamEncoder encoder_;
+  const bool stream_;
+  bool started_ = false;
+};
+
+}  // namespace
+
+Frontend::Frontend(FrontendOptions options, const text::Tokenizer* tokenizer, text::ChatTemplate chat_template,
+                   WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics)
+    : door_(std::move(options), tokenizer, std::move(chat_template), registry, timer, metrics), metrics_(metrics) {}
+
+void Frontend::Refuse(http::HttpResponder& responder, const std::string& route, const api::ApiError& error) {
+  door_.Refused(route, error);
+  (void)responder.Reply(error.http_status, std::string(api::kJsonContentType), error.ToJson());
+}
+
+void Frontend::RegisterHttp(http::HttpServer& server) {
+  // Every /v1 route checks the API key first (the ops endpoints stay open for probes).
+  auto guarded = [this](std::string route, auto handler) {
+    return [this, route = std::move(route), handler = std::move(handler)](const http::HttpRequest& req,
+                                                                          std::shared_ptr<http::HttpResponder> r) {
+      if (!door_.Authorized(req.headers.Get("Authorization").value_or(""))) {
+        Refuse(*r, route, api::ApiError::InvalidApiKey());
+        return;
+      }
+      handler(req, std::move(r));
+    };
+  };
+  server.Handle("POST", kChatRoute, guarded(kChatRoute, [this](const http::HttpRequest& req, auto responder) {
+                  HandleCompletion(api::Endpoint::kChatCompletions, req, std::move(responder));
+                }));
+  server.Handle("POST", kCompletionsRoute,
+                guarded(kCompletionsRoute, [this](const http::HttpRequest& req, auto responder) {
+                  HandleCompletion(api::Endpoint::kCompletions, req, std::move(responder));
+                }));
+  server.Handle("GET", kModelsRoute, guarded(kModelsRoute, [this](const http::HttpRequest&, auto responder) {
+                  HandleModels(std::move(responder));
+                }));
+  server.HandlePrefix("GET", "/v1/models/", guarded(kModelsRoute, [this](const http::HttpRequest& req, auto responder) {
+                        HandleModel(req, std::move(responder));
+                      }));
+  // Any other /v1 route: an OpenAI-style 404.
+  for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
+    server.HandlePrefix(method, "/v1/", [this](const http::HttpRequest& req, auto responder) {
+      Refuse(*responder, "other", api::ApiError::UnknownRoute(req.method, req.path));
+    });
+  }
+}
+
+void Frontend::HandleModels(std::shared_ptr<http::HttpResponder> responder) {
+  const FrontendOptions& o = door_.options();
+  const api::ModelCard card{o.served_model, o.created_unix_seconds, o.context_length};
+  metrics_->requests->With({kModelsRoute, "200"}).Increment();
+  (void)responder->Reply(200, std::string(api::kJsonContentType), api::ModelListJson(std::span(&card, 1)));
+}
+
+void Frontend::HandleModel(const http::HttpRequest& req, std::shared_ptr<http::HttpResponder> responder) {
+  const FrontendOptions& o = door_.options();
+  const std::string id = req.path.substr(std::string("/v1/models/").size());
+  if (id != o.served_model) return Refuse(*responder, kModelsRoute, api::ApiError::ModelNotFound(id, {o.served_model}));
+  const api::ModelCard card{o.served_model, o.created_unix_seconds, o.context_length};
+  metrics_->requests->With({kModelsRoute, "200"}).Increment();
+  (void)responder->Reply(200, std::string(api::kJsonContentType), api::ModelJson(card));
+}
+
+void Frontend::HandleCompletion(api::Endpoint endpoint, const http::HttpRequest& req,
+                                std::shared_ptr<http::HttpResponder> responder) {
+  const bool chat = endpoint == api::Endpoint::kChatCompletions;
+  const std::string route = chat ? kChatRoute : kCompletionsRoute;
+  const api::RequestLimits& limits = door_.options().limits;
+  api::ApiErrorOr<api::GenerationInput> input =
+      chat ? api::ReadChatCompletionBody(req.body, limits) : api::ReadCompletionBody(req.body, limits);
+  if (!input.ok()) return Refuse(*responder, route, input.error());
+  api::ApiErrorOr<AdmittedRequest> admitted = door_.Admit(*std::move(input), door_.NewRequestId());
+  if (!admitted.ok()) return Refuse(*responder, route, admitted.error());
+  const api::GenerationOptions& options = admitted->options;
+  auto encoder = std::make_unique<HttpEncoder>(
+      responder,
+      api::MakeResponseMeta(endpoint, admitted->id, door_.options().served_model, absl::ToUnixSeconds(absl::Now())),
+      options.stream, options.include_usage);
+  std::shared_ptr<Completion> completion = door_.Start(*std::move(admitted), std::move(encoder), route);
+  // Runs when the exchange is over: after the answer, or at once when the client disconnects.
+  responder->OnClose([completion] { completion->Close(); });
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,290 @@
+// One front door (router/front_door.h): the same request sent to a live cluster through the
+// OpenAI-compatible HTTP API and through the gRPC Generate API gets the same answer: the same
+// text, finish reason and usage, or the same error (HTTP status <-> gRPC code as
+// ApiError::ToStatus maps them) with the same message.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "testing/test_cluster.h"
+#include "testing/tiny_model.h"
+#include "unit/http/test_client.h"
+
+namespace tandem::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kDefaultMaxTokens = 7;
+
+// One request, written once; both wire forms are made from it.
+struct Case {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> messages;  // a chat request when non-empty
+  std::optional<std::string> prompt;                           // a completion's text
+  std::optional<std::vector<int64_t>> prompt_ids;              // a completion's token ids
+  std::string model;
+  std::optional<int64_t> max_tokens;
+  std::optional<double> temperature = 0.0;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  bool chat_with_no_messages = false;
+  int want_status = 200;  // what the HTTP door must answer (and the gRPC door its equivalent)
+
+  bool chat() const { return !messages.empty() || chat_with_no_messages; }
+};
+
+// What a client saw.
+struct Outcome {
+  int http_status = 200;  // the gRPC code mapped back for the gRPC door
+  std::string error;      // the message of an error
+  std::string text;
+  std::string finish;
+  int prompt_tokens = -1;
+  int completion_tokens = -1;
+};
+
+int HttpStatusOf(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return 200;
+    case grpc::StatusCode::INVALID_ARGUMENT: return 400;
+    case grpc::StatusCode::UNAUTHENTICATED: return 401;
+    case grpc::StatusCode::NOT_FOUND: return 404;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return 429;
+    case grpc::StatusCode::UNAVAILABLE: return 503;
+    default: return 500;
+  }
+}
+
+std::string HttpBody(const Case& c) {
+  json body = json::object();
+  if (c.chat()) {
+    body["messages"] = json::array();
+    for (const auto& [role, content] : c.messages) body["messages"].push_back({{"role", role}, {"content", content}});
+  } else if (c.prompt.has_value()) {
+    body["prompt"] = *c.prompt;
+  } else if (c.prompt_ids.has_value()) {
+    body["prompt"] = *c.prompt_ids;
+  }
+  if (!c.model.empty()) body["model"] = c.model;
+  if (c.max_tokens) body["max_tokens"] = *c.max_tokens;
+  if (c.temperature) body["temperature"] = *c.temperature;
+  if (c.seed) body["seed"] = *c.seed;
+  if (!c.stop.empty()) body["stop"] = c.stop;
+  if (c.ignore_eos) body["ignore_eos"] = true;
+  return body.dump();
+}
+
+v1::GenerateRequest GrpcRequest(const Case& c) {
+  v1::GenerateRequest req;
+  if (c.chat()) {
+    auto* chat = req.mutable_chat();
+    for (const auto& [role, content] : c.messages) {
+      auto* m = chat->add_messages();
+      m->set_role(role);
+      m->set_content(content);
+    }
+  } else if (c.prompt.has_value()) {
+    req.set_prompt(*c.prompt);
+  } else if (c.prompt_ids.has_value()) {
+    auto* ids = req.mutable_token_ids();  // set even when empty: an empty token-id prompt
+    for (int64_t id : *c.prompt_ids) ids->add_ids(static_cast<int32_t>(id));
+  }
+  req.set_model(c.model);
+  auto* sp = req.mutable_sampling();
+  if (c.max_tokens) sp->set_max_tokens(static_cast<int32_t>(*c.max_tokens));
+  if (c.temperature) sp->set_temperature(static_cast<float>(*c.temperature));
+  if (c.seed) sp->set_seed(*c.seed);
+  for (const std::string& s : c.stop) sp->add_stop(s);
+  sp->set_ignore_eos(c.ignore_eos);
+  return req;
+}
+
+class FrontDoorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClusterSpec spec;
+    spec.model_path = TinyModelPath();
+    spec.default_max_tokens = kDefaultMaxTokens;
+    auto c = TestCluster::Start(spec);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c).release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+
+  Outcome ViaHttp(const Case& c) {
+    const char* path = c.chat() ? "/v1/chat/completions" : "/v1/completions";
+    auto r = http::testing::Fetch(cluster_->router().http_port(), "POST", path, HttpBody(c),
+                                  {"Content-Type: application/json"});
+    Outcome o;
+    if (!r.has_value()) {
+      ADD_FAILURE() << c.name << ": no HTTP response";
+      return o;
+    }
+    o.http_status = r->status;
+    const json body = json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+    if (r->status != 200) {
+      o.error = body["error"]["message"].get<std::string>();
+      return o;
+    }
+    const json& choice = body["choices"][0];
+    o.text = c.chat() ? choice["message"]["content"].get<std::string>() : choice["text"].get<std::string>();
+    o.finish = choice["finish_reason"].get<std::string>();
+    o.prompt_tokens = body["usage"]["prompt_tokens"].get<int>();
+    o.completion_tokens = body["usage"]["completion_tokens"].get<int>();
+    return o;
+  }
+
+  Outcome ViaGrpc(const Case& c) {
+    auto stub = cluster_->NewGenerateStub();
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    auto reader = stub->Generate(&ctx, GrpcRequest(c));
+    Outcome o;
+    v1::GenerateResponse msg;
+    while (reader->Read(&msg)) {
+      o.text += msg.text();
+      if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+        o.finish = msg.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
+        o.prompt_tokens = msg.usage().prompt_tokens();
+        o.completion_tokens = msg.usage().completion_tokens();
+      }
+    }
+    const grpc::Status s = reader->Finish();
+    o.http_status = HttpStatusOf(s.error_code());
+    if (!s.ok()) o.error = s.error_message();
+    return o;
+  }
+
+  // Sends `c` through both doors; expects `want_status` and equal outcomes. Returns HTTP's.
+  Outcome ExpectSameAnswer(const Case& c) {
+    const Outcome http = ViaHttp(c);
+    const Outcome grpc = ViaGrpc(c);
+    EXPECT_EQ(http.http_status, c.want_status) << c.name << ": " << http.error;
+    EXPECT_EQ(grpc.http_status, http.http_status) << c.name << ": " << grpc.error;
+    EXPECT_EQ(grpc.error, http.error) << c.name;
+    EXPECT_EQ(grpc.text, http.text) << c.name;
+    EXPECT_EQ(grpc.finish, http.finish) << c.name;
+    EXPECT_EQ(grpc.prompt_tokens, http.prompt_tokens) << c.name;
+    EXPECT_EQ(grpc.completion_tokens, http.completion_tokens) << c.name;
+    return http;
+  }
+
+  static TestCluster* cluster_;
+};
+
+TestCluster* FrontDoorTest::cluster_ = nullptr;
+
+Case Chat(std::string name, std::vector<std::pair<std::string, std::string>> messages) {
+  Case c;
+  c.name = std::move(name);
+  c.messages = std::move(messages);
+  c.max_tokens = 8;
+  return c;
+}
+
+Case Completion(std::string name, std::string prompt) {
+  Case c;
+  c.name = std::move(name);
+  c.prompt = std::move(prompt);
+  c.max_tokens = 8;
+  return c;
+}
+
+Case TokenIds(std::string name, std::vector<int64_t> ids) {
+  Case c;
+  c.name = std::move(name);
+  c.prompt_ids = std::move(ids);
+  c.max_tokens = 6;
+  return c;
+}
+
+template <typename F>
+Case With(Case c, F edit) {
+  edit(c);
+  return c;
+}
+
+TEST_F(FrontDoorTest, ValidRequestsGetTheSameAnswerThroughBothDoors) {
+  const std::vector<Case> cases = {
+      Chat("chat", {{"user", "Hello there"}}),
+      Completion("completion text", "Once upon a time"),
+      TokenIds("token-id prompt", {5, 6, 7, 8, 9}),
+      Chat("developer role", {{"developer", "Be brief."}, {"user", "Hi"}}),
+      With(Completion("stop strings", "The cat sat on the mat and"), [](Case& c) {
+        c.stop = {"e", "at"};
+        c.max_tokens = 24;
+      }),
+      With(Completion("seeded sampling", "Numbers:"), [](Case& c) {
+        c.temperature = 0.9;
+        c.seed = 1234;
+      }),
+      With(Completion("max_tokens absent: the router's default", "Tell me"), [](Case& c) {
+        c.max_tokens.reset();
+        c.ignore_eos = true;
+      }),
+      With(Chat("the served model named", {{"user", "Hi"}}),
+           [](Case& c) { c.model = cluster_->router().served_model(); }),
+  };
+  for (const Case& c : cases) {
+    const Outcome o = ExpectSameAnswer(c);
+    EXPECT_GT(o.prompt_tokens, 0) << c.name;
+    EXPECT_GE(o.completion_tokens, 1) << c.name;
+  }
+  const Outcome defaulted = ViaGrpc(cases[6]);
+  EXPECT_EQ(defaulted.completion_tokens, kDefaultMaxTokens);
+  EXPECT_EQ(defaulted.finish, "length");
+}
+
+TEST_F(FrontDoorTest, DeveloperIsTheSystemRoleThroughBothDoors) {
+  const Outcome developer = ExpectSameAnswer(Chat("developer", {{"developer", "Be brief."}, {"user", "Hi"}}));
+  const Outcome system = ExpectSameAnswer(Chat("system", {{"system", "Be brief."}, {"user", "Hi"}}));
+  EXPECT_EQ(developer.text, system.text);
+  EXPECT_EQ(developer.prompt_tokens, system.prompt_tokens);
+}
+
+TEST_F(FrontDoorTest, InvalidRequestsGetTheSameErrorThroughBothDoors) {
+  auto bad = [](Case c, int status) {
+    c.want_status = status;
+    return c;
+  };
+  const std::vector<Case> cases = {
+      bad(With(Completion("a stop string over the byte limit", "Hi"), [](Case& c) { c.stop = {std::string(257, 'x')}; }),
+          400),
+      bad(With(Completion("5 stop strings", "Hi"), [](Case& c) { c.stop = {"a", "b", "c", "d", "e"}; }), 400),
+      bad(With(Completion("an empty stop string", "Hi"), [](Case& c) { c.stop = {"a", ""}; }), 400),
+      bad(Completion("empty prompt", ""), 400),
+      bad(TokenIds("empty token-id prompt", {}), 400),
+      bad(With(Chat("no messages", {}), [](Case& c) { c.chat_with_no_messages = true; }), 400),
+      bad(Chat("unknown role", {{"wizard", "Hi"}}), 400),
+      bad(Chat("tool role", {{"user", "Hi"}, {"tool", "42"}}), 400),
+      bad(TokenIds("prompt over the context", std::vector<int64_t>(1100, 5)), 400),
+      bad(With(Completion("max_tokens over the context", "Hi"), [](Case& c) { c.max_tokens = 5000; }), 400),
+      bad(With(Completion("negative max_tokens", "Hi"), [](Case& c) { c.max_tokens = -3; }), 400),
+      bad(With(Completion("bad temperature", "Hi"), [](Case& c) { c.temperature = 3.5; }), 400),
+      bad(With(Completion("unknown model", "Hi"), [](Case& c) { c.model = "gpt-nonexistent"; }), 404),
+      bad(TokenIds("token id outside the vocabulary", {5, 100000}), 400),
+      bad(TokenIds("negative token id", {5, -1}), 400),
+  };
+  for (const Case& c : cases) {
+    const Outcome o = ExpectSameAnswer(c);
+    EXPECT_FALSE(o.error.empty()) << c.name;
+  }
+  // The gRPC door's refusals are counted like the HTTP door's: by HTTP status.
+  auto page = cluster_->Metrics(-1);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_GE(MetricValue(*page, "tandem_router_requests_total{route=\"grpc:Generate\",status=\"400\"}").value_or(0),
+            static_cast<double>(cases.size() - 1));
+  EXPECT_EQ(MetricValue(*page, "tandem_router_requests_total{route=\"grpc:Generate\",status=\"404\"}").value_or(0), 1);
+}
+
+}  // namespace
+}  // namespace tandem::testing
