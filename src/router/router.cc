@@ -51,15 +51,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
   r->metrics_ = std::make_unique<RouterMetrics>(*r->metrics_registry_);
   WorkerRegistry* reg = r->registry_.get();
-  auto& workers = r->metrics_registry_->AddCallbackGauge(
-      "tandem_router_workers", "Registered workers by role and state (ready: taking work; draining)",
-      {"role", "state"});
-  for (auto [name, role] : {std::pair{"prefill", v1::WORKER_ROLE_PREFILL}, std::pair{"decode", v1::WORKER_ROLE_DECODE},
-                            std::pair{"mixed", v1::WORKER_ROLE_MIXED}}) {
-    r->callbacks_.push_back(workers.Register({name, "ready"}, [reg, role] { return reg->CountRole(role); }));
-    r->callbacks_.push_back(
-        workers.Register({name, "draining"}, [reg, role] { return reg->CountRole(role, /*draining=*/true); }));
-  }
+  r->RegisterWorkerGauges();
 
   FrontendOptions fo;
   fo.served_model = r->served_model_;
@@ -78,29 +70,8 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   r->registry_service_ = std::make_unique<RegistryService>(reg, options.heartbeat_ms);
   r->admin_service_ = std::make_unique<RouterAdminService>(reg);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(StrCat(options.bind_host, ":", options.grpc_port), grpc::InsecureServerCredentials(),
-                           &r->grpc_port_);
-  builder.RegisterService(r->generate_service_.get());
-  builder.RegisterService(r->registry_service_.get());
-  builder.RegisterService(r->admin_service_.get());
-  r->grpc_server_ = builder.BuildAndStart();
-  if (!r->grpc_server_ || r->grpc_port_ == 0) {
-    return absl::UnavailableError(StrCat("cannot listen for gRPC on ", options.bind_host, ":", options.grpc_port));
-  }
-
-  http::HttpServerOptions ho;
-  ho.address = options.bind_host;
-  ho.port = options.http_port;
-  ho.threads = options.http_threads;
-  TANDEM_ASSIGN_OR_RETURN(r->http_server_, http::HttpServer::Create(ho));
+  TANDEM_RETURN_IF_ERROR(r->StartServers());
   RouterProcess* self = r.get();
-  r->frontend_->RegisterHttp(*r->http_server_);
-  http::RegisterOpsEndpoints(*r->http_server_, [self] { return self->Ready(); }, r->metrics_registry_.get());
-  TANDEM_RETURN_IF_ERROR(r->http_server_->Start());
-  r->http_port_ = r->http_server_->port();
-
   r->expiry_thread_ = std::thread([self] {
     while (!self->stop_.load()) {
       self->registry_->Expire(absl::Now());
@@ -110,6 +81,46 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   GetLogger("router")->info("router serving model '{}' (id {}): HTTP on {}:{}, gRPC on {}:{}", r->served_model_,
                             ro.model_id, options.bind_host, r->http_port_, options.bind_host, r->grpc_port_);
   return r;
+}
+
+void RouterProcess::RegisterWorkerGauges() {
+  WorkerRegistry* reg = registry_.get();
+  auto& workers = metrics_registry_->AddCallbackGauge(
+      "tandem_router_workers", "Registered workers by role and state (ready: taking work; draining)",
+      {"role", "state"});
+  for (auto [name, role] : {std::pair{"prefill", v1::WORKER_ROLE_PREFILL}, std::pair{"decode", v1::WORKER_ROLE_DECODE},
+                            std::pair{"mixed", v1::WORKER_ROLE_MIXED}}) {
+    callbacks_.push_back(workers.Register({name, "ready"}, [reg, role] { return reg->CountRole(role); }));
+    callbacks_.push_back(
+        workers.Register({name, "draining"}, [reg, role] { return reg->CountRole(role, /*draining=*/true); }));
+  }
+}
+
+absl::Status RouterProcess::StartServers() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  // gRPC listens with SO_REUSEPORT by default: a second router on the same port would silently
+  // share it with the first. A port that is taken is an error here.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(StrCat(options_.bind_host, ":", options_.grpc_port), grpc::InsecureServerCredentials(),
+                           &grpc_port_);
+  builder.RegisterService(generate_service_.get());
+  builder.RegisterService(registry_service_.get());
+  builder.RegisterService(admin_service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (!grpc_server_ || grpc_port_ == 0) {
+    return absl::UnavailableError(StrCat("cannot listen for gRPC on ", options_.bind_host, ":", options_.grpc_port));
+  }
+  http::HttpServerOptions ho;
+  ho.address = options_.bind_host;
+  ho.port = options_.http_port;
+  ho.threads = options_.http_threads;
+  TANDEM_ASSIGN_OR_RETURN(http_server_, http::HttpServer::Create(ho));
+  frontend_->RegisterHttp(*http_server_);
+  http::RegisterOpsEndpoints(*http_server_, [this] { return Ready(); }, metrics_registry_.get());
+  TANDEM_RETURN_IF_ERROR(http_server_->Start());
+  http_port_ = http_server_->port();
+  return absl::OkStatus();
 }
 
 RouterProcess::~RouterProcess() { Stop(absl::ZeroDuration()); }
@@ -126,10 +137,13 @@ void RouterProcess::Stop(absl::Duration grace) {
   stopped_ = true;
   stop_.store(true);
   if (expiry_thread_.joinable()) expiry_thread_.join();
-  http_server_->Stop(grace);
-  timer_->Stop();  // requests still waiting for KV room fail: the router is shutting down
-  grpc_server_->Shutdown(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(absl::ToInt64Milliseconds(grace) + 100));
+  // Start may have failed part way (a port taken): stop what exists.
+  if (http_server_) http_server_->Stop(grace);
+  if (timer_) timer_->Stop();  // requests still waiting for KV room fail: the router is shutting down
+  if (grpc_server_) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                           std::chrono::milliseconds(absl::ToInt64Milliseconds(grace) + 100));
+  }
   GetLogger("router")->info("router stopped");
 }
 

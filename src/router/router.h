@@ -56,6 +56,9 @@ class RouterProcess {
 
  private:
   RouterProcess() = default;
+  void RegisterWorkerGauges();
+  // The gRPC services and the HTTP server (OpenAI API, /metrics /healthz /readyz).
+  absl::Status StartServers();
 
   RouterOptions options_;
   std::string served_model_;
