@@ -1,10 +1,13 @@
 #include "bench/load_runner.h"
 
+#include <csignal>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 
 #include "bench/stream_recorder.h"
 #include "boost/asio/io_context.hpp"
+#include "boost/asio/signal_set.hpp"
 #include "boost/asio/steady_timer.hpp"
 
 namespace tandem::bench {
@@ -21,8 +24,9 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 class LoadRun {
  public:
   LoadRun(const std::vector<PlannedRequest>& plan, const LoadRunOptions& options)
-      : plan_(plan), options_(options), dispatch_timer_(io_), progress_timer_(io_) {
+      : plan_(plan), options_(options), dispatch_timer_(io_), progress_timer_(io_), signals_(io_) {
     records_.resize(plan.size());
+    sent_.assign(plan.size(), false);
     recorders_.reserve(plan.size());
     for (size_t i = 0; i < plan.size(); ++i) {
       RequestRecord& r = records_[i];
@@ -41,12 +45,16 @@ class LoadRun {
     client_ = std::move(*client);
     start_ = last_end_ = Clock::now();
     if (plan_.empty()) return LoadRunResult{};
+    if (options_.stop_on_interrupt) WatchInterrupts();
     Dispatch();
     if (options_.on_progress) ScheduleProgress();
     io_.run();
     client_->CloseIdle();
     LoadRunResult result;
-    result.records = std::move(records_);
+    result.interrupted = interrupted_;
+    for (size_t i = 0; i < records_.size(); ++i) {
+      if (sent_[i]) result.records.push_back(std::move(records_[i]));
+    }
     result.duration_s = Seconds(last_end_ - start_);
     return result;
   }
@@ -64,6 +72,23 @@ class LoadRun {
     });
   }
 
+  // SIGINT/SIGTERM: send nothing more and let the requests in flight finish; a second one
+  // quits at once.
+  void WatchInterrupts() {
+    signals_.add(SIGINT);
+    signals_.add(SIGTERM);
+    signals_.async_wait([this](boost::system::error_code ec, int) {
+      if (ec) return;
+      if (interrupted_) std::_Exit(130);
+      interrupted_ = true;
+      dispatch_timer_.cancel();
+      waiting_.clear();  // arrived but never sent: not part of the result
+      if (options_.on_progress) options_.on_progress(Progress(false));
+      WatchInterrupts();
+      MaybeDone();
+    });
+  }
+
   void Arrive(size_t i) {
     if (options_.max_concurrency > 0 && in_flight_ >= options_.max_concurrency) {
       waiting_.push_back(i);
@@ -75,6 +100,7 @@ class LoadRun {
   void Send(size_t i) {
     const Clock::time_point sent = Clock::now();
     records_[i].sent_s = Seconds(sent - start_);
+    sent_[i] = true;
     ++in_flight_;
     ++sent_count_;
     recent_sends_.push_back(sent);
@@ -105,10 +131,19 @@ class LoadRun {
       waiting_.pop_front();
       Send(w);
     }
-    if (finished_ == plan_.size()) {
-      progress_timer_.cancel();
-      if (options_.on_progress) options_.on_progress(Progress(true));
-    }
+    MaybeDone();
+  }
+
+  // Every request that will be sent has ended: stop the timers so that io_.run() returns.
+  void MaybeDone() {
+    const bool all_sent = next_ == plan_.size() || interrupted_;
+    if (!all_sent || !waiting_.empty() || in_flight_ > 0 || done_) return;
+    done_ = true;
+    progress_timer_.cancel();
+    dispatch_timer_.cancel();
+    boost::system::error_code ignored;
+    signals_.cancel(ignored);
+    if (options_.on_progress) options_.on_progress(Progress(true));
   }
 
   LoadProgress Progress(bool done) {
@@ -125,13 +160,14 @@ class LoadRun {
     p.elapsed_s = Seconds(now - start_);
     p.send_rate = recent_sends_.size() / std::min(kRateWindowSeconds, std::max(p.elapsed_s, 1e-3));
     p.done = done;
+    p.interrupted = interrupted_;
     return p;
   }
 
   void ScheduleProgress() {
     progress_timer_.expires_after(options_.progress_interval);
     progress_timer_.async_wait([this](boost::system::error_code ec) {
-      if (ec || finished_ == plan_.size()) return;
+      if (ec || done_) return;
       options_.on_progress(Progress(false));
       ScheduleProgress();
     });
@@ -142,11 +178,14 @@ class LoadRun {
   net::io_context io_;
   std::unique_ptr<HttpStreamClient> client_;
   net::steady_timer dispatch_timer_, progress_timer_;
+  net::signal_set signals_;
   std::vector<RequestRecord> records_;
+  std::vector<bool> sent_;
   std::vector<std::unique_ptr<StreamRecorder>> recorders_;
   Clock::time_point start_, last_end_;
   size_t next_ = 0, finished_ = 0;
   int in_flight_ = 0, sent_count_ = 0, failed_ = 0;
+  bool interrupted_ = false, done_ = false;
   std::deque<size_t> waiting_;
   std::deque<Clock::time_point> recent_sends_;
 };

@@ -39,6 +39,7 @@ struct LoadProgress {
   double elapsed_s = 0;
   double send_rate = 0;  // requests sent per second over the last few seconds
   bool done = false;     // the last report of the run
+  bool interrupted = false;  // a signal stopped the sending
 };
 
 struct LoadRunOptions {
@@ -48,13 +49,17 @@ struct LoadRunOptions {
   std::chrono::milliseconds request_timeout{600'000};
   // A completion_tokens other than max_tokens fails the request (with ignore_eos).
   bool exact_output_length = true;
+  // SIGINT or SIGTERM during the run: stop sending, let the requests in flight finish and
+  // return what was sent (a second signal exits the process with status 130).
+  bool stop_on_interrupt = false;
   // Called on the run's thread every progress_interval and once at the end; may be empty.
   std::function<void(const LoadProgress&)> on_progress;
   std::chrono::milliseconds progress_interval{500};
 };
 
 struct LoadRunResult {
-  std::vector<RequestRecord> records;  // in plan order
+  std::vector<RequestRecord> records;  // the requests sent, in plan order
+  bool interrupted = false;            // stopped early by a signal (stop_on_interrupt)
   double duration_s = 0;               // start of the run to the end of the last request
 };
 

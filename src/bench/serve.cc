@@ -36,9 +36,10 @@ class ProgressPrinter {
   void operator()(const LoadProgress& p) {
     if (!tty_ && !p.done && p.elapsed_s < next_line_s_) return;
     next_line_s_ = p.elapsed_s + 10;
-    const std::string line =
+    std::string line =
         fmt::format("sent {}/{}  finished {}  failed {}  in flight {}  elapsed {:.1f} s  rate {:.2f} req/s",
                     p.sent, p.total, p.finished, p.failed, p.in_flight, p.elapsed_s, p.send_rate);
+    if (p.interrupted && !p.done) line += "  (interrupted: waiting for the requests in flight; again to quit)";
     if (tty_) {
       std::fprintf(err_, "\r\033[K%s%s", line.c_str(), p.done ? "\n" : "");
     } else {
@@ -139,6 +140,7 @@ class Benchmark {
     load_.max_concurrency = o.max_concurrency;
     load_.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.request_timeout_s * 1e3));
     load_.exact_output_length = o.ignore_eos;
+    load_.stop_on_interrupt = true;
     if (o.progress) load_.on_progress = ProgressPrinter(c.err);
   }
 
@@ -177,6 +179,7 @@ class Benchmark {
     std::fputs(FormatSummaryTable(run.summary).c_str(), c_.out);
     Json j = Header(traffic);
     j["plan"] = {{"requests", run.plan.size()}, {"clipped", run.stats.clipped}};
+    j["interrupted"] = run.result.interrupted;
     j["summary"] = SummaryJson(run.summary);
     if (traffic.mode == TrafficSpec::Mode::kSchedule) j["phases"] = PhaseSummaries(traffic, run, c_.out, o_.slo);
     if (o_.save_requests) {
@@ -186,6 +189,10 @@ class Benchmark {
     }
     std::fflush(c_.out);
     if (!o_.result_file.empty()) TANDEM_RETURN_IF_ERROR(WriteJson(o_.result_file, j));
+    if (run.result.interrupted) {
+      return absl::CancelledError(StrCat("interrupted after sending ", run.summary.sent, " of ", run.plan.size(),
+                                         " requests (the report covers those)"));
+    }
     if (run.summary.completed == 0) {
       return absl::AbortedError(StrCat("all ", run.summary.sent, " requests failed (",
                                        run.result.records.front().error, ")"));
@@ -194,12 +201,17 @@ class Benchmark {
   }
 
   absl::Status Search(TrafficSpec traffic) {
+    traffic.process.rate = o_.search.rate_max;
     Announce(traffic);
+    std::fprintf(c_.err, "goodput search: rates in [%s, %s] req/s, %d bisection steps, %d run(s) per rate, target %.0f%%\n",
+                 FormatRate(o_.search.rate_min).c_str(), FormatRate(o_.search.rate_max).c_str(),
+                 o_.search.iterations, o_.search.repeats, 100 * o_.search.attainment);
     Json runs = Json::array();
     auto probe = [&](double rate, int repeat) -> absl::StatusOr<double> {
       traffic.process.rate = rate;
       const uint64_t seed = o_.seed + static_cast<uint64_t>(repeat);
       TANDEM_ASSIGN_OR_RETURN(RunOutcome run, Run(traffic, seed));
+      if (run.result.interrupted) return absl::CancelledError("interrupted: the search stopped");
       Json s = SummaryJson(run.summary);
       runs.push_back({{"rate", rate}, {"repeat", repeat}, {"seed", seed}, {"summary", std::move(s)}});
       std::fprintf(c_.out, "  rate %s req/s, run %d: attainment %.1f%% (%d/%d good), TTFT p50 %.0f ms, TPOT p50 %.1f ms\n",

@@ -4,6 +4,7 @@
 // critical.
 #include <sys/wait.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -97,6 +98,31 @@ TEST(LoadRunner, CountsServerErrorsByStatus) {
   EXPECT_EQ(s.completed, 9);
   EXPECT_EQ(s.failed, 3);
   EXPECT_EQ(s.http_statuses.at(503), 3);
+}
+
+TEST(LoadRunner, AnInterruptStopsSendingAndKeepsWhatWasSent) {
+  testing::FakeServerOptions fo;
+  fo.first_token_delay = fo.token_delay = absl::Milliseconds(1);
+  testing::FakeOpenAiServer server(fo);
+  ASSERT_TRUE(server.Start().ok());
+  std::vector<PlannedRequest> plan = FixedPlan(20, 2);
+  for (size_t i = 0; i < plan.size(); ++i) plan[i].arrival_s = 0.2 * i;  // 4 s in all
+  LoadRunOptions o;
+  o.stop_on_interrupt = true;
+  o.progress_interval = std::chrono::milliseconds(20);
+  bool raised = false;
+  o.on_progress = [&](const LoadProgress& p) {
+    if (p.sent >= 2 && !raised) {
+      raised = true;
+      std::raise(SIGINT);  // as Ctrl-C; the run's signal handler takes it
+    }
+  };
+  auto result = RunLoad(*ParseBaseUrl(server.url()), plan, o);
+  ASSERT_TRUE(result.ok());
+  EXPECT_TRUE(result->interrupted);
+  EXPECT_GE(result->records.size(), 2u);
+  EXPECT_LT(result->records.size(), 20u);
+  for (const RequestRecord& r : result->records) EXPECT_TRUE(r.ok()) << r.error;  // in flight ones finished
 }
 
 TEST(LoadRunner, AClosedPortIsAConnectError) {

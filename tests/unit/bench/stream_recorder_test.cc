@@ -57,6 +57,14 @@ class RecorderTest : public ::testing::Test {
   static std::string Token(const char* text) {
     return std::string("data: {\"choices\":[{\"index\":0,\"text\":\"") + text + "\"}]}\n\n";
   }
+  // A response with one head and one body read at 0.1 s, ending at 0.2 s with `transport`.
+  static void Replay(RequestRecord* record, int status, const char* type, const std::string& body,
+                     const absl::Status& transport = absl::OkStatus(), bool exact_length = true) {
+    StreamRecorder r(record, exact_length);
+    r.OnHead(status, type);
+    r.OnBody(body, 0.1);
+    r.OnEnd(transport, 0.2);
+  }
   static std::string Usage(int prompt, int completion) {
     return "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":" + std::to_string(prompt) +
            ",\"completion_tokens\":" + std::to_string(completion) + "}}\n\n";
@@ -80,27 +88,19 @@ TEST_F(RecorderTest, ACompleteStreamSucceeds) {
 }
 
 TEST_F(RecorderTest, WithoutDoneTheStreamIsTruncated) {
-  StreamRecorder r(&record_);
-  r.OnHead(200, "text/event-stream");
-  r.OnBody(Token("a"), 0.1);
-  r.OnEnd(absl::OkStatus(), 0.2);
+  Replay(&record_, 200, "text/event-stream", Token("a"));
   EXPECT_EQ(record_.failure, FailureKind::kTruncated);
   EXPECT_THAT(record_.error, HasSubstr("[DONE]"));
 }
 
 TEST_F(RecorderTest, ALostConnectionMidStreamIsTruncated) {
-  StreamRecorder r(&record_);
-  r.OnHead(200, "text/event-stream");
-  r.OnBody(Token("a"), 0.1);
-  r.OnEnd(absl::AbortedError("connection lost during the response: end of stream"), 0.2);
+  Replay(&record_, 200, "text/event-stream", Token("a"),
+         absl::AbortedError("connection lost during the response: end of stream"));
   EXPECT_EQ(record_.failure, FailureKind::kTruncated);
 }
 
 TEST_F(RecorderTest, HttpStatusKeepsTheCodeAndTheBody) {
-  StreamRecorder r(&record_);
-  r.OnHead(503, "application/json");
-  r.OnBody(R"({"error":{"message":"no decode worker"}})", 0.01);
-  r.OnEnd(absl::OkStatus(), 0.02);
+  Replay(&record_, 503, "application/json", R"({"error":{"message":"no decode worker"}})");
   EXPECT_EQ(record_.failure, FailureKind::kHttpStatus);
   EXPECT_EQ(record_.http_status, 503);
   EXPECT_THAT(record_.error, HasSubstr("HTTP 503"));
@@ -108,27 +108,19 @@ TEST_F(RecorderTest, HttpStatusKeepsTheCodeAndTheBody) {
 }
 
 TEST_F(RecorderTest, ANonStreamingAnswerIsABadResponse) {
-  StreamRecorder r(&record_);
-  r.OnHead(200, "application/json");
-  r.OnBody(R"({"choices":[{"text":"abc"}]})", 0.3);
-  r.OnEnd(absl::OkStatus(), 0.3);
+  Replay(&record_, 200, "application/json", R"({"choices":[{"text":"abc"}]})");
   EXPECT_EQ(record_.failure, FailureKind::kBadResponse);
   EXPECT_THAT(record_.error, HasSubstr("text/event-stream"));
 }
 
 TEST_F(RecorderTest, ErrorEventsAndMalformedEventsFail) {
-  StreamRecorder r(&record_);
-  r.OnHead(200, "text/event-stream");
-  r.OnBody(Token("a") + "data: {\"error\":{\"message\":\"worker died\"}}\n\ndata: [DONE]\n\n", 0.1);
-  r.OnEnd(absl::OkStatus(), 0.2);
+  Replay(&record_, 200, "text/event-stream",
+         Token("a") + "data: {\"error\":{\"message\":\"worker died\"}}\n\ndata: [DONE]\n\n");
   EXPECT_EQ(record_.failure, FailureKind::kStreamError);
   EXPECT_EQ(record_.error, "worker died");
 
   RequestRecord other;
-  StreamRecorder bad(&other);
-  bad.OnHead(200, "text/event-stream");
-  bad.OnBody("data: <html>\n\n", 0.1);
-  bad.OnEnd(absl::OkStatus(), 0.2);
+  Replay(&other, 200, "text/event-stream", "data: <html>\n\n");
   EXPECT_EQ(other.failure, FailureKind::kBadResponse);
 }
 
@@ -146,28 +138,19 @@ TEST_F(RecorderTest, TimeoutsAndConnectErrors) {
 
 TEST_F(RecorderTest, ADifferentCompletionLengthIsAMismatchUnlessNotAskedFor) {
   const std::string body = Token("a") + Usage(8, 1) + "data: [DONE]\n\n";
-  StreamRecorder r(&record_);
-  r.OnHead(200, "text/event-stream");
-  r.OnBody(body, 0.1);
-  r.OnEnd(absl::OkStatus(), 0.1);
+  Replay(&record_, 200, "text/event-stream", body);
   EXPECT_EQ(record_.failure, FailureKind::kLengthMismatch);
   EXPECT_THAT(record_.error, HasSubstr("asked for 3"));
 
   RequestRecord lenient;
   lenient.output_tokens_requested = 3;
-  StreamRecorder l(&lenient, /*exact_length=*/false);
-  l.OnHead(200, "text/event-stream");
-  l.OnBody(body, 0.1);
-  l.OnEnd(absl::OkStatus(), 0.1);
+  Replay(&lenient, 200, "text/event-stream", body, absl::OkStatus(), /*exact_length=*/false);
   EXPECT_TRUE(lenient.ok());
   EXPECT_EQ(lenient.output_tokens, 1);
 }
 
 TEST_F(RecorderTest, WithoutUsageTheChunksAreCounted) {
-  StreamRecorder r(&record_);
-  r.OnHead(200, "text/event-stream");
-  r.OnBody(Token("a") + Token("b") + "data: [DONE]\n\n", 0.1);
-  r.OnEnd(absl::OkStatus(), 0.1);
+  Replay(&record_, 200, "text/event-stream", Token("a") + Token("b") + "data: [DONE]\n\n");
   EXPECT_TRUE(record_.ok());
   EXPECT_FALSE(record_.usage_reported);
   EXPECT_EQ(record_.output_tokens, 2);

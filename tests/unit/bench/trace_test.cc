@@ -1,5 +1,8 @@
 #include "bench/trace.h"
 
+#include <tuple>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -8,62 +11,55 @@ namespace {
 
 using ::testing::HasSubstr;
 
-TEST(Trace, ReadsTandemKeysInSecondsAndMilliseconds) {
-  auto t = ParseTrace(
-      "{\"arrival_s\": 1.5, \"input_tokens\": 100, \"output_tokens\": 20}\n"
-      "{\"arrival_ms\": 2500, \"input_tokens\": 50, \"output_tokens\": 10}\n");
+// Parses `text` and compares every record with (arrival_s, input, output).
+void ExpectTrace(std::string_view text, const std::vector<std::tuple<double, int, int>>& want, double scale = 1.0,
+                 int zero_lengths_raised = 0) {
+  auto t = ParseTrace(text, scale);
   ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_EQ(t->records.size(), 2u);
-  EXPECT_DOUBLE_EQ(t->records[0].arrival_s, 0.0);  // relative to the first arrival
-  EXPECT_DOUBLE_EQ(t->records[1].arrival_s, 1.0);
-  EXPECT_EQ(t->records[0].input_tokens, 100);
-  EXPECT_EQ(t->records[1].output_tokens, 10);
+  ASSERT_EQ(t->records.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(t->records[i].arrival_s, std::get<0>(want[i]), 1e-9) << "record " << i;
+    EXPECT_EQ(t->records[i].input_tokens, std::get<1>(want[i])) << "record " << i;
+    EXPECT_EQ(t->records[i].output_tokens, std::get<2>(want[i])) << "record " << i;
+  }
+  EXPECT_EQ(t->zero_lengths_raised, zero_lengths_raised);
+}
+
+TEST(Trace, ReadsTandemKeysInSecondsAndMilliseconds) {
+  // Times are relative to the first arrival.
+  ExpectTrace(
+      "{\"arrival_s\": 1.5, \"input_tokens\": 100, \"output_tokens\": 20}\n"
+      "{\"arrival_ms\": 2500, \"input_tokens\": 50, \"output_tokens\": 10}\n",
+      {{0.0, 100, 20}, {1.0, 50, 10}});
 }
 
 TEST(Trace, ReadsMooncakeStyleLines) {
-  auto t = ParseTrace(
+  ExpectTrace(
       "{\"timestamp\": 27482, \"input_length\": 6955, \"output_length\": 52, \"hash_ids\": [46, 47]}\n"
-      "{\"timestamp\": 30535, \"input_length\": 6472, \"output_length\": 26, \"hash_ids\": [46]}\n");
-  ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_EQ(t->records.size(), 2u);
-  EXPECT_DOUBLE_EQ(t->records[1].arrival_s, 3.053);
-  EXPECT_EQ(t->records[0].input_tokens, 6955);
-  EXPECT_EQ(t->records[1].output_tokens, 26);
+      "{\"timestamp\": 30535, \"input_length\": 6472, \"output_length\": 26, \"hash_ids\": [46]}\n",
+      {{0.0, 6955, 52}, {3.053, 6472, 26}});
 }
 
 TEST(Trace, ReadsBurstGptStyleJsonAndCsv) {
-  auto json = ParseTrace(
+  // A failed request's 0 response tokens become 1 (and are counted).
+  ExpectTrace(
       "{\"Timestamp\": 5, \"Model\": \"ChatGPT\", \"Request tokens\": 472, \"Response tokens\": 18}\n"
-      "{\"Timestamp\": 45, \"Model\": \"GPT-4\", \"Request tokens\": 1087, \"Response tokens\": 0}\n");
-  ASSERT_TRUE(json.ok()) << json.status();
-  EXPECT_DOUBLE_EQ(json->records[1].arrival_s, 40.0);
-  EXPECT_EQ(json->records[0].input_tokens, 472);
-  EXPECT_EQ(json->records[1].output_tokens, 1);  // a failed request's 0 becomes 1
-  EXPECT_EQ(json->zero_lengths_raised, 1);
-
-  auto csv = ParseTrace(
+      "{\"Timestamp\": 45, \"Model\": \"GPT-4\", \"Request tokens\": 1087, \"Response tokens\": 0}\n",
+      {{0.0, 472, 18}, {40.0, 1087, 1}}, 1.0, 1);
+  ExpectTrace(
       "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
       "5,ChatGPT,472,18,490,Conversation log\n"
-      "45,ChatGPT,1087,62,1149,Conversation log\n");
-  ASSERT_TRUE(csv.ok()) << csv.status();
-  ASSERT_EQ(csv->records.size(), 2u);
-  EXPECT_DOUBLE_EQ(csv->records[1].arrival_s, 40.0);
-  EXPECT_EQ(csv->records[1].input_tokens, 1087);
-  EXPECT_EQ(csv->records[1].output_tokens, 62);
+      "45,ChatGPT,1087,62,1149,Conversation log\n",
+      {{0.0, 472, 18}, {40.0, 1087, 62}});
 }
 
 TEST(Trace, ScalesTimeAndSortsByArrival) {
-  auto t = ParseTrace(
+  ExpectTrace(
       "{\"arrival_s\": 10, \"input_tokens\": 3, \"output_tokens\": 3}\n"
       "# a comment\n\n"
       "{\"arrival_s\": 4, \"input_tokens\": 1, \"output_tokens\": 1}\n"
       "{\"arrival_s\": 8, \"input_tokens\": 2, \"output_tokens\": 2}\n",
-      0.5);
-  ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_EQ(t->records.size(), 3u);
-  EXPECT_EQ(t->records[0].input_tokens, 1);
-  EXPECT_DOUBLE_EQ(t->records[1].arrival_s, 2.0);  // (8 - 4) * 0.5
-  EXPECT_DOUBLE_EQ(t->records[2].arrival_s, 3.0);
+      {{0.0, 1, 1}, {2.0, 2, 2}, {3.0, 3, 3}}, 0.5);  // (8 - 4) * 0.5, (10 - 4) * 0.5
 }
 
 TEST(Trace, BadLinesNameTheirLineNumber) {
