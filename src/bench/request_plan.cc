@@ -1,9 +1,11 @@
 #include "bench/request_plan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
 
@@ -79,49 +81,77 @@ std::string RequestBody(const Prompt& prompt, int max_tokens, const RequestSetti
   return body.dump();
 }
 
-absl::StatusOr<std::vector<PlannedRequest>> BuildRequests(const std::vector<Arrival>& arrivals,
-                                                          const PromptBuilder& builder,
-                                                          const RequestSettings& settings, uint64_t seed,
-                                                          PlanStats* stats) {
-  Rng prompt_rng = StreamRng(seed, kPrompts);
-  struct PrefixInfo {
-    std::string text;
-    int min_input = 0;
-  };
-  std::map<std::pair<int, int>, PrefixInfo> prefixes;  // (tokens, group) -> text
+namespace {
+
+// The lengths of every request after clipping, and the shared prefix each one starts with.
+struct Shapes {
+  std::map<std::pair<int, int>, std::string> prefixes;  // (tokens, group) -> text
+  std::vector<RequestShape> shapes;
+  std::vector<const std::string*> prefix_of;  // into `prefixes` (map nodes do not move)
+};
+
+absl::StatusOr<Shapes> ShapeRequests(const std::vector<Arrival>& arrivals, const PromptBuilder& builder,
+                                     const RequestSettings& settings, uint64_t seed, PlanStats* stats) {
+  Shapes out;
+  std::map<const std::string*, int> prefix_min;
   const int plain_min = builder.MinTokens();
-  std::vector<PlannedRequest> out;
-  out.reserve(arrivals.size());
-  for (size_t i = 0; i < arrivals.size(); ++i) {
-    RequestShape shape = arrivals[i].shape;
-    const PrefixInfo* prefix = nullptr;
+  for (const Arrival& a : arrivals) {
+    RequestShape shape = a.shape;
+    const std::string* prefix = nullptr;
     if (shape.prefix_group >= 0) {
-      auto [it, added] = prefixes.try_emplace({shape.prefix_tokens, shape.prefix_group});
-      if (added) {
+      auto [it, added] = out.prefixes.try_emplace({shape.prefix_tokens, shape.prefix_group});
+      if (added) {  // each prefix drawn once, from its own generator
         Rng rng = StreamRng(seed, kPrefixes, shape.prefix_tokens, shape.prefix_group);
-        it->second.text = builder.Words(shape.prefix_tokens, rng);
-        it->second.min_input = builder.MinTokens(it->second.text);
+        it->second = builder.Words(shape.prefix_tokens, rng);
+        prefix_min[&it->second] = builder.MinTokens(it->second);
       }
       prefix = &it->second;
     }
-    const int min_input = prefix ? prefix->min_input : plain_min;
+    const int min_input = prefix ? prefix_min[prefix] : plain_min;
     if (settings.context_length > 0 && min_input >= settings.context_length) {
       return absl::InvalidArgumentError(StrCat("the shortest possible prompt (", min_input,
                                                " tokens) does not fit the model's context of ",
                                                settings.context_length, " tokens"));
     }
     if (ClipShape(settings.context_length, min_input, &shape) && stats != nullptr) ++stats->clipped;
-    TANDEM_ASSIGN_OR_RETURN(Prompt prompt,
-                            builder.Build(shape.input_tokens, prompt_rng, prefix ? prefix->text : std::string()));
-    PlannedRequest r;
-    r.index = static_cast<int>(i);
-    r.phase = arrivals[i].phase;
-    r.arrival_s = arrivals[i].time_s;
-    r.input_tokens = shape.input_tokens;
-    r.output_tokens = shape.output_tokens;
-    r.body = RequestBody(prompt, shape.output_tokens, settings);
-    out.push_back(std::move(r));
+    out.shapes.push_back(shape);
+    out.prefix_of.push_back(prefix);
   }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PlannedRequest>> BuildRequests(const std::vector<Arrival>& arrivals,
+                                                          const PromptBuilder& builder,
+                                                          const RequestSettings& settings, uint64_t seed,
+                                                          PlanStats* stats) {
+  TANDEM_ASSIGN_OR_RETURN(const Shapes shaped, ShapeRequests(arrivals, builder, settings, seed, stats));
+  // The prompts in parallel (the tokenizer is thread-safe), each from its own generator so
+  // that the result does not depend on the number of threads.
+  std::vector<PlannedRequest> out(arrivals.size());
+  std::vector<absl::Status> errors(arrivals.size());
+  std::atomic<size_t> next{0};
+  ThreadPool pool(0);
+  pool.Run([&](int, int) {
+    for (size_t i = next++; i < arrivals.size(); i = next++) {
+      const RequestShape& shape = shaped.shapes[i];
+      Rng rng = StreamRng(seed, kPrompts, static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32));
+      auto prompt = builder.Build(shape.input_tokens, rng, shaped.prefix_of[i] ? *shaped.prefix_of[i] : std::string());
+      if (!prompt.ok()) {
+        errors[i] = prompt.status();
+        continue;
+      }
+      PlannedRequest& r = out[i];
+      r.index = static_cast<int>(i);
+      r.phase = arrivals[i].phase;
+      r.arrival_s = arrivals[i].time_s;
+      r.input_tokens = shape.input_tokens;
+      r.output_tokens = shape.output_tokens;
+      r.body = RequestBody(*prompt, shape.output_tokens, settings);
+    }
+  });
+  for (const absl::Status& e : errors) TANDEM_RETURN_IF_ERROR(e);
   return out;
 }
 

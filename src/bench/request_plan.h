@@ -62,8 +62,9 @@ struct PlanStats {
   int clipped = 0;  // requests whose lengths ClipShape changed
 };
 
-// The requests to send. InvalidArgument when a prompt cannot be built (context too short
-// for the chat template, say).
+// The requests to send, their prompts built on one thread per CPU (the same result for any
+// number of threads). InvalidArgument when a prompt cannot be built (context too short for
+// the chat template, say).
 absl::StatusOr<std::vector<PlannedRequest>> BuildRequests(const std::vector<Arrival>& arrivals,
                                                           const PromptBuilder& builder,
                                                           const RequestSettings& settings, uint64_t seed,

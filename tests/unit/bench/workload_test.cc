@@ -162,6 +162,17 @@ TEST(BuildRequests, BodiesAskForExactStreamedLengths) {
   EXPECT_EQ(body["stream_options"]["include_usage"], true);
   EXPECT_FALSE(body.contains("min_tokens"));  // tandem rejects min_tokens > 0
   EXPECT_EQ((*builder)->Count({"", body["prompt"].get<std::string>()}), 40);
+
+  // Built in parallel, yet the same for the same seed.
+  std::vector<Arrival> many(64, Arrival{0.0, 0, {30, 4}});
+  auto a = BuildRequests(many, **builder, settings, 7, nullptr);
+  auto b = BuildRequests(many, **builder, settings, 7, nullptr);
+  auto c = BuildRequests(many, **builder, settings, 8, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  for (size_t i = 0; i < many.size(); ++i) {
+    EXPECT_EQ((*a)[i].body, (*b)[i].body);
+    EXPECT_NE((*a)[i].body, (*c)[i].body);
+  }
 }
 
 }  // namespace
