@@ -106,7 +106,7 @@ struct BenchFlags {
     f.String("trace", &o.trace_file, "replay a trace file (JSON lines or BurstGPT CSV; see above)");
     f.Float("trace-time-scale", &o.trace_time_scale, "multiply trace times by this (0.5 = twice as fast)");
     f.String("goodput", &goodput, "SLOs in ms, e.g. \"ttft:2000 tpot:200\" (keys ttft, tpot, e2el)");
-    f.String("result-file", &o.result_file, "write the configuration, summary and per-request records as JSON here");
+    f.String("result-file", &o.result_file, "write the configuration, summary and per-request records as JSON here (schema: docs/bench.md)");
     f.Bool("save-requests", &o.save_requests, "include per-request records in the result file");
     f.Bool("find-max-rate", &o.find_max_rate, "search the highest request rate meeting --attainment (needs --goodput)");
     f.Float("attainment", &o.search.attainment, "share of requests that must meet the SLOs, for --find-max-rate");
