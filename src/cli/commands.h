@@ -14,6 +14,7 @@ int RouterCommand(const std::vector<std::string>& args);
 int UpCommand(const std::vector<std::string>& args);
 int ControllerCommand(const std::vector<std::string>& args);
 int DrainCommand(const std::vector<std::string>& args);
+int BenchCommand(const std::vector<std::string>& args);
 
 // Prints `status` as "tandem <command>: <message>" on stderr and returns 1 (2 for usage errors).
 int Fail(const std::string& command, const std::string& message, int code = 1);

@@ -21,6 +21,7 @@ tandem serves LLMs with prefill and decode disaggregated. Commands:
              or in-place role changes)
   drain      ask a worker to drain and wait until it has (a Kubernetes preStop hook)
   generate   run the model on one prompt in this process and stream the answer to stdout
+  bench      load-test an OpenAI-compatible server: latency, throughput, SLO attainment, goodput
   model      manage model files: fetch the bundled model, show a file's contents,
              convert a file's tensors, write a random-weight test model
 
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   if (command == "model") return tandem::cli::ModelCommand(args);
   if (command == "controller") return tandem::cli::ControllerCommand(args);
   if (command == "drain") return tandem::cli::DrainCommand(args);
+  if (command == "bench") return tandem::cli::BenchCommand(args);
   if (command == "version" || command == "--version") {
     std::puts("tandem 0.1.0");
     return 0;
