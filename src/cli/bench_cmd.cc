@@ -9,6 +9,9 @@
 #include "bench/serve.h"
 #include "bench/workload.h"
 #include "cli/commands.h"
+#include "cli/environment.h"
+#include "text/text_model.h"
+#include "types/model_info.h"
 #include "cli/common_flags.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
@@ -133,18 +136,10 @@ absl::StatusOr<LoadedTokenizer> LoadTokenizer(const std::string& flag) {
   LoadedTokenizer out;
   TANDEM_ASSIGN_OR_RETURN(out.path, ResolveModelPath(flag));
   TANDEM_ASSIGN_OR_RETURN(auto file, gguf::GgufFile::Open(out.path));
-  TANDEM_ASSIGN_OR_RETURN(auto config, text::TokenizerConfigFromGguf(*file));
-  TANDEM_ASSIGN_OR_RETURN(out.tokenizer, text::Tokenizer::Create(std::move(config)));
-  if (!out.tokenizer->chat_template().empty()) {
-    TANDEM_ASSIGN_OR_RETURN(out.chat_template,
-                            text::ChatTemplate::FromJinja(out.tokenizer->chat_template(),
-                                                          out.tokenizer->token_text(out.tokenizer->bos_id())));
-  }
-  if (auto arch = file->GetString("general.architecture"); arch.ok()) {
-    if (auto ctx = file->GetUint(StrCat(*arch, ".context_length")); ctx.ok()) {
-      out.context_length = static_cast<int>(*ctx);
-    }
-  }
+  TANDEM_ASSIGN_OR_RETURN(text::TextModel text_model, text::LoadTextModel(*file));
+  out.tokenizer = std::move(text_model.tokenizer);
+  out.chat_template = std::move(text_model.chat_template);
+  if (auto info = ReadModelInfo(*file); info.ok()) out.context_length = info->context_length;
   return out;
 }
 
@@ -160,13 +155,11 @@ void RaiseOpenFileLimit() {
 
 int ServeCommand(const std::vector<std::string>& args) {
   BenchFlags b;
-  if (const char* key = std::getenv("OPENAI_API_KEY")) b.serve.api_key = key;
+  b.serve.api_key = Env("OPENAI_API_KEY");
   FlagSet flags("tandem bench serve --base-url URL [flags]",
                 std::string(kServeDescription) + "\n" + bench::WorkloadPresetHelp());
   b.Register(flags);
-  if (absl::Status s = flags.Parse(JoinGoodputWords(args)); !s.ok()) {
-    return s.code() == absl::StatusCode::kCancelled ? 0 : Fail("bench serve", std::string(s.message()), 2);
-  }
+  if (auto exit_code = ParseArgs(flags, JoinGoodputWords(args), "bench serve")) return *exit_code;
   if (!flags.positional().empty()) {
     return Fail("bench serve", StrCat("unexpected argument '", flags.positional().front(), "' (see --help)"), 2);
   }

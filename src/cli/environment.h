@@ -6,6 +6,7 @@
 //   TANDEM_LOG_LEVEL                         trace|debug|info|warn|error|off
 //   TANDEM_CPU_ISA                           scalar|avx2|avx512: the default for --isa
 //   TANDEM_API_KEY                           the router's API key when --api-key is not given
+//   OPENAI_API_KEY                           the key `tandem bench serve` sends (as OpenAI's tools do)
 //   KUBERNETES_SERVICE_HOST/PORT, TMPDIR     the controller's in-cluster Kubernetes access
 //
 // Thread-safety: reads the process environment; call from main before starting threads.

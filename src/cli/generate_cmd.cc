@@ -15,6 +15,7 @@
 #include "common/strings.h"
 #include "engine/engine.h"
 #include "text/chat_template.h"
+#include "text/text_model.h"
 #include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
@@ -69,17 +70,13 @@ struct GenerateFlags {
 };
 
 // The prompt's tokens: plain text with the model's BOS, or a user message in its chat template.
-absl::StatusOr<std::vector<int32_t>> EncodePrompt(const GenerateFlags& g, const text::Tokenizer& tokenizer) {
-  if (!g.chat) return tokenizer.Encode(g.prompt, /*add_special=*/true, /*parse_special=*/false);
-  auto tmpl = tokenizer.chat_template().empty()
-                  ? absl::StatusOr<text::ChatTemplate>(text::ChatTemplate::ChatMl())
-                  : text::ChatTemplate::FromJinja(tokenizer.chat_template(), tokenizer.token_text(tokenizer.bos_id()));
-  if (!tmpl.ok()) return tmpl.status();
+std::vector<int32_t> EncodePrompt(const GenerateFlags& g, const text::TextModel& model) {
+  if (!g.chat) return model.tokenizer->Encode(g.prompt, /*add_special=*/true, /*parse_special=*/false);
   std::vector<text::ChatMessage> messages;
   if (!g.system.empty()) messages.push_back({"system", g.system});
   messages.push_back({"user", g.prompt});
-  return tokenizer.Encode(tmpl->Apply(messages, /*add_generation_prompt=*/true), /*add_special=*/false,
-                          /*parse_special=*/true);
+  return model.tokenizer->Encode(model.chat_template.Apply(messages, /*add_generation_prompt=*/true),
+                                /*add_special=*/false, /*parse_special=*/true);
 }
 
 struct RunStats {
@@ -156,30 +153,28 @@ int GenerateCommand(const std::vector<std::string>& args) {
   if (!path.ok()) return Fail("generate", std::string(path.status().message()));
   auto file = gguf::GgufFile::Open(*path);
   if (!file.ok()) return Fail("generate", std::string(file.status().message()));
-  auto tok_config = text::TokenizerConfigFromGguf(**file);
-  if (!tok_config.ok()) return Fail("generate", std::string(tok_config.status().message()));
-  auto tokenizer = text::Tokenizer::Create(std::move(*tok_config));
-  if (!tokenizer.ok()) return Fail("generate", std::string(tokenizer.status().message()));
-  auto prompt = EncodePrompt(g, **tokenizer);
-  if (!prompt.ok()) return Fail("generate", std::string(prompt.status().message()));
-  auto engine = MakeEngine(g.engine, **file, (*tokenizer)->eog_ids());
+  auto text_model = text::LoadTextModel(**file);
+  if (!text_model.ok()) return Fail("generate", std::string(text_model.status().message()));
+  const text::Tokenizer& tokenizer = *text_model->tokenizer;
+  const std::vector<int32_t> prompt = EncodePrompt(g, *text_model);
+  auto engine = MakeEngine(g.engine, **file, tokenizer.eog_ids());
   if (!engine.ok()) return Fail("generate", std::string(engine.status().message()));
 
   GenerateRequest request;
   request.id = "generate-0";
-  request.prompt = *prompt;
+  request.prompt = prompt;
   request.sampling = g.Sampling();
   if (absl::Status s = (*engine)->Add(request); !s.ok()) return Fail("generate", std::string(s.message()));
   std::signal(SIGINT, OnInterrupt);
-  auto stats = StreamToStdout(**engine, request.id, **tokenizer, g.ignore_eos);
+  auto stats = StreamToStdout(**engine, request.id, tokenizer, g.ignore_eos);
   if (!stats.ok()) return Fail("generate", std::string(stats.status().message()));
   if (!g.quiet) {
     const double decode_s = stats->total_s - stats->ttft_s;
     std::fprintf(stderr,
                  "[%s] prompt %zu tokens, generated %d tokens (%s); time to first token %.3f s "
                  "(%.1f prompt tokens/s), decode %.1f tokens/s\n",
-                 path->c_str(), prompt->size(), stats->generated, FinishReasonName(stats->finish), stats->ttft_s,
-                 prompt->size() / std::max(stats->ttft_s, 1e-9),
+                 path->c_str(), prompt.size(), stats->generated, FinishReasonName(stats->finish), stats->ttft_s,
+                 prompt.size() / std::max(stats->ttft_s, 1e-9),
                  stats->generated > 1 ? (stats->generated - 1) / std::max(decode_s, 1e-9) : 0.0);
   }
   return g_interrupts.load() > 0 ? 130 : 0;

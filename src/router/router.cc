@@ -5,6 +5,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "text/text_model.h"
 #include "types/model_info.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
@@ -33,14 +34,8 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   r->options_ = options;
   r->served_model_ = options.served_model.empty() ? DefaultServedModelName(file.path()) : options.served_model;
   TANDEM_ASSIGN_OR_RETURN(ModelInfo model, ReadModelInfo(file));
-  TANDEM_ASSIGN_OR_RETURN(auto tok_config, text::TokenizerConfigFromGguf(file));
-  TANDEM_ASSIGN_OR_RETURN(r->tokenizer_, text::Tokenizer::Create(std::move(tok_config)));
-  text::ChatTemplate chat_template = text::ChatTemplate::ChatMl();
-  if (!r->tokenizer_->chat_template().empty()) {
-    TANDEM_ASSIGN_OR_RETURN(chat_template,
-                            text::ChatTemplate::FromJinja(r->tokenizer_->chat_template(),
-                                                          r->tokenizer_->token_text(r->tokenizer_->bos_id())));
-  }
+  TANDEM_ASSIGN_OR_RETURN(text::TextModel text_model, text::LoadTextModel(file));
+  r->tokenizer_ = std::move(text_model.tokenizer);
 
   WorkerRegistryOptions ro;
   ro.model_id = model.id;
@@ -64,7 +59,8 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   fo.flow.metrics = r->metrics_.get();
   fo.api_key = options.api_key;
   r->timer_ = std::make_unique<TimedTaskQueue>();
-  r->frontend_ = std::make_unique<Frontend>(fo, r->tokenizer_.get(), std::move(chat_template), reg, r->timer_.get(),
+  r->frontend_ = std::make_unique<Frontend>(fo, r->tokenizer_.get(), std::move(text_model.chat_template), reg,
+                                            r->timer_.get(),
                                             r->metrics_.get());
   r->generate_service_ = std::make_unique<GenerateService>(r->frontend_.get());
   r->registry_service_ = std::make_unique<RegistryService>(reg, options.heartbeat_ms);
