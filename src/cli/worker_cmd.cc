@@ -84,8 +84,10 @@ int WorkerCommand(const std::vector<std::string>& args) {
   wo.service.reserve_headroom_blocks = headroom;
   // A GPU KV cache moves over CUDA IPC (prefill and decode workers on one node); a host cache
   // over UCX.
-  auto factory = engine.device == "cuda" ? worker::CudaIpcTransportFactory() : worker::UcxTransportFactory(ucx_tls);
-  auto w = worker::WorkerProcess::Start(wo, **file, std::move(*eng), factory);
+  transfer::TransportOptions transport;
+  transport.medium = engine.device == "cuda" ? "cuda-ipc" : "ucx";
+  transport.ucx_tls = ucx_tls;
+  auto w = worker::WorkerProcess::Start(wo, **file, std::move(*eng), transport);
   if (!w.ok()) return Fail("worker", std::string(w.status().message()));
   // Machine-readable line for launchers (tandem up): the ports actually bound.
   std::printf("worker %s grpc_port=%d http_port=%d\n", (*w)->worker_id().c_str(), (*w)->grpc_port(),

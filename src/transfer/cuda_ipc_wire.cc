@@ -13,7 +13,7 @@
 
 #include "absl/time/clock.h"
 #include "common/strings.h"
-#include "transfer/byte_codec.h"
+#include "transfer/protocol/byte_codec.h"
 
 namespace tandem::transfer::cuda_ipc {
 namespace {

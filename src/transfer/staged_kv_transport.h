@@ -41,7 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tandem/kv_transport.h"
-#include "transfer/ucx_kv_transport.h"
+#include "transfer/ucx/ucx_kv_transport.h"
 
 namespace tandem::transfer {
 

@@ -286,6 +286,7 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ct
   call->resp = resp;
   call->transport = transport_;
   call->destination = dest;
+  call->destination.request_id = req->request_id();
   call->transfer_timeout = options_.transfer_timeout;
   call->outbound = &outbound_transfers_;
   call->runner = runner_;

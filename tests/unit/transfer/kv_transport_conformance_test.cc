@@ -11,10 +11,10 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "transfer/in_process_kv_transport.h"
+#include "transfer/in_process/in_process_kv_transport.h"
 #include "unit/transfer/transfer_test_util.h"
 #if TANDEM_HAVE_UCX
-#include "transfer/ucx_kv_transport.h"
+#include "transfer/ucx/ucx_kv_transport.h"
 #endif
 
 namespace tandem::transfer {

@@ -1,6 +1,7 @@
-// The little-endian binary codec shared by the KV transports' wire formats (ucx_wire,
-// cuda_ipc_wire). A format fixes the width of its "words" (length prefixes, status codes and
-// layout fields) and the largest length prefix a reader accepts; everything else is fixed-width.
+// The little-endian binary codec of the KV hand-off protocol's messages (protocol/wire.h) and of
+// the media's endpoint addresses. A format fixes the width of its "words" (length prefixes, status
+// codes and layout fields) and the largest length prefix a reader accepts; everything else is
+// fixed-width.
 // Readers never crash on malformed input: the first failure sticks, later reads return zero, and
 // ok() turns false.
 // Thread-safety: plain values; a writer or reader is used by one thread.
@@ -50,6 +51,7 @@ class ByteReader {
   ByteReader(std::string_view in, const ByteFormat& format) : in_(in), format_(format) {}
   bool ok() const { return ok_; }
   bool AtEnd() const { return in_.empty(); }
+  size_t remaining() const { return in_.size(); }  // bytes not read yet
   uint8_t U8() { return static_cast<uint8_t>(Fixed(1)); }
   uint32_t U32() { return static_cast<uint32_t>(Fixed(4)); }
   uint64_t U64() { return Fixed(8); }

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-#include "transfer/ucx_kv_transport.h"
+#include "transfer/ucx/ucx_kv_transport.h"
 #include "unit/transfer/transfer_test_util.h"
 
 namespace {

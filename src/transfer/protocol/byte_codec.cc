@@ -1,4 +1,4 @@
-#include "transfer/byte_codec.h"
+#include "transfer/protocol/byte_codec.h"
 
 #include "common/strings.h"
 

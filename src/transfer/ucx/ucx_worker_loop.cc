@@ -1,4 +1,4 @@
-#include "transfer/ucx_worker_loop.h"
+#include "transfer/ucx/ucx_worker_loop.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>

@@ -10,7 +10,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "transfer/ucx_kv_transport.h"
+#include "transfer/ucx/ucx_kv_transport.h"
 #include "unit/transfer/transfer_test_util.h"
 
 namespace tandem::transfer {

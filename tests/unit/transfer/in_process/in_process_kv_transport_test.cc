@@ -6,7 +6,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "transfer/in_process_kv_transport.h"
+#include "transfer/in_process/in_process_kv_transport.h"
 #include "unit/transfer/transfer_test_util.h"
 
 namespace tandem::transfer {

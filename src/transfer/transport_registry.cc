@@ -1,0 +1,84 @@
+#include "transfer/transport_registry.h"
+
+#include <functional>
+#include <string_view>
+
+#include "absl/strings/str_join.h"
+
+#include "common/strings.h"
+#include "transfer/in_process/in_process_kv_transport.h"
+#if TANDEM_HAVE_UCX
+#include "transfer/ucx/ucx_kv_transport.h"
+#endif
+
+namespace tandem::transfer {
+namespace {
+
+using Factory = std::function<absl::StatusOr<std::unique_ptr<KvTransport>>(const TransportOptions&)>;
+
+struct Entry {
+  std::string_view name;
+  bool built;
+  Factory make;
+};
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<KvTransport>> Upcast(absl::StatusOr<std::unique_ptr<T>> t) {
+  if (!t.ok()) return t.status();
+  return std::unique_ptr<KvTransport>(std::move(*t));
+}
+
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeUcx(const TransportOptions& o) {
+#if TANDEM_HAVE_UCX
+  UcxKvTransportOptions u;
+  u.cache = o.cache;
+  u.layout = o.layout;
+  u.worker_id = o.worker_id;
+  u.lease_handler = o.lease_handler;
+  u.transports = o.ucx_tls;
+  u.epoch = o.epoch;
+  return Upcast(UcxKvTransport::Create(u));
+#else
+  return absl::UnimplementedError("this tandem was built without UCX (install libucx-dev and rebuild)");
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeInProcess(const TransportOptions& o) {
+  InProcessKvTransportOptions i;
+  i.hub = o.in_process_hub;
+  i.worker_id = o.worker_id;
+  i.cache = o.cache;
+  i.layout = o.layout;
+  i.lease_handler = o.lease_handler;
+  i.epoch = o.epoch;
+  return Upcast(InProcessKvTransport::Create(i));
+}
+
+const std::vector<Entry>& Registry() {
+  static const std::vector<Entry> entries = {
+      {"ucx", TANDEM_HAVE_UCX != 0, MakeUcx},
+      {"inprocess", true, MakeInProcess},
+  };
+  return entries;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeTransport(const TransportOptions& options) {
+  for (const Entry& e : Registry()) {
+    if (e.name == options.medium) return e.make(options);
+  }
+  return absl::InvalidArgumentError(StrCat("unknown KV transfer medium \"", options.medium,
+                                           "\" (this build has: ",
+                                           absl::StrJoin(AvailableMedia(), ", "), ")"));
+}
+
+std::vector<std::string> AvailableMedia() {
+  std::vector<std::string> names;
+  for (const Entry& e : Registry()) {
+    if (e.built) names.emplace_back(e.name);
+  }
+  return names;
+}
+
+}  // namespace tandem::transfer
