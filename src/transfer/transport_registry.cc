@@ -10,6 +10,12 @@
 #if TANDEM_HAVE_UCX
 #include "transfer/ucx/ucx_kv_transport.h"
 #endif
+#if TANDEM_HAVE_CUDA_IPC_TRANSFER
+#include "transfer/cuda_ipc/cuda_ipc_kv_transport.h"
+#endif
+#if TANDEM_HAVE_STAGED_TRANSFER
+#include "transfer/staged/staged_kv_transport.h"
+#endif
 
 namespace tandem::transfer {
 namespace {
@@ -43,6 +49,36 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeUcx(const TransportOptions& o) 
 #endif
 }
 
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpc(const TransportOptions& o) {
+#if TANDEM_HAVE_CUDA_IPC_TRANSFER
+  CudaIpcKvTransportOptions c;
+  c.cache = o.cache;
+  c.layout = o.layout;
+  c.worker_id = o.worker_id;
+  c.lease_handler = o.lease_handler;
+  c.socket_dir = o.socket_dir;
+  c.epoch = o.epoch;
+  return Upcast(CudaIpcKvTransport::Create(c));
+#else
+  return absl::UnimplementedError("this tandem was built without CUDA: no CUDA IPC KV transport");
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeStaged(const TransportOptions& o) {
+#if TANDEM_HAVE_STAGED_TRANSFER
+  StagedKvTransportOptions s;
+  s.cache = o.cache;
+  s.layout = o.layout;
+  s.worker_id = o.worker_id;
+  s.lease_handler = o.lease_handler;
+  s.ucx.transports = o.ucx_tls;
+  s.ucx.epoch = o.epoch;
+  return Upcast(StagedKvTransport::Create(s));
+#else
+  return absl::UnimplementedError("this tandem was built without CUDA and UCX: no staged KV transport");
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeInProcess(const TransportOptions& o) {
   InProcessKvTransportOptions i;
   i.hub = o.in_process_hub;
@@ -57,6 +93,8 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeInProcess(const TransportOption
 const std::vector<Entry>& Registry() {
   static const std::vector<Entry> entries = {
       {"ucx", TANDEM_HAVE_UCX != 0, MakeUcx},
+      {"cuda-ipc", TANDEM_HAVE_CUDA_IPC_TRANSFER != 0, MakeCudaIpc},
+      {"staged-ucx", TANDEM_HAVE_STAGED_TRANSFER != 0, MakeStaged},
       {"inprocess", true, MakeInProcess},
   };
   return entries;

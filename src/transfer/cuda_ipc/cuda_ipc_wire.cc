@@ -1,4 +1,4 @@
-#include "transfer/cuda_ipc_wire.h"
+#include "transfer/cuda_ipc/cuda_ipc_wire.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -9,11 +9,11 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <random>
 
 #include "absl/time/clock.h"
 #include "common/strings.h"
 #include "transfer/protocol/byte_codec.h"
+#include "transfer/protocol/epoch.h"
 
 namespace tandem::transfer::cuda_ipc {
 namespace {
@@ -41,15 +41,6 @@ int HexDigit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   return -1;
-}
-
-// Checks the type byte and returns a reader positioned after it.
-absl::StatusOr<wire::ByteReader> Open(std::string_view payload, MessageType type,
-                                      std::string_view what) {
-  if (payload.empty() || static_cast<uint8_t>(payload[0]) != static_cast<uint8_t>(type)) {
-    return Malformed(what);
-  }
-  return wire::ByteReader(payload.substr(1), kFormat);
 }
 
 }  // namespace
@@ -104,89 +95,17 @@ absl::StatusOr<EndpointAddress> DecodeEndpointAddress(std::string_view text) {
   return a;
 }
 
-std::string Encode(const Begin& m) {
-  wire::ByteWriter w(kFormat);
-  w.U8(static_cast<uint8_t>(MessageType::kBegin));
-  w.U64(m.expected_epoch);
-  w.Layout(m.layout);
-  w.Bytes(m.sender_worker_id);
-  w.Bytes(m.lease_id);
-  w.Int32Word(m.num_blocks);
-  w.I64(m.remaining_ms);
-  return w.Take();
-}
-
-std::string Encode(const Ack& m) {
-  wire::ByteWriter w(kFormat);
-  w.U8(static_cast<uint8_t>(m.type));
-  w.Status(m.status);
-  return w.Take();
-}
-
-std::string Encode(const End& m) {
-  wire::ByteWriter w(kFormat);
-  w.U8(static_cast<uint8_t>(MessageType::kEnd));
-  w.Status(m.status);
-  w.I64(m.blocks_written);
-  return w.Take();
-}
-
-absl::StatusOr<MessageType> PeekType(std::string_view payload) {
-  if (payload.empty()) return Malformed("message (empty)");
-  const auto t = static_cast<uint8_t>(payload[0]);
-  if (t < 1 || t > 4) return Malformed(StrCat("message (type ", int{t}, ")"));
-  return static_cast<MessageType>(t);
-}
-
-absl::StatusOr<Begin> DecodeBegin(std::string_view payload) {
-  auto r = Open(payload, MessageType::kBegin, "kBegin");
-  if (!r.ok()) return r.status();
-  Begin m;
-  m.expected_epoch = r->U64();
-  m.layout = r->Layout();
-  m.sender_worker_id = r->Bytes();
-  m.lease_id = r->Bytes();
-  m.num_blocks = r->Int32Word();
-  m.remaining_ms = r->I64();
-  if (!r->ok() || !r->AtEnd() || m.num_blocks < 0) return Malformed("kBegin");
-  return m;
-}
-
-absl::StatusOr<Ack> DecodeAck(std::string_view payload) {
-  auto type = PeekType(payload);
-  if (!type.ok()) return type.status();
-  if (*type != MessageType::kBeginAck && *type != MessageType::kEndAck) return Malformed("ack");
-  wire::ByteReader r(payload.substr(1), kFormat);
-  Ack m;
-  m.type = *type;
-  m.status = r.Status();
-  if (!r.ok() || !r.AtEnd()) return Malformed("ack");
-  return m;
-}
-
-absl::StatusOr<End> DecodeEnd(std::string_view payload) {
-  auto r = Open(payload, MessageType::kEnd, "kEnd");
-  if (!r.ok()) return r.status();
-  End m;
-  m.status = r->Status();
-  m.blocks_written = r->I64();
-  if (!r->ok() || !r->AtEnd() || m.blocks_written < 0) return Malformed("kEnd");
-  return m;
-}
-
-std::vector<BlockRun> CoalesceCopies(std::span<const BlockCopy> copies,
-                                     std::span<const int32_t> destination_blocks) {
+std::vector<BlockRun> CoalesceWrites(std::span<const BlockWrite> writes) {
   std::vector<BlockRun> runs;
-  for (const BlockCopy& c : copies) {
-    const int32_t dst = destination_blocks[static_cast<size_t>(c.index)];
+  for (const BlockWrite& w : writes) {
     if (!runs.empty()) {
       BlockRun& last = runs.back();
-      if (last.src_block + last.count == c.src_block && last.dst_block + last.count == dst) {
+      if (last.src_block + last.count == w.src_block && last.dst_block + last.count == w.dst_block) {
         ++last.count;
         continue;
       }
     }
-    runs.push_back({c.src_block, dst, 1});
+    runs.push_back({w.src_block, w.dst_block, 1});
   }
   return runs;
 }
@@ -309,12 +228,7 @@ absl::StatusOr<int> ListenUnix(const std::string& path) {
 }
 
 uint64_t ProcessNonce() {
-  static const uint64_t nonce = [] {
-    std::random_device rd;
-    uint64_t v = 0;
-    while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-    return v;
-  }();
+  static const uint64_t nonce = RandomEpoch();
   return nonce;
 }
 

@@ -1,17 +1,10 @@
-// What CudaIpcKvTransport publishes and says on its control channel, and the host-side helpers
-// around it (block-run coalescing, framed messages on a stream socket). Pure host code: no CUDA
-// here, so all of it is unit-tested on machines without a GPU.
+// The host-side pieces of the CUDA IPC medium: the endpoint address it publishes, block-run
+// coalescing, and framed messages on a Unix stream socket (its control channel carries the
+// protocol's messages of transfer/protocol/wire.h, one per frame). No CUDA here, so all of it is
+// unit-tested on machines without a GPU.
 //
-// Control protocol, one Unix stream connection per transfer (sender = prefill, receiver = decode):
-//   sender -> receiver  kBegin     layout, the epoch it expects, lease id, block count, time left
-//   receiver -> sender  kBeginAck  OK (the lease is pinned) or the refusal (layout fields named,
-//                                  stale epoch, lease handler's answer)
-//   ... the sender copies blocks into the receiver's exported pool (CUDA IPC, no message) ...
-//   sender -> receiver  kEnd       OK + blocks written (after its copy stream synchronized), or
-//                                  the error that ended it (also after synchronizing)
-//   receiver -> sender  kEndAck    OK once TransferEnded(lease, OK) has returned
-// A frame is a 4-byte little-endian length followed by the message; the first message byte is its
-// type. Every decoder checks lengths: malformed input is an error, never a crash.
+// A frame is a 4-byte little-endian length followed by the message. Every decoder checks lengths:
+// malformed input is an error, never a crash.
 // Thread-safety: plain functions and values.
 #pragma once
 
@@ -25,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tandem/kv_transport.h"
+#include "transfer/protocol/medium.h"
 
 namespace tandem::transfer::cuda_ipc {
 
@@ -49,35 +43,6 @@ struct EndpointAddress {
 std::string EncodeEndpointAddress(const EndpointAddress& a);
 absl::StatusOr<EndpointAddress> DecodeEndpointAddress(std::string_view text);
 
-enum class MessageType : uint8_t { kBegin = 1, kBeginAck = 2, kEnd = 3, kEndAck = 4 };
-
-struct Begin {
-  uint64_t expected_epoch = 0;
-  KvLayoutInfo layout;
-  std::string sender_worker_id;
-  std::string lease_id;
-  int32_t num_blocks = 0;
-  int64_t remaining_ms = 0;  // time left to the sender's deadline (clocks are not compared)
-};
-
-struct Ack {
-  MessageType type = MessageType::kBeginAck;  // kBeginAck or kEndAck
-  absl::Status status;
-};
-
-struct End {
-  absl::Status status;  // OK: every block was written and the copy stream synchronized
-  int64_t blocks_written = 0;
-};
-
-std::string Encode(const Begin& m);
-std::string Encode(const Ack& m);
-std::string Encode(const End& m);
-absl::StatusOr<MessageType> PeekType(std::string_view payload);
-absl::StatusOr<Begin> DecodeBegin(std::string_view payload);
-absl::StatusOr<Ack> DecodeAck(std::string_view payload);
-absl::StatusOr<End> DecodeEnd(std::string_view payload);
-
 // A run of `count` consecutive source blocks going to consecutive destination blocks: one copy.
 struct BlockRun {
   int32_t src_block = 0;
@@ -85,10 +50,8 @@ struct BlockRun {
   int32_t count = 0;
   bool operator==(const BlockRun&) const = default;
 };
-// Maps each copy's logical index through `destination_blocks` and merges neighbours that are
-// contiguous on both sides (order kept). The caller has validated the indices.
-std::vector<BlockRun> CoalesceCopies(std::span<const BlockCopy> copies,
-                                     std::span<const int32_t> destination_blocks);
+// Merges neighbouring writes that are contiguous on both sides (order kept).
+std::vector<BlockRun> CoalesceWrites(std::span<const BlockWrite> writes);
 
 // Blocking framed I/O on a stream socket, bounded by `deadline` (DEADLINE_EXCEEDED past it,
 // UNAVAILABLE when the peer closed or the socket failed).

@@ -1,6 +1,6 @@
-// Host-side pieces of the CUDA IPC transport: endpoint encoding, control messages, block-run
-// coalescing and the framed socket I/O. No GPU needed.
-#include "transfer/cuda_ipc_wire.h"
+// Host-side pieces of the CUDA IPC medium: endpoint encoding, block-run coalescing and the framed
+// socket I/O. No GPU needed. (Its control messages are the protocol's: protocol/wire_test.cc.)
+#include "transfer/cuda_ipc/cuda_ipc_wire.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,14 +29,6 @@ EndpointAddress SampleAddress() {
   a.num_blocks = 1000;
   a.bytes_per_block = 2 << 20;
   return a;
-}
-
-KvLayoutInfo Llama8bLayout() {
-  KvLayoutInfo l;
-  l.model_id = "llama-3-8b";
-  l.layout = {32, 8, 128, 16, DType::kBF16};
-  l.block_format = "cuda/hnd-v1";
-  return l;
 }
 
 TEST(CudaIpcWireTest, EndpointAddressRoundTrips) {
@@ -76,53 +68,17 @@ TEST(CudaIpcWireTest, RejectsForeignAndDamagedAddresses) {
   }
 }
 
-TEST(CudaIpcWireTest, ControlMessagesRoundTrip) {
-  Begin begin;
-  begin.expected_epoch = 77;
-  begin.layout = Llama8bLayout();
-  begin.sender_worker_id = "prefill-0";
-  begin.lease_id = "lease-9";
-  begin.num_blocks = 256;
-  begin.remaining_ms = 1500;
-  const std::string bytes = Encode(begin);
-  ASSERT_EQ(*PeekType(bytes), MessageType::kBegin);
-  auto b = DecodeBegin(bytes);
-  ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(b->expected_epoch, 77u);
-  EXPECT_TRUE(b->layout == begin.layout) << b->layout.Describe();
-  EXPECT_EQ(b->sender_worker_id, "prefill-0");
-  EXPECT_EQ(b->lease_id, "lease-9");
-  EXPECT_EQ(b->num_blocks, 256);
-  EXPECT_EQ(b->remaining_ms, 1500);
-
-  auto ack = DecodeAck(Encode(Ack{MessageType::kEndAck, absl::FailedPreconditionError("stale")}));
-  ASSERT_TRUE(ack.ok()) << ack.status();
-  EXPECT_EQ(ack->type, MessageType::kEndAck);
-  EXPECT_EQ(ack->status, absl::FailedPreconditionError("stale"));
-
-  auto end = DecodeEnd(Encode(End{absl::OkStatus(), 12}));
-  ASSERT_TRUE(end.ok()) << end.status();
-  EXPECT_TRUE(end->status.ok());
-  EXPECT_EQ(end->blocks_written, 12);
-}
-
-TEST(CudaIpcWireTest, MalformedMessagesAreErrors) {
-  EXPECT_FALSE(PeekType("").ok());
-  EXPECT_FALSE(PeekType(std::string(1, '\x09')).ok());
-  const std::string begin = Encode(Begin{});
-  for (size_t n = 0; n < begin.size(); ++n) EXPECT_FALSE(DecodeBegin(begin.substr(0, n)).ok()) << n;
-  EXPECT_FALSE(DecodeBegin(begin + "x").ok());
-  EXPECT_FALSE(DecodeAck(Encode(End{})).ok());  // an End is not an ack
-  std::string bad_code = Encode(Ack{MessageType::kBeginAck, absl::OkStatus()});
-  bad_code[1] = 99;  // status code out of range
-  EXPECT_FALSE(DecodeAck(bad_code).ok());
+// Writes of `copies` into a lease whose logical block i is destination block dst[i].
+std::vector<BlockWrite> Writes(const std::vector<BlockCopy>& copies, const std::vector<int32_t>& dst) {
+  std::vector<BlockWrite> writes;
+  for (const BlockCopy& c : copies) writes.push_back({c.src_block, c.index, dst[c.index]});
+  return writes;
 }
 
 TEST(CudaIpcWireTest, CoalescesRunsContiguousOnBothSides) {
-  // Logical block i of the lease goes to destination block dst[i].
   const std::vector<int32_t> dst = {10, 11, 12, 40, 41, 7};
   const std::vector<BlockCopy> copies = {{0, 0}, {1, 1}, {2, 2}, {3, 3}, {4, 4}, {9, 5}};
-  const std::vector<BlockRun> runs = CoalesceCopies(copies, dst);
+  const std::vector<BlockRun> runs = CoalesceWrites(Writes(copies, dst));
   const std::vector<BlockRun> want = {{0, 10, 3}, {3, 40, 2}, {9, 7, 1}};
   EXPECT_EQ(runs, want);
 }
@@ -131,8 +87,8 @@ TEST(CudaIpcWireTest, CoalescingKeepsOrderAndSplitsOnSourceGaps) {
   const std::vector<int32_t> dst = {0, 1, 2, 3};
   const std::vector<BlockCopy> copies = {{5, 0}, {7, 1}, {8, 2}, {2, 3}};
   const std::vector<BlockRun> want = {{5, 0, 1}, {7, 1, 2}, {2, 3, 1}};
-  EXPECT_EQ(CoalesceCopies(copies, dst), want);
-  EXPECT_TRUE(CoalesceCopies({}, dst).empty());
+  EXPECT_EQ(CoalesceWrites(Writes(copies, dst)), want);
+  EXPECT_TRUE(CoalesceWrites({}).empty());
 }
 
 TEST(CudaIpcWireTest, FramesCrossASocketAndTimeOut) {
