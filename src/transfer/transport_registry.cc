@@ -34,15 +34,18 @@ absl::StatusOr<std::unique_ptr<KvTransport>> Upcast(absl::StatusOr<std::unique_p
   return std::unique_ptr<KvTransport>(std::move(*t));
 }
 
+// A medium's options with the common fields of `o`.
+template <typename Options>
+Options From(const TransportOptions& o) {
+  Options options;
+  static_cast<KvTransportCommonOptions&>(options) = o;
+  return options;
+}
+
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeUcx(const TransportOptions& o) {
 #if TANDEM_HAVE_UCX
-  UcxKvTransportOptions u;
-  u.cache = o.cache;
-  u.layout = o.layout;
-  u.worker_id = o.worker_id;
-  u.lease_handler = o.lease_handler;
+  auto u = From<UcxKvTransportOptions>(o);
   u.transports = o.ucx_tls;
-  u.epoch = o.epoch;
   return Upcast(UcxKvTransport::Create(u));
 #else
   return absl::UnimplementedError("this tandem was built without UCX (install libucx-dev and rebuild)");
@@ -51,13 +54,8 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeUcx(const TransportOptions& o) 
 
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpc(const TransportOptions& o) {
 #if TANDEM_HAVE_CUDA_IPC_TRANSFER
-  CudaIpcKvTransportOptions c;
-  c.cache = o.cache;
-  c.layout = o.layout;
-  c.worker_id = o.worker_id;
-  c.lease_handler = o.lease_handler;
+  auto c = From<CudaIpcKvTransportOptions>(o);
   c.socket_dir = o.socket_dir;
-  c.epoch = o.epoch;
   return Upcast(CudaIpcKvTransport::Create(c));
 #else
   return absl::UnimplementedError("this tandem was built without CUDA: no CUDA IPC KV transport");
@@ -66,13 +64,8 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpc(const TransportOptions&
 
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeStaged(const TransportOptions& o) {
 #if TANDEM_HAVE_STAGED_TRANSFER
-  StagedKvTransportOptions s;
-  s.cache = o.cache;
-  s.layout = o.layout;
-  s.worker_id = o.worker_id;
-  s.lease_handler = o.lease_handler;
+  auto s = From<StagedKvTransportOptions>(o);
   s.ucx.transports = o.ucx_tls;
-  s.ucx.epoch = o.epoch;
   return Upcast(StagedKvTransport::Create(s));
 #else
   return absl::UnimplementedError("this tandem was built without CUDA and UCX: no staged KV transport");
@@ -80,13 +73,8 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeStaged(const TransportOptions& 
 }
 
 absl::StatusOr<std::unique_ptr<KvTransport>> MakeInProcess(const TransportOptions& o) {
-  InProcessKvTransportOptions i;
+  auto i = From<InProcessKvTransportOptions>(o);
   i.hub = o.in_process_hub;
-  i.worker_id = o.worker_id;
-  i.cache = o.cache;
-  i.layout = o.layout;
-  i.lease_handler = o.lease_handler;
-  i.epoch = o.epoch;
   return Upcast(InProcessKvTransport::Create(i));
 }
 

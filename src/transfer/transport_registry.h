@@ -18,21 +18,16 @@
 
 #include "absl/status/statusor.h"
 #include "tandem/kv_transport.h"
+#include "transfer/protocol/protocol_transport.h"
 
 namespace tandem::transfer {
 
 class InProcessKvHub;
 
-struct TransportOptions {
+// The common fields (cache, layout, worker id, lease handler, epoch) plus the few settings one
+// medium needs.
+struct TransportOptions : KvTransportCommonOptions {
   std::string medium = "ucx";
-  KvCacheStorage* cache = nullptr;  // required; host or device memory as the medium needs
-  KvLayoutInfo layout;              // must describe `cache`
-  std::string worker_id;
-  // Decode side: pins and unpins leases for inbound transfers; null refuses them. Not owned.
-  KvLeaseHandler* lease_handler = nullptr;
-  uint64_t epoch = 0;  // 0: random
-
-  // Medium-specific settings.
   std::string ucx_tls;                             // ucx, staged-ucx: UCX_TLS (empty: UCX's choice)
   std::shared_ptr<InProcessKvHub> in_process_hub;  // inprocess: required
   std::string socket_dir = "/tmp";                 // cuda-ipc: where the control socket lives

@@ -32,28 +32,15 @@
 
 namespace tandem::transfer {
 
-struct CudaIpcKvTransportOptions {
-  KvCacheStorage* cache = nullptr;  // required, device memory (device_base(), device())
-  KvLayoutInfo layout;              // must describe `cache`
-  std::string worker_id;
-  // Decode role: pins and unpins leases for inbound transfers; null: the pool is not exported and
-  // no control socket is opened (prefill-only worker).
-  KvLeaseHandler* lease_handler = nullptr;
+// The cache must be in device memory (device_base(), device()). Without a lease handler the pool
+// is not exported and no control socket is opened (prefill-only worker).
+struct CudaIpcKvTransportOptions : KvTransportCommonOptions {
   std::string socket_dir = "/tmp";  // where the control socket lives (shared by both processes)
-  // A pinned lease is ended with DEADLINE_EXCEEDED this long after the sender's deadline.
-  absl::Duration lease_grace = absl::Seconds(5);
-  // How long a new connection may take to say hello, and a sender to wait for the answer.
-  absl::Duration handshake_timeout = absl::Seconds(10);
-  uint64_t epoch = 0;  // 0: random
 };
 
-class CudaIpcKvTransport final : public ProtocolTransport {
- public:
-  static absl::StatusOr<std::unique_ptr<CudaIpcKvTransport>> Create(
-      const CudaIpcKvTransportOptions& options);
-
- private:
-  using ProtocolTransport::ProtocolTransport;
-};
+using CudaIpcKvTransport = MediumTransport<CudaIpcKvTransportOptions>;
+template <>
+absl::StatusOr<std::unique_ptr<CudaIpcKvTransport>> CudaIpcKvTransport::Create(
+    const CudaIpcKvTransportOptions& options);
 
 }  // namespace tandem::transfer

@@ -32,14 +32,13 @@ CudaIpcMedium::CudaIpcMedium(const CudaIpcMediumOptions& options, std::unique_pt
     : options_(options), pool_(std::move(pool)) {
   SocketChannel::Handlers handlers;
   handlers.on_frame = [this](ConnectionId conn, std::string frame) {
-    events_->OnMessage(conn, frame);
+    events()->OnMessage(conn, frame);
   };
   handlers.on_lost = [this](ConnectionId conn, absl::Status s) { ReportLost(conn, s); };
-  channel_ = std::make_unique<SocketChannel>(&loop_, std::move(handlers), options.handshake_timeout);
+  channel_ = std::make_unique<SocketChannel>(&loop(), std::move(handlers), options.handshake_timeout);
 }
 
 absl::Status CudaIpcMedium::Start(MediumEvents* events) {
-  events_ = events;
   cuda_ipc::EndpointAddress a;
   a.epoch = options_.epoch;
   a.process_nonce = cuda_ipc::ProcessNonce();
@@ -59,14 +58,14 @@ absl::Status CudaIpcMedium::Start(MediumEvents* events) {
   }
   address_ = cuda_ipc::EncodeEndpointAddress(a);
   // Started last: a failure above leaves no thread that could reach `events`.
-  loop_.Start([this](absl::Time now) { return events_->OnTick(now); });
+  StartLoop(events);
   GetLogger("transfer")->info("cuda ipc medium worker={} device={} socket={}", options_.worker_id,
                               options_.device, a.socket_path);
   return absl::OkStatus();
 }
 
 void CudaIpcMedium::Stop() {
-  loop_.Stop([this] { events_->OnShutdown(); });
+  StopLoop(nullptr);
   channel_->Shutdown();
   (void)pool_->Sync();  // no copy into a peer's pool runs once we are gone
   outbound_.clear();
@@ -108,19 +107,14 @@ absl::StatusOr<ConnectionId> CudaIpcMedium::Connect(const KvEndpoint& endpoint, 
 void CudaIpcMedium::SendControl(ConnectionId conn, std::string message, Completion on_sent) {
   const absl::Status sent = channel_->Send(conn, message);
   if (!sent.ok()) ReportLost(conn, sent);
-  if (on_sent) loop_.Defer([on_sent = std::move(on_sent), sent] { on_sent(sent); });
+  if (on_sent) loop().Defer([on_sent = std::move(on_sent), sent] { on_sent(sent); });
 }
 
 void CudaIpcMedium::ReportLost(ConnectionId conn, const absl::Status& status) {
   if (!channel_->IsOpen(conn)) return;
   channel_->Close(conn);
   outbound_.erase(conn);
-  loop_.Defer([this, conn, status] { events_->OnConnectionLost(conn, status); });
-}
-
-void CudaIpcMedium::Close(ConnectionId conn) {
-  channel_->Close(conn);
-  outbound_.erase(conn);
+  loop().Defer([this, conn, status] { events()->OnConnectionLost(conn, status); });
 }
 
 absl::StatusOr<std::shared_ptr<CudaIpcMedium::Mapping>> CudaIpcMedium::OpenMapping(
@@ -180,12 +174,12 @@ void CudaIpcMedium::WriteBlocks(ConnectionId conn, uint64_t, std::vector<BlockWr
     const std::vector<cuda_ipc::BlockRun> runs = cuda_ipc::CoalesceWrites(writes);
     status = pool_->Copy(it->second.mapping->block0.get(), runs, fence);
   }
-  loop_.Defer([on_done = std::move(on_done), status] { on_done(status); });
+  loop().Defer([on_done = std::move(on_done), status] { on_done(status); });
 }
 
 void CudaIpcMedium::Flush(ConnectionId, Completion on_done) {
   const absl::Status synced = pool_->Sync();  // a few milliseconds at most: copies are on-device
-  loop_.Defer([on_done = std::move(on_done), synced] { on_done(synced); });
+  loop().Defer([on_done = std::move(on_done), synced] { on_done(synced); });
 }
 
 }  // namespace tandem::transfer

@@ -55,21 +55,24 @@ struct CudaIpcMediumOptions {
   absl::Duration handshake_timeout = absl::Seconds(10);
 };
 
-class CudaIpcMedium final : public Medium {
+class CudaIpcMedium final : public TaskLoopMedium {
  public:
   CudaIpcMedium(const CudaIpcMediumOptions& options, std::unique_ptr<PoolAccess> pool);
 
   absl::Status Start(MediumEvents* events) override;
   void Stop() override;
-  bool Post(std::function<void()> task) override { return loop_.Post(std::move(task)); }
-  bool OnThread() const override { return loop_.OnThread(); }
   std::string address() const override { return address_; }
   wire::DataPath data_path() const override { return wire::DataPath::kOneSided; }
   absl::StatusOr<PeerInfo> Resolve(const KvEndpoint& endpoint) override;
   absl::StatusOr<WriteFence> CaptureFence() override { return pool_->CaptureFence(); }
+  // Control: a Unix socket connection to the destination's control socket.
   absl::StatusOr<ConnectionId> Connect(const KvEndpoint& endpoint, const PeerInfo& peer) override;
   void SendControl(ConnectionId conn, std::string message, Completion on_sent) override;
-  void Close(ConnectionId conn) override;
+  void Close(ConnectionId conn) override {
+    channel_->Close(conn);
+    outbound_.erase(conn);
+  }
+  // Data: device-to-device copies into the destination's opened pool; Flush waits for them.
   void WriteBlocks(ConnectionId conn, uint64_t transfer_id, std::vector<BlockWrite> writes,
                    WriteFence fence, Completion on_done) override;
   void Flush(ConnectionId conn, Completion on_done) override;
@@ -94,9 +97,7 @@ class CudaIpcMedium final : public Medium {
   const CudaIpcMediumOptions options_;
   const std::unique_ptr<PoolAccess> pool_;
   std::string address_;
-  MediumEvents* events_ = nullptr;
-  TaskLoop loop_;
-  std::unique_ptr<SocketChannel> channel_;  // declared after the loop: closed first
+  std::unique_ptr<SocketChannel> channel_;  // closed before the loop (a base) goes
 
   // The loop's thread only.
   std::unordered_map<ConnectionId, Outbound> outbound_;

@@ -47,16 +47,8 @@ int HexDigit(char c) {
 
 std::string EncodeEndpointAddress(const EndpointAddress& a) {
   wire::ByteWriter w(kFormat);
-  w.U64(a.epoch);
-  w.U64(a.process_nonce);
-  w.Bytes(a.boot_id);
-  w.Bytes(a.socket_path);
-  w.Bytes(a.ipc_handle);
-  w.U64(a.alloc_offset);
-  w.U64(a.owner_pointer);
-  w.Int32Word(a.device);
-  w.I64(a.num_blocks);
-  w.I64(a.bytes_per_block);
+  w.Put(a.epoch, a.process_nonce, a.boot_id, a.socket_path, a.ipc_handle, a.alloc_offset,
+        a.owner_pointer, a.device, a.num_blocks, a.bytes_per_block);
   return StrCat(kAddressPrefix, Hex(w.Take()));
 }
 
@@ -77,16 +69,8 @@ absl::StatusOr<EndpointAddress> DecodeEndpointAddress(std::string_view text) {
   }
   wire::ByteReader r(bytes, kFormat);
   EndpointAddress a;
-  a.epoch = r.U64();
-  a.process_nonce = r.U64();
-  a.boot_id = r.Bytes();
-  a.socket_path = r.Bytes();
-  a.ipc_handle = r.Bytes();
-  a.alloc_offset = r.U64();
-  a.owner_pointer = r.U64();
-  a.device = r.Int32Word();
-  a.num_blocks = r.I64();
-  a.bytes_per_block = r.I64();
+  r.Get(a.epoch, a.process_nonce, a.boot_id, a.socket_path, a.ipc_handle, a.alloc_offset,
+        a.owner_pointer, a.device, a.num_blocks, a.bytes_per_block);
   if (!r.ok() || !r.AtEnd()) return Malformed("endpoint address");
   if (a.ipc_handle.size() != kIpcHandleBytes || a.num_blocks <= 0 || a.bytes_per_block <= 0 ||
       a.socket_path.empty()) {

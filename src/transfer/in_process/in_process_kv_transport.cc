@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "transfer/in_process/in_process_medium.h"
-#include "transfer/protocol/epoch.h"
+#include "common/status_macros.h"
 
 namespace tandem::transfer {
 
@@ -28,28 +28,13 @@ std::shared_ptr<internal::InProcessStation> InProcessKvHub::Find(const std::stri
 absl::StatusOr<std::unique_ptr<InProcessKvTransport>> InProcessKvTransport::Create(
     const InProcessKvTransportOptions& options) {
   if (options.hub == nullptr) return absl::InvalidArgumentError("InProcessKvTransport: no hub");
-  KvCacheStorage* cache = options.cache;
-  if (cache == nullptr || cache->host_base() == nullptr) {
-    return absl::InvalidArgumentError("InProcessKvTransport: a host-memory KV cache is required");
-  }
-  if (cache->layout().bytes_per_block() != options.layout.layout.bytes_per_block()) {
-    return absl::InvalidArgumentError(
-        StrCat("InProcessKvTransport: the layout (", options.layout.Describe(),
-               ") does not describe the cache"));
-  }
-  ProtocolOptions p;
-  p.name = "inprocess";
-  p.worker_id = options.worker_id;
-  p.epoch = options.epoch != 0 ? options.epoch : RandomEpoch();
-  p.layout = options.layout;
-  p.num_blocks = cache->num_blocks();
-  p.bytes_per_block = cache->layout().bytes_per_block();
-  p.lease_handler = options.lease_handler;
-  auto medium = std::make_unique<InProcessMedium>(options.hub, options.worker_id, cache);
+  TANDEM_ASSIGN_OR_RETURN(
+      ProtocolOptions p, ProtocolOptionsFor("InProcessKvTransport", "inprocess", options, CacheMemory::kHost));
+  auto medium = std::make_unique<InProcessMedium>(options.hub, options.worker_id, options.cache);
   InProcessMedium* raw = medium.get();
-  absl::StatusOr<std::shared_ptr<Core>> core = StartCore(p, std::move(medium));
-  if (!core.ok()) return core.status();
-  return std::unique_ptr<InProcessKvTransport>(new InProcessKvTransport(std::move(*core), raw));
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<Core> core,
+                          StartCore(p, std::move(medium)));
+  return std::unique_ptr<InProcessKvTransport>(new InProcessKvTransport(std::move(core), raw));
 }
 
 void InProcessKvTransport::InjectFault(const InProcessFault& fault) { medium_->InjectFault(fault); }

@@ -83,14 +83,9 @@ struct InProcessFault {
   int transfers = -1;
 };
 
-struct InProcessKvTransportOptions {
+// The cache must be in host memory.
+struct InProcessKvTransportOptions : KvTransportCommonOptions {
   std::shared_ptr<InProcessKvHub> hub;  // required
-  std::string worker_id;
-  KvCacheStorage* cache = nullptr;  // required, host memory; not owned
-  KvLayoutInfo layout;              // must describe `cache`
-  // Decode side: consulted for inbound transfers; null refuses them. Not owned.
-  KvLeaseHandler* lease_handler = nullptr;
-  uint64_t epoch = 0;  // 0: chosen at random
 };
 
 class InProcessKvTransport final : public ProtocolTransport {

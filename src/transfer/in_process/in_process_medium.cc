@@ -23,7 +23,7 @@ bool InProcessStation::Post(std::function<void(InProcessMedium&)> task, absl::Ti
   std::lock_guard<std::mutex> lock(mu);
   if (medium == nullptr) return false;
   InProcessMedium* m = medium;
-  return m->loop_.Post([m, task = std::move(task)] { task(*m); }, at);
+  return m->loop().Post([m, task = std::move(task)] { task(*m); }, at);
 }
 
 }  // namespace internal
@@ -48,8 +48,7 @@ void InProcessMedium::InjectFault(const InProcessFault& fault) {
 }
 
 absl::Status InProcessMedium::Start(MediumEvents* events) {
-  events_ = events;
-  loop_.Start([events](absl::Time now) { return events->OnTick(now); });
+  StartLoop(events);
   {
     std::lock_guard<std::mutex> lock(station_->mu);
     station_->medium = this;
@@ -60,8 +59,7 @@ absl::Status InProcessMedium::Start(MediumEvents* events) {
 
 void InProcessMedium::Stop() {
   hub_->Unregister(address_);
-  loop_.Stop([this] {
-    events_->OnShutdown();
+  StopLoop([this] {
     std::vector<ConnectionId> conns;
     for (const auto& [conn, link] : conns_) conns.push_back(conn);
     for (ConnectionId conn : conns) Disconnect(conn, Closed("the peer transport shut down"));
@@ -131,7 +129,7 @@ bool InProcessMedium::ToPeer(ConnectionId conn, const Link& link,
 
 void InProcessMedium::Lost(ConnectionId conn, const absl::Status& status) {
   if (conns_.erase(conn) == 0) return;
-  loop_.Defer([this, conn, status] { events_->OnConnectionLost(conn, status); });
+  loop().Defer([this, conn, status] { events()->OnConnectionLost(conn, status); });
 }
 
 void InProcessMedium::SendControl(ConnectionId conn, std::string message, Completion on_sent) {
@@ -147,7 +145,7 @@ void InProcessMedium::SendControl(ConnectionId conn, std::string message, Comple
     if (!sent) Lost(conn, Closed("the peer transport shut down"));
   }
   if (on_sent) {
-    loop_.Defer([on_sent = std::move(on_sent), sent] {
+    loop().Defer([on_sent = std::move(on_sent), sent] {
       on_sent(sent ? absl::OkStatus() : Closed("the connection is closed"));
     });
   }
@@ -160,16 +158,14 @@ void InProcessMedium::ReceiveControl(const std::shared_ptr<Link>& link, const st
   } else if (!conns_.contains(link->receiver_conn)) {
     return;  // this end closed it
   }
-  events_->OnMessage(link->receiver_conn, message);
+  events()->OnMessage(link->receiver_conn, message);
 }
 
 void InProcessMedium::ReceiveReply(const std::shared_ptr<Link>& link, const std::string& message) {
-  if (conns_.contains(link->sender_conn)) events_->OnMessage(link->sender_conn, message);
+  if (conns_.contains(link->sender_conn)) events()->OnMessage(link->sender_conn, message);
 }
 
-void InProcessMedium::Close(ConnectionId conn) {
-  Disconnect(conn, Closed("the peer closed the connection"));
-}
+absl::Status InProcessMedium::ClosedByPeer() { return Closed("the peer closed the connection"); }
 
 void InProcessMedium::Disconnect(ConnectionId conn, const absl::Status& status) {
   std::shared_ptr<Link> link = FindLink(conn);
@@ -187,14 +183,14 @@ void InProcessMedium::PeerClosed(const std::shared_ptr<Link>& link, bool at_rece
   auto it = conns_.find(conn);
   if (conn == 0 || it == conns_.end() || it->second != link) return;
   conns_.erase(it);
-  events_->OnConnectionLost(conn, status);
+  events()->OnConnectionLost(conn, status);
 }
 
 void InProcessMedium::WriteBlocks(ConnectionId conn, uint64_t transfer_id,
                                   std::vector<BlockWrite> writes, WriteFence, Completion on_done) {
   std::shared_ptr<Link> link = FindLink(conn);
   if (link == nullptr) {
-    loop_.Defer([on_done = std::move(on_done)] { on_done(Closed("the connection is closed")); });
+    loop().Defer([on_done = std::move(on_done)] { on_done(Closed("the connection is closed")); });
     return;
   }
   const InProcessFault& fault = link->fault;
@@ -213,12 +209,12 @@ void InProcessMedium::WriteBlocks(ConnectionId conn, uint64_t transfer_id,
   });
   if (!sent) {
     Lost(conn, Closed("the destination shut down"));
-    loop_.Defer([on_done] { on_done(Closed("the destination shut down")); });
+    loop().Defer([on_done] { on_done(Closed("the destination shut down")); });
   } else if (drop) {
     // The connection drops: the destination hears of it after the blocks before the drop.
     const absl::Status status = fault.status;
     Disconnect(conn, status);
-    loop_.Defer([this, conn, status] { events_->OnConnectionLost(conn, status); });
+    loop().Defer([this, conn, status] { events()->OnConnectionLost(conn, status); });
   }
 }
 
@@ -230,7 +226,7 @@ void InProcessMedium::PlaceBlocks(const std::shared_ptr<Link>& link, uint64_t tr
   const int64_t bytes = station_->bytes_per_block;
   for (size_t i = 0; i < writes.size() && result.ok(); ++i) {
     const BlockWrite& w = writes[i];
-    absl::StatusOr<int32_t> dst = events_->OnBlockOffered(
+    absl::StatusOr<int32_t> dst = events()->OnBlockOffered(
         conn, wire::BlockHeader{transfer_id, w.index}, static_cast<size_t>(bytes));
     if (!dst.ok()) {
       result = dst.status();
@@ -247,15 +243,10 @@ void InProcessMedium::PlaceBlocks(const std::shared_ptr<Link>& link, uint64_t tr
                     static_cast<size_t>(bytes));
       }
     }
-    events_->OnBlockPlaced(conn, transfer_id, placed);
+    events()->OnBlockPlaced(conn, transfer_id, placed);
     result = placed;
   }
   link->sender->Post([on_done, result](InProcessMedium&) { on_done(result); });
-}
-
-void InProcessMedium::Flush(ConnectionId, Completion on_done) {
-  // Blocks are placed in order with the control messages: nothing to wait for.
-  loop_.Defer([on_done = std::move(on_done)] { on_done(absl::OkStatus()); });
 }
 
 }  // namespace tandem::transfer

@@ -45,7 +45,7 @@ struct InProcessStation {
 
 }  // namespace internal
 
-class InProcessMedium final : public Medium {
+class InProcessMedium final : public TaskLoopMedium {
  public:
   InProcessMedium(std::shared_ptr<InProcessKvHub> hub, std::string worker_id, KvCacheStorage* cache);
 
@@ -54,23 +54,27 @@ class InProcessMedium final : public Medium {
 
   absl::Status Start(MediumEvents* events) override;
   void Stop() override;
-  bool Post(std::function<void()> task) override { return loop_.Post(std::move(task)); }
-  bool OnThread() const override { return loop_.OnThread(); }
   std::string address() const override { return address_; }
   wire::DataPath data_path() const override { return wire::DataPath::kReceiverPlaced; }
   absl::StatusOr<PeerInfo> Resolve(const KvEndpoint& endpoint) override;
+  // Control: a link to the destination's station, messages posted to its thread.
   absl::StatusOr<ConnectionId> Connect(const KvEndpoint& endpoint, const PeerInfo& peer) override;
   void SendControl(ConnectionId conn, std::string message, Completion on_sent) override;
-  void Close(ConnectionId conn) override;
+  void Close(ConnectionId conn) override { Disconnect(conn, ClosedByPeer()); }
+  // Data: each block offered to the destination's receiver and memcpy'd on its thread.
   void WriteBlocks(ConnectionId conn, uint64_t transfer_id, std::vector<BlockWrite> writes,
                    WriteFence fence, Completion on_done) override;
-  void Flush(ConnectionId conn, Completion on_done) override;
+  // Blocks are placed in order with the control messages: nothing to wait for.
+  void Flush(ConnectionId, Completion on_done) override {
+    loop().Defer([on_done = std::move(on_done)] { on_done(absl::OkStatus()); });
+  }
 
  private:
   friend struct internal::InProcessStation;
   using Link = internal::InProcessLink;
   std::shared_ptr<Link> FindLink(ConnectionId conn) const;
   bool Outbound(ConnectionId conn, const Link& link) const;
+  static absl::Status ClosedByPeer();
   // Runs `task` on the other end of `conn` (later under a kDelay fault); false if it is gone.
   bool ToPeer(ConnectionId conn, const Link& link, std::function<void(InProcessMedium&)> task);
   // Forgets `conn` and reports it lost (deferred).
@@ -87,8 +91,6 @@ class InProcessMedium final : public Medium {
   const std::shared_ptr<InProcessKvHub> hub_;
   const std::shared_ptr<internal::InProcessStation> station_;
   std::string address_;
-  MediumEvents* events_ = nullptr;
-  TaskLoop loop_;
 
   std::mutex mu_;
   InProcessFault fault_ ABSL_GUARDED_BY(mu_);

@@ -37,9 +37,19 @@ class ByteWriter {
   // Word-sized code, then the message as Bytes.
   ByteWriter& Status(const absl::Status& s);
   ByteWriter& Layout(const KvLayoutInfo& l);
+  // Each value by its type: 64-bit integers fixed, int32_t as a word, strings as Bytes.
+  template <typename... T>
+  ByteWriter& Put(const T&... values) {
+    (PutOne(values), ...);
+    return *this;
+  }
   std::string Take() { return std::move(out_); }
 
  private:
+  void PutOne(uint64_t v) { U64(v); }
+  void PutOne(int64_t v) { I64(v); }
+  void PutOne(int32_t v) { Int32Word(v); }
+  void PutOne(const std::string& v) { Bytes(v); }
   ByteWriter& Fixed(uint64_t v, size_t n);
   size_t word_bytes_;
   std::string out_;
@@ -64,8 +74,17 @@ class ByteReader {
   absl::Status Status();
   // A dtype past kBF16 fails the read.
   KvLayoutInfo Layout();
+  // Reads what ByteWriter::Put wrote, into values of the same types.
+  template <typename... T>
+  void Get(T&... values) {
+    (GetOne(values), ...);
+  }
 
  private:
+  void GetOne(uint64_t& v) { v = U64(); }
+  void GetOne(int64_t& v) { v = I64(); }
+  void GetOne(int32_t& v) { v = Int32Word(); }
+  void GetOne(std::string& v) { v = Bytes(); }
   uint64_t Fixed(size_t n);
   std::string_view in_;
   ByteFormat format_;

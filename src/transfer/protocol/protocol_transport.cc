@@ -8,6 +8,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "transfer/protocol/epoch.h"
 #include "transfer/protocol/receiver.h"
 #include "transfer/protocol/sender.h"
 
@@ -176,6 +177,34 @@ absl::Status CheckAgainstPeer(const ProtocolOptions& local, const KvDestination&
 }
 
 }  // namespace
+
+absl::StatusOr<ProtocolOptions> ProtocolOptionsFor(std::string_view transport, std::string name,
+                                                   const KvTransportCommonOptions& common,
+                                                   CacheMemory memory) {
+  KvCacheStorage* cache = common.cache;
+  const bool host = memory == CacheMemory::kHost;
+  if (cache == nullptr || cache->num_blocks() <= 0 ||
+      (host ? cache->host_base() == nullptr : cache->device_base() == nullptr || cache->device() < 0)) {
+    return absl::InvalidArgumentError(StrCat(transport, ": a non-empty ", host ? "host" : "device",
+                                             "-memory KV cache is required"));
+  }
+  if (cache->layout().bytes_per_block() != common.layout.layout.bytes_per_block() ||
+      cache->block_format() != common.layout.block_format) {
+    return absl::InvalidArgumentError(StrCat(transport, ": the layout (", common.layout.Describe(),
+                                             ") does not describe the cache"));
+  }
+  ProtocolOptions p;
+  p.name = std::move(name);
+  p.worker_id = common.worker_id;
+  p.epoch = common.epoch != 0 ? common.epoch : RandomEpoch();
+  p.layout = common.layout;
+  p.num_blocks = cache->num_blocks();
+  p.bytes_per_block = cache->layout().bytes_per_block();
+  p.lease_handler = common.lease_handler;
+  p.lease_grace = common.lease_grace;
+  p.handshake_timeout = common.handshake_timeout;
+  return p;
+}
 
 absl::StatusOr<std::shared_ptr<Core>> ProtocolTransport::StartCore(const ProtocolOptions& options,
                                                                    std::unique_ptr<Medium> medium) {

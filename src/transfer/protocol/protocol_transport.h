@@ -29,6 +29,20 @@
 
 namespace tandem::transfer {
 
+// What every medium's transport is made from; each medium's options extend it.
+struct KvTransportCommonOptions {
+  KvCacheStorage* cache = nullptr;  // required; host or device memory as the medium needs
+  KvLayoutInfo layout;              // must describe `cache`
+  std::string worker_id;
+  // Decode side: pins and unpins leases for inbound transfers; null refuses them. Not owned.
+  KvLeaseHandler* lease_handler = nullptr;
+  uint64_t epoch = 0;  // 0: random
+  // A pinned lease is ended with DEADLINE_EXCEEDED this long after the sender's deadline.
+  absl::Duration lease_grace = absl::Seconds(5);
+  // How long a new connection may take to say hello, and a sender to wait for the answer.
+  absl::Duration handshake_timeout = absl::Seconds(10);
+};
+
 struct ProtocolOptions {
   std::string name;  // KvTransport::name()
   std::string worker_id;
@@ -43,6 +57,16 @@ struct ProtocolOptions {
   // How long a sender waits for a new connection's handshake to be answered.
   absl::Duration handshake_timeout = absl::Seconds(10);
 };
+
+// Where a medium needs the cache's memory.
+enum class CacheMemory { kHost, kDevice };
+
+// The protocol's options for a transport `name` made from `common`: the cache's geometry, and a
+// random epoch unless `common` names one. INVALID_ARGUMENT (naming `transport`) unless
+// `common.cache` is a non-empty cache in `memory` that `common.layout` describes.
+absl::StatusOr<ProtocolOptions> ProtocolOptionsFor(std::string_view transport, std::string name,
+                                                   const KvTransportCommonOptions& common,
+                                                   CacheMemory memory);
 
 class ProtocolTransport : public KvTransport {
  public:
@@ -69,6 +93,17 @@ class ProtocolTransport : public KvTransport {
  private:
   std::shared_ptr<Core> core_;
   KvEndpoint endpoint_;
+};
+
+// The transport of one medium, made from that medium's options (UcxKvTransportOptions, ...) by
+// Create, which each medium defines (an explicit specialization in its own .cc).
+template <typename Options>
+class MediumTransport final : public ProtocolTransport {
+ public:
+  static absl::StatusOr<std::unique_ptr<MediumTransport>> Create(const Options& options);
+
+ private:
+  using ProtocolTransport::ProtocolTransport;
 };
 
 }  // namespace tandem::transfer

@@ -93,4 +93,16 @@ void TaskLoop::Run() {
   RunDeferred();
 }
 
+void TaskLoopMedium::StartLoop(MediumEvents* events) {
+  events_ = events;
+  loop_.Start([events](absl::Time now) { return events->OnTick(now); });
+}
+
+void TaskLoopMedium::StopLoop(std::function<void()> close_all) {
+  loop_.Stop([this, close_all = std::move(close_all)] {
+    events_->OnShutdown();
+    if (close_all) close_all();
+  });
+}
+
 }  // namespace tandem::transfer

@@ -18,6 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
+#include "transfer/protocol/medium.h"
 
 namespace tandem::transfer {
 
@@ -61,6 +62,26 @@ class TaskLoop {
 
   std::thread thread_;
   std::thread::id thread_id_;
+};
+
+// A Medium whose thread is a TaskLoop: Post and OnThread, and the loop started with the
+// protocol's ticks and stopped with its shutdown. Thread-safety: as Medium.
+class TaskLoopMedium : public Medium {
+ public:
+  bool Post(std::function<void()> task) final { return loop_.Post(std::move(task)); }
+  bool OnThread() const final { return loop_.OnThread(); }
+
+ protected:
+  // Starts the loop; from now on `events` hears the ticks (and whatever the medium delivers).
+  void StartLoop(MediumEvents* events);
+  // Stops the loop after running, on it, the protocol's OnShutdown and then `close_all`.
+  void StopLoop(std::function<void()> close_all);
+  MediumEvents* events() const { return events_; }
+  TaskLoop& loop() { return loop_; }
+
+ private:
+  MediumEvents* events_ = nullptr;
+  TaskLoop loop_;
 };
 
 }  // namespace tandem::transfer

@@ -21,24 +21,16 @@
 
 namespace tandem::transfer {
 
-struct StagedKvTransportOptions {
-  KvCacheStorage* cache = nullptr;  // required, device memory
-  KvLayoutInfo layout;              // must describe `cache`
-  std::string worker_id;
-  // Decode role (null: inbound transfers are refused).
-  KvLeaseHandler* lease_handler = nullptr;
-  // The UCX settings (transports, data path, keepalive, lease grace, epoch); its cache, layout,
-  // worker id and lease handler are set from the fields above.
+// The cache must be in device memory.
+struct StagedKvTransportOptions : KvTransportCommonOptions {
+  // The UCX settings (transports, data path, keepalive); its common fields are ignored: the ones
+  // above apply.
   UcxKvTransportOptions ucx;
 };
 
-class StagedKvTransport final : public ProtocolTransport {
- public:
-  static absl::StatusOr<std::unique_ptr<StagedKvTransport>> Create(
-      const StagedKvTransportOptions& options);
-
- private:
-  using ProtocolTransport::ProtocolTransport;
-};
+using StagedKvTransport = MediumTransport<StagedKvTransportOptions>;
+template <>
+absl::StatusOr<std::unique_ptr<StagedKvTransport>> StagedKvTransport::Create(
+    const StagedKvTransportOptions& options);
 
 }  // namespace tandem::transfer

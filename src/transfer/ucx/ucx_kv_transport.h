@@ -42,30 +42,22 @@
 
 namespace tandem::transfer {
 
-struct UcxKvTransportOptions {
-  KvCacheStorage* cache = nullptr;  // required, host memory; registered for remote writes
-  KvLayoutInfo layout;              // must describe `cache`
-  std::string worker_id;
-  // Decode role: pins and unpins leases for inbound transfers. Null (prefill-only worker):
-  // inbound transfers are refused.
-  KvLeaseHandler* lease_handler = nullptr;
+// The cache must be in host memory (it is registered for remote writes).
+struct UcxKvTransportOptions : KvTransportCommonOptions {
   std::string transports;  // UCX_TLS, see above; tests use "tcp,sm,self"
   // How this worker sends blocks (a receiver accepts both), see above.
   UcxDataPath data_path = UcxDataPath::kActiveMessage;
   // How soon an idle connection to a dead peer is noticed (UCX keepalive).
   absl::Duration keepalive_interval = absl::Seconds(1);
-  // A pinned lease is ended with DEADLINE_EXCEEDED this long after the sender's deadline.
-  absl::Duration lease_grace = absl::Seconds(5);
-  uint64_t epoch = 0;  // 0: random
 };
 
-class UcxKvTransport final : public ProtocolTransport {
- public:
-  static absl::StatusOr<std::unique_ptr<UcxKvTransport>> Create(
-      const UcxKvTransportOptions& options);
+// The UCX medium's options for a transport of `worker_id` at `epoch` (its cache left unset).
+UcxMediumOptions UcxMediumOptionsFor(const UcxKvTransportOptions& options,
+                                     const std::string& worker_id, uint64_t epoch);
 
- private:
-  using ProtocolTransport::ProtocolTransport;
-};
+using UcxKvTransport = MediumTransport<UcxKvTransportOptions>;
+template <>
+absl::StatusOr<std::unique_ptr<UcxKvTransport>> UcxKvTransport::Create(
+    const UcxKvTransportOptions& options);
 
 }  // namespace tandem::transfer

@@ -57,9 +57,11 @@ class UcxMedium final : public Medium {
   std::string address() const override { return address_; }
   wire::DataPath data_path() const override;
   absl::StatusOr<PeerInfo> Resolve(const KvEndpoint& endpoint) override;
+  // Control: an endpoint to the peer's worker address; the peer answers on one back to ours.
   absl::StatusOr<ConnectionId> Connect(const KvEndpoint& endpoint, const PeerInfo& peer) override;
   void SendControl(ConnectionId conn, std::string message, Completion on_sent) override;
   void Close(ConnectionId conn) override;
+  // Data: one active message (or put) per block; Flush is an endpoint flush.
   void WriteBlocks(ConnectionId conn, uint64_t transfer_id, std::vector<BlockWrite> writes,
                    WriteFence fence, Completion on_done) override;
   void Flush(ConnectionId conn, Completion on_done) override;

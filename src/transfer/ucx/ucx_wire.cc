@@ -29,8 +29,8 @@ absl::Status Done(const ByteReader& r, std::string_view what) {
 
 std::string EncodeEndpointAddress(const EndpointAddress& a) {
   ByteWriter w(kFormat);
-  w.U32(kAddressMagic).U64(a.epoch).U64(a.remote_base).I64(a.num_blocks).I64(a.bytes_per_block);
-  w.Bytes(a.worker_address).Bytes(a.rkey);
+  w.U32(kAddressMagic).Put(a.epoch, a.remote_base, a.num_blocks, a.bytes_per_block,
+                          a.worker_address, a.rkey);
   return StrCat(kAddressPrefix, absl::WebSafeBase64Escape(w.Take()));
 }
 
@@ -46,12 +46,7 @@ absl::StatusOr<EndpointAddress> DecodeEndpointAddress(std::string_view text) {
   ByteReader r(binary, kFormat);
   EndpointAddress a;
   const uint32_t magic = r.U32();
-  a.epoch = r.U64();
-  a.remote_base = r.U64();
-  a.num_blocks = r.I64();
-  a.bytes_per_block = r.I64();
-  a.worker_address = r.Bytes();
-  a.rkey = r.Bytes();
+  r.Get(a.epoch, a.remote_base, a.num_blocks, a.bytes_per_block, a.worker_address, a.rkey);
   if (absl::Status s = Done(r, "UCX KV endpoint address"); !s.ok()) return s;
   if (magic != kAddressMagic || a.num_blocks <= 0 || a.bytes_per_block <= 0 ||
       a.worker_address.empty() || a.rkey.empty()) {

@@ -51,6 +51,21 @@ void InstallUcxLogForwarding() {
   std::call_once(once, [] { ucs_log_push_handler(&ForwardUcxLog); });
 }
 
+// Request parameters for an operation on host memory (registered as `memh` when given) whose
+// completion goes to OnSendComplete-style callbacks with `c` as user data.
+ucp_request_param_t HostMemoryParam(void* c, ucp_mem_h memh) {
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+  p.memory_type = UCS_MEMORY_TYPE_HOST;
+  if (memh != nullptr) {
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+    p.memh = memh;
+  }
+  p.user_data = c;
+  return p;
+}
+
 }  // namespace
 
 absl::Status UcsError(ucs_status_t status, std::string_view context) {
@@ -427,16 +442,8 @@ void UcxWorkerLoop::SendMessage(ucp_ep_h ep, std::string payload, Callback on_do
 void UcxWorkerLoop::SendData(ucp_ep_h ep, std::string header, const void* data, size_t length,
                              ucp_mem_h memh, Callback on_done) {
   auto* c = new Completion{this, std::move(on_done), std::move(header)};
-  ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_MEMORY_TYPE;
-  p.memory_type = UCS_MEMORY_TYPE_HOST;
-  if (memh != nullptr) {
-    p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
-    p.memh = memh;
-  }
+  ucp_request_param_t p = HostMemoryParam(c, memh);
   p.cb.send = &UcxWorkerLoop::OnSendComplete;
-  p.user_data = c;
   Track(ucp_am_send_nbx(ep, options_.data_am_id, c->payload.data(), c->payload.size(), data,
                         length, &p),
         c);
@@ -445,16 +452,8 @@ void UcxWorkerLoop::SendData(ucp_ep_h ep, std::string header, const void* data, 
 void UcxWorkerLoop::ReceiveData(void* descriptor, void* buffer, size_t length, ucp_mem_h memh,
                                 Callback on_done) {
   auto* c = new Completion{this, std::move(on_done), {}};
-  ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_MEMORY_TYPE;
-  p.memory_type = UCS_MEMORY_TYPE_HOST;
-  if (memh != nullptr) {
-    p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
-    p.memh = memh;
-  }
+  ucp_request_param_t p = HostMemoryParam(c, memh);
   p.cb.recv_am = &UcxWorkerLoop::OnReceiveComplete;
-  p.user_data = c;
   Track(ucp_am_recv_data_nbx(worker_, descriptor, buffer, length, &p), c);
 }
 
@@ -476,16 +475,8 @@ ucs_status_t UcxWorkerLoop::OnDataMessage(void* arg, const void* header, size_t 
 void UcxWorkerLoop::Put(ucp_ep_h ep, const void* buffer, size_t length, uint64_t remote_addr,
                         ucp_rkey_h rkey, ucp_mem_h memh, Callback on_done) {
   auto* c = new Completion{this, std::move(on_done), {}};
-  ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_MEMORY_TYPE;
-  p.memory_type = UCS_MEMORY_TYPE_HOST;
-  if (memh != nullptr) {
-    p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
-    p.memh = memh;
-  }
+  ucp_request_param_t p = HostMemoryParam(c, memh);
   p.cb.send = &UcxWorkerLoop::OnSendComplete;
-  p.user_data = c;
   Track(ucp_put_nbx(ep, buffer, length, remote_addr, rkey, &p), c);
 }
 
