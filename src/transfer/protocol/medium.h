@@ -23,9 +23,11 @@
 //     is making (defer them), except OnBlockOffered, which may run inside the medium's receive
 //     path: it calls nothing on the medium.
 //   * A connection appears at the receiving end with its first message. Control messages on a
-//     connection arrive whole and in the order they were sent. A connection that fails is
-//     reported once (OnConnectionLost) at each end that can tell; nothing is delivered for a
-//     connection after that report or after Close.
+//     connection arrive whole and in the order they were sent; those sent before Close arrive
+//     before the other end learns that it closed. A connection that fails is reported once
+//     (OnConnectionLost) at each end that can tell; no message is delivered for a connection
+//     after that report or after Close (OnBlockPlaced still follows every block that
+//     OnBlockOffered accepted: the receiver waits for it before it hands the lease back).
 //   * Every Completion it is given runs at most once, on its thread, never inside the call that
 //     took it. Completions still pending when the medium stops may be dropped.
 //   * kReceiverPlaced (data_path): every block written reaches the receiver's OnBlockOffered
