@@ -32,7 +32,8 @@
 //     took it. Completions still pending when the medium stops may be dropped.
 //   * kReceiverPlaced (data_path): every block written reaches the receiver's OnBlockOffered
 //     (and, when placed, OnBlockPlaced) or fails its write. kOneSided: Flush(conn) completes only
-//     once every write issued on `conn` is in the destination's memory.
+//     once every write issued on `conn` before it (whether its WriteBlocks completed or not) is
+//     in the destination's memory.
 //   * OnTick(now) runs after events and again no later than the time it last returned.
 //   * Stop runs MediumEvents::OnShutdown on its thread (the protocol may still send: kEnd,
 //     kBye), lets queued sends go out for a short while, closes every connection and joins its

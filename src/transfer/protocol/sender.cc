@@ -150,7 +150,7 @@ void Sender::OnWritten(uint64_t id, const absl::Status& s) {
   --t->in_flight;
   if (t->failed) return;
   if (!s.ok()) return FailTransfer(*t, WithContext(s, StrCat(t->context, ": block write")));
-  if (t->stage == Stage::kDraining && t->in_flight == 0) Drained(*t);
+  MaybeEnd(*t);
 }
 
 void Sender::Finish(uint64_t id, Completion done) {
@@ -167,20 +167,23 @@ void Sender::Finish(uint64_t id, Completion done) {
 
 void Sender::StartDrain(Transfer& t) {
   t.stage = Stage::kDraining;
-  if (t.in_flight == 0) Drained(t);
+  // Receiver-placed blocks need no flush: the receiver counts them against kEnd's count.
+  if (medium_->data_path() == wire::DataPath::kOneSided) {
+    t.flushing = true;
+    const uint64_t id = t.id;
+    medium_->Flush(t.conn, [this, id](absl::Status s) {
+      Transfer* t = Find(id);
+      if (t == nullptr || t->failed) return;
+      t->flushing = false;
+      if (!s.ok()) return FailTransfer(*t, WithContext(s, StrCat(t->context, ": flush")));
+      MaybeEnd(*t);
+    });
+  }
+  MaybeEnd(t);
 }
 
-void Sender::Drained(Transfer& t) {
-  if (medium_->data_path() == wire::DataPath::kReceiverPlaced) {
-    return SendEnd(t);  // the receiver counts the blocks it placed against kEnd's count
-  }
-  const uint64_t id = t.id;
-  medium_->Flush(t.conn, [this, id](absl::Status s) {
-    Transfer* t = Find(id);
-    if (t == nullptr || t->failed) return;
-    if (!s.ok()) return FailTransfer(*t, WithContext(s, StrCat(t->context, ": flush")));
-    SendEnd(*t);
-  });
+void Sender::MaybeEnd(Transfer& t) {
+  if (t.stage == Stage::kDraining && t.in_flight == 0 && !t.flushing) SendEnd(t);
 }
 
 void Sender::SendEnd(Transfer& t) {

@@ -100,6 +100,7 @@ class Sender {
     std::vector<Batch> queued;  // Sends before the lease was pinned
     int64_t blocks_sent = 0;    // block writes issued
     int64_t in_flight = 0;      // WriteBlocks calls not yet complete
+    bool flushing = false;      // one-sided: the drain's Flush has not completed yet
     bool pinned = false;        // the destination pinned the lease and has not been told the end
     bool failed = false;
     absl::Status outcome;       // why it failed (valid when `failed`)
@@ -115,9 +116,9 @@ class Sender {
   void SendBegin(Transfer& t);
   void WriteBlocks(Transfer& t, Batch batch);
   void OnWritten(uint64_t id, const absl::Status& s);
-  // Waits until every write completed, then (flushing one-sided writes) sends kEnd(OK).
+  // Flushes one-sided writes at once; kEnd(OK) goes once the flush and every write completed.
   void StartDrain(Transfer& t);
-  void Drained(Transfer& t);
+  void MaybeEnd(Transfer& t);
   void SendEnd(Transfer& t);
   void FailTransfer(Transfer& t, const absl::Status& status);
   void Complete(Transfer& t, const absl::Status& status);

@@ -86,6 +86,14 @@ void StagedMedium::WriteBlocks(ConnectionId conn, uint64_t transfer_id,
   }
 }
 
+void StagedMedium::Flush(ConnectionId conn, Completion on_done) {
+  auto flush = [this, conn, on_done]() mutable { ucx_->Flush(conn, std::move(on_done)); };
+  absl::Status queued = pool_->WhenDone([this, flush = std::move(flush)]() mutable {
+    ucx_->Post(std::move(flush));
+  });
+  if (!queued.ok()) ucx_->Post([on_done = std::move(on_done), queued] { on_done(queued); });
+}
+
 absl::Status StagedMedium::CommitBlocks(std::span<const int32_t> blocks) {
   std::vector<BlockWrite> writes;
   writes.reserve(blocks.size());

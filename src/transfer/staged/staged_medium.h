@@ -57,7 +57,8 @@ class StagedMedium final : public Medium {
   void Close(ConnectionId conn) override { ucx_->Close(conn); }
   void WriteBlocks(ConnectionId conn, uint64_t transfer_id, std::vector<BlockWrite> writes,
                    WriteFence fence, Completion on_done) override;
-  void Flush(ConnectionId conn, Completion on_done) override { ucx_->Flush(conn, std::move(on_done)); }
+  // After the staging copies queued so far: their writes go to UCX first.
+  void Flush(ConnectionId conn, Completion on_done) override;
   absl::Status CommitBlocks(std::span<const int32_t> blocks) override;
 
   struct Mirror;  // pinned host memory shaped like the device cache (internal)
