@@ -62,13 +62,7 @@ class UcxMaker final : public HostMaker {
   explicit UcxMaker(UcxDataPath path) : path_(path) {}
   std::unique_ptr<KvTransport> Make(const std::string& worker_id, ConformanceCache& cache,
                                     const KvLayoutInfo& layout, KvLeaseHandler* handler) override {
-    UcxKvTransportOptions o;
-    o.worker_id = worker_id;
-    o.cache = cache.get();
-    o.layout = layout;
-    o.lease_handler = handler;
-    o.transports = "tcp,sm,self";
-    o.keepalive_interval = absl::Milliseconds(500);
+    UcxKvTransportOptions o = TestUcxOptions(worker_id, cache.get(), layout, handler);
     o.data_path = path_;
     auto t = UcxKvTransport::Create(o);
     EXPECT_TRUE(t.ok()) << t.status();

@@ -23,13 +23,7 @@ std::unique_ptr<UcxKvTransport> MakeUcx(const std::string& id, const TestCache& 
                                         const KvLayoutInfo& layout, KvLeaseHandler* handler,
                                         absl::Duration lease_grace = absl::Seconds(5),
                                         UcxDataPath path = UcxDataPath::kActiveMessage) {
-  UcxKvTransportOptions o;
-  o.worker_id = id;
-  o.cache = cache.get();
-  o.layout = layout;
-  o.lease_handler = handler;
-  o.transports = "tcp,sm,self";
-  o.keepalive_interval = absl::Milliseconds(500);
+  UcxKvTransportOptions o = TestUcxOptions(id, cache.get(), layout, handler);
   o.lease_grace = lease_grace;
   o.data_path = path;
   auto t = UcxKvTransport::Create(o);

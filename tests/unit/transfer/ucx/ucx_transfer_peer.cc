@@ -56,13 +56,8 @@ int main(int argc, char** argv) {
   testing::FillRandom(cache, 99);
   PrintingHandler handler;
 
-  UcxKvTransportOptions o;
-  o.cache = cache.get();
-  o.layout = layout;
-  o.worker_id = mode + "-child";
-  o.transports = "tcp,sm,self";
-  o.keepalive_interval = absl::Milliseconds(500);
-  if (mode == "receiver") o.lease_handler = &handler;
+  UcxKvTransportOptions o = testing::TestUcxOptions(mode + "-child", cache.get(), layout,
+                                                    mode == "receiver" ? &handler : nullptr);
   auto transport = UcxKvTransport::Create(o);
   if (!transport.ok()) {
     std::fprintf(stderr, "%s\n", transport.status().ToString().c_str());
