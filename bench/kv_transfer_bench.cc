@@ -25,7 +25,7 @@
 #include "absl/time/clock.h"
 #include "engine/backends/cpu/cpu_backend.h"
 #include "nlohmann/json.hpp"
-#include "transfer/ucx_kv_transport.h"
+#include "transfer/ucx/ucx_kv_transport.h"
 
 namespace {
 

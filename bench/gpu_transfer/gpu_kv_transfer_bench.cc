@@ -23,7 +23,7 @@
 #include "absl/time/clock.h"
 #include "common/child_process.h"
 #include "nlohmann/json.hpp"
-#include "transfer/cuda_ipc_kv_transport.h"
+#include "transfer/cuda_ipc/cuda_ipc_kv_transport.h"
 
 namespace {
 

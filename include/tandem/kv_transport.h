@@ -8,9 +8,11 @@
 // and the destination learns that the lease now holds complete KV. A decode worker never
 // adopts a lease whose transfer did not finish, so it never decodes from partial KV.
 //
-// Implementations: UCX (TCP, shared memory and RDMA verbs; the cross-host default) and an
-// in-process one for tests. Thread-safety: every method may be called from any thread;
-// callbacks run on a transport thread and must not block.
+// Implementations (src/transfer): one hand-off protocol (transfer/protocol/) over several media:
+// UCX (TCP, shared memory and RDMA verbs; the cross-host default), CUDA IPC (GPU caches on one
+// node), staged (GPU caches over UCX through pinned host memory) and an in-process one for tests;
+// transfer/transport_registry.h makes one by name. Thread-safety: every method may be called
+// from any thread; callbacks run on a transport thread and must not block.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +42,7 @@ struct KvEndpoint {
 struct KvDestination {
   KvEndpoint endpoint;
   std::string lease_id;
+  std::string request_id;       // for log lines on both sides (request=<id>)
   std::vector<int32_t> blocks;  // destination block of the request's logical block i
 };
 

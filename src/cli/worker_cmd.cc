@@ -10,6 +10,7 @@
 #include "common/strings.h"
 #include "engine/model_config.h"
 #include "text/tokenizer.h"
+#include "transfer/transport_registry.h"
 #include "worker/worker.h"
 
 namespace tandem::cli {
@@ -50,9 +51,10 @@ int WorkerCommand(const std::vector<std::string>& args) {
   if (!eng.ok()) return Fail("worker", std::string(eng.status().message()));
   // A GPU KV cache moves over CUDA IPC (prefill and decode workers on one node); a host cache
   // over UCX.
-  auto factory = wf.engine.device == "cuda" ? worker::CudaIpcTransportFactory()
-                                            : worker::UcxTransportFactory(wf.ucx_tls);
-  auto w = worker::WorkerProcess::Start(*wo, **file, std::move(*eng), factory);
+  transfer::TransportOptions transport;
+  transport.medium = wf.engine.device == "cuda" ? "cuda-ipc" : "ucx";
+  transport.ucx_tls = wf.ucx_tls;
+  auto w = worker::WorkerProcess::Start(*wo, **file, std::move(*eng), transport);
   if (!w.ok()) return Fail("worker", std::string(w.status().message()));
   // Machine-readable line for launchers (tandem up): the ports actually bound.
   std::printf("worker %s grpc_port=%d http_port=%d\n", (*w)->worker_id().c_str(), (*w)->grpc_port(),

@@ -13,12 +13,6 @@
 #include "grpcpp/server_builder.h"
 #include "http/ops_endpoints.h"
 #include "rpc/convert.h"
-#if TANDEM_HAVE_GPU_TRANSFER
-#include "transfer/cuda_ipc_kv_transport.h"
-#endif
-#if TANDEM_HAVE_UCX
-#include "transfer/ucx_kv_transport.h"
-#endif
 
 namespace tandem::worker {
 namespace {
@@ -33,46 +27,10 @@ std::string RoleName(v1::WorkerRole role) {
 
 }  // namespace
 
-TransportFactory UcxTransportFactory(const std::string& ucx_tls) {
-  return [ucx_tls](KvCacheStorage* cache, const KvLayoutInfo& layout, KvLeaseHandler* leases,
-                   const std::string& id) -> absl::StatusOr<std::unique_ptr<KvTransport>> {
-#if TANDEM_HAVE_UCX
-    transfer::UcxKvTransportOptions o;
-    o.cache = cache;
-    o.layout = layout;
-    o.worker_id = id;
-    o.lease_handler = leases;
-    o.transports = ucx_tls;
-    TANDEM_ASSIGN_OR_RETURN(auto t, transfer::UcxKvTransport::Create(o));
-    return std::unique_ptr<KvTransport>(std::move(t));
-#else
-    return absl::UnimplementedError("this tandem was built without UCX (install libucx-dev and rebuild)");
-#endif
-  };
-}
-
-TransportFactory CudaIpcTransportFactory() {
-  return [](KvCacheStorage* cache, const KvLayoutInfo& layout, KvLeaseHandler* leases,
-            const std::string& id) -> absl::StatusOr<std::unique_ptr<KvTransport>> {
-#if TANDEM_HAVE_GPU_TRANSFER
-    transfer::CudaIpcKvTransportOptions o;
-    o.cache = cache;
-    o.layout = layout;
-    o.worker_id = id;
-    o.lease_handler = leases;
-    TANDEM_ASSIGN_OR_RETURN(auto t, transfer::CudaIpcKvTransport::Create(o));
-    return std::unique_ptr<KvTransport>(std::move(t));
-#else
-    (void)cache, (void)layout, (void)leases, (void)id;
-    return absl::UnimplementedError("this tandem was built without CUDA: no CUDA IPC KV transport");
-#endif
-  };
-}
-
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const WorkerOptions& options,
                                                                      const gguf::GgufFile& file,
                                                                      std::unique_ptr<Engine> engine,
-                                                                     const TransportFactory& make_transport) {
+                                                                     const transfer::TransportOptions& transport) {
   auto w = std::unique_ptr<WorkerProcess>(new WorkerProcess());
   w->options_ = options;
   char host[256] = {};
@@ -87,8 +45,12 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   layout.block_format = std::string(engine->kv_cache().block_format());
 
   w->leases_ = std::make_unique<KvLeaseTable>(KvLeaseTable::Options{});
-  TANDEM_ASSIGN_OR_RETURN(w->transport_,
-                          make_transport(&engine->kv_cache(), layout, w->leases_.get(), w->worker_id_));
+  transfer::TransportOptions transport_options = transport;
+  transport_options.cache = &engine->kv_cache();
+  transport_options.layout = layout;
+  transport_options.lease_handler = w->leases_.get();
+  transport_options.worker_id = w->worker_id_;
+  TANDEM_ASSIGN_OR_RETURN(w->transport_, transfer::MakeTransport(transport_options));
   w->epoch_ = w->transport_->local_endpoint().epoch;
   w->runner_ = std::make_unique<EngineRunner>(std::move(engine), w->leases_.get());
   w->registry_ = std::make_unique<metrics::MetricsRegistry>();

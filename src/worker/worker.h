@@ -17,6 +17,7 @@
 #include "http/http_server.h"
 #include "metrics/registry.h"
 #include "tandem/kv_transport.h"
+#include "transfer/transport_registry.h"
 #include "worker/engine_runner.h"
 #include "worker/kv_lease_table.h"
 #include "worker/registration.h"
@@ -24,16 +25,6 @@
 #include "worker/worker_service.h"
 
 namespace tandem::worker {
-
-// Makes the KV transport over the engine's cache (decode side: leases are consulted).
-using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<KvTransport>>(
-    KvCacheStorage* cache, const KvLayoutInfo& layout, KvLeaseHandler* leases, const std::string& worker_id)>;
-
-// The production transport: UCX over `ucx_tls` (UCX_TLS syntax; empty: UCX_TLS from the
-// environment, else UCX's own choice). Fails at start-up when tandem was built without UCX.
-TransportFactory UcxTransportFactory(const std::string& ucx_tls);
-// KV caches in GPU memory, workers on one node: CUDA IPC (an error in a build without CUDA).
-TransportFactory CudaIpcTransportFactory();
 
 struct WorkerOptions {
   v1::WorkerRole role = v1::WORKER_ROLE_MIXED;
@@ -49,11 +40,13 @@ struct WorkerOptions {
 
 class WorkerProcess {
  public:
-  // Starts serving. `file` must outlive the worker.
+  // Starts serving. `file` must outlive the worker. `transport` names the KV transfer medium
+  // and its settings (transfer/transport_registry.h); the worker fills in its cache, layout,
+  // lease table and id.
   static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(const WorkerOptions& options,
                                                               const gguf::GgufFile& file,
                                                               std::unique_ptr<Engine> engine,
-                                                              const TransportFactory& make_transport);
+                                                              const transfer::TransportOptions& transport);
   ~WorkerProcess();
 
   void Stop(absl::Duration grace);

@@ -188,6 +188,7 @@ absl::StatusOr<KvExportOptions> WorkerService::ExportOptions(const v1::PrefillRe
   KvExportOptions o;
   o.request_id = req.request_id();
   o.destination = rpc::FromProto(req.destination());
+  o.destination.request_id = req.request_id();  // the transfer's log lines name the request
   if (std::string diff = layout_.Mismatch(o.destination.endpoint.layout); !diff.empty()) {
     return absl::FailedPreconditionError(StrCat("KV layout mismatch with the decode worker: ", diff));
   }

@@ -1,7 +1,7 @@
 // CudaIpcKvTransport on a real GPU: a second process (cuda_ipc_transfer_peer) writes this process's
 // device pool over CUDA IPC; refusals (stale epoch, layout), lease expiry and sender death; and the
 // same-process path. Skips without a device; TANDEM_REQUIRE_GPU=1 makes that a failure.
-#include "transfer/cuda_ipc_kv_transport.h"
+#include "transfer/cuda_ipc/cuda_ipc_kv_transport.h"
 
 #include <csignal>
 #include <string>
@@ -11,7 +11,7 @@
 #include "common/child_process.h"
 #include "gpu_transfer/gpu_test_util.h"
 #include "gtest/gtest.h"
-#include "transfer/cuda_ipc_wire.h"
+#include "transfer/cuda_ipc/cuda_ipc_wire.h"
 #include "unit/transfer/transfer_test_util.h"
 
 namespace tandem::transfer {

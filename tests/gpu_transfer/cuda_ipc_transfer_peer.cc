@@ -18,7 +18,7 @@
 
 #include "absl/time/clock.h"
 #include "gpu_transfer/gpu_test_util.h"
-#include "transfer/cuda_ipc_kv_transport.h"
+#include "transfer/cuda_ipc/cuda_ipc_kv_transport.h"
 #include "unit/transfer/transfer_test_util.h"
 
 namespace {

@@ -1,9 +1,7 @@
 // StagedKvTransport on a real GPU: device -> pinned host -> UCX (TCP loopback) -> pinned host ->
 // device between two transports in this process. Skips without a device.
-#include "transfer/staged_kv_transport.h"
+#include "transfer/staged/staged_kv_transport.h"
 
-#include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -38,10 +36,6 @@ class StagedTransportTest : public ::testing::Test {
     r.layout = gpu_testing::TestLayout();
     r.worker_id = "decode-staged";
     r.lease_handler = &handler_;
-    r.lease_blocks = [this](const std::string& lease) {
-      std::lock_guard<std::mutex> lock(mu_);
-      return leases_[lease];
-    };
     r.ucx.transports = "tcp,sm,self";
     auto receiver = StagedKvTransport::Create(r);
     ASSERT_TRUE(receiver.ok()) << receiver.status();
@@ -58,18 +52,12 @@ class StagedTransportTest : public ::testing::Test {
   }
 
   KvDestination Lease(const std::string& id, std::vector<int32_t> blocks) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      leases_[id] = blocks;
-    }
     return testing::Destination(receiver_->local_endpoint(), id, std::move(blocks));
   }
 
   std::unique_ptr<DeviceKvCache> source_;
   std::unique_ptr<DeviceKvCache> pool_;
   testing::RecordingLeaseHandler handler_;
-  std::mutex mu_;
-  std::map<std::string, std::vector<int32_t>> leases_;
   std::unique_ptr<StagedKvTransport> receiver_;
   std::unique_ptr<StagedKvTransport> sender_;
 };

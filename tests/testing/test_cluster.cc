@@ -71,27 +71,13 @@ absl::Status TestCluster::AddWorker(v1::WorkerRole role, WorkerShape shape) {
   wo.router_address = StrCat("127.0.0.1:", router_->grpc_port());
   wo.heartbeat_interval = absl::Milliseconds(100);
   wo.service.transfer_timeout = spec_.transfer_timeout;
-  transfer::InProcessKvTransport* in_process = nullptr;
-  worker::TransportFactory factory;
-  if (spec_.ucx) {
-    factory = worker::UcxTransportFactory("tcp,sm,self");
-  } else {
-    factory = [hub = hub_, &in_process](KvCacheStorage* cache, const KvLayoutInfo& layout, KvLeaseHandler* leases,
-                                        const std::string& id) -> absl::StatusOr<std::unique_ptr<KvTransport>> {
-      transfer::InProcessKvTransportOptions o;
-      o.hub = hub;
-      o.worker_id = id;
-      o.cache = cache;
-      o.layout = layout;
-      o.lease_handler = leases;
-      TANDEM_ASSIGN_OR_RETURN(auto t, transfer::InProcessKvTransport::Create(o));
-      in_process = t.get();
-      return std::unique_ptr<KvTransport>(std::move(t));
-    };
-  }
-  TANDEM_ASSIGN_OR_RETURN(auto w, worker::WorkerProcess::Start(wo, *file_, std::move(engine), factory));
+  transfer::TransportOptions transport;
+  transport.medium = spec_.ucx ? "ucx" : "inprocess";
+  transport.ucx_tls = "tcp,sm,self";
+  transport.in_process_hub = hub_;
+  TANDEM_ASSIGN_OR_RETURN(auto w, worker::WorkerProcess::Start(wo, *file_, std::move(engine), transport));
+  transports_.push_back(dynamic_cast<transfer::InProcessKvTransport*>(&w->transport()));  // null with UCX
   workers_.push_back(std::move(w));
-  transports_.push_back(in_process);
   return absl::OkStatus();
 }
 

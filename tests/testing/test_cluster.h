@@ -13,7 +13,7 @@
 #include "gguf/gguf_file.h"
 #include "router/router.h"
 #include "tandem/v1/generate.grpc.pb.h"
-#include "transfer/in_process_kv_transport.h"
+#include "transfer/in_process/in_process_kv_transport.h"
 #include "worker/worker.h"
 
 namespace tandem::testing {

@@ -224,6 +224,20 @@ void ChildProcess::Kill9() {
   pid_ = -1;
 }
 
+#if TANDEM_HAVE_UCX
+UcxKvTransportOptions TestUcxOptions(const std::string& worker_id, KvCacheStorage* cache,
+                                     const KvLayoutInfo& layout, KvLeaseHandler* handler) {
+  UcxKvTransportOptions o;
+  o.worker_id = worker_id;
+  o.cache = cache;
+  o.layout = layout;
+  o.lease_handler = handler;
+  o.transports = "tcp,sm,self";
+  o.keepalive_interval = absl::Milliseconds(500);
+  return o;
+}
+#endif
+
 std::string EndpointToArg(const KvEndpoint& e) {
   return e.worker_id + "|" + std::to_string(e.epoch) + "|" + e.address;
 }

@@ -18,6 +18,9 @@
 #include "absl/time/time.h"
 #include "engine/backends/cpu/cpu_backend.h"
 #include "tandem/kv_transport.h"
+#if TANDEM_HAVE_UCX
+#include "transfer/ucx/ucx_kv_transport.h"
+#endif
 
 namespace tandem::transfer::testing {
 
@@ -96,6 +99,12 @@ class ChildProcess {
   int out_fd_ = -1;
   std::string buffer_;
 };
+
+#if TANDEM_HAVE_UCX
+// UCX transport options as the tests use them: TCP and shared memory, a 500 ms keepalive.
+UcxKvTransportOptions TestUcxOptions(const std::string& worker_id, KvCacheStorage* cache,
+                                     const KvLayoutInfo& layout, KvLeaseHandler* handler);
+#endif
 
 // Text form of a KvEndpoint for passing on a command line, and back.
 std::string EndpointToArg(const KvEndpoint& e);

@@ -1,0 +1,167 @@
+// The receiving half of the hand-off protocol on its own, over a fake medium: handshake checks,
+// blocks vetted against the lease of their own connection, end(OK) only once every counted block
+// is placed, TransferEnded exactly once per pinned lease.
+#include "transfer/protocol/receiver.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "unit/transfer/protocol/fake_medium.h"
+#include "unit/transfer/transfer_test_util.h"
+
+namespace tandem::transfer {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::FakeMedium;
+using testing::RecordingLeaseHandler;
+using wire::MessageType;
+
+constexpr uint64_t kEpoch = 42;
+constexpr int64_t kBytes = 1024;
+
+class ReceiverTest : public ::testing::Test {
+ protected:
+  ReceiverTest()
+      : receiver_(&medium_, ReceiverOptions{"decode-0", kEpoch, testing::SmallLayout(), 16, kBytes,
+                                            &handler_, absl::Seconds(5)}) {}
+
+  void Hello(ConnectionId conn, uint64_t epoch = kEpoch, KvLayoutInfo layout = testing::SmallLayout()) {
+    Deliver(conn, wire::Encode(wire::Hello{"prefill-" + std::to_string(conn), epoch, layout}));
+  }
+  void Begin(ConnectionId conn, uint64_t transfer, const std::string& lease, std::vector<int32_t> blocks) {
+    wire::Begin b;
+    b.transfer_id = transfer;
+    b.lease_id = lease;
+    b.num_blocks = static_cast<int32_t>(blocks.size());
+    b.remaining_ms = 10'000;
+    b.blocks = std::move(blocks);
+    Deliver(conn, wire::Encode(b));
+  }
+  void End(ConnectionId conn, uint64_t transfer, absl::Status status, int64_t blocks_sent) {
+    Deliver(conn, wire::Encode(wire::End{transfer, std::move(status), blocks_sent}));
+  }
+  void Deliver(ConnectionId conn, const std::string& message) {
+    receiver_.OnMessage(conn, *wire::PeekType(message), message);
+  }
+  // Offers block `index` of `transfer` and, when accepted, places it.
+  absl::StatusOr<int32_t> Block(ConnectionId conn, uint64_t transfer, int32_t index) {
+    absl::StatusOr<int32_t> dst = receiver_.OnBlockOffered(conn, {transfer, index}, kBytes);
+    if (dst.ok()) receiver_.OnBlockPlaced(conn, transfer, absl::OkStatus());
+    return dst;
+  }
+
+  FakeMedium medium_;
+  RecordingLeaseHandler handler_;
+  Receiver receiver_;
+};
+
+TEST_F(ReceiverTest, BlocksGoWhereTheLeaseSaysAndOnlyFromTheConnectionThatPinnedIt) {
+  Hello(1);
+  Hello(2);
+  Begin(1, 7, "lease-a", {5, 9});
+  ASSERT_EQ(medium_.LastAck(1).type, MessageType::kBeginAck);
+  ASSERT_TRUE(medium_.LastAck(1).status.ok());
+  EXPECT_FALSE(Block(2, 7, 0).ok()) << "another connection wrote into lease-a";
+  EXPECT_EQ(*Block(1, 7, 1), 9);  // the lease's block, never one the sender names
+  EXPECT_EQ(*Block(1, 7, 0), 5);
+  EXPECT_EQ(receiver_.OnBlockOffered(1, {7, 2}, kBytes).status().code(),
+            absl::StatusCode::kInvalidArgument);  // beyond the lease
+  EXPECT_EQ(receiver_.OnBlockOffered(1, {8, 0}, kBytes).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // no such transfer
+}
+
+TEST_F(ReceiverTest, EndOkWaitsForTheBlocksItCounts) {
+  Hello(1);
+  Begin(1, 3, "lease-b", {0, 1});
+  ASSERT_TRUE(Block(1, 3, 0).ok());
+  End(1, 3, absl::OkStatus(), 2);  // the second block is still on its way
+  EXPECT_EQ(handler_.ends(), 0);
+  ASSERT_TRUE(Block(1, 3, 1).ok());
+  auto ended = handler_.WaitEnded("lease-b", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_TRUE(ended->ok()) << *ended;
+  EXPECT_EQ(medium_.LastAck(1).type, MessageType::kEndAck);
+  EXPECT_TRUE(medium_.LastAck(1).status.ok());
+  EXPECT_THAT(medium_.committed, ElementsAre(0, 1));
+}
+
+TEST_F(ReceiverTest, AMisfitBlockFailsTheLeaseAtItsEnd) {
+  Hello(1);
+  Begin(1, 3, "lease-c", {4});
+  EXPECT_FALSE(receiver_.OnBlockOffered(1, {3, 0}, kBytes - 1).ok());  // wrong size
+  End(1, 3, absl::OkStatus(), 1);
+  auto ended = handler_.WaitEnded("lease-c", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_EQ(ended->code(), absl::StatusCode::kDataLoss) << *ended;
+  EXPECT_EQ(medium_.LastAck(1).status.code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ReceiverTest, StaleEpochIsRefusedAndItsConnectionClosed) {
+  Hello(1, kEpoch + 1);
+  const wire::Ack ack = medium_.LastAck(1);
+  EXPECT_EQ(ack.type, MessageType::kHelloAck);
+  EXPECT_EQ(ack.status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(ack.status.message()), HasSubstr("stale epoch"));
+  EXPECT_THAT(medium_.closed, ElementsAre(1));
+  Begin(1, 1, "lease-d", {0});  // not answered: the handshake failed
+  EXPECT_EQ(handler_.starts(), 0);
+  EXPECT_EQ(medium_.sent[1].size(), 1u);
+}
+
+TEST_F(ReceiverTest, LayoutMismatchIsRefusedNamingTheField) {
+  KvLayoutInfo other = testing::SmallLayout();
+  other.layout.head_dim = 32;
+  Hello(1, kEpoch, other);
+  EXPECT_THAT(std::string(medium_.LastAck(1).status.message()), HasSubstr("head_dim"));
+}
+
+TEST_F(ReceiverTest, BlocksOutsideTheCacheAreRefusedBeforeTheHandlerIsAsked) {
+  Hello(1);
+  Begin(1, 1, "lease-e", {3, 16});
+  EXPECT_EQ(medium_.LastAck(1).status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(handler_.starts(), 0);
+}
+
+TEST_F(ReceiverTest, ConnectionLossEndsEveryLeaseOfItOnce) {
+  Hello(1);
+  Hello(2);
+  Begin(1, 1, "lease-f", {0});
+  Begin(1, 2, "lease-g", {1});
+  Begin(2, 1, "lease-h", {2});
+  receiver_.OnConnectionLost(1, absl::UnavailableError("reset"));
+  receiver_.OnConnectionLost(1, absl::UnavailableError("reset again"));
+  EXPECT_EQ(handler_.ended_count("lease-f"), 1);
+  EXPECT_EQ(handler_.ended_count("lease-g"), 1);
+  EXPECT_EQ(handler_.WaitEnded("lease-f", absl::ZeroDuration())->code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(handler_.ended_count("lease-h"), 0) << "another connection's lease was ended";
+  EXPECT_EQ(handler_.pinned(), 1);
+}
+
+TEST_F(ReceiverTest, AFailedCommitFailsTheLeaseAndTheEnd) {
+  medium_.commit_status = absl::InternalError("upload failed");
+  Hello(1);
+  Begin(1, 1, "lease-i", {0});
+  ASSERT_TRUE(Block(1, 1, 0).ok());
+  End(1, 1, absl::OkStatus(), 1);
+  EXPECT_EQ(handler_.WaitEnded("lease-i", absl::ZeroDuration())->code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(medium_.LastAck(1).status.code(), absl::StatusCode::kInternal);
+}
+
+TEST_F(ReceiverTest, ALeasePastItsSendersDeadlinePlusGraceEnds) {
+  Hello(1);
+  Begin(1, 1, "lease-j", {0});
+  EXPECT_LT(receiver_.Tick(absl::Now()), absl::InfiniteFuture());
+  EXPECT_EQ(handler_.ends(), 0);
+  receiver_.Tick(absl::Now() + absl::Seconds(16));  // 10 s left + 5 s grace
+  EXPECT_EQ(handler_.WaitEnded("lease-j", absl::ZeroDuration())->code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+}  // namespace
+}  // namespace tandem::transfer
