@@ -69,6 +69,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port is an error, not shared
   builder.AddListeningPort(StrCat(options.bind_host, ":", options.grpc_port), grpc::InsecureServerCredentials(),
                            &w->grpc_port_);
   builder.RegisterService(w->service_.get());

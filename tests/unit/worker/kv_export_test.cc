@@ -17,7 +17,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "transfer/in_process_kv_transport.h"
+#include "transfer/in_process/in_process_kv_transport.h"
 
 namespace tandem::worker {
 namespace {
