@@ -303,6 +303,14 @@ class KvExportTest : public ::testing::Test {
   Leases leases_;
   FakeEngine engine_;
   std::unique_ptr<HostCache> source_cache_, dest_cache_;
+  // Mid-transfer means the decode side has pinned the lease; the handshake runs on the
+  // transports' threads, so a test that needs a pinned lease waits for it.
+  bool WaitPinned(const std::string& lease) {
+    const absl::Time deadline = absl::Now() + kWait;
+    while (leases_.starts(lease) == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
+    return leases_.starts(lease) == 1;
+  }
+
   std::unique_ptr<transfer::InProcessKvTransport> dest_, source_;
   std::unique_ptr<WatchingTransport> watching_;
   std::shared_ptr<Outcome> outcome_ = std::make_shared<Outcome>();
@@ -354,6 +362,7 @@ TEST_F(KvExportTest, TheTransferStartsWithTheFirstComputedChunk) {
 TEST_F(KvExportTest, APreemptedPrefillFailsInsteadOfSendingStaleBlocks) {
   auto kv = NewExport();
   kv->OnProgress(Progress(8), table_);
+  ASSERT_TRUE(WaitPinned("lease-1"));
   kv->OnProgress(Progress(4), table_);  // recomputing from scratch after a preemption
   std::optional<absl::Status> s = outcome_->Wait();
   ASSERT_TRUE(s.has_value());
@@ -397,7 +406,10 @@ TEST_P(KvExportCancelTest, ACancelEndsItOnceAndFreesTheKv) {
     source_->InjectFault(slow);
   }
   auto kv = NewExport();
-  if (GetParam() != Stage::kQueued) kv->OnProgress(Progress(4), table_);
+  if (GetParam() != Stage::kQueued) {
+    kv->OnProgress(Progress(4), table_);
+    ASSERT_TRUE(WaitPinned("lease-1"));
+  }
   if (GetParam() == Stage::kFinishing) {
     kv->OnProgress(Progress(8), table_);
     kv->OnProgress(Last(), table_);
