@@ -67,6 +67,13 @@ class WorkerTest : public ::testing::Test {
     EXPECT_EQ(Free(i), want);
   }
 
+  double ExpiredLeases() {
+    auto page = cluster_->Metrics(decode_);
+    if (!page.ok()) return -1;
+    auto v = MetricValue(*page, "tandem_worker_kv_leases_expired_total");
+    return v.ok() ? *v : -1;
+  }
+
   std::unique_ptr<TestCluster> cluster_;
   int prefill_ = -1, decode_ = -1;
   int ids_ = 0;
@@ -81,8 +88,12 @@ TEST_F(WorkerTest, UnusedLeaseExpiresAndFreesItsBlocks) {
   // The worker's own count right after the reservation (the /metrics page may only be read after
   // the 300 ms lease has already expired on a loaded machine).
   EXPECT_EQ(lease.free_kv_blocks(), start - 7);
+  // The /metrics gauge can lag the reservation itself (it may still read `start` before the
+  // lease shows), so wait for the expiry to be counted first, then for the blocks to come back.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (ExpiredLeases() < 1 && absl::Now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(ExpiredLeases(), 1);
   WaitFree(decode_, start, absl::Seconds(5));
-  EXPECT_EQ(*MetricValue(*cluster_->Metrics(decode_), "tandem_worker_kv_leases_expired_total"), 1);
   // The expired lease cannot be written any more.
   v1::PrefillResponse resp;
   grpc::ClientContext ctx;
