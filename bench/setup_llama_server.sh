@@ -24,7 +24,7 @@ fi
 mkdir -p "$dir"
 if [[ ! -d "$dir/src" ]]; then
   echo "downloading the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist" >&2
-  python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$dir/sdist" \
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --dest "$dir/sdist" \
     "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
   tar -xzf "$dir"/sdist/llama_cpp_python-*.tar.gz -C "$dir"
   mv "$dir"/llama_cpp_python-*/vendor/llama.cpp "$dir/src"
