@@ -151,6 +151,7 @@ class Benchmark {
       std::fprintf(c_.err, "note: %d requests had their lengths clipped to the context of %d tokens (or raised to "
                    "the shortest possible prompt)\n", run.stats.clipped, settings_.context_length);
     }
+    if (load_started_ == absl::InfinitePast()) load_started_ = absl::Now();
     TANDEM_ASSIGN_OR_RETURN(run.result, RunLoad(url_, run.plan, load_));
     run.summary = Summarize(run.result.records, run.result.duration_s, o_.slo);
     return run;
@@ -159,7 +160,9 @@ class Benchmark {
   Json Header(const TrafficSpec& traffic) const {
     Json j = {{"tool", "tandem bench serve"},
               {"schema_version", 1},
-              {"started_at", absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())},
+              // When the first request of the (first) run was about to go, and when the file was written.
+              {"started_at", absl::FormatTime(absl::RFC3339_full, load_started_, absl::UTCTimeZone())},
+              {"finished_at", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
               {"config", ConfigJson(o_, traffic, c_)},
               {"server", {{"base_url", url_.ToString()}, {"model", info_.model},
                           {"max_model_len", settings_.context_length}}}};
@@ -207,9 +210,15 @@ class Benchmark {
                  FormatRate(o_.search.rate_min).c_str(), FormatRate(o_.search.rate_max).c_str(),
                  o_.search.iterations, o_.search.repeats, 100 * o_.search.attainment);
     Json runs = Json::array();
+    // Each probed rate draws fresh prompts (seed + 1000 k + repeat for the k-th rate probed): with
+    // the same prompts every probe after the first would be served from the prefix cache the
+    // previous one filled, and look far faster than new traffic would be.
+    int rates_probed = 0;
+    double last_rate = -1;
     auto probe = [&](double rate, int repeat) -> absl::StatusOr<double> {
+      if (rate != last_rate) ++rates_probed, last_rate = rate;
       traffic.process.rate = rate;
-      const uint64_t seed = o_.seed + static_cast<uint64_t>(repeat);
+      const uint64_t seed = o_.seed + 1000 * static_cast<uint64_t>(rates_probed - 1) + static_cast<uint64_t>(repeat);
       TANDEM_ASSIGN_OR_RETURN(RunOutcome run, Run(traffic, seed));
       if (run.result.interrupted) return absl::CancelledError("interrupted: the search stopped");
       Json s = SummaryJson(run.summary);
@@ -224,13 +233,18 @@ class Benchmark {
       std::fputs(FormatProbe(p, o_.search.attainment).c_str(), c_.out);
       std::fflush(c_.out);
     };
-    TANDEM_ASSIGN_OR_RETURN(GoodputSearchResult result, FindMaxRate(o_.search, probe, on_probe));
-    std::fputs(FormatSearchResult(o_.search, result).c_str(), c_.out);
+    absl::StatusOr<GoodputSearchResult> result = FindMaxRate(o_.search, probe, on_probe);
     Json j = Header(traffic);
-    j["search"] = SearchJson(o_.search, result);
+    if (result.ok()) {
+      std::fputs(FormatSearchResult(o_.search, *result).c_str(), c_.out);
+      j["search"] = SearchJson(o_.search, *result);
+    } else {
+      // A search that stopped part way (Ctrl-C, a probe that failed) still leaves its finished runs.
+      j["search"] = {{"error", result.status().ToString()}};
+    }
     j["search"]["runs"] = std::move(runs);
     if (!o_.result_file.empty()) TANDEM_RETURN_IF_ERROR(WriteJson(o_.result_file, j));
-    return absl::OkStatus();
+    return result.status();
   }
 
  private:
@@ -241,6 +255,7 @@ class Benchmark {
   std::unique_ptr<PromptBuilder> builder_;
   RequestSettings settings_;
   LoadRunOptions load_;
+  absl::Time load_started_ = absl::InfinitePast();
 };
 
 absl::StatusOr<std::vector<SchedulePhase>> LoadSchedule(const std::string& spec) {

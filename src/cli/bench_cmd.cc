@@ -116,7 +116,7 @@ struct BenchFlags {
     f.Float("rate-min", &o.search.rate_min, "lowest rate the search probes (req/s)");
     f.Float("rate-max", &o.search.rate_max, "highest rate the search probes (req/s)");
     f.Int("search-iters", &o.search.iterations, "bisection steps after probing --rate-max and --rate-min");
-    f.Int("repeats", &o.search.repeats, "runs per probed rate (seeds seed, seed+1, ...), attainment averaged");
+    f.Int("repeats", &o.search.repeats, "runs per probed rate (the k-th rate probed: seeds seed+1000k, seed+1000k+1, ...), attainment averaged");
     f.Float("request-timeout", &o.request_timeout_s, "seconds a request may take before it counts as a timeout");
     f.Bool("ignore-eos", &o.ignore_eos, "ask the server to ignore end-of-sequence so outputs have the exact length");
     f.Float("temperature", &o.temperature, "sampling temperature sent with every request");

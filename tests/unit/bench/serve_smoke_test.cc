@@ -284,7 +284,10 @@ TEST_F(ServeTest, GoodputSearchReportsEveryProbe) {
   const Json j = Result();
   EXPECT_EQ(j["search"]["probes"].size(), 2u);
   EXPECT_TRUE(j["search"]["max_rate"].is_null());
-  EXPECT_EQ(j["search"]["runs"].size(), 2u);
+  ASSERT_EQ(j["search"]["runs"].size(), 2u);
+  // Each rate gets its own prompts, so no probe is served from the cache the previous one filled.
+  EXPECT_NE(j["search"]["runs"][0]["seed"], j["search"]["runs"][1]["seed"]);
+  EXPECT_LE(j["started_at"].get<std::string>(), j["finished_at"].get<std::string>());
 }
 
 TEST_F(ServeTest, UsageErrorsAndUnreachableServers) {
