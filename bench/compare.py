@@ -550,7 +550,8 @@ def plot_goodput(g, d, plt, md):
         for wl in wls:
             e = w.get(wl, {})
             mr, b = e.get("max_rate"), base.get(wl, {}).get("max_rate")
-            cell = "failed" if e.get("status") == "error" else "none" if mr is None else f"{mr:.3g}"
+            cell = ("failed" if e.get("status") == "error" else f"not run ({e['status']})" if e.get("status") != "ok"
+                    else "none" if mr is None else f"{mr:.3g}")
             if mr is not None and e.get("hit_rate_max"):
                 cell = ">=" + cell
             if mr is not None and b and c != "colocated":
@@ -612,7 +613,8 @@ def plot_shifting(s, d, plt, md):
            "|---" * (len(phases) + 3) + "|"]
     for c, e in s["results"].items():
         if e.get("status") != "ok":
-            md.append(f"| {c} | failed | - | " + " | ".join("-" for _ in phases) + " |")
+            label = "failed" if e.get("status") == "error" else f"not run ({e.get('status', 'pending')})"
+            md.append(f"| {c} | {label} | - | " + " | ".join("-" for _ in phases) + " |")
             continue
         o = e["overall"]
         md.append(f"| {c} | {100 * o['attainment']:.1f}% | {o['request_goodput']:.3f} | " +
