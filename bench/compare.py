@@ -406,22 +406,13 @@ class WorkerSampler(threading.Thread):
                     return
 
 
-def phase_stats(reqs, phases, goodput_duration=None):
-    good = sum(1 for r in reqs if r.get("good"))
-    ok = [r for r in reqs if r.get("ok")]
-    dur = goodput_duration or sum(p["duration_s"] for p in phases)
-
-    def q(vals, p):
-        vals = sorted(v for v in vals if v is not None)
-        if not vals:
-            return None
-        k = (len(vals) - 1) * p
-        lo = int(k)
-        return round(vals[lo] + (vals[min(lo + 1, len(vals) - 1)] - vals[lo]) * (k - lo), 3)
-    return {"sent": len(reqs), "completed": len(ok), "failed": len(reqs) - len(ok), "good": good,
-            "attainment": round(good / len(reqs), 4) if reqs else None, "request_goodput": round(good / dur, 4),
-            "ttft_ms": {"p50": q([r["ttft_ms"] for r in ok], .5), "p99": q([r["ttft_ms"] for r in ok], .99)},
-            "tpot_ms": {"p50": q([r["tpot_ms"] for r in ok], .5), "p99": q([r["tpot_ms"] for r in ok], .99)}}
+def phase_stats(summary):
+    """The headline of one bench serve Summary (the whole run's, or one phase's)."""
+    g = summary.get("goodput", {})
+    pct = lambda m: {"p50": summary[m]["median_ms"], "p99": summary[m]["p99_ms"]} if m in summary else None
+    return {"sent": summary["sent"], "completed": summary["completed"], "failed": summary["failed"],
+            "good": g.get("good"), "attainment": g.get("attainment"), "request_goodput": g.get("request_goodput"),
+            "ttft_ms": pct("ttft"), "tpot_ms": pct("tpot")}
 
 
 def shifting_one(a, cfg, out, schedule_file, phases, entry, cluster):
@@ -449,13 +440,9 @@ def shifting_one(a, cfg, out, schedule_file, phases, entry, cluster):
         rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
         f.write_text("".join(json.dumps(r | {"t": round(r["t"] - entry["load_start_s"], 2)}) + "\n"
                              for r in rows))
-    reqs = res.get("requests", [])
-    by_phase = [[] for _ in phases]
-    for r in reqs:  # arrival time -> phase
-        i = next((k for k, p in enumerate(phases) if r["scheduled_s"] < p["end_s"]), len(phases) - 1)
-        by_phase[i].append(r)
-    entry["overall"] = phase_stats(reqs, phases)
-    entry["phases"] = [p | phase_stats(by_phase[i], phases, p["duration_s"]) for i, p in enumerate(phases)]
+    # bench serve summarizes the run and each phase of the schedule itself (docs/bench.md).
+    entry["overall"] = phase_stats(res["summary"])
+    entry["phases"] = [p | phase_stats(b) for p, b in zip(phases, res.get("phases", []))]
     entry["status"] = "ok"
     log(f"{name}: attainment {entry['overall']['attainment']}, goodput {entry['overall']['request_goodput']} "
         f"req/s; per phase " + ", ".join(str(p["attainment"]) for p in entry["phases"]))
