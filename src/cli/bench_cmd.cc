@@ -68,22 +68,6 @@ Exit status: 0 ok, 1 the run failed (server unreachable or not OpenAI-compatible
 request failed, result file not written), 2 usage error.
 )";
 
-// vLLM's --goodput takes several words ("--goodput ttft:500 tpot:50"): join the KEY:VALUE
-// words that follow it into one value.
-std::vector<std::string> JoinGoodputWords(const std::vector<std::string>& args) {
-  std::vector<std::string> out;
-  for (size_t i = 0; i < args.size(); ++i) {
-    out.push_back(args[i]);
-    const bool bare = args[i] == "--goodput";
-    if (!bare && !args[i].starts_with("--goodput=")) continue;
-    if (bare && i + 1 < args.size()) out.push_back(args[++i]);
-    while (i + 1 < args.size() && !args[i + 1].starts_with("-") && args[i + 1].find(':') != std::string::npos) {
-      out.back() += " " + args[++i];
-    }
-  }
-  return out;
-}
-
 struct BenchFlags {
   bench::ServeOptions serve;
   std::string tokenizer;
@@ -187,6 +171,20 @@ int ServeCommand(const std::vector<std::string>& args) {
 }
 
 }  // namespace
+
+std::vector<std::string> JoinGoodputWords(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    out.push_back(args[i]);
+    const bool bare = args[i] == "--goodput";
+    if (!bare && !args[i].starts_with("--goodput=")) continue;
+    if (bare && i + 1 < args.size()) out.push_back(args[++i]);
+    while (i + 1 < args.size() && !args[i + 1].starts_with("-") && args[i + 1].find(':') != std::string::npos) {
+      out.back() += " " + args[++i];
+    }
+  }
+  return out;
+}
 
 int BenchCommand(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {

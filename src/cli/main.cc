@@ -22,6 +22,8 @@ tandem serves LLMs with prefill and decode disaggregated. Commands:
   drain      ask a worker to drain and wait until it has (a Kubernetes preStop hook)
   generate   run the model on one prompt in this process and stream the answer to stdout
   bench      load-test an OpenAI-compatible server: latency, throughput, SLO attainment, goodput
+  profile    measure this machine's iteration cost model for a model (for `tandem plan`)
+  plan       simulate clusters from a profile and a workload; recommend the prefill:decode split
   model      manage model files: fetch the bundled model, show a file's contents,
              convert a file's tensors, write a random-weight test model
 
@@ -51,6 +53,8 @@ int main(int argc, char** argv) {
   if (command == "controller") return tandem::cli::ControllerCommand(args);
   if (command == "drain") return tandem::cli::DrainCommand(args);
   if (command == "bench") return tandem::cli::BenchCommand(args);
+  if (command == "profile") return tandem::cli::ProfileCommand(args);
+  if (command == "plan") return tandem::cli::PlanCommand(args);
   if (command == "version" || command == "--version") {
     std::puts("tandem 0.1.0");
     return 0;

@@ -161,6 +161,7 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
   counters_.preemptions += static_cast<int64_t>(plan.preempted.size());
   if (plan.chunks.empty()) return outputs;
   ++counters_.steps;
+  last_step_.shape = DescribeIteration(plan);
   counters_.prefill_tokens += plan.num_prefill_tokens;
   counters_.decode_tokens += plan.num_decode_tokens;
   for (const ScheduledChunk& chunk : plan.chunks) {

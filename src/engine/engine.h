@@ -86,6 +86,7 @@ struct StepStats {
   int32_t num_prefill_tokens = 0;
   int32_t num_sequences = 0;
   int32_t num_preempted = 0;
+  IterationShape shape;  // what the iteration computed (DescribeIteration)
   double seconds = 0;
 };
 

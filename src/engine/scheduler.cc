@@ -13,6 +13,18 @@ bool RunsBefore(const Sequence* a, const Sequence* b) {
 
 }  // namespace
 
+IterationShape DescribeIteration(const SchedulerOutput& plan) {
+  IterationShape shape;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    const int64_t n = chunk.num_tokens;
+    shape.tokens += n;
+    shape.sampled += chunk.samples ? 1 : 0;
+    shape.attention_pairs += n * chunk.seq->num_computed + n * (n + 1) / 2;
+    ++shape.sequences;
+  }
+  return shape;
+}
+
 Scheduler::Scheduler(const SchedulerOptions& options, BlockManager& blocks)
     : options_(options), blocks_(blocks) {
   TANDEM_CHECK_GT(options_.token_budget, 0);
