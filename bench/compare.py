@@ -642,6 +642,203 @@ def cmd_plot(a):
 
 # ---------------------------------------------------------------- main
 
+def sweep_goodput(points, target):
+    """The goodput a sweep shows: the highest swept rate whose attainment meets the target, below the
+    first rate that misses it (None if the lowest misses)."""
+    best = None
+    for pt in sorted(points, key=lambda p: p["rate"]):
+        if pt["attainment"] < target:
+            break
+        best = pt["rate"]
+    return best
+
+
+def rel_err(pred, meas):
+    if pred is None or meas is None or not meas:
+        return None
+    return round((pred - meas) / meas, 4)
+
+
+def plan_replay(a, raw, base, cpus, slo, target, scale, tmp):
+    """`tandem plan --requests-from raw` for one config: (predicted summary, measured summary)."""
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [a.tandem, "plan", "--profile", a.profile, "--requests-from", str(raw), "--configs", base,
+           "--cpus", str(cpus), "--goodput", slo, "--attainment", str(target), "--cost-scale", f"{scale:.4f}",
+           "--no-progress", "--result-file", str(tmp)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
+    res = json.loads(tmp.read_text())
+    return res["rows"][0]["summary"], res.get("measured_summary", {})
+
+
+def static_points(d, g, log_skips=True):
+    """(config, base shape, workload, point) for every sweep point of a static tandem config."""
+    st = g["settings"]
+    for cfg, per_wl in g["results"].items():
+        kind = g["configs"].get(cfg, {})
+        if kind.get("kind") != "tandem" or kind.get("controller") or kind.get("extra_args") or st.get("up_arg"):
+            if log_skips:
+                log(f"{d.name} {cfg}: not a static tandem config with default flags, not simulated")
+            continue
+        for wl, entry in per_wl.items():
+            for pt in entry.get("points", []):
+                if pt.get("source") == "sweep":
+                    yield cfg, cfg.split("/")[0], wl, pt
+
+
+def calibration(a):
+    """Per config: measured / predicted TPOT p50 of the lowest-rate run in --calibrate-from."""
+    scales = {}
+    if not a.calibrate_from:
+        return scales
+    d = Path(a.calibrate_from)
+    g = load(d, "goodput.json")
+    st = g["settings"]
+    lowest = {}
+    for cfg, base, wl, pt in static_points(d, g, log_skips=False):
+        if base not in lowest or pt["rate"] < lowest[base][1]["rate"]:
+            lowest[base] = (wl, pt)
+    for base, (wl, pt) in lowest.items():
+        pred, meas = plan_replay(a, d / pt["raw"], base, a.cpus or st.get("cpus", NPROC), a.goodput or st["goodput"],
+                                 st.get("attainment", 0.9), 1.0, Path(a.work) / f"calibrate-{base}.json")
+        scales[base] = {"scale": round(meas["tpot"]["median_ms"] / pred["tpot"]["median_ms"], 4),
+                        "from": f"{d.name}/{pt['raw']}", "workload": wl, "rate": pt["rate"]}
+        log(f"calibration {base}: measured TPOT p50 {meas['tpot']['median_ms']:.1f} ms / predicted "
+            f"{pred['tpot']['median_ms']:.1f} ms at {pt['rate']:g} req/s -> iteration times x {scales[base]['scale']}")
+    return scales
+
+
+def cmd_validate(a):
+    """Replays every measured run of static configs through `tandem plan --requests-from` and compares."""
+    scales = calibration(a)
+    rows, curves = [], []
+    for d in map(Path, a.dirs):
+        g = load(d, "goodput.json")
+        if g is None:
+            log(f"{d}: no goodput.json, skipped")
+            continue
+        st = g["settings"]
+        slo = a.goodput or st["goodput"]
+        target = st.get("attainment", 0.9)
+        cpus = a.cpus or st.get("cpus", NPROC)
+        sweeps = {}
+        for cfg, base, wl, pt in static_points(d, g):
+            scale = scales.get(base, {}).get("scale", 1.0)
+            tmp = Path(a.work) / f"{d.name}-{slug(cfg)}-{slug(wl)}-{pt['rate']:g}.json"
+            ps, ms = plan_replay(a, d / pt["raw"], base, cpus, slo, target, scale, tmp)
+            pa = ps.get("goodput", {}).get("attainment")
+            ma = ms.get("goodput", {}).get("attainment")
+            row = {"dir": d.name, "config": cfg, "workload": wl, "rate": pt["rate"], "cost_scale": scale,
+                   "calibration_run": scales.get(base, {}).get("from") == f"{d.name}/{pt['raw']}",
+                   "attainment": {"measured": ma, "predicted": pa}}
+            for metric in ("ttft", "tpot"):
+                for q, f in (("p50", "median_ms"), ("p99", "p99_ms")):
+                    mv, pv = ms.get(metric, {}).get(f), ps.get(metric, {}).get(f)
+                    row[f"{metric}_{q}_ms"] = {"measured": mv, "predicted": round(pv, 2) if pv is not None else None,
+                                                "rel_error": rel_err(pv, mv)}
+            rows.append(row)
+            sweeps.setdefault((cfg, wl), []).append((pt["rate"], ma or 0, pa or 0))
+            log(f"{d.name} {cfg} {wl} @ {pt['rate']:g}: attainment measured {ma:.0%} predicted {pa:.0%}; "
+                f"TTFT p50 {row['ttft_p50_ms']['measured']} vs {row['ttft_p50_ms']['predicted']} ms; "
+                f"TPOT p50 {row['tpot_p50_ms']['measured']} vs {row['tpot_p50_ms']['predicted']} ms")
+        for (cfg, wl), pts in sweeps.items():
+            mg = sweep_goodput([{"rate": r, "attainment": m} for r, m, _ in pts], target)
+            pg = sweep_goodput([{"rate": r, "attainment": p} for r, _, p in pts], target)
+            curves.append({"dir": d.name, "config": cfg, "workload": wl, "slo": slo, "target": target,
+                           "rates": [r for r, _, _ in pts], "goodput_measured": mg, "goodput_predicted": pg,
+                           "rel_error": rel_err(pg, mg)})
+    held_out = [r for r in rows if not r["calibration_run"]]
+    def mean_abs(key):
+        v = [abs(r[key]["rel_error"]) for r in held_out if r[key]["rel_error"] is not None]
+        return round(sum(v) / len(v), 4) if v else None
+    att = [abs(r["attainment"]["predicted"] - r["attainment"]["measured"]) for r in held_out
+           if r["attainment"]["predicted"] is not None and r["attainment"]["measured"] is not None]
+    summary = {"kind": "validation", "profile": a.profile, "machine": machine_info(), "calibration": scales,
+               "points": rows, "goodput": curves,
+               "mean_abs_rel_error": {k: mean_abs(k) for k in ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")},
+               "mean_abs_attainment_error": round(sum(att) / len(att), 4) if att else None,
+               "note": "errors are over the runs not used for calibration"}
+    out = Path(a.out)
+    write_json(out, summary)
+    md = []
+    if scales:
+        md += ["Calibration (iteration times x measured / predicted TPOT p50 of one low-rate run per config): "
+               + ", ".join(f"{b} x{v['scale']} ({v['from']})" for b, v in scales.items()), ""]
+    md += ["| config | workload | rate | attainment meas / pred | TTFT p50 meas / pred ms | TTFT p99 meas / pred ms "
+           "| TPOT p50 meas / pred ms | TPOT p99 meas / pred ms |", "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+    for r in rows:
+        mark = " (calibration)" if r["calibration_run"] else ""
+        md.append(f"| {r['config']} | {r['workload']} | {r['rate']:g}{mark} | {r['attainment']['measured']:.0%} / "
+                  f"{r['attainment']['predicted']:.0%} | " + " | ".join(
+                      f"{fmt(r[k]['measured'])} / {fmt(r[k]['predicted'])}"
+                      for k in ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")) + " |")
+    md += ["", "| config | workload | rates swept | goodput measured | goodput predicted | error |", "|---|---|---|---|---|---|"]
+    for c in curves:
+        e = "-" if c["rel_error"] is None else f"{c['rel_error']:+.0%}"
+        md.append(f"| {c['config']} | {c['workload']} | {', '.join(f'{x:g}' for x in c['rates'])} | "
+                  f"{c['goodput_measured']} | {c['goodput_predicted']} | {e} |")
+    err = summary["mean_abs_rel_error"]
+    md += ["", "Mean |relative error| over the runs not used for calibration: "
+           + ", ".join(f"{k.replace('_ms', '')} {v:.0%}" for k, v in err.items() if v is not None)
+           + (f"; mean |attainment error| {summary['mean_abs_attainment_error']:.1%} points"
+              if summary["mean_abs_attainment_error"] is not None else "")]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    log(f"wrote {out} and {out.with_suffix('.md')}")
+    plot_validation(summary, out.with_suffix(".png"))
+
+
+def plot_validation(summary, path):
+    """Predicted vs measured (log-log) for TTFT and TPOT p50/p99, and attainment; skipped without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        log("no matplotlib: validation plot skipped (bench/setup_bench_venv.sh, then .venv-bench/bin/python)")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    pts = [r for r in summary["points"] if not r["calibration_run"]]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    colors = {}
+    for ax, (title, keys) in zip(axes[:2], (("TTFT (ms)", ("ttft_p50_ms", "ttft_p99_ms")),
+                                            ("TPOT (ms)", ("tpot_p50_ms", "tpot_p99_ms")))):
+        lo, hi = float("inf"), 0
+        for r in pts:
+            c = colors.setdefault(f"{r['config']} {r['workload']}", f"C{len(colors)}")
+            for k, marker in zip(keys, ("o", "^")):
+                m, p = r[k]["measured"], r[k]["predicted"]
+                if m and p:
+                    ax.scatter(m, p, color=c, marker=marker, s=28)
+                    lo, hi = min(lo, m, p), max(hi, m, p)
+        if hi > 0:
+            ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8)
+            ax.plot([lo, hi], [lo * 1.15, hi * 1.15], color="gray", lw=0.5, ls=":")
+            ax.plot([lo, hi], [lo / 1.15, hi / 1.15], color="gray", lw=0.5, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(f"measured {title}")
+        ax.set_ylabel(f"predicted {title}")
+        ax.set_title(f"{title}: p50 (o), p99 (^); dotted: +-15%")
+    ax = axes[2]
+    for r in pts:
+        c = colors[f"{r['config']} {r['workload']}"]
+        ax.scatter(100 * r["attainment"]["measured"], 100 * r["attainment"]["predicted"], color=c, s=28)
+    ax.plot([0, 100], [0, 100], color="gray", lw=0.8)
+    ax.set_xlabel("measured SLO attainment (%)")
+    ax.set_ylabel("predicted SLO attainment (%)")
+    ax.set_title("attainment")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=n) for n, c in colors.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8)
+    fig.subplots_adjust(bottom=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log(f"wrote {path}")
+
+
 def write_json(path, obj):
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -752,6 +949,23 @@ def main(argv=None):
                                    "bench/setup_bench_venv.sh, then run with .venv-bench/bin/python.")
     p.add_argument("dir", help="a directory written by goodput or shifting")
     p.set_defaults(func=cmd_plot)
+
+    v = sub.add_parser("validate", help="the simulator (`tandem plan`) against measured goodput runs",
+                       description="Replays the requests of every fixed-rate run of a static tandem config "
+                                   "(colocated, NpMd) in the goodput directories through `tandem plan "
+                                   "--requests-from` with the same CPU split and SLOs, and writes predicted vs "
+                                   "measured attainment, TTFT and TPOT percentiles and sweep goodput, with "
+                                   "relative errors, to --out (.json and .md).")
+    v.add_argument("dirs", nargs="+", help="directories written by `goodput --rates ...`")
+    v.add_argument("--profile", required=True, help="the profile `tandem profile` wrote on this machine")
+    v.add_argument("--tandem", default=str(ROOT / "build" / "tandem"), help="the tandem binary")
+    v.add_argument("--cpus", type=int, default=0, help="CPU budget (default: the one each directory ran with)")
+    v.add_argument("--goodput", help="SLOs (default: the ones each directory ran with)")
+    v.add_argument("--out", required=True, help="output JSON (a .md table is written beside it)")
+    v.add_argument("--work", default="/tmp/tandem-validate", help="scratch directory for plan results")
+    v.add_argument("--calibrate-from", help="a goodput directory whose lowest-rate run per config sets that config's "
+                   "--cost-scale (measured / predicted TPOT p50); errors are then reported over the other runs")
+    v.set_defaults(func=cmd_validate)
 
     a = ap.parse_args(argv)
     if isinstance(getattr(a, "configs", None), str):

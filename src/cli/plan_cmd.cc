@@ -74,6 +74,7 @@ struct PlanFlags {
   int64_t kv_cache_mb = 256;
   int local_prefill_threshold = 0;
   double hop_ms = 0.5;
+  double cost_scale = 1.0;
   double queue_timeout_s = 60;
   double request_rate = 0;
   bool search = true;
@@ -112,6 +113,9 @@ struct PlanFlags {
     f.Int("kv-cache-mb", &kv_cache_mb, "KV cache per worker, MiB");
     f.Int("local-prefill-threshold", &local_prefill_threshold, "prompts shorter than this prefill on the decode worker");
     f.Float("hop-ms", &hop_ms, "latency of one router <-> worker message, ms");
+    f.Float("cost-scale", &cost_scale,
+            "multiply every iteration time by this: a calibration for workers that share a machine with the "
+            "router, the load generator and each other (measured TPOT / predicted TPOT of a low-rate run)");
     f.Float("queue-timeout", &queue_timeout_s, "seconds a request may wait for KV room before HTTP 429");
     f.Float("request-timeout", &traffic.request_timeout_s, "seconds after which a request counts as timed out");
     f.Bool("search", &search, "search each shape's goodput (--no-search: only --request-rate)");
@@ -142,6 +146,8 @@ struct Row {
   int threads = 0;
   std::optional<sim::ShapeGoodput> goodput;
   std::optional<bench::Summary> at;  // the fixed traffic's or --request-rate's summary
+  std::vector<sim::SimWorkerStats> workers;  // of that run
+  double duration_s = 0;
   int64_t events = 0;
 };
 
@@ -169,7 +175,7 @@ int PlanCommand(const std::vector<std::string>& args) {
   if (!(p.attainment > 0 && p.attainment <= 1)) return Fail("plan", "--attainment must be in (0, 1]", 2);
   if (p.max_workers < 1 || p.cpus < 0 || p.max_num_seqs < 1 || p.block_size < 1 || p.kv_cache_mb < 1 ||
       p.local_prefill_threshold < 0 || !(p.hop_ms >= 0) || !(p.queue_timeout_s > 0) || p.search_iters < 0 ||
-      !(p.rate_min > 0) || p.rate_max < 0 || p.request_rate < 0 || p.min_duration_s < 0) {
+      !(p.rate_min > 0) || !(p.cost_scale > 0) || p.rate_max < 0 || p.request_rate < 0 || p.min_duration_s < 0) {
     return Fail("plan", "a flag is out of range: counts and sizes >= 1, times and rates >= 0 (--rate-min > 0)", 2);
   }
   auto profile = sim::ReadProfile(p.profile);
@@ -183,6 +189,7 @@ int PlanCommand(const std::vector<std::string>& args) {
   settings.max_num_seqs = p.max_num_seqs;
   settings.local_prefill_threshold = p.local_prefill_threshold;
   settings.hop_s = p.hop_ms / 1e3;
+  settings.cost_scale = p.cost_scale;
   settings.queue_timeout_s = p.queue_timeout_s;
   settings.request_timeout_s = p.traffic.request_timeout_s;
   if (p.token_budget == "auto") {
@@ -261,6 +268,8 @@ int PlanCommand(const std::vector<std::string>& args) {
       TANDEM_ASSIGN_OR_RETURN(sim::SimResult r, sim::Simulate(cluster, *at));
       row.at = bench::Summarize(r.records, r.duration_s, slo);
       row.events = r.events;
+      row.workers = r.workers;
+      row.duration_s = r.duration_s;
     }
     if (p.progress) {
       std::fprintf(stderr, "[plan +%5.1fs] %-10s %s\n", elapsed(), shape.Name().c_str(),
@@ -300,8 +309,9 @@ int PlanCommand(const std::vector<std::string>& args) {
                 p.traffic.burstiness != 1 ? StrCat(" (burstiness ", p.traffic.burstiness, ")").c_str() : "",
                 p.traffic.num_prompts);
   }
-  std::printf("token budget %d, KV cache %lld MiB per worker, block %d\n\n", settings.token_budget,
-              static_cast<long long>(p.kv_cache_mb), settings.block_size);
+  std::printf("token budget %d, KV cache %lld MiB per worker, block %d%s\n\n", settings.token_budget,
+              static_cast<long long>(p.kv_cache_mb), settings.block_size,
+              p.cost_scale != 1 ? StrCat(", iteration times x ", p.cost_scale).c_str() : "");
   const bool show_at = rows.front().at.has_value();
   std::printf("%-11s %7s %7s", "config", "workers", "threads");
   if (searching) std::printf(" %14s %11s", "goodput req/s", "per worker");
@@ -357,7 +367,7 @@ int PlanCommand(const std::vector<std::string>& args) {
     out["kind"] = "tandem-plan";
     out["schema_version"] = 1;
     out["profile"] = p.profile;
-    out["settings"] = {{"cpus", p.cpus}, {"max_workers", p.max_workers}, {"token_budget", settings.token_budget},
+    out["settings"] = {{"cpus", p.cpus}, {"cost_scale", p.cost_scale}, {"max_workers", p.max_workers}, {"token_budget", settings.token_budget},
                        {"kv_cache_mb", p.kv_cache_mb}, {"block_size", p.block_size}, {"max_num_seqs", p.max_num_seqs},
                        {"local_prefill_threshold", p.local_prefill_threshold}, {"hop_ms", p.hop_ms},
                        {"slo", slo.Describe()}, {"attainment", p.attainment}, {"seed", p.seed},
@@ -374,7 +384,25 @@ int PlanCommand(const std::vector<std::string>& args) {
         row["hit_rate_max"] = r.goodput->hit_rate_max;
         row["simulations"] = r.goodput->simulations;
       }
-      if (r.at) row["summary"] = bench::SummaryJson(*r.at);
+      if (r.at) {
+        row["summary"] = bench::SummaryJson(*r.at);
+        row["simulated_events"] = r.events;
+        Json workers = Json::array();
+        const std::vector<std::string> roles = [&] {
+          std::vector<std::string> v(r.shape.prefill, "prefill");
+          v.resize(r.shape.prefill + r.shape.decode, "decode");
+          v.resize(r.shape.workers(), "mixed");
+          return v;
+        }();
+        for (size_t i = 0; i < r.workers.size(); ++i) {
+          const sim::SimWorkerStats& w = r.workers[i];
+          workers.push_back({{"role", roles.at(i)}, {"busy", r.duration_s > 0 ? w.busy_s / r.duration_s : 0},
+                             {"iterations", w.iterations}, {"prefill_tokens", w.prefill_tokens},
+                             {"decode_tokens", w.decode_tokens}, {"max_running", w.max_running},
+                             {"preemptions", w.preemptions}});
+        }
+        row["workers"] = std::move(workers);
+      }
       out["rows"].push_back(std::move(row));
     }
     out["recommended"] = best->shape.Name();

@@ -26,6 +26,7 @@ constexpr const char* kProfileDescription =
 and fits the iteration cost model that `tandem plan` simulates clusters with:
 
   t = fixed + per_token * tokens + per_sample * sampled rows + per_attention * query-key pairs
+      + per_kv_read * KV tokens read
 
 It times, for each --threads value, prefill chunks of 16..512 tokens after 0..1536 cached
 tokens, decode batches of 1..32 sequences at contexts of 64..1536 tokens, and mixed batches
@@ -187,9 +188,9 @@ int ProfileCommand(const std::vector<std::string>& args) {
     wp->threads = ef.device == "cpu" ? static_cast<cpu::CpuBackend&>((*engine)->backend()).threads() : 0;
     const sim::IterationCost& c = wp->cost;
     std::printf("%s threads=%d: t = %.3f ms + %.4f ms/token + %.4f ms/sampled row + %.3g ms/query-key pair"
-                "  (fit over %zu iterations: mean error %.1f%%, max %.1f%%)\n",
+                " + %.3g ms/KV token read  (fit over %zu iterations: mean error %.1f%%, max %.1f%%)\n",
                 wp->device.c_str(), wp->threads, c.fixed_s * 1e3, c.per_token_s * 1e3, c.per_sample_s * 1e3,
-                c.per_attention_s * 1e3, wp->samples.size(), 100 * wp->fit.mean_abs_rel_error,
+                c.per_attention_s * 1e3, c.per_kv_read_s * 1e3, wp->samples.size(), 100 * wp->fit.mean_abs_rel_error,
                 100 * wp->fit.max_abs_rel_error);
     profile.workers.push_back(std::move(*wp));
   }

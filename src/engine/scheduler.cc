@@ -20,6 +20,7 @@ IterationShape DescribeIteration(const SchedulerOutput& plan) {
     shape.tokens += n;
     shape.sampled += chunk.samples ? 1 : 0;
     shape.attention_pairs += n * chunk.seq->num_computed + n * (n + 1) / 2;
+    shape.kv_read_tokens += chunk.seq->num_computed + n;
     ++shape.sequences;
   }
   return shape;

@@ -37,14 +37,17 @@ struct SchedulerOutput {
 };
 
 // The work in one scheduled iteration, in the terms of the iteration cost model (src/sim):
-// tokens run through the layers, rows that produce logits and are sampled, and attention
-// work = query-key pairs (a chunk of n tokens after c computed ones attends to
-// n*c + n*(n+1)/2 keys). Call before the iteration runs (num_computed is the context).
+// tokens run through the layers, rows that produce logits and are sampled, attention work =
+// query-key pairs (a chunk of n tokens after c computed ones attends to n*c + n*(n+1)/2 keys),
+// and KV read = the cached tokens every chunk's attention reads (c + n: what bounds decode
+// attention on a GPU, where a chunk reads its context once whatever its length). Call before
+// the iteration runs (num_computed is the context).
 struct IterationShape {
   int64_t tokens = 0;
   int64_t sampled = 0;
   int64_t attention_pairs = 0;
   int64_t sequences = 0;
+  int64_t kv_read_tokens = 0;
 };
 IterationShape DescribeIteration(const SchedulerOutput& plan);
 

@@ -13,11 +13,11 @@
 namespace tandem::sim {
 namespace {
 
-constexpr int kTerms = 4;  // fixed, per token, per sample, per attention pair
+constexpr int kTerms = 5;  // fixed, per token, per sample, per attention pair, per KV token read
 
 std::array<double, kTerms> Features(const IterationShape& s) {
   return {1.0, static_cast<double>(s.tokens), static_cast<double>(s.sampled),
-          static_cast<double>(s.attention_pairs)};
+          static_cast<double>(s.attention_pairs), static_cast<double>(s.kv_read_tokens)};
 }
 
 // Solves A x = b for the terms in `active` (Gaussian elimination with partial pivoting);
@@ -50,7 +50,7 @@ bool Solve(std::array<std::array<double, kTerms>, kTerms> a, std::array<double, 
 
 nlohmann::json ShapeJson(const IterationShape& s) {
   return {{"tokens", s.tokens}, {"sampled", s.sampled}, {"attention_pairs", s.attention_pairs},
-          {"sequences", s.sequences}};
+          {"kv_read_tokens", s.kv_read_tokens}, {"sequences", s.sequences}};
 }
 
 }  // namespace
@@ -58,7 +58,8 @@ nlohmann::json ShapeJson(const IterationShape& s) {
 double IterationCost::Seconds(const IterationShape& s) const {
   const double t = fixed_s + per_token_s * static_cast<double>(s.tokens) +
                    per_sample_s * static_cast<double>(s.sampled) +
-                   per_attention_s * static_cast<double>(s.attention_pairs);
+                   per_attention_s * static_cast<double>(s.attention_pairs) +
+                   per_kv_read_s * static_cast<double>(s.kv_read_tokens);
   return std::max(t, min_iteration_s);
 }
 
@@ -88,7 +89,7 @@ absl::StatusOr<IterationCost> FitIterationCost(const std::vector<IterationSample
       atb[i] += w * f[i] * s.seconds;
     }
   }
-  std::vector<int> active = {0, 1, 2, 3};
+  std::vector<int> active = {0, 1, 2, 3, 4};
   std::array<double, kTerms> x{};
   while (!active.empty()) {
     // A term no sample exercises (all zero) cannot be fitted: leave it out.
@@ -105,6 +106,7 @@ absl::StatusOr<IterationCost> FitIterationCost(const std::vector<IterationSample
   cost.per_token_s = x[1] / scale[1];
   cost.per_sample_s = x[2] / scale[2];
   cost.per_attention_s = x[3] / scale[3];
+  cost.per_kv_read_s = x[4] / scale[4];
   return cost;
 }
 
@@ -163,6 +165,7 @@ nlohmann::json ToJson(const Profile& p) {
                               {"per_token_s", w.cost.per_token_s},
                               {"per_sample_s", w.cost.per_sample_s},
                               {"per_attention_pair_s", w.cost.per_attention_s},
+                              {"per_kv_read_token_s", w.cost.per_kv_read_s},
                               {"min_iteration_s", w.cost.min_iteration_s}}},
                             {"fit", {{"mean_abs_rel_error", w.fit.mean_abs_rel_error},
                                      {"max_abs_rel_error", w.fit.max_abs_rel_error}}},
@@ -203,6 +206,7 @@ absl::StatusOr<Profile> ProfileFromJson(const nlohmann::json& j) {
       wp.cost.per_token_s = c.at("per_token_s").get<double>();
       wp.cost.per_sample_s = c.value("per_sample_s", 0.0);
       wp.cost.per_attention_s = c.value("per_attention_pair_s", 0.0);
+      wp.cost.per_kv_read_s = c.value("per_kv_read_token_s", 0.0);
       wp.cost.min_iteration_s = c.value("min_iteration_s", 0.0);
       if (w.contains("fit")) {
         wp.fit.mean_abs_rel_error = w["fit"].value("mean_abs_rel_error", 0.0);
@@ -213,13 +217,14 @@ absl::StatusOr<Profile> ProfileFromJson(const nlohmann::json& j) {
         is.shape.tokens = s.at("tokens").get<int64_t>();
         is.shape.sampled = s.at("sampled").get<int64_t>();
         is.shape.attention_pairs = s.at("attention_pairs").get<int64_t>();
+        is.shape.kv_read_tokens = s.value("kv_read_tokens", int64_t{0});
         is.shape.sequences = s.value("sequences", int64_t{0});
         is.seconds = s.at("seconds").get<double>();
         is.kind = s.value("kind", "");
         wp.samples.push_back(is);
       }
       const IterationCost& k = wp.cost;
-      for (double v : {k.fixed_s, k.per_token_s, k.per_sample_s, k.per_attention_s, k.min_iteration_s}) {
+      for (double v : {k.fixed_s, k.per_token_s, k.per_sample_s, k.per_attention_s, k.per_kv_read_s, k.min_iteration_s}) {
         if (!(v >= 0) || !std::isfinite(v)) {
           return absl::InvalidArgumentError("an iteration cost coefficient is negative or not a number");
         }
@@ -271,6 +276,7 @@ std::optional<int> PickTokenBudget(const IterationCost& cost, double itl_slo_s, 
     s.sampled = d;
     s.sequences = d + (chunk > 0 ? 1 : 0);
     s.attention_pairs = d * (context + 1) + chunk * context + chunk * (chunk + 1) / 2;
+    s.kv_read_tokens = d * (context + 1) + (chunk > 0 ? context + chunk : 0);
     if (cost.Seconds(s) <= itl_slo_s) best = budget;
   }
   return best;

@@ -3,9 +3,10 @@
 //
 // Iteration time is linear in the work the iteration does (engine/scheduler.h IterationShape):
 //     t = fixed + per_token * tokens + per_sample * sampled + per_attention * attention_pairs
+//         + per_kv_read * kv_read_tokens
 // clamped below by min_iteration_s. `tokens` carries the weight matmuls, `sampled` the output
-// projection over the vocabulary and the sampler, `attention_pairs` the query-key work that
-// grows with the context. On this project's CPU engine the four terms fit measured iterations
+// projection over the vocabulary and the sampler, `attention_pairs` the query-key compute that
+// grows with the context, `kv_read_tokens` the KV cache read (decode attention's bound on a GPU). On this project's CPU engine the four terms fit measured iterations
 // of pure prefill, pure decode and mixed batches to a few percent (`tandem profile` prints the
 // fit's error); a GPU worker whose small batches are bound by reading the weights is better
 // described with min_iteration_s (the weight-read time) and a small `fixed`.
@@ -33,6 +34,7 @@ struct IterationCost {
   double per_token_s = 0;
   double per_sample_s = 0;
   double per_attention_s = 0;  // per query-key pair
+  double per_kv_read_s = 0;    // per cached token read by a chunk's attention
   double min_iteration_s = 0;
 
   double Seconds(const IterationShape& shape) const;

@@ -43,6 +43,10 @@ struct PlanSettings {
   double hop_s = 0.0005;
   double queue_timeout_s = 60;
   double request_timeout_s = 600;
+  // Every iteration time is multiplied by this: the slowdown of iterations inside a running
+  // cluster (router, load generator and other workers sharing the machine) against the idle
+  // machine the profile was measured on. 1 on machines where each worker has its own device.
+  double cost_scale = 1.0;
 };
 
 // Threads per worker of `shape` under `settings` (0 on devices).

@@ -28,7 +28,7 @@ struct ProfileOptions {
   std::vector<int> contexts = {0, 512, 1536};
   std::vector<int> batches = {1, 2, 4, 8, 16, 32};
   std::vector<int> decode_contexts = {64, 512, 1536};
-  int64_t max_batch_tokens = 8192;  // skip decode experiments whose prompts exceed this in all
+  int64_t max_batch_tokens = 4096;  // skip decode experiments whose prompts exceed this in all
   std::vector<int> mixed_batches = {4, 16};
   std::vector<int> mixed_chunks = {128, 384};
   int decode_steps = 6;

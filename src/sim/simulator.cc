@@ -291,8 +291,8 @@ class Sim {
   }
 
   void Token(RequestState& s, double at) {
-    s.record.chunk_s.push_back(at - s.req.arrival_s);
-    s.record.output_tokens = static_cast<int>(s.record.chunk_s.size());
+    if (c_.record_every_token || s.record.chunk_s.empty()) s.record.chunk_s.push_back(at - s.req.arrival_s);
+    ++s.record.output_tokens;
     s.record.end_s = at - s.req.arrival_s;
   }
 

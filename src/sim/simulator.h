@@ -60,6 +60,9 @@ struct SimCluster {
   double hop_s = 0.0005;
   double queue_timeout_s = 60;
   double request_timeout_s = 600;
+  // Every token's time in RequestRecord::chunk_s (ITL percentiles), or only the first token's
+  // (TTFT, TPOT and attainment are still exact; the goodput search needs no more).
+  bool record_every_token = true;
 };
 
 struct SimRequest {

@@ -10,8 +10,9 @@
 namespace tandem::sim {
 namespace {
 
-IterationShape Shape(int64_t tokens, int64_t sampled, int64_t pairs) {
-  return IterationShape{.tokens = tokens, .sampled = sampled, .attention_pairs = pairs, .sequences = sampled};
+IterationShape Shape(int64_t tokens, int64_t sampled, int64_t pairs, int64_t kv_read = 0) {
+  return IterationShape{.tokens = tokens, .sampled = sampled, .attention_pairs = pairs, .sequences = sampled,
+                        .kv_read_tokens = kv_read};
 }
 
 std::vector<IterationSample> SamplesOf(const IterationCost& truth, double noise, uint32_t seed) {
@@ -20,24 +21,26 @@ std::vector<IterationSample> SamplesOf(const IterationCost& truth, double noise,
   std::vector<IterationSample> out;
   for (int chunk : {16, 64, 256, 512}) {
     for (int ctx : {0, 512, 1536}) {
-      out.push_back({Shape(chunk, 1, int64_t{chunk} * ctx + int64_t{chunk} * (chunk + 1) / 2), 0, "prefill"});
+      out.push_back({Shape(chunk, 1, int64_t{chunk} * ctx + int64_t{chunk} * (chunk + 1) / 2, ctx + chunk), 0, "prefill"});
     }
   }
   for (int b : {1, 4, 16, 32}) {
-    for (int ctx : {64, 1024}) out.push_back({Shape(b, b, int64_t{b} * (ctx + 1)), 0, "decode"});
+    for (int ctx : {64, 1024}) out.push_back({Shape(b, b, int64_t{b} * (ctx + 1), int64_t{b} * (ctx + 1)), 0, "decode"});
   }
   for (IterationSample& s : out) s.seconds = truth.Seconds(s.shape) * (1 + n(rng));
   return out;
 }
 
 TEST(IterationCost, FitRecoversTheCoefficientsOfExactSamples) {
-  IterationCost truth{.fixed_s = 0.006, .per_token_s = 0.00175, .per_sample_s = 0.0012, .per_attention_s = 2e-8};
+  IterationCost truth{.fixed_s = 0.006, .per_token_s = 0.00175, .per_sample_s = 0.0012, .per_attention_s = 2e-8,
+                      .per_kv_read_s = 3e-7};
   auto fit = FitIterationCost(SamplesOf(truth, 0, 1));
   ASSERT_TRUE(fit.ok()) << fit.status();
   EXPECT_NEAR(fit->fixed_s, truth.fixed_s, 1e-6);
   EXPECT_NEAR(fit->per_token_s, truth.per_token_s, 1e-8);
   EXPECT_NEAR(fit->per_sample_s, truth.per_sample_s, 1e-8);
   EXPECT_NEAR(fit->per_attention_s, truth.per_attention_s, 1e-12);
+  EXPECT_NEAR(fit->per_kv_read_s, truth.per_kv_read_s, 1e-11);
   EXPECT_LT(Evaluate(*fit, SamplesOf(truth, 0, 1)).max_abs_rel_error, 1e-6);
 }
 
@@ -60,6 +63,7 @@ TEST(IterationCost, ATermThatWouldBeNegativeIsDroppedNotFitted) {
   EXPECT_GE(fit->per_token_s, 0);
   EXPECT_GE(fit->per_sample_s, 0);
   EXPECT_GE(fit->per_attention_s, 0);
+  EXPECT_GE(fit->per_kv_read_s, 0);
 }
 
 TEST(IterationCost, FitRejectsTooFewOrBadSamples) {

@@ -162,3 +162,40 @@ TEST(Simulator, SameInputsGiveTheSameResult) {
 
 }  // namespace
 }  // namespace tandem::sim
+
+namespace tandem::sim {
+namespace {
+
+// The goodput search records only first-token times: TTFT, TPOT and the SLO verdict must be
+// the same as with every token recorded.
+TEST(Simulator, FirstTokenOnlyRecordsGiveTheSameTtftAndTpot) {
+  IterationCost cost{.fixed_s = 0.005, .per_token_s = 0.001, .per_sample_s = 0.0005};
+  SimCluster c = Cluster({Worker(Role::kPrefill, cost), Worker(Role::kDecode, cost)});
+  bench::Rng rng(9);
+  std::vector<SimRequest> reqs;
+  int i = 0;
+  for (double t : bench::GammaArrivals({10, 1.0}, 200, rng)) reqs.push_back({t, 40 + (i * 53) % 300, 2 + (i++ * 7) % 40, 0});
+  auto full = Simulate(c, reqs);
+  c.record_every_token = false;
+  auto lean = Simulate(c, reqs);
+  ASSERT_TRUE(full.ok() && lean.ok());
+  bench::SloSpec slo;
+  slo.ttft_ms = 300;
+  slo.tpot_ms = 20;
+  int good = 0;
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    const auto& a = full->records[k];
+    const auto& b = lean->records[k];
+    EXPECT_EQ(b.chunk_s.size(), 1u);
+    EXPECT_EQ(a.output_tokens, b.output_tokens);
+    EXPECT_DOUBLE_EQ(*a.ttft_s(), *b.ttft_s());
+    if (a.output_tokens > 1) EXPECT_DOUBLE_EQ(*a.tpot_s(), *b.tpot_s());
+    EXPECT_EQ(bench::MeetsSlo(a, slo), bench::MeetsSlo(b, slo));
+    good += bench::MeetsSlo(a, slo) ? 1 : 0;
+  }
+  EXPECT_GT(good, 0);
+  EXPECT_LT(good, static_cast<int>(reqs.size()));  // the SLO separates requests: the check means something
+}
+
+}  // namespace
+}  // namespace tandem::sim
