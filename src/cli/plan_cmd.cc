@@ -145,11 +145,298 @@ struct Row {
   sim::ClusterShape shape;
   int threads = 0;
   std::optional<sim::ShapeGoodput> goodput;
-  std::optional<bench::Summary> at;  // the fixed traffic's or --request-rate's summary
+  std::optional<bench::Summary> at;          // the fixed traffic's or --request-rate's summary
   std::vector<sim::SimWorkerStats> workers;  // of that run
   double duration_s = 0;
   int64_t events = 0;
 };
+
+// Everything the flags resolve to; errors are usage errors (exit 2).
+struct PlanInputs {
+  bench::SloSpec slo;
+  sim::Profile profile;
+  sim::PlanSettings settings;
+  sim::GoodputSearchSettings search;
+  std::optional<std::vector<sim::SimRequest>> fixed;  // fixed traffic, or none: search / --request-rate
+  Json measured;                                      // the --requests-from file
+  std::vector<sim::ClusterShape> shapes;
+  bool searching = false;
+};
+
+absl::StatusOr<bench::SloSpec> ResolveSlo(const PlanFlags& p) {
+  bench::SloSpec slo;
+  if (!p.goodput.empty()) {
+    auto parsed = bench::ParseSlo(p.goodput);
+    if (!parsed.ok()) return absl::InvalidArgumentError(StrCat("--goodput: ", parsed.status().message()));
+    slo = *parsed;
+  }
+  if (p.ttft_slo_ms < 0 || p.tpot_slo_ms < 0) return absl::InvalidArgumentError("--ttft-slo and --tpot-slo must be > 0");
+  if (p.ttft_slo_ms > 0) slo.ttft_ms = p.ttft_slo_ms;
+  if (p.tpot_slo_ms > 0) slo.tpot_ms = p.tpot_slo_ms;
+  if (slo.empty()) {
+    return absl::InvalidArgumentError("give the SLOs: --ttft-slo MS --tpot-slo MS (or --goodput \"ttft:MS tpot:MS\")");
+  }
+  return slo;
+}
+
+absl::Status CheckRanges(const PlanFlags& p) {
+  if (p.profile.empty()) return absl::InvalidArgumentError("--profile is required (write one with `tandem profile`)");
+  if (!(p.attainment > 0 && p.attainment <= 1)) return absl::InvalidArgumentError("--attainment must be in (0, 1]");
+  if (p.max_workers < 1 || p.cpus < 0 || p.max_num_seqs < 1 || p.block_size < 1 || p.kv_cache_mb < 1 ||
+      p.local_prefill_threshold < 0 || !(p.hop_ms >= 0) || !(p.queue_timeout_s > 0) || p.search_iters < 0 ||
+      !(p.rate_min > 0) || !(p.cost_scale > 0) || p.rate_max < 0 || p.request_rate < 0 || p.min_duration_s < 0) {
+    return absl::InvalidArgumentError("a flag is out of range: counts and sizes >= 1, times and rates >= 0 (--rate-min > 0)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ResolveSettings(const PlanFlags& p, PlanInputs* in) {
+  sim::PlanSettings& s = in->settings;
+  s.profile = &in->profile;
+  s.cpus = p.cpus;
+  s.block_size = p.block_size;
+  s.kv_cache_bytes = p.kv_cache_mb << 20;
+  s.max_num_seqs = p.max_num_seqs;
+  s.local_prefill_threshold = p.local_prefill_threshold;
+  s.hop_s = p.hop_ms / 1e3;
+  s.cost_scale = p.cost_scale;
+  s.queue_timeout_s = p.queue_timeout_s;
+  s.request_timeout_s = p.traffic.request_timeout_s;
+  if (p.token_budget == "auto") {
+    if (!in->profile.token_budget) {
+      return absl::InvalidArgumentError("--token-budget auto needs a profile written with --itl-slo (it has no picked budget)");
+    }
+    s.token_budget = *in->profile.token_budget;
+  } else if (!absl::SimpleAtoi(p.token_budget, &s.token_budget) || s.token_budget < 1) {
+    return absl::InvalidArgumentError("--token-budget must be a count >= 1 or auto");
+  }
+  return absl::OkStatus();
+}
+
+// The traffic: fixed (schedule, trace, a bench result) or searched over rates.
+absl::Status ResolveTraffic(PlanFlags& p, PlanInputs* in) {
+  p.traffic.seed = static_cast<uint64_t>(p.seed);
+  p.traffic.request_rate = p.request_rate > 0 ? p.request_rate : 1.0;
+  p.traffic.slo = in->slo;
+  TANDEM_ASSIGN_OR_RETURN(bench::TrafficSpec traffic, bench::PrepareTraffic(p.traffic));
+  if (!p.requests_from.empty()) {
+    std::ifstream f(p.requests_from);
+    if (!f) return absl::InvalidArgumentError(StrCat("cannot read '", p.requests_from, "'"));
+    in->measured = Json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (in->measured.is_discarded()) return absl::InvalidArgumentError(StrCat("'", p.requests_from, "' is not JSON"));
+    auto reqs = sim::RequestsFromBenchResult(in->measured);
+    if (!reqs.ok()) return absl::InvalidArgumentError(StrCat(p.requests_from, ": ", reqs.status().message()));
+    in->fixed = *std::move(reqs);
+  } else if (traffic.mode != bench::TrafficSpec::Mode::kRate) {
+    in->fixed = sim::RequestsFromArrivals(bench::DrawTraffic(traffic, p.traffic.seed));
+  } else if (!p.search && p.request_rate <= 0) {
+    return absl::InvalidArgumentError("--no-search needs --request-rate (or fixed traffic)");
+  }
+  in->searching = !in->fixed && p.search;
+  sim::GoodputSearchSettings& g = in->search;
+  g.traffic = traffic;
+  g.seed = p.traffic.seed;
+  g.slo = in->slo;
+  g.attainment = p.attainment;
+  g.rate_min = p.rate_min;
+  g.rate_max = p.rate_max;
+  g.iterations = p.search_iters;
+  g.min_duration_s = p.min_duration_s;
+  return absl::OkStatus();
+}
+
+absl::Status ResolveShapes(const PlanFlags& p, PlanInputs* in) {
+  if (p.configs.empty()) {
+    in->shapes = sim::CandidateShapes(p.max_workers, p.cpus > 0);
+    return absl::OkStatus();
+  }
+  for (absl::string_view name : absl::StrSplit(p.configs, ',')) {
+    TANDEM_ASSIGN_OR_RETURN(sim::ClusterShape s, sim::ParseClusterShape(std::string(name)));
+    in->shapes.push_back(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Row> Evaluate(const sim::ClusterShape& shape, const PlanFlags& p, const PlanInputs& in) {
+  Row row;
+  row.shape = shape;
+  row.threads = sim::ThreadsPerWorker(shape, in.settings);
+  if (in.searching) {
+    TANDEM_ASSIGN_OR_RETURN(row.goodput, sim::FindGoodput(shape, in.settings, in.search));
+  }
+  std::optional<std::vector<sim::SimRequest>> at;
+  if (in.fixed) {
+    at = *in.fixed;
+  } else if (p.request_rate > 0) {
+    at = sim::RequestsAtRate(in.search, p.request_rate);
+  }
+  if (at) {
+    TANDEM_ASSIGN_OR_RETURN(sim::SimCluster cluster, sim::BuildCluster(shape, in.settings));
+    TANDEM_ASSIGN_OR_RETURN(sim::SimResult r, sim::Simulate(cluster, *at));
+    row.at = bench::Summarize(r.records, r.duration_s, in.slo);
+    row.events = r.events;
+    row.workers = r.workers;
+    row.duration_s = r.duration_s;
+  }
+  return row;
+}
+
+bool Beats(const Row& a, const Row& b, bool searching) {
+  if (searching) return a.goodput->goodput.value_or(0) > b.goodput->goodput.value_or(0);
+  return a.at->attainment > b.at->attainment;
+}
+
+const Row& Best(const std::vector<Row>& rows, bool searching) {
+  const Row* best = &rows.front();
+  for (const Row& r : rows) best = Beats(r, *best, searching) ? &r : best;
+  return *best;
+}
+
+absl::StatusOr<std::vector<Row>> EvaluateAll(const PlanFlags& p, const PlanInputs& in) {
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<Row> rows;
+  auto one = [&](const sim::ClusterShape& s) -> absl::Status {
+    auto row = Evaluate(s, p, in);
+    if (!row.ok()) return absl::Status(row.status().code(), StrCat(s.Name(), ": ", row.status().message()));
+    if (p.progress) {
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      std::string what;
+      if (row->goodput) what = StrCat("goodput ", Rate(row->goodput->goodput), " req/s (", row->goodput->simulations, " simulations)");
+      else if (row->at) what = StrCat("attainment ", Ms(100 * row->at->attainment), "%");
+      std::fprintf(stderr, "[plan +%5.1fs] %-10s %s\n", t, s.Name().c_str(), what.c_str());
+    }
+    rows.push_back(*std::move(row));
+    return absl::OkStatus();
+  };
+  for (const sim::ClusterShape& s : in.shapes) TANDEM_RETURN_IF_ERROR(one(s));
+  if (p.configs.empty() && in.searching && p.max_workers > 16) {
+    std::vector<sim::ClusterShape> tried;
+    for (const Row& r : rows) tried.push_back(r.shape);
+    const sim::ClusterShape best = Best(rows, true).shape;
+    for (const sim::ClusterShape& s : sim::RefineSplits(p.max_workers, best, tried)) TANDEM_RETURN_IF_ERROR(one(s));
+  }
+  return rows;
+}
+
+void PrintHeader(const PlanFlags& p, const PlanInputs& in) {
+  const std::string where = p.cpus > 0 ? StrCat(p.cpus, " CPU threads") : StrCat(p.max_workers, " devices");
+  std::printf("tandem plan: profile %s (%s), %s, SLO %s at %.0f%%\n", p.profile.c_str(), in.profile.machine.c_str(),
+              where.c_str(), in.slo.Describe().c_str(), 100 * p.attainment);
+  if (in.fixed) {
+    std::printf("traffic: %zu requests (%s)\n", in.fixed->size(),
+                !p.requests_from.empty() ? p.requests_from.c_str() : !p.traffic.schedule.empty() ? "schedule" : "trace");
+  } else {
+    std::printf("traffic: workload %s, Poisson%s, %d+ requests per probe\n", p.traffic.workload.c_str(),
+                p.traffic.burstiness != 1 ? StrCat(" (burstiness ", p.traffic.burstiness, ")").c_str() : "",
+                p.traffic.num_prompts);
+  }
+  std::printf("token budget %d, KV cache %lld MiB per worker, block %d%s\n\n", in.settings.token_budget,
+              static_cast<long long>(p.kv_cache_mb), in.settings.block_size,
+              p.cost_scale != 1 ? StrCat(", iteration times x ", p.cost_scale).c_str() : "");
+}
+
+void PrintTable(const std::vector<Row>& rows, const PlanInputs& in) {
+  const bool show_at = rows.front().at.has_value();
+  std::printf("%-11s %7s %7s", "config", "workers", "threads");
+  if (in.searching) std::printf(" %14s %11s", "goodput req/s", "per worker");
+  if (show_at) std::printf(" %10s %10s %10s %10s %10s", "attain", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99");
+  std::printf("\n");
+  for (const Row& r : rows) {
+    std::printf("%-11s %7d %7s", r.shape.Name().c_str(), r.shape.workers(), r.threads > 0 ? std::to_string(r.threads).c_str() : "-");
+    if (in.searching) {
+      std::optional<double> per;
+      if (r.goodput->goodput) per = *r.goodput->goodput / r.shape.workers();
+      std::printf(" %13s%s %11s", Rate(r.goodput->goodput).c_str(), r.goodput->hit_rate_max ? "+" : " ", Rate(per).c_str());
+    }
+    if (show_at) {
+      std::printf(" %9s%% %10s %10s %10s %10s", Ms(100 * r.at->attainment).c_str(), Ms(r.at->ttft.median).c_str(),
+                  Ms(r.at->ttft.p99).c_str(), Ms(r.at->tpot.median).c_str(), Ms(r.at->tpot.p99).c_str());
+    }
+    std::printf("\n");
+  }
+  if (in.measured.contains("summary")) {
+    const Json& s = in.measured["summary"];
+    auto dist = [&](const char* k, const char* f) { return s.contains(k) ? s[k].value(f, 0.0) : 0.0; };
+    std::printf("%-11s %7s %7s %9s%% %10s %10s %10s %10s\n", "measured", "", "",
+                s.contains("goodput") ? Ms(100 * s["goodput"].value("attainment", 0.0)).c_str() : "-",
+                Ms(dist("ttft", "median_ms")).c_str(), Ms(dist("ttft", "p99_ms")).c_str(),
+                Ms(dist("tpot", "median_ms")).c_str(), Ms(dist("tpot", "p99_ms")).c_str());
+  }
+  std::printf("\n");
+}
+
+void PrintRecommendation(const std::vector<Row>& rows, const PlanFlags& p, const PlanInputs& in) {
+  const Row& best = Best(rows, in.searching);
+  if (!in.searching) {
+    std::printf("Best at this traffic: %s, attainment %s%%.\n", best.shape.Name().c_str(), Ms(100 * best.at->attainment).c_str());
+    return;
+  }
+  if (!best.goodput->goodput) {
+    std::printf("No shape meets the SLOs for %.0f%% of requests even at %g req/s.\n", 100 * p.attainment, p.rate_min);
+    return;
+  }
+  const Row* colocated = nullptr;
+  for (const Row& r : rows) {
+    if (r.shape.prefill == 0 && r.shape.decode == 0) colocated = &r;
+  }
+  std::printf("Recommended: %s (%d workers), goodput %s req/s, %s req/s per worker", best.shape.Name().c_str(),
+              best.shape.workers(), Rate(best.goodput->goodput).c_str(),
+              Rate(*best.goodput->goodput / best.shape.workers()).c_str());
+  if (colocated != nullptr && colocated != &best && colocated->goodput->goodput) {
+    std::printf("; %.2fx colocated (%s req/s)", *best.goodput->goodput / *colocated->goodput->goodput,
+                Rate(colocated->goodput->goodput).c_str());
+  }
+  std::printf(".\n");
+}
+
+Json RowJson(const Row& r) {
+  Json row = {{"config", r.shape.Name()}, {"prefill", r.shape.prefill}, {"decode", r.shape.decode},
+              {"mixed", r.shape.mixed}, {"workers", r.shape.workers()}, {"threads", r.threads}};
+  if (r.goodput) {
+    row["goodput"] = r.goodput->goodput ? Json(*r.goodput->goodput) : Json(nullptr);
+    row["goodput_per_worker"] = r.goodput->goodput ? Json(*r.goodput->goodput / r.shape.workers()) : Json(nullptr);
+    row["hit_rate_max"] = r.goodput->hit_rate_max;
+    row["simulations"] = r.goodput->simulations;
+  }
+  if (!r.at) return row;
+  row["summary"] = bench::SummaryJson(*r.at);
+  row["simulated_events"] = r.events;
+  Json workers = Json::array();
+  for (size_t i = 0; i < r.workers.size(); ++i) {
+    const sim::SimWorkerStats& w = r.workers[i];
+    const int k = static_cast<int>(i);
+    const char* role = k < r.shape.prefill ? "prefill" : k < r.shape.prefill + r.shape.decode ? "decode" : "mixed";
+    workers.push_back({{"role", role}, {"busy", r.duration_s > 0 ? w.busy_s / r.duration_s : 0},
+                       {"iterations", w.iterations}, {"prefill_tokens", w.prefill_tokens},
+                       {"decode_tokens", w.decode_tokens}, {"max_running", w.max_running},
+                       {"preemptions", w.preemptions}});
+  }
+  row["workers"] = std::move(workers);
+  return row;
+}
+
+absl::Status WriteResult(const std::vector<Row>& rows, const PlanFlags& p, const PlanInputs& in) {
+  Json out;
+  out["kind"] = "tandem-plan";
+  out["schema_version"] = 1;
+  out["profile"] = p.profile;
+  out["settings"] = {{"cpus", p.cpus}, {"cost_scale", p.cost_scale}, {"max_workers", p.max_workers},
+                     {"token_budget", in.settings.token_budget}, {"kv_cache_mb", p.kv_cache_mb},
+                     {"block_size", p.block_size}, {"max_num_seqs", p.max_num_seqs},
+                     {"local_prefill_threshold", p.local_prefill_threshold}, {"hop_ms", p.hop_ms},
+                     {"slo", in.slo.Describe()}, {"attainment", p.attainment}, {"seed", p.seed},
+                     {"workload", p.traffic.workload}, {"num_prompts", p.traffic.num_prompts},
+                     {"request_rate", p.request_rate}, {"requests_from", p.requests_from},
+                     {"schedule", p.traffic.schedule}, {"trace", p.traffic.trace_file}};
+  out["rows"] = Json::array();
+  for (const Row& r : rows) out["rows"].push_back(RowJson(r));
+  out["recommended"] = Best(rows, in.searching).shape.Name();
+  if (in.measured.contains("summary")) out["measured_summary"] = in.measured["summary"];
+  std::ofstream f(p.result_file);
+  f << out.dump(1) << "\n";
+  if (!f) return absl::UnavailableError(StrCat("cannot write '", p.result_file, "'"));
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -161,255 +448,24 @@ int PlanCommand(const std::vector<std::string>& args) {
   if (!flags.positional().empty()) {
     return Fail("plan", StrCat("unexpected argument '", flags.positional().front(), "' (see --help)"), 2);
   }
-  if (p.profile.empty()) return Fail("plan", "--profile is required (write one with `tandem profile`)", 2);
-  bench::SloSpec slo;
-  if (!p.goodput.empty()) {
-    auto parsed = bench::ParseSlo(p.goodput);
-    if (!parsed.ok()) return Fail("plan", StrCat("--goodput: ", parsed.status().message()), 2);
-    slo = *parsed;
-  }
-  if (p.ttft_slo_ms > 0) slo.ttft_ms = p.ttft_slo_ms;
-  if (p.tpot_slo_ms > 0) slo.tpot_ms = p.tpot_slo_ms;
-  if (p.ttft_slo_ms < 0 || p.tpot_slo_ms < 0) return Fail("plan", "--ttft-slo and --tpot-slo must be > 0", 2);
-  if (slo.empty()) return Fail("plan", "give the SLOs: --ttft-slo MS --tpot-slo MS (or --goodput \"ttft:MS tpot:MS\")", 2);
-  if (!(p.attainment > 0 && p.attainment <= 1)) return Fail("plan", "--attainment must be in (0, 1]", 2);
-  if (p.max_workers < 1 || p.cpus < 0 || p.max_num_seqs < 1 || p.block_size < 1 || p.kv_cache_mb < 1 ||
-      p.local_prefill_threshold < 0 || !(p.hop_ms >= 0) || !(p.queue_timeout_s > 0) || p.search_iters < 0 ||
-      !(p.rate_min > 0) || !(p.cost_scale > 0) || p.rate_max < 0 || p.request_rate < 0 || p.min_duration_s < 0) {
-    return Fail("plan", "a flag is out of range: counts and sizes >= 1, times and rates >= 0 (--rate-min > 0)", 2);
-  }
+  PlanInputs in;
+  if (absl::Status s = CheckRanges(p); !s.ok()) return Fail("plan", std::string(s.message()), 2);
+  auto slo = ResolveSlo(p);
+  if (!slo.ok()) return Fail("plan", std::string(slo.status().message()), 2);
+  in.slo = *slo;
   auto profile = sim::ReadProfile(p.profile);
   if (!profile.ok()) return Fail("plan", std::string(profile.status().message()), 2);
-
-  sim::PlanSettings settings;
-  settings.profile = &*profile;
-  settings.cpus = p.cpus;
-  settings.block_size = p.block_size;
-  settings.kv_cache_bytes = p.kv_cache_mb << 20;
-  settings.max_num_seqs = p.max_num_seqs;
-  settings.local_prefill_threshold = p.local_prefill_threshold;
-  settings.hop_s = p.hop_ms / 1e3;
-  settings.cost_scale = p.cost_scale;
-  settings.queue_timeout_s = p.queue_timeout_s;
-  settings.request_timeout_s = p.traffic.request_timeout_s;
-  if (p.token_budget == "auto") {
-    if (!profile->token_budget) {
-      return Fail("plan", "--token-budget auto needs a profile written with --itl-slo (it has no picked budget)", 2);
-    }
-    settings.token_budget = *profile->token_budget;
-  } else {
-    int v = 0;
-    if (!absl::SimpleAtoi(p.token_budget, &v) || v < 1) return Fail("plan", "--token-budget must be a count >= 1 or auto", 2);
-    settings.token_budget = v;
+  in.profile = *std::move(profile);
+  for (absl::Status s : {ResolveSettings(p, &in), ResolveTraffic(p, &in), ResolveShapes(p, &in)}) {
+    if (!s.ok()) return Fail("plan", std::string(s.message()), 2);
   }
-
-  // The traffic: fixed (schedule, trace, a bench result) or searched over rates.
-  p.traffic.seed = static_cast<uint64_t>(p.seed);
-  p.traffic.request_rate = p.request_rate > 0 ? p.request_rate : 1.0;
-  p.traffic.slo = slo;
-  auto traffic = bench::PrepareTraffic(p.traffic);
-  if (!traffic.ok()) return Fail("plan", std::string(traffic.status().message()), 2);
-  std::optional<std::vector<sim::SimRequest>> fixed;
-  Json measured;
-  if (!p.requests_from.empty()) {
-    std::ifstream in(p.requests_from);
-    if (!in) return Fail("plan", StrCat("cannot read '", p.requests_from, "'"), 2);
-    measured = Json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (measured.is_discarded()) return Fail("plan", StrCat("'", p.requests_from, "' is not JSON"), 2);
-    auto reqs = sim::RequestsFromBenchResult(measured);
-    if (!reqs.ok()) return Fail("plan", StrCat(p.requests_from, ": ", reqs.status().message()), 2);
-    fixed = *std::move(reqs);
-  } else if (traffic->mode != bench::TrafficSpec::Mode::kRate) {
-    fixed = sim::RequestsFromArrivals(bench::DrawTraffic(*traffic, p.traffic.seed));
-  } else if (!p.search) {
-    if (p.request_rate <= 0) return Fail("plan", "--no-search needs --request-rate (or fixed traffic)", 2);
-  }
-  const bool searching = !fixed && p.search;
-
-  std::vector<sim::ClusterShape> shapes;
-  if (!p.configs.empty()) {
-    for (absl::string_view name : absl::StrSplit(p.configs, ',')) {
-      auto s = sim::ParseClusterShape(std::string(name));
-      if (!s.ok()) return Fail("plan", std::string(s.status().message()), 2);
-      shapes.push_back(*s);
-    }
-  } else {
-    shapes = sim::CandidateShapes(p.max_workers, p.cpus > 0);
-  }
-
-  sim::GoodputSearchSettings search;
-  search.traffic = *traffic;
-  search.seed = p.traffic.seed;
-  search.slo = slo;
-  search.attainment = p.attainment;
-  search.rate_min = p.rate_min;
-  search.rate_max = p.rate_max;
-  search.iterations = p.search_iters;
-  search.min_duration_s = p.min_duration_s;
-
-  const auto started = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
-  std::vector<Row> rows;
-  auto evaluate = [&](const sim::ClusterShape& shape) -> absl::Status {
-    Row row;
-    row.shape = shape;
-    row.threads = sim::ThreadsPerWorker(shape, settings);
-    if (searching) {
-      TANDEM_ASSIGN_OR_RETURN(row.goodput, sim::FindGoodput(shape, settings, search));
-    }
-    std::optional<std::vector<sim::SimRequest>> at;
-    if (fixed) {
-      at = *fixed;
-    } else if (p.request_rate > 0) {
-      at = sim::RequestsAtRate(search, p.request_rate);
-    }
-    if (at) {
-      TANDEM_ASSIGN_OR_RETURN(sim::SimCluster cluster, sim::BuildCluster(shape, settings));
-      TANDEM_ASSIGN_OR_RETURN(sim::SimResult r, sim::Simulate(cluster, *at));
-      row.at = bench::Summarize(r.records, r.duration_s, slo);
-      row.events = r.events;
-      row.workers = r.workers;
-      row.duration_s = r.duration_s;
-    }
-    if (p.progress) {
-      std::fprintf(stderr, "[plan +%5.1fs] %-10s %s\n", elapsed(), shape.Name().c_str(),
-                   row.goodput ? StrCat("goodput ", Rate(row.goodput->goodput), " req/s (", row.goodput->simulations,
-                                        " simulations)").c_str()
-                               : row.at ? StrCat("attainment ", Ms(100 * row.at->attainment), "%").c_str() : "");
-    }
-    rows.push_back(std::move(row));
-    return absl::OkStatus();
-  };
-  for (const sim::ClusterShape& s : shapes) {
-    if (absl::Status st = evaluate(s); !st.ok()) return Fail("plan", StrCat(s.Name(), ": ", st.message()));
-  }
-  auto better = [&](const Row& a, const Row& b) {  // a beats b
-    if (searching) return a.goodput->goodput.value_or(0) > b.goodput->goodput.value_or(0);
-    return a.at->attainment > b.at->attainment;
-  };
-  if (p.configs.empty() && searching && p.max_workers > 16) {
-    const Row* best = &rows.front();
-    for (const Row& r : rows) best = better(r, *best) ? &r : best;
-    std::vector<sim::ClusterShape> tried;
-    for (const Row& r : rows) tried.push_back(r.shape);
-    for (const sim::ClusterShape& s : sim::RefineSplits(p.max_workers, best->shape, tried)) {
-      if (absl::Status st = evaluate(s); !st.ok()) return Fail("plan", StrCat(s.Name(), ": ", st.message()));
-    }
-  }
-
-  // The table.
-  const std::string where = p.cpus > 0 ? StrCat(p.cpus, " CPU threads") : StrCat(p.max_workers, " devices");
-  std::printf("tandem plan: profile %s (%s), %s, SLO %s at %.0f%%\n", p.profile.c_str(), profile->machine.c_str(),
-              where.c_str(), slo.Describe().c_str(), 100 * p.attainment);
-  if (fixed) {
-    std::printf("traffic: %zu requests (%s)\n", fixed->size(),
-                !p.requests_from.empty() ? p.requests_from.c_str() : !p.traffic.schedule.empty() ? "schedule" : "trace");
-  } else {
-    std::printf("traffic: workload %s, Poisson%s, %d+ requests per probe\n", p.traffic.workload.c_str(),
-                p.traffic.burstiness != 1 ? StrCat(" (burstiness ", p.traffic.burstiness, ")").c_str() : "",
-                p.traffic.num_prompts);
-  }
-  std::printf("token budget %d, KV cache %lld MiB per worker, block %d%s\n\n", settings.token_budget,
-              static_cast<long long>(p.kv_cache_mb), settings.block_size,
-              p.cost_scale != 1 ? StrCat(", iteration times x ", p.cost_scale).c_str() : "");
-  const bool show_at = rows.front().at.has_value();
-  std::printf("%-11s %7s %7s", "config", "workers", "threads");
-  if (searching) std::printf(" %14s %11s", "goodput req/s", "per worker");
-  if (show_at) std::printf(" %10s %10s %10s %10s %10s", "attain", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99");
-  std::printf("\n");
-  const Row* best = &rows.front();
-  for (const Row& r : rows) {
-    best = better(r, *best) ? &r : best;
-    std::printf("%-11s %7d %7s", r.shape.Name().c_str(), r.shape.workers(), r.threads > 0 ? std::to_string(r.threads).c_str() : "-");
-    if (searching) {
-      std::optional<double> per;
-      if (r.goodput->goodput) per = *r.goodput->goodput / r.shape.workers();
-      std::printf(" %13s%s %11s", Rate(r.goodput->goodput).c_str(), r.goodput->hit_rate_max ? "+" : " ", Rate(per).c_str());
-    }
-    if (show_at) {
-      std::printf(" %9s%% %10s %10s %10s %10s", Ms(100 * r.at->attainment).c_str(), Ms(r.at->ttft.median).c_str(),
-                  Ms(r.at->ttft.p99).c_str(), Ms(r.at->tpot.median).c_str(), Ms(r.at->tpot.p99).c_str());
-    }
-    std::printf("\n");
-  }
-  if (!p.requests_from.empty() && measured.contains("summary")) {
-    const Json& s = measured["summary"];
-    auto dist = [&](const char* k, const char* f) { return s.contains(k) ? s[k].value(f, 0.0) : 0.0; };
-    std::printf("%-11s %7s %7s %9s%% %10s %10s %10s %10s\n", "measured", "", "",
-                s.contains("goodput") ? Ms(100 * s["goodput"].value("attainment", 0.0)).c_str() : "-",
-                Ms(dist("ttft", "median_ms")).c_str(), Ms(dist("ttft", "p99_ms")).c_str(),
-                Ms(dist("tpot", "median_ms")).c_str(), Ms(dist("tpot", "p99_ms")).c_str());
-  }
-  std::printf("\n");
-  if (searching) {
-    const Row* colocated = nullptr;
-    for (const Row& r : rows) {
-      if (r.shape.prefill == 0 && r.shape.decode == 0) colocated = &r;
-    }
-    if (!best->goodput->goodput) {
-      std::printf("No shape meets the SLOs for %.0f%% of requests even at %g req/s.\n", 100 * p.attainment, p.rate_min);
-    } else {
-      std::printf("Recommended: %s (%d workers), goodput %s req/s, %s req/s per worker", best->shape.Name().c_str(),
-                  best->shape.workers(), Rate(best->goodput->goodput).c_str(),
-                  Rate(*best->goodput->goodput / best->shape.workers()).c_str());
-      if (colocated != nullptr && colocated != best && colocated->goodput->goodput) {
-        std::printf("; %.2fx colocated (%s req/s)", *best->goodput->goodput / *colocated->goodput->goodput,
-                    Rate(colocated->goodput->goodput).c_str());
-      }
-      std::printf(".\n");
-    }
-  } else {
-    std::printf("Best at this traffic: %s, attainment %s%%.\n", best->shape.Name().c_str(), Ms(100 * best->at->attainment).c_str());
-  }
-
+  auto rows = EvaluateAll(p, in);
+  if (!rows.ok()) return Fail("plan", std::string(rows.status().message()));
+  PrintHeader(p, in);
+  PrintTable(*rows, in);
+  PrintRecommendation(*rows, p, in);
   if (!p.result_file.empty()) {
-    Json out;
-    out["kind"] = "tandem-plan";
-    out["schema_version"] = 1;
-    out["profile"] = p.profile;
-    out["settings"] = {{"cpus", p.cpus}, {"cost_scale", p.cost_scale}, {"max_workers", p.max_workers}, {"token_budget", settings.token_budget},
-                       {"kv_cache_mb", p.kv_cache_mb}, {"block_size", p.block_size}, {"max_num_seqs", p.max_num_seqs},
-                       {"local_prefill_threshold", p.local_prefill_threshold}, {"hop_ms", p.hop_ms},
-                       {"slo", slo.Describe()}, {"attainment", p.attainment}, {"seed", p.seed},
-                       {"workload", p.traffic.workload}, {"num_prompts", p.traffic.num_prompts},
-                       {"request_rate", p.request_rate}, {"requests_from", p.requests_from},
-                       {"schedule", p.traffic.schedule}, {"trace", p.traffic.trace_file}};
-    out["rows"] = Json::array();
-    for (const Row& r : rows) {
-      Json row = {{"config", r.shape.Name()}, {"prefill", r.shape.prefill}, {"decode", r.shape.decode},
-                  {"mixed", r.shape.mixed}, {"workers", r.shape.workers()}, {"threads", r.threads}};
-      if (r.goodput) {
-        row["goodput"] = r.goodput->goodput ? Json(*r.goodput->goodput) : Json(nullptr);
-        row["goodput_per_worker"] = r.goodput->goodput ? Json(*r.goodput->goodput / r.shape.workers()) : Json(nullptr);
-        row["hit_rate_max"] = r.goodput->hit_rate_max;
-        row["simulations"] = r.goodput->simulations;
-      }
-      if (r.at) {
-        row["summary"] = bench::SummaryJson(*r.at);
-        row["simulated_events"] = r.events;
-        Json workers = Json::array();
-        const std::vector<std::string> roles = [&] {
-          std::vector<std::string> v(r.shape.prefill, "prefill");
-          v.resize(r.shape.prefill + r.shape.decode, "decode");
-          v.resize(r.shape.workers(), "mixed");
-          return v;
-        }();
-        for (size_t i = 0; i < r.workers.size(); ++i) {
-          const sim::SimWorkerStats& w = r.workers[i];
-          workers.push_back({{"role", roles.at(i)}, {"busy", r.duration_s > 0 ? w.busy_s / r.duration_s : 0},
-                             {"iterations", w.iterations}, {"prefill_tokens", w.prefill_tokens},
-                             {"decode_tokens", w.decode_tokens}, {"max_running", w.max_running},
-                             {"preemptions", w.preemptions}});
-        }
-        row["workers"] = std::move(workers);
-      }
-      out["rows"].push_back(std::move(row));
-    }
-    out["recommended"] = best->shape.Name();
-    if (!p.requests_from.empty() && measured.contains("summary")) out["measured_summary"] = measured["summary"];
-    std::ofstream f(p.result_file);
-    f << out.dump(1) << "\n";
-    if (!f) return Fail("plan", StrCat("cannot write '", p.result_file, "'"));
+    if (absl::Status s = WriteResult(*rows, p, in); !s.ok()) return Fail("plan", std::string(s.message()));
   }
   return 0;
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
+#include "common/status_macros.h"
 #include "common/strings.h"
 #include "engine/backends/cpu/cpu_backend.h"
 #include "gguf/gguf_file.h"
@@ -113,6 +114,54 @@ absl::StatusOr<std::vector<int>> ParseThreads(const std::string& text) {
   return out;
 }
 
+// Profiles one engine with `threads` CPU threads (0 on a GPU) and prints its fitted cost.
+absl::StatusOr<sim::WorkerProfile> ProfileOne(const ProfileFlags& p, const gguf::GgufFile& file, int threads,
+                                              const sim::ProfileOptions& o, sim::ModelShape* model) {
+  EngineFlags ef = p.engine;
+  ef.threads = threads;
+  ef.prefix_cache = true;
+  ef.token_budget = sim::ProfileTokenBudget(o);
+  ef.max_num_seqs = 256;
+  TANDEM_ASSIGN_OR_RETURN(auto backend, MakeBackend(ef));
+  EngineOptions eo = ef.ToEngineOptions();
+  eo.num_kv_blocks = (sim::ProfileKvTokens(o) + ef.block_size - 1) / ef.block_size + 16;
+  TANDEM_ASSIGN_OR_RETURN(auto engine, Engine::Create(file, std::move(backend), eo));
+  const ModelConfig& mc = engine->model_config();
+  model->name = mc.name.empty() ? mc.architecture : mc.name;
+  model->kv_bytes_per_token = mc.kv_bytes_per_token();
+  model->weight_bytes = engine->weight_bytes();
+  model->context_length = engine->max_model_len();
+  if (p.progress) {
+    std::fprintf(stderr, "[profile] %s on %s%s\n", model->name.c_str(), ef.device.c_str(),
+                 threads > 0 ? StrCat(", ", threads, " thread", threads > 1 ? "s" : "").c_str() : "");
+  }
+  TANDEM_ASSIGN_OR_RETURN(sim::WorkerProfile wp, sim::ProfileEngine(*engine, o));
+  wp.device = ef.device;
+  wp.threads = ef.device == "cpu" ? static_cast<cpu::CpuBackend&>(engine->backend()).threads() : 0;
+  const sim::IterationCost& c = wp.cost;
+  std::printf("%s threads=%d: t = %.3f ms + %.4f ms/token + %.4f ms/sampled row + %.3g ms/query-key pair"
+              " + %.3g ms/KV token read  (fit over %zu iterations: mean error %.1f%%, max %.1f%%)\n",
+              wp.device.c_str(), wp.threads, c.fixed_s * 1e3, c.per_token_s * 1e3, c.per_sample_s * 1e3,
+              c.per_attention_s * 1e3, c.per_kv_read_s * 1e3, wp.samples.size(), 100 * wp.fit.mean_abs_rel_error,
+              100 * wp.fit.max_abs_rel_error);
+  return wp;
+}
+
+// The token budget for --itl-slo, from the entry with the most threads (the colocated setting).
+void PickBudget(const ProfileFlags& p, sim::Profile* profile) {
+  std::vector<int> candidates;
+  for (int b = 16; b <= 8192; b *= 2) candidates.push_back(b);
+  const sim::IterationCost& cost = profile->workers.back().cost;
+  auto budget = sim::PickTokenBudget(cost, p.itl_slo_ms / 1e3, candidates, p.budget_decodes, p.budget_context);
+  if (!budget) {
+    std::printf("no token budget >= 16 keeps an iteration under %g ms here\n", p.itl_slo_ms);
+    return;
+  }
+  profile->token_budget = *budget;
+  profile->token_budget_itl_slo_ms = p.itl_slo_ms;
+  std::printf("token budget for an ITL SLO of %g ms: %d\n", p.itl_slo_ms, *budget);
+}
+
 }  // namespace
 
 int ProfileCommand(const std::vector<std::string>& args) {
@@ -162,52 +211,11 @@ int ProfileCommand(const std::vector<std::string>& args) {
   profile.transfer.source = StrCat("--transfer-gbps ", p.transfer_gbps, " --transfer-latency-ms ", p.transfer_latency_ms,
                                    " (not measured by tandem profile)");
   for (int t : *threads) {
-    EngineFlags ef = p.engine;
-    ef.threads = t;
-    ef.prefix_cache = true;
-    ef.token_budget = sim::ProfileTokenBudget(o);
-    ef.max_num_seqs = 256;
-    auto backend = MakeBackend(ef);
-    if (!backend.ok()) return Fail("profile", std::string(backend.status().message()));
-    EngineOptions eo = ef.ToEngineOptions();
-    eo.num_kv_blocks = (sim::ProfileKvTokens(o) + ef.block_size - 1) / ef.block_size + 16;
-    auto engine = Engine::Create(**file, std::move(*backend), eo);
-    if (!engine.ok()) return Fail("profile", std::string(engine.status().message()));
-    const ModelConfig& mc = (*engine)->model_config();
-    profile.model.name = mc.name.empty() ? mc.architecture : mc.name;
-    profile.model.kv_bytes_per_token = mc.kv_bytes_per_token();
-    profile.model.weight_bytes = (*engine)->weight_bytes();
-    profile.model.context_length = (*engine)->max_model_len();
-    if (p.progress) {
-      std::fprintf(stderr, "[profile] %s on %s%s\n", profile.model.name.c_str(), ef.device.c_str(),
-                   t > 0 ? StrCat(", ", t, " thread", t > 1 ? "s" : "").c_str() : "");
-    }
-    auto wp = sim::ProfileEngine(**engine, o);
+    auto wp = ProfileOne(p, **file, t, o, &profile.model);
     if (!wp.ok()) return Fail("profile", std::string(wp.status().message()));
-    wp->device = ef.device;
-    wp->threads = ef.device == "cpu" ? static_cast<cpu::CpuBackend&>((*engine)->backend()).threads() : 0;
-    const sim::IterationCost& c = wp->cost;
-    std::printf("%s threads=%d: t = %.3f ms + %.4f ms/token + %.4f ms/sampled row + %.3g ms/query-key pair"
-                " + %.3g ms/KV token read  (fit over %zu iterations: mean error %.1f%%, max %.1f%%)\n",
-                wp->device.c_str(), wp->threads, c.fixed_s * 1e3, c.per_token_s * 1e3, c.per_sample_s * 1e3,
-                c.per_attention_s * 1e3, c.per_kv_read_s * 1e3, wp->samples.size(), 100 * wp->fit.mean_abs_rel_error,
-                100 * wp->fit.max_abs_rel_error);
-    profile.workers.push_back(std::move(*wp));
+    profile.workers.push_back(*std::move(wp));
   }
-  if (p.itl_slo_ms > 0) {
-    std::vector<int> candidates;
-    for (int b = 16; b <= 8192; b *= 2) candidates.push_back(b);
-    // The budget for the most threads profiled (the colocated worker's setting).
-    const sim::IterationCost& cost = profile.workers.back().cost;
-    auto budget = sim::PickTokenBudget(cost, p.itl_slo_ms / 1e3, candidates, p.budget_decodes, p.budget_context);
-    if (budget) {
-      profile.token_budget = *budget;
-      profile.token_budget_itl_slo_ms = p.itl_slo_ms;
-      std::printf("token budget for an ITL SLO of %g ms: %d\n", p.itl_slo_ms, *budget);
-    } else {
-      std::printf("no token budget >= 16 keeps an iteration under %g ms here\n", p.itl_slo_ms);
-    }
-  }
+  if (p.itl_slo_ms > 0) PickBudget(p, &profile);
   if (absl::Status s = sim::WriteProfile(profile, p.output); !s.ok()) return Fail("profile", std::string(s.message()));
   std::printf("wrote %s\n", p.output.c_str());
   return 0;
