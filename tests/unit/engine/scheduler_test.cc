@@ -189,3 +189,52 @@ TEST_F(SchedulerTest, RemoveReleasesEveryBlock) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// The iteration shape the cost model (src/sim) prices: tokens, sampled rows, query-key pairs
+// (n*c + n*(n+1)/2 for a chunk of n after c) and KV tokens read (c + n), per chunk.
+TEST(DescribeIteration, CountsTheWorkOfEveryChunk) {
+  BlockManagerOptions bo;
+  bo.num_blocks = 100;
+  bo.block_size = 16;
+  bo.enable_prefix_cache = false;
+  BlockManager blocks(bo);
+  SchedulerOptions so;
+  so.token_budget = 64;
+  Scheduler scheduler(so, blocks);
+  Sequence a("a", std::vector<int32_t>(100, 1), SamplingParams{}, 0, 0, 1);
+  Sequence b("b", std::vector<int32_t>(50, 1), SamplingParams{}, 0, 1, 1);
+  scheduler.Add(&a);
+  scheduler.Add(&b);
+  auto run = [&] {
+    SchedulerOutput plan = scheduler.Schedule();
+    const IterationShape shape = DescribeIteration(plan);
+    for (const auto& c : plan.chunks) {
+      c.seq->num_computed += c.num_tokens;
+      if (c.samples) c.seq->tokens.push_back(7);
+    }
+    return shape;
+  };
+  const IterationShape first = run();  // a: 64 tokens from 0
+  EXPECT_EQ(first.tokens, 64);
+  EXPECT_EQ(first.sampled, 0);
+  EXPECT_EQ(first.attention_pairs, 64 * 65 / 2);
+  EXPECT_EQ(first.kv_read_tokens, 64);
+  EXPECT_EQ(first.sequences, 1);
+  const IterationShape second = run();  // a: 36 after 64 (samples), b: 28 from 0
+  EXPECT_EQ(second.tokens, 64);
+  EXPECT_EQ(second.sampled, 1);
+  EXPECT_EQ(second.attention_pairs, (36 * 64 + 36 * 37 / 2) + 28 * 29 / 2);
+  EXPECT_EQ(second.kv_read_tokens, 100 + 28);
+  EXPECT_EQ(second.sequences, 2);
+  const IterationShape third = run();  // a decodes one token after 100; b: 22 after 28 (samples)
+  EXPECT_EQ(third.tokens, 23);
+  EXPECT_EQ(third.sampled, 2);
+  EXPECT_EQ(third.attention_pairs, 101 + (22 * 28 + 22 * 23 / 2));
+  EXPECT_EQ(third.kv_read_tokens, 101 + 50);
+}
+
+}  // namespace
+}  // namespace tandem
