@@ -1,10 +1,16 @@
 #include "cli/common_flags.h"
 
+#include <chrono>
+
+#include "absl/strings/numbers.h"
 #include "cli/environment.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
 #include "common/strings.h"
 #include "engine/backends/cpu/cpu_backend.h"
 #include "engine/backends/cuda/cuda_backend_factory.h"
 #include "modelstore/model_store.h"
+#include "sim/profiler.h"
 
 namespace tandem::cli {
 
@@ -13,7 +19,11 @@ void EngineFlags::Register(FlagSet& f) {
   f.Int("threads", &threads, "compute threads (0 = one per CPU)");
   f.Int("kv-cache-mb", &kv_cache_mb, "KV cache size in MiB");
   f.Int("block-size", &block_size, "tokens per KV cache block");
-  f.Int("token-budget", &token_budget, "tokens per iteration (chunked-prefill budget)");
+  f.String("token-budget", &token_budget,
+           "tokens per iteration (chunked-prefill budget), or auto: measured at start-up (a few seconds), the "
+           "largest power of two whose iteration - 8 sequences decoding at 1024 tokens of context plus a prefill "
+           "chunk - is predicted to take at most --budget-itl-ms");
+  f.Float("budget-itl-ms", &budget_itl_ms, "the inter-token latency --token-budget auto keeps an iteration under, ms");
   f.Int("max-num-seqs", &max_num_seqs, "sequences per iteration");
   f.Int("max-model-len", &max_model_len, "context length limit (0 = the model's)");
   f.Bool("prefix-cache", &prefix_cache, "reuse KV blocks of shared prompt prefixes");
@@ -29,7 +39,8 @@ EngineOptions EngineFlags::ToEngineOptions() const {
   o.kv_cache_bytes = kv_cache_mb << 20;
   o.max_model_len = max_model_len;
   o.enable_prefix_cache = prefix_cache;
-  o.scheduler.token_budget = token_budget;
+  int budget = 512;
+  if (absl::SimpleAtoi(token_budget, &budget) && budget > 0) o.scheduler.token_budget = budget;
   o.scheduler.max_num_seqs = max_num_seqs;
   return o;
 }
@@ -70,11 +81,61 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags) {
   return std::unique_ptr<Backend>(std::move(*backend));
 }
 
+namespace {
+
+// --token-budget auto: a short start-up profile of this engine (sim/profiler.h) and the budget
+// its fitted cost allows under the ITL target.
+absl::StatusOr<int> PickBudgetAtStartUp(const EngineFlags& flags, const gguf::GgufFile& file) {
+  sim::ProfileOptions o;
+  o.chunk_sizes = {64, 256};
+  o.contexts = {0, 256};
+  o.batches = {1, 8};
+  o.decode_contexts = {128};
+  o.mixed_batches = {4};
+  o.mixed_chunks = {64};
+  o.decode_steps = 3;
+  o.repeats = 1;
+  TANDEM_ASSIGN_OR_RETURN(auto backend, MakeBackend(flags));
+  EngineOptions eo = flags.ToEngineOptions();
+  eo.enable_prefix_cache = true;
+  eo.scheduler.token_budget = sim::ProfileTokenBudget(o);
+  eo.scheduler.max_num_seqs = 64;
+  eo.num_kv_blocks = (sim::ProfileKvTokens(o) + eo.block_size - 1) / eo.block_size + 16;
+  TANDEM_ASSIGN_OR_RETURN(auto engine, Engine::Create(file, std::move(backend), eo));
+  const auto start = std::chrono::steady_clock::now();
+  TANDEM_ASSIGN_OR_RETURN(sim::WorkerProfile profile, sim::ProfileEngine(*engine, o));
+  std::vector<int> candidates;
+  for (int b = 16; b <= 4096; b *= 2) candidates.push_back(b);
+  const std::optional<int> budget =
+      sim::PickTokenBudget(profile.cost, flags.budget_itl_ms / 1e3, candidates, /*decodes=*/8, /*context=*/1024);
+  GetLogger("engine")->info("--token-budget auto: {} tokens per iteration for an ITL of {} ms ({} iterations profiled in "
+                      "{:.1f} s, fit error {:.1f}%)",
+                      budget.value_or(16), flags.budget_itl_ms, profile.samples.size(),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                      100 * profile.fit.mean_abs_rel_error);
+  return budget.value_or(16);
+}
+
+}  // namespace
+
+absl::Status EngineFlags::Check() const {
+  int budget = 0;
+  if (token_budget != "auto" && (!absl::SimpleAtoi(token_budget, &budget) || budget < 1)) {
+    return absl::InvalidArgumentError(StrCat("--token-budget must be a count >= 1 or auto, not '", token_budget, "'"));
+  }
+  if (!(budget_itl_ms > 0)) return absl::InvalidArgumentError("--budget-itl-ms must be > 0");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const EngineFlags& flags, const gguf::GgufFile& file,
                                                    std::vector<int32_t> eog_token_ids) {
+  TANDEM_RETURN_IF_ERROR(flags.Check());
+  EngineOptions options = flags.ToEngineOptions();
+  if (flags.token_budget == "auto") {
+    TANDEM_ASSIGN_OR_RETURN(options.scheduler.token_budget, PickBudgetAtStartUp(flags, file));
+  }
   auto backend = MakeBackend(flags);
   if (!backend.ok()) return backend.status();
-  EngineOptions options = flags.ToEngineOptions();
   options.eog_token_ids = std::move(eog_token_ids);
   options.scheduler.max_num_seqs = std::max(1, options.scheduler.max_num_seqs);
   return Engine::Create(file, std::move(*backend), options);

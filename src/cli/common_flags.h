@@ -17,7 +17,8 @@ struct EngineFlags {
   int threads = 0;
   int64_t kv_cache_mb = 256;
   int block_size = 16;
-  int token_budget = 512;
+  std::string token_budget = "512";  // a count, or "auto" (MakeEngine picks it by budget_itl_ms)
+  double budget_itl_ms = 100;
   int max_num_seqs = 64;
   int max_model_len = 0;
   bool prefix_cache = true;
@@ -27,6 +28,9 @@ struct EngineFlags {
   bool cuda_graphs = false;
 
   void Register(FlagSet& flags);
+  // InvalidArgument for a --token-budget that is neither a count >= 1 nor auto.
+  absl::Status Check() const;
+  // --token-budget auto becomes 512 here; MakeEngine measures the real one.
   EngineOptions ToEngineOptions() const;
 };
 

@@ -120,7 +120,7 @@ absl::StatusOr<sim::WorkerProfile> ProfileOne(const ProfileFlags& p, const gguf:
   EngineFlags ef = p.engine;
   ef.threads = threads;
   ef.prefix_cache = true;
-  ef.token_budget = sim::ProfileTokenBudget(o);
+  ef.token_budget = std::to_string(sim::ProfileTokenBudget(o));
   ef.max_num_seqs = 256;
   TANDEM_ASSIGN_OR_RETURN(auto backend, MakeBackend(ef));
   EngineOptions eo = ef.ToEngineOptions();

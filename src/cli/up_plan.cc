@@ -19,7 +19,7 @@ void UpFlags::Register(FlagSet& f) {
                                           "queue-timeout", "api-key"});
   router.Register(f);
   // Every worker's engine and transfer settings (--threads is up's own: it divides the CPUs).
-  f.RegisterOnly(std::vector<std::string>{"kv-cache-mb", "block-size", "token-budget", "max-num-seqs",
+  f.RegisterOnly(std::vector<std::string>{"kv-cache-mb", "block-size", "token-budget", "budget-itl-ms", "max-num-seqs",
                                           "max-model-len", "prefix-cache", "isa", "ucx-tls", "transfer-timeout",
                                           "reserve-headroom-blocks"});
   worker.Register(f);
