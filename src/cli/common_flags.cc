@@ -86,15 +86,7 @@ namespace {
 // --token-budget auto: a short start-up profile of this engine (sim/profiler.h) and the budget
 // its fitted cost allows under the ITL target.
 absl::StatusOr<int> PickBudgetAtStartUp(const EngineFlags& flags, const gguf::GgufFile& file) {
-  sim::ProfileOptions o;
-  o.chunk_sizes = {64, 256};
-  o.contexts = {0, 256};
-  o.batches = {1, 8};
-  o.decode_contexts = {128};
-  o.mixed_batches = {4};
-  o.mixed_chunks = {64};
-  o.decode_steps = 3;
-  o.repeats = 1;
+  const sim::ProfileOptions o = sim::ProfileOptions::StartUp();
   TANDEM_ASSIGN_OR_RETURN(auto backend, MakeBackend(flags));
   EngineOptions eo = flags.ToEngineOptions();
   eo.enable_prefix_cache = true;
@@ -104,10 +96,8 @@ absl::StatusOr<int> PickBudgetAtStartUp(const EngineFlags& flags, const gguf::Gg
   TANDEM_ASSIGN_OR_RETURN(auto engine, Engine::Create(file, std::move(backend), eo));
   const auto start = std::chrono::steady_clock::now();
   TANDEM_ASSIGN_OR_RETURN(sim::WorkerProfile profile, sim::ProfileEngine(*engine, o));
-  std::vector<int> candidates;
-  for (int b = 16; b <= 4096; b *= 2) candidates.push_back(b);
-  const std::optional<int> budget =
-      sim::PickTokenBudget(profile.cost, flags.budget_itl_ms / 1e3, candidates, /*decodes=*/8, /*context=*/1024);
+  const std::optional<int> budget = sim::PickTokenBudget(profile.cost, flags.budget_itl_ms / 1e3,
+                                                        sim::PowerOfTwoBudgets(4096), /*decodes=*/8, /*context=*/1024);
   GetLogger("engine")->info("--token-budget auto: {} tokens per iteration for an ITL of {} ms ({} iterations profiled in "
                       "{:.1f} s, fit error {:.1f}%)",
                       budget.value_or(16), flags.budget_itl_ms, profile.samples.size(),

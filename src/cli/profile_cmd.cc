@@ -149,10 +149,9 @@ absl::StatusOr<sim::WorkerProfile> ProfileOne(const ProfileFlags& p, const gguf:
 
 // The token budget for --itl-slo, from the entry with the most threads (the colocated setting).
 void PickBudget(const ProfileFlags& p, sim::Profile* profile) {
-  std::vector<int> candidates;
-  for (int b = 16; b <= 8192; b *= 2) candidates.push_back(b);
   const sim::IterationCost& cost = profile->workers.back().cost;
-  auto budget = sim::PickTokenBudget(cost, p.itl_slo_ms / 1e3, candidates, p.budget_decodes, p.budget_context);
+  auto budget = sim::PickTokenBudget(cost, p.itl_slo_ms / 1e3, sim::PowerOfTwoBudgets(8192), p.budget_decodes,
+                                     p.budget_context);
   if (!budget) {
     std::printf("no token budget >= 16 keeps an iteration under %g ms here\n", p.itl_slo_ms);
     return;
@@ -181,16 +180,7 @@ int ProfileCommand(const std::vector<std::string>& args) {
   }
   sim::ProfileOptions o;
   o.repeats = p.repeats;
-  if (p.quick) {
-    o.chunk_sizes = {16, 48};
-    o.contexts = {0, 32};
-    o.batches = {1, 4};
-    o.decode_contexts = {24};
-    o.mixed_batches = {2};
-    o.mixed_chunks = {32};
-    o.decode_steps = 3;
-    o.repeats = 1;
-  }
+  if (p.quick) o = sim::ProfileOptions::Quick();
   const auto started = std::chrono::steady_clock::now();
   if (p.progress) {
     o.progress = [&](const std::string& what) {

@@ -131,6 +131,38 @@ class Runner {
 
 }  // namespace
 
+ProfileOptions ProfileOptions::Quick() {
+  ProfileOptions o;
+  o.chunk_sizes = {16, 48};
+  o.contexts = {0, 32};
+  o.batches = {1, 4};
+  o.decode_contexts = {24};
+  o.mixed_batches = {2};
+  o.mixed_chunks = {32};
+  o.decode_steps = 3;
+  o.repeats = 1;
+  return o;
+}
+
+ProfileOptions ProfileOptions::StartUp() {
+  ProfileOptions o;
+  o.chunk_sizes = {64, 256};
+  o.contexts = {0, 256};
+  o.batches = {1, 8};
+  o.decode_contexts = {128};
+  o.mixed_batches = {4};
+  o.mixed_chunks = {64};
+  o.decode_steps = 3;
+  o.repeats = 1;
+  return o;
+}
+
+std::vector<int> PowerOfTwoBudgets(int max) {
+  std::vector<int> out;
+  for (int b = 16; b <= max; b *= 2) out.push_back(b);
+  return out;
+}
+
 int64_t ProfileKvTokens(const ProfileOptions& o) {
   int64_t need = 0;
   const int max_chunk = o.chunk_sizes.empty() ? 0 : *std::max_element(o.chunk_sizes.begin(), o.chunk_sizes.end());

@@ -36,7 +36,15 @@ struct ProfileOptions {
   uint32_t seed = 1;
   // Told what runs, e.g. "decode batch 8 context 512 (3/12)".
   std::function<void(const std::string&)> progress;
+
+  // A handful of tiny experiments (seconds on the tiny test model): `tandem profile --quick`.
+  static ProfileOptions Quick();
+  // What `--token-budget auto` runs when an engine starts (a few seconds on this VM).
+  static ProfileOptions StartUp();
 };
+
+// The budgets a pick chooses among: powers of two from 16 to `max`.
+std::vector<int> PowerOfTwoBudgets(int max);
 
 // The KV cache an engine needs to run `options`' experiments, in tokens.
 int64_t ProfileKvTokens(const ProfileOptions& options);

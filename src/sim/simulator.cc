@@ -116,6 +116,7 @@ class Sim {
       s.blocks = std::make_unique<BlockManager>(bo);
       s.scheduler = std::make_unique<Scheduler>(w.scheduler, *s.blocks);
       workers_.push_back(std::move(s));
+      worker_ids_.push_back(StrCat("w", 1000 + worker_ids_.size()));  // placement's tie-break key
       if (w.role == Role::kPrefill) {
         ++num_prefill_;
       } else {
@@ -199,9 +200,6 @@ class Sim {
   }
 
   void Arrive(int r) {
-    if (worker_ids_.empty()) {
-      for (size_t i = 0; i < workers_.size(); ++i) worker_ids_.push_back(StrCat("w", 1000 + i));
-    }
     RequestState& s = reqs_[r];
     if (router::placement::PrefillLocally(s.req.input_tokens, c_.local_prefill_threshold, num_prefill_)) {
       s.decode_worker = PickDecode(s.req.input_tokens);

@@ -2,8 +2,6 @@
 // the whole benchmark through the library, the preflight's errors, and `tandem bench serve`
 // itself when the binary has been built. Bounds on times are loose: nothing here is timing
 // critical.
-#include <sys/wait.h>
-
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "http/http_server.h"
 #include "nlohmann/json.hpp"
+#include "testing/shell.h"
 #include "testing/tiny_model.h"
 #include "unit/bench/fake_openai_server.h"
 
@@ -310,19 +309,8 @@ TEST_F(ServeTest, UsageErrorsAndUnreachableServers) {
 }
 
 // `tandem bench serve` end to end, when the binary is built (it is in a full build).
-struct Command {
-  int exit_code = -1;
-  std::string output;
-};
-Command Shell(const std::string& command) {
-  Command c;
-  std::FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) c.output.append(buf, n);
-  const int status = ::pclose(p);
-  c.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return c;
-}
+using Command = tandem::testing::ShellResult;
+using tandem::testing::Shell;
 
 TEST(BenchServeCommand, RunsAgainstAFakeServerWithExitCodes) {
   const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");

@@ -1,7 +1,5 @@
 // `tandem profile` and `tandem plan` through the binary: a quick profile of the tiny test
 // model, a plan from it, and the errors a user gets for bad input. Seconds, not minutes.
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "testing/shell.h"
 #include "testing/tiny_model.h"
 
 namespace tandem::sim {
@@ -18,21 +17,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Command {
-  int exit_code = -1;
-  std::string output;
-};
-
-Command Shell(const std::string& cmd) {
-  Command c;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return c;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) c.output.append(buf, n);
-  const int status = ::pclose(p);
-  c.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return c;
-}
+using Command = tandem::testing::ShellResult;
+using tandem::testing::Shell;
 
 TEST(ProfileAndPlanCommands, QuickProfileThenAPlanFromIt) {
   const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");
