@@ -68,8 +68,8 @@ Flags ParseFlags(int argc, char** argv) {
 
 class AcceptAll : public KvLeaseHandler {
  public:
-  absl::Status TransferStarting(const std::string&, int32_t) override { return absl::OkStatus(); }
-  void TransferEnded(const std::string&, const absl::Status&) override {}
+  absl::Status TransferStarting(const std::string&, std::span<const int32_t>) override { return absl::OkStatus(); }
+  void TransferEnded(const std::string&, const absl::Status&, int32_t) override {}
 };
 
 struct Cache {

@@ -69,8 +69,8 @@ class DevicePool final : public KvCacheStorage {
 
 class AcceptAll : public KvLeaseHandler {
  public:
-  absl::Status TransferStarting(const std::string&, int32_t) override { return absl::OkStatus(); }
-  void TransferEnded(const std::string& lease, const absl::Status& s) override {
+  absl::Status TransferStarting(const std::string&, std::span<const int32_t>) override { return absl::OkStatus(); }
+  void TransferEnded(const std::string& lease, const absl::Status& s, int32_t) override {
     if (!s.ok()) std::fprintf(stderr, "lease %s ended: %s\n", lease.c_str(), s.ToString().c_str());
   }
 };

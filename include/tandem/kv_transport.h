@@ -68,10 +68,13 @@ class KvTransfer {
 class KvLeaseHandler {
  public:
   virtual ~KvLeaseHandler() = default;
-  // A peer wants to write `lease_id`: OK pins the lease (it cannot expire until TransferEnded).
-  virtual absl::Status TransferStarting(const std::string& lease_id, int32_t num_blocks) = 0;
-  // The transfer ended: `status` OK means every block arrived.
-  virtual void TransferEnded(const std::string& lease_id, const absl::Status& status) = 0;
+  // A peer wants to write `lease_id` at `blocks` (the destination of logical block i): OK pins
+  // the lease (it cannot expire until TransferEnded). Refused unless `blocks` are the lease's
+  // own, in its order (a sender never chooses where it writes).
+  virtual absl::Status TransferStarting(const std::string& lease_id, std::span<const int32_t> blocks) = 0;
+  // The transfer ended: `status` OK means every block sent arrived; `filled_blocks` is how many
+  // of the lease's blocks, from the first, now hold the sender's KV.
+  virtual void TransferEnded(const std::string& lease_id, const absl::Status& status, int32_t filled_blocks) = 0;
 };
 
 class KvTransport {

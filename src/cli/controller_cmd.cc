@@ -1,9 +1,11 @@
 // `tandem controller`: the ratio controller (signals → traffic class → plan → actuator), and
 // `tandem drain`: drain one worker and wait (a Kubernetes preStop hook).
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <thread>
 
+#include "cli/cluster_token.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
 #include "cli/controller_flags.h"
@@ -191,6 +193,7 @@ absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeActuator(const Actuato
 int ControllerCommand(const std::vector<std::string>& args) {
   ControllerFlags cf;
   ActuatorFlags af;
+  ClusterTokenFlags tf;
   FlagSet flags("tandem controller --router HOST:PORT --router-http HOST:PORT --actuator kubernetes|local|role-change|none [flags]",
                 "Sizes the prefill and decode pools to the traffic. Every --interval-s it reads the\n"
                 "signals (arrival rate, prompt and output lengths, TTFT and ITL against their targets,\n"
@@ -203,13 +206,18 @@ int ControllerCommand(const std::vector<std::string>& args) {
                 "/healthz and /readyz on --http-port.");
   cf.Register(flags);
   af.Register(flags);
+  tf.Register(flags);
   if (auto exit_code = ParseArgs(flags, args, "controller")) return *exit_code;
+  auto token = tf.Resolve();
+  if (!token.ok()) return Fail("controller", std::string(token.status().message()), 2);
+  // Workers the local actuator starts inherit it (never on their command lines).
+  if (!token->empty()) ::setenv(kClusterTokenEnv, token->c_str(), 1);
   if (absl::Status s = cf.Finish(); !s.ok()) return Fail("controller", std::string(s.message()), 2);
   if (cf.router_grpc.empty()) return Fail("controller", "--router is required (the router's gRPC address)", 2);
   cf.daemon.bind = af.bind;
   cf.daemon.http_port = af.http_port;
 
-  controller::AdminClient admin(cf.router_grpc);
+  controller::AdminClient admin(cf.router_grpc, *token);
   if (af.print_signals_s > 0) return PrintSignals(cf.daemon, &admin, af.print_signals_s);
   std::signal(SIGINT, OnControllerSignal);
   std::signal(SIGTERM, OnControllerSignal);
@@ -236,15 +244,19 @@ int ControllerCommand(const std::vector<std::string>& args) {
 int DrainCommand(const std::vector<std::string>& args) {
   std::string worker;
   double timeout = 300;
+  ClusterTokenFlags tf;
   FlagSet flags("tandem drain --worker HOST:PORT [--timeout-s 300]",
                 "Asks a worker to drain — take no new work, finish what it has, send the KV it still\n"
                 "owes — and waits until it has. Exit 0 when drained, 1 on timeout or error. Meant for a\n"
                 "Kubernetes preStop hook: `tandem drain --worker 127.0.0.1:<worker gRPC port>`.");
   flags.String("worker", &worker, "the worker's gRPC address");
   flags.Float("timeout-s", &timeout, "seconds to wait for the worker's work to finish");
+  tf.Register(flags);
   if (auto exit_code = ParseArgs(flags, args, "drain")) return *exit_code;
   if (worker.empty()) return Fail("drain", "--worker is required", 2);
-  const absl::Status s = controller::DrainWorkerDirect(worker, absl::Seconds(timeout));
+  auto token = tf.Resolve();
+  if (!token.ok()) return Fail("drain", std::string(token.status().message()), 2);
+  const absl::Status s = controller::DrainWorkerDirect(worker, *token, absl::Seconds(timeout));
   if (!s.ok()) return Fail("drain", std::string(s.message()));
   std::fprintf(stderr, "tandem drain: %s drained\n", worker.c_str());
   return 0;

@@ -6,6 +6,8 @@
 //   TANDEM_LOG_LEVEL                         trace|debug|info|warn|error|off
 //   TANDEM_CPU_ISA                           scalar|avx2|avx512: the default for --isa
 //   TANDEM_API_KEY                           the router's API key when --api-key is not given
+//   TANDEM_CLUSTER_TOKEN(_FILE)              the internal plane's secret (cli/cluster_token.h;
+//                                            tandem up also sets UCX_NET_DEVICES=lo for its workers)
 //   OPENAI_API_KEY                           the key `tandem bench serve` sends (as OpenAI's tools do)
 //   KUBERNETES_SERVICE_HOST/PORT, TMPDIR     the controller's in-cluster Kubernetes access
 //

@@ -75,8 +75,8 @@ std::vector<int32_t> EncodePrompt(const GenerateFlags& g, const text::TextModel&
   std::vector<text::ChatMessage> messages;
   if (!g.system.empty()) messages.push_back({"system", g.system});
   messages.push_back({"user", g.prompt});
-  return model.tokenizer->Encode(model.chat_template.Apply(messages, /*add_generation_prompt=*/true),
-                                /*add_special=*/false, /*parse_special=*/true);
+  const text::RenderedChat chat = model.chat_template.Render(messages, /*add_generation_prompt=*/true);
+  return model.tokenizer->EncodeChat(chat.text, chat.markup);
 }
 
 struct RunStats {

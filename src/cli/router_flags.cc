@@ -10,7 +10,7 @@ void RouterFlags::Register(FlagSet& f) {
   f.String("served-model-name", &served_model, "model id clients name (default: derived from the file name)");
   f.Int("http-port", &http_port, "port of the HTTP API (0: any free port)");
   f.Int("grpc-port", &grpc_port, "port of the gRPC services (0: any free port)");
-  f.String("bind", &bind, "address to listen on");
+  f.String("bind", &bind, "address to listen on (0.0.0.0: every interface, as a container needs)");
   f.Int("http-threads", &http_threads, "threads serving HTTP connections");
   f.Int("local-prefill-threshold", &local_prefill_threshold,
         "prompts shorter than this many tokens prefill on the decode worker (0: never)");

@@ -13,7 +13,7 @@ namespace tandem::cli {
 struct RouterFlags {
   std::string model;          // empty: the bundled model
   std::string served_model;   // empty: derived from the file name
-  std::string bind = "0.0.0.0";
+  std::string bind = "127.0.0.1";  // loopback unless asked: nothing is exposed by default
   int http_port = 8000;
   int grpc_port = 50051;
   int http_threads = 2;

@@ -8,6 +8,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "cli/commands.h"
@@ -18,6 +19,7 @@
 #include "controller/loop/admin_client.h"
 #include "controller/loop/daemon.h"
 #include "controller/loop/local_actuator.h"
+#include "rpc/cluster_auth.h"
 
 namespace tandem::cli {
 namespace {
@@ -119,7 +121,7 @@ absl::Status UpSupervisor::StartWorkers() {
     if (!child.ok()) return child.status();
     members_.push_back({"mixed", std::move(*child), "", ""});
   }
-  admin_ = std::make_unique<controller::AdminClient>(router_grpc_);
+  admin_ = std::make_unique<controller::AdminClient>(router_grpc_, plan_.cluster_token);
   controller::LocalActuatorOptions lo;
   lo.tandem_binary = self_;
   lo.worker_flags = plan_.WorkerArgs(router_grpc_);
@@ -258,6 +260,17 @@ int UpCommand(const std::vector<std::string>& args) {
   up.ApplyEnvironment();
   auto plan = PlanUp(up, static_cast<int>(std::thread::hardware_concurrency()));
   if (!plan.ok()) return Fail("up", std::string(plan.status().message()), 2);
+  // The internal plane's credential: the one given, else a fresh one for this cluster. Every
+  // child inherits it in its environment (never on its command line).
+  absl::StatusOr<std::string> token =
+      up.cluster_token.Given() ? up.cluster_token.Resolve() : absl::StatusOr<std::string>(rpc::NewClusterToken());
+  if (!token.ok()) return Fail("up", std::string(token.status().message()), 2);
+  ::setenv(kClusterTokenEnv, token->c_str(), 1);
+  // One machine: the workers' KV transfer (UCX over TCP) listens on loopback only, unless the
+  // user chose the network devices.
+  ::setenv("UCX_NET_DEVICES", "lo", /*overwrite=*/0);
+  ::unsetenv(kClusterTokenFileEnv);
+  plan->cluster_token = *token;
   // Fetch the model once here, with progress, rather than in every child at the same time.
   auto path = ResolveModelPath(up.router.model);
   if (!path.ok()) return Fail("up", std::string(path.status().message()));

@@ -31,6 +31,10 @@ void UpFlags::Register(FlagSet& f) {
   f.Float("ready-timeout", &ready_timeout_s, "seconds to wait for the cluster to become ready");
   f.Bool("controller", &run_controller, "run the ratio controller (--no-controller: fixed worker counts)");
   f.Int("controller-port", &controller_port, "port of the controller's /metrics, /healthz, /readyz (0: any)");
+  f.String("listen", &listen,
+           "address the router's HTTP and gRPC APIs listen on (0.0.0.0: every interface; set --api-key "
+           "first); workers and the internal plane stay on 127.0.0.1");
+  cluster_token.Register(f, /*with_insecure=*/false);
   f.Bool("role-change", &role_change,
          "the controller rebalances by flipping a drained worker's role rather than replacing it");
   controller.Register(f, /*with_sources=*/false);
@@ -64,6 +68,11 @@ absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   plan.role_change = flags.role_change;
   plan.ready_timeout_s = flags.ready_timeout_s;
   plan.router = flags.router;
+  plan.router.bind = flags.listen;
+  if (flags.listen != "127.0.0.1" && flags.listen != "localhost" && flags.router.api_key.empty()) {
+    plan.notes.push_back(StrCat("the API listens on ", flags.listen, " without an API key: anyone who reaches it "
+                                "can use the model (set $TANDEM_API_KEY)"));
+  }
   plan.api_key = std::exchange(plan.router.api_key, "");  // the router's environment carries it
   if (absl::Status s = plan.router.ToOptions().status(); !s.ok()) return s;
   plan.worker = flags.worker;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/cluster_token.h"
 #include "cli/controller_flags.h"
 #include "cli/flags.h"
 #include "cli/router_flags.h"
@@ -33,6 +34,8 @@ struct UpFlags {
   bool run_controller = true;
   int controller_port = 9400;
   bool role_change = false;
+  std::string listen = "127.0.0.1";  // the router's address; the workers stay on loopback
+  ClusterTokenFlags cluster_token;    // none given: up makes one
   ControllerFlags controller;
 
   UpFlags();  // the controller's defaults for one machine (decision log, budget chosen later)
@@ -53,6 +56,7 @@ struct LaunchPlan {
   bool role_change = false;
   double ready_timeout_s = 0;
   std::string api_key;              // for the router's environment, never its argv
+  std::string cluster_token;        // every child's, through the environment (set by UpCommand)
   std::vector<std::string> notes;   // what the user should be told before the start
 
   // The model file every child serves.

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "cli/cluster_token.h"
 #include "cli/commands.h"
 #include "cli/worker_flags.h"
 #include "common/logging.h"
@@ -32,6 +33,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeWorkerEngine(const EngineFlags& flag
 
 int WorkerCommand(const std::vector<std::string>& args) {
   WorkerFlags wf;
+  ClusterTokenFlags tf;
   FlagSet flags("tandem worker --role prefill|decode|mixed --router HOST:PORT [flags]",
                 "Runs one model on this machine and serves the Worker gRPC API: prefill workers compute\n"
                 "prompts and send their KV cache to decode workers, which generate the tokens; mixed\n"
@@ -39,9 +41,13 @@ int WorkerCommand(const std::vector<std::string>& args) {
                 "/readyz are served on --http-port. SIGTERM or Ctrl-C drains (finishes in-flight work)\n"
                 "before exiting.");
   wf.Register(flags);
+  tf.Register(flags);
   if (auto exit_code = ParseArgs(flags, args, "worker")) return *exit_code;
   auto wo = wf.ToOptions();
   if (!wo.ok()) return Fail("worker", std::string(wo.status().message()), 2);
+  auto token = tf.Resolve();
+  if (!token.ok()) return Fail("worker", std::string(token.status().message()), 2);
+  wo->service.cluster_token = *token;
 
   auto path = ResolveModelPath(wf.engine.model);
   if (!path.ok()) return Fail("worker", std::string(path.status().message()));

@@ -17,7 +17,7 @@ void WorkerFlags::Register(FlagSet& f) {
   f.Int("grpc-port", &grpc_port, "port of the Worker gRPC service (0: any free port)");
   f.Int("http-port", &http_port, "port of /metrics, /healthz and /readyz (0: any free port)");
   f.String("host", &host, "address the router and other workers use to reach this worker");
-  f.String("bind", &bind, "address to listen on");
+  f.String("bind", &bind, "address to listen on (0.0.0.0: every interface, as a container needs)");
   f.String("worker-id", &worker_id, "name of this worker (default: <role>-<host>-<pid>)");
   f.String("ucx-tls", &ucx_tls, "UCX transports for the KV cache (UCX_TLS syntax; default: UCX's choice)");
   f.Float("transfer-timeout", &transfer_timeout_s, "seconds a KV transfer may take");

@@ -18,7 +18,7 @@ struct WorkerFlags {
   int grpc_port = 0;
   int http_port = 0;
   std::string host = "127.0.0.1";
-  std::string bind = "0.0.0.0";
+  std::string bind = "127.0.0.1";  // loopback unless asked: nothing is exposed by default
   std::string worker_id;
   std::string ucx_tls;
   double transfer_timeout_s = 30;

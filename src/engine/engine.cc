@@ -264,7 +264,7 @@ absl::Status Engine::AddPrefilled(GenerateRequest request, std::vector<int32_t> 
 
 absl::StatusOr<std::vector<int32_t>> Engine::AllocateKvBlocks(int32_t num_tokens, int64_t headroom_blocks) {
   if (num_tokens <= 0) return absl::InvalidArgumentError("a KV reservation needs at least one token");
-  const int64_t needed = (num_tokens + options_.block_size - 1) / options_.block_size;
+  const int64_t needed = (int64_t{num_tokens} + options_.block_size - 1) / options_.block_size;
   if (blocks_->num_available() < needed + headroom_blocks) {
     return absl::ResourceExhaustedError(StrCat("not enough free KV blocks: ", needed, " needed (+", headroom_blocks,
                                                " headroom), ", blocks_->num_available(), " available"));

@@ -19,7 +19,9 @@ FrontDoor::FrontDoor(FrontendOptions options, const text::Tokenizer* tokenizer, 
       id_salt_(std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
 
 std::string FrontDoor::NewRequestId() {
-  return fmt::format("{:08x}{:06x}", static_cast<uint32_t>(id_salt_), next_id_.fetch_add(1) & 0xffffff);
+  // A per-process random salt and a 64-bit counter: ids never repeat within a router, and two
+  // routers' ids differ unless their 32-bit salts collide and their counters meet.
+  return fmt::format("{:08x}{:06x}", static_cast<uint32_t>(id_salt_), next_id_.fetch_add(1));
 }
 
 bool FrontDoor::Authorized(std::string_view authorization) const {
@@ -36,8 +38,9 @@ bool FrontDoor::Authorized(std::string_view authorization) const {
 
 api::ApiErrorOr<std::vector<int32_t>> FrontDoor::Tokenize(const api::GenerationRequest& request) const {
   if (request.endpoint == api::Endpoint::kChatCompletions) {
-    return tokenizer_->Encode(template_.Apply(request.messages, /*add_generation_prompt=*/true),
-                              /*add_special=*/false, /*parse_special=*/true);
+    // Special tokens only where the template wrote them: a user's "<|im_start|>" is plain text.
+    const text::RenderedChat chat = template_.Render(request.messages, /*add_generation_prompt=*/true);
+    return tokenizer_->EncodeChat(chat.text, chat.markup);
   }
   if (!request.prompt_token_ids.empty()) {
     if (auto e = api::CheckTokenIdsInVocab(request.prompt_token_ids, tokenizer_->vocab_size(), "prompt")) {

@@ -1,6 +1,7 @@
 // The public gRPC door: v1.GenerateRequest in, a stream of v1.GenerateResponse out.
 #include <utility>
 
+#include "common/logging.h"
 #include "router/frontend.h"
 #include "rpc/convert.h"
 #include "rpc/server_stream_pump.h"
@@ -99,7 +100,11 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateService::Generate(grpc::
     return stream->reactor();
   };
   if (!door_->Authorized(AuthorizationOf(ctx))) return refuse(api::ApiError::InvalidApiKey());
-  std::string id = req->request_id().empty() ? door_->NewRequestId() : req->request_id();
+  // The id is always the router's: a client's id could collide with another request's.
+  std::string id = door_->NewRequestId();
+  if (!req->request_id().empty()) {
+    GetLogger("router")->info("request={} client_request_id={}", id, req->request_id().substr(0, 128));
+  }
   api::ApiErrorOr<AdmittedRequest> admitted = door_->Admit(InputFromProto(*req), std::move(id));
   if (!admitted.ok()) return refuse(admitted.error());
   auto encoder = std::make_unique<GrpcEncoder>(stream, admitted->id);

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "grpcpp/create_channel.h"
+#include "rpc/cluster_auth.h"
 #include "rpc/convert.h"
 
 namespace tandem::router {
@@ -78,11 +79,11 @@ class TokenReader : public grpc::ClientReadReactor<v1::TokensResponse> {
 
 }  // namespace
 
-std::shared_ptr<WorkerClient> GrpcWorkerClient::Connect(const std::string& address) {
+std::shared_ptr<WorkerClient> GrpcWorkerClient::Connect(const std::string& address, const std::string& cluster_token) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   return std::make_shared<GrpcWorkerClient>(std::shared_ptr<v1::Worker::Stub>(
-      v1::Worker::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args))));
+      v1::Worker::NewStub(rpc::ClusterChannel(address, cluster_token, args))));
 }
 
 void GrpcWorkerClient::ReserveKv(const v1::ReserveKvRequest& request, absl::Time deadline, ReserveDone done) {

@@ -17,7 +17,8 @@ namespace tandem::router {
 class GrpcWorkerClient final : public WorkerClient {
  public:
   // A client for the worker serving at `address` (host:port), over an insecure channel.
-  static std::shared_ptr<WorkerClient> Connect(const std::string& address);
+  // Every call carries `cluster_token` (rpc/cluster_auth.h; empty: none).
+  static std::shared_ptr<WorkerClient> Connect(const std::string& address, const std::string& cluster_token);
   explicit GrpcWorkerClient(std::shared_ptr<v1::Worker::Stub> stub) : stub_(std::move(stub)) {}
 
   void ReserveKv(const v1::ReserveKvRequest& request, absl::Time deadline, ReserveDone done) override;

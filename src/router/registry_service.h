@@ -3,14 +3,16 @@
 #pragma once
 
 #include "router/worker_registry.h"
+#include "rpc/cluster_auth.h"
 #include "tandem/v1/registry.grpc.pb.h"
 
 namespace tandem::router {
 
 class RegistryService final : public v1::Registry::CallbackService {
  public:
-  explicit RegistryService(WorkerRegistry* registry, int32_t heartbeat_ms)
-      : registry_(registry), heartbeat_ms_(heartbeat_ms) {}
+  // `auth` checks every caller's cluster token (borrowed).
+  RegistryService(WorkerRegistry* registry, int32_t heartbeat_ms, const rpc::ClusterAuth* auth)
+      : registry_(registry), heartbeat_ms_(heartbeat_ms), auth_(auth) {}
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
                                      v1::RegisterResponse* resp) override;
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
@@ -19,11 +21,12 @@ class RegistryService final : public v1::Registry::CallbackService {
  private:
   WorkerRegistry* registry_;
   int32_t heartbeat_ms_;
+  const rpc::ClusterAuth* auth_;
 };
 
 class RouterAdminService final : public v1::RouterAdmin::CallbackService {
  public:
-  explicit RouterAdminService(WorkerRegistry* registry) : registry_(registry) {}
+  RouterAdminService(WorkerRegistry* registry, const rpc::ClusterAuth* auth) : registry_(registry), auth_(auth) {}
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* req,
                                         v1::ListWorkersResponse* resp) override;
   // Asks the worker to drain; answers with whether it has nothing in flight any more.
@@ -34,6 +37,7 @@ class RouterAdminService final : public v1::RouterAdmin::CallbackService {
 
  private:
   WorkerRegistry* registry_;
+  const rpc::ClusterAuth* auth_;
 };
 
 }  // namespace tandem::router

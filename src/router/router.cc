@@ -41,7 +41,9 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   ro.model_id = model.id;
   ro.expiry = options.worker_expiry;
   ro.heartbeat_ms = options.heartbeat_ms;
-  ro.make_client = [](const v1::WorkerInfo& info) { return GrpcWorkerClient::Connect(info.grpc_address()); };
+  ro.make_client = [token = options.cluster_token](const v1::WorkerInfo& info) {
+    return GrpcWorkerClient::Connect(info.grpc_address(), token);
+  };
   r->registry_ = std::make_unique<WorkerRegistry>(ro);
   r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
   r->metrics_ = std::make_unique<RouterMetrics>(*r->metrics_registry_);
@@ -63,8 +65,9 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
                                             r->timer_.get(),
                                             r->metrics_.get());
   r->generate_service_ = std::make_unique<GenerateService>(r->frontend_.get());
-  r->registry_service_ = std::make_unique<RegistryService>(reg, options.heartbeat_ms);
-  r->admin_service_ = std::make_unique<RouterAdminService>(reg);
+  r->auth_ = std::make_unique<rpc::ClusterAuth>(options.cluster_token, r->metrics_->unauthenticated);
+  r->registry_service_ = std::make_unique<RegistryService>(reg, options.heartbeat_ms, r->auth_.get());
+  r->admin_service_ = std::make_unique<RouterAdminService>(reg, r->auth_.get());
 
   TANDEM_RETURN_IF_ERROR(r->StartServers());
   RouterProcess* self = r.get();

@@ -25,12 +25,15 @@
 namespace tandem::router {
 
 struct RouterOptions {
-  std::string bind_host = "0.0.0.0";
+  std::string bind_host = "127.0.0.1";
   int http_port = 8000;   // 0: any free port
   int grpc_port = 50051;  // 0: any free port
   int http_threads = 2;
   std::string served_model;        // empty: the GGUF's general.name-derived default
   std::string api_key;             // non-empty: clients must send it (Authorization: Bearer)
+  // Registry and RouterAdmin callers must present it, and calls to workers carry it
+  // (rpc/cluster_auth.h); empty: no check (development only).
+  std::string cluster_token;
   int32_t local_prefill_threshold = 0;
   int32_t default_max_tokens = 0;
   absl::Duration worker_expiry = absl::Seconds(3);
@@ -70,6 +73,7 @@ class RouterProcess {
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<Frontend> frontend_;
   std::unique_ptr<GenerateService> generate_service_;
+  std::unique_ptr<rpc::ClusterAuth> auth_;  // before the services that borrow it
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<RouterAdminService> admin_service_;
   std::unique_ptr<grpc::Server> grpc_server_;

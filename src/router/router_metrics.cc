@@ -33,6 +33,9 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
                            "Requests by where their prompt was computed (disaggregated: a prefill worker; "
                            "local: the decode or mixed worker)",
                            {"mode"});
+  unauthenticated = &r.AddCounter("tandem_router_unauthenticated_calls_total",
+                                  "Internal calls (Registry, RouterAdmin) refused for a missing or wrong cluster token",
+                                  {"service"});
   transfer_seconds = &r.AddHistogram("tandem_router_kv_transfer_seconds",
                                      "KV transfer time of disaggregated requests (first block sent to last acked)",
                                      metrics::DefaultLatencyBuckets())

@@ -22,6 +22,7 @@ struct RouterMetrics {
   metrics::Gauge* inflight;
   metrics::Counter* prefill_retries;
   metrics::CounterFamily* prefills;       // {mode = disaggregated | local}
+  metrics::CounterFamily* unauthenticated;  // {service}: internal calls without the cluster token
   metrics::Histogram* transfer_seconds;
   metrics::Counter* transfer_bytes;
   metrics::Counter* cancelled;

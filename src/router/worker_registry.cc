@@ -29,6 +29,13 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(info.worker_id());
   const bool known = it != workers_.end();
+  if (known && Hijacks(it->second, info)) {
+    GetLogger("router")->warn("refused a registration as worker={} from {}: that worker is alive at {}",
+                              info.worker_id(), info.grpc_address(), it->second.handle->info.grpc_address());
+    return absl::AlreadyExistsError(StrCat("worker id ", info.worker_id(), " is registered by a live worker at ",
+                                           it->second.handle->info.grpc_address(),
+                                           "; a worker may only replace its own registration"));
+  }
   Entry entry{std::move(handle), load, absl::Now(), 0, 0, PrefixIndex(options_.prefix_index_blocks)};
   // The same process registering again (the router restarted, or it missed a heartbeat) still
   // has its prefix cache; a new epoch is a new process with an empty one.
@@ -38,6 +45,14 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
                             info.worker_id(), v1::WorkerRole_Name(info.role()), info.grpc_address(),
                             placement::BlockSizeOf(info));
   return absl::OkStatus();
+}
+
+// A registration under a live worker's id is that worker's own when it comes from the same
+// address (the process registering again, or its restart, which the old process no longer
+// holds the port for); from elsewhere it is an attempt to take the worker's traffic. A worker that missed its heartbeats may be replaced.
+bool WorkerRegistry::Hijacks(const Entry& current, const v1::WorkerInfo& info) const {
+  if (current.handle->info.grpc_address() == info.grpc_address()) return false;
+  return absl::Now() - current.last_heartbeat <= options_.expiry;
 }
 
 bool WorkerRegistry::Heartbeat(const std::string& worker_id, uint64_t epoch, v1::WorkerRole role,

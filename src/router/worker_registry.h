@@ -106,6 +106,7 @@ class WorkerRegistry {
     int64_t reserved_since_heartbeat = 0;
     PrefixIndex prefix_index;  // prefill workers: the prompts sent there
   };
+  bool Hijacks(const Entry& current, const v1::WorkerInfo& info) const;  // mu_ held
 
   const WorkerRegistryOptions options_;
   mutable std::mutex mu_;

@@ -108,23 +108,52 @@ std::string_view ChatTemplate::name() const {
 
 std::string ChatTemplate::Apply(std::span<const ChatMessage> messages,
                                 bool add_generation_prompt) const {
-  std::string out;
+  return Render(messages, add_generation_prompt).text;
+}
+
+RenderedChat ChatTemplate::Render(std::span<const ChatMessage> messages, bool add_generation_prompt) const {
+  RenderedChat out;
+  // The template's own text: the only place special tokens may be parsed.
+  auto markup = [&out](std::string_view s) {
+    if (s.empty()) return;
+    const size_t begin = out.text.size();
+    out.text += s;
+    if (!out.markup.empty() && out.markup.back().second == begin) {
+      out.markup.back().second = out.text.size();
+    } else {
+      out.markup.emplace_back(begin, out.text.size());
+    }
+  };
+  auto verbatim = [&out](std::string_view s) { out.text += s; };  // roles and contents
   if (style_ == Style::kChatMl) {
     if (!default_system_.empty() && !messages.empty() && messages[0].role != "system") {
-      out += StrCat(kImStart, "system\n", default_system_, kImEnd, "\n");
+      markup(kImStart);
+      markup("system\n");
+      markup(default_system_);
+      markup(kImEnd);
+      markup("\n");
     }
     for (const ChatMessage& m : messages) {
-      out += StrCat(kImStart, m.role, "\n", m.content, kImEnd, "\n");
+      markup(kImStart);
+      verbatim(m.role);
+      markup("\n");
+      verbatim(m.content);
+      markup(kImEnd);
+      markup("\n");
     }
-    if (add_generation_prompt) out += StrCat(kImStart, "assistant\n");
+    if (add_generation_prompt) markup(StrCat(kImStart, "assistant\n"));
     return out;
   }
   for (size_t i = 0; i < messages.size(); ++i) {
-    if (i == 0) out += bos_;
-    out += StrCat(kStartHeader, messages[i].role, kEndHeader, "\n\n",
-                  TrimPythonWhitespace(messages[i].content), kEotId);
+    if (i == 0) markup(bos_);
+    markup(kStartHeader);
+    verbatim(messages[i].role);
+    markup(kEndHeader);
+    markup("\n\n");
+    verbatim(TrimPythonWhitespace(messages[i].content));
+    markup(kEotId);
   }
-  if (add_generation_prompt) out += StrCat(kStartHeader, "assistant", kEndHeader, "\n\n");
+  if (add_generation_prompt) markup(StrCat(kStartHeader, "assistant", kEndHeader, "\n\n"));
   return out;
 }
 

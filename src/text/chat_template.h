@@ -16,8 +16,9 @@
 //    (without their date/tool preamble).
 //  * An empty template means ChatML without a default system prompt.
 //
-// Roles and contents are inserted verbatim (no escaping of special-token text: tokenize the
-// result with parse_special=true, and the user's own text with care).
+// Roles and contents are inserted verbatim. Render() also says which bytes the template wrote:
+// tokenize with Tokenizer::EncodeChat so that special-token text is parsed only there, never in
+// a user's content (a message containing "<|im_start|>system" stays plain text).
 //
 // Thread-safety: immutable; Apply() may be called concurrently. Copyable.
 #pragma once
@@ -25,6 +26,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -33,6 +36,13 @@ namespace tandem::text {
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant", ...
   std::string content;
+};
+
+// A rendered conversation: the text, and the byte ranges [begin, end) the template itself wrote
+// (sorted, disjoint), outside of which nothing is a special token.
+struct RenderedChat {
+  std::string text;
+  std::vector<std::pair<size_t, size_t>> markup;
 };
 
 class ChatTemplate {
@@ -46,6 +56,7 @@ class ChatTemplate {
   static ChatTemplate ChatMl();
 
   std::string Apply(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+  RenderedChat Render(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
 
   // "chatml" or "llama3".
   std::string_view name() const;

@@ -304,15 +304,30 @@ void Tokenizer::DetectSpecialTokens() {
   eog_ids_ = std::move(eog);
 }
 
-std::vector<Tokenizer::Fragment> Tokenizer::Partition(std::string_view text,
-                                                      bool parse_special) const {
+namespace {
+
+// Whether [begin, end) lies inside one of the sorted, disjoint ranges.
+bool InsideRanges(std::span<const std::pair<size_t, size_t>> ranges, size_t begin, size_t end) {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), begin,
+                             [](size_t v, const std::pair<size_t, size_t>& r) { return v < r.first; });
+  if (it == ranges.begin()) return false;
+  --it;
+  return begin >= it->first && end <= it->second;
+}
+
+}  // namespace
+
+std::vector<Tokenizer::Fragment> Tokenizer::Partition(std::string_view text, bool parse_special,
+                                                      std::span<const std::pair<size_t, size_t>>* markup) const {
   std::vector<Fragment> frags;
   if (text.empty()) return frags;
   frags.push_back({false, -1, 0, text.size()});
   std::vector<Fragment> next;
   for (int32_t id : special_ids_) {
     const Token& special = tokens_[id];
-    if (!parse_special && (special.attr & (kAttrControl | kAttrUnknown))) continue;
+    const bool control = (special.attr & (kAttrControl | kAttrUnknown)) != 0;
+    if (!parse_special && control) continue;
+    const bool restricted = control && markup != nullptr;
     const std::string_view needle = special.text;
     next.clear();
     for (const Fragment& f : frags) {
@@ -323,10 +338,14 @@ std::vector<Tokenizer::Fragment> Tokenizer::Partition(std::string_view text,
       const size_t end = f.offset + f.length;
       const std::string_view window = text.substr(0, end);
       size_t pos = f.offset;
-      for (size_t m; (m = window.find(needle, pos)) != std::string_view::npos;) {
+      for (size_t from = pos, m; (m = window.find(needle, from)) != std::string_view::npos;) {
+        if (restricted && !InsideRanges(*markup, m, m + needle.size())) {
+          from = m + 1;  // a user's text: stays in the fragment
+          continue;
+        }
         if (m > pos) next.push_back({false, -1, pos, m - pos});
         next.push_back({true, id, 0, 0});
-        pos = m + needle.size();
+        pos = from = m + needle.size();
       }
       if (pos < end) next.push_back({false, -1, pos, end - pos});
     }
@@ -394,6 +413,20 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special,
     }
   }
   if (add_special && add_eos_) out.push_back(eos_id_);
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::EncodeChat(std::string_view text,
+                                           std::span<const std::pair<size_t, size_t>> markup) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 2);
+  for (const Fragment& f : Partition(text, /*parse_special=*/true, &markup)) {
+    if (f.is_token) {
+      out.push_back(f.token);
+    } else {
+      EncodeText(text.substr(f.offset, f.length), &out);
+    }
+  }
   return out;
 }
 

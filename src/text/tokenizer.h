@@ -84,6 +84,10 @@ class Tokenizer {
   // asks (add_bos/add_eos). parse_special: special tokens' texts in `text` become those
   // tokens; otherwise they are encoded as ordinary text (user-defined tokens always match).
   std::vector<int32_t> Encode(std::string_view text, bool add_special, bool parse_special) const;
+  // A chat template's output: control tokens are parsed only where their whole text lies inside
+  // one of the `markup` byte ranges (sorted, disjoint); elsewhere their text is ordinary text.
+  // Equal to Encode(text, false, true) when no control-token text occurs outside the markup.
+  std::vector<int32_t> EncodeChat(std::string_view text, std::span<const std::pair<size_t, size_t>> markup) const;
 
   // The bytes a token stands for (not necessarily complete UTF-8: a multi-byte character can
   // be split over tokens). Control and unknown tokens render their text only when
@@ -132,7 +136,9 @@ class Tokenizer {
   Tokenizer() = default;
   absl::Status Init(TokenizerConfig config);
   void DetectSpecialTokens();
-  std::vector<Fragment> Partition(std::string_view text, bool parse_special) const;
+  // markup: when not null, control tokens match only inside these ranges (see EncodeChat).
+  std::vector<Fragment> Partition(std::string_view text, bool parse_special,
+                                  std::span<const std::pair<size_t, size_t>>* markup = nullptr) const;
   void EncodeText(std::string_view text, std::vector<int32_t>* out) const;
 
   std::vector<Token> tokens_;

@@ -12,8 +12,12 @@
 
 namespace tandem {
 
+// Temperatures below this are greedy: dividing logits by a denormal temperature overflows them
+// to infinities (vLLM uses the same epsilon).
+inline constexpr float kGreedyTemperature = 1e-5f;
+
 struct SamplingParams {
-  float temperature = 1.0f;  // 0 = greedy
+  float temperature = 1.0f;  // below kGreedyTemperature (0 included) = greedy
   float top_p = 1.0f;        // (0, 1]
   int top_k = 0;             // 0 = off
   std::optional<uint64_t> seed;
@@ -22,7 +26,7 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
 
   absl::Status Validate(int vocab_size) const;
-  bool greedy() const { return temperature <= 0.0f; }
+  bool greedy() const { return !(temperature >= kGreedyTemperature); }  // NaN is greedy too
 };
 
 }  // namespace tandem

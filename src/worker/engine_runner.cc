@@ -1,8 +1,22 @@
 #include "worker/engine_runner.h"
 
 #include "common/logging.h"
+#include "common/strings.h"
 
 namespace tandem::worker {
+namespace {
+
+// Runs f, turning an exception into an error status for the one request it concerned.
+template <typename F>
+absl::Status Guarded(F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return absl::InternalError(StrCat("the engine failed on this request: ", e.what()));
+  }
+}
+
+}  // namespace
 
 EngineRunner::EngineRunner(std::unique_ptr<Engine> engine, KvLeaseTable* leases)
     : engine_(std::move(engine)), leases_(leases), config_(engine_->model_config()) {
@@ -30,7 +44,7 @@ void EngineRunner::Post(std::function<void(Engine&)> task) {
 void EngineRunner::Add(GenerateRequest request, RequestSink sink, std::function<void(const absl::Status&)> rejected) {
   Post([this, request = std::move(request), sink = std::move(sink), rejected = std::move(rejected)](Engine& e) mutable {
     const std::string id = request.id;
-    if (absl::Status s = e.Add(std::move(request)); !s.ok()) {
+    if (absl::Status s = Guarded([&] { return e.Add(std::move(request)); }); !s.ok()) {
       rejected(s);
       return;
     }
@@ -44,7 +58,8 @@ void EngineRunner::AddPrefilled(GenerateRequest request, std::vector<int32_t> bl
   Post([this, request = std::move(request), blocks = std::move(blocks), first_token, rng_draws, sink = std::move(sink),
         rejected = std::move(rejected)](Engine& e) mutable {
     const std::string id = request.id;
-    if (absl::Status s = e.AddPrefilled(std::move(request), blocks, first_token, rng_draws); !s.ok()) {
+    if (absl::Status s = Guarded([&] { return e.AddPrefilled(std::move(request), blocks, first_token, rng_draws); });
+        !s.ok()) {
       e.FreeKvBlocks(blocks);  // the lease's blocks are ours now
       rejected(s);
       return;
@@ -77,6 +92,47 @@ int32_t EngineRunner::inflight() const {
   return inflight_ + static_cast<int32_t>(tasks_.size());  // requests posted but not yet added count too
 }
 
+// Nothing thrown on the engine thread may end the process: a task that throws is logged and
+// counted, and the requests it concerned fail through their own paths (their sinks or timeouts).
+void EngineRunner::RunTask(std::function<void(Engine&)>& task) {
+  try {
+    task(*engine_);
+  } catch (const std::exception& e) {
+    task_failures_.fetch_add(1);
+    GetLogger("worker")->error("an engine task failed: {}", e.what());
+  } catch (...) {
+    task_failures_.fetch_add(1);
+    GetLogger("worker")->error("an engine task failed with an unknown exception");
+  }
+}
+
+absl::StatusOr<std::vector<RequestOutput>> EngineRunner::GuardedStep() {
+  try {
+    return engine_->Step();
+  } catch (const std::exception& e) {
+    task_failures_.fetch_add(1);
+    return absl::InternalError(StrCat("the engine step threw: ", e.what()));
+  } catch (...) {
+    task_failures_.fetch_add(1);
+    return absl::InternalError("the engine step threw an unknown exception");
+  }
+}
+
+void EngineRunner::FailAll() {
+  for (auto& [id, sink] : sinks_) {
+    RequestOutput out;
+    out.id = id;
+    out.finish = FinishReason::kError;
+    try {
+      sink(*engine_, out);
+      engine_->Cancel(id);
+    } catch (const std::exception& e) {
+      GetLogger("worker")->error("request={} could not be failed cleanly: {}", id, e.what());
+    }
+  }
+  sinks_.clear();
+}
+
 void EngineRunner::Loop() {
   auto log = GetLogger("worker");
   for (;;) {
@@ -90,7 +146,7 @@ void EngineRunner::Loop() {
       if (stop_) break;
       tasks.swap(tasks_);
     }
-    for (auto& task : tasks) task(*engine_);
+    for (auto& task : tasks) RunTask(task);
     if (leases_ != nullptr) {
       int timed_out = 0;
       const std::vector<int32_t> freed = leases_->TakeExpired(absl::Now(), &timed_out);
@@ -98,18 +154,10 @@ void EngineRunner::Loop() {
       if (!freed.empty()) engine_->FreeKvBlocks(freed);
     }
     if (engine_->HasWork()) {
-      auto outputs = engine_->Step();
+      absl::StatusOr<std::vector<RequestOutput>> outputs = GuardedStep();
       if (!outputs.ok()) {
         log->error("engine step failed: {}", outputs.status());
-        // Fail every request rather than spin on a broken engine.
-        for (auto& [id, sink] : sinks_) {
-          RequestOutput out;
-          out.id = id;
-          out.finish = FinishReason::kError;
-          sink(*engine_, out);
-          engine_->Cancel(id);
-        }
-        sinks_.clear();
+        FailAll();  // rather than spin on a broken engine
       } else {
         std::function<void(const StepStats&)> observer;
         {

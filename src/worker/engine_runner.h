@@ -61,8 +61,13 @@ class EngineRunner {
   const ModelConfig& model_config() const { return config_; }
   // KV leases that expired unused (the router never came back for them).
   int64_t leases_expired() const { return leases_expired_.load(); }
+  // Engine tasks or steps that threw (each logged; the process keeps serving).
+  int64_t task_failures() const { return task_failures_.load(); }
 
  private:
+  void RunTask(std::function<void(Engine&)>& task);
+  absl::StatusOr<std::vector<RequestOutput>> GuardedStep();
+  void FailAll();
   void Loop();
 
   std::unique_ptr<Engine> engine_;
@@ -78,6 +83,7 @@ class EngineRunner {
   std::unordered_map<std::string, RequestSink> sinks_;  // engine thread only
   std::function<void(const StepStats&)> step_observer_;  // guarded by mu_
   std::atomic<int64_t> leases_expired_{0};
+  std::atomic<int64_t> task_failures_{0};
   std::thread thread_;
 };
 

@@ -12,12 +12,19 @@ std::string KvLeaseTable::Add(const std::string& request_id, std::vector<int32_t
   return id;
 }
 
-absl::StatusOr<std::vector<int32_t>> KvLeaseTable::Adopt(const std::string& lease_id) {
+absl::StatusOr<std::vector<int32_t>> KvLeaseTable::Adopt(const std::string& lease_id, int32_t needed_blocks) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return absl::NotFoundError(StrCat("KV lease ", lease_id, " is unknown or expired"));
   if (it->second.state != State::kFilled) {
     return absl::FailedPreconditionError(StrCat("the KV for lease ", lease_id, " has not fully arrived"));
+  }
+  if (it->second.filled < needed_blocks) {
+    // The sender ended its transfer early: the rest of the blocks hold stale KV. Expire it now.
+    it->second.state = State::kReserved;
+    it->second.deadline = absl::InfinitePast();
+    return absl::FailedPreconditionError(StrCat("the KV transfer into lease ", lease_id, " filled ",
+                                                it->second.filled, " blocks; the prompt needs ", needed_blocks));
   }
   std::vector<int32_t> blocks = std::move(it->second.blocks);
   leases_.erase(it);
@@ -70,7 +77,7 @@ int64_t KvLeaseTable::reserved_blocks() const {
   return n;
 }
 
-absl::Status KvLeaseTable::TransferStarting(const std::string& lease_id, int32_t num_blocks) {
+absl::Status KvLeaseTable::TransferStarting(const std::string& lease_id, std::span<const int32_t> blocks) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return absl::NotFoundError(StrCat("KV lease ", lease_id, " is unknown or expired"));
@@ -79,15 +86,21 @@ absl::Status KvLeaseTable::TransferStarting(const std::string& lease_id, int32_t
     return absl::FailedPreconditionError(StrCat("KV lease ", lease_id, " is already being written or filled"));
   }
   if (absl::Now() >= lease.deadline) return absl::DeadlineExceededError(StrCat("KV lease ", lease_id, " expired"));
-  if (num_blocks > static_cast<int32_t>(lease.blocks.size())) {
-    return absl::InvalidArgumentError(StrCat("transfer of ", num_blocks, " blocks into a lease of ",
+  if (blocks.size() > lease.blocks.size()) {
+    return absl::InvalidArgumentError(StrCat("transfer of ", blocks.size(), " blocks into a lease of ",
                                              lease.blocks.size()));
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (blocks[i] != lease.blocks[i]) {
+      return absl::PermissionDeniedError(StrCat("transfer into block ", blocks[i], " at index ", i, " of lease ",
+                                                lease_id, ", which holds block ", lease.blocks[i], " there"));
+    }
   }
   lease.state = State::kPinned;
   return absl::OkStatus();
 }
 
-void KvLeaseTable::TransferEnded(const std::string& lease_id, const absl::Status& status) {
+void KvLeaseTable::TransferEnded(const std::string& lease_id, const absl::Status& status, int32_t filled_blocks) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
@@ -98,6 +111,7 @@ void KvLeaseTable::TransferEnded(const std::string& lease_id, const absl::Status
   }
   if (status.ok()) {
     lease.state = State::kFilled;
+    lease.filled = filled_blocks;
     lease.deadline = absl::Now() + options_.adopt_timeout;
   } else {
     // A failed transfer leaves the lease reusable by a retry until its deadline.

@@ -31,8 +31,9 @@ class KvLeaseTable : public KvLeaseHandler {
   // transfer starts. Returns the lease id.
   std::string Add(const std::string& request_id, std::vector<int32_t> blocks, absl::Time deadline);
   // Takes a filled lease's blocks for decoding. FailedPrecondition if the KV has not fully
-  // arrived (never decode from partial KV), NotFound if unknown or expired.
-  absl::StatusOr<std::vector<int32_t>> Adopt(const std::string& lease_id);
+  // arrived, or the transfer filled fewer than `needed_blocks` (never decode from partial or
+  // stale KV: the lease is dropped), NotFound if unknown or expired.
+  absl::StatusOr<std::vector<int32_t>> Adopt(const std::string& lease_id, int32_t needed_blocks = 0);
   // Drops a lease that is not pinned; returns its blocks (to free). NotFound / FailedPrecondition.
   absl::StatusOr<std::vector<int32_t>> Release(const std::string& lease_id);
   // Removes every expired lease (and every lease released while it was being written) and
@@ -43,8 +44,8 @@ class KvLeaseTable : public KvLeaseHandler {
   int64_t reserved_blocks() const;
 
   // KvLeaseHandler.
-  absl::Status TransferStarting(const std::string& lease_id, int32_t num_blocks) override;
-  void TransferEnded(const std::string& lease_id, const absl::Status& status) override;
+  absl::Status TransferStarting(const std::string& lease_id, std::span<const int32_t> blocks) override;
+  void TransferEnded(const std::string& lease_id, const absl::Status& status, int32_t filled_blocks) override;
 
  private:
   enum class State { kReserved, kPinned, kFilled };
@@ -53,6 +54,7 @@ class KvLeaseTable : public KvLeaseHandler {
     std::vector<int32_t> blocks;
     absl::Time deadline;
     State state = State::kReserved;
+    int32_t filled = 0;     // blocks the last successful transfer wrote, from the first
     bool released = false;  // released while being written: freed when the transfer ends
   };
 

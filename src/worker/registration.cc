@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "common/logging.h"
-#include "grpcpp/create_channel.h"
+#include "rpc/cluster_auth.h"
 
 namespace tandem::worker {
 
@@ -26,7 +26,7 @@ void RouterRegistration::Stop() {
 
 void RouterRegistration::Loop() {
   auto log = GetLogger("worker");
-  auto channel = grpc::CreateChannel(options_.router_address, grpc::InsecureChannelCredentials());
+  auto channel = rpc::ClusterChannel(options_.router_address, options_.cluster_token);
   auto stub = v1::Registry::NewStub(channel);
   absl::Duration interval = options_.interval;
   absl::Duration backoff = absl::Milliseconds(100);

@@ -20,6 +20,7 @@ class RouterRegistration {
   struct Options {
     std::string router_address;  // host:port of the router's gRPC server
     absl::Duration interval = absl::Milliseconds(500);
+    std::string cluster_token;  // sent with every call (empty: none)
   };
   RouterRegistration(Options options, std::function<v1::WorkerInfo()> info, std::function<v1::WorkerLoad()> load);
   ~RouterRegistration();

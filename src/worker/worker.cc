@@ -58,12 +58,14 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   w->metrics_ = std::make_unique<WorkerMetrics>(*w->registry_, RoleName(options.role),
                                                 [runner] { return runner->load(); },
                                                 [runner] { return runner->counters(); },
-                                                [runner] { return runner->leases_expired(); });
+                                                [runner] { return runner->leases_expired(); },
+                                                [runner] { return runner->task_failures(); });
   WorkerMetrics* metrics = w->metrics_.get();
   runner->SetStepObserver([metrics](const StepStats& step) { metrics->StepDone(step); });
   WorkerServiceOptions so = options.service;
   so.role = options.role;
   so.transport_name = std::string(w->transport_->name());
+  so.max_reserve_tokens = w->context_length_;
   w->service_ = std::make_unique<WorkerService>(so, w->runner_.get(), w->leases_.get(), w->transport_.get(), layout,
                                                 w->metrics_.get());
 
@@ -92,6 +94,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   if (!options.router_address.empty()) {
     RouterRegistration::Options ro;
     ro.router_address = options.router_address;
+    ro.cluster_token = options.service.cluster_token;
     ro.interval = options.heartbeat_interval;
     w->registration_ = std::make_unique<RouterRegistration>(ro, [self] { return self->Info(); },
                                                             [self] { return self->Load(); });

@@ -30,7 +30,7 @@ struct WorkerOptions {
   v1::WorkerRole role = v1::WORKER_ROLE_MIXED;
   std::string worker_id;                    // empty: <role>-<host>-<pid>
   std::string advertise_host = "127.0.0.1";  // how the router and peers reach this worker
-  std::string bind_host = "0.0.0.0";
+  std::string bind_host = "127.0.0.1";
   int grpc_port = 0;                        // 0: any free port
   int http_port = 0;
   std::string router_address;               // host:port; empty: do not register

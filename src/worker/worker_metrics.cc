@@ -5,7 +5,8 @@
 namespace tandem::worker {
 
 WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std::function<EngineLoad()> load,
-                             std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired)
+                             std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired,
+                             std::function<int64_t()> engine_failures)
     : registry_(r) {
   busy_seconds_ = &r.AddCounter("tandem_worker_busy_seconds_total", "Seconds spent running model iterations").With();
   auto& iteration = r.AddHistogram("tandem_worker_iteration_seconds",
@@ -21,6 +22,9 @@ WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std:
   reserve_refused = &r.AddCounter("tandem_worker_kv_reservations_refused_total",
                                   "KV reservations refused for lack of free blocks")
                          .With();
+  unauthenticated = &r.AddCounter("tandem_worker_unauthenticated_calls_total",
+                                  "Internal calls refused for a missing or wrong cluster token, by service/method",
+                                  {"service"});
   prefill_seconds = &r.AddHistogram("tandem_worker_prefill_seconds",
                                     "Time from a Prefill call to its first token", metrics::DefaultLatencyBuckets())
                          .With();
@@ -41,6 +45,9 @@ WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std:
   callbacks_.push_back(r.AddCallbackCounter("tandem_worker_kv_leases_expired_total",
                                             "KV reservations freed because nobody used them in time")
                            .Register({}, [leases_expired] { return static_cast<double>(leases_expired()); }));
+  callbacks_.push_back(r.AddCallbackCounter("tandem_worker_engine_failures_total",
+                                            "Engine tasks or iterations that threw; the worker kept serving")
+                           .Register({}, [engine_failures] { return static_cast<double>(engine_failures()); }));
   auto& seqs = r.AddCallbackGauge("tandem_worker_sequences", "Sequences in the engine by state", {"state"});
   callbacks_.push_back(seqs.Register({"running"}, [load] { return static_cast<double>(load().running); }));
   callbacks_.push_back(seqs.Register({"waiting"}, [load] { return static_cast<double>(load().waiting); }));

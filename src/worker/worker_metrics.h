@@ -15,7 +15,8 @@ class WorkerMetrics {
   // `load` is read at every scrape (it must be cheap and thread-safe).
   // Every sample carries the label role="<role>" (prefill, decode or mixed).
   WorkerMetrics(metrics::MetricsRegistry& registry, std::string role, std::function<EngineLoad()> load,
-                std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired);
+                std::function<EngineCounters()> counters, std::function<int64_t()> leases_expired,
+                std::function<int64_t()> engine_failures);
 
   void RequestFinished(const RequestOutput& out);
   void TransferDone(bool ok, int64_t bytes, double seconds);
@@ -26,6 +27,7 @@ class WorkerMetrics {
   void SetDraining(bool draining) { draining_->Set(draining ? 1 : 0); }
 
   metrics::Counter* reserve_refused;
+  metrics::CounterFamily* unauthenticated;
   metrics::Histogram* prefill_seconds;
 
  private:

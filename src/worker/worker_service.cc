@@ -101,6 +101,7 @@ WorkerService::WorkerService(const WorkerServiceOptions& options, EngineRunner* 
       transport_(transport),
       layout_(layout),
       metrics_(metrics),
+      auth_(options.cluster_token, metrics != nullptr ? metrics->unauthenticated : nullptr),
       role_(options.role),
       export_engine_(runner) {}
 
@@ -121,13 +122,36 @@ absl::Status WorkerService::CheckAccepting(bool needs_prefill, bool needs_decode
   return absl::OkStatus();
 }
 
+absl::Status WorkerService::CheckReserveRequest(const v1::ReserveKvRequest& req) const {
+  if (req.num_tokens() <= 0) {
+    return absl::InvalidArgumentError(StrCat("num_tokens must be positive, got ", req.num_tokens()));
+  }
+  if (options_.max_reserve_tokens > 0 && req.num_tokens() > options_.max_reserve_tokens) {
+    return absl::InvalidArgumentError(StrCat("num_tokens ", req.num_tokens(), " exceeds this worker's context of ",
+                                             options_.max_reserve_tokens, " tokens"));
+  }
+  if (req.lease_ms() < 0 || absl::Milliseconds(req.lease_ms()) > options_.max_lease) {
+    return absl::InvalidArgumentError(StrCat("lease_ms must be between 0 (the default) and ",
+                                             absl::ToInt64Milliseconds(options_.max_lease), ", got ", req.lease_ms()));
+  }
+  if (req.request_id().empty() || req.request_id().size() > 256) {
+    return absl::InvalidArgumentError("request_id must have 1 to 256 characters");
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* WorkerService::ReserveKv(grpc::CallbackServerContext* ctx, const v1::ReserveKvRequest* req,
                                                    v1::ReserveKvResponse* resp) {
+  if (absl::Status s = auth_.Check(*ctx, "Worker/ReserveKv"); !s.ok()) return Reply(ctx, s);
   if (absl::Status s = CheckAccepting(false, true); !s.ok()) return Reply(ctx, s);
+  if (absl::Status s = CheckReserveRequest(*req); !s.ok()) {
+    GetLogger("worker")->info("request={} KV reservation refused: {}", req->request_id(), s.message());
+    return Reply(ctx, s);
+  }
   auto* reactor = ctx->DefaultReactor();
   const int32_t tokens = req->num_tokens();
   const int64_t headroom = options_.reserve_headroom_blocks;
-  const absl::Duration lease = absl::Milliseconds(req->lease_ms() > 0 ? req->lease_ms() : 10000);
+  const absl::Duration lease = req->lease_ms() > 0 ? absl::Milliseconds(req->lease_ms()) : absl::Seconds(10);
   const std::string request_id = req->request_id();
   // On the engine thread: the blocks are allocated between iterations, and the call is
   // answered from there (no gRPC thread waits for the engine).
@@ -151,6 +175,7 @@ grpc::ServerUnaryReactor* WorkerService::ReserveKv(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* WorkerService::ReleaseKv(grpc::CallbackServerContext* ctx, const v1::ReleaseKvRequest* req,
                                                    v1::ReleaseKvResponse*) {
+  if (absl::Status s = auth_.Check(*ctx, "Worker/ReleaseKv"); !s.ok()) return Reply(ctx, s);
   auto blocks = leases_->Release(req->lease_id());
   if (!blocks.ok()) return Reply(ctx, blocks.status());
   if (!blocks->empty()) runner_->Post([b = std::move(*blocks)](Engine& e) { e.FreeKvBlocks(b); });
@@ -206,6 +231,7 @@ absl::StatusOr<KvExportOptions> WorkerService::ExportOptions(const v1::PrefillRe
 
 grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ctx, const v1::PrefillRequest* req,
                                                  v1::PrefillResponse* resp) {
+  if (absl::Status s = auth_.Check(*ctx, "Worker/Prefill"); !s.ok()) return Reply(ctx, s);
   if (absl::Status s = CheckAccepting(true, false); !s.ok()) return Reply(ctx, s);
   absl::StatusOr<KvExportOptions> options = ExportOptions(*req);
   if (!options.ok()) {
@@ -236,12 +262,17 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ct
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::Decode(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::Decode(grpc::CallbackServerContext* ctx,
                                                                     const v1::DecodeRequest* req) {
   auto stream = NewTokenStream(runner_, req->request_id());
+  absl::Status s = auth_.Check(*ctx, "Worker/Decode");
   // A lease is work this worker already took: a draining worker still finishes it.
-  absl::Status s = CheckAccepting(false, true, /*admitted=*/true);
-  absl::StatusOr<std::vector<int32_t>> blocks = s.ok() ? leases_->Adopt(req->lease_id()) : s;
+  if (s.ok()) s = CheckAccepting(false, true, /*admitted=*/true);
+  // Every block of the prompt must hold the transferred KV (a sender that ended early leaves
+  // stale blocks behind).
+  const int32_t block_size = layout_.layout.block_size;
+  const int32_t prompt_blocks = block_size > 0 ? (req->prompt_size() + block_size - 1) / block_size : 0;
+  absl::StatusOr<std::vector<int32_t>> blocks = s.ok() ? leases_->Adopt(req->lease_id(), prompt_blocks) : s;
   if (!blocks.ok()) {
     Refuse(*stream, req->request_id(), blocks.status());
   } else {
@@ -252,10 +283,12 @@ grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::Decode(grpc::Callba
   return stream->reactor();
 }
 
-grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::GenerateTokens(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::GenerateTokens(grpc::CallbackServerContext* ctx,
                                                                             const v1::GenerateTokensRequest* req) {
   auto stream = NewTokenStream(runner_, req->request_id());
-  if (absl::Status s = CheckAccepting(false, false); !s.ok()) {
+  absl::Status s = auth_.Check(*ctx, "Worker/GenerateTokens");
+  if (s.ok()) s = CheckAccepting(false, false);
+  if (!s.ok()) {
     Refuse(*stream, req->request_id(), s);
   } else {
     runner_->Add(EngineRequest(req->request_id(), req->prompt(), req->sampling()), StreamSink(stream, metrics_),
@@ -266,6 +299,7 @@ grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::GenerateTokens(grpc
 
 grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* ctx, const v1::CancelRequest* req,
                                                 v1::CancelResponse* resp) {
+  if (absl::Status s = auth_.Check(*ctx, "Worker/Cancel"); !s.ok()) return Reply(ctx, s);
   const std::string id = req->request_id();
   auto* reactor = ctx->DefaultReactor();
   runner_->Post([id, resp, reactor](Engine& e) {
@@ -277,6 +311,7 @@ grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* ctx
 
 grpc::ServerUnaryReactor* WorkerService::Drain(grpc::CallbackServerContext* ctx, const v1::DrainRequest*,
                                                v1::DrainResponse* resp) {
+  if (absl::Status s = auth_.Check(*ctx, "Worker/Drain"); !s.ok()) return Reply(ctx, s);
   draining_.store(true);
   if (metrics_ != nullptr) metrics_->SetDraining(true);
   resp->set_drained(Idle());
@@ -285,6 +320,7 @@ grpc::ServerUnaryReactor* WorkerService::Drain(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* WorkerService::SetRole(grpc::CallbackServerContext* ctx, const v1::SetRoleRequest* req,
                                                  v1::SetRoleResponse*) {
+  if (absl::Status s = auth_.Check(*ctx, "Worker/SetRole"); !s.ok()) return Reply(ctx, s);
   if (req->role() == v1::WORKER_ROLE_UNSPECIFIED) return Reply(ctx, absl::InvalidArgumentError("no role given"));
   role_.store(req->role());
   draining_.store(false);

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "rpc/cluster_auth.h"
 #include "tandem/kv_transport.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "worker/engine_runner.h"
@@ -31,6 +32,9 @@ struct WorkerServiceOptions {
   absl::Duration transfer_timeout = absl::Seconds(30);
   int64_t reserve_headroom_blocks = 0;  // blocks kept free for running requests' growth
   std::string transport_name = "ucx";
+  int32_t max_reserve_tokens = 0;                   // 0: no bound here (the engine's block count still is)
+  absl::Duration max_lease = absl::Minutes(5);      // the longest lease a caller may ask for
+  std::string cluster_token;                        // callers must present it (empty: no check)
 };
 
 class WorkerService final : public v1::Worker::CallbackService {
@@ -64,6 +68,7 @@ class WorkerService final : public v1::Worker::CallbackService {
   // OK when the role allows the work and the worker is not draining; `admitted` work (a lease
   // it granted) is accepted while draining too.
   absl::Status CheckAccepting(bool needs_prefill, bool needs_decode, bool admitted = false) const;
+  absl::Status CheckReserveRequest(const v1::ReserveKvRequest& req) const;
   // A Prefill call's export settings, or why the call cannot be served.
   absl::StatusOr<KvExportOptions> ExportOptions(const v1::PrefillRequest& req) const;
 
@@ -85,6 +90,7 @@ class WorkerService final : public v1::Worker::CallbackService {
   KvTransport* transport_;
   const KvLayoutInfo layout_;
   WorkerMetrics* metrics_;
+  const rpc::ClusterAuth auth_;
   std::atomic<v1::WorkerRole> role_;
   std::atomic<bool> draining_{false};
   std::atomic<int32_t> outbound_transfers_{0};

@@ -10,7 +10,10 @@ TANDEM_REQUIRE_E2E=1, where a missing kubectl is a failure. Tests that need prom
 What is checked is what an operator would hit on a cluster: a probe on a port the container does
 not declare, a worker killed before its drain finishes, a PodDisruptionBudget or Service that
 selects nothing, a controller Role wider than it needs or bound to the wrong account, a pod
-Prometheus does not scrape, a dashboard panel without a query.
+Prometheus does not scrape, a dashboard panel without a query, a server left on its loopback
+default, a pod without the cluster token (or a token on a command line), and NetworkPolicies
+that select nothing, block tandem's own traffic or open a worker's gRPC port to more than the
+router and its KV peers.
 """
 
 import json
@@ -357,6 +360,99 @@ def test_every_flag_in_the_manifests_exists(objects):
             assert not unknown, f"{component} preStop: tandem {pre_stop[1]} has no flags {sorted(unknown)}"
 
 
+# --- internal-plane security: listen address and the cluster token ---------------------------------
+
+TOKEN_SECRET = "tandem-cluster-token"
+TOKEN_ENV = "TANDEM_CLUSTER_TOKEN_FILE"
+
+
+def test_tandem_servers_listen_on_the_pod_ip(objects):
+    """The router and workers bind 127.0.0.1 unless told otherwise: in a pod nothing could reach
+    them (registration, the router's calls to workers, probes, scrapes would all fail)."""
+    for component in TANDEM_COMPONENTS:
+        c = the_tandem_container(deployment_of(objects, component))
+        serves_grpc = flag(c["args"], "grpc-port") is not None and c["args"][0] != "controller"
+        if serves_grpc or component == "controller":
+            assert flag(c["args"], "bind") == "0.0.0.0", \
+                f"{component}: needs --bind=0.0.0.0 (the default is loopback, unreachable from other pods)"
+
+
+def env_value(container, name):
+    for e in container.get("env") or []:
+        if e["name"] == name:
+            return e
+    return None
+
+
+def token_volume(deployment, container):
+    """(volume, mount, file name inside it) of the volume TANDEM_CLUSTER_TOKEN_FILE points into."""
+    name = deployment["metadata"]["name"]
+    entry = env_value(container, TOKEN_ENV)
+    assert entry and "value" in entry, f"{name}: no {TOKEN_ENV} with a plain path value"
+    path = entry["value"]
+    mounts = [m for m in container.get("volumeMounts") or []
+              if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"{name}: {TOKEN_ENV}={path} is not inside exactly one mounted volume"
+    mount = mounts[0]
+    assert mount.get("readOnly") is True, f"{name}: the token volume must be mounted read-only"
+    assert "subPath" not in mount, f"{name}: a subPath mount never sees a rotated Secret"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes") or []}
+    volume = volumes[mount["name"]]
+    return volume, mount, path[len(mount["mountPath"].rstrip("/")) + 1:]
+
+
+def test_tandem_containers_read_the_cluster_token_from_the_secret(objects):
+    for component in TANDEM_COMPONENTS:
+        d = deployment_of(objects, component)
+        c = the_tandem_container(d)
+        volume, _, file_name = token_volume(d, c)
+        secret = volume.get("secret")
+        assert secret and secret["secretName"] == TOKEN_SECRET, \
+            f"{component}: {TOKEN_ENV} must point into a volume of the Secret {TOKEN_SECRET}"
+        assert not secret.get("optional"), f"{component}: without the token the process refuses to start"
+        items = secret.get("items")
+        if items:
+            matching = [i for i in items if i["path"] == file_name]
+            assert len(matching) == 1 and matching[0]["key"] == "token", \
+                f"{component}: {file_name} is not the Secret's key 'token'"
+            mode = matching[0].get("mode", secret.get("defaultMode", 0o644))
+        else:
+            assert file_name == "token", f"{component}: the Secret's key is 'token', not {file_name}"
+            mode = secret.get("defaultMode", 0o644)
+        assert mode & 0o007 == 0, f"{component}: the token file is world-readable (mode {oct(mode)})"
+        # Readable by the process whatever UID the image runs as: group-readable with an fsGroup,
+        # or owner-readable when the pod runs as root.
+        pod_security = d["spec"]["template"]["spec"].get("securityContext") or {}
+        run_as = (c.get("securityContext") or {}).get("runAsUser", pod_security.get("runAsUser"))
+        readable = (pod_security.get("fsGroup") is not None and mode & 0o040) or (run_as == 0 and mode & 0o400)
+        assert readable, f"{component}: the process may not be able to read the token (mode {oct(mode)}, " \
+                         f"fsGroup {pod_security.get('fsGroup')}, runAsUser {run_as})"
+
+
+def test_no_token_on_a_command_line_or_in_the_manifests(objects):
+    assert not of_kind(objects, "Secret"), "the operator creates the Secrets; no value is committed"
+    for d in of_kind(objects, "Deployment"):
+        for c in containers(d):
+            what = f"{d['metadata']['name']}/{c['name']}"
+            pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command") or []
+            for arg in (c.get("command") or []) + (c.get("args") or []) + pre_stop:
+                # --cluster-token-file would be harmless, but the manifests use the environment.
+                assert not arg.startswith("--cluster-token"), f"{what}: {arg}"
+                assert "insecure-no-cluster-auth" not in arg, f"{what}: the internal plane must stay authenticated"
+                assert not re.search(r"[0-9a-fA-F]{32,}", arg), f"{what}: an argument looks like a secret: {arg}"
+            for e in c.get("env") or []:
+                assert not (e["name"] in ("TANDEM_CLUSTER_TOKEN", "TANDEM_API_KEY") and "value" in e), \
+                    f"{what}: {e['name']} must come from a Secret"
+
+
+def test_only_tandem_components_mount_the_cluster_token(objects):
+    for d in of_kind(objects, "Deployment"):
+        mounts = [v for v in d["spec"]["template"]["spec"].get("volumes") or []
+                  if (v.get("secret") or {}).get("secretName") == TOKEN_SECRET]
+        if pod_labels(d).get(LABEL_COMPONENT) not in TANDEM_COMPONENTS:
+            assert not mounts, f"{d['metadata']['name']} has no use for the cluster token"
+
+
 # --- controller RBAC --------------------------------------------------------------------------------
 
 # The actuator reads the scale subresource and writes it with PATCH only.
@@ -526,6 +622,178 @@ def test_prometheus_config_and_rbac_fit_together(kubectl, objects):
     triples = rule_triples(named(objects, "Role", binding[0]["roleRef"]["name"]))
     assert {("", "pods", v) for v in ("get", "list", "watch")} <= triples
     assert all(r in ("pods",) for _, r, _ in triples), f"Prometheus needs pods only: {triples}"
+
+
+# --- NetworkPolicies ----------------------------------------------------------------------------------
+
+# Sources and destinations the checks model: every Deployment's pods in tandem's namespace, a pod
+# in another namespace, and a client outside the cluster.
+OTHER_NAMESPACE = {"name": "elsewhere", "labels": {"kubernetes.io/metadata.name": "elsewhere"}}
+OUTSIDE = "outside"
+
+
+def namespace_labels(objects, name):
+    if name == OTHER_NAMESPACE["name"]:
+        return OTHER_NAMESPACE["labels"]
+    ns = named(objects, "Namespace", name)
+    return dict(labels(ns), **{"kubernetes.io/metadata.name": name})
+
+
+def endpoints(objects):
+    """Name -> (namespace, pod labels, container ports) of everything that may open a connection."""
+    eps = {}
+    for d in of_kind(objects, "Deployment"):
+        ports = [p for c in containers(d) for p in c.get("ports") or []]
+        eps[pod_labels(d).get(LABEL_COMPONENT) if pod_labels(d).get(LABEL_NAME) == "tandem"
+            else pod_labels(d).get(LABEL_NAME)] = (d["metadata"]["namespace"], pod_labels(d), ports)
+    eps["other-namespace"] = (OTHER_NAMESPACE["name"], {"app": "client"}, [])
+    eps[OUTSIDE] = (None, None, [])
+    return eps
+
+
+def policies_selecting(objects, namespace, pod_label_map, policy_type):
+    out = []
+    for np in of_kind(objects, "NetworkPolicy"):
+        spec = np["spec"]
+        types = spec.get("policyTypes") or (["Ingress", "Egress"] if "egress" in spec else ["Ingress"])
+        if np["metadata"]["namespace"] == namespace and policy_type in types \
+                and (spec["podSelector"] == {} or selects(spec["podSelector"], pod_label_map)):
+            out.append(np)
+    return out
+
+
+def peer_matches(objects, peer, policy_namespace, endpoint):
+    namespace, pod_label_map, _ = endpoint
+    if "ipBlock" in peer:
+        return True  # conservatively: an IP block may cover anything
+    if namespace is None:
+        return False  # pod and namespace selectors never match a source outside the cluster
+    ns_selector = peer.get("namespaceSelector")
+    if ns_selector is None:
+        in_namespace = namespace == policy_namespace
+    else:
+        in_namespace = ns_selector == {} or selects(ns_selector, namespace_labels(objects, namespace))
+    pod_selector = peer.get("podSelector")
+    return in_namespace and (pod_selector is None or pod_selector == {} or selects(pod_selector, pod_label_map))
+
+
+def port_matches(rule_ports, port, protocol, container_ports):
+    if not rule_ports:
+        return True
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in p:
+            return True
+        number = p["port"]
+        if isinstance(number, str):  # a named port of the selected pod
+            named_ports = [cp["containerPort"] for cp in container_ports if cp.get("name") == number]
+            number = named_ports[0] if named_ports else None
+        if number is not None and number <= port <= p.get("endPort", number):
+            return True
+    return False
+
+
+def allowed(objects, source, destination, port, protocol="TCP"):
+    """Whether `source` may open a connection to `destination`:port under the policies."""
+    eps = endpoints(objects)
+    src, dst = eps[source], eps[destination]
+
+    def side(endpoint, peer_endpoint, policy_type, rules_key, peers_key):
+        namespace, pod_label_map, ports = endpoint
+        if namespace is None:
+            return True  # no policy governs a client outside the cluster
+        selecting = policies_selecting(objects, namespace, pod_label_map, policy_type)
+        if not selecting:
+            return True
+        target_ports = ports if policy_type == "Ingress" else peer_endpoint[2]
+        return any(port_matches(rule.get("ports"), port, protocol, target_ports)
+                   and (not rule.get(peers_key)
+                        or any(peer_matches(objects, peer, np["metadata"]["namespace"], peer_endpoint)
+                               for peer in rule[peers_key]))
+                   for np in selecting for rule in np["spec"].get(rules_key) or [])
+
+    return side(dst, src, "Ingress", "ingress", "from") and side(src, dst, "Egress", "egress", "to")
+
+
+def reachers(objects, destination, port):
+    return {s for s in endpoints(objects) if s != destination and allowed(objects, s, destination, port)}
+
+
+def test_a_default_deny_ingress_policy_covers_every_tandem_pod(objects):
+    deny = [np for np in of_kind(objects, "NetworkPolicy")
+            if "Ingress" in (np["spec"].get("policyTypes") or []) and not np["spec"].get("ingress")]
+    assert deny, "no default-deny ingress NetworkPolicy"
+    for component in TANDEM_COMPONENTS + ("prometheus",):
+        namespace, pod_label_map, _ = endpoints(objects)[component]
+        assert any(np["metadata"]["namespace"] == namespace
+                   and (np["spec"]["podSelector"] == {} or selects(np["spec"]["podSelector"], pod_label_map))
+                   for np in deny), f"{component}: not covered by the default-deny policy"
+
+
+def test_network_policies_select_existing_pods_and_declared_ports(objects):
+    pods = [(d["metadata"]["namespace"], pod_labels(d), [p for c in containers(d) for p in c.get("ports") or []])
+            for d in of_kind(objects, "Deployment")]
+    for np in of_kind(objects, "NetworkPolicy"):
+        name, spec = np["metadata"]["name"], np["spec"]
+        assert "policyTypes" in spec, f"{name}: say policyTypes explicitly"
+        selected = [p for p in pods if p[0] == np["metadata"]["namespace"]
+                    and (spec["podSelector"] == {} or selects(spec["podSelector"], p[1]))]
+        assert selected, f"{name}: its podSelector selects no pod"
+        for rule in spec.get("ingress") or []:
+            for peer in rule.get("from") or []:
+                if "podSelector" in peer and peer["podSelector"] and "namespaceSelector" not in peer:
+                    assert any(p[0] == np["metadata"]["namespace"] and selects(peer["podSelector"], p[1])
+                               for p in pods), f"{name}: a `from` podSelector selects no pod: {peer}"
+            for port in rule.get("ports") or []:
+                if "port" in port:
+                    assert all(any(port["port"] in (cp["containerPort"], cp.get("name")) for cp in p[2])
+                               for p in selected), f"{name}: port {port['port']} is not declared by every selected pod"
+
+
+@pytest.mark.parametrize("role", WORKER_ROLES)
+def test_worker_grpc_port_is_reachable_only_from_the_router_and_kv_peers(objects, role):
+    grpc_port = int(flag(the_tandem_container(deployment_of(objects, role))["args"], "grpc-port"))
+    peer = {"prefill": "decode", "decode": "prefill"}[role]
+    # The router calls the Worker service. The peer role is there only because KV transfer (UCX)
+    # needs every TCP port between prefill and decode pods; the cluster token still guards 50052.
+    assert reachers(objects, role, grpc_port) == {"router", peer}
+
+
+def test_internal_plane_connections_are_allowed(objects):
+    def port_of(component, name):
+        return int(flag(the_tandem_container(deployment_of(objects, component))["args"], name))
+    router_grpc, router_http = port_of("router", "grpc-port"), port_of("router", "http-port")
+    controller_http = port_of("controller", "http-port")
+    for role in WORKER_ROLES:
+        assert allowed(objects, role, "router", router_grpc), f"{role} workers cannot register"
+        worker_http = port_of(role, "http-port")
+        assert allowed(objects, "prometheus", role, worker_http), f"Prometheus cannot scrape {role}"
+        assert allowed(objects, "controller", role, worker_http), f"the controller cannot scrape {role}"
+        kv_peer = {"prefill": "decode", "decode": "prefill"}[role]  # all TCP, for UCX
+        assert reachers(objects, role, worker_http) == {"prometheus", "controller", kv_peer}, f"{role} /metrics"
+    assert allowed(objects, "controller", "router", router_grpc), "the controller cannot reach the admin API"
+    assert allowed(objects, "controller", "router", router_http), "the controller cannot scrape the router"
+    assert allowed(objects, "prometheus", "router", router_http), "Prometheus cannot scrape the router"
+    assert reachers(objects, "controller", controller_http) == {"prometheus"}
+    assert allowed(objects, "controller", "prometheus", 9090), "--source=prometheus cannot query Prometheus"
+    # KV transfer: UCX listens on ephemeral ports, and the decode worker answers on its own endpoint.
+    for port in (1024, 40000, 60999):
+        assert allowed(objects, "prefill", "decode", port) and allowed(objects, "decode", "prefill", port)
+
+
+def test_router_public_api_is_open_to_clients(objects):
+    c = the_tandem_container(deployment_of(objects, "router"))
+    for name in ("http-port", "grpc-port"):
+        port = int(flag(c["args"], name))
+        for client in ("other-namespace", OUTSIDE):
+            assert allowed(objects, client, "router", port), f"clients in {client} cannot reach {port}"
+    # Nothing else is open to clients outside the namespace.
+    for component in WORKER_ROLES + ("controller",):
+        _, _, ports = endpoints(objects)[component]
+        for p in ports:
+            assert not allowed(objects, "other-namespace", component, p["containerPort"]), \
+                f"{component}:{p['containerPort']} is reachable from another namespace"
 
 
 # --- Grafana dashboard ---------------------------------------------------------------------------------

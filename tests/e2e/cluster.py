@@ -27,9 +27,13 @@ class Cluster:
         self.log_path = os.path.join(log_dir, f"tandem-up-{name}.log")
         self._log = open(self.log_path, "w")
         self.decision_log = os.path.join(log_dir, f"decisions-{name}.jsonl")
+        # The internal plane's token, in a file so that a test's own `tandem controller` can join.
+        self.token_file = os.path.join(log_dir, f"cluster-token-{name}")
+        with open(os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(os.urandom(32).hex())
         cmd = [tandem or os.environ["TANDEM_BIN"], "up", "--model", model or os.environ["TANDEM_MODEL"],
                "--http-port", "0", "--grpc-port", "0", "--controller-port", "0",
-               "--decision-log", self.decision_log, *args]
+               "--cluster-token-file", self.token_file, "--decision-log", self.decision_log, *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      start_new_session=True)
         self.url = None

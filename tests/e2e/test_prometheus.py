@@ -91,7 +91,8 @@ def signals(cluster, source_args):
     router = next(p for p in cluster.processes if p[0] == "router")
     out = subprocess.run([os.environ["TANDEM_BIN"], "controller", "--router", router[2], "--router-http", router[3],
                           "--print-signals", str(WINDOW_S), *source_args],
-                         capture_output=True, text=True, timeout=WINDOW_S + 60)
+                         capture_output=True, text=True, timeout=WINDOW_S + 60,
+                         env={**os.environ, "TANDEM_CLUSTER_TOKEN_FILE": cluster.token_file})
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 

@@ -31,6 +31,7 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.heartbeat_ms = 100;
   ro.worker_expiry = absl::Seconds(2);
   ro.api_key = spec.api_key;
+  ro.cluster_token = spec.cluster_token;
   ro.default_max_tokens = spec.default_max_tokens;
   TANDEM_ASSIGN_OR_RETURN(c->router_, router::RouterProcess::Start(ro, *c->file_));
   for (int i = 0; i < spec.prefill; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_PREFILL));
@@ -71,6 +72,7 @@ absl::Status TestCluster::AddWorker(v1::WorkerRole role, WorkerShape shape) {
   wo.router_address = StrCat("127.0.0.1:", router_->grpc_port());
   wo.heartbeat_interval = absl::Milliseconds(100);
   wo.service.transfer_timeout = spec_.transfer_timeout;
+  wo.service.cluster_token = spec_.cluster_token;
   transfer::TransportOptions transport;
   transport.medium = spec_.ucx ? "ucx" : "inprocess";
   transport.ucx_tls = "tcp,sm,self";

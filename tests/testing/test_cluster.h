@@ -31,6 +31,8 @@ struct ClusterSpec {
   absl::Duration transfer_timeout = absl::Seconds(20);
   bool ucx = false;          // UCX instead of the in-process transport
   std::string api_key;       // the router's
+  // The internal plane's credential, shared by the router and every worker (empty: none).
+  std::string cluster_token = "test-cluster-token-0123456789";
   int32_t default_max_tokens = 0;  // the router's, for requests without max_tokens
 };
 
@@ -54,6 +56,7 @@ class TestCluster {
   ~TestCluster();
 
   router::RouterProcess& router() { return *router_; }
+  const std::string& cluster_token() const { return spec_.cluster_token; }
   int num_workers() const { return static_cast<int>(workers_.size()); }
   worker::WorkerProcess& worker(int i) { return *workers_[i]; }
   // The worker's in-process transport (null with UCX).

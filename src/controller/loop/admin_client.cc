@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "common/strings.h"
+#include "rpc/cluster_auth.h"
 #include "rpc/convert.h"
 
 namespace tandem::controller {
@@ -19,8 +20,8 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(100);
 
 }  // namespace
 
-AdminClient::AdminClient(const std::string& router, absl::Duration timeout)
-    : stub_(v1::RouterAdmin::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()))),
+AdminClient::AdminClient(const std::string& router, const std::string& cluster_token, absl::Duration timeout)
+    : stub_(v1::RouterAdmin::NewStub(rpc::ClusterChannel(router, cluster_token))),
       timeout_(timeout) {}
 
 absl::StatusOr<std::vector<v1::WorkerStatus>> AdminClient::ListWorkers() {
@@ -70,8 +71,8 @@ absl::Status AdminClient::DrainAndWait(const std::string& worker_id, absl::Durat
   }
 }
 
-absl::Status DrainWorkerDirect(const std::string& address, absl::Duration timeout) {
-  auto stub = v1::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+absl::Status DrainWorkerDirect(const std::string& address, const std::string& cluster_token, absl::Duration timeout) {
+  auto stub = v1::Worker::NewStub(rpc::ClusterChannel(address, cluster_token));
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     grpc::ClientContext ctx;

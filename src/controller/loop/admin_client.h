@@ -17,8 +17,10 @@ namespace tandem::controller {
 
 class AdminClient {
  public:
-  // `router` is the router's gRPC address (host:port).
-  explicit AdminClient(const std::string& router, absl::Duration timeout = absl::Seconds(5));
+  // `router` is the router's gRPC address (host:port); every call carries `cluster_token`
+  // (rpc/cluster_auth.h; empty: none).
+  AdminClient(const std::string& router, const std::string& cluster_token,
+              absl::Duration timeout = absl::Seconds(5));
 
   absl::StatusOr<std::vector<v1::WorkerStatus>> ListWorkers();
   // Asks the worker (through the router) to drain; the router stops sending it work at once.
@@ -37,6 +39,6 @@ class AdminClient {
 
 // Drains the worker at `address` (its own gRPC port, no router involved) and waits until it is
 // idle: what a Kubernetes preStop hook runs. DeadlineExceeded after `timeout`.
-absl::Status DrainWorkerDirect(const std::string& address, absl::Duration timeout);
+absl::Status DrainWorkerDirect(const std::string& address, const std::string& cluster_token, absl::Duration timeout);
 
 }  // namespace tandem::controller

@@ -82,7 +82,10 @@ absl::Status Receiver::CheckBegin(const wire::Begin& m) const {
     return absl::FailedPreconditionError(
         StrCat("worker ", options_.worker_id, " accepts no inbound KV transfers"));
   }
-  return options_.handler->TransferStarting(m.lease_id, m.num_blocks);
+  if (static_cast<size_t>(m.num_blocks) != m.blocks.size()) {
+    return absl::InvalidArgumentError(StrCat("kBegin names ", m.blocks.size(), " blocks but counts ", m.num_blocks));
+  }
+  return options_.handler->TransferStarting(m.lease_id, m.blocks);
 }
 
 void Receiver::OnBegin(ConnectionId conn, const wire::Begin& m) {
@@ -100,6 +103,7 @@ void Receiver::OnBegin(ConnectionId conn, const wire::Begin& m) {
     lease.sender = peers_[conn];
     lease.data_path = m.data_path;
     lease.blocks = m.blocks;
+    lease.offered.assign(m.blocks.size(), false);
     GetLogger("transfer")->debug("{}: pinned ({} blocks)", LeaseContext(lease), m.num_blocks);
   } else {
     GetLogger("transfer")->info("kv transfer request={} lease={} from worker={} refused: {}",
@@ -118,12 +122,13 @@ absl::StatusOr<int32_t> Receiver::OnBlockOffered(ConnectionId conn, const wire::
   }
   Lease& lease = it->second;
   if (h.index < 0 || static_cast<size_t>(h.index) >= lease.blocks.size() ||
-      static_cast<int64_t>(length) != options_.bytes_per_block) {
+      static_cast<int64_t>(length) != options_.bytes_per_block || lease.offered[static_cast<size_t>(h.index)]) {
     absl::Status misfit = absl::InvalidArgumentError(
-        StrCat("block message index=", h.index, " of ", length, " bytes does not fit the lease"));
+        StrCat("block message index=", h.index, " of ", length, " bytes does not fit the lease (or came twice)"));
     if (lease.data_error.ok()) lease.data_error = misfit;
     return misfit;
   }
+  lease.offered[static_cast<size_t>(h.index)] = true;
   ++lease.receiving;
   return lease.blocks[static_cast<size_t>(h.index)];
 }
@@ -211,9 +216,10 @@ void Receiver::CompleteLease(LeaseMap::iterator it) {
     status = absl::DataLossError(StrCat("a block of lease ", lease.lease_id,
                                         " failed to arrive: ", ToStd(lease.data_error.message())));
   } else if (status.ok() && lease.data_path == wire::DataPath::kReceiverPlaced &&
-             lease.received != lease.blocks_sent) {
-    status = absl::DataLossError(StrCat("lease ", lease.lease_id, " received ", lease.received,
-                                        " of the ", lease.blocks_sent, " blocks sent"));
+             (lease.received != lease.blocks_sent || FilledPrefix(lease) != lease.received)) {
+    status = absl::DataLossError(StrCat("lease ", lease.lease_id, " received ", lease.received, " of the ",
+                                        lease.blocks_sent, " blocks sent, ", FilledPrefix(lease),
+                                        " of them the lease's first"));
   }
   if (status.ok()) status = medium_->CommitBlocks(lease.blocks);
   if (status.ok()) {
@@ -221,8 +227,17 @@ void Receiver::CompleteLease(LeaseMap::iterator it) {
   } else {
     GetLogger("transfer")->info("{}: unpinned: {}", LeaseContext(lease), status.ToString());
   }
-  options_.handler->TransferEnded(lease.lease_id, status);
+  // One-sided writes are not seen here: the sender's count is all there is.
+  const int64_t filled = lease.data_path == wire::DataPath::kReceiverPlaced ? FilledPrefix(lease) : lease.blocks_sent;
+  options_.handler->TransferEnded(lease.lease_id, status, static_cast<int32_t>(std::min<int64_t>(
+                                                              filled, static_cast<int64_t>(lease.blocks.size()))));
   if (lease.ack_end) Reply(key.first, wire::MessageType::kEndAck, key.second, status);
+}
+
+int64_t Receiver::FilledPrefix(const Lease& lease) {
+  int64_t n = 0;
+  while (n < static_cast<int64_t>(lease.offered.size()) && lease.offered[static_cast<size_t>(n)]) ++n;
+  return n;
 }
 
 void Receiver::DropPeer(ConnectionId conn, const absl::Status& status) {

@@ -10,8 +10,9 @@
 //   * Blocks (kReceiverPlaced): a block is accepted only for a lease pinned by THIS connection,
 //     only at an index inside the lease and only into the destination block the lease holds for
 //     it (the sender never chooses the address); a lease ends OK only when every block the
-//     sender counted in kEnd has arrived and no placement is still running (decode never starts
-//     on partial KV). kOneSided: the sender writes the memory itself; only the messages are
+//     sender counted in kEnd has arrived, each logical block at most once, together the first
+//     blocks of the lease, and no placement is still running (decode never starts on partial
+//     KV; the lease table then checks that the prompt's blocks are all among them). kOneSided: the sender writes the memory itself; only the messages are
 //     seen here.
 //   * TransferEnded is called exactly once per pinned lease: at kEnd (after the medium's
 //     CommitBlocks for an OK end), or with an error when the connection is lost, when the sender
@@ -74,6 +75,7 @@ class Receiver {
     std::string sender;  // worker id, for messages
     wire::DataPath data_path = wire::DataPath::kReceiverPlaced;
     std::vector<int32_t> blocks;  // destination block of each logical block
+    std::vector<bool> offered;    // logical blocks a message arrived for (each at most once)
     int64_t received = 0;         // blocks placed
     int64_t receiving = 0;        // placements still running
     absl::Status data_error;      // first failed or misfit block
@@ -102,6 +104,8 @@ class Receiver {
   bool Settled(const Lease& lease) const;
   void MaybeComplete(const LeaseKey& key);
   static std::string LeaseContext(const Lease& lease);
+  // How many of the lease's blocks, from the first, a block message arrived for.
+  static int64_t FilledPrefix(const Lease& lease);
 
   Medium* const medium_;
   const ReceiverOptions options_;

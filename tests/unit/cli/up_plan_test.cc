@@ -122,5 +122,25 @@ TEST(UpPlanTest, UpOffersTheRouterAndWorkerSettingsUnderTheirOwnNames) {
   EXPECT_FALSE(flags.Parse({"--bind=0.0.0.0"}).ok()) << "the router's bind address is not up's to set";
 }
 
+// Nothing listens beyond loopback unless asked; --listen opens the router's API only, and says
+// so when there is no API key.
+TEST(UpPlanTest, ListenOpensOnlyTheRouterAndWarnsWithoutAnApiKey) {
+  UpFlags up;
+  FlagSet flags("up", "");
+  up.Register(flags);
+  auto plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(ChildSettings<RouterFlags>(plan->RouterArgv("/bin/tandem"), 2).bind, "127.0.0.1");
+  EXPECT_EQ(ChildSettings<WorkerFlags>(plan->WorkerArgs("r:1"), 0).bind, "127.0.0.1");
+  EXPECT_TRUE(plan->notes.empty());
+  ASSERT_TRUE(flags.Parse({"--listen=0.0.0.0"}).ok());
+  plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(ChildSettings<RouterFlags>(plan->RouterArgv("/bin/tandem"), 2).bind, "0.0.0.0");
+  EXPECT_EQ(ChildSettings<WorkerFlags>(plan->WorkerArgs("r:1"), 0).bind, "127.0.0.1");
+  ASSERT_EQ(plan->notes.size(), 1u);
+  EXPECT_THAT(plan->notes[0], HasSubstr("without an API key"));
+}
+
 }  // namespace
 }  // namespace tandem::cli

@@ -25,6 +25,23 @@ TEST(SamplingTest, GreedyPicksTheLargestLogitAndTheLowestIdOnTies) {
   EXPECT_EQ(Draw(Logits(), p, rng), 1);
 }
 
+// A denormal temperature used to turn every logit into an infinity (garbage output with 200).
+TEST(SamplingTest, TemperaturesBelowEpsilonAreGreedy) {
+  std::vector<float> logits(1000);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(static_cast<float>(i)) * 3;
+  const int32_t best = ArgMax(logits);
+  for (float t : {1e-45f, 1e-30f, 1e-6f, std::nanf("")}) {
+    SamplingParams p;
+    p.temperature = t;
+    EXPECT_TRUE(p.greedy()) << t;
+    SamplerRng rng(5);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(Draw(logits, p, rng), best) << t;
+  }
+  SamplingParams warm;
+  warm.temperature = 1e-4f;
+  EXPECT_FALSE(warm.greedy());
+}
+
 TEST(SamplingTest, SameSeedSameTokensDifferentSeedDifferentTokens) {
   SamplingParams p;
   p.temperature = 1.5f;

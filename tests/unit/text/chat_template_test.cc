@@ -49,6 +49,20 @@ TEST(ChatTemplateTest, EmptyTemplateIsChatMlWithoutDefaultSystemPrompt) {
   EXPECT_EQ(t->Apply({}, true), "<|im_start|>assistant\n");
 }
 
+TEST(ChatTemplateTest, RenderMarksOnlyTheTemplatesOwnText) {
+  auto t = ChatTemplate::FromJinja(kSmolLm2Template);
+  ASSERT_TRUE(t.ok());
+  const std::vector<ChatMessage> msgs = {{"user", "<|im_end|>"}};
+  RenderedChat chat = t->Render(msgs, true);
+  EXPECT_EQ(chat.text, t->Apply(msgs, true));
+  std::string marked;
+  for (auto [b, e] : chat.markup) marked += chat.text.substr(b, e - b) + "|";
+  // The role and the content are outside the markup; the default system prompt is the template's.
+  EXPECT_EQ(marked,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+            "<|im_start|>|\n|<|im_end|>\n<|im_start|>assistant\n|");
+}
+
 TEST(ChatTemplateTest, EscapedNewlinesInTheDefaultPromptAreUnescaped) {
   auto t = ChatTemplate::FromJinja(
       "{% if messages[0]['role'] != 'system' %}{{ \"<|im_start|>system\\nLine one.\\nIt's "

@@ -78,7 +78,7 @@ bool BlockIsByte(const TestCache& cache, int64_t block, uint8_t value) {
 }
 
 absl::Status RecordingLeaseHandler::TransferStarting(const std::string& lease_id,
-                                                     int32_t num_blocks) {
+                                                     std::span<const int32_t> blocks) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = refusals_.find(lease_id); it != refusals_.end()) return it->second;
@@ -90,10 +90,12 @@ absl::Status RecordingLeaseHandler::TransferStarting(const std::string& lease_id
   return absl::OkStatus();
 }
 
-void RecordingLeaseHandler::TransferEnded(const std::string& lease_id, const absl::Status& status) {
+void RecordingLeaseHandler::TransferEnded(const std::string& lease_id, const absl::Status& status,
+                                          int32_t filled_blocks) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ended_[lease_id].push_back(status);
+    filled_[lease_id] = filled_blocks;
     ++ends_;
     --pinned_;
   }
@@ -133,6 +135,12 @@ int RecordingLeaseHandler::ends() const {
 int RecordingLeaseHandler::pinned() const {
   std::lock_guard<std::mutex> lock(mu_);
   return pinned_;
+}
+
+int32_t RecordingLeaseHandler::filled(const std::string& lease_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = filled_.find(lease_id);
+  return it == filled_.end() ? -1 : it->second;
 }
 
 int RecordingLeaseHandler::ended_count(const std::string& lease_id) const {

@@ -50,8 +50,10 @@ bool BlockIsByte(const TestCache& cache, int64_t block, uint8_t value);
 // Records the transport's calls; refuses leases listed in `refusals`. Thread-safe.
 class RecordingLeaseHandler : public KvLeaseHandler {
  public:
-  absl::Status TransferStarting(const std::string& lease_id, int32_t num_blocks) override;
-  void TransferEnded(const std::string& lease_id, const absl::Status& status) override;
+  absl::Status TransferStarting(const std::string& lease_id, std::span<const int32_t> blocks) override;
+  void TransferEnded(const std::string& lease_id, const absl::Status& status, int32_t filled_blocks) override;
+  // The filled_blocks of the last TransferEnded for `lease_id` (-1 if none).
+  int32_t filled(const std::string& lease_id) const;
 
   void Refuse(const std::string& lease_id, absl::Status status);
   // Waits for TransferEnded(lease_id); nullopt on timeout.
@@ -70,6 +72,7 @@ class RecordingLeaseHandler : public KvLeaseHandler {
   std::map<std::string, absl::Status> refusals_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> started_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<absl::Status>> ended_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int32_t> filled_ ABSL_GUARDED_BY(mu_);
   int starts_ ABSL_GUARDED_BY(mu_) = 0;
   int ends_ ABSL_GUARDED_BY(mu_) = 0;
   int pinned_ ABSL_GUARDED_BY(mu_) = 0;

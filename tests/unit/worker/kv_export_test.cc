@@ -61,12 +61,12 @@ class HostCache final : public KvCacheStorage {
 // The decode side's leases: records starts and ends. Thread-safe.
 class Leases final : public KvLeaseHandler {
  public:
-  absl::Status TransferStarting(const std::string& lease, int32_t) override {
+  absl::Status TransferStarting(const std::string& lease, std::span<const int32_t>) override {
     std::lock_guard<std::mutex> lock(mu_);
     ++starts_[lease];
     return absl::OkStatus();
   }
-  void TransferEnded(const std::string& lease, const absl::Status& s) override {
+  void TransferEnded(const std::string& lease, const absl::Status& s, int32_t) override {
     std::lock_guard<std::mutex> lock(mu_);
     ends_[lease].push_back(s);
     cv_.notify_all();

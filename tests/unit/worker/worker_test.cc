@@ -9,6 +9,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
+#include "rpc/cluster_auth.h"
 #include "testing/test_cluster.h"
 #include "testing/tiny_model.h"
 
@@ -29,8 +30,8 @@ class WorkerTest : public ::testing::Test {
   }
 
   std::unique_ptr<v1::Worker::Stub> Stub(int i) {
-    return v1::Worker::NewStub(grpc::CreateChannel(StrCat("127.0.0.1:", cluster_->worker(i).grpc_port()),
-                                                   grpc::InsecureChannelCredentials()));
+    return v1::Worker::NewStub(
+        rpc::ClusterChannel(StrCat("127.0.0.1:", cluster_->worker(i).grpc_port()), cluster_->cluster_token()));
   }
 
   double Free(int i) {
@@ -118,9 +119,27 @@ TEST_F(WorkerTest, ReleasedLeaseFreesItsBlocksAtOnce) {
 }
 
 TEST_F(WorkerTest, ReservationBeyondTheFreeBlocksIsRefused) {
-  v1::ReserveKvResponse lease;
-  grpc::Status s = Reserve(64 * 16 + 1, 1000, &lease);
+  v1::ReserveKvResponse first, second;
+  ASSERT_TRUE(Reserve(40 * 16, 10000, &first).ok());
+  grpc::Status s = Reserve(40 * 16, 1000, &second);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+}
+
+// Hostile sizes are refused with a clear error and the worker keeps serving (one
+// ReserveKv{num_tokens: 2147483647} used to overflow the block count and kill the process).
+TEST_F(WorkerTest, OutOfBoundsReservationsAreRefusedAndTheWorkerKeepsServing) {
+  v1::ReserveKvResponse lease;
+  for (int tokens : {2147483647, -5, 0, 1025}) {  // the tiny model's context is 1024 tokens
+    grpc::Status s = Reserve(tokens, 1000, &lease);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << tokens << ": " << s.error_message();
+  }
+  for (int lease_ms : {-1, 24 * 3600 * 1000}) {
+    grpc::Status s = Reserve(16, lease_ms, &lease);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << lease_ms << ": " << s.error_message();
+  }
+  grpc::Status s = Reserve(1024, 0, &lease);  // the whole context, with the default lease time
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(lease.block_ids_size(), 64);
 }
 
 TEST_F(WorkerTest, MismatchedLayoutIsRefusedBeforeAnyBlockMoves) {

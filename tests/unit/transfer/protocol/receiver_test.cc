@@ -101,6 +101,31 @@ TEST_F(ReceiverTest, AMisfitBlockFailsTheLeaseAtItsEnd) {
   EXPECT_EQ(medium_.LastAck(1).status.code(), absl::StatusCode::kDataLoss);
 }
 
+// A forged sender repeating a block (to pass the count with a stale one left behind) fails.
+TEST_F(ReceiverTest, ABlockSentTwiceFailsTheLease) {
+  Hello(1);
+  Begin(1, 3, "lease-d", {4, 6});
+  ASSERT_TRUE(Block(1, 3, 0).ok());
+  EXPECT_EQ(Block(1, 3, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  End(1, 3, absl::OkStatus(), 2);
+  auto ended = handler_.WaitEnded("lease-d", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_EQ(ended->code(), absl::StatusCode::kDataLoss) << *ended;
+}
+
+// An end after fewer blocks than the lease holds is reported with what really arrived, so the
+// decode side can refuse a prompt whose blocks were never written.
+TEST_F(ReceiverTest, AnEarlyEndReportsOnlyTheBlocksThatArrived) {
+  Hello(1);
+  Begin(1, 3, "lease-e", {4, 6, 8});
+  ASSERT_TRUE(Block(1, 3, 0).ok());
+  End(1, 3, absl::OkStatus(), 1);
+  auto ended = handler_.WaitEnded("lease-e", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_TRUE(ended->ok()) << *ended;
+  EXPECT_EQ(handler_.filled("lease-e"), 1);
+}
+
 TEST_F(ReceiverTest, StaleEpochIsRefusedAndItsConnectionClosed) {
   Hello(1, kEpoch + 1);
   const wire::Ack ack = medium_.LastAck(1);

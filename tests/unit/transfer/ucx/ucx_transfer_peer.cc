@@ -30,11 +30,11 @@ void Say(const std::string& line) {
 
 class PrintingHandler : public KvLeaseHandler {
  public:
-  absl::Status TransferStarting(const std::string& lease_id, int32_t num_blocks) override {
-    Say("started " + lease_id + " " + std::to_string(num_blocks));
+  absl::Status TransferStarting(const std::string& lease_id, std::span<const int32_t> blocks) override {
+    Say("started " + lease_id + " " + std::to_string(blocks.size()));
     return absl::OkStatus();
   }
-  void TransferEnded(const std::string& lease_id, const absl::Status& status) override {
+  void TransferEnded(const std::string& lease_id, const absl::Status& status, int32_t) override {
     Say("ended " + lease_id + " " + std::to_string(static_cast<int>(status.code())));
   }
 };
