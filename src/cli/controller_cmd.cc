@@ -74,6 +74,9 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   flags.Float("target-busy", &daemon.loop.planner.target_busy_fraction,
               "fraction of a worker's measured throughput to plan for (headroom for latency)");
   flags.Float("class-dwell-s", &daemon.loop.classifier.min_dwell_s, "least seconds between traffic class changes");
+  flags.Float("restore-drained-after-s", &daemon.restore_drained_after_s,
+              "when every prefill (or every decode) worker has been draining this long, and not by this "
+              "controller, end their drains: nothing else would (0: never)");
 }
 
 absl::Status ControllerFlags::Finish() {

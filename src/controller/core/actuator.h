@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -27,6 +28,10 @@ class Actuator {
   // the call may return before a draining instance has stopped. An error leaves the counts
   // as they were or part of the way; the controller retries at its next tick.
   virtual absl::Status Apply(const InstanceCounts& target) = 0;
+
+  // Workers this actuator is draining right now (before stopping them or changing their role):
+  // the drained-out guard leaves these alone.
+  virtual std::vector<std::string> Draining() const { return {}; }
 };
 
 }  // namespace tandem::controller

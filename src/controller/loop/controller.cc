@@ -72,9 +72,29 @@ Controller::Controller(ControllerOptions options, SignalSource* source, Actuator
 
 Controller::~Controller() = default;
 
+void Controller::RestoreDrainedOut() {
+  if (guard_ == nullptr) return;
+  absl::StatusOr<std::vector<std::string>> restored = guard_->Check(absl::Now());
+  if (!restored.ok() || restored->empty()) return;
+  DecisionRecord rec;
+  rec.unix_s = UnixSeconds();
+  rec.actuator = actuator_->name();
+  rec.cls = classifier_.current();
+  rec.action = "restore";
+  rec.reason = "drained_out";
+  for (const std::string& id : *restored) rec.detail += (rec.detail.empty() ? "" : ",") + id;
+  rec.detail = StrCat("every worker of a role was draining; ended the drain of ", rec.detail);
+  rec.result = std::string(kResultOk);
+  metrics_->decisions->With({rec.action, rec.reason}).Increment(static_cast<double>(restored->size()));
+  if (log_ != nullptr) {
+    if (absl::Status s = log_->Append(rec); !s.ok()) GetLogger("controller")->warn("decision log: {}", s.message());
+  }
+}
+
 DecisionRecord Controller::Tick(double now_s) {
   auto logger = GetLogger("controller");
   metrics_->ticks->Increment();
+  RestoreDrainedOut();
   DecisionRecord rec;
   rec.unix_s = UnixSeconds();
   rec.actuator = actuator_->name();

@@ -18,6 +18,7 @@
 #include "controller/core/planner.h"
 #include "controller/core/signal_source.h"
 #include "controller/core/smoother.h"
+#include "controller/loop/drained_out_guard.h"
 #include "metrics/registry.h"
 
 namespace tandem::controller {
@@ -46,9 +47,13 @@ class Controller {
 
   // The last decision (for `tandem up`'s status line and tests).
   DecisionRecord last() const;
+  // Checked at every tick before the plan (may be null; must outlive the controller).
+  void SetDrainedOutGuard(DrainedOutGuard* guard) { guard_ = guard; }
 
  private:
   struct Metrics;
+  // Runs the drained-out guard; what it restored is a decision of its own in the log.
+  void RestoreDrainedOut();
 
   const ControllerOptions options_;
   SignalSource* source_;
@@ -58,6 +63,7 @@ class Controller {
   SignalSmoother smoother_;
   Classifier classifier_;
   Planner planner_;
+  DrainedOutGuard* guard_ = nullptr;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

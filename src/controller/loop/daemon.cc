@@ -61,6 +61,10 @@ absl::StatusOr<std::unique_ptr<ControllerDaemon>> ControllerDaemon::Create(Daemo
   }
   d->controller_ =
       std::make_unique<Controller>(options.loop, d->source_.get(), actuator, d->log_.get(), d->registry_.get());
+  if (options.restore_drained_after_s > 0 && admin != nullptr && !options.loop.dry_run) {
+    d->guard_ = std::make_unique<DrainedOutGuard>(admin, actuator, absl::Seconds(options.restore_drained_after_s));
+    d->controller_->SetDrainedOutGuard(d->guard_.get());
+  }
 
   http::HttpServerOptions ho;
   ho.address = options.bind;

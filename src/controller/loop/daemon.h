@@ -25,6 +25,9 @@ struct DaemonOptions {
   std::string decision_log;         // JSON lines file; "" = none, "-" = stdout
   std::string bind = "0.0.0.0";
   int http_port = 9400;             // 0: any free port
+  // A role whose every worker has been draining this long (not by the actuator) is restored
+  // (drained_out_guard.h); 0: never.
+  double restore_drained_after_s = 30;
   ControllerOptions loop;
 };
 
@@ -52,6 +55,7 @@ class ControllerDaemon {
   std::unique_ptr<metrics::MetricsRegistry> registry_;
   std::unique_ptr<SignalSource> source_;
   std::unique_ptr<DecisionLog> log_;
+  std::unique_ptr<DrainedOutGuard> guard_;
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<http::HttpServer> http_server_;
   std::thread thread_;

@@ -205,6 +205,15 @@ void LocalActuator::Reap() {
   }
 }
 
+std::vector<std::string> LocalActuator::Draining() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& w : workers_) {
+    if (w->state == Worker::State::kDraining || w->state == Worker::State::kChanging) out.push_back(w->id);
+  }
+  return out;
+}
+
 std::vector<LocalActuator::Process> LocalActuator::Processes() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Process> out;

@@ -42,6 +42,7 @@ class LocalActuator final : public Actuator {
   std::string name() const override { return options_.role_change ? "local+role-change" : "local"; }
   absl::StatusOr<InstanceCounts> Current() override;
   absl::Status Apply(const InstanceCounts& target) override;
+  std::vector<std::string> Draining() const override;
 
   // Starts one worker of `role` now and waits until it has printed its ports (tandem up's first
   // workers). Error if it does not start.
