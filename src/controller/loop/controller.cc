@@ -119,7 +119,6 @@ DecisionRecord Controller::Tick(double now_s) {
   rec.current = *current;
   metrics_->actual->With({"prefill"}).Set(current->prefill);
   metrics_->actual->With({"decode"}).Set(current->decode);
-
   rec.raw = *reading;
   const Signals& smoothed = smoother_.Update(*reading);
   rec.smoothed = smoothed;
