@@ -1,7 +1,6 @@
 // `tandem bench serve`: the load generator. Flags become bench::ServeOptions; the tokenizer
 // of the served model is loaded here (the bundled model unless --tokenizer names a GGUF);
 // everything else is in src/bench.
-#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -127,16 +126,6 @@ absl::StatusOr<LoadedTokenizer> LoadTokenizer(const std::string& flag) {
   return out;
 }
 
-// Every request in flight holds a socket: raise the soft limit on open files to the hard one
-// so that a few thousand concurrent requests do not fail with EMFILE.
-void RaiseOpenFileLimit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    (void)setrlimit(RLIMIT_NOFILE, &limit);
-  }
-}
-
 int ServeCommand(const std::vector<std::string>& args) {
   BenchFlags b;
   b.serve.api_key = Env("OPENAI_API_KEY");
@@ -164,7 +153,6 @@ int ServeCommand(const std::vector<std::string>& args) {
   context.chat_template = &tok->chat_template;
   context.tokenizer_path = tok->path;
   context.tokenizer_context_length = tok->context_length;
-  RaiseOpenFileLimit();
   absl::Status s = bench::RunServeBenchmark(b.serve, *traffic, context);
   if (!s.ok()) return Fail("bench serve", std::string(s.message()), absl::IsInvalidArgument(s) ? 2 : 1);
   return 0;

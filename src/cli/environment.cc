@@ -1,5 +1,7 @@
 #include "cli/environment.h"
 
+#include <sys/resource.h>
+
 #include <cstdlib>
 
 #include "common/logging.h"
@@ -28,6 +30,14 @@ ModelStoreOptions ModelStoreOptionsFromEnvironment() {
 
 void ApplyLogLevelFromEnvironment() {
   if (std::string level = Env("TANDEM_LOG_LEVEL"); !level.empty()) SetLogLevel(level);
+}
+
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &limit);
+  }
 }
 
 }  // namespace tandem::cli

@@ -30,4 +30,9 @@ ModelStoreOptions ModelStoreOptionsFromEnvironment();
 // Applies $TANDEM_LOG_LEVEL (if set) to every logger. Called first thing in main.
 void ApplyLogLevelFromEnvironment();
 
+// Every connection or request in flight holds a file descriptor (the router's clients, the
+// load generator's requests): raises the soft limit on open files to the hard one, so a few
+// thousand of them do not fail with EMFILE. Called first thing in main.
+void RaiseOpenFileLimit();
+
 }  // namespace tandem::cli

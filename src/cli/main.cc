@@ -40,6 +40,7 @@ refuse to start without one; `tandem up` makes one for its cluster).
 
 int main(int argc, char** argv) {
   tandem::cli::ApplyLogLevelFromEnvironment();
+  tandem::cli::RaiseOpenFileLimit();
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

@@ -97,6 +97,7 @@ class ServerCore final : public ConnectionHost {
  private:
   void DoAccept();
   void OnAccept(error_code ec, tcp::socket socket);
+  void RefuseOverCap(tcp::socket socket);
   std::vector<std::shared_ptr<Connection>> SnapshotConnections() const;
   // Waits until no connection is open or `deadline`; true if none is open.
   bool WaitForNoConnections(std::optional<Clock::time_point> deadline);
@@ -112,6 +113,7 @@ class ServerCore final : public ConnectionHost {
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   tcp::acceptor acceptor_;
   net::steady_timer accept_backoff_;
+  std::atomic<uint64_t> refused_over_cap_{0};
   std::vector<std::thread> threads_;
 
   std::atomic<int> port_{0};
@@ -185,6 +187,11 @@ void ServerCore::OnAccept(error_code ec, tcp::socket socket) {
   }
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);  // stream chunks leave at once
+  if (connection_count() >= options_.max_connections) {
+    RefuseOverCap(std::move(socket));
+    DoAccept();
+    return;
+  }
   auto connection = std::make_shared<Connection>(this, std::move(socket));
   {
     // Checked under mu_ so that Stop() either sees this connection or we see Stop().
@@ -194,6 +201,23 @@ void ServerCore::OnAccept(error_code ec, tcp::socket socket) {
   }
   connection->Start();
   DoAccept();
+}
+
+// Over the connection cap: a short 503 into the fresh socket's empty send buffer (it cannot
+// block), then close. Logged once per burst, not per connection.
+void ServerCore::RefuseOverCap(tcp::socket socket) {
+  static constexpr std::string_view kBusy =
+      "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+      "Content-Length: 33\r\n\r\ntoo many open connections; retry\n";
+  error_code ignored;
+  socket.non_blocking(true, ignored);
+  socket.write_some(net::buffer(kBusy.data(), kBusy.size()), ignored);
+  socket.shutdown(tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
+  if (refused_over_cap_.fetch_add(1) % 1000 == 0) {
+    Log().warn("refused a connection: {} open, the cap is {} (logged every 1000)", connection_count(),
+               options_.max_connections);
+  }
 }
 
 void ServerCore::OnConnectionClosed(Connection* connection) {

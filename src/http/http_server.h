@@ -7,7 +7,7 @@
 // requests wait until the previous response is complete). The server answers by itself:
 // 404 (no route), 405 with Allow (route exists, method does not), 400 (malformed request),
 // 413 (body over max_body_bytes), 431 (header section over max_header_bytes), 505 (HTTP
-// version), 500 (handler dropped its responder without answering). A connection idle for
+// version), 500 (handler dropped its responder without answering), 503 (max_connections open). A connection idle for
 // idle_timeout, a request not received completely within read_timeout, or a client taking
 // longer than idle_timeout to accept one batch (<= 256 KiB) of response bytes closes the
 // connection. While a handler works, the server keeps reading the socket, so a client that
@@ -41,6 +41,9 @@ struct HttpServerOptions {
   absl::Duration idle_timeout = absl::Seconds(60);
   absl::Duration read_timeout = absl::Seconds(30);
   std::string server_name = "tandem";  // Server header; empty for none
+  // Open connections at most; one more is answered 503 (Retry-After: 1) and closed at once, so a
+  // flood of idle sockets cannot exhaust the process's file descriptors.
+  size_t max_connections = 4096;
 };
 
 // One finished exchange, reported to the access observer (request metrics).

@@ -51,6 +51,34 @@ TEST(HttpLimitsTest, OversizeHeaderGets431AndServerKeepsServing) {
   EXPECT_EQ(fits->status, 200);
 }
 
+// Past max_connections a new connection gets a 503 with Retry-After and is closed; the open
+// ones are served, and room frees up as they close.
+TEST(HttpLimitsTest, ConnectionsOverTheCapGet503AndRoomFreesUp) {
+  HttpServerOptions options;
+  options.max_connections = 2;
+  auto server = OkServer(options);
+  auto first = std::make_unique<TestClient>(server->port());
+  TestClient second(server->port());
+  ASSERT_TRUE(first->Send(RequestText("GET", "/ok", "", {})));
+  ASSERT_TRUE(first->ReadResponse().has_value());  // both are open and counted now
+  ASSERT_TRUE(second.Send(RequestText("GET", "/ok", "", {})));
+  ASSERT_TRUE(second.ReadResponse().has_value());
+  TestClient third(server->port());
+  auto refused = third.ReadResponse(3s);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_EQ(refused->headers.Get("Retry-After"), "1");
+  EXPECT_TRUE(third.WaitForClose(3s));
+  first.reset();
+  std::optional<int> status;
+  for (int i = 0; i < 50 && status != 200; ++i) {  // the server notices the close
+    auto r = Fetch(server->port(), "GET", "/ok", "", {});
+    status = r.has_value() ? std::optional<int>(r->status) : std::nullopt;
+    if (status != 200) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(status, 200);
+}
+
 TEST(HttpLimitsTest, OversizeBodyGets413WithoutReadingIt) {
   HttpServerOptions options;
   options.max_body_bytes = 1 << 20;
