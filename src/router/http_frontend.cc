@@ -1,5 +1,9 @@
 // The OpenAI-compatible HTTP door: JSON bodies in (api/request.h), SSE or one JSON body out.
+#include <algorithm>
 #include <utility>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "api/request.h"
 #include "api/response.h"
@@ -70,8 +74,12 @@ class HttpEncoder final : public CompletionEncoder {
 }  // namespace
 
 Frontend::Frontend(FrontendOptions options, const text::Tokenizer* tokenizer, text::ChatTemplate chat_template,
-                   WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics)
-    : door_(std::move(options), tokenizer, std::move(chat_template), registry, timer, metrics), metrics_(metrics) {}
+                   WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics, int admit_threads)
+    : door_(std::move(options), tokenizer, std::move(chat_template), registry, timer, metrics),
+      metrics_(metrics),
+      admit_pool_(std::make_unique<boost::asio::thread_pool>(std::max(1, admit_threads))) {}
+
+Frontend::~Frontend() { admit_pool_->join(); }
 
 void Frontend::Refuse(http::HttpResponder& responder, const std::string& route, const api::ApiError& error) {
   door_.Refused(route, error);
@@ -90,13 +98,16 @@ void Frontend::RegisterHttp(http::HttpServer& server) {
       handler(req, std::move(r));
     };
   };
-  server.Handle("POST", kChatRoute, guarded(kChatRoute, [this](const http::HttpRequest& req, auto responder) {
-                  HandleCompletion(api::Endpoint::kChatCompletions, req, std::move(responder));
-                }));
-  server.Handle("POST", kCompletionsRoute,
-                guarded(kCompletionsRoute, [this](const http::HttpRequest& req, auto responder) {
-                  HandleCompletion(api::Endpoint::kCompletions, req, std::move(responder));
-                }));
+  // Completions leave the I/O thread at once (the body is copied; a client gone before its turn
+  // is noticed by the completion's OnClose, which then runs at once).
+  for (auto [route, endpoint] : {std::pair{kChatRoute, api::Endpoint::kChatCompletions},
+                                 std::pair{kCompletionsRoute, api::Endpoint::kCompletions}}) {
+    server.Handle("POST", route, guarded(route, [this, endpoint](const http::HttpRequest& req, auto responder) {
+                    boost::asio::post(*admit_pool_, [this, endpoint, body = req.body, responder] {
+                      HandleCompletion(endpoint, body, responder);
+                    });
+                  }));
+  }
   server.Handle("GET", kModelsRoute, guarded(kModelsRoute, [this](const http::HttpRequest&, auto responder) {
                   HandleModels(std::move(responder));
                 }));
@@ -127,13 +138,14 @@ void Frontend::HandleModel(const http::HttpRequest& req, std::shared_ptr<http::H
   (void)responder->Reply(200, std::string(api::kJsonContentType), api::ModelJson(card));
 }
 
-void Frontend::HandleCompletion(api::Endpoint endpoint, const http::HttpRequest& req,
+void Frontend::HandleCompletion(api::Endpoint endpoint, const std::string& body,
                                 std::shared_ptr<http::HttpResponder> responder) {
+  if (responder->closed()) return;  // the client left while the request waited its turn
   const bool chat = endpoint == api::Endpoint::kChatCompletions;
   const std::string route = chat ? kChatRoute : kCompletionsRoute;
   const api::RequestLimits& limits = door_.options().limits;
   api::ApiErrorOr<api::GenerationInput> input =
-      chat ? api::ReadChatCompletionBody(req.body, limits) : api::ReadCompletionBody(req.body, limits);
+      chat ? api::ReadChatCompletionBody(body, limits) : api::ReadCompletionBody(body, limits);
   if (!input.ok()) return Refuse(*responder, route, input.error());
   api::ApiErrorOr<AdmittedRequest> admitted = door_.Admit(*std::move(input), door_.NewRequestId());
   if (!admitted.ok()) return Refuse(*responder, route, admitted.error());
