@@ -1,5 +1,7 @@
 #include "router/completion.h"
 
+#include "router/admission_stats.h"
+
 #include <utility>
 
 #include "common/logging.h"
@@ -104,7 +106,8 @@ void Completion::OnFailed(const absl::Status& status) {
   std::lock_guard<std::mutex> lock(mu_);
   if (done_) return;
   done_ = true;
-  const api::ApiError error = api::ApiError::FromStatus(status, request_id_);
+  api::ApiError error = api::ApiError::FromStatus(status, request_id_);
+  if (const int retry = RetryAfterOf(status); retry > 0) error.retry_after_seconds = retry;
   GetLogger("router")->warn("request={} failed: {}", request_id_, status.ToString());
   metrics_->requests->With({route_, std::to_string(error.http_status)}).Increment();
   metrics_->inflight->Decrement();

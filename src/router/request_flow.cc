@@ -180,11 +180,23 @@ void RequestFlow::Cancel() {
     call = std::move(call_);
   }
   if (call) call->Cancel();
+  StopWaiting(/*admitted=*/false);
   ReleaseLease();
   events_->Failed(absl::CancelledError("the request was cancelled"));
 }
 
+void RequestFlow::StopWaiting(bool admitted) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!waiting_counted_) return;
+    waiting_counted_ = false;
+  }
+  registry_->admission().NoteWaiting(-1);
+  if (admitted) registry_->admission().NoteAdmittedAfterWait(clock_->Now());
+}
+
 void RequestFlow::Fail(const absl::Status& status) {
+  StopWaiting(/*admitted=*/false);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
@@ -271,6 +283,7 @@ void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode,
       ended = phase_ == Phase::kEnded;
     }
     registry_->NoteFreeBlocks(worker, free_blocks);
+    StopWaiting(/*admitted=*/true);
     ObserveQueued();
     if (ended) {
       ReleaseLease();  // cancelled while the reservation was in flight
@@ -301,7 +314,11 @@ void RequestFlow::WaitForRoom() {
     if (phase_ == Phase::kEnded) return;
     phase_ = Phase::kWaitingForRoom;
     const absl::Time now = clock_->Now();
-    if (wait_start_ == absl::InfinitePast()) wait_start_ = now;
+    if (wait_start_ == absl::InfinitePast()) {
+      wait_start_ = now;
+      waiting_counted_ = true;
+      registry_->admission().NoteWaiting(+1);
+    }
     waited = now - wait_start_;
     at = now + backoff_;
     backoff_ = std::min(backoff_ * 2, absl::Milliseconds(200));
@@ -314,7 +331,8 @@ void RequestFlow::WaitForRoom() {
   }
   if (!give_up.ok()) {
     Log()->warn("request={} refused: {}", request_.id, ToStd(give_up.message()));
-    Fail(give_up);
+    StopWaiting(/*admitted=*/false);
+    Fail(registry_->admission().WithRetryAfter(give_up));
     return;
   }
   if (!clock_->RunAt(at, [self = shared_from_this()] { self->Reserve(); })) {

@@ -177,7 +177,10 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   bool lease_held_ = false;  // reserved and not yet released (or adopted by a finished decode)
   bool decode_started_ = false;
   absl::Time wait_start_ = absl::InfinitePast();  // when it began waiting for KV room
+  bool waiting_counted_ = false;                  // counted in the registry's AdmissionStats
   absl::Duration backoff_ = absl::Milliseconds(10);
+  // Leaves the registry's count of waiting requests (once); `admitted`: it got its KV room.
+  void StopWaiting(bool admitted);
   bool queue_observed_ = false;
   std::string last_prefill_error_;
   RequestUsage usage_;

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "router/admission_stats.h"
 #include "router/prefix_index.h"
 #include "router/worker_client.h"
 #include "tandem/v1/registry.pb.h"
@@ -84,6 +85,8 @@ class WorkerRegistry {
   // A worker refused to reserve for a prompt of `prompt_tokens` for lack of room: it has fewer
   // free blocks than that needs (in its own block size).
   void NoteReserveRefused(const std::string& worker_id, int64_t prompt_tokens);
+  // Requests waiting for KV room and how fast they get it (the 429's Retry-After).
+  AdmissionStats& admission() { return admission_; }
   // Live, non-draining workers that can decode (decode or mixed role).
   int CountDecodeCapable() const;
 
@@ -111,6 +114,7 @@ class WorkerRegistry {
   const WorkerRegistryOptions options_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> workers_;  // guarded by mu_
+  AdmissionStats admission_;
 };
 
 }  // namespace tandem::router

@@ -261,6 +261,7 @@ TEST_F(RequestFlowTest, AllDecodeWorkersFullWaitsForRoomThenRefusesWithResourceE
   EXPECT_GT(refusals, 3) << "it retried while waiting";
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(observer_->status.message().find("retry later"), absl::string_view::npos) << observer_->status;
+  EXPECT_EQ(RetryAfterOf(observer_->status), 5) << "no admission measured yet: the default";
   EXPECT_TRUE(observer_->EndedOnceLast());
   EXPECT_EQ(clock_.waiting(), 0u);
   EXPECT_TRUE(d.released.empty());
