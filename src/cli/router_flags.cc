@@ -21,6 +21,9 @@ void RouterFlags::Register(FlagSet& f) {
   f.String("api-key", &api_key,
            "clients must send 'Authorization: Bearer <key>' (default: $TANDEM_API_KEY; empty: no key). "
            "Prefer the environment variable: a flag is visible to every user of this machine");
+  f.Bool("admin-api", &admin_api,
+         "serve the RouterAdmin API (list, drain, set role; the controller uses it). --no-admin-api when no "
+         "controller runs: nobody can drain or re-role workers through the router");
   f.Float("queue-timeout", &queue_timeout_s,
           "seconds a request may wait for KV room on a decode worker before it is refused (HTTP 429)");
 }
@@ -51,6 +54,7 @@ absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
   o.request_timeout = absl::Seconds(request_timeout_s);
   o.queue_timeout = absl::Seconds(queue_timeout_s);
   o.api_key = api_key;
+  o.admin_api = admin_api;
   return o;
 }
 

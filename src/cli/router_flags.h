@@ -24,6 +24,7 @@ struct RouterFlags {
   double queue_timeout_s = 60;
   // Clients must send it; empty: $TANDEM_API_KEY (ApplyEnvironment), else no key.
   std::string api_key;
+  bool admin_api = true;
 
   void Register(FlagSet& flags);
   // The API key from $TANDEM_API_KEY when --api-key was not given.

@@ -105,7 +105,7 @@ absl::Status RouterProcess::StartServers() {
                            &grpc_port_);
   builder.RegisterService(generate_service_.get());
   builder.RegisterService(registry_service_.get());
-  builder.RegisterService(admin_service_.get());
+  if (options_.admin_api) builder.RegisterService(admin_service_.get());
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_ || grpc_port_ == 0) {
     return absl::UnavailableError(StrCat("cannot listen for gRPC on ", options_.bind_host, ":", options_.grpc_port));

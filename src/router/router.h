@@ -34,6 +34,7 @@ struct RouterOptions {
   // Registry and RouterAdmin callers must present it, and calls to workers carry it
   // (rpc/cluster_auth.h); empty: no check (development only).
   std::string cluster_token;
+  bool admin_api = true;  // serve RouterAdmin (the controller needs it); off: UNIMPLEMENTED
   int32_t local_prefill_threshold = 0;
   int32_t default_max_tokens = 0;
   absl::Duration worker_expiry = absl::Seconds(3);

@@ -175,6 +175,24 @@ TEST_F(InternalPlaneTest, WithTheTokenTheCallsAreServed) {
   EXPECT_EQ(resp.workers_size(), 2);
 }
 
+// With --no-admin-api nobody, token or not, can drain or re-role workers through the router.
+TEST(InternalPlaneAdminOffTest, WithoutTheAdminApiEvenTheTokenCannotDrain) {
+  ClusterSpec spec;
+  spec.model_path = TinyModelPath();
+  spec.admin_api = false;
+  auto c = TestCluster::Start(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto admin = v1::RouterAdmin::NewStub(
+      rpc::ClusterChannel(StrCat("127.0.0.1:", (*c)->router().grpc_port()), (*c)->cluster_token()));
+  grpc::ClientContext ctx;
+  v1::DrainWorkerRequest req;
+  req.set_worker_id((*c)->worker((*c)->FindWorker(v1::WORKER_ROLE_DECODE)).worker_id());
+  v1::DrainWorkerResponse resp;
+  EXPECT_EQ(admin->DrainWorker(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  auto r = (*c)->Generate({5, 6, 7}, SamplingParams{.temperature = 0, .max_tokens = 2});
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+}
+
 // A cluster member (it has the token) cannot take a live worker's id from another address; a
 // worker re-registering itself from its own address is still welcome.
 TEST_F(InternalPlaneTest, ALiveWorkersRegistrationCannotBeTakenOver) {

@@ -33,6 +33,7 @@ struct ClusterSpec {
   std::string api_key;       // the router's
   // The internal plane's credential, shared by the router and every worker (empty: none).
   std::string cluster_token = "test-cluster-token-0123456789";
+  bool admin_api = true;  // the router's RouterAdmin service
   int32_t default_max_tokens = 0;  // the router's, for requests without max_tokens
 };
 
