@@ -8,7 +8,9 @@ CMAKE_ARGS ?=
 PROMPT     ?= What are three good habits for writing maintainable code? Answer briefly.
 TANDEM     := $(BUILD_DIR)/tandem
 
-.PHONY: all setup configure build model test test-venv up demo bench clean help
+FUZZ_SECONDS ?= 600
+
+.PHONY: all setup configure build model test test-venv fuzz fuzz-long up demo bench clean help
 
 all: build
 
@@ -18,6 +20,8 @@ help:
 	@echo "make demo   one prompt through the engine in this process (PROMPT=...)"
 	@echo "make test   set up, build, fetch the bundled model, make the test venv and run every test"
 	@echo "make build  configure and build only ($(BUILD_DIR)/, CMAKE_ARGS=... to pass options)"
+	@echo "make fuzz   build the libFuzzer targets with clang (build-fuzz/) and run each for 60 s (part of make test);"
+	@echo "            make fuzz-long FUZZ_SECONDS=3600 for longer runs (crash inputs: build-fuzz/crashes/)"
 	@echo "make bench  CPU benchmark against llama.cpp (builds llama-cpp-python first; slow)"
 
 setup:
@@ -35,7 +39,14 @@ model: build
 test-venv:
 	@scripts/setup_test_venv.sh
 
-test: model test-venv
+# The parsers of network and file input under libFuzzer, 60 s each, two at a time (tests/fuzz/).
+fuzz: setup
+	scripts/run_fuzzers.sh 60 2
+
+fuzz-long: setup
+	scripts/run_fuzzers.sh $(FUZZ_SECONDS) 2
+
+test: model test-venv fuzz
 	TANDEM_MODEL="$$($(TANDEM) model fetch)" TANDEM_REQUIRE_MODEL=1 TANDEM_REQUIRE_E2E=1 \
 	  ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 

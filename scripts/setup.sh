@@ -10,6 +10,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libucx-dev
   prometheus libboost1.74-dev libcurl4-openssl-dev libyaml-cpp-dev openssl
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # The fuzz targets (scripts/run_fuzzers.sh): clang and its runtime libraries (libFuzzer,
+  # AddressSanitizer, UBSan).
+  clang libclang-rt-dev
 )
 
 missing=()

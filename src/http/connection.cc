@@ -10,7 +10,6 @@
 #include "absl/base/thread_annotations.h"
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
-#include "boost/beast/http/error.hpp"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
@@ -19,8 +18,6 @@
 namespace tandem::http::internal {
 namespace {
 
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
 using boost::system::error_code;
 
 constexpr size_t kReadChunkBytes = 8 << 10;
@@ -35,20 +32,6 @@ constexpr std::string_view kPlainText = "text/plain; charset=utf-8";
 spdlog::logger& Log() {
   static const std::shared_ptr<spdlog::logger> logger = GetLogger("http");
   return *logger;
-}
-
-// Splits a request target into path and query. Absolute-form targets
-// ("http://host/p?q", RFC 9112 §3.2.2) keep only the path.
-void SplitTarget(std::string_view target, std::string* path, std::string* query) {
-  if (!target.starts_with('/')) {
-    if (const size_t scheme = target.find("://"); scheme != std::string_view::npos) {
-      const size_t slash = target.find('/', scheme + 3);
-      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-    }
-  }
-  const size_t q = target.find('?');
-  *path = std::string(target.substr(0, q));
-  *query = q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1));
 }
 
 std::string EndpointString(const tcp::socket& socket) {
@@ -267,7 +250,9 @@ Connection::Connection(ConnectionHost* host, tcp::socket socket)
       socket_(std::move(socket)),
       timer_(strand_),
       remote_(EndpointString(socket_)),
-      read_chunk_(kReadChunkBytes) {}
+      read_chunk_(kReadChunkBytes),
+      parser_(RequestLimits{.max_header_bytes = config_.max_header_bytes,
+                            .max_body_bytes = config_.max_body_bytes}) {}
 
 Connection::~Connection() {
   // Reached on a server thread after Close(), or while the I/O context is destroyed with
@@ -333,11 +318,7 @@ void Connection::FinishExchange(bool completed) {
 void Connection::BeginRequest() {
   if (closed_) return;
   phase_ = Phase::kReadingRequest;
-  parser_.emplace();
-  parser_->header_limit(
-      static_cast<uint32_t>(std::min<size_t>(config_.max_header_bytes, UINT32_MAX)));
-  parser_->body_limit(static_cast<uint64_t>(config_.max_body_bytes));
-  parser_->eager(true);
+  parser_.Reset();
   request_started_ = false;
   continue_sent_ = false;
   SetDeadline(Clock::now() + config_.idle_timeout);
@@ -346,53 +327,38 @@ void Connection::BeginRequest() {
 }
 
 void Connection::ProcessInput() {
-  while (phase_ == Phase::kReadingRequest && input_.size() > 0) {
-    if (!request_started_) {
-      request_started_ = true;
-      SetDeadline(Clock::now() + config_.read_timeout);
-    }
-    error_code ec;
-    const size_t used = parser_->put(input_.data(), ec);
-    input_.consume(used);
-    if (ec == bhttp::error::need_more) break;
-    if (ec) {
-      RejectRequest(ec);
+  if (phase_ != Phase::kReadingRequest || input_.size() == 0) return;
+  if (!request_started_) {
+    request_started_ = true;
+    SetDeadline(Clock::now() + config_.read_timeout);
+  }
+  const auto data = input_.data();
+  input_.consume(parser_.Feed(std::string_view(static_cast<const char*>(data.data()), data.size())));
+  switch (parser_.state()) {
+    case RequestParser::State::kRejected:
+      RejectRequest(parser_.rejection());
       return;
-    }
-    if (parser_->is_done()) {
+    case RequestParser::State::kComplete:
       Dispatch();
       return;
-    }
-    if (used == 0) break;
+    case RequestParser::State::kNeedMore:
+      break;
   }
-  if (phase_ == Phase::kReadingRequest) MaybeSendContinue();
+  MaybeSendContinue();
 }
 
 // RFC 9110 §10.1.1: a client that sent "Expect: 100-continue" waits for this before the body.
 void Connection::MaybeSendContinue() {
-  if (continue_sent_ || !parser_->is_header_done() || parser_->is_done()) return;
-  const auto& request = parser_->get();
-  if (request.version() != 11) return;
-  const auto expect = request.find(bhttp::field::expect);
-  if (expect == request.end() || !EqualsIgnoreCase(expect->value(), "100-continue")) return;
+  if (continue_sent_ || !parser_.ExpectsContinue()) return;
   continue_sent_ = true;
   Enqueue({.head = "HTTP/1.1 100 Continue\r\n\r\n"});
 }
 
-void Connection::RejectRequest(error_code parse_error) {
-  int status = 400;
-  std::string body = StrCat("bad request: ", parse_error.message(), "\n");
-  if (parse_error == bhttp::error::header_limit) {
-    status = 431;
-    body = StrCat("request header section larger than ", config_.max_header_bytes, " bytes\n");
-  } else if (parse_error == bhttp::error::body_limit) {
-    status = 413;
-    body = StrCat("request body larger than ", config_.max_body_bytes, " bytes\n");
-  }
-  Log().debug("request rejected status={} error=\"{}\" remote={}", status, parse_error.message(),
-              remote_);
+void Connection::RejectRequest(const RequestRejection& rejection) {
+  Log().debug("request rejected status={} error=\"{}\" remote={}", rejection.status,
+              rejection.parse_error, remote_);
   HttpAccessRecord record;
-  record.status = status;
+  record.status = rejection.status;
   record.duration = absl::ZeroDuration();
   record.completed = true;
   RunUserCallback([&] { host_->OnAccess(record); }, "access observer");
@@ -400,32 +366,20 @@ void Connection::RejectRequest(error_code parse_error) {
   phase_ = Phase::kResponding;
   keep_alive_ = false;
   ResponseHead head;
-  head.status = status;
+  head.status = rejection.status;
   head.content_type = kPlainText;
-  head.content_length = body.size();
+  head.content_length = rejection.body.size();
   head.keep_alive = false;
   head.server_name = config_.server_name;
-  Enqueue({.head = SerializeResponseHead(head, absl::Now()),
-           .body = std::move(body),
-           .ends_response = true});
+  Enqueue({.head = SerializeResponseHead(head, absl::Now()), .body = rejection.body, .ends_response = true});
 }
 
 void Connection::Dispatch() {
-  auto message = parser_->release();
-  parser_.reset();
+  const bool keep_alive = parser_.keep_alive();
+  HttpRequest request = parser_.TakeRequest();
+  request.remote_address = remote_;
   phase_ = Phase::kResponding;
   SetDeadline(Clock::time_point::max());
-
-  HttpRequest request;
-  request.method = std::string(message.method_string());
-  request.target = std::string(message.target());
-  SplitTarget(request.target, &request.path, &request.query);
-  request.version = message.version();
-  for (const auto& field : message) {
-    request.headers.Add(std::string(field.name_string()), std::string(field.value()));
-  }
-  request.body = std::move(message.body());
-  request.remote_address = remote_;
 
   RouteTable::Match match = host_->routes().Find(request.method, request.path);
   Exchange::RequestInfo info;
@@ -434,7 +388,7 @@ void Connection::Dispatch() {
   info.route = match.route;
   info.request_id = std::string(request.headers.Get("x-request-id").value_or(""));
   info.version = request.version;
-  info.keep_alive = message.keep_alive();
+  info.keep_alive = keep_alive;
   exchange_ = std::make_shared<Exchange>(weak_from_this(), std::move(info));
   auto responder = std::make_shared<ServerResponder>(exchange_);
   EnsureReading();  // notice a disconnect while the handler works

@@ -22,9 +22,8 @@
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
-#include "boost/beast/http/parser.hpp"
-#include "boost/beast/http/string_body.hpp"
 #include "http/http_server.h"
+#include "http/request_parser.h"
 #include "http/route_table.h"
 
 namespace tandem::http::internal {
@@ -99,7 +98,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ProcessInput();
   void MaybeSendContinue();
   void Dispatch();
-  void RejectRequest(boost::system::error_code parse_error);
+  void RejectRequest(const RequestRejection& rejection);
   void EnsureReading();
   void OnRead(boost::system::error_code ec, size_t bytes);
   void Enqueue(Outgoing item);
@@ -143,7 +142,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // accumulates unparsed bytes, including pipelined requests.
   std::vector<char> read_chunk_;
   boost::beast::flat_buffer input_;
-  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  RequestParser parser_;
   bool request_started_ = false;
   bool continue_sent_ = false;
 

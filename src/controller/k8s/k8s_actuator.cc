@@ -135,26 +135,12 @@ absl::StatusOr<KubernetesActuator::Scale> KubernetesActuator::GetScale(const std
   request.timeout = absl::ToChronoMilliseconds(options_.request_timeout);
   TANDEM_ASSIGN_OR_RETURN(const HttpClientResponse response, SendWithRetries(request));
   if (response.status != 200) return ErrorFor(request, response, deployment);
-  const auto json = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  const auto bad = [&] {
+  absl::StatusOr<KubeScale> scale = ParseKubeScale(response.body);
+  if (!scale.ok()) {
     return absl::InternalError(StrCat("GET ", request.path, ": the answer is not a Scale object: ",
                                       response.body.substr(0, 200)));
-  };
-  if (!json.is_object() || json.value("kind", "") != "Scale" || !json.contains("metadata") ||
-      !json["metadata"].is_object()) {
-    return bad();
   }
-  Scale scale;
-  const auto& rv = json["metadata"].value("resourceVersion", nlohmann::json());
-  if (!rv.is_string() || rv.get<std::string>().empty()) return bad();
-  scale.resource_version = rv.get<std::string>();
-  // spec.replicas is omitted when 0 (omitempty in the API's Go types).
-  if (json.contains("spec") && json["spec"].is_object() && json["spec"].contains("replicas")) {
-    const auto& replicas = json["spec"]["replicas"];
-    if (!replicas.is_number_integer() || replicas.get<int64_t>() < 0) return bad();
-    scale.replicas = replicas.get<int>();
-  }
-  return scale;
+  return *std::move(scale);
 }
 
 absl::Status KubernetesActuator::ScaleTo(Role role, const std::string& deployment, int replicas, Scale read) {

@@ -68,10 +68,7 @@ class KubernetesActuator : public Actuator {
   const std::string& kube_namespace() const { return namespace_; }
 
  private:
-  struct Scale {
-    int replicas = 0;
-    std::string resource_version;
-  };
+  using Scale = KubeScale;
   KubernetesActuator(std::unique_ptr<KubeClient> client, KubernetesActuatorOptions options, std::string ns);
 
   std::string ScalePath(const std::string& deployment) const;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -307,11 +308,58 @@ absl::StatusOr<HttpClientResponse> KubeClient::Send(const KubeRequest& request) 
   return response;
 }
 
+namespace {
+
+// object[key] when `object` is an object that has it, else null. (nlohmann's value() and get()
+// throw on a member of another type than asked, and an API server's answer is the network's.)
+const nlohmann::json* Member(const nlohmann::json& object, const char* key) {
+  if (!object.is_object()) return nullptr;
+  const auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+// An int32 >= 0, as the API types spec.replicas (a larger number would wrap when narrowed).
+bool IsReplicaCount(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= INT32_MAX;
+  return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX;
+}
+
+// object[key] when it is a string, else "".
+std::string StringMember(const nlohmann::json& object, const char* key) {
+  const nlohmann::json* m = Member(object, key);
+  return m != nullptr && m->is_string() ? m->get<std::string>() : std::string();
+}
+
+}  // namespace
+
+absl::StatusOr<KubeScale> ParseKubeScale(std::string_view body) {
+  const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* metadata = Member(json, "metadata");
+  if (StringMember(json, "kind") != "Scale" || metadata == nullptr || !metadata->is_object()) {
+    return absl::InvalidArgumentError("not a Scale object");
+  }
+  KubeScale scale;
+  scale.resource_version = StringMember(*metadata, "resourceVersion");
+  if (scale.resource_version.empty()) {
+    return absl::InvalidArgumentError("a Scale object without metadata.resourceVersion");
+  }
+  // spec.replicas is omitted when 0 (omitempty in the API's Go types).
+  const nlohmann::json* spec = Member(json, "spec");
+  const nlohmann::json* replicas = spec != nullptr ? Member(*spec, "replicas") : nullptr;
+  if (replicas != nullptr) {
+    if (!IsReplicaCount(*replicas)) {
+      return absl::InvalidArgumentError("a Scale object whose spec.replicas is not a count");
+    }
+    scale.replicas = static_cast<int>(replicas->get<int64_t>());
+  }
+  return scale;
+}
+
 std::string KubeStatusMessage(const HttpClientResponse& response) {
   const auto json = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  if (json.is_object() && json.value("kind", "") == "Status" && json.contains("message") &&
-      json["message"].is_string()) {
-    return json["message"].get<std::string>();
+  if (StringMember(json, "kind") == "Status") {
+    // A Status without a message (some proxies and webhooks send one) shows its body instead.
+    if (std::string message = StringMember(json, "message"); !message.empty()) return message;
   }
   if (response.body.empty()) return "(empty body)";
   return response.body.substr(0, 200);

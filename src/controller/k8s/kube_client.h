@@ -19,6 +19,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -109,6 +110,16 @@ class KubeClient {
   FileStamp token_stamp_ ABSL_GUARDED_BY(mu_);
   std::string file_token_ ABSL_GUARDED_BY(mu_);
 };
+
+// The scale subresource of a Deployment (autoscaling/v1 Scale) as GET .../scale answers it.
+struct KubeScale {
+  int replicas = 0;              // spec.replicas (omitted by the API server when 0)
+  std::string resource_version;  // metadata.resourceVersion, never empty
+};
+// Reads a Scale object from an API server's answer (the network's bytes: any JSON, or none).
+// InvalidArgument when it is not one: not JSON, kind not "Scale", no resourceVersion, or
+// replicas not an integer in [0, 2^31).
+absl::StatusOr<KubeScale> ParseKubeScale(std::string_view body);
 
 // The message of a metav1 Status body ("deployments.apps \"x\" not found"), or the start of
 // the body when it is not one.
