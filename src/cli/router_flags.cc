@@ -26,6 +26,9 @@ void RouterFlags::Register(FlagSet& f) {
          "controller runs: nobody can drain or re-role workers through the router");
   f.Float("queue-timeout", &queue_timeout_s,
           "seconds a request may wait for KV room on a decode worker before it is refused (HTTP 429)");
+  f.Int("max-migrations", &max_migrations,
+        "times a request may resume on another worker after the one serving it died or was dropped "
+        "(it continues from the tokens already streamed; 0: fail it instead)");
 }
 
 void RouterFlags::ApplyEnvironment() {
@@ -36,8 +39,9 @@ absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
   if (absl::Status s = CheckPort("--http-port", http_port); !s.ok()) return s;
   if (absl::Status s = CheckPort("--grpc-port", grpc_port); !s.ok()) return s;
   if (http_threads < 1) return absl::InvalidArgumentError("--http-threads must be at least 1");
-  if (local_prefill_threshold < 0 || default_max_tokens < 0) {
-    return absl::InvalidArgumentError("--local-prefill-threshold and --default-max-tokens must be >= 0");
+  if (local_prefill_threshold < 0 || default_max_tokens < 0 || max_migrations < 0) {
+    return absl::InvalidArgumentError(
+        "--local-prefill-threshold, --default-max-tokens and --max-migrations must be >= 0");
   }
   if (!(worker_expiry_s > 0) || !(request_timeout_s > 0) || !(queue_timeout_s > 0)) {
     return absl::InvalidArgumentError("--worker-expiry, --request-timeout and --queue-timeout must be > 0");
@@ -53,6 +57,7 @@ absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
   o.worker_expiry = absl::Seconds(worker_expiry_s);
   o.request_timeout = absl::Seconds(request_timeout_s);
   o.queue_timeout = absl::Seconds(queue_timeout_s);
+  o.max_migrations = max_migrations;
   o.api_key = api_key;
   o.admin_api = admin_api;
   return o;

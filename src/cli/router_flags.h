@@ -22,6 +22,7 @@ struct RouterFlags {
   double worker_expiry_s = 3;
   double request_timeout_s = 600;
   double queue_timeout_s = 60;
+  int max_migrations = 3;
   // Clients must send it; empty: $TANDEM_API_KEY (ApplyEnvironment), else no key.
   std::string api_key;
   bool admin_api = true;

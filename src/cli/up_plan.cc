@@ -16,7 +16,7 @@ void UpFlags::Register(FlagSet& f) {
   // The router's settings that make sense for a local cluster, with the router's own help.
   f.RegisterOnly(std::vector<std::string>{"model", "served-model-name", "http-port", "grpc-port",
                                           "local-prefill-threshold", "default-max-tokens", "request-timeout",
-                                          "queue-timeout", "api-key"});
+                                          "queue-timeout", "max-migrations", "api-key"});
   router.Register(f);
   // Every worker's engine and transfer settings (--threads is up's own: it divides the CPUs).
   f.RegisterOnly(std::vector<std::string>{"kv-cache-mb", "block-size", "token-budget", "budget-itl-ms", "max-num-seqs",

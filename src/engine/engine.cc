@@ -53,6 +53,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const gguf::GgufFile& fil
   return engine;
 }
 
+// One draw per sampled token at most: anything else is not a sampler position (and skipping
+// billions of draws would stall the engine thread).
+absl::Status Engine::ValidateRngDraws(int64_t draws) const {
+  if (draws < 0 || draws > max_model_len_) {
+    return absl::InvalidArgumentError(StrCat("rng_draws ", draws, " is outside [0, ", max_model_len_, "]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Engine::Validate(const GenerateRequest& request) const {
   const ModelConfig& c = model_->config();
   if (request.id.empty()) return absl::InvalidArgumentError("request id is empty");
@@ -67,6 +76,7 @@ absl::Status Engine::Validate(const GenerateRequest& request) const {
     }
   }
   TANDEM_RETURN_IF_ERROR(request.sampling.Validate(c.vocab_size));
+  TANDEM_RETURN_IF_ERROR(ValidateRngDraws(request.rng_draws));
   const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.sampling.max_tokens;
   if (total > max_model_len_) {
     return absl::InvalidArgumentError(StrCat("the prompt (", request.prompt.size(), " tokens) plus max_tokens (",
@@ -90,6 +100,7 @@ absl::Status Engine::Add(GenerateRequest request) {
                                         request.priority, next_arrival_++, seed);
   seq->hold_kv = request.hold_kv;
   seq->report_progress = request.report_progress;
+  seq->rng.Discard(request.rng_draws);
   scheduler_->Add(seq.get());
   sequences_.emplace(seq->id, std::move(seq));
   return absl::OkStatus();
@@ -234,6 +245,7 @@ absl::Status Engine::AddPrefilled(GenerateRequest request, std::vector<int32_t> 
   if (request.sampling.max_tokens <= 1) {
     return absl::InvalidArgumentError("max_tokens is reached by the first token: nothing to decode");
   }
+  TANDEM_RETURN_IF_ERROR(ValidateRngDraws(rng_draws));
   for (int32_t b : blocks) {
     if (b < 0 || b >= blocks_->num_blocks() || blocks_->refcount(b) != 1) {
       return absl::InvalidArgumentError(StrCat("block ", b, " is not an allocated block of this engine"));

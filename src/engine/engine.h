@@ -44,6 +44,9 @@ struct GenerateRequest {
   // blocks can be sent while the next chunk computes.
   bool hold_kv = false;
   bool report_progress = false;
+  // Random draws the sampler skips first: the request was sampled elsewhere up to here (a
+  // request resumed on another worker), so seeded sampling goes on with the same stream.
+  int32_t rng_draws = 0;
 };
 
 // What one request produced in one Step().
@@ -151,6 +154,7 @@ class Engine {
  private:
   Engine() = default;
   absl::Status Validate(const GenerateRequest& request) const;
+  absl::Status ValidateRngDraws(int64_t draws) const;
   void Finish(Sequence* seq, FinishReason reason, RequestOutput* out);
   bool ShouldStop(const Sequence& seq, int32_t token) const;
   // Fills batch_ with the plan's chunks: tokens, positions, KV slots, the rows that sample.

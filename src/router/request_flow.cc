@@ -1,6 +1,7 @@
 #include "router/request_flow.h"
 
 #include <deque>
+#include <random>
 #include <utility>
 #include <variant>
 
@@ -30,6 +31,16 @@ bool TryNextDecodeWorker(absl::StatusCode c) {
 
 std::shared_ptr<spdlog::logger> Log() { return GetLogger("router"); }
 
+// A sampled request without a seed gets one here, so that if it moves to another worker the
+// sampler goes on with the same random stream.
+RouterRequest WithSeed(RouterRequest r) {
+  if (!r.sampling.greedy() && r.sampling.top_k != 1 && !r.sampling.seed.has_value()) {
+    std::random_device device;
+    r.sampling.seed = (static_cast<uint64_t>(device()) << 32) ^ device();
+  }
+  return r;
+}
+
 }  // namespace
 
 const char* RequestFlow::PhaseName(Phase p) {
@@ -56,6 +67,17 @@ class RequestFlow::Events {
   void Tokens(std::vector<int32_t> tokens) { Push(std::move(tokens), false); }
   void Finished(FinishReason reason, const RequestUsage& usage) { Push(Finish{reason, usage}, true); }
   void Failed(const absl::Status& status) { Push(status, true); }
+  // Queues tokens without delivering them: called under the flow's lock, so that tokens keep
+  // the order in which the flow accepted them across legs. Deliver() (without the lock) sends.
+  void QueueTokens(std::vector<int32_t> tokens) { Enqueue(std::move(tokens), false); }
+  void Deliver() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (delivering_ || queue_.empty()) return;
+      delivering_ = true;
+    }
+    DeliverQueued();
+  }
 
  private:
   struct Finish {
@@ -64,15 +86,20 @@ class RequestFlow::Events {
   };
   using Event = std::variant<std::vector<int32_t>, Finish, absl::Status>;
 
+  void Enqueue(Event event, bool terminal) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = terminal;
+    queue_.push_back(std::move(event));
+  }
+
   void Push(Event event, bool terminal) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (closed_) return;
-      closed_ = terminal;
-      queue_.push_back(std::move(event));
-      if (delivering_) return;
-      delivering_ = true;
-    }
+    Enqueue(std::move(event), terminal);
+    Deliver();
+  }
+
+  // Called by the one thread that set delivering_.
+  void DeliverQueued() {
     for (;;) {
       Event next;
       {
@@ -123,7 +150,7 @@ std::shared_ptr<RequestFlow> RequestFlow::Start(RouterRequest request, const Flo
 
 RequestFlow::RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry,
                          FlowClock* clock, std::shared_ptr<RequestObserver> observer)
-    : request_(std::move(request)),
+    : request_(WithSeed(std::move(request))),
       options_(options),
       registry_(registry),
       clock_(clock),
@@ -146,7 +173,11 @@ bool RequestFlow::Ended() const {
 
 void RequestFlow::Run() {
   const int prefill_workers = registry_->CountRole(v1::WORKER_ROLE_PREFILL);
-  const int64_t tokens = static_cast<int64_t>(request_.prompt.size());
+  int64_t tokens;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tokens = static_cast<int64_t>(request_.prompt.size() + generated_.size());
+  }
   if (placement::PrefillLocally(tokens, options_.local_prefill_threshold, prefill_workers)) {
     if (options_.metrics != nullptr) options_.metrics->prefills->With({"local"}).Increment();
     Local();
@@ -181,6 +212,7 @@ void RequestFlow::Cancel() {
   }
   if (call) call->Cancel();
   StopWaiting(/*admitted=*/false);
+  Unwatch();
   ReleaseLease();
   events_->Failed(absl::CancelledError("the request was cancelled"));
 }
@@ -203,6 +235,7 @@ void RequestFlow::Fail(const absl::Status& status) {
     phase_ = Phase::kEnded;
     call_.reset();
   }
+  Unwatch();
   ReleaseLease();
   events_->Failed(status);
 }
@@ -220,6 +253,7 @@ void RequestFlow::Finish(FinishReason reason) {
     // token ended the request) it is released.
     if (decode_started_) lease_held_ = false;
   }
+  Unwatch();
   ReleaseLease();
   events_->Finished(reason, usage);
 }
@@ -239,12 +273,15 @@ void RequestFlow::ReleaseLease() {
 }
 
 void RequestFlow::Reserve() {
-  const int64_t tokens = static_cast<int64_t>(request_.prompt.size());
   std::shared_ptr<WorkerHandle> decode;
+  int64_t tokens;
+  bool resuming;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
-    decode = registry_->PickDecode(tokens, tried_decode_);
+    tokens = static_cast<int64_t>(request_.prompt.size() + generated_.size());
+    resuming = stats_.migrations > 0;
+    decode = registry_->PickDecode(tokens, ExcludedDecode());
     if (decode) {
       phase_ = Phase::kReserving;
       tried_decode_.insert(decode->info.worker_id());
@@ -252,7 +289,9 @@ void RequestFlow::Reserve() {
     }
   }
   if (!decode) {
-    if (registry_->CountDecodeCapable() == 0) {
+    // A resumed request waits for a decode worker to come back (a restart) like one waiting
+    // for room.
+    if (registry_->CountDecodeCapable() == 0 && !resuming) {
       Fail(absl::UnavailableError("no decode worker is available"));
     } else {
       WaitForRoom();  // every decode worker was full: try them again a little later
@@ -294,7 +333,12 @@ void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode,
   }
   const absl::StatusCode code = answer.status().code();
   if (code == absl::StatusCode::kResourceExhausted) {
-    registry_->NoteReserveRefused(worker, static_cast<int64_t>(request_.prompt.size()));
+    size_t tokens;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tokens = request_.prompt.size() + generated_.size();
+    }
+    registry_->NoteReserveRefused(worker, static_cast<int64_t>(tokens));
     Reserve();  // the next decode worker, or wait
   } else if (TryNextDecodeWorker(code)) {
     Log()->info("request={} reservation on worker={} failed ({}); trying another", request_.id, worker,
@@ -305,7 +349,7 @@ void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode,
   }
 }
 
-void RequestFlow::WaitForRoom() {
+void RequestFlow::WaitForRoom(bool local) {
   absl::Status give_up;
   absl::Time at;
   absl::Duration waited;
@@ -324,18 +368,22 @@ void RequestFlow::WaitForRoom() {
     backoff_ = std::min(backoff_ * 2, absl::Milliseconds(200));
     tried_decode_.clear();
     if (at > std::min(request_.deadline, wait_start_ + options_.admission_timeout)) {
-      give_up = absl::ResourceExhaustedError(StrCat("no decode worker had room for the KV of ", request_.prompt.size(),
-                                                    " prompt tokens within ", absl::FormatDuration(waited),
-                                                    "; retry later"));
+      give_up = stats_.migrations > 0
+                    ? absl::UnavailableError(StrCat("no decode worker could resume the request within ",
+                                                    absl::FormatDuration(waited), " after its worker failed"))
+                    : absl::ResourceExhaustedError(StrCat("no decode worker had room for the KV of ",
+                                                          request_.prompt.size(), " prompt tokens within ",
+                                                          absl::FormatDuration(waited), "; retry later"));
     }
   }
   if (!give_up.ok()) {
     Log()->warn("request={} refused: {}", request_.id, ToStd(give_up.message()));
     StopWaiting(/*admitted=*/false);
-    Fail(registry_->admission().WithRetryAfter(give_up));
+    Fail(give_up.code() == absl::StatusCode::kResourceExhausted ? registry_->admission().WithRetryAfter(give_up)
+                                                                 : give_up);
     return;
   }
-  if (!clock_->RunAt(at, [self = shared_from_this()] { self->Reserve(); })) {
+  if (!clock_->RunAt(at, [self = shared_from_this(), local] { local ? self->Local() : self->Reserve(); })) {
     Fail(absl::UnavailableError("the router is shutting down"));
   }
 }
@@ -345,7 +393,8 @@ void RequestFlow::WaitForRoom() {
 std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
                                                            std::shared_ptr<CallCanceller>& cancel) {
   if (stats_.prefill_attempts >= options_.max_prefill_attempts) return std::nullopt;
-  prefill = registry_->PickPrefill(request_.prompt, &lease_.endpoint().layout(), tried_prefill_);
+  const std::vector<int32_t> prompt = LegPrompt();
+  prefill = registry_->PickPrefill(prompt, &lease_.endpoint().layout(), tried_prefill_);
   if (!prefill) return std::nullopt;
   if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
   ++stats_.prefill_attempts;
@@ -355,8 +404,9 @@ std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<Worke
   call_ = cancel;
   v1::PrefillRequest req;
   req.set_request_id(request_.id);
-  req.mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
-  *req.mutable_sampling() = rpc::ToProto(request_.sampling);
+  req.mutable_prompt()->Add(prompt.begin(), prompt.end());
+  *req.mutable_sampling() = rpc::ToProto(LegSampling());
+  req.set_rng_draws(rng_draws_);
   *req.mutable_destination()->mutable_endpoint() = lease_.endpoint();
   req.mutable_destination()->set_lease_id(lease_.lease_id());
   *req.mutable_destination()->mutable_block_ids() = lease_.block_ids();
@@ -368,9 +418,11 @@ void RequestFlow::Prefill() {
   std::shared_ptr<CallCanceller> cancel;
   std::optional<v1::PrefillRequest> req;
   std::string why;
+  uint64_t leg;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
+    leg = leg_;
     req = PickPrefill(prefill, cancel);
     if (!req.has_value()) {
       why = stats_.prefill_attempts == 0
@@ -385,17 +437,29 @@ void RequestFlow::Prefill() {
   }
   Log()->debug("request={} prefill on worker={} into lease={}", request_.id, prefill->info.worker_id(),
                req->destination().lease_id());
-  registry_->NotePrefillStarted(prefill->info.worker_id(), request_.prompt);
+  const std::vector<int32_t> prompt(req->prompt().begin(), req->prompt().end());
+  registry_->NotePrefillStarted(prefill->info.worker_id(), prompt);
+  std::shared_ptr<WorkerHandle> decode;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    decode = decode_;
+  }
+  Watch(prefill, leg);
+  Watch(decode, leg);  // the lease's worker: a prefill into a lost lease is not waited for
   prefill->client->Prefill(*req, request_.deadline, std::move(cancel),
-                           [self = shared_from_this(), prefill](auto answer) {
-                             self->OnPrefilled(prefill, std::move(answer));
+                           [self = shared_from_this(), prefill, leg, tokens = prompt.size()](auto answer) {
+                             self->registry_->NotePrefillEnded(prefill->info.worker_id(),
+                                                               static_cast<int64_t>(tokens));
+                             self->OnPrefilled(prefill, leg, std::move(answer));
                            });
 }
 
-void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill,
+void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint64_t leg,
                               absl::StatusOr<v1::PrefillResponse> answer) {
-  registry_->NotePrefillEnded(prefill->info.worker_id(), static_cast<int64_t>(request_.prompt.size()));
-  if (Ended()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded || leg != leg_) return;  // ended, or an earlier leg's answer
+  }
   if (!answer.ok()) {
     const absl::Status& s = answer.status();
     if (!RetryablePrefillError(s.code())) {
@@ -412,21 +476,27 @@ void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill,
     return;
   }
   const v1::PrefillResponse& resp = *answer;
+  bool length_reached;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    usage_.completion_tokens = 1;
-    usage_.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
+    if (phase_ == Phase::kEnded || leg != leg_) return;
+    const int32_t first = resp.first_token();
+    NoteTokens({&first, 1});
+    rng_draws_ = resp.rng_draws();
+    usage_.completion_tokens = static_cast<int32_t>(generated_.size());
+    if (stats_.migrations == 0) usage_.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
     stats_.transfer_seconds = resp.transfer_seconds();
     stats_.transfer_bytes = resp.transfer_bytes();
+    length_reached = static_cast<int>(generated_.size()) >= request_.sampling.max_tokens;
   }
   if (options_.metrics != nullptr && resp.transfer_bytes() > 0) {
     options_.metrics->transfer_seconds->Observe(resp.transfer_seconds());
     options_.metrics->transfer_bytes->Increment(static_cast<double>(resp.transfer_bytes()));
   }
-  events_->Tokens({resp.first_token()});
+  events_->Deliver();
   if (resp.finish_reason() == v1::FINISH_REASON_STOP) {
     Finish(FinishReason::kStop);
-  } else if (request_.sampling.max_tokens <= 1) {
+  } else if (length_reached) {
     Finish(FinishReason::kLength);
   } else {
     Decode(resp.first_token(), resp.rng_draws());
@@ -437,10 +507,12 @@ void RequestFlow::Decode(int32_t first_token, int32_t rng_draws) {
   std::shared_ptr<WorkerHandle> decode;
   auto cancel = std::make_shared<CallCanceller>();
   v1::DecodeRequest req;
+  uint64_t leg;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
     phase_ = Phase::kDecoding;
+    leg = leg_;
     decode = decode_;
     call_ = cancel;
     // The worker adopts the lease when the call reaches it; until the request finishes, a
@@ -448,81 +520,116 @@ void RequestFlow::Decode(int32_t first_token, int32_t rng_draws) {
     decode_started_ = true;
     req.set_request_id(request_.id);
     req.set_lease_id(lease_.lease_id());
-    req.mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
+    const std::vector<int32_t> prompt = LegPrompt();
+    req.mutable_prompt()->Add(prompt.begin(), prompt.end());
     req.set_first_token(first_token);
     req.set_rng_draws(rng_draws);
-    *req.mutable_sampling() = rpc::ToProto(request_.sampling);
+    *req.mutable_sampling() = rpc::ToProto(LegSampling());
   }
   Log()->debug("request={} decode on worker={} from lease={}", request_.id, decode->info.worker_id(), req.lease_id());
-  decode->client->Decode(req, request_.deadline, std::move(cancel), StreamHandler());
+  decode->client->Decode(req, request_.deadline, std::move(cancel), StreamHandler(leg));
 }
 
 void RequestFlow::Local() {
   // The worker's scheduler queues the request if it is full.
-  std::shared_ptr<WorkerHandle> worker = registry_->PickDecode(static_cast<int64_t>(request_.prompt.size()), {});
+  auto cancel = std::make_shared<CallCanceller>();
+  std::shared_ptr<WorkerHandle> worker;
+  v1::GenerateTokensRequest req;
+  uint64_t leg = 0;
+  bool resuming;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) return;
+    const std::vector<int32_t> prompt = LegPrompt();
+    worker = registry_->PickDecode(static_cast<int64_t>(prompt.size()), ExcludedDecode());
+    resuming = stats_.migrations > 0;
+    if (worker) {
+      phase_ = Phase::kGenerating;
+      decode_ = worker;
+      call_ = cancel;
+      leg = leg_;
+      req.set_request_id(request_.id);
+      req.mutable_prompt()->Add(prompt.begin(), prompt.end());
+      *req.mutable_sampling() = rpc::ToProto(LegSampling());
+      req.set_rng_draws(rng_draws_);
+    }
+  }
   if (!worker) {
-    Fail(absl::UnavailableError("no decode or mixed worker is available"));
+    if (resuming) {
+      WaitForRoom(/*local=*/true);  // until a worker comes back, up to the admission timeout
+    } else {
+      Fail(absl::UnavailableError("no decode or mixed worker is available"));
+    }
     return;
   }
-  auto cancel = std::make_shared<CallCanceller>();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (phase_ == Phase::kEnded) return;
-    phase_ = Phase::kGenerating;
-    decode_ = worker;
-    call_ = cancel;
-  }
-  v1::GenerateTokensRequest req;
-  req.set_request_id(request_.id);
-  req.mutable_prompt()->Add(request_.prompt.begin(), request_.prompt.end());
-  *req.mutable_sampling() = rpc::ToProto(request_.sampling);
+  StopWaiting(/*admitted=*/true);
   ObserveQueued();
   Log()->debug("request={} local prefill and decode on worker={}", request_.id, worker->info.worker_id());
-  worker->client->GenerateTokens(req, request_.deadline, std::move(cancel), StreamHandler());
+  Watch(worker, leg);
+  worker->client->GenerateTokens(req, request_.deadline, std::move(cancel), StreamHandler(leg));
 }
 
-WorkerClient::TokenStreamHandler RequestFlow::StreamHandler() {
+WorkerClient::TokenStreamHandler RequestFlow::StreamHandler(uint64_t leg) {
   auto self = shared_from_this();
-  return {[self](const v1::TokensResponse& msg) { self->OnStreamMessage(msg); },
-          [self](const absl::Status& status) { self->OnStreamDone(status); }};
+  return {[self, leg](const v1::TokensResponse& msg) { self->OnStreamMessage(leg, msg); },
+          [self, leg](const absl::Status& status) { self->OnStreamDone(leg, status); }};
 }
 
-void RequestFlow::OnStreamMessage(const v1::TokensResponse& msg) {
+void RequestFlow::OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (phase_ == Phase::kEnded) return;
+    if (phase_ == Phase::kEnded || leg != leg_) return;
+    NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())});
+    rng_draws_ = std::max(rng_draws_, msg.rng_draws());
     usage_.completion_tokens += msg.tokens_size();
     if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       finish_ = rpc::FromProto(msg.finish_reason());
       if (msg.has_usage()) {
-        usage_.completion_tokens = msg.usage().completion_tokens();
-        if (!stats_.disaggregated) usage_.cached_prompt_tokens = msg.usage().cached_prompt_tokens();
+        usage_.completion_tokens = static_cast<int32_t>(leg_base_) + msg.usage().completion_tokens();
+        if (!stats_.disaggregated && stats_.migrations == 0) {
+          usage_.cached_prompt_tokens = msg.usage().cached_prompt_tokens();
+        }
       }
     }
   }
-  if (msg.tokens_size() > 0) events_->Tokens({msg.tokens().begin(), msg.tokens().end()});
+  events_->Deliver();
 }
 
-void RequestFlow::OnStreamDone(const absl::Status& status) {
+void RequestFlow::OnStreamDone(uint64_t leg, const absl::Status& status) {
   FinishReason reason;
-  std::string worker;
+  std::shared_ptr<WorkerHandle> worker;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (phase_ == Phase::kEnded) return;
+    if (phase_ == Phase::kEnded || leg != leg_) return;
     reason = finish_;
-    worker = decode_->info.worker_id();
+    worker = decode_;
   }
+  absl::Status failure = status;
   if (status.code() == absl::StatusCode::kCancelled) {
     // Not our cancel (that ends the flow first): the worker shut down under the request.
-    Fail(absl::UnavailableError(StrCat("worker ", worker, " stopped while decoding the request")));
-  } else if (!status.ok()) {
-    Log()->warn("request={} stream from worker={} failed: {}", request_.id, worker, ToStd(status.message()));
-    Fail(status);
-  } else if (reason == FinishReason::kNone || reason == FinishReason::kError) {
-    Fail(absl::InternalError("the worker ended the stream without finishing the request"));
-  } else {
+    failure = absl::UnavailableError(StrCat("worker ", worker->info.worker_id(), " stopped while decoding the request"));
+  } else if (status.ok() && (reason == FinishReason::kNone || reason == FinishReason::kError)) {
+    failure = absl::InternalError("the worker ended the stream without finishing the request");
+  } else if (status.ok()) {
     Finish(reason);
+    return;
   }
+  Log()->warn("request={} stream from worker={} failed: {}", request_.id, worker->info.worker_id(),
+              ToStd(failure.message()));
+  if (Migratable(failure) && Migrate(worker, failure, "stream_failed")) return;
+  Fail(failure);
+}
+
+void RequestFlow::NoteTokens(std::span<const int32_t> tokens) {
+  if (tokens.empty()) return;
+  generated_.insert(generated_.end(), tokens.begin(), tokens.end());
+  if (migrated_at_ != absl::InfinitePast()) {
+    if (options_.metrics != nullptr) {
+      options_.metrics->migration_seconds->Observe(absl::ToDoubleSeconds(clock_->Now() - migrated_at_));
+    }
+    migrated_at_ = absl::InfinitePast();
+  }
+  events_->QueueTokens({tokens.begin(), tokens.end()});
 }
 
 }  // namespace tandem::router

@@ -22,6 +22,17 @@
 //   worker turns into freeing the request's blocks, and releases the lease; a reservation in
 //   flight is not cancelled (it could be granted with nobody left to release it): its lease is
 //   released when it arrives.
+// - migrate: when the worker streaming the tokens fails (its stream breaks: the process died,
+//   shut down or lost the lease), or the registry drops a worker the request has a call on
+//   (WorkerLoss: missed heartbeats, a stopped process), the request starts a new leg: the call
+//   is cancelled, the lease released, and the request resumes from its prompt plus the tokens
+//   already streamed, placed again by the same rules (another decode worker; a prefill worker
+//   or locally), with max_tokens reduced by what was generated and the sampler's random draws
+//   skipped, so greedy and seeded output equal an uninterrupted run's. Stop strings live above
+//   the flow, so a partial match stays matched. The failed process is excluded (by worker id
+//   and epoch: its restart is welcome). With no decode worker left the new leg waits for one
+//   like a request waiting for room (up to `admission_timeout`). At most `max_migrations` legs
+//   after the first; then UNAVAILABLE. Callbacks of an earlier leg are ignored.
 //
 // Thread-safe. The observer's methods are called one at a time, in order, never while the flow
 // holds its lock (an observer may call Cancel() from OnTokens), from gRPC threads, the FlowClock's
@@ -74,6 +85,8 @@ class RequestObserver {
 struct FlowOptions {
   int32_t local_prefill_threshold = 0;  // prompts shorter than this prefill on the decode worker
   int max_prefill_attempts = 3;
+  // Times a request may resume on another worker after the one serving it failed (0 = never).
+  int max_migrations = 3;
   // A reservation the router never comes back for (it died) frees itself after this long. It
   // covers the wait in the prefill worker's queue: the transfer that pins it starts with the
   // prompt's first computed chunk.
@@ -89,7 +102,8 @@ struct FlowOptions {
 // What happened to a request, for metrics and tests.
 struct FlowStats {
   bool disaggregated = false;  // prefilled on a prefill worker (else locally)
-  int prefill_attempts = 0;    // Prefill calls made (1 + retries)
+  int prefill_attempts = 0;    // Prefill calls made in the current leg (1 + retries)
+  int migrations = 0;          // legs after the first (resumed after a worker failed)
   // The successful prefill's KV hand-off, as the prefill worker measured it.
   double transfer_seconds = 0;
   int64_t transfer_bytes = 0;
@@ -143,16 +157,36 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   void Run();
   void Reserve();
   void OnReserved(const std::shared_ptr<WorkerHandle>& decode, absl::StatusOr<v1::ReserveKvResponse> answer);
-  void WaitForRoom();
+  // Tries again later: Local() when `local`, else Reserve(); gives up at the admission timeout.
+  void WaitForRoom(bool local = false);
   void Prefill();
   std::optional<v1::PrefillRequest> PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
                                                 std::shared_ptr<CallCanceller>& cancel);
-  void OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, absl::StatusOr<v1::PrefillResponse> answer);
+  void OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint64_t leg,
+                   absl::StatusOr<v1::PrefillResponse> answer);
   void Decode(int32_t first_token, int32_t rng_draws);
   void Local();
-  WorkerClient::TokenStreamHandler StreamHandler();
-  void OnStreamMessage(const v1::TokensResponse& msg);
-  void OnStreamDone(const absl::Status& status);
+  WorkerClient::TokenStreamHandler StreamHandler(uint64_t leg);
+  void OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg);
+  void OnStreamDone(uint64_t leg, const absl::Status& status);
+
+  // Migration (request_flow_migrate.cc).
+  bool Migratable(const absl::Status& stream_status) const;
+  // Starts a new leg after `failed` failed (`cause`: the metric's label); false when the
+  // request has migrated max_migrations times already (nothing done: the caller fails it).
+  bool Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause);
+  // Subscribes to `worker`'s WorkerLoss for leg `leg`. Called without mu_.
+  void Watch(const std::shared_ptr<WorkerHandle>& worker, uint64_t leg);
+  void Unwatch();
+  void OnWorkerLost(const std::shared_ptr<WorkerHandle>& worker, uint64_t leg);
+  // The current leg's prompt (the request's plus the tokens generated before the leg), its
+  // sampling (max_tokens less those tokens) and the decode workers it must not use. mu_ held.
+  std::vector<int32_t> LegPrompt() const;
+  SamplingParams LegSampling() const;
+  std::set<std::string> ExcludedDecode() const;
+  // Records tokens the client is about to get (mu_ held); the migration latency on the first
+  // tokens of a new leg.
+  void NoteTokens(std::span<const int32_t> tokens);
   void ReleaseLease();
   void Fail(const absl::Status& status);
   void Finish(FinishReason reason);
@@ -183,6 +217,13 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   void StopWaiting(bool admitted);
   bool queue_observed_ = false;
   std::string last_prefill_error_;
+  uint64_t leg_ = 0;                 // bumped by each migration
+  std::vector<int32_t> generated_;   // every token the client got, in order
+  int32_t rng_draws_ = 0;            // the sampler's random draws after generated_
+  size_t leg_base_ = 0;              // generated_.size() when the current leg began
+  std::vector<std::pair<std::string, uint64_t>> failed_;  // workers (id, epoch) that failed it
+  std::vector<std::pair<std::shared_ptr<WorkerLoss>, WorkerLoss::Id>> watches_;
+  absl::Time migrated_at_ = absl::InfinitePast();  // the last migration, until its first token
   RequestUsage usage_;
   FinishReason finish_ = FinishReason::kNone;
   FlowStats stats_;

@@ -58,6 +58,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   fo.request_timeout = options.request_timeout;
   fo.flow.local_prefill_threshold = options.local_prefill_threshold;
   fo.flow.admission_timeout = options.queue_timeout;
+  fo.flow.max_migrations = options.max_migrations;
   fo.flow.metrics = r->metrics_.get();
   fo.api_key = options.api_key;
   r->timer_ = std::make_unique<TimedTaskQueue>();

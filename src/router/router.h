@@ -42,6 +42,7 @@ struct RouterOptions {
   absl::Duration request_timeout = absl::Minutes(10);
   // How long a request may wait for KV room on a decode worker before it is refused (overload).
   absl::Duration queue_timeout = absl::Seconds(60);
+  int max_migrations = 3;  // FlowOptions::max_migrations
 };
 
 class RouterProcess {

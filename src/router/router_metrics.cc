@@ -45,6 +45,15 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
   cancelled = &r.AddCounter("tandem_router_cancelled_total",
                             "Requests cancelled (client gone, deadline or stop string)")
                    .With();
+  migrations = &r.AddCounter("tandem_router_migrations_total",
+                             "Requests resumed on another worker after the one serving them failed (stream_failed) "
+                             "or was dropped by the registry (worker_lost)",
+                             {"cause"});
+  migration_seconds = &r.AddHistogram("tandem_router_migration_seconds",
+                                      "Delay a migration added: from the worker's failure to the resumed request's "
+                                      "next token",
+                                      metrics::DefaultLatencyBuckets())
+                           .With();
 }
 
 }  // namespace tandem::router

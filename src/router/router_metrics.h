@@ -1,6 +1,7 @@
 // The router's metrics (tandem_router_*): requests by route and status, latency histograms
 // (time to first token, inter-token latency, end to end), token counts, in-flight requests,
-// prefill retries, disaggregated vs local prefills, KV transfer time and bytes.
+// prefill retries, disaggregated vs local prefills, KV transfer time and bytes, requests
+// migrated to another worker and the delay that cost them.
 #pragma once
 
 #include <string>
@@ -26,6 +27,8 @@ struct RouterMetrics {
   metrics::Histogram* transfer_seconds;
   metrics::Counter* transfer_bytes;
   metrics::Counter* cancelled;
+  metrics::CounterFamily* migrations;   // {cause = stream_failed | worker_lost}
+  metrics::Histogram* migration_seconds;  // a worker's failure → the resumed request's next token
 };
 
 }  // namespace tandem::router

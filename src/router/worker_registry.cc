@@ -2,6 +2,8 @@
 
 #include <map>
 
+#include "absl/cleanup/cleanup.h"
+
 #include "common/logging.h"
 #include "common/strings.h"
 #include "router/placement.h"
@@ -12,6 +14,45 @@ namespace {
 bool CanDecode(v1::WorkerRole r) { return r == v1::WORKER_ROLE_DECODE || r == v1::WORKER_ROLE_MIXED; }
 
 }  // namespace
+
+WorkerLoss::Id WorkerLoss::Subscribe(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!raised_) {
+      const Id id = next_++;
+      subscribers_.emplace(id, std::move(fn));
+      return id;
+    }
+  }
+  fn();
+  return 0;
+}
+
+void WorkerLoss::Unsubscribe(Id id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  subscribers_.erase(id);
+}
+
+void WorkerLoss::Raise() {
+  std::unordered_map<Id, std::function<void()>> subscribers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (raised_) return;
+    raised_ = true;
+    subscribers.swap(subscribers_);
+  }
+  for (auto& [id, fn] : subscribers) fn();
+}
+
+bool WorkerLoss::raised() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return raised_;
+}
+
+size_t WorkerLoss::subscribers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return subscribers_.size();
+}
 
 WorkerRegistry::WorkerRegistry(WorkerRegistryOptions options) : options_(std::move(options)) {}
 
@@ -26,6 +67,10 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
   auto handle = std::make_shared<WorkerHandle>();
   handle->info = info;
   handle->client = options_.make_client(info);
+  std::shared_ptr<WorkerLoss> replaced;  // raised after the lock is let go
+  absl::Cleanup raise_replaced = [&replaced] {
+    if (replaced) replaced->Raise();
+  };
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(info.worker_id());
   const bool known = it != workers_.end();
@@ -39,7 +84,13 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
   Entry entry{std::move(handle), load, absl::Now(), 0, 0, PrefixIndex(options_.prefix_index_blocks)};
   // The same process registering again (the router restarted, or it missed a heartbeat) still
   // has its prefix cache; a new epoch is a new process with an empty one.
-  if (known && it->second.handle->info.epoch() == info.epoch()) entry.prefix_index = std::move(it->second.prefix_index);
+  if (known && it->second.handle->info.epoch() == info.epoch()) {
+    entry.prefix_index = std::move(it->second.prefix_index);
+    // Its requests go on: the same process still runs them.
+    if (!it->second.handle->loss->raised()) entry.handle->loss = it->second.handle->loss;
+  } else if (known) {
+    replaced = it->second.handle->loss;  // a new process: the old one's calls will never answer
+  }
   workers_.insert_or_assign(info.worker_id(), std::move(entry));
   GetLogger("router")->info("{} worker={} role={} address={} block_size={}", known ? "re-registered" : "registered",
                             info.worker_id(), v1::WorkerRole_Name(info.role()), info.grpc_address(),
@@ -75,23 +126,35 @@ bool WorkerRegistry::Heartbeat(const std::string& worker_id, uint64_t epoch, v1:
 }
 
 void WorkerRegistry::Remove(const std::string& worker_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  workers_.erase(worker_id);
+  std::shared_ptr<WorkerLoss> loss;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end()) return;
+    loss = it->second.handle->loss;
+    workers_.erase(it);
+  }
+  loss->Raise();
 }
 
 std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {
   std::vector<std::string> gone;
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = workers_.begin(); it != workers_.end();) {
-    if (now - it->second.last_heartbeat > options_.expiry) {
-      GetLogger("router")->warn("worker={} missed its heartbeats for {}: dropped", it->first,
-                                absl::FormatDuration(now - it->second.last_heartbeat));
-      gone.push_back(it->first);
-      it = workers_.erase(it);
-    } else {
-      ++it;
+  std::vector<std::shared_ptr<WorkerLoss>> lost;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (now - it->second.last_heartbeat > options_.expiry) {
+        GetLogger("router")->warn("worker={} missed its heartbeats for {}: dropped", it->first,
+                                  absl::FormatDuration(now - it->second.last_heartbeat));
+        gone.push_back(it->first);
+        lost.push_back(it->second.handle->loss);
+        it = workers_.erase(it);
+      } else {
+        ++it;
+      }
     }
   }
+  for (const auto& loss : lost) loss->Raise();
   return gone;
 }
 

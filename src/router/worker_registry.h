@@ -30,11 +30,36 @@
 
 namespace tandem::router {
 
+// Raised once, when the registry drops a worker's registration: it missed its heartbeats, was
+// removed, or registered again as a new process (epoch). Requests with calls on that worker
+// subscribe to it so that they stop waiting on a worker that is gone (a stopped process answers
+// nothing, so no call of theirs would ever fail). Thread-safe; subscribers run on the thread
+// that raises it, outside any lock, and must not block.
+class WorkerLoss {
+ public:
+  using Id = uint64_t;
+  // Runs `fn` when the worker is lost (at once, on this thread, if it already was). Returns an
+  // id for Unsubscribe.
+  Id Subscribe(std::function<void()> fn);
+  void Unsubscribe(Id id);
+  void Raise();
+  bool raised() const;
+  size_t subscribers() const;
+
+ private:
+  mutable std::mutex mu_;
+  bool raised_ = false;
+  Id next_ = 1;
+  std::unordered_map<Id, std::function<void()>> subscribers_;
+};
+
 // A registered worker: its identity and a client to call it. Shared by in-flight requests, so
 // it stays usable after the worker is dropped from the registry.
 struct WorkerHandle {
   v1::WorkerInfo info;
   std::shared_ptr<WorkerClient> client;
+  // Shared by the handles of one registration (a role change copies the handle).
+  std::shared_ptr<WorkerLoss> loss = std::make_shared<WorkerLoss>();
 };
 
 struct WorkerRegistryOptions {

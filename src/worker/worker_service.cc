@@ -55,6 +55,7 @@ RequestSink StreamSink(std::shared_ptr<TokenStream> stream, WorkerMetrics* metri
     if (!out.new_tokens.empty() || last) {
       v1::TokensResponse msg;
       msg.mutable_tokens()->Add(out.new_tokens.begin(), out.new_tokens.end());
+      msg.set_rng_draws(out.rng_draws);
       if (last) {
         msg.set_finish_reason(rpc::ToProto(out.finish));
         *msg.mutable_usage() = UsageOf(out);
@@ -252,6 +253,7 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ct
   reactor->set_on_cancel([kv_export] { kv_export->Cancel(absl::CancelledError("cancelled by the client")); });
 
   GenerateRequest request = EngineRequest(req->request_id(), req->prompt(), req->sampling());
+  request.rng_draws = req->rng_draws();
   request.sampling.max_tokens = 1;
   request.hold_kv = true;
   request.report_progress = true;
@@ -291,8 +293,9 @@ grpc::ServerWriteReactor<v1::TokensResponse>* WorkerService::GenerateTokens(grpc
   if (!s.ok()) {
     Refuse(*stream, req->request_id(), s);
   } else {
-    runner_->Add(EngineRequest(req->request_id(), req->prompt(), req->sampling()), StreamSink(stream, metrics_),
-                 RejectSink(stream, req->request_id()));
+    GenerateRequest request = EngineRequest(req->request_id(), req->prompt(), req->sampling());
+    request.rng_draws = req->rng_draws();
+    runner_->Add(std::move(request), StreamSink(stream, metrics_), RejectSink(stream, req->request_id()));
   }
   return stream->reactor();
 }

@@ -409,22 +409,80 @@ TEST(ClusterTest, PrefillWorkerKilledMidRequestIsRetriedElsewhere) {
   EXPECT_EQ(r.tokens, expected[0]);
 }
 
-TEST(ClusterTest, DecodeWorkerKilledFailsTheRequestInsteadOfHanging) {
+// Starts a long generation, kills the decode worker that is streaming it once it is under way,
+// and returns what the client got.
+GenerateResult KillTheDecodeWorkerMidStream(TestCluster& c, const Tokens& prompt, const SamplingParams& s) {
+  GenerateResult r;
+  std::thread client([&] { r = c.Generate(prompt, s, absl::Seconds(120)); });
+  int serving = -1;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (serving < 0 && absl::Now() < deadline) {
+    for (int i = 0; i < c.num_workers() && serving < 0; ++i) {
+      if (c.has_worker(i) && c.worker(i).service().role() == v1::WORKER_ROLE_DECODE &&
+          c.worker(i).runner().inflight() > 0) {
+        serving = i;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GE(serving, 0) << "the request never reached a decode worker";
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));  // some tokens streamed
+  if (serving >= 0) c.KillWorker(serving);
+  client.join();
+  return r;
+}
+
+double Migrations(TestCluster& c) {
+  auto page = c.Metrics(-1);
+  EXPECT_TRUE(page.ok()) << page.status();
+  if (!page.ok()) return -1;
+  double n = 0;
+  for (const char* cause : {"stream_failed", "worker_lost"}) {
+    auto v = MetricValue(*page, fmt::format("tandem_router_migrations_total{{cause=\"{}\"}}", cause));
+    if (v.ok()) n += *v;
+  }
+  return n;
+}
+
+TEST(ClusterTest, DecodeWorkerKilledMidStreamIsResumedOnAnotherWithTheSameTokens) {
   auto spec = TinySpec();
+  spec.decode = 2;
+  auto c = TestCluster::Start(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto prompts = RandomPrompts(2, Vocab(**c), {20, 60}, 9);
+  SamplingParams seeded;
+  seeded.temperature = 1.5f;
+  seeded.top_p = 0.95f;
+  seeded.seed = 77;
+  seeded.max_tokens = 900;
+  seeded.ignore_eos = true;
+  // Greedy and seeded sampling alike: the client gets exactly an uninterrupted run's tokens.
+  for (const SamplingParams& s : {Greedy(900), seeded}) {
+    const auto expected = Reference(**c, {prompts[0]}, s);
+    const double before = Migrations(**c);
+    const GenerateResult r = KillTheDecodeWorkerMidStream(**c, prompts[0], s);
+    EXPECT_EQ(Migrations(**c), before + 1) << "the kill must land mid-stream";
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.tokens, expected[0]) << "temperature " << s.temperature;
+    EXPECT_EQ(r.usage.completion_tokens(), 900);
+    EXPECT_EQ(r.usage.prompt_tokens(), 20);
+    ASSERT_TRUE((*c)->AddWorker(v1::WORKER_ROLE_DECODE).ok());  // the next round has two again
+    ASSERT_TRUE((*c)->WaitReady().ok());
+  }
+}
+
+TEST(ClusterTest, DecodeWorkerKilledWithNoOtherFailsCleanlyAfterTheQueueTimeout) {
+  auto spec = TinySpec();
+  spec.queue_timeout = absl::Seconds(2);
   auto c = TestCluster::Start(spec);
   ASSERT_TRUE(c.ok()) << c.status();
   const auto prompts = RandomPrompts(1, Vocab(**c), {20}, 9);
-  const int d = (*c)->FindWorker(v1::WORKER_ROLE_DECODE);
-  GenerateResult r;
-  std::thread client([&] { r = (*c)->Generate(prompts[0], Greedy(1000), absl::Seconds(60)); });
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while ((*c)->worker(d).runner().inflight() == 0 && absl::Now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  (*c)->KillWorker(d);
-  client.join();
+  const absl::Time start = absl::Now();
+  const GenerateResult r = KillTheDecodeWorkerMidStream(**c, prompts[0], Greedy(1000));
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  EXPECT_NE(r.status.error_message().find("could resume"), std::string::npos) << r.status.error_message();
   EXPECT_LT(r.tokens.size(), 1000u);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20)) << "it waited for a decode worker, but not for ever";
 }
 
 TEST(ClusterTest, ApiKeyIsRequiredWhenSet) {

@@ -33,6 +33,8 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.api_key = spec.api_key;
   ro.cluster_token = spec.cluster_token;
   ro.admin_api = spec.admin_api;
+  ro.queue_timeout = spec.queue_timeout;
+  ro.max_migrations = spec.max_migrations;
   ro.default_max_tokens = spec.default_max_tokens;
   TANDEM_ASSIGN_OR_RETURN(c->router_, router::RouterProcess::Start(ro, *c->file_));
   for (int i = 0; i < spec.prefill; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_PREFILL));

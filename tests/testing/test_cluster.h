@@ -35,6 +35,8 @@ struct ClusterSpec {
   std::string cluster_token = "test-cluster-token-0123456789";
   bool admin_api = true;  // the router's RouterAdmin service
   int32_t default_max_tokens = 0;  // the router's, for requests without max_tokens
+  absl::Duration queue_timeout = absl::Seconds(60);  // the router's (also bounds a migration's wait)
+  int max_migrations = 3;                            // the router's
 };
 
 // One worker's engine settings where they differ from the cluster's (0: the spec's).
@@ -60,6 +62,7 @@ class TestCluster {
   const std::string& cluster_token() const { return spec_.cluster_token; }
   int num_workers() const { return static_cast<int>(workers_.size()); }
   worker::WorkerProcess& worker(int i) { return *workers_[i]; }
+  bool has_worker(int i) const { return workers_[i] != nullptr; }  // false once killed
   // The worker's in-process transport (null with UCX).
   transfer::InProcessKvTransport* in_process_transport(int i) { return transports_[i]; }
   // Index of the first worker with `role`, or -1.

@@ -3,6 +3,7 @@
 // progress per chunk; its blocks are copied into blocks allocated on the decode engine, which
 // continues from the first token. The tokens must equal a single engine's.
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -171,6 +172,68 @@ TEST_F(DisaggregationTest, CancellingAHeldRequestFreesItsKv) {
   EXPECT_TRUE(e->Cancel("held"));
   EXPECT_EQ(e->block_manager().num_in_use(), 0);
   EXPECT_TRUE(e->BlockTable("held").empty());
+}
+
+
+// What a migrated request relies on (router/request_flow.h "migrate"): a second engine given the
+// prompt plus the first k generated tokens, max_tokens less k and the sampler's draws so far,
+// generates exactly the rest of an uninterrupted run, greedy and seeded alike.
+TEST_F(DisaggregationTest, ResumingFromTheTokensSoFarOnAnotherEngineGivesTheSameRest) {
+  const auto requests = Workload();
+  auto single = MakeEngine(512);
+  std::map<std::string, std::vector<int32_t>> expected;
+  std::map<std::string, std::vector<int32_t>> draws_after;  // draws after each token
+  for (const auto& r : requests) ASSERT_TRUE(single->Add(r).ok());
+  while (single->HasWork()) {
+    auto step = single->Step();
+    ASSERT_TRUE(step.ok());
+    for (const auto& o : *step) {
+      for (int32_t t : o.new_tokens) {
+        expected[o.id].push_back(t);
+        draws_after[o.id].push_back(o.rng_draws);
+      }
+    }
+  }
+  for (int k : {1, 7, 19}) {
+    auto resumed = MakeEngine(64);
+    for (auto r : requests) {
+      const auto& full = expected[r.id];
+      r.prompt.insert(r.prompt.end(), full.begin(), full.begin() + k);
+      r.sampling.max_tokens -= k;
+      r.rng_draws = draws_after[r.id][k - 1];
+      ASSERT_TRUE(resumed->Add(r).ok());
+    }
+    std::map<std::string, std::vector<int32_t>> rest;
+    while (resumed->HasWork()) {
+      auto step = resumed->Step();
+      ASSERT_TRUE(step.ok());
+      for (const auto& o : *step) rest[o.id].insert(rest[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
+    }
+    for (const auto& r : requests) {
+      const auto& full = expected[r.id];
+      EXPECT_EQ(rest[r.id], std::vector<int32_t>(full.begin() + k, full.end())) << "k=" << k << " " << r.id;
+    }
+  }
+}
+
+TEST_F(DisaggregationTest, ASamplerPositionThatCannotBeIsRefused) {
+  // A peer's rng_draws is trusted only within one draw per context token (skipping 2^64 draws
+  // would hold the engine thread for ever).
+  auto e = MakeEngine(64);
+  GenerateRequest r;
+  r.id = "x";
+  r.prompt = std::vector<int32_t>(40, 5);
+  r.sampling.max_tokens = 5;
+  for (int32_t bad : {-1, std::numeric_limits<int32_t>::min(), e->max_model_len() + 1}) {
+    r.rng_draws = bad;
+    EXPECT_EQ(e->Add(r).code(), absl::StatusCode::kInvalidArgument) << bad;
+    auto blocks = e->AllocateKvBlocks(40);
+    ASSERT_TRUE(blocks.ok());
+    EXPECT_EQ(e->AddPrefilled(r, *blocks, 7, bad).code(), absl::StatusCode::kInvalidArgument) << bad;
+    e->FreeKvBlocks(*blocks);
+  }
+  r.rng_draws = 12;
+  EXPECT_TRUE(e->Add(r).ok());
 }
 
 }  // namespace

@@ -32,11 +32,13 @@ class FakeWorkerClient final : public WorkerClient {
     bool ended = false;
     bool cancelled = false;
 
-    // One message of tokens; `finish` set on the last one, with the completion count as usage.
+    // One message of tokens; `finish` set on the last one, with the completion count as usage;
+    // `rng_draws`: the sampler's draws so far.
     void Send(std::vector<int32_t> tokens, v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED,
-              int32_t completion_tokens = 0, int32_t cached_prompt_tokens = 0) {
+              int32_t completion_tokens = 0, int32_t cached_prompt_tokens = 0, int32_t rng_draws = 0) {
       v1::TokensResponse msg;
       msg.mutable_tokens()->Add(tokens.begin(), tokens.end());
+      msg.set_rng_draws(rng_draws);
       msg.set_finish_reason(finish);
       if (finish != v1::FINISH_REASON_UNSPECIFIED) {
         msg.mutable_usage()->set_completion_tokens(completion_tokens);

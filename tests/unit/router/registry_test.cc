@@ -116,6 +116,55 @@ TEST(WorkerRegistryTest, WorkersThatStopHeartbeatingExpire) {
   EXPECT_TRUE(r.Heartbeat("d1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(10)));
 }
 
+TEST(WorkerRegistryTest, LosingAWorkerTellsTheRequestsWatchingIt) {
+  // Requests with calls on a worker subscribe to its WorkerLoss (request_flow.h "migrate").
+  auto r = MakeRegistry();
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  ASSERT_TRUE(r.Register(Info("d2", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  ASSERT_TRUE(r.Register(Info("d3", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  int lost_d1 = 0, lost_d2 = 0, lost_d3 = 0;
+  auto d1 = r.Find("d1");
+  d1->loss->Subscribe([&] { ++lost_d1; });
+  const WorkerLoss::Id unwatched = d1->loss->Subscribe([] { ADD_FAILURE() << "unsubscribed, still called"; });
+  d1->loss->Unsubscribe(unwatched);
+  r.Find("d2")->loss->Subscribe([&] { ++lost_d2; });
+  r.Find("d3")->loss->Subscribe([&] { ++lost_d3; });
+
+  // The same process registering again (the router missed a heartbeat) keeps its requests; a
+  // role change keeps the signal too.
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  ASSERT_TRUE(r.Heartbeat("d1", 7, v1::WORKER_ROLE_MIXED, Load(10)));
+  EXPECT_EQ(lost_d1, 0);
+  // Missed heartbeats: dropped, and its watchers told once.
+  ASSERT_TRUE(r.Heartbeat("d2", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(10)));
+  ASSERT_TRUE(r.Heartbeat("d3", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(10)));
+  EXPECT_EQ(r.Expire(absl::Now() + absl::Seconds(10)).size(), 3u);
+  EXPECT_EQ(lost_d1, 1);
+  EXPECT_EQ(r.Expire(absl::Now() + absl::Seconds(20)).size(), 0u);
+  EXPECT_EQ(lost_d1, 1);
+  // Subscribing to a lost worker runs at once.
+  int late = 0;
+  EXPECT_EQ(d1->loss->Subscribe([&] { ++late; }), 0u);
+  EXPECT_EQ(late, 1);
+  EXPECT_EQ(lost_d2 + lost_d3, 2);
+
+  // A new process under the same id (new epoch) replaces the old one: the old one's watchers
+  // are told.
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(10)).ok());
+  int replaced = 0;
+  r.Find("d1")->loss->Subscribe([&] { ++replaced; });
+  v1::WorkerInfo restarted = Info("d1", v1::WORKER_ROLE_DECODE);
+  restarted.set_epoch(8);
+  ASSERT_TRUE(r.Register(restarted, Load(10)).ok());
+  EXPECT_EQ(replaced, 1);
+  EXPECT_FALSE(r.Find("d1")->loss->raised());
+  // Removed (deregistered).
+  int removed = 0;
+  r.Find("d1")->loss->Subscribe([&] { ++removed; });
+  r.Remove("d1");
+  EXPECT_EQ(removed, 1);
+}
+
 TEST(WorkerRegistryTest, RoleChangesArriveWithHeartbeats) {
   auto r = MakeRegistry();
   ASSERT_TRUE(r.Register(Info("w", v1::WORKER_ROLE_PREFILL), Load(10)).ok());

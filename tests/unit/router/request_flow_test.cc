@@ -8,150 +8,10 @@
 #include "fmt/format.h"
 #include "gtest/gtest.h"
 #include "metrics/registry.h"
-#include "unit/router/fake_worker_client.h"
+#include "unit/router/request_flow_fixture.h"
 
 namespace tandem::router {
 namespace {
-
-using fakes::FakeWorkerClient;
-
-// Time that moves only when the test says so; delayed tasks run from RunNext().
-class ManualClock final : public FlowClock {
- public:
-  absl::Time Now() override { return now_; }
-  bool RunAt(absl::Time at, std::function<void()> task) override {
-    if (stopped_) return false;
-    tasks_.emplace(at, std::move(task));
-    return true;
-  }
-  // Moves time to the earliest task and runs it; false if there is none.
-  bool RunNext() {
-    if (tasks_.empty()) return false;
-    auto it = tasks_.begin();
-    now_ = std::max(now_, it->first);
-    auto task = std::move(it->second);
-    tasks_.erase(it);
-    task();
-    return true;
-  }
-  size_t waiting() const { return tasks_.size(); }
-  void Stop() { stopped_ = true; }
-
- private:
-  absl::Time now_ = absl::FromUnixSeconds(1'700'000'000);
-  std::multimap<absl::Time, std::function<void()>> tasks_;
-  bool stopped_ = false;
-};
-
-// Records what the client would see, in order.
-class RecordingObserver final : public RequestObserver {
- public:
-  void OnTokens(std::span<const int32_t> tokens) override {
-    Enter("tokens");
-    this->tokens.insert(this->tokens.end(), tokens.begin(), tokens.end());
-    if (on_tokens) on_tokens();
-    --depth_;
-  }
-  void OnFinished(FinishReason r, const RequestUsage& u) override {
-    Enter("finished");
-    reason = r;
-    usage = u;
-    --depth_;
-  }
-  void OnFailed(const absl::Status& s) override {
-    Enter("failed");
-    status = s;
-    --depth_;
-  }
-  // Exactly one of OnFinished / OnFailed, it came last, and no call came inside another.
-  bool EndedOnceLast() const {
-    int terminal = 0;
-    for (const auto& e : events) terminal += e != "tokens";
-    return terminal == 1 && events.back() != "tokens" && !nested;
-  }
-  bool ended() const { return !events.empty() && events.back() != "tokens"; }
-
-  std::vector<std::string> events;
-  std::vector<int32_t> tokens;
-  FinishReason reason = FinishReason::kNone;
-  RequestUsage usage;
-  absl::Status status;
-  std::function<void()> on_tokens;
-  bool nested = false;  // a method was called while another was running
-
- private:
-  void Enter(const char* event) {
-    nested = nested || depth_ > 0;
-    ++depth_;
-    events.push_back(event);
-  }
-  int depth_ = 0;
-};
-
-class RequestFlowTest : public ::testing::Test {
- protected:
-  RequestFlowTest() : metrics_(metrics_registry_) {
-    WorkerRegistryOptions o;
-    o.model_id = "m";
-    o.make_client = [this](const v1::WorkerInfo& info) { return fakes_.at(info.worker_id()); };
-    registry_ = std::make_unique<WorkerRegistry>(o);
-    options_.metrics = &metrics_;
-    options_.admission_timeout = absl::Seconds(1);
-  }
-
-  FakeWorkerClient& AddWorker(const std::string& id, v1::WorkerRole role, int64_t free_blocks = 100,
-                              int32_t block_size = 16) {
-    auto fake = std::make_shared<FakeWorkerClient>(id, block_size);
-    fakes_[id] = fake;
-    v1::WorkerInfo info;
-    info.set_worker_id(id);
-    info.set_role(role);
-    info.set_grpc_address("fake:" + id);
-    info.set_model_id("m");
-    info.set_epoch(1);
-    info.mutable_kv_endpoint()->mutable_layout()->set_block_size(block_size);
-    v1::WorkerLoad load;
-    load.set_free_kv_blocks(free_blocks);
-    EXPECT_TRUE(registry_->Register(info, load).ok());
-    return *fake;
-  }
-
-  std::shared_ptr<RequestFlow> Start(int prompt_tokens, int max_tokens = 8) {
-    RouterRequest r;
-    r.id = fmt::format("req-{}", next_id_++);
-    for (int i = 0; i < prompt_tokens; ++i) r.prompt.push_back(3 + i % 50);
-    r.sampling.max_tokens = max_tokens;
-    return RequestFlow::Start(std::move(r), options_, registry_.get(), &clock_, observer_);
-  }
-
-  // Starts a request on prefill worker p and decode worker d and takes it to its decode stream:
-  // lease "L<n>" for the n-th reservation on d, first token 7.
-  std::shared_ptr<FakeWorkerClient::Stream> StartDecoding(FakeWorkerClient& p, FakeWorkerClient& d,
-                                                          std::shared_ptr<RequestFlow>* flow = nullptr,
-                                                          int max_tokens = 8) {
-    auto started = Start(40, max_tokens);
-    if (flow != nullptr) *flow = started;
-    d.AnswerReserve(d.reserves.size() - 1, fmt::format("L{}", d.reserves.size()));
-    p.AnswerPrefill(p.prefills.size() - 1, 7);
-    EXPECT_FALSE(d.decodes.empty());
-    return d.decodes.empty() ? nullptr : d.decodes.back();
-  }
-
-  int NoPending() const {
-    int n = 0;
-    for (const auto& [id, f] : fakes_) n += f->pending();
-    return n;
-  }
-
-  metrics::MetricsRegistry metrics_registry_;
-  RouterMetrics metrics_;
-  std::map<std::string, std::shared_ptr<FakeWorkerClient>> fakes_;
-  std::unique_ptr<WorkerRegistry> registry_;
-  ManualClock clock_;
-  FlowOptions options_;
-  std::shared_ptr<RecordingObserver> observer_ = std::make_shared<RecordingObserver>();
-  int next_id_ = 0;
-};
 
 TEST_F(RequestFlowTest, DisaggregatedRequestReservesPrefillsIntoTheLeaseAndDecodes) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
@@ -376,20 +236,10 @@ TEST_F(RequestFlowTest, FirstTokenThatEndsTheRequestReleasesTheUnusedLease) {
   EXPECT_TRUE(observer_->EndedOnceLast());
 }
 
-TEST_F(RequestFlowTest, ExpiredLeaseAtDecodeFailsTheRequestWithoutLeaks) {
-  auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
-  auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
-  StartDecoding(p, d)->End(absl::NotFoundError("no lease L1 (expired or released)"));
-  EXPECT_EQ(observer_->status.code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7}));
-  EXPECT_TRUE(observer_->EndedOnceLast());
-  // The release is harmless (the worker no longer has the lease) and happens once.
-  EXPECT_LE(d.released.size(), 1u);
-  EXPECT_EQ(NoPending(), 0);
-  EXPECT_EQ(clock_.waiting(), 0u);
-}
-
-TEST_F(RequestFlowTest, DecodeStreamThatBreaksMidwayFailsTheRequest) {
+TEST_F(RequestFlowTest, DecodeStreamThatFailsWithNoMigrationsLeftFailsTheRequest) {
+  // Migration is tested in request_flow_migration_test.cc; with it turned off, the client gets
+  // the worker's failure, once.
+  options_.max_migrations = 0;
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
   auto stream = StartDecoding(p, d);
@@ -413,6 +263,17 @@ TEST_F(RequestFlowTest, DecodeStreamThatBreaksMidwayFailsTheRequest) {
   stream->End();
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kInternal);
   EXPECT_TRUE(observer_->EndedOnceLast());
+
+  // An expired lease at decode: the release is harmless and happens once; nothing leaks.
+  observer_ = std::make_shared<RecordingObserver>();
+  const size_t released = d.released.size();
+  StartDecoding(p, d)->End(absl::NotFoundError("no lease L1 (expired or released)"));
+  EXPECT_EQ(observer_->status.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(observer_->EndedOnceLast());
+  EXPECT_LE(d.released.size() - released, 1u);
+  EXPECT_EQ(NoPending(), 0);
+  EXPECT_EQ(clock_.waiting(), 0u);
+  EXPECT_EQ(metrics_.migrations->With({"stream_failed"}).value(), 0);
 }
 
 TEST_F(RequestFlowTest, CancelDuringReservationReleasesTheLeaseGrantedAfterwards) {
@@ -552,10 +413,11 @@ TEST_F(RequestFlowTest, PrefillGoesToAWorkerWhoseKvLayoutMatchesTheLease) {
   EXPECT_TRUE(p16.prefills.empty());
   EXPECT_EQ(p32.prefills.size(), 8u);
   EXPECT_EQ(p32.prefills[0]->request.destination().block_ids_size(), 2);  // 40 tokens in blocks of 32
-  registry_->Remove("p32");
+  registry_->Remove("p32");  // its 8 prefills are cancelled and re-reserve (a new leg each)
+  EXPECT_EQ(p32.cancelled(), 8);
   observer_ = std::make_shared<RecordingObserver>();
   Start(40);
-  d32.AnswerReserve(8, "L8");
+  d32.AnswerReserve(d32.reserves.size() - 1, "L8");
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kUnavailable) << observer_->status;
   EXPECT_NE(observer_->status.message().find("KV layout"), absl::string_view::npos);
   EXPECT_EQ(d32.released.back(), "L8");
