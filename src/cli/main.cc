@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/environment.h"
+#include "common/child_process.h"
 
 namespace {
 
@@ -41,6 +42,8 @@ refuse to start without one; `tandem up` makes one for its cluster).
 int main(int argc, char** argv) {
   tandem::cli::ApplyLogLevelFromEnvironment();
   tandem::cli::RaiseOpenFileLimit();
+  // A child of `tandem up` (or of a local actuator) ends with it.
+  tandem::DieWithParent(tandem::cli::Env("TANDEM_PARENT_PID"));
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

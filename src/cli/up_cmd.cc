@@ -53,7 +53,19 @@ struct Member {
   std::string role;
   std::unique_ptr<ChildProcess> process;
   std::string grpc, http;
+  std::vector<std::string> argv, env;  // to start it again
+  absl::Time started = absl::Now();
+  absl::Time restart_at = absl::InfinitePast();  // set while it is down
+  int crash_streak = 0;
 };
+
+// How long to wait before starting a crashed child again: at once the first time, then 1 s,
+// 2 s, 4 s ... up to 30 s while it keeps crashing within a minute of its start.
+absl::Duration RestartDelay(Member& m) {
+  m.crash_streak = absl::Now() - m.started < absl::Minutes(1) ? m.crash_streak + 1 : 1;
+  if (m.crash_streak == 1) return absl::ZeroDuration();
+  return std::min(absl::Seconds(1) * (1 << std::min(m.crash_streak - 2, 5)), absl::Seconds(30));
+}
 
 // Runs a launch plan: the router and mixed workers as its own children, prefill and decode
 // workers through the controller's local actuator (which the controller then resizes).
@@ -73,6 +85,8 @@ class UpSupervisor {
   absl::Status StartWorkers();
   absl::Status AwaitReady();
   absl::Status StartController();
+  // Starts a crashed router or mixed worker again when its backoff has passed.
+  void RestartMember(Member& m);
 
   const LaunchPlan plan_;
   const std::string self_;
@@ -107,9 +121,13 @@ absl::Status UpSupervisor::StartRouter() {
   auto line = members_.back().process->ReadLine(absl::Seconds(60));
   if (!line.ok()) return absl::UnavailableError("the router did not start (see its log above)");
   auto fields = ParseStatusFields(*line);
-  members_.back().grpc = StrCat("127.0.0.1:", fields["grpc_port"]);
-  members_.back().http = StrCat("127.0.0.1:", fields["http_port"]);
-  router_grpc_ = members_.back().grpc;
+  Member& m = members_.back();
+  m.grpc = StrCat("127.0.0.1:", fields["grpc_port"]);
+  m.http = StrCat("127.0.0.1:", fields["http_port"]);
+  // A restart takes the same ports: the workers and the controller know them.
+  m.argv = plan_.RouterArgv(self_, std::stoi(fields["http_port"]), std::stoi(fields["grpc_port"]));
+  m.env = plan_.RouterEnvironment();
+  router_grpc_ = m.grpc;
   router_http_ = std::stoi(fields["http_port"]);
   router_model_ = fields["model"];
   return absl::OkStatus();
@@ -117,9 +135,11 @@ absl::Status UpSupervisor::StartRouter() {
 
 absl::Status UpSupervisor::StartWorkers() {
   for (int i = 0; i < plan_.mixed; ++i) {
-    auto child = ChildProcess::Spawn(plan_.MixedWorkerArgv(self_, router_grpc_, i));
+    auto argv = plan_.MixedWorkerArgv(self_, router_grpc_, i);
+    auto child = ChildProcess::Spawn(argv);
     if (!child.ok()) return child.status();
     members_.push_back({"mixed", std::move(*child), "", ""});
+    members_.back().argv = std::move(argv);
   }
   admin_ = std::make_unique<controller::AdminClient>(router_grpc_, plan_.cluster_token);
   controller::LocalActuatorOptions lo;
@@ -127,6 +147,7 @@ absl::Status UpSupervisor::StartWorkers() {
   lo.worker_flags = plan_.WorkerArgs(router_grpc_);
   lo.start_timeout = absl::Seconds(plan_.ready_timeout_s);
   lo.role_change = plan_.role_change;
+  lo.restart_crashed = true;  // with or without the controller, a crashed worker comes back
   pool_ = std::make_unique<controller::LocalActuator>(lo, admin_.get());
   for (int i = 0; i < plan_.prefill + plan_.decode; ++i) {
     if (g_up_signal.load() != 0) return absl::CancelledError("interrupted");
@@ -222,21 +243,34 @@ void UpSupervisor::PrintReady() const {
   std::fflush(stdout);
 }
 
+void UpSupervisor::RestartMember(Member& m) {
+  if (m.restart_at == absl::InfinitePast()) {
+    const absl::Duration delay = RestartDelay(m);
+    std::fprintf(stderr, "tandem up: the %s process (pid %d) exited; starting it again in %s\n", m.role.c_str(),
+                 m.process->pid(), absl::FormatDuration(delay).c_str());
+    m.restart_at = absl::Now() + delay;
+  }
+  if (absl::Now() < m.restart_at) return;
+  auto child = ChildProcess::Spawn(m.argv, m.env);
+  m.started = absl::Now();
+  m.restart_at = absl::InfinitePast();
+  if (!child.ok()) {
+    std::fprintf(stderr, "tandem up: restarting the %s process: %s\n", m.role.c_str(),
+                 std::string(child.status().message()).c_str());
+    return;  // Running() of the old process stays false: tried again after the next delay
+  }
+  m.process = std::move(*child);
+  std::fprintf(stderr, "tandem up: the %s process is running again (pid %d)\n", m.role.c_str(), m.process->pid());
+}
+
 int UpSupervisor::Supervise() {
   while (g_up_signal.load() == 0) {
+    // Nothing stops the cluster but a signal: a crashed child is started again, with backoff.
     for (auto& m : members_) {
-      if (!m.process->Running()) {
-        std::fprintf(stderr, "tandem up: the %s process (pid %d) exited; stopping the cluster\n", m.role.c_str(),
-                     m.process->pid());
-        return StopAll(1);
-      }
+      if (!m.process->Running()) RestartMember(m);
     }
     for (const std::string& id : pool_->TakeUnexpectedExits()) {
-      if (!daemon_) {
-        std::fprintf(stderr, "tandem up: worker %s exited; stopping the cluster\n", id.c_str());
-        return StopAll(1);
-      }
-      std::fprintf(stderr, "tandem up: worker %s exited; the controller will replace it\n", id.c_str());
+      std::fprintf(stderr, "tandem up: worker %s exited; it is being started again\n", id.c_str());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }

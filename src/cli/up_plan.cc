@@ -87,9 +87,12 @@ void LaunchPlan::SetModel(const std::string& path) {
   worker.engine.model = path;
 }
 
-std::vector<std::string> LaunchPlan::RouterArgv(const std::string& self) const {
+std::vector<std::string> LaunchPlan::RouterArgv(const std::string& self, int http_port, int grpc_port) const {
+  RouterFlags flags = router;
+  if (http_port >= 0) flags.http_port = http_port;
+  if (grpc_port >= 0) flags.grpc_port = grpc_port;
   std::vector<std::string> argv = {self, "router"};
-  for (std::string& a : ToArgv(router)) argv.push_back(std::move(a));
+  for (std::string& a : ToArgv(flags)) argv.push_back(std::move(a));
   return argv;
 }
 

@@ -9,7 +9,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -30,9 +33,28 @@ std::map<std::string, std::string> ParseStatusFields(const std::string& line) {
   return out;
 }
 
+void DieWithParent(const std::string& parent_pid_env) {
+  if (parent_pid_env.empty()) return;
+  const pid_t parent = static_cast<pid_t>(std::strtol(parent_pid_env.c_str(), nullptr, 10));
+  if (parent <= 1) return;
+  if (::getppid() != parent) {
+    std::fprintf(stderr, "tandem: the process that started this one (pid %d) is gone; exiting\n", parent);
+    std::_Exit(1);
+  }
+  std::thread([parent] {
+    while (::getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    std::fprintf(stderr, "tandem: the process that started this one (pid %d) is gone; stopping\n", parent);
+    ::kill(::getpid(), SIGTERM);
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    std::_Exit(1);
+  }).detach();
+}
+
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const std::vector<std::string>& argv,
-                                                                 const std::vector<std::string>& extra_env) {
+                                                                 const std::vector<std::string>& caller_env) {
   if (argv.empty()) return absl::InvalidArgumentError("empty command");
+  std::vector<std::string> extra_env = caller_env;
+  extra_env.push_back(StrCat("TANDEM_PARENT_PID=", ::getpid()));
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError(StrCat("pipe: ", std::strerror(errno)));
   posix_spawn_file_actions_t actions;

@@ -17,6 +17,13 @@
 
 namespace tandem {
 
+// For a process started by ChildProcess::Spawn, which names its parent in TANDEM_PARENT_PID
+// (`parent_pid_env`, that variable's value; empty: not a spawned child, nothing done): stop
+// when that parent is gone, so that `kill -9` of a launcher leaves no orphan holding its ports.
+// Starts a thread that polls the parent id every 250 ms; when it changes, SIGTERM to this
+// process (its own graceful stop) and, 5 s later, exit.
+void DieWithParent(const std::string& parent_pid_env);
+
 // The key=value words of a child's status line ("worker prefill-0 grpc_port=5 http_port=6").
 std::map<std::string, std::string> ParseStatusFields(const std::string& line);
 
@@ -24,7 +31,8 @@ class ChildProcess {
  public:
   // Starts argv[0] (a path) with `argv` and our environment plus `extra_env` ("NAME=value"
   // entries, which win over ours: the way to hand a child a secret without putting it on its
-  // command line); its stdout is readable with ReadLine, its stderr is ours.
+  // command line); its stdout is readable with ReadLine, its stderr is ours. The child also
+  // gets TANDEM_PARENT_PID (see DieWithParent).
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::vector<std::string>& argv,
                                                              const std::vector<std::string>& extra_env = {});
   ~ChildProcess();  // kills (SIGKILL) and reaps a child that is still running

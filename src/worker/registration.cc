@@ -26,7 +26,13 @@ void RouterRegistration::Stop() {
 
 void RouterRegistration::Loop() {
   auto log = GetLogger("worker");
-  auto channel = rpc::ClusterChannel(options_.router_address, options_.cluster_token);
+  // A restarted router is found again within about a second: gRPC's own reconnect backoff
+  // (1 s growing to 120 s) would leave the worker unregistered far longer.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto channel = rpc::ClusterChannel(options_.router_address, options_.cluster_token, args);
   auto stub = v1::Registry::NewStub(channel);
   absl::Duration interval = options_.interval;
   absl::Duration backoff = absl::Milliseconds(100);

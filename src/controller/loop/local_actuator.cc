@@ -1,5 +1,6 @@
 #include "controller/loop/local_actuator.h"
 
+#include <algorithm>
 #include <csignal>
 
 #include "common/logging.h"
@@ -27,10 +28,10 @@ void LocalActuator::RunInBackground(std::function<void()> fn) {
                       done});
 }
 
-absl::StatusOr<std::shared_ptr<LocalActuator::Worker>> LocalActuator::Spawn(Role role) {
+absl::StatusOr<std::shared_ptr<LocalActuator::Worker>> LocalActuator::Spawn(Role role, const std::string& id) {
   auto w = std::make_shared<Worker>();
   w->role = role;
-  w->id = StrCat(RoleName(role), "-", next_index_[role]++);
+  w->id = id.empty() ? StrCat(RoleName(role), "-", next_index_[role]++) : id;
   w->seq = next_seq_++;
   std::vector<std::string> argv = {options_.tandem_binary, "worker", "--role", RoleName(role), "--worker-id", w->id};
   argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
@@ -73,6 +74,7 @@ absl::StatusOr<InstanceCounts> LocalActuator::Current() {
       (w->role == Role::kPrefill ? c.prefill : c.decode)++;
     }
   }
+  for (const auto& r : restarts_) (r.role == Role::kPrefill ? c.prefill : c.decode)++;  // coming back
   return c;
 }
 
@@ -117,22 +119,7 @@ absl::Status LocalActuator::Apply(const InstanceCounts& target) {
         status.Update(w.status());
         break;
       }
-      std::shared_ptr<Worker> started = *w;
-      RunInBackground([this, started] {
-        if (absl::Status s = AwaitStarted(*started, options_.start_timeout, mu_); !s.ok()) {
-          GetLogger("controller")->error("{}", s.message());
-          bool mine;
-          {
-            std::lock_guard<std::mutex> lock(mu_);
-            mine = started->state == Worker::State::kStarting;  // else StopAll or a drain has it
-            if (mine) started->state = Worker::State::kDraining;
-          }
-          if (!mine) return;
-          started->process->Stop(absl::Seconds(5));
-          std::lock_guard<std::mutex> lock(mu_);
-          started->state = Worker::State::kStopped;
-        }
-      });
+      AwaitInBackground(*w);
     }
     for (int i = 0; i < -delta; ++i) {
       auto victim = PickVictim(role);
@@ -143,6 +130,58 @@ absl::Status LocalActuator::Apply(const InstanceCounts& target) {
     }
   }
   return status;
+}
+
+void LocalActuator::AwaitInBackground(std::shared_ptr<Worker> started) {
+  RunInBackground([this, started] {
+    if (absl::Status s = AwaitStarted(*started, options_.start_timeout, mu_); !s.ok()) {
+      GetLogger("controller")->error("{}", s.message());
+      bool mine;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        mine = started->state == Worker::State::kStarting;  // else StopAll or a drain has it
+        if (mine) started->state = Worker::State::kDraining;
+      }
+      if (!mine) return;
+      started->process->Stop(absl::Seconds(5));
+      std::lock_guard<std::mutex> lock(mu_);
+      started->state = Worker::State::kStopped;
+    }
+  });
+}
+
+void LocalActuator::ScheduleRestart(const Worker& w) {
+  const absl::Time now = absl::Now();
+  int& streak = crash_streak_[w.role];
+  streak = now - w.started < options_.crash_window ? streak + 1 : 1;
+  absl::Duration delay = absl::ZeroDuration();
+  if (streak > 1) delay = std::min(absl::Seconds(1) * (1 << std::min(streak - 2, 10)), options_.restart_backoff_max);
+  GetLogger("controller")->warn("restarting {} worker {} in {} (crash {} in a row)", RoleName(w.role), w.id,
+                                absl::FormatDuration(delay), streak);
+  restarts_.push_back({w.role, w.id, now + delay});
+}
+
+void LocalActuator::StartDueRestarts() {
+  const absl::Time now = absl::Now();
+  for (auto it = restarts_.begin(); it != restarts_.end();) {
+    if (it->at > now) {
+      ++it;
+      continue;
+    }
+    auto w = Spawn(it->role, it->id);
+    if (w.ok()) {
+      ++restarted_;
+      AwaitInBackground(*w);
+    } else {
+      GetLogger("controller")->error("restarting worker {}: {}", it->id, w.status().message());
+    }
+    it = restarts_.erase(it);
+  }
+}
+
+int LocalActuator::restarts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return restarted_;
 }
 
 void LocalActuator::DrainAndStop(std::shared_ptr<Worker> w) {
@@ -195,6 +234,7 @@ void LocalActuator::Reap() {
         GetLogger("controller")->error("worker {} (pid {}) exited unexpectedly", w.id, w.process->pid());
         unexpected_exits_.push_back(w.id);
         w.state = Worker::State::kStopped;
+        if (options_.restart_crashed && !stopping_) ScheduleRestart(w);
       }
     }
     if (w.state == Worker::State::kStopped && it->use_count() == 1) {
@@ -203,6 +243,7 @@ void LocalActuator::Reap() {
       ++it;
     }
   }
+  if (!stopping_) StartDueRestarts();
 }
 
 std::vector<std::string> LocalActuator::Draining() const {
@@ -242,6 +283,8 @@ void LocalActuator::StopAll() {
   std::vector<std::shared_ptr<Worker>> running;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    restarts_.clear();
     for (const auto& w : workers_) {
       if (w->state != Worker::State::kStopped && w->state != Worker::State::kDraining) {
         w->state = Worker::State::kDraining;

@@ -31,6 +31,13 @@ struct LocalActuatorOptions {
   absl::Duration drain_timeout = absl::Seconds(120);  // a draining worker's in-flight work
   absl::Duration stop_grace = absl::Seconds(30);      // SIGTERM → SIGKILL
   bool role_change = false;
+  // A worker that exits without being asked to is started again under its id (`tandem up`):
+  // at once the first time, then after 1 s, 2 s, 4 s ... up to `restart_backoff_max` while it
+  // keeps crashing within `crash_window` of its start. Off: it is only reported
+  // (TakeUnexpectedExits) and the controller replaces it.
+  bool restart_crashed = false;
+  absl::Duration restart_backoff_max = absl::Seconds(30);
+  absl::Duration crash_window = absl::Seconds(60);
 };
 
 class LocalActuator final : public Actuator {
@@ -56,8 +63,10 @@ class LocalActuator final : public Actuator {
     std::string http;
   };
   std::vector<Process> Processes() const;
-  // Workers that exited without being asked to since the last call (their ids).
+  // Workers that exited without being asked to since the last call (their ids). Also starts
+  // the restarts that are due (restart_crashed): call it every few hundred milliseconds.
   std::vector<std::string> TakeUnexpectedExits();
+  int restarts() const;  // workers started again after a crash, in all
   // Drains and stops every worker, waiting for all of it.
   void StopAll();
 
@@ -69,9 +78,20 @@ class LocalActuator final : public Actuator {
     std::unique_ptr<ChildProcess> process;
     std::string grpc, http;
     int64_t seq = 0;
+    absl::Time started = absl::Now();
+  };
+  struct PendingRestart {
+    Role role;
+    std::string id;
+    absl::Time at;
   };
 
-  absl::StatusOr<std::shared_ptr<Worker>> Spawn(Role role);  // mu_ held
+  // Starts a worker of `role` under `id` (empty: the role's next). mu_ held.
+  absl::StatusOr<std::shared_ptr<Worker>> Spawn(Role role, const std::string& id = "");
+  // Waits on a background thread for `w` to print its ports; stops it if it does not. mu_ held.
+  void AwaitInBackground(std::shared_ptr<Worker> w);
+  void ScheduleRestart(const Worker& w);  // mu_ held
+  void StartDueRestarts();                // mu_ held
   // Reads the new worker's "worker <id> grpc_port=.. http_port=.." line.
   static absl::Status AwaitStarted(Worker& w, absl::Duration timeout, std::mutex& mu);
   std::shared_ptr<Worker> PickVictim(Role role);  // mu_ held: newest running or starting of `role`
@@ -84,6 +104,10 @@ class LocalActuator final : public Actuator {
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<Worker>> workers_;
   std::vector<std::string> unexpected_exits_;
+  std::vector<PendingRestart> restarts_;
+  std::map<Role, int> crash_streak_;  // consecutive crashes soon after start, per role
+  int restarted_ = 0;
+  bool stopping_ = false;
   struct Background {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;

@@ -1,0 +1,129 @@
+"""No request lost: `tandem up` under process failures (kill -9), through the official `openai` client.
+
+One cluster (1 prefill + 2 decode workers, no controller) for the whole module; the tests run in
+file order and the last one kills `tandem up` itself.
+"""
+import concurrent.futures as cf
+import os
+import signal
+import time
+
+try:
+    import httpx2 as httpx  # what the openai client itself uses
+except ImportError:
+    import httpx
+import pytest
+
+from cluster import Cluster
+
+STORIES = [f"Write a long story about a {w}." for w in ("dragon", "robot", "cat", "ship", "tree", "river")]
+
+
+@pytest.fixture(scope="module")
+def cluster(log_dir):
+    c = Cluster("resilience", ["--prefill", "1", "--decode", "2", "--no-controller"], log_dir)
+    yield c
+    c.stop()  # the last test killed it; whatever is left is stopped
+
+
+def log_of(c):
+    with open(c.log_path) as f:
+        return f.read()
+
+
+def router_metrics(c):
+    return c.metrics("router")  # a restarted router keeps its ports
+
+
+def story(c, prompt, max_tokens=120):
+    """Streams a greedy answer; (text, finish_reason, completion_tokens)."""
+    text, finish, tokens = "", None, 0
+    stream = c.client.chat.completions.create(
+        model=c.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0,
+        stream=True, stream_options={"include_usage": True})
+    for chunk in stream:
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    return text, finish, tokens
+
+
+def all_stories(c, kill_after_s=None, victim=None):
+    with cf.ThreadPoolExecutor(len(STORIES)) as pool:
+        futures = [pool.submit(story, c, p) for p in STORIES]
+        if victim is not None:
+            time.sleep(kill_after_s)
+            os.kill(victim, signal.SIGKILL)
+        return [f.result() for f in futures]  # any failure raises here
+
+
+def wait_for(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+def test_killing_a_decode_worker_mid_stream_loses_no_request_and_changes_no_token(cluster):
+    expected = all_stories(cluster)
+    assert all(finish == "length" and tokens == 120 for _, finish, tokens in expected)
+    decode_pids = [pid for role, pid, _, _ in cluster.processes if role == "decode"]
+    # Both decode workers hold streams by now (placement spreads by free KV); kill one.
+    got = all_stories(cluster, kill_after_s=1.5, victim=decode_pids[0])
+    assert got == expected, "a migrated request must stream exactly the uninterrupted tokens"
+    migrated = router_metrics(cluster).get('tandem_router_migrations_total{cause="stream_failed"}', 0) + \
+        router_metrics(cluster).get('tandem_router_migrations_total{cause="worker_lost"}', 0)
+    assert migrated >= 1, "the kill landed after every stream had ended: nothing was tested"
+    # The supervisor starts the worker again and it registers.
+    wait_for(lambda: "exited; it is being started again" in log_of(cluster), 10, "the supervisor noticed the crash")
+    wait_for(lambda: router_metrics(cluster).get('tandem_router_workers{role="decode",state="ready"}') == 2, 60,
+             "the restarted decode worker registered")
+
+
+def test_a_killed_router_is_restarted_on_its_ports_and_rejoined(cluster):
+    router_pid = next(pid for role, pid, _, _ in cluster.processes if role == "router")
+    os.kill(router_pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def ready():
+        try:
+            return httpx.get(f"{cluster.base}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    up = wait_for(ready, 30, "the router answering /readyz again")
+    every = wait_for(lambda: router_metrics(cluster).get('tandem_router_workers{role="decode",state="ready"}') == 2
+                     and router_metrics(cluster).get('tandem_router_workers{role="prefill",state="ready"}') == 1,
+                     10, "every worker registered with the restarted router")
+    print(f"router back after {up - killed:.2f} s; every worker rejoined {every - up:.2f} s later")
+    assert every - up <= 2.5, "workers rejoin a restarted router within about 2 s"
+    text, finish, _ = story(cluster, STORIES[0], max_tokens=8)
+    assert text and finish == "length"
+
+
+def test_kill_9_of_tandem_up_leaves_no_process_behind(cluster):
+    children = [pid for _, pid, _, _ in cluster.processes if pid != cluster.proc.pid]
+    # The restarted router and worker have new pids: take every child of tandem up from /proc.
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == cluster.proc.pid:
+                        children.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    cluster.proc.kill()
+    cluster.proc.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    wait_for(lambda: not any(alive(p) for p in set(children)), 15, "every child of tandem up exited")
