@@ -276,9 +276,13 @@ void RequestFlow::Reserve() {
   std::shared_ptr<WorkerHandle> decode;
   int64_t tokens;
   bool resuming;
+  std::string worker_request_id;
+  uint64_t leg;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
+    leg = leg_;
+    worker_request_id = LegRequestId();
     tokens = static_cast<int64_t>(request_.prompt.size() + generated_.size());
     resuming = stats_.migrations > 0;
     decode = registry_->PickDecode(tokens, ExcludedDecode());
@@ -300,18 +304,28 @@ void RequestFlow::Reserve() {
   }
   Log()->debug("request={} reserving KV for {} tokens on worker={}", request_.id, tokens, decode->info.worker_id());
   v1::ReserveKvRequest req;
-  req.set_request_id(request_.id);
+  req.set_request_id(worker_request_id);
   req.set_num_tokens(static_cast<int32_t>(tokens));
   req.set_lease_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.lease_time)));
   const absl::Time deadline = std::min(request_.deadline, clock_->Now() + options_.reserve_timeout);
-  decode->client->ReserveKv(req, deadline, [self = shared_from_this(), decode](auto answer) {
-    self->OnReserved(decode, std::move(answer));
+  Watch(decode, leg);  // a stopped worker never answers: its loss moves the request on
+  decode->client->ReserveKv(req, deadline, [self = shared_from_this(), decode, leg](auto answer) {
+    self->OnReserved(decode, leg, std::move(answer));
   });
 }
 
-void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode,
+void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode, uint64_t leg,
                              absl::StatusOr<v1::ReserveKvResponse> answer) {
   const std::string& worker = decode->info.worker_id();
+  bool stale;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stale = leg != leg_;
+  }
+  if (stale) {  // the request moved on while this worker did not answer: give the lease back
+    if (answer.ok()) decode->client->ReleaseKv(answer->lease_id());
+    return;
+  }
   if (answer.ok()) {
     const int64_t free_blocks = answer->free_kv_blocks();
     bool ended;
@@ -403,7 +417,7 @@ std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<Worke
   cancel = std::make_shared<CallCanceller>();
   call_ = cancel;
   v1::PrefillRequest req;
-  req.set_request_id(request_.id);
+  req.set_request_id(LegRequestId());
   req.mutable_prompt()->Add(prompt.begin(), prompt.end());
   *req.mutable_sampling() = rpc::ToProto(LegSampling());
   req.set_rng_draws(rng_draws_);
@@ -518,7 +532,7 @@ void RequestFlow::Decode(int32_t first_token, int32_t rng_draws) {
     // The worker adopts the lease when the call reaches it; until the request finishes, a
     // cancel or failure still releases it (harmless if it was adopted: the worker says NotFound).
     decode_started_ = true;
-    req.set_request_id(request_.id);
+    req.set_request_id(LegRequestId());
     req.set_lease_id(lease_.lease_id());
     const std::vector<int32_t> prompt = LegPrompt();
     req.mutable_prompt()->Add(prompt.begin(), prompt.end());
@@ -548,7 +562,7 @@ void RequestFlow::Local() {
       decode_ = worker;
       call_ = cancel;
       leg = leg_;
-      req.set_request_id(request_.id);
+      req.set_request_id(LegRequestId());
       req.mutable_prompt()->Add(prompt.begin(), prompt.end());
       *req.mutable_sampling() = rpc::ToProto(LegSampling());
       req.set_rng_draws(rng_draws_);
@@ -579,6 +593,7 @@ void RequestFlow::OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded || leg != leg_) return;
+    leg_streamed_ = true;
     NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())});
     rng_draws_ = std::max(rng_draws_, msg.rng_draws());
     usage_.completion_tokens += msg.tokens_size();
@@ -598,11 +613,13 @@ void RequestFlow::OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg) {
 void RequestFlow::OnStreamDone(uint64_t leg, const absl::Status& status) {
   FinishReason reason;
   std::shared_ptr<WorkerHandle> worker;
+  bool streamed;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded || leg != leg_) return;
     reason = finish_;
     worker = decode_;
+    streamed = leg_streamed_;
   }
   absl::Status failure = status;
   if (status.code() == absl::StatusCode::kCancelled) {
@@ -616,8 +633,14 @@ void RequestFlow::OnStreamDone(uint64_t leg, const absl::Status& status) {
   }
   Log()->warn("request={} stream from worker={} failed: {}", request_.id, worker->info.worker_id(),
               ToStd(failure.message()));
-  if (Migratable(failure) && Migrate(worker, failure, "stream_failed")) return;
-  Fail(failure);
+  if (!Migratable(failure) || !Migrate(worker, failure, "stream_failed")) Fail(failure);
+  // A connection lost mid-stream (a stream the worker had accepted cannot be refused with
+  // UNAVAILABLE) or a shutdown: the process is gone, so its other requests move now, not at
+  // its heartbeat expiry. After this request's own migration, which already left it.
+  if ((status.code() == absl::StatusCode::kUnavailable && streamed) || status.code() == absl::StatusCode::kCancelled) {
+    registry_->Drop(worker->info.worker_id(), worker->info.epoch(),
+                    StrCat("its stream broke mid-request (", ToStd(status.message()), ")"));
+  }
 }
 
 void RequestFlow::NoteTokens(std::span<const int32_t> tokens) {

@@ -156,7 +156,8 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
               std::shared_ptr<RequestObserver> observer);
   void Run();
   void Reserve();
-  void OnReserved(const std::shared_ptr<WorkerHandle>& decode, absl::StatusOr<v1::ReserveKvResponse> answer);
+  void OnReserved(const std::shared_ptr<WorkerHandle>& decode, uint64_t leg,
+                  absl::StatusOr<v1::ReserveKvResponse> answer);
   // Tries again later: Local() when `local`, else Reserve(); gives up at the admission timeout.
   void WaitForRoom(bool local = false);
   void Prefill();
@@ -182,6 +183,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   // The current leg's prompt (the request's plus the tokens generated before the leg), its
   // sampling (max_tokens less those tokens) and the decode workers it must not use. mu_ held.
   std::vector<int32_t> LegPrompt() const;
+  std::string LegRequestId() const;
   SamplingParams LegSampling() const;
   std::set<std::string> ExcludedDecode() const;
   // Records tokens the client is about to get (mu_ held); the migration latency on the first
@@ -221,6 +223,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   std::vector<int32_t> generated_;   // every token the client got, in order
   int32_t rng_draws_ = 0;            // the sampler's random draws after generated_
   size_t leg_base_ = 0;              // generated_.size() when the current leg began
+  bool leg_streamed_ = false;        // the current leg's stream delivered a message
   std::vector<std::pair<std::string, uint64_t>> failed_;  // workers (id, epoch) that failed it
   std::vector<std::pair<std::shared_ptr<WorkerLoss>, WorkerLoss::Id>> watches_;
   absl::Time migrated_at_ = absl::InfinitePast();  // the last migration, until its first token

@@ -44,6 +44,7 @@ bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const abs
     wait_start_ = absl::InfinitePast();
     finish_ = FinishReason::kNone;
     leg_base_ = generated_.size();
+    leg_streamed_ = false;
     generated = generated_.size();
     migrated_at_ = clock_->Now();
   }
@@ -94,17 +95,23 @@ void RequestFlow::OnWorkerLost(const std::shared_ptr<WorkerHandle>& worker, uint
     if (phase_ == Phase::kEnded || leg != leg_) return;
     const bool serving = decode_ != nullptr && decode_->info.worker_id() == worker->info.worker_id() &&
                          decode_->info.epoch() == worker->info.epoch();
-    // While prefilling both legs matter (the prefill worker, and the lease's decode worker);
-    // after the first token only the decode worker does.
-    if (phase_ != Phase::kPrefilling && !(serving && (phase_ == Phase::kDecoding || phase_ == Phase::kGenerating))) {
-      return;
-    }
+    // While prefilling both workers matter (the prefill worker, and the lease's decode worker);
+    // otherwise only the decode worker it is reserving on or streaming from.
+    const bool waits_on_it = phase_ == Phase::kReserving || phase_ == Phase::kDecoding || phase_ == Phase::kGenerating;
+    if (phase_ != Phase::kPrefilling && !(serving && waits_on_it)) return;
   }
   const absl::Status why = absl::UnavailableError(
       StrCat("worker ", worker->info.worker_id(), " was dropped by the registry (missed heartbeats or replaced)"));
   if (Migrate(worker, why, "worker_lost")) return;
   Fail(absl::UnavailableError(StrCat(why.message(), "; the request already moved ", options_.max_migrations,
                                      " times")));
+}
+
+std::string RequestFlow::LegRequestId() const {
+  // The workers' id of the request: a new leg may land where the old one's cancel is still
+  // being processed, so each leg has its own ("<id>.1" after the first migration; the router's
+  // logs name both).
+  return leg_ == 0 ? request_.id : StrCat(request_.id, ".", leg_);
 }
 
 std::vector<int32_t> RequestFlow::LegPrompt() const {

@@ -137,6 +137,19 @@ void WorkerRegistry::Remove(const std::string& worker_id) {
   loss->Raise();
 }
 
+void WorkerRegistry::Drop(const std::string& worker_id, uint64_t epoch, const std::string& why) {
+  std::shared_ptr<WorkerLoss> loss;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || it->second.handle->info.epoch() != epoch) return;
+    loss = it->second.handle->loss;
+    workers_.erase(it);
+  }
+  GetLogger("router")->warn("worker={} dropped: {}", worker_id, why);
+  loss->Raise();
+}
+
 std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {
   std::vector<std::string> gone;
   std::vector<std::shared_ptr<WorkerLoss>> lost;

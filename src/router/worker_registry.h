@@ -86,6 +86,11 @@ class WorkerRegistry {
   // False when the worker is unknown (or registered with another epoch): it must register.
   bool Heartbeat(const std::string& worker_id, uint64_t epoch, v1::WorkerRole role, const v1::WorkerLoad& load);
   void Remove(const std::string& worker_id);
+  // Drops the worker if it is still registered as `epoch` (not a restart since), as if it had
+  // missed its heartbeats: a request saw its connection break mid-stream, so its other
+  // requests should move now rather than at expiry. A live worker registers again at its
+  // next heartbeat.
+  void Drop(const std::string& worker_id, uint64_t epoch, const std::string& why);
   // The worker was asked to drain: no new work goes to it from now on, before its heartbeat
   // says so. A heartbeat that says it is not draining (its role was changed) clears it.
   void MarkDraining(const std::string& worker_id);

@@ -6,7 +6,9 @@ file order and the last one kills `tandem up` itself.
 import concurrent.futures as cf
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 try:
     import httpx2 as httpx  # what the openai client itself uses
@@ -15,6 +17,9 @@ except ImportError:
 import pytest
 
 from cluster import Cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import chaos  # noqa: E402  (bench/chaos.py: one streaming request, timed)
 
 STORIES = [f"Write a long story about a {w}." for w in ("dragon", "robot", "cat", "ship", "tree", "river")]
 
@@ -37,25 +42,28 @@ def router_metrics(c):
 
 def story(c, prompt, max_tokens=120):
     """Streams a greedy answer; (text, finish_reason, completion_tokens)."""
-    text, finish, tokens = "", None, 0
-    stream = c.client.chat.completions.create(
-        model=c.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0,
-        stream=True, stream_options={"include_usage": True})
-    for chunk in stream:
-        if chunk.usage is not None:
-            tokens = chunk.usage.completion_tokens
-        for choice in chunk.choices:
-            text += choice.delta.content or ""
-            finish = choice.finish_reason or finish
-    return text, finish, tokens
+    r = chaos.one_request(c, prompt, max_tokens)
+    if not r["ok"]:
+        raise AssertionError(r["error"])
+    return r["text"], r["finish"], r["tokens"]
 
 
-def all_stories(c, kill_after_s=None, victim=None):
+def running(http):
+    """Sequences running on the worker whose HTTP address is `http` (from its /metrics)."""
+    for line in httpx.get(f"http://{http}/metrics", timeout=10).text.splitlines():
+        if line.startswith('tandem_worker_sequences{state="running"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def all_stories(c, kill_after_s=None):
+    """Every story at once; with kill_after_s, the busiest decode worker is killed then."""
     with cf.ThreadPoolExecutor(len(STORIES)) as pool:
         futures = [pool.submit(story, c, p) for p in STORIES]
-        if victim is not None:
+        if kill_after_s is not None:
             time.sleep(kill_after_s)
-            os.kill(victim, signal.SIGKILL)
+            decode = [(running(http), pid) for role, pid, _, http in c.processes if role == "decode"]
+            os.kill(max(decode)[1], signal.SIGKILL)
         return [f.result() for f in futures]  # any failure raises here
 
 
@@ -71,9 +79,7 @@ def wait_for(predicate, timeout_s, what):
 def test_killing_a_decode_worker_mid_stream_loses_no_request_and_changes_no_token(cluster):
     expected = all_stories(cluster)
     assert all(finish == "length" and tokens == 120 for _, finish, tokens in expected)
-    decode_pids = [pid for role, pid, _, _ in cluster.processes if role == "decode"]
-    # Both decode workers hold streams by now (placement spreads by free KV); kill one.
-    got = all_stories(cluster, kill_after_s=1.5, victim=decode_pids[0])
+    got = all_stories(cluster, kill_after_s=1.5)
     assert got == expected, "a migrated request must stream exactly the uninterrupted tokens"
     migrated = router_metrics(cluster).get('tandem_router_migrations_total{cause="stream_failed"}', 0) + \
         router_metrics(cluster).get('tandem_router_migrations_total{cause="worker_lost"}', 0)

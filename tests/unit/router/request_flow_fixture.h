@@ -102,6 +102,13 @@ class RequestFlowTest : public ::testing::Test {
                               int32_t block_size = 16, uint64_t epoch = 1) {
     auto fake = std::make_shared<FakeWorkerClient>(id, block_size);
     fakes_[id] = fake;
+    Register(id, role, free_blocks, block_size, epoch);
+    return *fake;
+  }
+
+  // The same worker (same fake, same epoch) registering again, as after it was dropped.
+  void Register(const std::string& id, v1::WorkerRole role, int64_t free_blocks = 100, int32_t block_size = 16,
+                uint64_t epoch = 1) {
     v1::WorkerInfo info;
     info.set_worker_id(id);
     info.set_role(role);
@@ -112,7 +119,6 @@ class RequestFlowTest : public ::testing::Test {
     v1::WorkerLoad load;
     load.set_free_kv_blocks(free_blocks);
     EXPECT_TRUE(registry_->Register(info, load).ok());
-    return *fake;
   }
 
   std::shared_ptr<RequestFlow> Start(int prompt_tokens, int max_tokens = 8) {

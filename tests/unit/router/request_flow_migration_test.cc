@@ -81,6 +81,7 @@ TEST_F(MigrationTest, WorkerShutdownAndUnfinishedStreamsMigrateButBadRequestsDoN
     EXPECT_FALSE(d2.reserves.back()->answered) << "resumed on d2 after: " << failure;
     d2.FailReserve(d2.reserves.size() - 1, absl::InvalidArgumentError("stop here"));
     EXPECT_EQ(observer_->status.code(), absl::StatusCode::kInvalidArgument);
+    Register("d1", v1::WORKER_ROLE_DECODE, 200);  // dropped after the shutdown: back again
   }
   // A request the worker refuses as invalid would be refused anywhere: no new leg.
   observer_ = std::make_shared<RecordingObserver>();
@@ -89,6 +90,34 @@ TEST_F(MigrationTest, WorkerShutdownAndUnfinishedStreamsMigrateButBadRequestsDoN
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(d2.reserves.size(), reserves);
   EXPECT_EQ(NoPending(), 0);
+}
+
+TEST_F(MigrationTest, AStreamBrokenMidwayMovesTheWorkersOtherStreamsAtOnce) {
+  auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
+  auto& d1 = AddWorker("d1", v1::WORKER_ROLE_DECODE, 200);
+  auto& d2 = AddWorker("d2", v1::WORKER_ROLE_DECODE, 100);
+  auto first = StartDecoding(p, d1);
+  auto other_observer = observer_;
+  observer_ = std::make_shared<RecordingObserver>();
+  auto second = StartDecoding(p, d1);
+  first->Send({8});
+  second->Send({8});
+  // A worker that refuses a new stream (draining) is alive: not dropped.
+  ASSERT_NE(registry_->Find("d1"), nullptr);
+  first->End(absl::UnavailableError("Socket closed"));  // mid-stream: the connection is gone
+  EXPECT_EQ(registry_->Find("d1"), nullptr);
+  EXPECT_TRUE(second->cancelled) << "the worker's other stream moved without waiting for its expiry";
+  EXPECT_EQ(d2.reserves.size(), 2u);
+  EXPECT_EQ(metrics_.migrations->With({"stream_failed"}).value(), 1);
+  EXPECT_EQ(metrics_.migrations->With({"worker_lost"}).value(), 1);
+  EXPECT_FALSE(other_observer->ended());
+  EXPECT_FALSE(observer_->ended());
+
+  // A stream refused before it began (UNAVAILABLE: draining) leaves the worker registered.
+  auto& d3 = AddWorker("d3", v1::WORKER_ROLE_DECODE, 500);
+  observer_ = std::make_shared<RecordingObserver>();
+  StartDecoding(p, d3)->End(absl::UnavailableError("the worker is draining"));
+  EXPECT_NE(registry_->Find("d3"), nullptr);
 }
 
 TEST_F(MigrationTest, MigrationsAreBoundedThenTheClientGetsTheFailure) {
@@ -152,6 +181,27 @@ TEST_F(MigrationTest, AStalledWorkerDroppedByTheRegistryHasItsStreamsMoved) {
   EXPECT_EQ(observer_->reason, FinishReason::kStop);
   EXPECT_EQ(observer_->usage.completion_tokens, 4);
   EXPECT_EQ(metrics_.migrations->With({"worker_lost"}).value(), 1);
+  EXPECT_TRUE(observer_->EndedOnceLast());
+  EXPECT_EQ(NoPending(), 0);
+}
+
+TEST_F(MigrationTest, AReservationOnAWorkerThatStoppedAnsweringIsAbandonedForAnother) {
+  auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
+  auto& d1 = AddWorker("d1", v1::WORKER_ROLE_DECODE, 200);
+  auto& d2 = AddWorker("d2", v1::WORKER_ROLE_DECODE, 100);
+  Start(40);
+  ASSERT_EQ(d1.reserves.size(), 1u);  // d1 is stopped: this call hangs
+  registry_->Remove("d1");             // its heartbeats stopped
+  ASSERT_EQ(d2.reserves.size(), 1u) << "the request reserved elsewhere without waiting for the call";
+  d2.AnswerReserve(0, "M1");
+  p.AnswerPrefill(0, 7);
+  // d1 wakes up and grants the old reservation: nobody uses it, so it is given back at once.
+  d1.AnswerReserve(0, "L-late");
+  EXPECT_EQ(d1.released, (std::vector<std::string>{"L-late"}));
+  EXPECT_EQ(p.prefills.size(), 1u);
+  d2.decodes[0]->Send({8}, v1::FINISH_REASON_STOP, 2);
+  d2.decodes[0]->End();
+  EXPECT_EQ(observer_->tokens, (Tokens{7, 8}));
   EXPECT_TRUE(observer_->EndedOnceLast());
   EXPECT_EQ(NoPending(), 0);
 }

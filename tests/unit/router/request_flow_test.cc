@@ -248,6 +248,8 @@ TEST_F(RequestFlowTest, DecodeStreamThatFailsWithNoMigrationsLeftFailsTheRequest
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7, 8, 9}));
   EXPECT_TRUE(observer_->EndedOnceLast());
+  EXPECT_EQ(registry_->Find("d"), nullptr) << "a connection lost mid-stream drops the worker";
+  Register("d", v1::WORKER_ROLE_DECODE);  // it was alive after all: its next heartbeat
 
   // The worker shutting down under the stream (CANCELLED that the router did not ask for) is
   // the worker's failure, not the client's cancel.
@@ -255,6 +257,7 @@ TEST_F(RequestFlowTest, DecodeStreamThatFailsWithNoMigrationsLeftFailsTheRequest
   StartDecoding(p, d)->End(absl::CancelledError("server shutting down"));
   EXPECT_EQ(observer_->status.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(observer_->status.message().find("stopped while decoding"), absl::string_view::npos);
+  Register("d", v1::WORKER_ROLE_DECODE);
 
   // A stream that ends "OK" without a finish reason is not a finished request.
   observer_ = std::make_shared<RecordingObserver>();
