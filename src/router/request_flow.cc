@@ -433,20 +433,28 @@ void RequestFlow::Prefill() {
   std::optional<v1::PrefillRequest> req;
   std::string why;
   uint64_t leg;
+  bool attempted = false;
+  std::shared_ptr<WorkerHandle> lease_holder;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
     leg = leg_;
     req = PickPrefill(prefill, cancel);
     if (!req.has_value()) {
-      why = stats_.prefill_attempts == 0
-                ? StrCat("no prefill worker is available for the KV layout of decode worker ",
-                         decode_->info.worker_id())
-                : StrCat("prefill failed on ", stats_.prefill_attempts, " worker(s); last error: ", last_prefill_error_);
+      attempted = stats_.prefill_attempts > 0;
+      lease_holder = decode_;
+      why = !attempted ? StrCat("no prefill worker is available for the KV layout of decode worker ",
+                                decode_->info.worker_id())
+                       : StrCat("prefill failed on ", stats_.prefill_attempts, " worker(s); last error: ",
+                                last_prefill_error_);
     }
   }
   if (!req.has_value()) {
-    Fail(absl::UnavailableError(why));
+    // Every attempt into this lease failed (its decode worker may have died before anyone
+    // noticed): a new leg tries a fresh lease, on another decode worker if there is one.
+    const absl::Status failure = absl::UnavailableError(why);
+    if (attempted && Migrate(lease_holder, failure, "prefill_failed", /*exclude=*/false)) return;
+    Fail(failure);
     return;
   }
   Log()->debug("request={} prefill on worker={} into lease={}", request_.id, prefill->info.worker_id(),

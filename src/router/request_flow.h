@@ -22,6 +22,8 @@
 //   worker turns into freeing the request's blocks, and releases the lease; a reservation in
 //   flight is not cancelled (it could be granted with nobody left to release it): its lease is
 //   released when it arrives.
+// - a prefill whose attempts into one lease are all spent starts a new leg too (a fresh lease,
+//   another decode worker first: the lease's worker may have died unnoticed).
 // - migrate: when the worker streaming the tokens fails (its stream breaks: the process died,
 //   shut down or lost the lease), or the registry drops a worker the request has a call on
 //   (WorkerLoss: missed heartbeats, a stopped process), the request starts a new leg: the call
@@ -175,7 +177,9 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   bool Migratable(const absl::Status& stream_status) const;
   // Starts a new leg after `failed` failed (`cause`: the metric's label); false when the
   // request has migrated max_migrations times already (nothing done: the caller fails it).
-  bool Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause);
+  // `exclude`: the new leg avoids `failed` (same process); else it is only tried later.
+  bool Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause,
+               bool exclude = true);
   // Subscribes to `worker`'s WorkerLoss for leg `leg`. Called without mu_.
   void Watch(const std::shared_ptr<WorkerHandle>& worker, uint64_t leg);
   void Unwatch();

@@ -22,7 +22,8 @@ bool RequestFlow::Migratable(const absl::Status& failure) const {
   }
 }
 
-bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause) {
+bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause,
+                          bool exclude) {
   std::shared_ptr<CallCanceller> call;
   int migrations;
   size_t generated;
@@ -33,10 +34,11 @@ bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const abs
     migrations = ++stats_.migrations;
     ++leg_;
     call = std::move(call_);
-    failed_.emplace_back(failed->info.worker_id(), failed->info.epoch());
+    if (exclude) failed_.emplace_back(failed->info.worker_id(), failed->info.epoch());
     phase_ = Phase::kStarting;
     decode_started_ = false;  // the old lease is released below, adopted or not
     tried_decode_.clear();
+    if (!exclude) tried_decode_.insert(failed->info.worker_id());  // another first, if there is one
     tried_prefill_.clear();
     stats_.prefill_attempts = 0;
     last_prefill_error_.clear();

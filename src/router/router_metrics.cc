@@ -46,8 +46,9 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
                             "Requests cancelled (client gone, deadline or stop string)")
                    .With();
   migrations = &r.AddCounter("tandem_router_migrations_total",
-                             "Requests resumed on another worker after the one serving them failed (stream_failed) "
-                             "or was dropped by the registry (worker_lost)",
+                             "Requests resumed on another worker after the one serving them failed (stream_failed), "
+                             "was dropped by the registry (worker_lost), or every prefill into their KV lease "
+                             "failed (prefill_failed)",
                              {"cause"});
   migration_seconds = &r.AddHistogram("tandem_router_migration_seconds",
                                       "Delay a migration added: from the worker's failure to the resumed request's "

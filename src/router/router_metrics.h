@@ -27,7 +27,7 @@ struct RouterMetrics {
   metrics::Histogram* transfer_seconds;
   metrics::Counter* transfer_bytes;
   metrics::Counter* cancelled;
-  metrics::CounterFamily* migrations;   // {cause = stream_failed | worker_lost}
+  metrics::CounterFamily* migrations;   // {cause = stream_failed | worker_lost | prefill_failed}
   metrics::Histogram* migration_seconds;  // a worker's failure → the resumed request's next token
 };
 

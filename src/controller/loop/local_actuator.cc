@@ -28,10 +28,10 @@ void LocalActuator::RunInBackground(std::function<void()> fn) {
                       done});
 }
 
-absl::StatusOr<std::shared_ptr<LocalActuator::Worker>> LocalActuator::Spawn(Role role, const std::string& id) {
+absl::StatusOr<std::shared_ptr<LocalActuator::Worker>> LocalActuator::Spawn(Role role) {
   auto w = std::make_shared<Worker>();
   w->role = role;
-  w->id = id.empty() ? StrCat(RoleName(role), "-", next_index_[role]++) : id;
+  w->id = StrCat(RoleName(role), "-", next_index_[role]++);
   w->seq = next_seq_++;
   std::vector<std::string> argv = {options_.tandem_binary, "worker", "--role", RoleName(role), "--worker-id", w->id};
   argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
@@ -156,7 +156,7 @@ void LocalActuator::ScheduleRestart(const Worker& w) {
   streak = now - w.started < options_.crash_window ? streak + 1 : 1;
   absl::Duration delay = absl::ZeroDuration();
   if (streak > 1) delay = std::min(absl::Seconds(1) * (1 << std::min(streak - 2, 10)), options_.restart_backoff_max);
-  GetLogger("controller")->warn("restarting {} worker {} in {} (crash {} in a row)", RoleName(w.role), w.id,
+  GetLogger("controller")->warn("replacing {} worker {} in {} (crash {} in a row)", RoleName(w.role), w.id,
                                 absl::FormatDuration(delay), streak);
   restarts_.push_back({w.role, w.id, now + delay});
 }
@@ -168,12 +168,15 @@ void LocalActuator::StartDueRestarts() {
       ++it;
       continue;
     }
-    auto w = Spawn(it->role, it->id);
+    // Under a new id: the router refuses the old id from a new address until the dead
+    // process's registration expires (a live worker's id cannot be taken over), which would
+    // keep the replacement out for seconds.
+    auto w = Spawn(it->role);
     if (w.ok()) {
       ++restarted_;
       AwaitInBackground(*w);
     } else {
-      GetLogger("controller")->error("restarting worker {}: {}", it->id, w.status().message());
+      GetLogger("controller")->error("replacing worker {}: {}", it->id, w.status().message());
     }
     it = restarts_.erase(it);
   }

@@ -31,7 +31,7 @@ struct LocalActuatorOptions {
   absl::Duration drain_timeout = absl::Seconds(120);  // a draining worker's in-flight work
   absl::Duration stop_grace = absl::Seconds(30);      // SIGTERM → SIGKILL
   bool role_change = false;
-  // A worker that exits without being asked to is started again under its id (`tandem up`):
+  // A worker that exits without being asked to is replaced by a new one of its role (`tandem up`):
   // at once the first time, then after 1 s, 2 s, 4 s ... up to `restart_backoff_max` while it
   // keeps crashing within `crash_window` of its start. Off: it is only reported
   // (TakeUnexpectedExits) and the controller replaces it.
@@ -82,12 +82,11 @@ class LocalActuator final : public Actuator {
   };
   struct PendingRestart {
     Role role;
-    std::string id;
+    std::string id;  // of the worker that crashed
     absl::Time at;
   };
 
-  // Starts a worker of `role` under `id` (empty: the role's next). mu_ held.
-  absl::StatusOr<std::shared_ptr<Worker>> Spawn(Role role, const std::string& id = "");
+  absl::StatusOr<std::shared_ptr<Worker>> Spawn(Role role);  // mu_ held
   // Waits on a background thread for `w` to print its ports; stops it if it does not. mu_ held.
   void AwaitInBackground(std::shared_ptr<Worker> w);
   void ScheduleRestart(const Worker& w);  // mu_ held

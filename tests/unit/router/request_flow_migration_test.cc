@@ -229,6 +229,36 @@ TEST_F(MigrationTest, ADecodeWorkerLostDuringPrefillIsNotPrefilledInto) {
   EXPECT_EQ(NoPending(), 0);
 }
 
+TEST_F(MigrationTest, PrefillsThatAllFailIntoOneLeaseTryAFreshLeaseElsewhere) {
+  // The lease's decode worker may have died unnoticed: every transfer into it fails.
+  auto& p1 = AddWorker("p1", v1::WORKER_ROLE_PREFILL);
+  auto& p2 = AddWorker("p2", v1::WORKER_ROLE_PREFILL);
+  auto& d1 = AddWorker("d1", v1::WORKER_ROLE_DECODE, 200);
+  auto& d2 = AddWorker("d2", v1::WORKER_ROLE_DECODE, 100);
+  options_.max_prefill_attempts = 2;
+  Start(40);
+  d1.AnswerReserve(0, "L1");
+  for (auto* p : {&p1, &p2}) {
+    ASSERT_EQ(p->prefills.size(), 1u);
+    p->FailPrefill(0, absl::UnavailableError("KV transfer failed: connection to worker d1 failed"));
+  }
+  EXPECT_FALSE(observer_->ended()) << observer_->status;
+  EXPECT_EQ(d1.released, (std::vector<std::string>{"L1"}));
+  ASSERT_EQ(d2.reserves.size(), 1u) << "another decode worker first";
+  EXPECT_EQ(d2.reserves[0]->request.num_tokens(), 40);
+  d2.AnswerReserve(0, "M1");
+  FakeWorkerClient& again = p1.prefills.size() > 1 ? p1 : p2;
+  ASSERT_EQ(again.prefills.size(), 2u);
+  EXPECT_EQ(again.prefills[1]->request.destination().lease_id(), "M1");
+  again.AnswerPrefill(1, 7);
+  d2.decodes[0]->Send({8}, v1::FINISH_REASON_STOP, 2);
+  d2.decodes[0]->End();
+  EXPECT_EQ(observer_->tokens, (Tokens{7, 8}));
+  EXPECT_TRUE(observer_->EndedOnceLast());
+  EXPECT_EQ(metrics_.migrations->With({"prefill_failed"}).value(), 1);
+  EXPECT_NE(registry_->Find("d1"), nullptr) << "not dropped: the prefill workers may have been at fault";
+}
+
 TEST_F(MigrationTest, WithNoOtherDecodeWorkerTheRequestWaitsForTheRestartedOne) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);

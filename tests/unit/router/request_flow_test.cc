@@ -179,6 +179,7 @@ TEST_F(RequestFlowTest, PrefillWorkerThatFailsIsRetriedOnAnotherIntoTheSameLease
 }
 
 TEST_F(RequestFlowTest, WhenEveryPrefillAttemptFailsTheClientGetsTheLastErrorAndTheLeaseIsReleasedOnce) {
+  options_.max_migrations = 0;  // else a fresh lease is tried (request_flow_migration_test.cc)
   std::vector<FakeWorkerClient*> prefill;
   for (int i = 0; i < 4; ++i) prefill.push_back(&AddWorker(fmt::format("p{}", i), v1::WORKER_ROLE_PREFILL));
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
