@@ -91,6 +91,7 @@ class UpSupervisor {
   const LaunchPlan plan_;
   const std::string self_;
   std::vector<Member> members_;  // the router and mixed workers
+  int next_mixed_ = 0;           // the next mixed worker's index (ids mixed-<index>)
   std::string router_grpc_, router_model_;
   int router_http_ = 0;
   std::unique_ptr<controller::AdminClient> admin_;
@@ -141,6 +142,7 @@ absl::Status UpSupervisor::StartWorkers() {
     members_.push_back({"mixed", std::move(*child), "", ""});
     members_.back().argv = std::move(argv);
   }
+  next_mixed_ = plan_.mixed;
   admin_ = std::make_unique<controller::AdminClient>(router_grpc_, plan_.cluster_token);
   controller::LocalActuatorOptions lo;
   lo.tandem_binary = self_;
@@ -251,6 +253,9 @@ void UpSupervisor::RestartMember(Member& m) {
     m.restart_at = absl::Now() + delay;
   }
   if (absl::Now() < m.restart_at) return;
+  // A mixed worker comes back under a new id: the router refuses the old id from a new address
+  // until the dead registration expires. The router keeps its argv (its ports).
+  if (m.role == "mixed") m.argv = plan_.MixedWorkerArgv(self_, router_grpc_, next_mixed_++);
   auto child = ChildProcess::Spawn(m.argv, m.env);
   m.started = absl::Now();
   m.restart_at = absl::InfinitePast();
