@@ -20,6 +20,7 @@
 #include "controller/core/decision_log.h"
 #include "controller/k8s/k8s_actuator.h"
 #include "controller/k8s/kube_client.h"
+#include "controller/k8s/leader_election.h"
 #include "controller/loop/local_actuator.h"
 #include "controller/loop/role_change_actuator.h"
 
@@ -103,6 +104,8 @@ struct ActuatorFlags {
   double print_signals_s = 0;
   std::string bind = "0.0.0.0";
   int http_port = 9400;
+  bool leader_elect = false;
+  std::string lease_name = "tandem-controller", identity;
 
   void Register(FlagSet& flags) {
     flags.String("actuator", &actuator, "kubernetes, local, role-change or none");
@@ -121,6 +124,13 @@ struct ActuatorFlags {
     flags.Float("print-signals", &print_signals_s,
                 "read the signals twice this many seconds apart, print the second reading as JSON and exit "
                 "(no decisions; for checking a source)");
+    flags.Bool("leader-elect", &leader_elect,
+               "kubernetes: one of several replicas; only the holder of a coordination.k8s.io/v1 Lease "
+               "(--lease-name, in --namespace) decides and acts, the others stand by and take over within "
+               "15 s of its death, at once when it stops");
+    flags.String("lease-name", &lease_name, "kubernetes: the Lease for --leader-elect");
+    flags.String("leader-identity", &identity,
+                 "kubernetes: this replica's name in the Lease (default: $POD_NAME, else $HOSTNAME)");
     flags.String("bind", &bind, "address of the HTTP server");
     flags.Int("http-port", &http_port, "port of /metrics, /healthz and /readyz (0: any free port)");
   }
@@ -141,14 +151,28 @@ int PrintSignals(const controller::DaemonOptions& options, controller::AdminClie
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeKubernetesActuator(const ActuatorFlags& af) {
+absl::StatusOr<controller::KubeConfig> LoadKube(const ActuatorFlags& af) {
   controller::KubeConfigOptions ko;
   ko.kubeconfig_path = af.kubeconfig;
   ko.context = af.kube_context;
   ko.service_host = Env("KUBERNETES_SERVICE_HOST");
   ko.service_port = Env("KUBERNETES_SERVICE_PORT");
   if (std::string tmp = Env("TMPDIR"); !tmp.empty()) ko.temp_dir = tmp;
-  TANDEM_ASSIGN_OR_RETURN(controller::KubeConfig config, controller::LoadKubeConfig(ko));
+  return controller::LoadKubeConfig(ko);
+}
+
+absl::StatusOr<std::unique_ptr<controller::LeaderElector>> MakeLeaderElector(const ActuatorFlags& af) {
+  if (af.actuator != "kubernetes") return absl::InvalidArgumentError("--leader-elect needs --actuator kubernetes");
+  TANDEM_ASSIGN_OR_RETURN(controller::KubeConfig config, LoadKube(af));
+  controller::LeaderElectionOptions lo;
+  lo.kube_namespace = af.ns.empty() ? config.default_namespace : af.ns;
+  lo.lease_name = af.lease_name;
+  lo.identity = !af.identity.empty() ? af.identity : !Env("POD_NAME").empty() ? Env("POD_NAME") : Env("HOSTNAME");
+  return controller::LeaderElector::Create(std::move(config), lo);
+}
+
+absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeKubernetesActuator(const ActuatorFlags& af) {
+  TANDEM_ASSIGN_OR_RETURN(controller::KubeConfig config, LoadKube(af));
   controller::KubernetesActuatorOptions ao;
   ao.kube_namespace = af.ns;
   ao.prefill_deployment = af.prefill_deployment;
@@ -228,6 +252,14 @@ int ControllerCommand(const std::vector<std::string>& args) {
     return Fail("controller", StrCat("unknown --actuator '", af.actuator, "' (kubernetes, local, role-change or none)"),
                 2);
   }
+  std::unique_ptr<controller::LeaderElector> elector;
+  if (af.leader_elect) {
+    auto e = MakeLeaderElector(af);
+    if (!e.ok()) return Fail("controller", std::string(e.status().message()), 2);
+    elector = std::move(*e);
+    cf.daemon.loop.may_act = [e = elector.get()] { return e->IsLeader(); };
+    elector->Start();
+  }
   auto act = MakeActuator(af, cf.router_grpc, &admin, cf.daemon.loop.dry_run);
   if (!act.ok()) return Fail("controller", std::string(act.status().message()));
   auto daemon = controller::ControllerDaemon::Create(cf.daemon, act->get(), &admin);
@@ -239,6 +271,7 @@ int ControllerCommand(const std::vector<std::string>& args) {
   while (g_controller_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   GetLogger("controller")->info("stopping");
   (*daemon)->Stop();
+  if (elector) elector->Stop();  // releases the Lease: a standby takes over at once
   daemon->reset();
   act->reset();  // a local actuator drains and stops its workers
   return 0;

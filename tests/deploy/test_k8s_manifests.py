@@ -455,10 +455,12 @@ def test_only_tandem_components_mount_the_cluster_token(objects):
 
 # --- controller RBAC --------------------------------------------------------------------------------
 
-# The actuator reads the scale subresource and writes it with PATCH only.
+# The actuator reads the scale subresource and writes it with PATCH only; leader election reads,
+# creates and updates its Lease.
 ALLOWED = ({("apps", "deployments/scale", v) for v in ("get", "patch")}
            | {("apps", "deployments", v) for v in ("get", "list", "watch")}
-           | {("", "pods", v) for v in ("get", "list", "watch")})
+           | {("", "pods", v) for v in ("get", "list", "watch")}
+           | {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")})
 REQUIRED = ALLOWED
 
 
@@ -501,6 +503,20 @@ def test_controller_role_is_least_privilege(objects):
     for rule in role["rules"]:
         if rule.get("resourceNames") and "deployments/scale" in rule["resources"]:
             assert targets <= set(rule["resourceNames"]), f"{targets} not in {rule['resourceNames']}"
+
+
+def test_controller_replicas_elect_one_leader_through_their_own_lease(objects):
+    d = deployment_of(objects, "controller")
+    c = the_tandem_container(d)
+    replicas = d["spec"].get("replicas", 1)
+    # More than one controller without leader election would fight over the replica counts.
+    assert replicas == 1 or "--leader-elect" in c["args"], "several controllers need --leader-elect"
+    assert replicas >= 2, "a second replica takes over when the leader dies"
+    lease = flag(c["args"], "lease-name")
+    role = named(objects, "Role", "tandem-controller")
+    named_rules = [r for r in role["rules"] if "leases" in r["resources"] and r.get("resourceNames")]
+    assert named_rules and all(r["resourceNames"] == [lease] for r in named_rules), "get/update only its own Lease"
+    assert field_ref(c, "POD_NAME") == "metadata.name", "each replica names itself in the Lease"
 
 
 def test_controller_scales_the_worker_deployments_of_its_namespace(objects):

@@ -174,9 +174,16 @@ DecisionRecord Controller::Tick(double now_s) {
 
 void Controller::Run() {
   std::unique_lock<std::mutex> lock(mu_);
+  bool acting = true;
   while (!stop_) {
     lock.unlock();
-    Tick(MonotonicSeconds());
+    const bool act = !options_.may_act || options_.may_act();
+    if (act != acting) {
+      GetLogger("controller")->info(act ? "leading: deciding and acting from now on"
+                                        : "standing by: another replica leads");
+      acting = act;
+    }
+    if (act) Tick(MonotonicSeconds());
     lock.lock();
     cv_.wait_for(lock, std::chrono::duration<double>(options_.interval_s), [this] { return stop_; });
   }

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,6 +27,9 @@ namespace tandem::controller {
 struct ControllerOptions {
   double interval_s = 5;
   bool dry_run = false;
+  // Asked before every tick; false: this replica stands by (no reading, no decision, no
+  // action) — another one leads (leader_election.h). Empty: always act.
+  std::function<bool()> may_act;
   SmootherOptions smoother;
   ClassifierOptions classifier;
   PlannerConfig planner;

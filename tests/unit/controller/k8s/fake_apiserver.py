@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A test Kubernetes API server serving only the scale subresource of apps/v1 Deployments.
+"""A test Kubernetes API server serving the scale subresource of apps/v1 Deployments and
+coordination.k8s.io/v1 Leases (leader election).
 
 It follows the apiserver's contract for that subresource as far as the controller's Kubernetes
 actuator relies on it:
@@ -16,6 +17,9 @@ actuator relies on it:
     current one -> 409 Conflict. PATCH with another Content-Type -> 415.
   * spec.replicas is omitted when 0 (the field is `omitempty` in the real API).
   * Errors are metav1 Status objects.
+  * Leases: GET .../leases/{name} (404 when absent), POST .../leases (201; 409 AlreadyExists),
+    PUT .../leases/{name} (200; 409 Conflict on a stale metadata.resourceVersion; 404 when
+    absent). Writes need a writer token. The spec is stored as sent.
 
 Test hooks, under /__fake/ (no authentication; JSON bodies):
   POST /__fake/faults    {"status": 429|500|503, "count": N, "retry_after": S (optional)}
@@ -45,6 +49,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SCALE_PATH = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)/scale$")
+LEASE_PATH = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?$")
 PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
@@ -85,6 +90,7 @@ class Store:
         self.faults = []          # [{"status", "retry_after"}], one per coming request
         self.conflicts = []       # [replicas or None], one per coming write
         self.log = []
+        self.leases = {}          # (ns, name) -> Lease object
 
     def bump(self, dep, replicas=None):
         self.revision += 1
@@ -183,6 +189,9 @@ class Handler(BaseHTTPRequestHandler):
         if token is None or (token not in store.tokens and token not in store.reader_tokens):
             return 401, status_object(401, "Unauthorized", "Unauthorized"), []
 
+        lease = LEASE_PATH.match(self.path.split("?", 1)[0])
+        if lease:
+            return self.lease(store, method, body, token, lease.group(1), lease.group(2))
         match = SCALE_PATH.match(self.path.split("?", 1)[0])
         if not match or method not in ("GET", "PUT", "PATCH"):
             return 404, status_object(404, "NotFound", "the server could not find the requested resource"), []
@@ -246,6 +255,45 @@ class Handler(BaseHTTPRequestHandler):
         entry["replicas"] = replicas
         store.bump(dep, replicas)
         return 200, store.scale(ns, name), []
+
+    def lease(self, store, method, body, token, ns, name):
+        details = {"name": name, "group": "coordination.k8s.io", "kind": "leases"}
+        if method != "GET" and token not in store.tokens:
+            return 403, status_object(403, "Forbidden", f'leases.coordination.k8s.io is forbidden in "{ns}"'), []
+        if method == "GET" and name:
+            if (ns, name) not in store.leases:
+                return 404, status_object(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found',
+                                          details), []
+            return 200, store.leases[(ns, name)], []
+        try:
+            doc = json.loads(body or b"null")
+        except ValueError as e:
+            return 400, status_object(400, "BadRequest", f"error decoding the body: {e}"), []
+        if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+            return 400, status_object(400, "BadRequest", "the body is not a Lease"), []
+        meta = doc["metadata"]
+        if method == "POST" and not name:
+            name = meta.get("name")
+            if (ns, name) in store.leases:
+                return 409, status_object(409, "AlreadyExists", f'leases.coordination.k8s.io "{name}" already exists',
+                                          details), []
+            code = 201
+        elif method == "PUT" and name:
+            if (ns, name) not in store.leases:
+                return 404, status_object(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found',
+                                          details), []
+            if meta.get("resourceVersion") != store.leases[(ns, name)]["metadata"]["resourceVersion"]:
+                return 409, status_object(409, "Conflict", f'Operation cannot be fulfilled on leases.coordination.k8s.io '
+                                          f'"{name}": the object has been modified', details), []
+            code = 200
+        else:
+            return 405, status_object(405, "MethodNotAllowed", "method not allowed"), []
+        store.revision += 1
+        obj = {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1",
+               "metadata": {"name": name, "namespace": ns, "resourceVersion": str(store.revision)},
+               "spec": doc.get("spec") if isinstance(doc.get("spec"), dict) else {}}
+        store.leases[(ns, name)] = obj
+        return code, obj, []
 
     # --- test hooks ---------------------------------------------------------------------------
     def control(self, method, path, body):

@@ -3,7 +3,10 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -150,6 +153,29 @@ TEST(ControllerLoopTest, DryRunDecidesButChangesNothing) {
   EXPECT_TRUE(r.dry_run);
   EXPECT_TRUE(actuator.applied.empty());
   EXPECT_THAT(registry.Render(), HasSubstr("tandem_controller_desired_instances{role=\"prefill\"} 2\n"));
+}
+
+TEST(ControllerLoopTest, AStandbyReplicaNeitherDecidesNorActsUntilItLeads) {
+  ScriptedSource source;
+  source.next = PromptHeavy();
+  RecordingActuator actuator;
+  metrics::MetricsRegistry registry;
+  ControllerOptions o = Options();
+  o.interval_s = 0.02;
+  std::atomic<bool> leader{false};
+  o.may_act = [&leader] { return leader.load(); };
+  Controller c(o, &source, &actuator, nullptr, &registry);
+  std::thread loop([&c] { c.Run(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // about 15 intervals
+  EXPECT_EQ(c.last().action, "") << "no decision while another replica leads";
+  const bool acted_as_standby = !actuator.applied.empty();  // the loop only reads it (Current)
+  leader = true;
+  for (int i = 0; i < 100 && c.last().action.empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  c.Stop();
+  loop.join();
+  EXPECT_FALSE(acted_as_standby) << "another replica leads";
+  ASSERT_FALSE(actuator.applied.empty()) << "the new leader acts";
+  EXPECT_EQ(actuator.applied[0], (InstanceCounts{2, 1}));
 }
 
 TEST(ControllerLoopTest, SourceAndActuatorErrorsAreCountedAndNothingMoves) {
