@@ -91,25 +91,30 @@ def run_schedule(cluster, texts, times, max_tokens, on_start=None):
     return results
 
 
-def children_by_role(up_pid):
-    """{role: [pid]} of the `tandem worker` children of tandem up, from /proc."""
-    out = {"prefill": [], "decode": []}
+def children(parent_pid):
+    """[(pid, argv)] of the live (not zombie) children of `parent_pid`, from /proc."""
+    out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) != up_pid or fields[0] in ("Z", "X"):
+            if int(fields[1]) != parent_pid or fields[0] in ("Z", "X"):
                 continue
             with open(f"/proc/{entry}/cmdline") as f:
-                argv = f.read().split("\0")
+                out.append((int(entry), f.read().split("\0")))
         except (OSError, IndexError, ValueError):
             continue
-        if "worker" in argv and "--role" in argv:
-            role = argv[argv.index("--role") + 1]
-            if role in out:
-                out[role].append(int(entry))
+    return out
+
+
+def children_by_role(up_pid):
+    """{role: [pid]} of the `tandem worker` children of tandem up."""
+    out = {"prefill": [], "decode": []}
+    for pid, argv in children(up_pid):
+        if "worker" in argv and "--role" in argv and argv[argv.index("--role") + 1] in out:
+            out[argv[argv.index("--role") + 1]].append(pid)
     return out
 
 

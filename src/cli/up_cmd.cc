@@ -56,16 +56,8 @@ struct Member {
   std::vector<std::string> argv, env;  // to start it again
   absl::Time started = absl::Now();
   absl::Time restart_at = absl::InfinitePast();  // set while it is down
-  int crash_streak = 0;
+  CrashBackoff backoff;
 };
-
-// How long to wait before starting a crashed child again: at once the first time, then 1 s,
-// 2 s, 4 s ... up to 30 s while it keeps crashing within a minute of its start.
-absl::Duration RestartDelay(Member& m) {
-  m.crash_streak = absl::Now() - m.started < absl::Minutes(1) ? m.crash_streak + 1 : 1;
-  if (m.crash_streak == 1) return absl::ZeroDuration();
-  return std::min(absl::Seconds(1) * (1 << std::min(m.crash_streak - 2, 5)), absl::Seconds(30));
-}
 
 // Runs a launch plan: the router and mixed workers as its own children, prefill and decode
 // workers through the controller's local actuator (which the controller then resizes).
@@ -247,7 +239,7 @@ void UpSupervisor::PrintReady() const {
 
 void UpSupervisor::RestartMember(Member& m) {
   if (m.restart_at == absl::InfinitePast()) {
-    const absl::Duration delay = RestartDelay(m);
+    const absl::Duration delay = m.backoff.Next(m.started, absl::Now());
     std::fprintf(stderr, "tandem up: the %s process (pid %d) exited; starting it again in %s\n", m.role.c_str(),
                  m.process->pid(), absl::FormatDuration(delay).c_str());
     m.restart_at = absl::Now() + delay;

@@ -33,6 +33,12 @@ std::map<std::string, std::string> ParseStatusFields(const std::string& line) {
   return out;
 }
 
+absl::Duration CrashBackoff::Next(absl::Time started, absl::Time now) {
+  streak_ = now - started < window_ ? streak_ + 1 : 1;
+  if (streak_ == 1) return absl::ZeroDuration();
+  return std::min(absl::Seconds(1) * (int64_t{1} << std::min(streak_ - 2, 20)), max_);
+}
+
 void DieWithParent(const std::string& parent_pid_env) {
   if (parent_pid_env.empty()) return;
   const pid_t parent = static_cast<pid_t>(std::strtol(parent_pid_env.c_str(), nullptr, 10));

@@ -24,6 +24,22 @@ namespace tandem {
 // process (its own graceful stop) and, 5 s later, exit.
 void DieWithParent(const std::string& parent_pid_env);
 
+// How long to wait before starting a crashed child again: at once the first time, then 1 s,
+// 2 s, 4 s ... up to `max` while it keeps crashing within `window` of its start. One per thing
+// restarted (a process, or a role whose workers are replaced). Thread-compatible.
+class CrashBackoff {
+ public:
+  CrashBackoff(absl::Duration max = absl::Seconds(30), absl::Duration window = absl::Minutes(1))
+      : max_(max), window_(window) {}
+  // A crash of what was started at `started`, noticed at `now`: the delay before the restart.
+  absl::Duration Next(absl::Time started, absl::Time now);
+  int streak() const { return streak_; }  // crashes in a row, this one included
+
+ private:
+  absl::Duration max_, window_;
+  int streak_ = 0;
+};
+
 // The key=value words of a child's status line ("worker prefill-0 grpc_port=5 http_port=6").
 std::map<std::string, std::string> ParseStatusFields(const std::string& line);
 

@@ -64,7 +64,6 @@ class RequestFlow::Events {
  public:
   explicit Events(std::shared_ptr<RequestObserver> observer) : observer_(std::move(observer)) {}
 
-  void Tokens(std::vector<int32_t> tokens) { Push(std::move(tokens), false); }
   void Finished(FinishReason reason, const RequestUsage& usage) { Push(Finish{reason, usage}, true); }
   void Failed(const absl::Status& status) { Push(status, true); }
   // Queues tokens without delivering them: called under the flow's lock, so that tokens keep
@@ -176,7 +175,7 @@ void RequestFlow::Run() {
   int64_t tokens;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    tokens = static_cast<int64_t>(request_.prompt.size() + generated_.size());
+    tokens = static_cast<int64_t>(LegPromptTokens());
   }
   if (placement::PrefillLocally(tokens, options_.local_prefill_threshold, prefill_workers)) {
     if (options_.metrics != nullptr) options_.metrics->prefills->With({"local"}).Increment();
@@ -283,7 +282,7 @@ void RequestFlow::Reserve() {
     if (phase_ == Phase::kEnded) return;
     leg = leg_;
     worker_request_id = LegRequestId();
-    tokens = static_cast<int64_t>(request_.prompt.size() + generated_.size());
+    tokens = static_cast<int64_t>(LegPromptTokens());
     resuming = stats_.migrations > 0;
     decode = registry_->PickDecode(tokens, ExcludedDecode());
     if (decode) {
@@ -350,7 +349,7 @@ void RequestFlow::OnReserved(const std::shared_ptr<WorkerHandle>& decode, uint64
     size_t tokens;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      tokens = request_.prompt.size() + generated_.size();
+      tokens = LegPromptTokens();
     }
     registry_->NoteReserveRefused(worker, static_cast<int64_t>(tokens));
     Reserve();  // the next decode worker, or wait
@@ -413,6 +412,7 @@ std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<Worke
   if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
   ++stats_.prefill_attempts;
   tried_prefill_.insert(prefill->info.worker_id());
+  prefill_ = prefill;
   phase_ = Phase::kPrefilling;
   cancel = std::make_shared<CallCanceller>();
   call_ = cancel;
@@ -461,13 +461,7 @@ void RequestFlow::Prefill() {
                req->destination().lease_id());
   const std::vector<int32_t> prompt(req->prompt().begin(), req->prompt().end());
   registry_->NotePrefillStarted(prefill->info.worker_id(), prompt);
-  std::shared_ptr<WorkerHandle> decode;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    decode = decode_;
-  }
-  Watch(prefill, leg);
-  Watch(decode, leg);  // the lease's worker: a prefill into a lost lease is not waited for
+  Watch(prefill, leg);  // the lease's decode worker is watched since Reserve
   prefill->client->Prefill(*req, request_.deadline, std::move(cancel),
                            [self = shared_from_this(), prefill, leg, tokens = prompt.size()](auto answer) {
                              self->registry_->NotePrefillEnded(prefill->info.worker_id(),

@@ -187,6 +187,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   // The current leg's prompt (the request's plus the tokens generated before the leg), its
   // sampling (max_tokens less those tokens) and the decode workers it must not use. mu_ held.
   std::vector<int32_t> LegPrompt() const;
+  size_t LegPromptTokens() const { return request_.prompt.size() + leg_base_; }
   std::string LegRequestId() const;
   SamplingParams LegSampling() const;
   std::set<std::string> ExcludedDecode() const;
@@ -212,6 +213,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   Phase phase_ = Phase::kStarting;
   std::shared_ptr<CallCanceller> call_;  // the cancellable call in flight
   std::shared_ptr<WorkerHandle> decode_;
+  std::shared_ptr<WorkerHandle> prefill_;  // the current prefill attempt's worker
   std::set<std::string> tried_decode_, tried_prefill_;
   v1::ReserveKvResponse lease_;
   bool lease_held_ = false;  // reserved and not yet released (or adopted by a finished decode)

@@ -95,12 +95,14 @@ void RequestFlow::OnWorkerLost(const std::shared_ptr<WorkerHandle>& worker, uint
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded || leg != leg_) return;
-    const bool serving = decode_ != nullptr && decode_->info.worker_id() == worker->info.worker_id() &&
-                         decode_->info.epoch() == worker->info.epoch();
-    // While prefilling both workers matter (the prefill worker, and the lease's decode worker);
-    // otherwise only the decode worker it is reserving on or streaming from.
-    const bool waits_on_it = phase_ == Phase::kReserving || phase_ == Phase::kDecoding || phase_ == Phase::kGenerating;
-    if (phase_ != Phase::kPrefilling && !(serving && waits_on_it)) return;
+    auto is = [&worker](const std::shared_ptr<WorkerHandle>& h) {
+      return h != nullptr && h->info.worker_id() == worker->info.worker_id() && h->info.epoch() == worker->info.epoch();
+    };
+    // The decode worker it is reserving on, prefilling into or streaming from; while
+    // prefilling, also the current prefill attempt's worker (not one an earlier attempt left).
+    const bool waits_on_decode = phase_ == Phase::kReserving || phase_ == Phase::kPrefilling ||
+                                 phase_ == Phase::kDecoding || phase_ == Phase::kGenerating;
+    if (!(waits_on_decode && is(decode_)) && !(phase_ == Phase::kPrefilling && is(prefill_))) return;
   }
   const absl::Status why = absl::UnavailableError(
       StrCat("worker ", worker->info.worker_id(), " was dropped by the registry (missed heartbeats or replaced)"));

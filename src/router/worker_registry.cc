@@ -125,29 +125,23 @@ bool WorkerRegistry::Heartbeat(const std::string& worker_id, uint64_t epoch, v1:
   return true;
 }
 
-void WorkerRegistry::Remove(const std::string& worker_id) {
+bool WorkerRegistry::Unregister(const std::string& worker_id, std::optional<uint64_t> epoch) {
   std::shared_ptr<WorkerLoss> loss;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = workers_.find(worker_id);
-    if (it == workers_.end()) return;
+    if (it == workers_.end() || (epoch.has_value() && it->second.handle->info.epoch() != *epoch)) return false;
     loss = it->second.handle->loss;
     workers_.erase(it);
   }
   loss->Raise();
+  return true;
 }
 
+void WorkerRegistry::Remove(const std::string& worker_id) { Unregister(worker_id, std::nullopt); }
+
 void WorkerRegistry::Drop(const std::string& worker_id, uint64_t epoch, const std::string& why) {
-  std::shared_ptr<WorkerLoss> loss;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end() || it->second.handle->info.epoch() != epoch) return;
-    loss = it->second.handle->loss;
-    workers_.erase(it);
-  }
-  GetLogger("router")->warn("worker={} dropped: {}", worker_id, why);
-  loss->Raise();
+  if (Unregister(worker_id, epoch)) GetLogger("router")->warn("worker={} dropped: {}", worker_id, why);
 }
 
 std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -140,6 +141,8 @@ class WorkerRegistry {
     PrefixIndex prefix_index;  // prefill workers: the prompts sent there
   };
   bool Hijacks(const Entry& current, const v1::WorkerInfo& info) const;  // mu_ held
+  // Erases the worker (only as `epoch`, when given) and raises its WorkerLoss; false if absent.
+  bool Unregister(const std::string& worker_id, std::optional<uint64_t> epoch);
 
   const WorkerRegistryOptions options_;
   mutable std::mutex mu_;

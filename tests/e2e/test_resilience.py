@@ -117,16 +117,8 @@ def test_a_killed_router_is_restarted_on_its_ports_and_rejoined(cluster):
 
 
 def test_kill_9_of_tandem_up_leaves_no_process_behind(cluster):
-    children = [pid for _, pid, _, _ in cluster.processes if pid != cluster.proc.pid]
-    # The restarted router and worker have new pids: take every child of tandem up from /proc.
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == cluster.proc.pid:
-                        children.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
+    # The restarted router and worker have new pids: every child of tandem up, from /proc.
+    children = [pid for pid, _ in chaos.children(cluster.proc.pid)]
     cluster.proc.kill()
     cluster.proc.wait()
 

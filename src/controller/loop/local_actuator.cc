@@ -152,12 +152,10 @@ void LocalActuator::AwaitInBackground(std::shared_ptr<Worker> started) {
 
 void LocalActuator::ScheduleRestart(const Worker& w) {
   const absl::Time now = absl::Now();
-  int& streak = crash_streak_[w.role];
-  streak = now - w.started < options_.crash_window ? streak + 1 : 1;
-  absl::Duration delay = absl::ZeroDuration();
-  if (streak > 1) delay = std::min(absl::Seconds(1) * (1 << std::min(streak - 2, 10)), options_.restart_backoff_max);
+  auto it = backoff_.try_emplace(w.role, options_.restart_backoff_max, options_.crash_window).first;
+  const absl::Duration delay = it->second.Next(w.started, now);
   GetLogger("controller")->warn("replacing {} worker {} in {} (crash {} in a row)", RoleName(w.role), w.id,
-                                absl::FormatDuration(delay), streak);
+                                absl::FormatDuration(delay), it->second.streak());
   restarts_.push_back({w.role, w.id, now + delay});
 }
 

@@ -104,7 +104,7 @@ class LocalActuator final : public Actuator {
   std::vector<std::shared_ptr<Worker>> workers_;
   std::vector<std::string> unexpected_exits_;
   std::vector<PendingRestart> restarts_;
-  std::map<Role, int> crash_streak_;  // consecutive crashes soon after start, per role
+  std::map<Role, CrashBackoff> backoff_;  // crashes soon after start, per role
   int restarted_ = 0;
   bool stopping_ = false;
   struct Background {
