@@ -56,6 +56,12 @@ DemandEstimate EstimateDemand(const Signals& s, const InstanceCounts& current,
   DemandEstimate d;
   d.prefill_load = s.prompt_token_rate;
   if (!HasData(d.prefill_load)) d.prefill_load = s.arrival_rate * s.prompt_tokens_mean;
+  // Only the tokens the prefix cache does not hold are work, in the unit of the capacity
+  // (tokens computed per busy second).
+  if (HasData(s.prompt_cached_fraction)) {
+    d.cached_fraction = std::clamp(s.prompt_cached_fraction, 0.0, 1.0);
+    d.prefill_load *= 1 - d.cached_fraction;
+  }
   if (HasData(s.arrival_rate) && s.arrival_rate <= 0) d.prefill_load = 0;
   d.decode_load = s.arrival_rate * s.output_tokens_mean;
   if (HasData(s.arrival_rate) && s.arrival_rate <= 0) d.decode_load = 0;

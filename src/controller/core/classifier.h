@@ -4,8 +4,11 @@
 // flicker around a boundary.
 //
 // Demand (EstimateDemand, shared with the planner), in instance-equivalents at 100% busy:
-//   prefill_demand = prompt_token_rate / prefill_tokens_per_busy_second
-//                    (prompt_token_rate falls back to arrival_rate × prompt_tokens_mean)
+//   prefill_demand = prompt_token_rate × (1 − prompt_cached_fraction)
+//                    / prefill_tokens_per_busy_second
+//                    (prompt_token_rate falls back to arrival_rate × prompt_tokens_mean; no
+//                    cache measurement counts every prompt token): the tokens to compute, in
+//                    the unit of the capacity, which counts computed tokens only.
 //   decode_demand  = arrival_rate × output_tokens_mean / decode_tokens_per_busy_second
 //   (zero arrivals → zero demand even before any capacity was measured).
 // Pressure: a role that misses its target is short by at least the ratio of the miss
@@ -57,7 +60,8 @@ struct SloTargets {
 struct DemandEstimate {
   static constexpr double kQueueShareOfTtft = 0.5;
 
-  double prefill_load = kNoData;      // prompt tokens/s to prefill
+  double prefill_load = kNoData;      // prompt tokens/s to compute (prefix-cache hits excluded)
+  double cached_fraction = kNoData;   // share of prompt tokens served from a prefix cache
   double decode_load = kNoData;       // output tokens/s to generate
   double prefill_capacity = kNoData;  // measured tokens per busy second, per prefill instance
   double decode_capacity = kNoData;   // measured tokens per busy second, per decode instance

@@ -66,6 +66,7 @@ struct DemandField {
 };
 constexpr DemandField kDemandFields[] = {
     {"prefill_load", &DemandEstimate::prefill_load},
+    {"cached_fraction", &DemandEstimate::cached_fraction},
     {"decode_load", &DemandEstimate::decode_load},
     {"prefill_capacity", &DemandEstimate::prefill_capacity},
     {"decode_capacity", &DemandEstimate::decode_capacity},

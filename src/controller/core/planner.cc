@@ -231,6 +231,9 @@ std::string Planner::Detail(const Plan& plan) const {
   std::string out = StrCat(
       RoleDetail("prefill", plan.prefill, d.prefill_load, d.prefill_capacity, busy), "; ",
       RoleDetail("decode", plan.decode, d.decode_load, d.decode_capacity, busy));
+  if (HasData(d.cached_fraction)) {
+    out += fmt::format("; prompt tokens cached {}%", Num(100 * d.cached_fraction));
+  }
   out += fmt::format("; ttft_p99/slo {}, itl_p99/slo {}, kv/target {}", Num(d.ttft_ratio),
                      Num(d.itl_ratio), Num(d.kv_ratio));
   if (d.ttft_from_queue) out += " (ttft mostly waiting for KV room)";

@@ -31,6 +31,9 @@ struct Signals {
   double prompt_tokens_mean = kNoData;   // per request arrived
   double output_tokens_mean = kNoData;   // generated tokens per request finished
   double prompt_token_rate = kNoData;    // prompt tokens/s arriving (arrival_rate × prompt mean)
+  // Share of the prompt tokens the workers served from a prefix cache instead of computing
+  // them, 0..1: hit tokens / (hit tokens + prefill tokens computed), over all workers.
+  double prompt_cached_fraction = kNoData;
 
   // Latency, at the router (seconds).
   double ttft_p50 = kNoData;
@@ -68,6 +71,7 @@ inline constexpr SignalField kSignalFields[] = {
     {"prompt_tokens_mean", &Signals::prompt_tokens_mean},
     {"output_tokens_mean", &Signals::output_tokens_mean},
     {"prompt_token_rate", &Signals::prompt_token_rate},
+    {"prompt_cached_fraction", &Signals::prompt_cached_fraction},
     {"ttft_p50", &Signals::ttft_p50},
     {"ttft_p99", &Signals::ttft_p99},
     {"itl_p50", &Signals::itl_p50},

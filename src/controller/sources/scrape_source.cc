@@ -155,6 +155,9 @@ Signals Compute(const Gathered& g, double now_s) {
 
   constexpr std::string_view kTokens = "tandem_worker_tokens_total";
   constexpr std::string_view kBusy = "tandem_worker_busy_seconds_total";
+  const auto hits = SumSamples(g.worker_rates, "tandem_worker_prefix_cache_hit_tokens_total");
+  const auto computed = SumSamples(g.worker_rates, kTokens, {LabelMatcher::Eq("phase", "prefill")});
+  if (hits && computed) s.prompt_cached_fraction = Ratio(hits, *hits + *computed);
   s.prefill_tokens_per_busy_second =
       Ratio(SumSamples(g.worker_rates, kTokens, with(prefill_roles, LabelMatcher::Eq("phase", "prefill"))),
             SumSamples(g.worker_rates, kBusy, prefill_roles));

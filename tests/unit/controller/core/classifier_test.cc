@@ -1,5 +1,7 @@
 #include "controller/core/classifier.h"
 
+#include <cmath>
+
 #include "gtest/gtest.h"
 
 namespace tandem::controller {
@@ -54,6 +56,28 @@ TEST(EstimateDemandTest, PromptRateFallsBackToArrivalsTimesMeanPromptLength) {
   s.prompt_tokens_mean = 300;
   s.prefill_tokens_per_busy_second = 100;
   EXPECT_DOUBLE_EQ(EstimateDemand(s, k1P1D, SloTargets{}).prefill_demand, 6);
+}
+
+TEST(EstimateDemandTest, PromptTokensServedFromThePrefixCacheAreNotPrefillLoad) {
+  Signals s;
+  s.arrival_rate = 8;
+  s.prompt_token_rate = 4000;
+  s.output_tokens_mean = 2;
+  s.prefill_tokens_per_busy_second = 200;  // counts computed tokens only
+  s.decode_tokens_per_busy_second = 100;
+  const DemandEstimate uncached = EstimateDemand(s, k1P1D, SloTargets{});
+  EXPECT_DOUBLE_EQ(uncached.prefill_demand, 20);
+  EXPECT_TRUE(std::isnan(uncached.cached_fraction));
+
+  s.prompt_cached_fraction = 0.95;
+  const DemandEstimate cached = EstimateDemand(s, k1P1D, SloTargets{});
+  EXPECT_DOUBLE_EQ(cached.cached_fraction, 0.95);
+  EXPECT_NEAR(cached.prefill_load, 200, 1e-9);
+  EXPECT_NEAR(cached.prefill_demand, 1, 1e-9);
+  EXPECT_LT(cached.score, uncached.score);
+
+  s.prompt_cached_fraction = 1.5;  // a broken reading cannot make the load negative
+  EXPECT_DOUBLE_EQ(EstimateDemand(s, k1P1D, SloTargets{}).prefill_load, 0);
 }
 
 TEST(EstimateDemandTest, ItlMissRaisesDecodePressure) {

@@ -91,6 +91,34 @@ TEST(PlannerTest, WorkedScenarioPromptHeavyThenGenerationHeavy) {
   }
 }
 
+// The case: 8 clients send the same long prompt (2 tokens out), then short prompts with
+// 200 tokens out. Prompt tokens the prefix cache serves are not prefill work; counting them kept
+// the cluster prefill-heavy into the generation-heavy phase.
+TEST(PlannerTest, RepeatedPromptsServedFromThePrefixCacheDoNotHoldPrefillInstances) {
+  auto repeated = [](double cached_fraction) {
+    Signals s = Traffic(4663, 8, 2);
+    s.prefill_tokens_per_busy_second = 217;  // computed tokens per busy second
+    s.prompt_cached_fraction = cached_fraction;
+    return s;
+  };
+  Signals generation = GenerationHeavy();
+  generation.prompt_cached_fraction = 0;
+
+  Loop counted(Budget(3), {1, 1});
+  EXPECT_EQ(counted.Tick(repeated(kNoData), 0).desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(counted.Tick(generation, 20).desired, (InstanceCounts{2, 1}));  // stuck until t=60
+
+  Loop uncached(Budget(3), {1, 1});
+  for (double t = 0; t < 60; t += 5) {
+    const Plan p = uncached.Tick(repeated(0.97), t);
+    EXPECT_EQ(p.desired, (InstanceCounts{1, 1})) << "t=" << t;
+    EXPECT_THAT(p.detail, HasSubstr("prompt tokens cached 97%"));
+  }
+  const Plan p = uncached.Tick(generation, 60);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
+  EXPECT_EQ(p.reason, "decode_load");
+}
+
 TEST(PlannerTest, ScenarioRebalanceWaitsForThePrefillCooldown) {
   Loop loop(Budget(3), {1, 1});
   loop.Tick(PromptHeavy(), 0, TrafficClass::kPromptHeavy);

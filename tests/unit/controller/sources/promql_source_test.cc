@@ -121,7 +121,8 @@ TEST(PromQLSourceTest, QueriesFollowTheSignalDefinitions) {
   std::vector<std::string> fields;
   for (const auto& [f, q] : queries) fields.push_back(f);
   EXPECT_THAT(fields, ::testing::ElementsAre(
-                          "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "prompt_token_rate", "ttft_p50",
+                          "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "prompt_token_rate",
+                          "prompt_cached_fraction", "ttft_p50",
                           "ttft_p99", "itl_p50", "itl_p99", "queue_p99", "inflight_requests", "queued_prefill_tokens",
                           "kv_utilization", "prefill_tokens_per_busy_second", "decode_tokens_per_busy_second",
                           "prefill_busy_fraction", "decode_busy_fraction", "decode_iteration_mean_s", "ready.prefill",
@@ -164,6 +165,7 @@ TEST(PromQLSourceTest, EachAnswerLandsInItsField) {
       {"prompt_tokens_mean", s->prompt_tokens_mean},
       {"output_tokens_mean", s->output_tokens_mean},
       {"prompt_token_rate", s->prompt_token_rate},
+      {"prompt_cached_fraction", s->prompt_cached_fraction},
       {"ttft_p50", s->ttft_p50},
       {"ttft_p99", s->ttft_p99},
       {"itl_p50", s->itl_p50},
@@ -377,12 +379,13 @@ std::vector<SyntheticSeries> SyntheticCluster() {
   // Workers: two prefill, one decode, one mixed.
   struct Worker {
     std::string name, role;
-    double queued, kv_free, kv_used, kv_reserved, prefill_tokens, decode_tokens, busy, decode_iter_s, decode_iters;
+    double queued, kv_free, kv_used, kv_reserved, prefill_tokens, decode_tokens, busy, decode_iter_s, decode_iters,
+        hit_tokens;
   };
-  for (const Worker& w : {Worker{"p1", "prefill", 500, 0, 100, 0, 5000, 0, 7.5, 0, 0},
-                          Worker{"p2", "prefill", 0, 10, 90, 0, 1500, 0, 3, 0, 0},
-                          Worker{"d1", "decode", 999, 60, 30, 10, 0, 600, 12, 12, 600},
-                          Worker{"m1", "mixed", 200, 50, 50, 0, 1500, 150, 6, 6, 150}}) {
+  for (const Worker& w : {Worker{"p1", "prefill", 500, 0, 100, 0, 5000, 0, 7.5, 0, 0, 3000},
+                          Worker{"p2", "prefill", 0, 10, 90, 0, 1500, 0, 3, 0, 0, 0},
+                          Worker{"d1", "decode", 999, 60, 30, 10, 0, 600, 12, 12, 600, 0},
+                          Worker{"m1", "mixed", 200, 50, 50, 0, 1500, 150, 6, 6, 150, 1000}}) {
     const std::string role = "role=\"" + w.role + "\"";
     add(w.name, "tandem_worker_queued_prefill_tokens", "gauge", "", role, w.queued, 0);
     add(w.name, "tandem_worker_kv_blocks", "gauge", "", role + R"(,state="free")", w.kv_free, 0);
@@ -391,6 +394,7 @@ std::vector<SyntheticSeries> SyntheticCluster() {
     add(w.name, "tandem_worker_tokens_total", "counter", "", role + R"(,phase="prefill")", 1e6, w.prefill_tokens);
     add(w.name, "tandem_worker_tokens_total", "counter", "", role + R"(,phase="decode")", 1e5, w.decode_tokens);
     add(w.name, "tandem_worker_busy_seconds_total", "counter", "", role, 100, w.busy);
+    add(w.name, "tandem_worker_prefix_cache_hit_tokens_total", "counter", "", role, 4e4, w.hit_tokens);
     histogram(w.name, "tandem_worker_iteration_seconds", role + R"(,phase="decode")", {"+Inf"},
               {{50, w.decode_iters}}, {1, w.decode_iter_s});
     histogram(w.name, "tandem_worker_iteration_seconds", role + R"(,phase="mixed")", {"+Inf"}, {{50, 3}}, {1, 15});
@@ -439,6 +443,7 @@ TEST(PromQLSourceTest, PrometheusEvaluatesEveryQueryAsScrapeSourceComputesIt) {
       {"prompt_tokens_mean", expected->prompt_tokens_mean},
       {"output_tokens_mean", expected->output_tokens_mean},
       {"prompt_token_rate", expected->prompt_token_rate},
+      {"prompt_cached_fraction", expected->prompt_cached_fraction},
       {"ttft_p50", expected->ttft_p50},
       {"ttft_p99", expected->ttft_p99},
       {"itl_p50", expected->itl_p50},
@@ -462,6 +467,7 @@ TEST(PromQLSourceTest, PrometheusEvaluatesEveryQueryAsScrapeSourceComputesIt) {
   EXPECT_DOUBLE_EQ(expected->ttft_p50, 0.3);
   EXPECT_DOUBLE_EQ(expected->prefill_busy_fraction, (0.5 + 0.2) / 2);
   EXPECT_DOUBLE_EQ(expected->kv_utilization, 0.45);
+  EXPECT_DOUBLE_EQ(expected->prompt_cached_fraction, 4000.0 / (4000 + 8000));
   EXPECT_EQ(expected->ready, (InstanceCounts{.prefill = 2, .decode = 4}));
 
   std::string yaml = "rule_files: []\nevaluation_interval: 15s\ntests:\n  - interval: 15s\n    input_series:\n";

@@ -57,6 +57,7 @@ struct FakeWorker {
   metrics::GaugeFamily& kv = registry.AddGauge("tandem_worker_kv_blocks", "KV", With("state"));
   metrics::CounterFamily& tokens = registry.AddCounter("tandem_worker_tokens_total", "Tokens", With("phase"));
   metrics::CounterFamily& busy = registry.AddCounter("tandem_worker_busy_seconds_total", "Busy", labels);
+  metrics::CounterFamily& hits = registry.AddCounter("tandem_worker_prefix_cache_hit_tokens_total", "Hits", labels);
   metrics::HistogramFamily& iteration =
       registry.AddHistogram("tandem_worker_iteration_seconds", "Iteration", {0.01, 0.1, 1}, With("phase"));
 
@@ -80,6 +81,7 @@ struct FakeWorker {
     tokens.With(Mine(std::move(phase))).Increment(n_tokens);
     busy.With(Mine()).Increment(busy_s);
   }
+  void HitPrefixCache(double n_tokens) { hits.With(Mine()).Increment(n_tokens); }
   void Iterate(const std::string& phase, int n, double seconds_each) {
     metrics::Histogram& h = iteration.With(Mine(phase));
     for (int i = 0; i < n; ++i) h.Observe(seconds_each);
@@ -233,6 +235,31 @@ TEST_F(ScrapeSourceTest, RatesComeFromCounterIncreasesOverTheTimeBetweenScrapes)
   EXPECT_EQ(s->prefill_busy_fraction, 0);
   EXPECT_TRUE(std::isnan(s->prefill_tokens_per_busy_second));  // busy rate 0
   EXPECT_TRUE(std::isnan(s->decode_iteration_mean_s));
+}
+
+TEST_F(ScrapeSourceTest, CachedFractionIsHitTokensOverHitAndComputedPrefillTokensOfEveryWorker) {
+  FakeWorker p1("prefill"), d1("decode"), m1("mixed");
+  AddWorker("http://p1/metrics", &p1);
+  AddWorker("http://d1/metrics", &d1);
+  AddWorker("http://m1/metrics", &m1);
+  p1.HitPrefixCache(1e6);  // before the baseline: not counted
+  auto source = MakeSource();
+  ASSERT_TRUE(source->Read(0).ok());
+
+  p1.Run("prefill", 300, 1);
+  p1.HitPrefixCache(2400);
+  d1.Run("prefill", 100, 1);  // a decode worker's local prefill counts too
+  d1.HitPrefixCache(200);
+  m1.Run("decode", 50, 1);
+  auto s = source->Read(10);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_DOUBLE_EQ(s->prompt_cached_fraction, 2600.0 / (2600 + 400));
+
+  // No prompt computed or served in the window: no data, not 0.
+  m1.Run("decode", 50, 1);
+  s = source->Read(20);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(std::isnan(s->prompt_cached_fraction));
 }
 
 TEST_F(ScrapeSourceTest, QuantilesInterpolateInsideTheBucketOfTheWindowsObservations) {
