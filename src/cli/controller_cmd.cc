@@ -75,6 +75,13 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   flags.Float("target-busy", &daemon.loop.planner.target_busy_fraction,
               "fraction of a worker's measured throughput to plan for (headroom for latency)");
   flags.Float("class-dwell-s", &daemon.loop.classifier.min_dwell_s, "least seconds between traffic class changes");
+  flags.Bool("anomaly-guard", &daemon.loop.anomaly_guard,
+             "keep spikes (a value far from its field's recent median, by median absolute deviation), "
+             "readings after a gap and the latency of a lost worker's failover from moving the ratio");
+  flags.Int("anomaly-confirm", &daemon.loop.guard.confirm_readings,
+            "readings in a row a spike must last to count as a new level of the traffic");
+  flags.Float("worker-loss-settle-s", &daemon.loop.guard.settle_s,
+              "seconds the latency signals are ignored after a worker was lost");
   flags.Float("restore-drained-after-s", &daemon.restore_drained_after_s,
               "when every prefill (or every decode) worker has been draining this long, and not by this "
               "controller, end their drains: nothing else would (0: never)");
@@ -87,6 +94,7 @@ absl::Status ControllerFlags::Finish() {
   daemon.loop.planner.itl_slo_s = itl_slo_ms / 1000.0;
   daemon.loop.classifier.slo = daemon.loop.planner.slo();
   TANDEM_RETURN_IF_ERROR(controller::ValidatePlannerConfig(daemon.loop.planner));
+  TANDEM_RETURN_IF_ERROR(controller::ValidateAnomalyGuardOptions(daemon.loop.guard));
   return controller::ValidateClassifierOptions(daemon.loop.classifier);
 }
 

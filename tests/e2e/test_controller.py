@@ -27,8 +27,9 @@ MAX_CHANGES_PER_PHASE = 3  # applied decisions (no flapping)
 class Load:
     """Closed-loop clients (each sends its next request when the previous one ends)."""
 
-    def __init__(self, cluster, clients, prompt_words, max_tokens, seed):
+    def __init__(self, cluster, clients, prompt_words, max_tokens, seed, same_prompt=False):
         self.cluster = cluster
+        self.same_prompt = same_prompt
         self.stop = threading.Event()
         self.ok = 0
         self.failures = []
@@ -43,7 +44,10 @@ class Load:
         words = ["alpha", "river", "stone", "maple", "orbit", "cable", "lunar", "pixel", "amber", "quartz",
                  "delta", "ember", "fjord", "grove", "harbor", "ivory"]
         while not self.stop.is_set():
-            # A unique start: no prefix-cache hit makes prefill cheaper than it is.
+            # A unique start: no prefix-cache hit makes prefill cheaper than it is (unless the
+            # test wants exactly that: every client sends the one prompt of seed 0).
+            if self.same_prompt:
+                rng = random.Random(0)
             prompt = f"{rng.random()} " + " ".join(rng.choice(words) for _ in range(prompt_words))
             try:
                 r = self.cluster.client.completions.create(model=self.cluster.model, prompt=prompt,
@@ -155,3 +159,38 @@ def test_ratio_follows_prompt_then_generation_heavy_traffic(loop_cluster, capsys
     assert any(r["reason"] in ("prefill_load", "ttft_slo") and r["desired"]["prefill"] == 2 for r in phase1)
     assert any(r["reason"] in ("decode_load", "itl_slo", "kv_pressure", "prefill_load", "budget")
                and r["desired"]["decode"] == 2 for r in phase2)
+
+
+def test_prompts_served_from_the_prefix_cache_are_not_prefill_load(log_dir, capsys):
+    """The same long prompt over and over: every prompt token but the last few comes from the
+    prefix cache. The controller's prefill demand (instances needed at 100% busy) must match how
+    busy the prefill workers really are. Counting cached tokens as work made it ~30x too high
+    (the issue: 4,663 prompt tokens/s against a capacity of 217 computed tokens per busy second)."""
+    c = Cluster("prefix-cache", CONTROLLER_FLAGS, log_dir)
+    try:
+        load = Load(c, clients=4, prompt_words=450, max_tokens=2, seed=1, same_prompt=True)
+        time.sleep(25)  # the cache is warm and the averages have settled
+        samples = []
+        for _ in range(15):
+            m = c.metrics("controller")
+            sig = lambda name: m.get(f'tandem_controller_signal{{signal="{name}"}}')  # noqa: E731
+            demand = m.get('tandem_controller_demand_instances{role="prefill"}')
+            busy = sig("prefill_busy_fraction")
+            if None not in (demand, busy, sig("prompt_cached_fraction")) and busy > 0:
+                samples.append((demand, busy * counts(c)[0], sig("prompt_cached_fraction"),
+                                sig("prompt_token_rate"), sig("prefill_tokens_per_busy_second")))
+            time.sleep(1)
+        ok, failed = load.finish()
+    finally:
+        assert c.stop() == 0, f"tandem up did not stop cleanly; log: {open(c.log_path).read()[-4000:]}"
+    ratios = sorted(d / b for d, b, *_ in samples)
+    with capsys.disabled():
+        print(f"\nprefix-cache: {ok} requests ok, {len(failed)} failed; {len(samples)} samples")
+        for d, b, cf, rate, cap in samples[::3]:
+            print(f"  prefill demand {d:.2f} instances, busy {b:.2f} instances, cached {cf:.3f}, "
+                  f"prompt {rate:.0f} tok/s, capacity {cap:.0f} computed tok per busy s")
+    assert not failed, failed[:5]
+    assert len(samples) >= 10, samples
+    assert min(s[2] for s in samples) >= 0.8, "the workers' prefix-cache hits did not reach the controller"
+    median = ratios[len(ratios) // 2]
+    assert 0.4 <= median <= 3, f"prefill demand / busy instances = {median:.2f} (samples {samples})"

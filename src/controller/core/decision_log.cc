@@ -176,6 +176,8 @@ json DecisionRecordToJson(const DecisionRecord& r) {
   j["action"] = r.action;
   j["reason"] = r.reason;
   j["detail"] = r.detail;
+  j["anomalies"] = r.anomalies;
+  j["anomaly_detail"] = r.anomaly_detail;
   j["actuator"] = r.actuator;
   j["dry_run"] = r.dry_run;
   j["result"] = r.result;
@@ -208,6 +210,14 @@ absl::StatusOr<DecisionRecord> ParseDecisionRecord(std::string_view line) {
   TANDEM_ASSIGN_OR_RETURN(r.reason, GetString(j, "reason"));
   TANDEM_ASSIGN_OR_RETURN(r.detail, GetString(j, "detail"));
   TANDEM_ASSIGN_OR_RETURN(r.actuator, GetString(j, "actuator"));
+  // Logs written before the anomaly guard have neither field.
+  if (auto a = j.find("anomalies"); a != j.end() && a->is_array()) {
+    for (const json& kind : *a) {
+      if (!kind.is_string()) return absl::InvalidArgumentError("field 'anomalies' must hold strings");
+      r.anomalies.push_back(kind.get<std::string>());
+    }
+  }
+  if (auto a = j.find("anomaly_detail"); a != j.end() && a->is_string()) r.anomaly_detail = a->get<std::string>();
   TANDEM_ASSIGN_OR_RETURN(r.result, GetString(j, "result"));
   auto dry = j.find("dry_run");
   if (dry == j.end() || !dry->is_boolean()) {

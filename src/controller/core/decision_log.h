@@ -8,6 +8,7 @@
 //    "demand": <DemandEstimate>, "class": "prompt_heavy",
 //    "current": {"prefill": 1, "decode": 1}, "desired": {"prefill": 2, "decode": 1},
 //    "action": "scale_up", "reason": "prefill_load", "detail": "...",
+//    "anomalies": ["spike"], "anomaly_detail": "...",   (what the anomaly guard found; [] and "")
 //    "actuator": "local", "dry_run": false, "result": "ok" | "skipped" | "<error text>"}
 // <Signals> has every field of Signals by name (SignalMeasurementFields() plus time_s, window_s
 // and "ready": {"prefill", "decode"}); NaN (no data) is written as null.
@@ -21,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -45,6 +47,8 @@ struct DecisionRecord {
   std::string action;
   std::string reason;
   std::string detail;
+  std::vector<std::string> anomalies;  // kAnomaly* the guard found in this tick's reading
+  std::string anomaly_detail;          // and what it did about them
   std::string actuator;  // Actuator::name()
   bool dry_run = false;
   std::string result;    // kResultOk, kResultSkipped or the actuator's error text

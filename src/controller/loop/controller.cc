@@ -13,6 +13,12 @@ double MonotonicSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+AnomalyGuardOptions GuardOptions(const ControllerOptions& o) {
+  AnomalyGuardOptions g = o.guard;
+  g.interval_s = o.interval_s;
+  return g;
+}
+
 double UnixSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -25,9 +31,11 @@ struct Controller::Metrics {
   metrics::GaugeFamily* traffic_class;
   metrics::CounterFamily* decisions;
   metrics::GaugeFamily* signal;
+  metrics::GaugeFamily* demand;
   metrics::Counter* source_errors;
   metrics::Counter* actuator_errors;
   metrics::Counter* ticks;
+  metrics::CounterFamily* anomalies;
 
   explicit Metrics(metrics::MetricsRegistry& r, const ControllerOptions& o) {
     desired = &r.AddGauge("tandem_controller_desired_instances", "Instances the controller wants, by role", {"role"});
@@ -39,6 +47,9 @@ struct Controller::Metrics {
                               {"action", "reason"});
     signal = &r.AddGauge("tandem_controller_signal",
                          "The smoothed signals the controller decides on (units as in their names)", {"signal"});
+    demand = &r.AddGauge("tandem_controller_demand_instances",
+                         "Instances each role's load needs at 100% busy (load / measured capacity), by role",
+                         {"role"});
     source_errors = &r.AddCounter("tandem_controller_source_errors_total",
                                   "Ticks whose signal reading failed (nothing was decided)")
                          .With();
@@ -46,6 +57,9 @@ struct Controller::Metrics {
                                     "Actuator calls that failed (retried at the next tick)")
                            .With();
     ticks = &r.AddCounter("tandem_controller_ticks_total", "Control-loop iterations").With();
+    anomalies = &r.AddCounter("tandem_controller_anomalies_total",
+                              "Readings the anomaly guard kept from moving the ratio, by kind", {"kind"});
+    for (std::string_view kind : AllAnomalyKinds()) anomalies->With({std::string(kind)});
     auto& slo = r.AddGauge("tandem_controller_slo_seconds", "The latency targets the controller plans for", {"slo"});
     slo.With({"ttft"}).Set(o.planner.ttft_slo_s);
     slo.With({"itl"}).Set(o.planner.itl_slo_s);
@@ -56,6 +70,7 @@ struct Controller::Metrics {
     for (std::string_view action : AllPlanActions()) {
       for (std::string_view reason : AllPlanReasons()) decisions->With({std::string(action), std::string(reason)});
     }
+    decisions->With({std::string(kActionHold), std::string(kReasonAnomaly)});
   }
 };
 
@@ -66,6 +81,7 @@ Controller::Controller(ControllerOptions options, SignalSource* source, Actuator
       actuator_(actuator),
       log_(log),
       metrics_(std::make_unique<Metrics>(*registry, options_)),
+      anomaly_guard_(GuardOptions(options_)),
       smoother_(options_.smoother),
       classifier_(options_.classifier),
       planner_(options_.planner) {}
@@ -89,6 +105,47 @@ void Controller::RestoreDrainedOut() {
   if (log_ != nullptr) {
     if (absl::Status s = log_->Append(rec); !s.ok()) GetLogger("controller")->warn("decision log: {}", s.message());
   }
+}
+
+Plan Controller::Decide(const Signals& reading, const InstanceCounts& current, double now_s,
+                        DecisionRecord& rec) {
+  auto logger = GetLogger("controller");
+  GuardVerdict verdict;
+  if (options_.anomaly_guard) {
+    verdict = anomaly_guard_.Judge(reading, current);
+  } else {
+    verdict.reading = reading;
+  }
+  for (const std::string& kind : verdict.kinds) metrics_->anomalies->With({kind}).Increment();
+  if (!verdict.kinds.empty()) logger->info("anomaly guard: {}", verdict.detail);
+  rec.anomalies = verdict.kinds;
+  rec.anomaly_detail = verdict.detail;
+  const Signals smoothed = AnomalyGuard::PlanningView(smoother_.Update(verdict.reading), reading);
+  rec.smoothed = smoothed;
+  for (const SignalField& f : SignalMeasurementFields()) {
+    const double v = smoothed.*(f.member);
+    if (HasData(v)) metrics_->signal->With({f.name}).Set(v);
+  }
+  const Classification cls = classifier_.Classify(smoothed, current, now_s);
+  if (cls.changed) logger->info("traffic is now {}", TrafficClassName(cls.cls));
+  if (HasData(cls.demand.prefill_demand)) metrics_->demand->With({"prefill"}).Set(cls.demand.prefill_demand);
+  if (HasData(cls.demand.decode_demand)) metrics_->demand->With({"decode"}).Set(cls.demand.decode_demand);
+  Plan plan;
+  if (verdict.hold) {
+    plan.current = plan.desired = current;
+    plan.cls = cls.cls;
+    plan.demand = cls.demand;
+    plan.action = std::string(kActionHold);
+    plan.reason = std::string(kReasonAnomaly);
+    plan.detail = verdict.detail;
+  } else {
+    plan = planner_.Decide(smoothed, cls.cls, current, now_s);
+  }
+  rec.SetPlan(plan);
+  for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {
+    metrics_->traffic_class->With({TrafficClassName(c)}).Set(c == cls.cls ? 1 : 0);
+  }
+  return plan;
 }
 
 DecisionRecord Controller::Tick(double now_s) {
@@ -120,19 +177,7 @@ DecisionRecord Controller::Tick(double now_s) {
   metrics_->actual->With({"prefill"}).Set(current->prefill);
   metrics_->actual->With({"decode"}).Set(current->decode);
   rec.raw = *reading;
-  const Signals& smoothed = smoother_.Update(*reading);
-  rec.smoothed = smoothed;
-  for (const SignalField& f : SignalMeasurementFields()) {
-    const double v = smoothed.*(f.member);
-    if (HasData(v)) metrics_->signal->With({f.name}).Set(v);
-  }
-  const Classification cls = classifier_.Classify(smoothed, *current, now_s);
-  if (cls.changed) logger->info("traffic is now {}", TrafficClassName(cls.cls));
-  const Plan plan = planner_.Decide(smoothed, cls.cls, *current, now_s);
-  rec.SetPlan(plan);
-  for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {
-    metrics_->traffic_class->With({TrafficClassName(c)}).Set(c == cls.cls ? 1 : 0);
-  }
+  const Plan plan = Decide(*reading, *current, now_s, rec);
   metrics_->desired->With({"prefill"}).Set(plan.desired.prefill);
   metrics_->desired->With({"decode"}).Set(plan.desired.decode);
   metrics_->decisions->With({plan.action, plan.reason}).Increment();
@@ -161,7 +206,7 @@ DecisionRecord Controller::Tick(double now_s) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (plan.action == kActionHold && last_.action == kActionHold && last_.reason == rec.reason &&
-        last_.cls == rec.cls && last_.current == rec.current) {
+        last_.cls == rec.cls && last_.current == rec.current && rec.anomalies.empty()) {
       write = false;
     }
     last_ = rec;

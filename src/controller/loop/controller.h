@@ -1,5 +1,5 @@
-// Controller: the control loop. Every tick it reads the signals (SignalSource), smooths them
-// (SignalSmoother), classifies the traffic (Classifier), plans the instance counts (Planner),
+// Controller: the control loop. Every tick it reads the signals (SignalSource), keeps what should
+// not move the ratio out of them (AnomalyGuard), smooths them (SignalSmoother), classifies the traffic (Classifier), plans the instance counts (Planner),
 // asks the actuator to move there (unless dry-run), writes the decision log and exports its
 // state as tandem_controller_* metrics.
 //
@@ -14,6 +14,7 @@
 #include <string>
 
 #include "controller/core/actuator.h"
+#include "controller/core/anomaly_guard.h"
 #include "controller/core/classifier.h"
 #include "controller/core/decision_log.h"
 #include "controller/core/planner.h"
@@ -30,6 +31,9 @@ struct ControllerOptions {
   // Asked before every tick; false: this replica stands by (no reading, no decision, no
   // action) — another one leads (leader_election.h). Empty: always act.
   std::function<bool()> may_act;
+  // The guard's interval_s is taken from interval_s above. Off: every reading is taken as is.
+  bool anomaly_guard = true;
+  AnomalyGuardOptions guard;
   SmootherOptions smoother;
   ClassifierOptions classifier;
   PlannerConfig planner;
@@ -56,6 +60,8 @@ class Controller {
 
  private:
   struct Metrics;
+  // Guard → smooth → classify → plan on one reading; fills the record's inputs and anomalies.
+  Plan Decide(const Signals& reading, const InstanceCounts& current, double now_s, DecisionRecord& rec);
   // Runs the drained-out guard; what it restored is a decision of its own in the log.
   void RestoreDrainedOut();
 
@@ -64,6 +70,7 @@ class Controller {
   Actuator* actuator_;
   DecisionLog* log_;
   std::unique_ptr<Metrics> metrics_;
+  AnomalyGuard anomaly_guard_;
   SignalSmoother smoother_;
   Classifier classifier_;
   Planner planner_;

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -203,6 +204,87 @@ TEST(ControllerLoopTest, SourceAndActuatorErrorsAreCountedAndNothingMoves) {
   r = c.Tick(107);
   EXPECT_EQ(r.result, "ok");
   EXPECT_EQ(actuator.counts, (InstanceCounts{2, 1}));
+}
+
+// The case: a decode worker is killed under generation-heavy traffic; its requests fail
+// over and TTFT spikes; then the traffic stops. The spike must not buy prefill instances, before
+// or after the traffic stopped. Returns the prefill counts the controller asked for.
+std::vector<int> PrefillAskedForAcrossAWorkerKill(bool anomaly_guard) {
+  ScriptedSource source;
+  RecordingActuator actuator;
+  actuator.counts = {1, 2};
+  metrics::MetricsRegistry registry;
+  ControllerOptions o = Options();
+  o.interval_s = 1;
+  o.anomaly_guard = anomaly_guard;
+  o.planner.max_total_instances = 4;
+  o.smoother.half_life_s = 10;
+  Controller c(o, &source, &actuator, nullptr, &registry);
+  Signals s = PromptHeavy();
+  s.prompt_token_rate = 100;  // 1 request/s of 100 prompt tokens and 150 output tokens
+  s.prompt_tokens_mean = 100;
+  s.output_tokens_mean = 150;
+  s.ttft_p99 = 0.4;
+  s.ready = {1, 2};
+  std::vector<int> prefill;
+  for (int t = 0; t < 120; ++t) {
+    source.next = s;
+    if (t >= 40 && t < 44) {  // the kill: one decode worker fewer, requests re-prefilled
+      source.next.ready = {1, 1};
+      source.next.ttft_p99 = 9;
+    }
+    if (t >= 46) {  // the traffic stops
+      source.next.arrival_rate = source.next.prompt_token_rate = 0;
+      source.next.inflight_requests = 0;
+      source.next.prompt_tokens_mean = source.next.output_tokens_mean = kNoData;
+      source.next.ttft_p50 = source.next.ttft_p99 = source.next.itl_p50 = source.next.itl_p99 = kNoData;
+      source.next.queue_p99 = kNoData;
+    }
+    c.Tick(1000 + t);
+    for (const InstanceCounts& a : actuator.applied) prefill.push_back(a.prefill);
+    actuator.applied.clear();
+  }
+  return prefill;
+}
+
+TEST(ControllerLoopTest, ALostWorkersLatencySpikeBuysNoPrefillBeforeOrAfterTheTrafficStops) {
+  for (int p : PrefillAskedForAcrossAWorkerKill(true)) EXPECT_LE(p, 1);
+  // Without the guard the same readings do (so the test above can tell).
+  const std::vector<int> unguarded = PrefillAskedForAcrossAWorkerKill(false);
+  EXPECT_TRUE(std::any_of(unguarded.begin(), unguarded.end(), [](int p) { return p > 1; }));
+}
+
+TEST(ControllerLoopTest, AnomaliesAreCountedLoggedAndAGapHolds) {
+  ScriptedSource source;
+  source.next = PromptHeavy();
+  source.next.ready = {1, 1};
+  RecordingActuator actuator;
+  actuator.counts = {1, 1};
+  metrics::MetricsRegistry registry;
+  ControllerOptions o = Options();
+  o.interval_s = 1;
+  o.planner.max_total_instances = 3;
+  o.planner.min_prefill = 1;
+  Controller c(o, &source, &actuator, nullptr, &registry);
+  source.next.prompt_token_rate = 100;  // needs one prefill worker
+  for (int t = 0; t < 20; ++t) c.Tick(t);
+  source.next.arrival_rate = 40;  // one window of 40 requests/s
+  source.next.prompt_token_rate = 24000;
+  DecisionRecord r = c.Tick(20);
+  EXPECT_THAT(r.anomalies, ::testing::ElementsAre("spike"));
+  EXPECT_THAT(r.anomaly_detail, HasSubstr("arrival_rate 40"));
+  EXPECT_EQ(r.action, "hold");
+  source.next.arrival_rate = 1;
+  source.next.prompt_token_rate = 100;
+  r = c.Tick(60);  // 40 s after the previous reading
+  EXPECT_EQ(r.action, "hold");
+  EXPECT_EQ(r.reason, "anomaly");
+  EXPECT_THAT(r.anomalies, ::testing::ElementsAre("gap"));
+  const std::string page = registry.Render();
+  EXPECT_THAT(page, HasSubstr("tandem_controller_anomalies_total{kind=\"spike\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("tandem_controller_anomalies_total{kind=\"gap\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("tandem_controller_anomalies_total{kind=\"worker_lost\"} 0\n"));
+  EXPECT_THAT(page, HasSubstr("tandem_controller_decisions_total{action=\"hold\",reason=\"anomaly\"} 1\n"));
 }
 
 }  // namespace
