@@ -82,6 +82,9 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
             "readings in a row a spike must last to count as a new level of the traffic");
   flags.Float("worker-loss-settle-s", &daemon.loop.guard.settle_s,
               "seconds the latency signals are ignored after a worker was lost");
+  flags.Bool("forecast", &daemon.loop.forecast,
+             "plan for each role's load forecast at the worker start-up time this controller has measured "
+             "(last value, Holt's trend or a daily profile, whichever has forecast best lately)");
   flags.Float("restore-drained-after-s", &daemon.restore_drained_after_s,
               "when every prefill (or every decode) worker has been draining this long, and not by this "
               "controller, end their drains: nothing else would (0: never)");
@@ -95,6 +98,7 @@ absl::Status ControllerFlags::Finish() {
   daemon.loop.classifier.slo = daemon.loop.planner.slo();
   TANDEM_RETURN_IF_ERROR(controller::ValidatePlannerConfig(daemon.loop.planner));
   TANDEM_RETURN_IF_ERROR(controller::ValidateAnomalyGuardOptions(daemon.loop.guard));
+  TANDEM_RETURN_IF_ERROR(controller::ValidateForecastOptions(daemon.loop.forecasting));
   return controller::ValidateClassifierOptions(daemon.loop.classifier);
 }
 

@@ -67,6 +67,12 @@ struct DemandEstimate {
   double decode_capacity = kNoData;   // measured tokens per busy second, per decode instance
   double prefill_demand = kNoData;    // instance-equivalents at 100% busy
   double decode_demand = kNoData;
+  // The loads forecast for when a worker started now would be ready (the planner's; NaN when
+  // there is no forecast), and that horizon.
+  double prefill_load_ahead = kNoData;
+  double decode_load_ahead = kNoData;
+  double prefill_horizon_s = kNoData;
+  double decode_horizon_s = kNoData;
   double ttft_ratio = kNoData;  // ttft_p99 / ttft_slo
   double itl_ratio = kNoData;   // itl_p99 / itl_slo
   double kv_ratio = kNoData;    // kv_utilization / kv_target_utilization

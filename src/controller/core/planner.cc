@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 
 #include "common/check.h"
 #include "common/strings.h"
@@ -17,14 +18,15 @@ constexpr std::string_view kActions[] = {kActionScaleUp, kActionScaleDown, kActi
 constexpr std::string_view kReasons[] = {
     kReasonPrefillLoad, kReasonDecodeLoad, kReasonTtftSlo, kReasonItlSlo,
     kReasonKvPressure,  kReasonIdle,       kReasonBounds,  kReasonBudget,
-    kReasonCooldown,    kReasonNoData,     kReasonSteady};
+    kReasonCooldown,    kReasonNoData,     kReasonSteady,  kReasonForecast};
 
 // The reason of a plan that changes counts, and of one that holds, by priority.
 constexpr std::string_view kChangePriority[] = {
     kReasonBounds,      kReasonBudget,     kReasonTtftSlo, kReasonItlSlo, kReasonKvPressure,
-    kReasonPrefillLoad, kReasonDecodeLoad, kReasonIdle};
-constexpr std::string_view kHoldPriority[] = {kReasonCooldown, kReasonBudget, kReasonBounds,
-                                              kReasonNoData,   kReasonSteady, kReasonIdle};
+    kReasonPrefillLoad, kReasonDecodeLoad, kReasonForecast, kReasonIdle};
+constexpr std::string_view kHoldPriority[] = {kReasonCooldown, kReasonBudget,   kReasonBounds,
+                                              kReasonNoData,   kReasonForecast, kReasonSteady,
+                                              kReasonIdle};
 
 // ⌈x⌉ as an instance count, forgiving float noise (2.0000000001 is 2), capped far above any
 // sane bound so a huge load cannot overflow an int.
@@ -125,10 +127,15 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s,
     rp.reason = slo_reason.empty() ? kReasonNoData : slo_reason;
     return rp;
   }
+  const double capacity = prefill ? d.prefill_capacity : d.decode_capacity;
+  const double load_ahead = prefill ? d.prefill_load_ahead : d.decode_load_ahead;
+  const int ahead = HasData(load_ahead) && HasData(capacity) && capacity > 0
+                        ? CeilCount(load_ahead / capacity / config_.target_busy_fraction)
+                        : 0;
   const int up = CeilCount(rp.need);
-  if (up > current) {
-    rp.model = up;
-    rp.reason = load_reason;
+  if (std::max(up, ahead) > current) {
+    rp.model = std::max(up, ahead);
+    rp.reason = up >= ahead ? load_reason : kReasonForecast;
     return rp;
   }
   if (!slo_reason.empty()) {  // the model says enough, the SLO says otherwise
@@ -141,12 +148,14 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s,
     // The KV the running requests hold must fit in the fewer decode instances.
     down = std::max(down, CeilCount(s.kv_utilization * current / config_.kv_target_utilization));
   }
+  const bool held_by_forecast = ahead > down && down < current;
+  down = std::max(down, ahead);
   rp.model = std::min(current, down);
-  const bool idle = load <= 0;
+  const bool idle = load <= 0 && !held_by_forecast;
   if (rp.model < current) {
     rp.reason = idle ? kReasonIdle : load_reason;
   } else {
-    rp.reason = idle ? kReasonIdle : kReasonSteady;
+    rp.reason = idle ? kReasonIdle : held_by_forecast ? kReasonForecast : kReasonSteady;
   }
   return rp;
 }
@@ -231,6 +240,10 @@ std::string Planner::Detail(const Plan& plan) const {
   std::string out = StrCat(
       RoleDetail("prefill", plan.prefill, d.prefill_load, d.prefill_capacity, busy), "; ",
       RoleDetail("decode", plan.decode, d.decode_load, d.decode_capacity, busy));
+  for (auto [name, load, horizon] : {std::tuple{"prefill", d.prefill_load_ahead, d.prefill_horizon_s},
+                                     std::tuple{"decode", d.decode_load_ahead, d.decode_horizon_s}}) {
+    if (HasData(load)) out += fmt::format("; forecast {} {} tok/s in {} s", name, Num(load, 4), Num(horizon));
+  }
   if (HasData(d.cached_fraction)) {
     out += fmt::format("; prompt tokens cached {}%", Num(100 * d.cached_fraction));
   }
@@ -243,12 +256,16 @@ std::string Planner::Detail(const Plan& plan) const {
 }
 
 Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCounts& current,
-                     double now_s) {
+                     double now_s, const LoadForecast& forecast) {
   if (!start_s_) start_s_ = now_s;
   Plan plan;
   plan.current = current;
   plan.cls = cls;
   plan.demand = EstimateDemand(smoothed, current, config_.slo());
+  plan.demand.prefill_load_ahead = forecast.prefill_load;
+  plan.demand.decode_load_ahead = forecast.decode_load;
+  plan.demand.prefill_horizon_s = forecast.prefill_horizon_s;
+  plan.demand.decode_horizon_s = forecast.decode_horizon_s;
   plan.prefill = Model(Role::kPrefill, plan.demand, smoothed, std::max(current.prefill, 0));
   plan.decode = Model(Role::kDecode, plan.demand, smoothed, std::max(current.decode, 0));
   ApplyBounds(Role::kPrefill, plan.prefill);

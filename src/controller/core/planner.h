@@ -7,6 +7,9 @@
 //                 (hysteresis: the load must fit in fewer instances with room to spare, so a
 //                 load near a ceil() boundary does not flap), and for decode never below the
 //                 count that keeps KV utilisation under its target (kv × current ÷ n ≤ target).
+//   forecast: with a LoadForecast, ahead(role) = ⌈forecast load ÷ (capacity × target busy)⌉;
+//     the role scales up to it when it is above both the count and ⌈need⌉ (reason forecast),
+//     and never scales down below it.
 //   SLO correction: when the model says the capacity is enough but the role misses its target,
 //   the model is wrong in that direction: that role gets current + 1 and is never scaled down.
 //     prefill: ttft_p99 > ttft_slo (reason ttft_slo)
@@ -38,6 +41,8 @@
 //   cooldown    — a wanted change waits for its role's cooldown
 //   no_data     — a role's capacity or load is not measured yet
 //   steady      — the model asks for what runs
+//   forecast    — the load forecast for when a new worker would be ready asks for more than
+//                 the load now (scale-up ahead of a rise), or keeps a scale-down from happening
 // A change's reason is that of the role scaling up (rebalance), else the first in the order
 // bounds, budget, ttft_slo, itl_slo, kv_pressure, prefill_load, decode_load, idle. A hold's
 // reason is the first role reason in the order cooldown, budget, bounds, no_data, steady, idle.
@@ -96,6 +101,16 @@ inline constexpr std::string_view kReasonBudget = "budget";
 inline constexpr std::string_view kReasonCooldown = "cooldown";
 inline constexpr std::string_view kReasonNoData = "no_data";
 inline constexpr std::string_view kReasonSteady = "steady";
+inline constexpr std::string_view kReasonForecast = "forecast";
+
+// What the control loop's forecasters expect each role's load (tokens/s, as DemandEstimate's
+// loads) to be when a worker started now would be ready, and that horizon. NaN: no forecast.
+struct LoadForecast {
+  double prefill_load = kNoData;
+  double decode_load = kNoData;
+  double prefill_horizon_s = kNoData;
+  double decode_horizon_s = kNoData;
+};
 
 // Every action and every reason Decide can return (to pre-create metric series).
 std::span<const std::string_view> AllPlanActions();
@@ -134,7 +149,7 @@ class Planner {
   // Plans from smoothed signals, the classifier's class and the counts the actuator reports.
   // Remembers the time of each role's change (desired ≠ current) for the cooldowns.
   Plan Decide(const Signals& smoothed, TrafficClass cls, const InstanceCounts& current,
-              double now_s);
+              double now_s, const LoadForecast& forecast = {});
 
   const PlannerConfig& config() const { return config_; }
 

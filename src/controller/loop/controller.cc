@@ -36,6 +36,10 @@ struct Controller::Metrics {
   metrics::Counter* actuator_errors;
   metrics::Counter* ticks;
   metrics::CounterFamily* anomalies;
+  metrics::GaugeFamily* forecast_load;
+  metrics::GaugeFamily* forecast_error;
+  metrics::GaugeFamily* forecast_predictor;
+  metrics::GaugeFamily* ready_seconds;
 
   explicit Metrics(metrics::MetricsRegistry& r, const ControllerOptions& o) {
     desired = &r.AddGauge("tandem_controller_desired_instances", "Instances the controller wants, by role", {"role"});
@@ -60,6 +64,17 @@ struct Controller::Metrics {
     anomalies = &r.AddCounter("tandem_controller_anomalies_total",
                               "Readings the anomaly guard kept from moving the ratio, by kind", {"kind"});
     for (std::string_view kind : AllAnomalyKinds()) anomalies->With({std::string(kind)});
+    forecast_load = &r.AddGauge("tandem_controller_forecast_load",
+                                "Each role's load (tokens/s) forecast for when a worker started now would be ready",
+                                {"role"});
+    forecast_error = &r.AddGauge("tandem_controller_forecast_error",
+                                 "Mean absolute error (tokens/s, recent-weighted) of each predictor's forecasts",
+                                 {"role", "predictor"});
+    forecast_predictor = &r.AddGauge("tandem_controller_forecast_predictor",
+                                     "1 for the predictor each role's forecast uses now, 0 for the others",
+                                     {"role", "predictor"});
+    ready_seconds = &r.AddGauge("tandem_controller_worker_ready_seconds",
+                                "Measured time from asking for a worker to seeing it ready, by role", {"role"});
     auto& slo = r.AddGauge("tandem_controller_slo_seconds", "The latency targets the controller plans for", {"slo"});
     slo.With({"ttft"}).Set(o.planner.ttft_slo_s);
     slo.With({"itl"}).Set(o.planner.itl_slo_s);
@@ -82,6 +97,7 @@ Controller::Controller(ControllerOptions options, SignalSource* source, Actuator
       log_(log),
       metrics_(std::make_unique<Metrics>(*registry, options_)),
       anomaly_guard_(GuardOptions(options_)),
+      forecasters_{SeriesForecaster(options_.forecasting), SeriesForecaster(options_.forecasting)},
       smoother_(options_.smoother),
       classifier_(options_.classifier),
       planner_(options_.planner) {}
@@ -139,13 +155,60 @@ Plan Controller::Decide(const Signals& reading, const InstanceCounts& current, d
     plan.reason = std::string(kReasonAnomaly);
     plan.detail = verdict.detail;
   } else {
-    plan = planner_.Decide(smoothed, cls.cls, current, now_s);
+    plan = planner_.Decide(smoothed, cls.cls, current, now_s, ForecastLoads(cls.demand, reading, current, now_s));
   }
   rec.SetPlan(plan);
   for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {
     metrics_->traffic_class->With({TrafficClassName(c)}).Set(c == cls.cls ? 1 : 0);
   }
   return plan;
+}
+
+LoadForecast Controller::ForecastLoads(const DemandEstimate& demand, const Signals& reading,
+                                       const InstanceCounts& current, double now_s) {
+  LoadForecast out;
+  for (Role role : {Role::kPrefill, Role::kDecode}) {
+    const int r = static_cast<int>(role);
+    const bool prefill = role == Role::kPrefill;
+    const std::string name = RoleName(role);
+    std::optional<Start>& start = starting_[r];
+    if (start && (prefill ? current.prefill : current.decode) < start->target) start.reset();  // called off
+    if (start && (prefill ? reading.ready.prefill : reading.ready.decode) >= start->target) {
+      const double took = now_s - start->since_s;
+      ready_time_s_[r] = ready_time_s_[r] ? (*ready_time_s_[r] + took) / 2 : took;
+      metrics_->ready_seconds->With({name}).Set(*ready_time_s_[r]);
+      start.reset();
+    }
+    if (!options_.forecast) continue;
+    SeriesForecaster& f = forecasters_[r];
+    f.Observe(now_s, prefill ? demand.prefill_load : demand.decode_load);
+    if (!ready_time_s_[r]) continue;  // no measured horizon: no look-ahead
+    const std::optional<Forecast> fc = f.Ahead(*ready_time_s_[r]);
+    if (!fc) continue;
+    (prefill ? out.prefill_load : out.decode_load) = fc->value;
+    (prefill ? out.prefill_horizon_s : out.decode_horizon_s) = fc->horizon_s;
+    metrics_->forecast_load->With({name}).Set(fc->value);
+    for (Predictor p : AllPredictors()) {
+      if (HasData(f.Error(p))) metrics_->forecast_error->With({name, PredictorName(p)}).Set(f.Error(p));
+      metrics_->forecast_predictor->With({name, PredictorName(p)}).Set(p == fc->predictor ? 1 : 0);
+    }
+  }
+  return out;
+}
+
+void Controller::NoteStarts(const Plan& plan, double now_s) {
+  for (Role role : {Role::kPrefill, Role::kDecode}) {
+    const bool prefill = role == Role::kPrefill;
+    const int want = prefill ? plan.desired.prefill : plan.desired.decode;
+    const int had = prefill ? plan.current.prefill : plan.current.decode;
+    std::optional<Start>& start = starting_[static_cast<int>(role)];
+    if (want <= had) continue;
+    if (start) {
+      start->target = want;  // still timed from the first ask
+    } else {
+      start = Start{want, now_s};
+    }
+  }
 }
 
 DecisionRecord Controller::Tick(double now_s) {
@@ -194,6 +257,7 @@ DecisionRecord Controller::Tick(double now_s) {
     const absl::Status s = actuator_->Apply(plan.desired);
     if (s.ok()) {
       rec.result = std::string(kResultOk);
+      NoteStarts(plan, now_s);
     } else {
       metrics_->actuator_errors->Increment();
       rec.result = std::string(s.message());

@@ -11,12 +11,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "controller/core/actuator.h"
 #include "controller/core/anomaly_guard.h"
 #include "controller/core/classifier.h"
 #include "controller/core/decision_log.h"
+#include "controller/core/forecaster.h"
 #include "controller/core/planner.h"
 #include "controller/core/signal_source.h"
 #include "controller/core/smoother.h"
@@ -34,6 +36,11 @@ struct ControllerOptions {
   // The guard's interval_s is taken from interval_s above. Off: every reading is taken as is.
   bool anomaly_guard = true;
   AnomalyGuardOptions guard;
+  // Forecast each role's load for when a worker started now would be ready (its start-up time,
+  // measured from this controller's own scale-ups) and plan for it. Until a start-up has been
+  // measured, there is no look-ahead.
+  bool forecast = true;
+  ForecastOptions forecasting;
   SmootherOptions smoother;
   ClassifierOptions classifier;
   PlannerConfig planner;
@@ -62,6 +69,11 @@ class Controller {
   struct Metrics;
   // Guard → smooth → classify → plan on one reading; fills the record's inputs and anomalies.
   Plan Decide(const Signals& reading, const InstanceCounts& current, double now_s, DecisionRecord& rec);
+  // Feeds the forecasters with this tick's loads and asks them for each role's start-up horizon.
+  LoadForecast ForecastLoads(const DemandEstimate& demand, const Signals& reading, const InstanceCounts& current,
+                             double now_s);
+  // Remembers the scale-ups an applied plan started, to time how long the workers take to be ready.
+  void NoteStarts(const Plan& plan, double now_s);
   // Runs the drained-out guard; what it restored is a decision of its own in the log.
   void RestoreDrainedOut();
 
@@ -75,6 +87,13 @@ class Controller {
   Classifier classifier_;
   Planner planner_;
   DrainedOutGuard* guard_ = nullptr;
+  struct Start {
+    int target = 0;       // ready instances that mean the start is done
+    double since_s = 0;   // when it was asked for
+  };
+  SeriesForecaster forecasters_[2];           // indexed by Role
+  std::optional<Start> starting_[2];
+  std::optional<double> ready_time_s_[2];     // measured start-up time, by role
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -394,11 +394,51 @@ TEST(PlannerTest, RejectsImpossibleConfigs) {
   EXPECT_FALSE(ValidatePlannerConfig(c).ok());
 }
 
+TEST(PlannerTest, AForecastRiseScalesUpAheadOfTheLoad) {
+  // Now: 1 prefill instance's worth; in 40 s (a worker's measured start-up time): 2.6.
+  Loop loop(PlannerConfig{}, {1, 1});
+  const Signals now = Needs(0.6, 0.5);
+  LoadForecast rise;
+  rise.prefill_load = 2.6 * 350 * 0.7;
+  rise.prefill_horizon_s = 40;
+  Planner planner(PlannerConfig{});
+  Plan p = planner.Decide(now, TrafficClass::kBalanced, {1, 1}, 0, rise);
+  EXPECT_EQ(p.desired, (InstanceCounts{3, 1}));
+  EXPECT_EQ(p.reason, "forecast");
+  EXPECT_EQ(p.prefill.reason, "forecast");
+  EXPECT_THAT(p.detail, HasSubstr("forecast prefill 637 tok/s in 40 s"));
+  EXPECT_DOUBLE_EQ(p.demand.prefill_horizon_s, 40);
+  // Without the forecast the same signals hold.
+  EXPECT_EQ(Planner(PlannerConfig{}).Decide(now, TrafficClass::kBalanced, {1, 1}, 0).action, "hold");
+}
+
+TEST(PlannerTest, AForecastRiseKeepsInstancesAScaleDownWouldRemove) {
+  PlannerConfig c;
+  c.down_cooldown_s = 0;
+  Planner planner(c);
+  LoadForecast rise;
+  rise.decode_load = 2.5 * 150 * 0.7;
+  rise.decode_horizon_s = 40;
+  const Plan p = planner.Decide(Needs(0.5, 0.5), TrafficClass::kBalanced, {1, 3}, 100, rise);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 3}));
+  EXPECT_EQ(p.action, "hold");
+  EXPECT_EQ(p.reason, "forecast");
+  EXPECT_EQ(p.decode.reason, "forecast");
+  // Without it, decode comes down.
+  EXPECT_EQ(Planner(c).Decide(Needs(0.5, 0.5), TrafficClass::kBalanced, {1, 3}, 100).desired.decode, 2);
+  // A forecast fall does not scale down before the load falls.
+  LoadForecast fall;
+  fall.decode_load = 0;
+  fall.decode_horizon_s = 40;
+  EXPECT_EQ(Planner(c).Decide(Needs(0.5, 2.5), TrafficClass::kBalanced, {1, 3}, 100, fall).desired.decode, 3);
+}
+
 TEST(PlannerTest, VocabularyIsFixed) {
   std::vector<std::string> reasons(AllPlanReasons().begin(), AllPlanReasons().end());
   EXPECT_THAT(reasons, ::testing::UnorderedElementsAre(
                            "prefill_load", "decode_load", "ttft_slo", "itl_slo", "kv_pressure",
-                           "idle", "bounds", "budget", "cooldown", "no_data", "steady"));
+                           "idle", "bounds", "budget", "cooldown", "no_data", "steady",
+                           "forecast"));
   for (const std::string& r : reasons) {
     EXPECT_EQ(r.find_first_not_of("abcdefghijklmnopqrstuvwxyz_"), std::string::npos) << r;
   }

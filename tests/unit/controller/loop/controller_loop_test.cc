@@ -287,5 +287,44 @@ TEST(ControllerLoopTest, AnomaliesAreCountedLoggedAndAGapHolds) {
   EXPECT_THAT(page, HasSubstr("tandem_controller_decisions_total{action=\"hold\",reason=\"anomaly\"} 1\n"));
 }
 
+// A prefill scale-up whose worker is ready 10 s later, then prompt tokens rising by 2 tok/s per
+// second. Returns the time and reason of the first change to 3 prefill workers.
+std::pair<int, std::string> ThirdPrefillWorkerDuringARamp(bool forecast, metrics::MetricsRegistry& registry) {
+  ScriptedSource source;
+  RecordingActuator actuator;
+  ControllerOptions o = Options();
+  o.interval_s = 1;
+  o.forecast = forecast;
+  o.planner.max_total_instances = 6;
+  Controller c(o, &source, &actuator, nullptr, &registry);
+  Signals s = PromptHeavy();
+  s.prompt_token_rate = 340;  // against 300 per busy second at 70% busy: 2 prefill workers
+  s.ready = {1, 1};
+  for (int t = 0; t < 300; ++t) {
+    if (t == 10) s.ready = {2, 1};  // the worker asked for at t = 0 is ready
+    if (t >= 20) s.prompt_token_rate = 340 + 2 * (t - 20);  // 2 workers hold up to 420
+    source.next = s;
+    const DecisionRecord r = c.Tick(t);
+    if (r.desired.prefill >= 3 && r.result == "ok") return {t, r.reason};
+  }
+  return {-1, ""};
+}
+
+TEST(ControllerLoopTest, AForecastRiseStartsAWorkerByTheMeasuredStartUpTimeEarlier) {
+  metrics::MetricsRegistry with_registry, without_registry;
+  const auto [with_t, with_reason] = ThirdPrefillWorkerDuringARamp(true, with_registry);
+  const auto [without_t, without_reason] = ThirdPrefillWorkerDuringARamp(false, without_registry);
+  EXPECT_EQ(without_reason, "prefill_load");
+  EXPECT_EQ(without_t, 61);  // 340 + 2 (t - 20) > 420 from t = 61
+  EXPECT_EQ(with_reason, "forecast") << with_t;
+  // 10 s of start-up at 2 tok/s per second is 20 tok/s sooner: about 10 s earlier.
+  EXPECT_GE(without_t - with_t, 7);
+  EXPECT_LE(without_t - with_t, 13);
+  const std::string page = with_registry.Render();
+  EXPECT_THAT(page, HasSubstr("tandem_controller_worker_ready_seconds{role=\"prefill\"} 10\n"));
+  EXPECT_THAT(page, HasSubstr("tandem_controller_forecast_predictor{role=\"prefill\",predictor=\"holt\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("tandem_controller_forecast_load{role=\"prefill\"}"));
+}
+
 }  // namespace
 }  // namespace tandem::controller
