@@ -114,6 +114,11 @@ absl::Status LocalActuator::Apply(const InstanceCounts& target) {
   absl::Status status;
   for (auto [role, delta] : {std::pair{Role::kPrefill, dp}, std::pair{Role::kDecode, dd}}) {
     for (int i = 0; i < delta; ++i) {
+      if (auto claimed = ClaimDrainingFor(role)) {
+        GetLogger("controller")->info("worker {} was draining to stop; it becomes a {} worker instead", claimed->id,
+                                      RoleName(role));
+        continue;
+      }
       auto w = Spawn(role);
       if (!w.ok()) {
         status.Update(w.status());
@@ -192,22 +197,52 @@ void LocalActuator::DrainAndStop(std::shared_ptr<Worker> w) {
     log->warn("draining worker {}: {}; stopping it anyway (it finishes in-flight work on SIGTERM)", w->id,
               drained.message());
   }
+  std::optional<Role> flip;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    flip = w->flip_to;
+    w->stopping = !flip.has_value();
+  }
+  if (flip) {
+    FinishFlip(w, *flip);
+    return;
+  }
   const int code = w->process->Stop(options_.stop_grace);
   log->info("worker {} stopped (exit status {})", w->id, code);
   std::lock_guard<std::mutex> lock(mu_);
   w->state = Worker::State::kStopped;
 }
 
-void LocalActuator::DrainAndFlip(std::shared_ptr<Worker> w, Role to) {
-  auto log = GetLogger("controller");
-  if (absl::Status s = admin_->DrainAndWait(w->id, options_.drain_timeout); !s.ok()) {
-    log->warn("draining worker {} before its role change: {}; changing it anyway", w->id, s.message());
+std::shared_ptr<LocalActuator::Worker> LocalActuator::ClaimDrainingFor(Role to) {
+  if (!options_.role_change) return nullptr;
+  for (const std::shared_ptr<Worker>& w : workers_) {
+    if (w->state == Worker::State::kDraining && !w->stopping && !w->flip_to && w->role != to &&
+        w->process->Running()) {
+      w->flip_to = to;
+      w->role = to;
+      w->state = Worker::State::kChanging;
+      return w;
+    }
   }
+  return nullptr;
+}
+
+void LocalActuator::DrainAndFlip(std::shared_ptr<Worker> w, Role to) {
+  if (absl::Status s = admin_->DrainAndWait(w->id, options_.drain_timeout); !s.ok()) {
+    GetLogger("controller")->warn("draining worker {} before its role change: {}; changing it anyway", w->id,
+                                  s.message());
+  }
+  FinishFlip(w, to);
+}
+
+void LocalActuator::FinishFlip(const std::shared_ptr<Worker>& w, Role to) {
+  auto log = GetLogger("controller");
   if (absl::Status s = admin_->SetWorkerRole(w->id, ToProto(to)); !s.ok()) {
     log->error("changing worker {} to {} failed: {}; stopping it", w->id, RoleName(to), s.message());
     {
       std::lock_guard<std::mutex> lock(mu_);
       w->state = Worker::State::kDraining;
+      w->stopping = true;
     }
     w->process->Stop(options_.stop_grace);
     std::lock_guard<std::mutex> lock(mu_);

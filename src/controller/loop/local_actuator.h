@@ -3,7 +3,9 @@
 // newest worker of the role, drains it through the router (no new work, in-flight requests
 // finish, KV it still has to send is sent) and only then stops it. With `role_change` set, a
 // rebalance (one role up, the other down) flips a drained worker's role instead of stopping one
-// process and starting another: no model reload.
+// process and starting another: no model reload. A rebalance that arrives as two decisions (a
+// scale-in, then a scale-out of the other role while the first worker still drains) flips that
+// worker too.
 //
 // Thread-safe. Draining and starting happen on background threads; Apply returns at once.
 #pragma once
@@ -13,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,6 +82,10 @@ class LocalActuator final : public Actuator {
     std::string grpc, http;
     int64_t seq = 0;
     absl::Time started = absl::Now();
+    // A worker draining to stop that a later scale-up of the other role claimed (role_change):
+    // when its drain ends it flips to this role instead of stopping. `stopping`: too late.
+    std::optional<Role> flip_to;
+    bool stopping = false;
   };
   struct PendingRestart {
     Role role;
@@ -96,6 +103,10 @@ class LocalActuator final : public Actuator {
   std::shared_ptr<Worker> PickVictim(Role role);  // mu_ held: newest running or starting of `role`
   void DrainAndStop(std::shared_ptr<Worker> w);
   void DrainAndFlip(std::shared_ptr<Worker> w, Role to);
+  void FinishFlip(const std::shared_ptr<Worker>& w, Role to);  // after the drain: set the role
+  // role_change: a worker draining to stop, of the role other than `to`, that can flip instead
+  // (mu_ held); null if none.
+  std::shared_ptr<Worker> ClaimDrainingFor(Role to);
   void Reap();  // mu_ held: joins finished background threads, notes unexpected exits
 
   const LocalActuatorOptions options_;
