@@ -18,8 +18,13 @@ Subcommands (stdlib only except `plot`, which needs matplotlib: bench/setup_benc
   bench/compare.py goodput --workloads chat,summarize --goodput "ttft:3000 tpot:150"
   # ... or a fixed-rate sweep, so every config has the same x points
   bench/compare.py goodput --configs colocated,1p1d,adaptive --rates 0.25,0.5,1,2 --num-prompts 100
-  # a prompt-heavy -> generation-heavy -> prompt-heavy schedule (~6 min per config)
+  # a prompt-heavy -> generation-heavy -> prompt-heavy schedule (~6 min per config); reports per
+  # config the worker-seconds used (ready or draining workers, sampled every second), good
+  # requests per worker-second, and the controller's applied changes, in all and per phase
   bench/compare.py shifting --workers 3
+  # two controllers side by side: the default one and one with its look-ahead and guard off
+  bench/compare.py shifting --configs adaptive,adaptive/reactive \
+      --config-arg adaptive/reactive=--forecast=false --config-arg adaptive/reactive=--anomaly-guard=false
   # PNGs and summary.md from either result directory
   .venv-bench/bin/python bench/compare.py plot bench/results/<host>-<date>-goodput
 
@@ -406,6 +411,33 @@ class WorkerSampler(threading.Thread):
                     return
 
 
+def worker_seconds(path, end_s):
+    """Workers up (ready or draining, any role) integrated over the run's [0, end_s], from the
+    1 s samples. A worker still starting has not registered yet and is not counted."""
+    rows = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()] if Path(path).exists() else []
+    rows = [r for r in rows if r.get("ok") and 0 <= r["t"] <= end_s]
+    total = 0.0
+    for r, nxt in zip(rows, rows[1:] + [None]):
+        dt = (nxt["t"] if nxt else end_s) - r["t"]
+        total += dt * sum(v for k, v in r.items() if k not in ("t", "ok"))
+    return round(total, 1)
+
+
+def controller_changes(path, wall_at_t0, phases):
+    """The controller's applied changes (action != hold, result ok) as schedule times t."""
+    if not path or not Path(path).exists():
+        return []
+    out = []
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line) if line.strip() else None
+        if r and r.get("action") != "hold" and r.get("result") == "ok":
+            t = r["unix_s"] - wall_at_t0
+            if 0 <= t <= phases[-1]["end_s"]:
+                out.append({"t": round(t, 1), "action": r["action"], "reason": r["reason"],
+                            "desired": r["desired"], "anomalies": r.get("anomalies", [])})
+    return out
+
+
 def phase_stats(summary):
     """The headline of one bench serve Summary (the whole run's, or one phase's)."""
     g = summary.get("goodput", {})
@@ -443,6 +475,16 @@ def shifting_one(a, cfg, out, schedule_file, phases, entry, cluster):
     # bench serve summarizes the run and each phase of the schedule itself (docs/bench.md).
     entry["overall"] = phase_stats(res["summary"])
     entry["phases"] = [p | phase_stats(b) for p, b in zip(phases, res.get("phases", []))]
+    if sampler and load_start:
+        end_s = phases[-1]["end_s"]
+        entry["worker_seconds"] = worker_seconds(out / entry["workers_file"], end_s)
+        good = entry["overall"].get("good") or 0
+        entry["good_per_worker_second"] = round(good / entry["worker_seconds"], 5) if entry["worker_seconds"] else None
+        if cfg["controller"]:
+            wall_at_t0 = time.time() - (time.monotonic() - load_start)
+            entry["changes"] = controller_changes(out / entry.get("decision_log", "-"), wall_at_t0, phases)
+            for p in entry["phases"]:
+                p["changes"] = sum(1 for c in entry["changes"] if p["start_s"] <= c["t"] < p["end_s"])
     entry["status"] = "ok"
     log(f"{name}: attainment {entry['overall']['attainment']}, goodput {entry['overall']['request_goodput']} "
         f"req/s; per phase " + ", ".join(str(p["attainment"]) for p in entry["phases"]))
@@ -596,22 +638,33 @@ def plot_shifting(s, d, plt, md):
     ax.legend(fontsize=8)
     save(fig, d / "shifting.png", plt)
     md += [f"## Shifting workload (SLOs `{s['settings']['goodput']}`, {phases[-1]['end_s']:g} s schedule)", "",
-           "| config | attainment | goodput (req/s) | " + " | ".join(f"phase {p['phase']}" for p in phases) + " |",
-           "|---" * (len(phases) + 3) + "|"]
+           "| config | attainment | goodput (req/s) | worker-s | good per worker-s | changes | " +
+           " | ".join(f"phase {p['phase']}" for p in phases) + " |",
+           "|---" * (len(phases) + 6) + "|"]
     for c, e in s["results"].items():
         if e.get("status") != "ok":
             label = "failed" if e.get("status") == "error" else f"not run ({e.get('status', 'pending')})"
-            md.append(f"| {c} | {label} | - | " + " | ".join("-" for _ in phases) + " |")
+            md.append(f"| {c} | {label} | - | - | - | - | " + " | ".join("-" for _ in phases) + " |")
             continue
         o = e["overall"]
-        md.append(f"| {c} | {100 * o['attainment']:.1f}% | {o['request_goodput']:.3f} | " +
-                  " | ".join(f"{100 * (p['attainment'] or 0):.1f}%" for p in e["phases"]) + " |")
+        changes = len(e["changes"]) if "changes" in e else "-"
+        phase_changes = lambda p: f" ({p['changes']} changes)" if "changes" in p else ""  # noqa: E731
+        md.append(f"| {c} | {100 * o['attainment']:.1f}% | {o['request_goodput']:.3f} | {e.get('worker_seconds', '-')} | "
+                  f"{e.get('good_per_worker_second', '-')} | {changes} | " +
+                  " | ".join(f"{100 * (p['attainment'] or 0):.1f}%{phase_changes(p)}" for p in e["phases"]) + " |")
     static = {c: e for c, e in res.items() if not s["configs"].get(c, {}).get("controller")}
     if "adaptive" in res and static:
         best = max(static, key=lambda c: static[c]["overall"]["request_goodput"])
         bg, ag = static[best]["overall"]["request_goodput"], res["adaptive"]["overall"]["request_goodput"]
         md += ["", f"adaptive vs the best static config ({best}): goodput {ag / bg:.2f}x" if bg else
                f"adaptive vs the best static config ({best}): the static goodput is 0"]
+    ctrl = {c: e for c, e in res.items() if s["configs"].get(c, {}).get("controller") and "changes" in e}
+    for other in [c for c in ctrl if c != "adaptive" and "adaptive" in ctrl]:
+        a_, o_ = ctrl["adaptive"], ctrl[other]
+        ratio = (f"{a_['good_per_worker_second'] / o_['good_per_worker_second']:.2f}x"
+                 if a_.get("good_per_worker_second") and o_.get("good_per_worker_second") else "n/a")
+        md += ["", f"adaptive vs {other}: good requests per worker-second {ratio}; changes "
+                   f"{len(a_['changes'])} vs {len(o_['changes'])}"]
     md.append("")
 
 

@@ -24,9 +24,9 @@ constexpr std::string_view kReasons[] = {
 constexpr std::string_view kChangePriority[] = {
     kReasonBounds,      kReasonBudget,     kReasonTtftSlo, kReasonItlSlo, kReasonKvPressure,
     kReasonPrefillLoad, kReasonDecodeLoad, kReasonForecast, kReasonIdle};
-constexpr std::string_view kHoldPriority[] = {kReasonCooldown, kReasonBudget,   kReasonBounds,
-                                              kReasonNoData,   kReasonForecast, kReasonSteady,
-                                              kReasonIdle};
+constexpr std::string_view kHoldPriority[] = {
+    kReasonCooldown,   kReasonBudget,   kReasonBounds, kReasonNoData, kReasonTtftSlo, kReasonItlSlo,
+    kReasonKvPressure, kReasonForecast, kReasonSteady, kReasonIdle};
 
 // ⌈x⌉ as an instance count, forgiving float noise (2.0000000001 is 2), capped far above any
 // sane bound so a huge load cannot overflow an int.
@@ -80,8 +80,8 @@ absl::Status ValidatePlannerConfig(const PlannerConfig& c) {
     return bad("planner step limits must be >= 1 (got up ", c.max_step_up, ", down ",
                c.max_step_down, ")");
   }
-  if (!(c.up_cooldown_s >= 0) || !(c.down_cooldown_s >= 0)) {
-    return bad("planner cooldowns must be >= 0 s");
+  if (!(c.up_cooldown_s >= 0) || !(c.down_cooldown_s >= 0) || !(c.slo_memory_s >= 0)) {
+    return bad("planner cooldowns and SLO memory must be >= 0 s");
   }
   if (!(c.ttft_slo_s > 0) || !(c.itl_slo_s > 0)) return bad("planner SLOs must be > 0 s");
   for (double f : {c.target_busy_fraction, c.kv_target_utilization, c.scale_down_headroom}) {
@@ -158,6 +158,29 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s,
     rp.reason = idle ? kReasonIdle : held_by_forecast ? kReasonForecast : kReasonSteady;
   }
   return rp;
+}
+
+void Planner::ApplySloFloor(Role role, const DemandEstimate& d, RolePlan& rp, double now_s) {
+  std::optional<SloFloor>& floor = slo_floor_[static_cast<int>(role)];
+  if (!floor) return;
+  const double load = role == Role::kPrefill ? d.prefill_load : d.decode_load;
+  const bool expired = now_s - floor->since_s > config_.slo_memory_s;
+  const bool load_fell = HasData(load) && load < config_.scale_down_headroom * floor->load;
+  if (expired || load_fell) {
+    floor.reset();
+    return;
+  }
+  if (rp.model < rp.current && rp.model < floor->count) {
+    rp.model = std::min(rp.current, floor->count);
+    rp.reason = floor->reason;
+  }
+}
+
+void Planner::RememberSloFloor(Role role, const DemandEstimate& d, const RolePlan& rp, double now_s) {
+  const bool slo = rp.reason == kReasonTtftSlo || rp.reason == kReasonItlSlo || rp.reason == kReasonKvPressure;
+  if (!slo || rp.desired <= rp.current || config_.slo_memory_s <= 0) return;
+  const double load = role == Role::kPrefill ? d.prefill_load : d.decode_load;
+  slo_floor_[static_cast<int>(role)] = SloFloor{rp.desired, HasData(load) ? load : 0, now_s, rp.reason};
 }
 
 void Planner::ApplyBounds(Role role, RolePlan& rp) const {
@@ -268,6 +291,8 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
   plan.demand.decode_horizon_s = forecast.decode_horizon_s;
   plan.prefill = Model(Role::kPrefill, plan.demand, smoothed, std::max(current.prefill, 0));
   plan.decode = Model(Role::kDecode, plan.demand, smoothed, std::max(current.decode, 0));
+  ApplySloFloor(Role::kPrefill, plan.demand, plan.prefill, now_s);
+  ApplySloFloor(Role::kDecode, plan.demand, plan.decode, now_s);
   ApplyBounds(Role::kPrefill, plan.prefill);
   ApplyBounds(Role::kDecode, plan.decode);
   FitBudget(cls, plan.prefill, plan.decode);
@@ -280,6 +305,8 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
   plan.desired = {p.desired, d.desired};
   if (p.desired != p.current) last_change_s_[static_cast<int>(Role::kPrefill)] = now_s;
   if (d.desired != d.current) last_change_s_[static_cast<int>(Role::kDecode)] = now_s;
+  RememberSloFloor(Role::kPrefill, plan.demand, p, now_s);
+  RememberSloFloor(Role::kDecode, plan.demand, d, now_s);
 
   const bool p_up = p.desired > p.current, p_down = p.desired < p.current;
   const bool d_up = d.desired > d.current, d_down = d.desired < d.current;

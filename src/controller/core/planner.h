@@ -12,6 +12,10 @@
 //     and never scales down below it.
 //   SLO correction: when the model says the capacity is enough but the role misses its target,
 //   the model is wrong in that direction: that role gets current + 1 and is never scaled down.
+//   The planner remembers the count an SLO correction reached and the load then: for
+//   slo_memory_s it does not scale that role below the count (reason: the SLO's) unless the load
+//   falls below scale_down_headroom × that load. Without this, a role that meets its SLO only
+//   with the extra instance flaps: the load model takes the instance away, the SLO adds it back.
 //     prefill: ttft_p99 > ttft_slo (reason ttft_slo)
 //     decode:  itl_p99 > itl_slo (itl_slo); kv_utilization > kv_target, or a TTFT miss that is
 //              mostly waiting for KV room, queue_p99 ≥ ½ ttft_p99 (kv_pressure)
@@ -44,8 +48,9 @@
 //   forecast    — the load forecast for when a new worker would be ready asks for more than
 //                 the load now (scale-up ahead of a rise), or keeps a scale-down from happening
 // A change's reason is that of the role scaling up (rebalance), else the first in the order
-// bounds, budget, ttft_slo, itl_slo, kv_pressure, prefill_load, decode_load, idle. A hold's
-// reason is the first role reason in the order cooldown, budget, bounds, no_data, steady, idle.
+// bounds, budget, ttft_slo, itl_slo, kv_pressure, prefill_load, decode_load, forecast, idle. A hold's
+// reason is the first role reason in the order cooldown, budget, bounds, no_data, ttft_slo,
+// itl_slo, kv_pressure, forecast, steady, idle.
 //
 // Deterministic: the same inputs and history give the same plan. Not thread-safe: the control
 // loop owns one and calls Decide every few seconds with the counts the actuator reports.
@@ -79,6 +84,9 @@ struct PlannerConfig {
   double target_busy_fraction = 0.7;   // headroom so queues stay short
   double kv_target_utilization = 0.8;
   double scale_down_headroom = 0.85;   // scale down to n only while need ≤ n × this
+  // After an SLO correction took a role to n, it stays at n or more for this long unless its
+  // load falls below scale_down_headroom × the load at the miss (0: no memory).
+  double slo_memory_s = 600;
 
   SloTargets slo() const { return {ttft_slo_s, itl_slo_s, kv_target_utilization}; }
 };
@@ -156,6 +164,9 @@ class Planner {
  private:
   RolePlan Model(Role role, const DemandEstimate& demand, const Signals& smoothed,
                  int current) const;
+  // Keeps a scale-down above the count an earlier SLO correction reached (slo_memory_s).
+  void ApplySloFloor(Role role, const DemandEstimate& demand, RolePlan& rp, double now_s);
+  void RememberSloFloor(Role role, const DemandEstimate& demand, const RolePlan& rp, double now_s);
   void ApplyBounds(Role role, RolePlan& rp) const;
   void FitBudget(TrafficClass cls, RolePlan& prefill, RolePlan& decode) const;
   void ApplyStepAndCooldown(Role role, RolePlan& rp, double now_s) const;
@@ -165,6 +176,13 @@ class Planner {
   PlannerConfig config_;
   std::optional<double> start_s_;
   std::optional<double> last_change_s_[2];  // indexed by Role
+  struct SloFloor {
+    int count = 0;
+    double load = 0;
+    double since_s = 0;
+    std::string reason;
+  };
+  std::optional<SloFloor> slo_floor_[2];  // indexed by Role
 };
 
 }  // namespace tandem::controller

@@ -295,6 +295,45 @@ TEST(PlannerTest, TtftMissAddsAPrefillInstanceWhenTheModelSaysEnough) {
   EXPECT_EQ(p.desired, (InstanceCounts{3, 1}));
 }
 
+// The flap seen on this machine at 0.2 req/s: an SLO miss adds a prefill worker, the TTFT is met
+// with it, the load model takes it away a minute later, the TTFT misses again, and so on.
+TEST(PlannerTest, AnInstanceAnSloCorrectionAddedStaysWhileTheLoadDoesNotFall) {
+  PlannerConfig c;
+  c.slo_memory_s = 300;
+  Loop loop(c, {1, 1});
+  Signals miss = Needs(0.5, 0.5);
+  miss.ttft_p99 = 3;
+  EXPECT_EQ(loop.Tick(miss, 0).desired, (InstanceCounts{2, 1}));
+  const Signals met = Needs(0.5, 0.5);  // the same load, TTFT met now
+  for (double t = 5; t < 300; t += 5) {
+    const Plan p = loop.Tick(met, t);
+    ASSERT_EQ(p.desired, (InstanceCounts{2, 1})) << "t=" << t;
+    if (t >= 60) EXPECT_EQ(p.reason, "ttft_slo") << "t=" << t;
+  }
+  // The memory ends: the load model may take the instance away.
+  EXPECT_EQ(loop.Tick(met, 305).desired, (InstanceCounts{1, 1}));
+
+  // Without the memory the same readings flap.
+  c.slo_memory_s = 0;
+  Loop flapping(c, {1, 1});
+  int changes = 0;
+  for (double t = 0; t < 600; t += 5) {
+    const InstanceCounts before = flapping.current();
+    // TTFT misses whenever there is one prefill worker, is met with two.
+    changes += static_cast<int>(flapping.Tick(before.prefill == 1 ? miss : met, t).changes());
+  }
+  EXPECT_GE(changes, 6);
+}
+
+TEST(PlannerTest, AnSloCorrectionsInstanceGoesWhenTheLoadFalls) {
+  Loop loop(PlannerConfig{}, {1, 1});
+  Signals miss = Needs(0.9, 0.5);
+  miss.ttft_p99 = 3;
+  EXPECT_EQ(loop.Tick(miss, 0).desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(loop.Tick(Needs(0.9, 0.5), 60).desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(loop.Tick(Needs(0.3, 0.5), 120).desired, (InstanceCounts{1, 1}));  // a third of the load
+}
+
 TEST(PlannerTest, ItlMissAddsADecodeInstance) {
   Planner planner;
   Signals s = Needs(0.5, 0.5);
