@@ -76,8 +76,8 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
               "fraction of a worker's measured throughput to plan for (headroom for latency)");
   flags.Float("class-dwell-s", &daemon.loop.classifier.min_dwell_s, "least seconds between traffic class changes");
   flags.Float("slo-memory-s", &daemon.loop.planner.slo_memory_s,
-              "after an SLO miss added an instance, keep the role at that count this long unless its load "
-              "falls clearly (0: forget at once, and a role that meets its SLO only with the extra instance flaps)");
+              "after an SLO miss added an instance, keep the role at that count this long unless the traffic "
+              "stops (0: forget at once, and a role that meets its SLO only with the extra instance flaps)");
   flags.Bool("anomaly-guard", &daemon.loop.anomaly_guard,
              "keep spikes (a value far from its field's recent median, by median absolute deviation), "
              "readings after a gap and the latency of a lost worker's failover from moving the ratio");

@@ -165,8 +165,10 @@ void Planner::ApplySloFloor(Role role, const DemandEstimate& d, RolePlan& rp, do
   if (!floor) return;
   const double load = role == Role::kPrefill ? d.prefill_load : d.decode_load;
   const bool expired = now_s - floor->since_s > config_.slo_memory_s;
-  const bool load_fell = HasData(load) && load < config_.scale_down_headroom * floor->load;
-  if (expired || load_fell) {
+  // Only the traffic stopping ends it early: at low rates the load swings by factors between
+  // readings (one long prompt more or less), so "the load fell" would end it at random.
+  const bool stopped = HasData(load) && load <= 0;
+  if (expired || stopped) {
     floor.reset();
     return;
   }
@@ -176,11 +178,10 @@ void Planner::ApplySloFloor(Role role, const DemandEstimate& d, RolePlan& rp, do
   }
 }
 
-void Planner::RememberSloFloor(Role role, const DemandEstimate& d, const RolePlan& rp, double now_s) {
+void Planner::RememberSloFloor(Role role, const RolePlan& rp, double now_s) {
   const bool slo = rp.reason == kReasonTtftSlo || rp.reason == kReasonItlSlo || rp.reason == kReasonKvPressure;
   if (!slo || rp.desired <= rp.current || config_.slo_memory_s <= 0) return;
-  const double load = role == Role::kPrefill ? d.prefill_load : d.decode_load;
-  slo_floor_[static_cast<int>(role)] = SloFloor{rp.desired, HasData(load) ? load : 0, now_s, rp.reason};
+  slo_floor_[static_cast<int>(role)] = SloFloor{rp.desired, now_s, rp.reason};
 }
 
 void Planner::ApplyBounds(Role role, RolePlan& rp) const {
@@ -305,8 +306,8 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
   plan.desired = {p.desired, d.desired};
   if (p.desired != p.current) last_change_s_[static_cast<int>(Role::kPrefill)] = now_s;
   if (d.desired != d.current) last_change_s_[static_cast<int>(Role::kDecode)] = now_s;
-  RememberSloFloor(Role::kPrefill, plan.demand, p, now_s);
-  RememberSloFloor(Role::kDecode, plan.demand, d, now_s);
+  RememberSloFloor(Role::kPrefill, p, now_s);
+  RememberSloFloor(Role::kDecode, d, now_s);
 
   const bool p_up = p.desired > p.current, p_down = p.desired < p.current;
   const bool d_up = d.desired > d.current, d_down = d.desired < d.current;

@@ -12,10 +12,10 @@
 //     and never scales down below it.
 //   SLO correction: when the model says the capacity is enough but the role misses its target,
 //   the model is wrong in that direction: that role gets current + 1 and is never scaled down.
-//   The planner remembers the count an SLO correction reached and the load then: for
-//   slo_memory_s it does not scale that role below the count (reason: the SLO's) unless the load
-//   falls below scale_down_headroom × that load. Without this, a role that meets its SLO only
-//   with the extra instance flaps: the load model takes the instance away, the SLO adds it back.
+//   The planner remembers the count an SLO correction reached: for slo_memory_s it does not
+//   scale that role below the count (reason: the SLO's) unless the role's load drops to 0.
+//   Without this, a role that meets its SLO only with the extra instance flaps: the load model
+//   takes the instance away, the SLO adds it back.
 //     prefill: ttft_p99 > ttft_slo (reason ttft_slo)
 //     decode:  itl_p99 > itl_slo (itl_slo); kv_utilization > kv_target, or a TTFT miss that is
 //              mostly waiting for KV room, queue_p99 ≥ ½ ttft_p99 (kv_pressure)
@@ -84,8 +84,8 @@ struct PlannerConfig {
   double target_busy_fraction = 0.7;   // headroom so queues stay short
   double kv_target_utilization = 0.8;
   double scale_down_headroom = 0.85;   // scale down to n only while need ≤ n × this
-  // After an SLO correction took a role to n, it stays at n or more for this long unless its
-  // load falls below scale_down_headroom × the load at the miss (0: no memory).
+  // After an SLO correction took a role to n, it stays at n or more for this long unless the
+  // traffic stops (0: no memory).
   double slo_memory_s = 600;
 
   SloTargets slo() const { return {ttft_slo_s, itl_slo_s, kv_target_utilization}; }
@@ -166,7 +166,7 @@ class Planner {
                  int current) const;
   // Keeps a scale-down above the count an earlier SLO correction reached (slo_memory_s).
   void ApplySloFloor(Role role, const DemandEstimate& demand, RolePlan& rp, double now_s);
-  void RememberSloFloor(Role role, const DemandEstimate& demand, const RolePlan& rp, double now_s);
+  void RememberSloFloor(Role role, const RolePlan& rp, double now_s);
   void ApplyBounds(Role role, RolePlan& rp) const;
   void FitBudget(TrafficClass cls, RolePlan& prefill, RolePlan& decode) const;
   void ApplyStepAndCooldown(Role role, RolePlan& rp, double now_s) const;
@@ -178,7 +178,6 @@ class Planner {
   std::optional<double> last_change_s_[2];  // indexed by Role
   struct SloFloor {
     int count = 0;
-    double load = 0;
     double since_s = 0;
     std::string reason;
   };

@@ -325,13 +325,17 @@ TEST(PlannerTest, AnInstanceAnSloCorrectionAddedStaysWhileTheLoadDoesNotFall) {
   EXPECT_GE(changes, 6);
 }
 
-TEST(PlannerTest, AnSloCorrectionsInstanceGoesWhenTheLoadFalls) {
+TEST(PlannerTest, AnSloCorrectionsInstanceStaysThroughLoadSwingsAndGoesWhenTheTrafficStops) {
   Loop loop(PlannerConfig{}, {1, 1});
   Signals miss = Needs(0.9, 0.5);
   miss.ttft_p99 = 3;
   EXPECT_EQ(loop.Tick(miss, 0).desired, (InstanceCounts{2, 1}));
-  EXPECT_EQ(loop.Tick(Needs(0.9, 0.5), 60).desired, (InstanceCounts{2, 1}));
-  EXPECT_EQ(loop.Tick(Needs(0.3, 0.5), 120).desired, (InstanceCounts{1, 1}));  // a third of the load
+  // At low rates the load swings by factors from one reading to the next.
+  EXPECT_EQ(loop.Tick(Needs(0.2, 0.5), 60).desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(loop.Tick(Needs(0.9, 0.5), 65).desired, (InstanceCounts{2, 1}));
+  Signals stopped = Needs(0, 0);
+  stopped.arrival_rate = 0;
+  EXPECT_EQ(loop.Tick(stopped, 125).desired, (InstanceCounts{1, 1}));
 }
 
 TEST(PlannerTest, ItlMissAddsADecodeInstance) {
