@@ -648,7 +648,8 @@ def plot_shifting(s, d, plt, md):
             continue
         o = e["overall"]
         changes = len(e["changes"]) if "changes" in e else "-"
-        phase_changes = lambda p: f" ({p['changes']} changes)" if "changes" in p else ""  # noqa: E731
+        phase_changes = lambda p: (f" ({p['changes']} change{'' if p['changes'] == 1 else 's'})"  # noqa: E731
+                                   if "changes" in p else "")
         md.append(f"| {c} | {100 * o['attainment']:.1f}% | {o['request_goodput']:.3f} | {e.get('worker_seconds', '-')} | "
                   f"{e.get('good_per_worker_second', '-')} | {changes} | " +
                   " | ".join(f"{100 * (p['attainment'] or 0):.1f}%{phase_changes(p)}" for p in e["phases"]) + " |")
