@@ -1,0 +1,95 @@
+// The controller's local actuator with real `tandem worker` processes registered with a live
+// router: a rebalance that arrives as two decisions still flips the worker instead of stopping
+// it and starting another.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <thread>
+
+#include "common/strings.h"
+#include "controller/loop/admin_client.h"
+#include "controller/loop/local_actuator.h"
+#include "gtest/gtest.h"
+#include "testing/test_cluster.h"
+#include "testing/tiny_model.h"
+
+namespace tandem::testing {
+namespace {
+
+using controller::InstanceCounts;
+using controller::LocalActuator;
+
+// Waits until `pred(processes)` holds (up to 30 s); returns the last processes seen.
+template <typename Pred>
+std::vector<LocalActuator::Process> WaitFor(LocalActuator& a, Pred pred) {
+  std::vector<LocalActuator::Process> ps;
+  for (int i = 0; i < 300; ++i) {
+    a.TakeUnexpectedExits();
+    ps = a.Processes();
+    if (pred(ps)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return ps;
+}
+
+bool RegisteredAs(controller::AdminClient& admin, const std::string& id, v1::WorkerRole role) {
+  auto workers = admin.ListWorkers();
+  if (!workers.ok()) return false;
+  for (const v1::WorkerStatus& w : *workers) {
+    if (w.info().worker_id() == id) return w.info().role() == role && !w.load().draining();
+  }
+  return false;
+}
+
+TEST(LocalActuatorTest, AScaleOutClaimsAWorkerStillDrainingToStopAndFlipsIt) {
+  ClusterSpec spec;
+  spec.model_path = TinyModelPath();
+  // The router's own worker is a mixed one: the actuator's prefill-0 and decode-0 must not
+  // clash with in-process ids.
+  spec.prefill = 0;
+  spec.decode = 0;
+  spec.mixed = 1;
+  auto c = TestCluster::Start(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string router = StrCat("127.0.0.1:", (*c)->router().grpc_port());
+  ::setenv("TANDEM_CLUSTER_TOKEN", (*c)->cluster_token().c_str(), 1);
+  controller::AdminClient admin(router, (*c)->cluster_token());
+  controller::LocalActuatorOptions o;
+  o.tandem_binary = StrCat(TANDEM_BINARY_DIR, "/tandem");
+  o.worker_flags = {"--router", router, "--model", spec.model_path, "--threads", "1", "--kv-cache-mb", "16"};
+  o.role_change = true;
+  LocalActuator actuator(o, &admin);
+  ASSERT_TRUE(actuator.StartAndWait(controller::Role::kPrefill).ok());
+  auto ps = actuator.Processes();
+  ASSERT_EQ(ps.size(), 1u);
+  const LocalActuator::Process started = ps[0];
+  for (int i = 0; i < 100 && !RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_PREFILL); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_PREFILL));
+
+  // The worker is stopped (SIGSTOP), so its drain cannot end before the second decision comes.
+  ASSERT_EQ(::kill(started.pid, SIGSTOP), 0);
+  ASSERT_TRUE(actuator.Apply({0, 0}).ok());  // decision 1: one prefill worker fewer
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(actuator.Apply({0, 1}).ok());  // decision 2: one decode worker more
+  auto now = actuator.Current();
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_EQ(*now, (InstanceCounts{0, 1}));
+  ASSERT_EQ(::kill(started.pid, SIGCONT), 0);
+
+  ps = WaitFor(actuator, [&](const auto& p) {
+    return p.size() == 1 && p[0].role == "decode" && RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_DECODE);
+  });
+  ASSERT_EQ(ps.size(), 1u) << "a second process was started instead of flipping the draining one";
+  EXPECT_EQ(ps[0].pid, started.pid);
+  EXPECT_EQ(ps[0].worker_id, started.worker_id);
+  EXPECT_EQ(ps[0].role, "decode");
+  EXPECT_TRUE(RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_DECODE));
+  EXPECT_TRUE(actuator.TakeUnexpectedExits().empty());
+  actuator.StopAll();
+}
+
+}  // namespace
+}  // namespace tandem::testing
