@@ -97,10 +97,10 @@ Controller::Controller(ControllerOptions options, SignalSource* source, Actuator
       log_(log),
       metrics_(std::make_unique<Metrics>(*registry, options_)),
       anomaly_guard_(GuardOptions(options_)),
-      forecasters_{SeriesForecaster(options_.forecasting), SeriesForecaster(options_.forecasting)},
       smoother_(options_.smoother),
       classifier_(options_.classifier),
-      planner_(options_.planner) {}
+      planner_(options_.planner),
+      forecasters_{SeriesForecaster(options_.forecasting), SeriesForecaster(options_.forecasting)} {}
 
 Controller::~Controller() = default;
 

@@ -308,7 +308,9 @@ TEST(PlannerTest, AnInstanceAnSloCorrectionAddedStaysWhileTheLoadDoesNotFall) {
   for (double t = 5; t < 300; t += 5) {
     const Plan p = loop.Tick(met, t);
     ASSERT_EQ(p.desired, (InstanceCounts{2, 1})) << "t=" << t;
-    if (t >= 60) EXPECT_EQ(p.reason, "ttft_slo") << "t=" << t;
+    if (t >= 60) {
+      EXPECT_EQ(p.reason, "ttft_slo") << "t=" << t;
+    }
   }
   // The memory ends: the load model may take the instance away.
   EXPECT_EQ(loop.Tick(met, 305).desired, (InstanceCounts{1, 1}));
