@@ -44,6 +44,13 @@ bool IsLatency(double Signals::*member) {
 
 std::string Num(double v) { return fmt::format("{:.4g}", v); }
 
+// The scale a field is judged on: latency varies by factors, not by amounts (a p99 from a few
+// requests is heavy-tailed), so it is judged on a log scale, where "twice the usual" is as far
+// as "half the usual".
+double JudgedValue(const SignalField& f, double v) {
+  return IsLatency(f.member) ? std::log(std::max(v, 1e-9)) : v;
+}
+
 void AddKind(GuardVerdict& v, std::string_view kind, std::string_view why) {
   if (std::find(v.kinds.begin(), v.kinds.end(), kind) == v.kinds.end()) v.kinds.emplace_back(kind);
   if (!v.detail.empty()) v.detail += "; ";
@@ -85,10 +92,8 @@ void AnomalyGuard::Accept(FieldState& st, double v) {
 
 bool AnomalyGuard::JudgeField(FieldState& st, const SignalField& field, double v, double window_s,
                               std::string& why) {
-  // Latency varies by factors, not by amounts (a p99 from a few requests is heavy-tailed): it is
-  // judged on a log scale, where "twice the usual" is as far as "half the usual".
   const bool log_scale = IsLatency(field.member);
-  const double x = log_scale ? std::log(std::max(v, 1e-9)) : v;
+  const double x = JudgedValue(field, v);
   if (st.history.size() < static_cast<size_t>(options_.min_history)) {
     Accept(st, x);
     return false;
@@ -162,7 +167,7 @@ GuardVerdict AnomalyGuard::Judge(const Signals& raw, const InstanceCounts& curre
     const double v = raw.*f.member;
     if (!HasData(v) || (settling && IsLatency(f.member))) continue;
     if (gap) {
-      Accept(fields_[i], v);
+      Accept(fields_[i], JudgedValue(f, v));
       continue;
     }
     std::string why;

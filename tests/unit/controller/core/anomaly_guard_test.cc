@@ -132,6 +132,19 @@ TEST(AnomalyGuardTest, AReadingAfterAGapHoldsOneTick) {
   EXPECT_FALSE(v.hold);
 }
 
+TEST(AnomalyGuardTest, LatencyTakenInDuringGapsIsJudgedOnItsOwnScaleAfterwards) {
+  AnomalyGuard guard({.interval_s = 5});
+  double t = 0;
+  guard.Judge(Reading(t, 2, 0.4), k1P1D);
+  for (int i = 0; i < 12; ++i) {  // every reading after the first follows a gap
+    t += 20;
+    EXPECT_THAT(guard.Judge(Reading(t, 2, 0.4), k1P1D).kinds, ElementsAre("gap"));
+  }
+  const GuardVerdict v = guard.Judge(Reading(t + 5, 2, 0.4), k1P1D);  // back to the interval
+  EXPECT_THAT(v.kinds, IsEmpty()) << v.detail;
+  EXPECT_DOUBLE_EQ(v.reading.ttft_p99, 0.4);
+}
+
 TEST(AnomalyGuardTest, ALostWorkersLatencyIsIgnoredWhileItSettles) {
   AnomalyGuard guard({.settle_s = 30});
   const InstanceCounts wanted{1, 2};
