@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "common/strings.h"
@@ -42,53 +43,83 @@ bool RegisteredAs(controller::AdminClient& admin, const std::string& id, v1::Wor
   return false;
 }
 
-TEST(LocalActuatorTest, AScaleOutClaimsAWorkerStillDrainingToStopAndFlipsIt) {
+struct ActuatorCluster {
+  std::unique_ptr<TestCluster> cluster;
+  std::unique_ptr<controller::AdminClient> admin;
+  std::unique_ptr<LocalActuator> actuator;
+  LocalActuator::Process started;
+};
+
+// A router whose own worker is a mixed one (the actuator's prefill-0 and decode-0 must not clash
+// with in-process ids), and a local actuator with role changes that has started one prefill
+// worker, registered.
+void StartWithOnePrefillWorker(ActuatorCluster& ac) {
   ClusterSpec spec;
   spec.model_path = TinyModelPath();
-  // The router's own worker is a mixed one: the actuator's prefill-0 and decode-0 must not
-  // clash with in-process ids.
   spec.prefill = 0;
   spec.decode = 0;
   spec.mixed = 1;
   auto c = TestCluster::Start(spec);
   ASSERT_TRUE(c.ok()) << c.status();
-  const std::string router = StrCat("127.0.0.1:", (*c)->router().grpc_port());
-  ::setenv("TANDEM_CLUSTER_TOKEN", (*c)->cluster_token().c_str(), 1);
-  controller::AdminClient admin(router, (*c)->cluster_token());
+  ac.cluster = *std::move(c);
+  const std::string router = StrCat("127.0.0.1:", ac.cluster->router().grpc_port());
+  ::setenv("TANDEM_CLUSTER_TOKEN", ac.cluster->cluster_token().c_str(), 1);
+  ac.admin = std::make_unique<controller::AdminClient>(router, ac.cluster->cluster_token());
   controller::LocalActuatorOptions o;
   o.tandem_binary = StrCat(TANDEM_BINARY_DIR, "/tandem");
   o.worker_flags = {"--router", router, "--model", spec.model_path, "--threads", "1", "--kv-cache-mb", "16"};
   o.role_change = true;
-  LocalActuator actuator(o, &admin);
-  ASSERT_TRUE(actuator.StartAndWait(controller::Role::kPrefill).ok());
-  auto ps = actuator.Processes();
+  ac.actuator = std::make_unique<LocalActuator>(o, ac.admin.get());
+  ASSERT_TRUE(ac.actuator->StartAndWait(controller::Role::kPrefill).ok());
+  auto ps = ac.actuator->Processes();
   ASSERT_EQ(ps.size(), 1u);
-  const LocalActuator::Process started = ps[0];
-  for (int i = 0; i < 100 && !RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_PREFILL); ++i) {
+  ac.started = ps[0];
+  for (int i = 0; i < 100 && !RegisteredAs(*ac.admin, ac.started.worker_id, v1::WORKER_ROLE_PREFILL); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_TRUE(RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_PREFILL));
+  ASSERT_TRUE(RegisteredAs(*ac.admin, ac.started.worker_id, v1::WORKER_ROLE_PREFILL));
+}
 
-  // The worker is stopped (SIGSTOP), so its drain cannot end before the second decision comes.
-  ASSERT_EQ(::kill(started.pid, SIGSTOP), 0);
-  ASSERT_TRUE(actuator.Apply({0, 0}).ok());  // decision 1: one prefill worker fewer
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  ASSERT_TRUE(actuator.Apply({0, 1}).ok());  // decision 2: one decode worker more
-  auto now = actuator.Current();
-  ASSERT_TRUE(now.ok()) << now.status();
-  EXPECT_EQ(*now, (InstanceCounts{0, 1}));
-  ASSERT_EQ(::kill(started.pid, SIGCONT), 0);
-
-  ps = WaitFor(actuator, [&](const auto& p) {
-    return p.size() == 1 && p[0].role == "decode" && RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_DECODE);
+// The one process is the worker started first, now registered as a decode worker.
+void ExpectFlippedNotReplaced(ActuatorCluster& ac) {
+  auto ps = WaitFor(*ac.actuator, [&](const auto& p) {
+    return p.size() == 1 && p[0].role == "decode" &&
+           RegisteredAs(*ac.admin, ac.started.worker_id, v1::WORKER_ROLE_DECODE);
   });
   ASSERT_EQ(ps.size(), 1u) << "a second process was started instead of flipping the draining one";
-  EXPECT_EQ(ps[0].pid, started.pid);
-  EXPECT_EQ(ps[0].worker_id, started.worker_id);
+  EXPECT_EQ(ps[0].pid, ac.started.pid);
+  EXPECT_EQ(ps[0].worker_id, ac.started.worker_id);
   EXPECT_EQ(ps[0].role, "decode");
-  EXPECT_TRUE(RegisteredAs(admin, started.worker_id, v1::WORKER_ROLE_DECODE));
-  EXPECT_TRUE(actuator.TakeUnexpectedExits().empty());
-  actuator.StopAll();
+  EXPECT_TRUE(RegisteredAs(*ac.admin, ac.started.worker_id, v1::WORKER_ROLE_DECODE));
+  EXPECT_TRUE(ac.actuator->TakeUnexpectedExits().empty());
+}
+
+TEST(LocalActuatorTest, AScaleOutClaimsAWorkerStillDrainingToStopAndFlipsIt) {
+  ActuatorCluster ac;
+  ASSERT_NO_FATAL_FAILURE(StartWithOnePrefillWorker(ac));
+  // The worker is stopped (SIGSTOP), so its drain cannot end before the second decision comes.
+  ASSERT_EQ(::kill(ac.started.pid, SIGSTOP), 0);
+  ASSERT_TRUE(ac.actuator->Apply({0, 0}).ok());  // decision 1: one prefill worker fewer
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(ac.actuator->Apply({0, 1}).ok());  // decision 2: one decode worker more
+  auto now = ac.actuator->Current();
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_EQ(*now, (InstanceCounts{0, 1}));
+  ASSERT_EQ(::kill(ac.started.pid, SIGCONT), 0);
+  ExpectFlippedNotReplaced(ac);
+  ac.actuator->StopAll();
+}
+
+// An idle worker drains at once; the next decision comes a controller tick later. Seen in CI:
+// the drained prefill worker had stopped 150 ms after the scale-in, 1 s before the scale-out.
+TEST(LocalActuatorTest, ADrainedWorkerWaitsForAFollowingScaleOutBeforeItStops) {
+  ActuatorCluster ac;
+  ASSERT_NO_FATAL_FAILURE(StartWithOnePrefillWorker(ac));
+  ASSERT_TRUE(ac.actuator->Apply({0, 0}).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ASSERT_TRUE(ac.actuator->Apply({0, 1}).ok());
+  ExpectFlippedNotReplaced(ac);
+  ac.actuator->StopAll();
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "controller/loop/local_actuator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 
 #include "common/logging.h"
@@ -197,11 +198,21 @@ void LocalActuator::DrainAndStop(std::shared_ptr<Worker> w) {
     log->warn("draining worker {}: {}; stopping it anyway (it finishes in-flight work on SIGTERM)", w->id,
               drained.message());
   }
+  // With role changes on, a drained worker waits flip_grace before it stops: the controller's
+  // next decision may be a scale-out of the other role (a rebalance split over two ticks), and
+  // then this worker flips instead of a new process loading the model.
+  const absl::Time grace_end = absl::Now() + (options_.role_change ? options_.flip_grace : absl::ZeroDuration());
   std::optional<Role> flip;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    flip = w->flip_to;
-    w->stopping = !flip.has_value();
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      flip = w->flip_to;
+      if (flip || stopping_ || absl::Now() >= grace_end) {
+        w->stopping = !flip.has_value();
+        break;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (flip) {
     FinishFlip(w, *flip);

@@ -5,7 +5,7 @@
 // rebalance (one role up, the other down) flips a drained worker's role instead of stopping one
 // process and starting another: no model reload. A rebalance that arrives as two decisions (a
 // scale-in, then a scale-out of the other role while the first worker still drains) flips that
-// worker too.
+// worker too, while it drains or for flip_grace after.
 //
 // Thread-safe. Draining and starting happen on background threads; Apply returns at once.
 #pragma once
@@ -34,6 +34,9 @@ struct LocalActuatorOptions {
   absl::Duration drain_timeout = absl::Seconds(120);  // a draining worker's in-flight work
   absl::Duration stop_grace = absl::Seconds(30);      // SIGTERM → SIGKILL
   bool role_change = false;
+  // role_change: a worker drained to stop waits this long for a scale-out of the other role to
+  // claim it (a rebalance that arrives as two decisions) before it stops.
+  absl::Duration flip_grace = absl::Seconds(10);
   // A worker that exits without being asked to is replaced by a new one of its role (`tandem up`):
   // at once the first time, then after 1 s, 2 s, 4 s ... up to `restart_backoff_max` while it
   // keeps crashing within `crash_window` of its start. Off: it is only reported
