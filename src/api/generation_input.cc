@@ -136,6 +136,51 @@ std::optional<ApiError> CheckSampling(const OptionsInput& in, GenerationOptions*
   return std::nullopt;
 }
 
+// Checks an optional number against [lo, hi] (`lo_open`: lo itself excluded) into *out.
+std::optional<ApiError> CheckRange(const std::optional<double>& in, std::string_view param, double lo, double hi,
+                                   bool lo_open, float* out) {
+  if (!in.has_value()) return std::nullopt;
+  const double v = *in;
+  if (!((lo_open ? v > lo : v >= lo) && v <= hi)) {
+    return OutOfRange(param, StrCat(lo_open ? "in (" : "between ", lo, lo_open ? ", " : " and ", hi,
+                                    lo_open ? "]" : ""),
+                      StrCat(v));
+  }
+  *out = static_cast<float>(v);
+  return std::nullopt;
+}
+
+std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimits& limits,
+                                       GenerationOptions* out) {
+  if (auto e = CheckRange(in.presence_penalty, "presence_penalty", -2, 2, false, &out->presence_penalty)) return e;
+  if (auto e = CheckRange(in.frequency_penalty, "frequency_penalty", -2, 2, false, &out->frequency_penalty)) {
+    return e;
+  }
+  if (auto e = CheckRange(in.repetition_penalty, "repetition_penalty", 0, 10, true, &out->repetition_penalty)) {
+    return e;
+  }
+  if (auto e = CheckRange(in.min_p, "min_p", 0, 1, false, &out->min_p)) return e;
+  if (in.logit_bias.size() > limits.max_logit_bias) {
+    return OutOfRange("logit_bias", StrCat("at most ", limits.max_logit_bias, " entries"),
+                      StrCat(in.logit_bias.size()));
+  }
+  for (const auto& [id, bias] : in.logit_bias) {
+    if (id < 0 || id > kInt32Max) return OutOfRange("logit_bias", "keyed by token ids (>= 0)", StrCat(id));
+    if (!(bias >= -100 && bias <= 100)) {
+      return OutOfRange("logit_bias", "biases between -100 and 100", StrCat(bias, " for token ", id));
+    }
+    out->logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
+  }
+  if (in.priority.has_value()) {
+    const int64_t p = *in.priority;
+    if (p < std::numeric_limits<int32_t>::min() || p > kInt32Max) {
+      return OutOfRange("priority", "a 32-bit integer", StrCat(p));
+    }
+    out->priority = static_cast<int32_t>(p);
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> CheckStops(const OptionsInput& in, const RequestLimits& limits,
                                    GenerationOptions* out) {
   if (in.stop.size() > limits.max_stop_strings) {
@@ -180,6 +225,12 @@ SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) 
   p.max_tokens = resolved_max_tokens;
   p.ignore_eos = ignore_eos;
   p.stop_token_ids = stop_token_ids;
+  p.logit_bias = logit_bias;
+  p.presence_penalty = presence_penalty;
+  p.frequency_penalty = frequency_penalty;
+  p.repetition_penalty = repetition_penalty;
+  p.min_p = min_p;
+  p.priority = priority;
   return p;
 }
 
@@ -189,6 +240,7 @@ ApiErrorOr<GenerationRequest> ValidateGenerationInput(GenerationInput input, con
   out.options.model = std::move(input.options.model);
   if (auto e = CheckSampling(input.options, &out.options)) return *std::move(e);
   if (auto e = CheckStops(input.options, limits, &out.options)) return *std::move(e);
+  if (auto e = CheckModifiers(input.options, limits, &out.options)) return *std::move(e);
   out.options.stream = input.options.stream;
   out.options.include_usage = input.options.include_usage;
   return out;

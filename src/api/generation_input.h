@@ -11,7 +11,10 @@
 //    max_prompt_token_ids, each in [0, 2^31);
 //  * max_tokens >= 1 (and < 2^31) when given; temperature in [0, 2]; top_p in (0, 1];
 //    top_k -1 or 0 (off) or positive; at most max_stop_strings non-empty stop strings of at
-//    most max_stop_bytes each; at most max_stop_token_ids stop token ids, each >= 0.
+//    most max_stop_bytes each; at most max_stop_token_ids stop token ids, each >= 0;
+//    presence_penalty and frequency_penalty in [-2, 2]; repetition_penalty in (0, 10];
+//    min_p in [0, 1]; at most max_logit_bias logit_bias entries, ids >= 0, biases in
+//    [-100, 100]; priority any 32-bit integer.
 // What needs the model (the vocabulary, the context length, the served model's name) is
 // checked after tokenization by the router's front door (router/front_door.h) with
 // ResolveMaxTokens and CheckTokenIdsInVocab (api/request.h).
@@ -43,6 +46,7 @@ struct RequestLimits {
   size_t max_stop_strings = 4;             // OpenAI's limit ("up to 4 sequences")
   size_t max_stop_bytes = 256;             // each stop string, in UTF-8 bytes
   size_t max_stop_token_ids = 256;
+  size_t max_logit_bias = 1024;            // entries of logit_bias
 };
 
 // Which API's rules and wording apply: chat (messages, rendered with the chat template) or
@@ -70,6 +74,12 @@ struct OptionsInput {
   bool stop_is_list = true;           // false: one string sent as "stop": "..." (named "stop")
   std::vector<int64_t> stop_token_ids;
   bool ignore_eos = false;
+  std::vector<std::pair<int64_t, double>> logit_bias;  // token id, bias
+  std::optional<double> presence_penalty;
+  std::optional<double> frequency_penalty;
+  std::optional<double> repetition_penalty;
+  std::optional<double> min_p;
+  std::optional<int64_t> priority;
   bool stream = false;                // HTTP only: SSE instead of one JSON body
   bool include_usage = false;         // HTTP only: stream_options.include_usage
 };
@@ -93,6 +103,12 @@ struct GenerationOptions {
   std::vector<std::string> stop;      // non-empty strings, at most RequestLimits' count
   std::vector<int32_t> stop_token_ids;  // vLLM extension; >= 0 (vocab checked separately)
   bool ignore_eos = false;              // vLLM extension
+  std::vector<std::pair<int32_t, float>> logit_bias;  // ids >= 0 (vocab checked separately)
+  float presence_penalty = 0.0f;        // [-2, 2]
+  float frequency_penalty = 0.0f;       // [-2, 2]
+  float repetition_penalty = 1.0f;      // (0, 10], vLLM extension
+  float min_p = 0.0f;                   // [0, 1], vLLM extension
+  int32_t priority = 0;                 // vLLM extension: lower runs first
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 

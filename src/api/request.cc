@@ -1,5 +1,6 @@
 #include "api/request.h"
 
+#include <charconv>
 #include <limits>
 
 #include "api/json_fields.h"
@@ -61,6 +62,40 @@ std::optional<ApiError> ReadSampling(const Json& body, OptionsInput* out) {
   }
   if (const Json* v = Find(body, "ignore_eos")) {
     TANDEM_API_RETURN_IF_ERROR(ReadBool(*v, "ignore_eos", &out->ignore_eos));
+  }
+  return std::nullopt;
+}
+
+// logit_bias: {"<token id>": bias, ...} (OpenAI's shape: keys are strings).
+std::optional<ApiError> ReadLogitBias(const Json& body, OptionsInput* out) {
+  const Json* v = Find(body, "logit_bias");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return TypeError("logit_bias", "an object mapping token ids to biases", *v);
+  for (const auto& [key, value] : v->items()) {
+    int64_t id = 0;
+    const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (ec != std::errc() || end != key.data() + key.size() || key.empty()) {
+      return ApiError::InvalidRequest(
+          StrCat("'logit_bias' keys must be token ids (integers as strings), got \"", key.substr(0, 64), "\""),
+          "logit_bias", "invalid_value");
+    }
+    double bias = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadNumber(value, StrCat("logit_bias.", key), &bias));
+    out->logit_bias.emplace_back(id, bias);
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ReadModifiers(const Json& body, OptionsInput* out) {
+  TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "presence_penalty", &out->presence_penalty));
+  TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "frequency_penalty", &out->frequency_penalty));
+  TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "repetition_penalty", &out->repetition_penalty));
+  TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "min_p", &out->min_p));
+  TANDEM_API_RETURN_IF_ERROR(ReadLogitBias(body, out));
+  if (const Json* v = Find(body, "priority")) {
+    int64_t p = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "priority", &p));
+    out->priority = p;
   }
   return std::nullopt;
 }
@@ -140,8 +175,7 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
   // the chosen tokens' log probabilities, so only false/null are "off".
   if ((v = Find(body, "logprobs")) && *v != false) return ApiError::Unsupported("logprobs");
   // Fields whose only accepted values are "off".
-  for (const char* name : {"top_logprobs", "echo", "suffix", "tools", "functions",
-                           "logit_bias", "min_tokens"}) {
+  for (const char* name : {"top_logprobs", "echo", "suffix", "tools", "functions", "min_tokens"}) {
     if ((v = Find(body, name)) && !IsOff(*v)) return ApiError::Unsupported(name);
   }
   if ((v = Find(body, "tool_choice")) && *v != "none" && *v != "auto") {
@@ -158,18 +192,6 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
                                    StrCat("only type 'text' is, got ", type->dump()));
     }
   }
-  for (const char* name : {"presence_penalty", "frequency_penalty"}) {
-    if ((v = Find(body, name))) {
-      double d = 0;
-      TANDEM_API_RETURN_IF_ERROR(ReadNumber(*v, name, &d));
-      if (d != 0) return ApiError::Unsupported(name, "only 0 is accepted");
-    }
-  }
-  if ((v = Find(body, "repetition_penalty"))) {
-    double d = 0;
-    TANDEM_API_RETURN_IF_ERROR(ReadNumber(*v, "repetition_penalty", &d));
-    if (d != 1) return ApiError::Unsupported("repetition_penalty", "only 1 is accepted");
-  }
   return std::nullopt;
 }
 
@@ -180,6 +202,7 @@ std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint, Options
   TANDEM_API_RETURN_IF_ERROR(RejectUnsupported(body));
   TANDEM_API_RETURN_IF_ERROR(ReadMaxTokens(body, endpoint, out));
   TANDEM_API_RETURN_IF_ERROR(ReadSampling(body, out));
+  TANDEM_API_RETURN_IF_ERROR(ReadModifiers(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStops(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStreaming(body, out));
   return std::nullopt;
@@ -329,6 +352,45 @@ ApiErrorOr<GenerationRequest> ParseCompletionRequest(std::string_view body, cons
   ApiErrorOr<GenerationInput> in = ReadCompletionBody(body, limits);
   if (!in.ok()) return in.error();
   return ValidateGenerationInput(*std::move(in), limits);
+}
+
+ApiErrorOr<GenerationRequest> ParseTokenizeRequest(std::string_view body, const RequestLimits& limits) {
+  ApiErrorOr<Json> json = json_fields::ParseBody(body, limits.max_body_bytes, limits.max_json_depth);
+  if (!json.ok()) return json.error();
+  GenerationInput in;
+  if (Find(*json, "messages") != nullptr) {
+    in.kind = PromptKind::kChat;
+    TANDEM_API_RETURN_IF_ERROR(ReadMessages(*json, &in.messages));
+  } else {
+    TANDEM_API_RETURN_IF_ERROR(ReadPrompt(*json, &in));
+  }
+  return ValidateGenerationInput(std::move(in), limits);
+}
+
+ApiErrorOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view body, const RequestLimits& limits) {
+  ApiErrorOr<Json> json = json_fields::ParseBody(body, limits.max_body_bytes, limits.max_json_depth);
+  if (!json.ok()) return json.error();
+  const Json* tokens = Find(*json, "tokens");
+  if (tokens == nullptr) {
+    return ApiError::InvalidRequest("'tokens' is required", "tokens", "missing_required_parameter");
+  }
+  if (!tokens->is_array()) return TypeError("tokens", "an array of token ids", *tokens);
+  if (tokens->size() > limits.max_prompt_token_ids) {
+    return ApiError::InvalidRequest(StrCat("'tokens' must hold at most ", limits.max_prompt_token_ids, " ids"),
+                                    "tokens", "invalid_value");
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(tokens->size());
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    int64_t id = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64((*tokens)[i], StrCat("tokens[", i, "]"), &id));
+    if (id < 0 || id > kInt32Max) {
+      return ApiError::InvalidRequest(StrCat("'tokens[", i, "]' must be a token id (>= 0), got ", id), "tokens",
+                                      "invalid_value");
+    }
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
 }
 
 ApiErrorOr<int32_t> ResolveMaxTokens(Endpoint endpoint, int64_t prompt_tokens,

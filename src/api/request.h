@@ -17,11 +17,13 @@
 //    "\n" (vLLM's joining); null only for assistant messages (read as "").
 //  * Roles: system, developer (rendered as "system", OpenAI's newer name for it), user,
 //    assistant. "tool"/"function" are rejected as unsupported (no tool calling).
+//  * `logit_bias` is an object keyed by token ids written as strings ({"50256": -100});
+//    `presence_penalty`, `frequency_penalty`, vLLM's `repetition_penalty`, `min_p` and
+//    `priority` are read as numbers (ranges: ValidateGenerationInput).
 //  * `n` and `best_of` must be 1; `logprobs`, `top_logprobs` > 0, `echo`, `suffix`, `tools`,
-//    `tool_choice` other than none/auto, `functions`, `response_format` other than text,
-//    `logit_bias`, non-zero `presence_penalty`/`frequency_penalty`, and vLLM's
-//    `repetition_penalty` != 1 and `min_tokens` > 0 are rejected as unsupported, naming the
-//    field, rather than silently ignored.
+//    `tool_choice` other than none/auto, `functions`, `response_format` other than text, and
+//    vLLM's `min_tokens` > 0 are rejected as unsupported, naming the field, rather than
+//    silently ignored.
 //  * `stream_options` is only accepted with "stream": true (as OpenAI).
 //  * Integer fields accept JSON integers and floats with no fraction (10.0), as pydantic
 //    does for vLLM; strings and booleans are type errors.
@@ -51,6 +53,13 @@ ApiErrorOr<GenerationRequest> ParseChatCompletionRequest(std::string_view body,
                                                          const RequestLimits& limits = {});
 ApiErrorOr<GenerationRequest> ParseCompletionRequest(std::string_view body,
                                                      const RequestLimits& limits = {});
+
+// POST /tokenize (vLLM's route): {"prompt": text or token ids} read as a completion's prompt,
+// or {"messages": [...]} rendered with the chat template as a chat completion's. Other fields
+// are ignored. POST /detokenize: {"tokens": [ids]} (ids checked against the vocabulary by the
+// caller).
+ApiErrorOr<GenerationRequest> ParseTokenizeRequest(std::string_view body, const RequestLimits& limits = {});
+ApiErrorOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view body, const RequestLimits& limits = {});
 
 // After tokenization: checks the prompt against the model's context and returns the number
 // of tokens to generate. `requested` is the client's max_tokens; when absent it is

@@ -26,7 +26,8 @@ json Envelope(const ResponseMeta& meta, bool chunk) {
 json UsageJson(const Usage& usage) {
   return json{{"prompt_tokens", usage.prompt_tokens},
               {"completion_tokens", usage.completion_tokens},
-              {"total_tokens", usage.total_tokens()}};
+              {"total_tokens", usage.total_tokens()},
+              {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}}};
 }
 
 json FinishJson(const char* finish) { return finish ? json(finish) : json(nullptr); }
@@ -111,6 +112,14 @@ std::string StreamEncoder::End(ApiFinishReason finish, const Usage& usage) const
 std::string StreamEncoder::Fail(const ApiError& error) {
   return StrCat(error.ToSseEvent(), kSseDone);
 }
+
+std::string TokenizeResponseJson(std::span<const int32_t> tokens, int64_t max_model_len) {
+  return Dump(json{{"count", tokens.size()},
+                   {"max_model_len", max_model_len},
+                   {"tokens", std::vector<int32_t>(tokens.begin(), tokens.end())}});
+}
+
+std::string DetokenizeResponseJson(std::string_view text) { return Dump(json{{"prompt", text}}); }
 
 std::string ModelListJson(std::span<const ModelCard> models) {
   json data = json::array();

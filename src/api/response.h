@@ -39,6 +39,9 @@ std::string_view ApiFinishReasonName(ApiFinishReason reason);
 struct Usage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+  // Prompt tokens served from a prefix cache (usage.prompt_tokens_details.cached_tokens): under
+  // disaggregation the prefill worker's hits, where the prompt was computed.
+  int32_t cached_tokens = 0;
   int32_t total_tokens() const { return prompt_tokens + completion_tokens; }
 };
 
@@ -88,6 +91,11 @@ struct ModelCard {
   int64_t created = 0;        // Unix seconds (when the server loaded it)
   int64_t max_model_len = 0;  // > 0: also reported as vLLM's "max_model_len"
 };
+// POST /tokenize's answer (vLLM's shape): {"count", "max_model_len", "tokens"}; /detokenize's:
+// {"prompt": text}.
+std::string TokenizeResponseJson(std::span<const int32_t> tokens, int64_t max_model_len);
+std::string DetokenizeResponseJson(std::string_view text);
+
 std::string ModelListJson(std::span<const ModelCard> models);
 std::string ModelJson(const ModelCard& model);
 

@@ -77,6 +77,10 @@ absl::Status Engine::Validate(const GenerateRequest& request) const {
   }
   TANDEM_RETURN_IF_ERROR(request.sampling.Validate(c.vocab_size));
   TANDEM_RETURN_IF_ERROR(ValidateRngDraws(request.rng_draws));
+  if (static_cast<size_t>(request.sampling.output_in_prompt) >= request.prompt.size()) {
+    return absl::InvalidArgumentError(StrCat("output_in_prompt ", request.sampling.output_in_prompt,
+                                             " leaves no prompt of the ", request.prompt.size(), " tokens"));
+  }
   const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.sampling.max_tokens;
   if (total > max_model_len_) {
     return absl::InvalidArgumentError(StrCat("the prompt (", request.prompt.size(), " tokens) plus max_tokens (",
@@ -162,6 +166,15 @@ void Engine::BuildBatch(const SchedulerOutput& plan) {
   }
 }
 
+int32_t Engine::Sample(Sequence* seq, std::span<const float> row) {
+  const SamplingParams& p = seq->sampling;
+  if (!p.modifies_logits()) return SampleToken(row, p, seq->rng, sample_scratch_);
+  if (p.has_penalties()) seq->history.Update(seq->tokens, static_cast<size_t>(seq->prompt_len - p.output_in_prompt));
+  modified_logits_.assign(row.begin(), row.end());
+  ApplyLogitModifiers(modified_logits_, p, seq->history);
+  return SampleToken(modified_logits_, p, seq->rng, sample_scratch_);
+}
+
 absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
   const auto start = std::chrono::steady_clock::now();
   std::vector<RequestOutput> outputs = std::move(pending_outputs_);
@@ -203,7 +216,7 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
       continue;
     }
     std::span<const float> row(logits_.data() + logit_row++ * static_cast<size_t>(vocab), vocab);
-    const int32_t token = SampleToken(row, seq->sampling, seq->rng, sample_scratch_);
+    const int32_t token = Sample(seq, row);
     seq->tokens.push_back(token);
     ++counters_.generated_tokens;
     RequestOutput out;

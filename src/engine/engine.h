@@ -159,6 +159,8 @@ class Engine {
   bool ShouldStop(const Sequence& seq, int32_t token) const;
   // Fills batch_ with the plan's chunks: tokens, positions, KV slots, the rows that sample.
   void BuildBatch(const SchedulerOutput& plan);
+  // Samples `seq`'s next token from its row of logits (modifiers, then the sampler).
+  int32_t Sample(Sequence* seq, std::span<const float> row);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;
@@ -175,6 +177,7 @@ class Engine {
   std::vector<bool> is_eog_;
   ForwardBatch batch_;
   std::vector<float> logits_;
+  std::vector<float> modified_logits_;  // one row with a request's logit modifiers applied
   std::vector<std::pair<float, int32_t>> sample_scratch_;
   StepStats last_step_;
   EngineCounters counters_;

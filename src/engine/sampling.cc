@@ -15,6 +15,51 @@ int32_t ArgMax(std::span<const float> logits) {
   return best;
 }
 
+void TokenHistory::Update(std::span<const int32_t> tokens, size_t output_start) {
+  for (; consumed_ < tokens.size(); ++consumed_) {
+    const int32_t t = tokens[consumed_];
+    seen_.insert(t);
+    if (consumed_ >= output_start) ++output_counts_[t];
+  }
+}
+
+void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, const TokenHistory& history) {
+  const auto in_range = [&](int32_t id) { return id >= 0 && static_cast<size_t>(id) < logits.size(); };
+  for (const auto& [id, bias] : params.logit_bias) {
+    if (in_range(id)) logits[id] += bias;
+  }
+  if (params.repetition_penalty != 1.0f) {
+    const float r = params.repetition_penalty;
+    for (int32_t id : history.seen()) {
+      if (!in_range(id)) continue;
+      logits[id] = logits[id] > 0 ? logits[id] / r : logits[id] * r;
+    }
+  }
+  if (params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f) {
+    for (const auto& [id, count] : history.output_counts()) {
+      if (!in_range(id)) continue;
+      logits[id] -= params.frequency_penalty * static_cast<float>(count) + params.presence_penalty;
+    }
+  }
+}
+
+namespace {
+
+// Drops the candidates whose probability is below min_p x the largest one's: a scaled logit
+// below max + log(min_p). Returns the new count.
+size_t KeepAboveMinP(std::vector<std::pair<float, int32_t>>& scratch, size_t n, float min_p) {
+  float max_logit = scratch[0].first;
+  for (size_t i = 1; i < n; ++i) max_logit = std::max(max_logit, scratch[i].first);
+  const float floor = max_logit + std::log(min_p);
+  size_t kept = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (scratch[i].first >= floor) scratch[kept++] = scratch[i];
+  }
+  return kept;
+}
+
+}  // namespace
+
 int32_t SampleToken(std::span<const float> logits, const SamplingParams& params, SamplerRng& rng,
                     std::vector<std::pair<float, int32_t>>& scratch) {
   if (params.greedy() || params.top_k == 1) return ArgMax(logits);
@@ -25,6 +70,10 @@ int32_t SampleToken(std::span<const float> logits, const SamplingParams& params,
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
   size_t n = scratch.size();
+  if (params.min_p > 0.0f) {
+    n = KeepAboveMinP(scratch, n, params.min_p);
+    scratch.resize(n);
+  }
   if (params.top_k > 0 && static_cast<size_t>(params.top_k) < n) {
     std::partial_sort(scratch.begin(), scratch.begin() + params.top_k, scratch.end(), by_logit);
     n = params.top_k;

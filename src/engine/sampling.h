@@ -1,7 +1,8 @@
 // Per-request sampling parameters and the token sampler.
 //
-// Order of operations (as vLLM): temperature, then top-k, then top-p (nucleus) over the
-// renormalised distribution, then a draw from the request's own generator. Temperature 0 is
+// Order of operations (as vLLM): the logit modifiers (ApplyLogitModifiers: logit_bias, then the
+// repetition, frequency and presence penalties), temperature, min-p, top-k, then top-p
+// (nucleus) over the renormalised distribution, then a draw from the request's own generator. Temperature 0 is
 // greedy (argmax, lowest id on ties). The generator is std::mt19937_64, whose output the C++
 // standard fixes, seeded per request: the same seed gives the same tokens on every machine and
 // whatever else is in the batch.
@@ -11,6 +12,8 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,6 +40,25 @@ class SamplerRng {
   std::mt19937_64 engine_;
   int64_t draws_ = 0;
 };
+
+// What the penalties need of one request's tokens: each token's count in the output so far
+// and the set of tokens seen anywhere (prompt or output). Fed the request's growing token list.
+class TokenHistory {
+ public:
+  // Takes in the tokens not seen yet; those at index >= output_start are output.
+  void Update(std::span<const int32_t> tokens, size_t output_start);
+  const std::unordered_map<int32_t, int32_t>& output_counts() const { return output_counts_; }
+  const std::unordered_set<int32_t>& seen() const { return seen_; }
+
+ private:
+  std::unordered_map<int32_t, int32_t> output_counts_;
+  std::unordered_set<int32_t> seen_;
+  size_t consumed_ = 0;
+};
+
+// Applies `params`' logit_bias, then its repetition, frequency and presence penalties, to one
+// row of logits in place. Only the tokens named by the bias or the history change.
+void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, const TokenHistory& history);
 
 // Returns the index of the largest logit (the lowest index on ties).
 int32_t ArgMax(std::span<const float> logits);

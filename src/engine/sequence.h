@@ -33,6 +33,7 @@ struct Sequence {
   int32_t num_registered_blocks = 0;    // leading blocks registered in the prefix cache
   SamplingParams sampling;
   SamplerRng rng;
+  TokenHistory history;  // what the penalties count (filled when they are on)
   int priority;       // lower runs first
   uint64_t arrival;   // admission order, for FCFS within a priority
   bool running = false;

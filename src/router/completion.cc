@@ -78,6 +78,11 @@ void Completion::ObserveTokenGap() {
   last_tokens_ = now;
 }
 
+void Completion::OnPromptCached(int32_t cached_prompt_tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cached_prompt_tokens_ = cached_prompt_tokens;
+}
+
 void Completion::OnTokens(std::span<const int32_t> tokens) {
   bool stop_early = false;
   {
@@ -87,7 +92,7 @@ void Completion::OnTokens(std::span<const int32_t> tokens) {
     const api::AssembledDelta delta = assembler_->Push(tokens);
     encoder_->Delta(delta.text, tokens);
     if (delta.finished) {
-      EndLocked(0);
+      EndLocked();
       stop_early = true;  // a stop string, stop token or max_tokens: the workers can stop
     }
   }
@@ -99,7 +104,8 @@ void Completion::OnFinished(FinishReason reason, const RequestUsage& usage) {
   if (done_) return;
   const api::AssembledDelta delta = assembler_->Finish(reason);
   encoder_->Delta(delta.text, {});
-  EndLocked(usage.cached_prompt_tokens);
+  cached_prompt_tokens_ = usage.cached_prompt_tokens;
+  EndLocked();
 }
 
 void Completion::OnFailed(const absl::Status& status) {
@@ -114,12 +120,13 @@ void Completion::OnFailed(const absl::Status& status) {
   encoder_->Fail(status, error);
 }
 
-void Completion::EndLocked(int32_t cached_prompt_tokens) {
+void Completion::EndLocked() {
   done_ = true;
   CompletionEnd end;
   end.finish = assembler_->finish_reason().value_or(api::ApiFinishReason::kStop);
   end.usage = assembler_->usage();
-  end.cached_prompt_tokens = cached_prompt_tokens;
+  end.usage.cached_tokens = cached_prompt_tokens_;
+  end.cached_prompt_tokens = cached_prompt_tokens_;
   end.text = assembler_->text();
   encoder_->End(end);
   metrics_->requests->With({route_, "200"}).Increment();

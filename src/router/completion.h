@@ -66,6 +66,7 @@ class Completion final : public RequestObserver {
   // case the request ends as cancelled by the client and its work is cancelled. Idempotent.
   void Close();
 
+  void OnPromptCached(int32_t cached_prompt_tokens) override;
   void OnTokens(std::span<const int32_t> tokens) override;
   void OnFinished(FinishReason reason, const RequestUsage& usage) override;
   void OnFailed(const absl::Status& status) override;
@@ -73,7 +74,7 @@ class Completion final : public RequestObserver {
  private:
   using Clock = std::chrono::steady_clock;
 
-  void EndLocked(int32_t cached_prompt_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops the work (now, or as soon as SetCancel gives the means).
   void CancelWork();
   void ObserveTokenGap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -91,6 +92,7 @@ class Completion final : public RequestObserver {
   bool cancel_pending_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> cancel_ ABSL_GUARDED_BY(mu_);
   bool seen_tokens_ ABSL_GUARDED_BY(mu_) = false;
+  int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   Clock::time_point last_tokens_ ABSL_GUARDED_BY(mu_);
 };
 

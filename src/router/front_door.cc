@@ -51,6 +51,11 @@ api::ApiErrorOr<std::vector<int32_t>> FrontDoor::Tokenize(const api::GenerationR
   return tokenizer_->Encode(request.prompt, /*add_special=*/true, /*parse_special=*/false);
 }
 
+api::ApiErrorOr<std::string> FrontDoor::Detokenize(std::span<const int32_t> ids) const {
+  if (auto e = api::CheckTokenIdsInVocab(ids, tokenizer_->vocab_size(), "tokens")) return *std::move(e);
+  return tokenizer_->Decode(ids, /*render_special=*/false);
+}
+
 api::ApiErrorOr<AdmittedRequest> FrontDoor::Admit(api::GenerationInput input, std::string request_id) const {
   api::ApiErrorOr<api::GenerationRequest> request = api::ValidateGenerationInput(std::move(input), options_.limits);
   if (!request.ok()) return request.error();
@@ -63,6 +68,9 @@ api::ApiErrorOr<AdmittedRequest> FrontDoor::Admit(api::GenerationInput input, st
   if (auto e = api::CheckTokenIdsInVocab(options.stop_token_ids, tokenizer_->vocab_size(), "stop_token_ids")) {
     return *std::move(e);
   }
+  std::vector<int32_t> biased;
+  for (const auto& [id, bias] : options.logit_bias) biased.push_back(id);
+  if (auto e = api::CheckTokenIdsInVocab(biased, tokenizer_->vocab_size(), "logit_bias")) return *std::move(e);
   api::ApiErrorOr<int32_t> max_tokens =
       api::ResolveMaxTokens(request->endpoint, static_cast<int64_t>(prompt->size()), options.max_tokens,
                             options_.default_max_tokens, options_.context_length);

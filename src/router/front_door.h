@@ -74,12 +74,14 @@ class FrontDoor {
   // returned completion when its call is over (answer delivered, or client gone).
   std::shared_ptr<Completion> Start(AdmittedRequest request, std::unique_ptr<CompletionEncoder> encoder,
                                     std::string route);
+  // The prompt's token ids, as Admit would run them (POST /tokenize).
+  api::ApiErrorOr<std::vector<int32_t>> Tokenize(const api::GenerationRequest& request) const;
+  // Token ids back to text (POST /detokenize); ids outside the vocabulary are a 400.
+  api::ApiErrorOr<std::string> Detokenize(std::span<const int32_t> ids) const;
   // Counts a request refused before it started (metrics by route and HTTP status).
   void Refused(std::string_view route, const api::ApiError& error);
 
  private:
-  api::ApiErrorOr<std::vector<int32_t>> Tokenize(const api::GenerationRequest& request) const;
-
   const FrontendOptions options_;
   const text::Tokenizer* tokenizer_;
   const text::ChatTemplate template_;

@@ -43,6 +43,8 @@ class Frontend {
   void HandleCompletion(api::Endpoint endpoint, const std::string& body,
                         std::shared_ptr<http::HttpResponder> responder);
   void HandleModels(std::shared_ptr<http::HttpResponder> responder);
+  void HandleTokenize(const std::string& body, std::shared_ptr<http::HttpResponder> responder);
+  void HandleDetokenize(const std::string& body, std::shared_ptr<http::HttpResponder> responder);
   void HandleModel(const http::HttpRequest& req, std::shared_ptr<http::HttpResponder> responder);
   // Answers a request refused before it started.
   void Refuse(http::HttpResponder& responder, const std::string& route, const api::ApiError& error);

@@ -1,4 +1,5 @@
 // The public gRPC door: v1.GenerateRequest in, a stream of v1.GenerateResponse out.
+#include <algorithm>
 #include <utility>
 
 #include "common/logging.h"
@@ -45,6 +46,13 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   o.stop.assign(sp.stop().begin(), sp.stop().end());
   o.stop_token_ids.assign(sp.stop_token_ids().begin(), sp.stop_token_ids().end());
   o.ignore_eos = sp.ignore_eos();
+  for (const auto& [id, bias] : sp.logit_bias()) o.logit_bias.emplace_back(id, bias);
+  std::sort(o.logit_bias.begin(), o.logit_bias.end());  // map order is unspecified
+  if (sp.presence_penalty() != 0) o.presence_penalty = sp.presence_penalty();
+  if (sp.frequency_penalty() != 0) o.frequency_penalty = sp.frequency_penalty();
+  if (sp.has_repetition_penalty()) o.repetition_penalty = sp.repetition_penalty();
+  if (sp.min_p() != 0) o.min_p = sp.min_p();
+  if (sp.priority() != 0) o.priority = sp.priority();
   return in;
 }
 

@@ -15,6 +15,8 @@ namespace {
 constexpr const char* kChatRoute = "/v1/chat/completions";
 constexpr const char* kCompletionsRoute = "/v1/completions";
 constexpr const char* kModelsRoute = "/v1/models";
+constexpr const char* kTokenizeRoute = "/tokenize";  // vLLM's routes, outside /v1
+constexpr const char* kDetokenizeRoute = "/detokenize";
 
 // Writes a completion as OpenAI does: server-sent events when the client asked to stream, else
 // one chat.completion / text_completion body. Writes to a responder are thread-safe and
@@ -114,6 +116,13 @@ void Frontend::RegisterHttp(http::HttpServer& server) {
   server.HandlePrefix("GET", "/v1/models/", guarded(kModelsRoute, [this](const http::HttpRequest& req, auto responder) {
                         HandleModel(req, std::move(responder));
                       }));
+  server.Handle("POST", kTokenizeRoute, guarded(kTokenizeRoute, [this](const http::HttpRequest& req, auto r) {
+                  // Tokenizing up to a MiB of text leaves the I/O thread, as completions do.
+                  boost::asio::post(*admit_pool_, [this, body = req.body, r] { HandleTokenize(body, r); });
+                }));
+  server.Handle("POST", kDetokenizeRoute, guarded(kDetokenizeRoute, [this](const http::HttpRequest& req, auto r) {
+                  HandleDetokenize(req.body, std::move(r));
+                }));
   // Any other /v1 route: an OpenAI-style 404.
   for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
     server.HandlePrefix(method, "/v1/", [this](const http::HttpRequest& req, auto responder) {
@@ -136,6 +145,25 @@ void Frontend::HandleModel(const http::HttpRequest& req, std::shared_ptr<http::H
   const api::ModelCard card{o.served_model, o.created_unix_seconds, o.context_length};
   metrics_->requests->With({kModelsRoute, "200"}).Increment();
   (void)responder->Reply(200, std::string(api::kJsonContentType), api::ModelJson(card));
+}
+
+void Frontend::HandleTokenize(const std::string& body, std::shared_ptr<http::HttpResponder> responder) {
+  api::ApiErrorOr<api::GenerationRequest> request = api::ParseTokenizeRequest(body, door_.options().limits);
+  if (!request.ok()) return Refuse(*responder, kTokenizeRoute, request.error());
+  api::ApiErrorOr<std::vector<int32_t>> ids = door_.Tokenize(*request);
+  if (!ids.ok()) return Refuse(*responder, kTokenizeRoute, ids.error());
+  metrics_->requests->With({kTokenizeRoute, "200"}).Increment();
+  (void)responder->Reply(200, std::string(api::kJsonContentType),
+                         api::TokenizeResponseJson(*ids, door_.options().context_length));
+}
+
+void Frontend::HandleDetokenize(const std::string& body, std::shared_ptr<http::HttpResponder> responder) {
+  api::ApiErrorOr<std::vector<int32_t>> ids = api::ParseDetokenizeRequest(body, door_.options().limits);
+  if (!ids.ok()) return Refuse(*responder, kDetokenizeRoute, ids.error());
+  api::ApiErrorOr<std::string> text = door_.Detokenize(*ids);
+  if (!text.ok()) return Refuse(*responder, kDetokenizeRoute, text.error());
+  metrics_->requests->With({kDetokenizeRoute, "200"}).Increment();
+  (void)responder->Reply(200, std::string(api::kJsonContentType), api::DetokenizeResponseJson(*text));
 }
 
 void Frontend::HandleCompletion(api::Endpoint endpoint, const std::string& body,

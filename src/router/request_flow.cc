@@ -69,6 +69,7 @@ class RequestFlow::Events {
   // Queues tokens without delivering them: called under the flow's lock, so that tokens keep
   // the order in which the flow accepted them across legs. Deliver() (without the lock) sends.
   void QueueTokens(std::vector<int32_t> tokens) { Enqueue(std::move(tokens), false); }
+  void QueueCached(int32_t cached_prompt_tokens) { Enqueue(Cached{cached_prompt_tokens}, false); }
   void Deliver() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -83,7 +84,10 @@ class RequestFlow::Events {
     FinishReason reason;
     RequestUsage usage;
   };
-  using Event = std::variant<std::vector<int32_t>, Finish, absl::Status>;
+  struct Cached {
+    int32_t tokens;
+  };
+  using Event = std::variant<std::vector<int32_t>, Finish, absl::Status, Cached>;
 
   void Enqueue(Event event, bool terminal) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -112,6 +116,8 @@ class RequestFlow::Events {
       }
       if (auto* tokens = std::get_if<std::vector<int32_t>>(&next)) {
         observer_->OnTokens(*tokens);
+      } else if (auto* cached = std::get_if<Cached>(&next)) {
+        observer_->OnPromptCached(cached->tokens);
       } else if (auto* finish = std::get_if<Finish>(&next)) {
         observer_->OnFinished(finish->reason, finish->usage);
       } else {
@@ -497,10 +503,13 @@ void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded || leg != leg_) return;
     const int32_t first = resp.first_token();
+    if (stats_.migrations == 0) {
+      usage_.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
+      events_->QueueCached(usage_.cached_prompt_tokens);
+    }
     NoteTokens({&first, 1});
     rng_draws_ = resp.rng_draws();
     usage_.completion_tokens = static_cast<int32_t>(generated_.size());
-    if (stats_.migrations == 0) usage_.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
     stats_.transfer_seconds = resp.transfer_seconds();
     stats_.transfer_bytes = resp.transfer_bytes();
     length_reached = static_cast<int>(generated_.size()) >= request_.sampling.max_tokens;
@@ -595,6 +604,10 @@ void RequestFlow::OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded || leg != leg_) return;
+    if (!leg_streamed_ && !stats_.disaggregated && stats_.migrations == 0) {
+      usage_.cached_prompt_tokens = msg.cached_prompt_tokens();  // computed here, on the first leg
+      events_->QueueCached(usage_.cached_prompt_tokens);
+    }
     leg_streamed_ = true;
     NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())});
     rng_draws_ = std::max(rng_draws_, msg.rng_draws());

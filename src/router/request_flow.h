@@ -79,6 +79,9 @@ struct RequestUsage {
 class RequestObserver {
  public:
   virtual ~RequestObserver() = default;
+  // The prompt tokens served from a prefix cache, once known (before the first tokens, on the
+  // first leg only); OnFinished's usage has it again.
+  virtual void OnPromptCached(int32_t /*cached_prompt_tokens*/) {}
   virtual void OnTokens(std::span<const int32_t> tokens) = 0;
   virtual void OnFinished(FinishReason reason, const RequestUsage& usage) = 0;
   virtual void OnFailed(const absl::Status& status) = 0;

@@ -127,6 +127,7 @@ std::vector<int32_t> RequestFlow::LegPrompt() const {
 SamplingParams RequestFlow::LegSampling() const {
   SamplingParams s = request_.sampling;
   s.max_tokens -= static_cast<int>(leg_base_);
+  s.output_in_prompt = static_cast<int32_t>(leg_base_);  // the penalties count them as output
   return s;
 }
 

@@ -1,5 +1,7 @@
 #include "rpc/convert.h"
 
+#include <algorithm>
+
 namespace tandem::rpc {
 
 SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defaults) {
@@ -11,6 +13,14 @@ SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defa
   if (p.max_tokens() > 0) s.max_tokens = p.max_tokens();
   s.ignore_eos = p.ignore_eos();
   s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  s.logit_bias.assign(p.logit_bias().begin(), p.logit_bias().end());
+  std::sort(s.logit_bias.begin(), s.logit_bias.end());  // map order is unspecified
+  s.presence_penalty = p.presence_penalty();
+  s.frequency_penalty = p.frequency_penalty();
+  if (p.has_repetition_penalty()) s.repetition_penalty = p.repetition_penalty();
+  s.min_p = p.min_p();
+  s.output_in_prompt = p.output_in_prompt();
+  s.priority = p.priority();
   return s;
 }
 
@@ -23,6 +33,13 @@ v1::SamplingParams ToProto(const SamplingParams& s) {
   p.set_max_tokens(s.max_tokens);
   p.set_ignore_eos(s.ignore_eos);
   for (int32_t t : s.stop_token_ids) p.add_stop_token_ids(t);
+  for (const auto& [id, bias] : s.logit_bias) (*p.mutable_logit_bias())[id] = bias;
+  p.set_presence_penalty(s.presence_penalty);
+  p.set_frequency_penalty(s.frequency_penalty);
+  if (s.repetition_penalty != 1.0f) p.set_repetition_penalty(s.repetition_penalty);
+  p.set_min_p(s.min_p);
+  p.set_output_in_prompt(s.output_in_prompt);
+  p.set_priority(s.priority);
   return p;
 }
 

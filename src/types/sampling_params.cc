@@ -20,6 +20,29 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
       return absl::InvalidArgumentError(StrCat("stop token id ", id, " is outside the vocabulary"));
     }
   }
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(StrCat("logit_bias token id ", id, " is outside the vocabulary"));
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return absl::InvalidArgumentError(StrCat("logit_bias for token ", id, " must be in [-100, 100], got ", bias));
+    }
+  }
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f)) {
+    return absl::InvalidArgumentError(StrCat("presence_penalty must be in [-2, 2], got ", presence_penalty));
+  }
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f)) {
+    return absl::InvalidArgumentError(StrCat("frequency_penalty must be in [-2, 2], got ", frequency_penalty));
+  }
+  if (!(repetition_penalty > 0.0f && repetition_penalty <= 10.0f)) {
+    return absl::InvalidArgumentError(StrCat("repetition_penalty must be in (0, 10], got ", repetition_penalty));
+  }
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) {
+    return absl::InvalidArgumentError(StrCat("min_p must be in [0, 1], got ", min_p));
+  }
+  if (output_in_prompt < 0) {
+    return absl::InvalidArgumentError(StrCat("output_in_prompt must be >= 0, got ", output_in_prompt));
+  }
   return absl::OkStatus();
 }
 

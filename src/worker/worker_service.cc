@@ -56,6 +56,7 @@ RequestSink StreamSink(std::shared_ptr<TokenStream> stream, WorkerMetrics* metri
       v1::TokensResponse msg;
       msg.mutable_tokens()->Add(out.new_tokens.begin(), out.new_tokens.end());
       msg.set_rng_draws(out.rng_draws);
+      msg.set_cached_prompt_tokens(out.cached_prompt_tokens);
       if (last) {
         msg.set_finish_reason(rpc::ToProto(out.finish));
         *msg.mutable_usage() = UsageOf(out);
@@ -89,6 +90,7 @@ GenerateRequest EngineRequest(const std::string& id, const google::protobuf::Rep
   r.id = id;
   r.prompt.assign(prompt.begin(), prompt.end());
   r.sampling = rpc::FromProto(sampling);
+  r.priority = r.sampling.priority;
   return r;
 }
 

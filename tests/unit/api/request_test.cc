@@ -2,6 +2,8 @@
 // type, the field named in `param`), and what a good body turns into.
 #include "api/request.h"
 
+#include <algorithm>
+
 #include <random>
 
 #include "fmt/format.h"
@@ -237,14 +239,84 @@ TEST(RequestTest, UnsupportedFeaturesAreRejectedByName) {
       {Chat(R"("response_format": {"type": "json_object"})"), "response_format",
        "only type 'text'"},
       {Chat(R"("response_format": "json")"), "response_format", "expected an object"},
-      {Chat(R"("presence_penalty": 0.5)"), "presence_penalty", "not supported"},
-      {Chat(R"("frequency_penalty": -1)"), "frequency_penalty", "not supported"},
       {Chat(R"("frequency_penalty": "0")"), "frequency_penalty", "expected a number"},
-      {Chat(R"("logit_bias": {"50256": -100})"), "logit_bias", "not supported"},
-      {Chat(R"("repetition_penalty": 1.2)"), "repetition_penalty", "not supported"},
       {Chat(R"("min_tokens": 4)"), "min_tokens", "not supported"},
   };
   for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, PenaltiesBiasMinPAndPriorityReachTheSamplingParams) {
+  const GenerationRequest r = ParseChatOk(
+      Chat(R"("presence_penalty": 0.5, "frequency_penalty": -1.25, "repetition_penalty": 1.3,
+              "min_p": 0.05, "logit_bias": {"42": -100, "7": 2.5}, "priority": -3)"));
+  const SamplingParams p = r.options.ToSamplingParams(16);
+  EXPECT_FLOAT_EQ(p.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(p.frequency_penalty, -1.25f);
+  EXPECT_FLOAT_EQ(p.repetition_penalty, 1.3f);
+  EXPECT_FLOAT_EQ(p.min_p, 0.05f);
+  EXPECT_EQ(p.priority, -3);
+  std::vector<std::pair<int32_t, float>> bias = p.logit_bias;
+  std::sort(bias.begin(), bias.end());
+  ASSERT_EQ(bias.size(), 2u);
+  EXPECT_EQ(bias[0], std::make_pair(7, 2.5f));
+  EXPECT_EQ(bias[1], std::make_pair(42, -100.0f));
+  EXPECT_TRUE(p.modifies_logits());
+  // Absent, null and neutral values change nothing.
+  const SamplingParams plain = ParseChatOk(Chat(R"("presence_penalty": null, "logit_bias": {},
+      "repetition_penalty": 1, "frequency_penalty": 0)")).options.ToSamplingParams(16);
+  EXPECT_FALSE(plain.modifies_logits());
+  EXPECT_EQ(plain.priority, 0);
+}
+
+TEST(RequestTest, BadPenaltiesBiasesAndMinP) {
+  const std::vector<BadCase> cases = {
+      {Chat(R"("presence_penalty": 2.5)"), "presence_penalty", "between -2 and 2"},
+      {Chat(R"("frequency_penalty": -2.01)"), "frequency_penalty", "between -2 and 2"},
+      {Chat(R"("frequency_penalty": "0")"), "frequency_penalty", "expected a number"},
+      {Chat(R"("repetition_penalty": 0)"), "repetition_penalty", "in (0, 10]"},
+      {Chat(R"("repetition_penalty": 11)"), "repetition_penalty", "in (0, 10]"},
+      {Chat(R"("min_p": 1.5)"), "min_p", "between 0 and 1"},
+      {Chat(R"("min_p": -0.1)"), "min_p", "between 0 and 1"},
+      {Chat(R"("logit_bias": {"12": 101})"), "logit_bias", "between -100 and 100"},
+      {Chat(R"("logit_bias": {"-1": 1})"), "logit_bias", "token ids (>= 0)"},
+      {Chat(R"("logit_bias": {"abc": 1})"), "logit_bias", "integers as strings"},
+      {Chat(R"("logit_bias": {"12x": 1})"), "logit_bias", "integers as strings"},
+      {Chat(R"("logit_bias": {"12": "1"})"), "logit_bias.12", "expected a number"},
+      {Chat(R"("logit_bias": [1, 2])"), "logit_bias", "expected an object"},
+      {Chat(R"("priority": 1.5)"), "priority", "expected an integer"},
+      {Chat(R"("priority": 99999999999)"), "priority", "a 32-bit integer"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+  RequestLimits limits;
+  limits.max_logit_bias = 2;
+  auto many = ParseChatCompletionRequest(Chat(R"("logit_bias": {"1": 1, "2": 1, "3": 1})"), limits);
+  ASSERT_FALSE(many.ok());
+  EXPECT_EQ(many.error().param, "logit_bias");
+  EXPECT_THAT(many.error().message, HasSubstr("at most 2 entries"));
+}
+
+TEST(RequestTest, TokenizeAndDetokenizeBodies) {
+  auto text = ParseTokenizeRequest(R"({"prompt": "hello", "max_tokens": "ignored"})");
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->endpoint, Endpoint::kCompletions);
+  EXPECT_EQ(text->prompt, "hello");
+  auto chat = ParseTokenizeRequest(R"({"messages": [{"role": "user", "content": "hi"}]})");
+  ASSERT_TRUE(chat.ok());
+  EXPECT_EQ(chat->endpoint, Endpoint::kChatCompletions);
+  ASSERT_EQ(chat->messages.size(), 1u);
+  EXPECT_EQ(ParseTokenizeRequest(R"({})").error().param, "prompt");
+  EXPECT_EQ(ParseTokenizeRequest(R"({"messages": []})").error().param, "messages");
+
+  auto ids = ParseDetokenizeRequest(R"({"tokens": [1, 2, 3]})");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int32_t>{1, 2, 3}));
+  for (const char* bad : {R"({})", R"({"tokens": "1"})", R"({"tokens": [-1]})", R"({"tokens": [1e12]})",
+                          R"({"tokens": [1.5]})"}) {
+    auto r = ParseDetokenizeRequest(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().http_status, 400) << bad;
+    EXPECT_THAT(r.error().param, ::testing::StartsWith("tokens")) << bad;
+  }
 }
 
 TEST(RequestTest, BadCompletionBodies) {

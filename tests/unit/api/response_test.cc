@@ -33,7 +33,7 @@ TEST(ResponseTest, ChatCompletionBody) {
       MakeResponseMeta(Endpoint::kChatCompletions, "r42", "smollm2", 1700000000);
   EXPECT_EQ(meta.id, "chatcmpl-r42");
   const json j = json::parse(CompletionResponseJson(meta, "Hi \xf0\x9f\x98\x80 \"there\"",
-                                                    ApiFinishReason::kStop, {12, 5}));
+                                                    ApiFinishReason::kStop, {12, 5, 8}));
   EXPECT_EQ(j["id"], "chatcmpl-r42");
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["created"], 1700000000);
@@ -46,7 +46,8 @@ TEST(ResponseTest, ChatCompletionBody) {
   EXPECT_TRUE(c["logprobs"].is_null());
   EXPECT_EQ(c["finish_reason"], "stop");
   EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 12}, {"completion_tokens", 5},
-                              {"total_tokens", 17}}));
+                              {"total_tokens", 17},
+                              {"prompt_tokens_details", {{"cached_tokens", 8}}}}));
 }
 
 TEST(ResponseTest, CompletionBody) {
@@ -89,7 +90,8 @@ TEST(ResponseTest, ChatStreamWithUsage) {
   const json usage = json::parse(events[4]);
   EXPECT_EQ(usage["choices"], json::array());
   EXPECT_EQ(usage["usage"], (json{{"prompt_tokens", 4}, {"completion_tokens", 3},
-                                  {"total_tokens", 7}}));
+                                  {"total_tokens", 7},
+                                  {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
   EXPECT_EQ(usage["id"], "chatcmpl-s1");
 }
 

@@ -47,6 +47,14 @@ class DisaggregationTest : public ::testing::Test {
         r.sampling.temperature = 3.0f;  // seeded sampling must continue seamlessly too
         r.sampling.seed = 100 + i;
       }
+      if (i % 4 >= 2) {
+        // The penalties' counts and the bias must survive the hand-off and a resume too.
+        r.sampling.presence_penalty = 0.8f;
+        r.sampling.frequency_penalty = 1.5f;
+        r.sampling.repetition_penalty = 1.3f;
+        r.sampling.min_p = 0.02f;
+        r.sampling.logit_bias = {{r.prompt[0], -5.0f}, {7, 1.5f}};
+      }
       rs.push_back(r);
     }
     return rs;
@@ -200,6 +208,7 @@ TEST_F(DisaggregationTest, ResumingFromTheTokensSoFarOnAnotherEngineGivesTheSame
       const auto& full = expected[r.id];
       r.prompt.insert(r.prompt.end(), full.begin(), full.begin() + k);
       r.sampling.max_tokens -= k;
+      r.sampling.output_in_prompt = k;  // the penalties count them as output
       r.rng_draws = draws_after[r.id][k - 1];
       ASSERT_TRUE(resumed->Add(r).ok());
     }
@@ -214,6 +223,41 @@ TEST_F(DisaggregationTest, ResumingFromTheTokensSoFarOnAnotherEngineGivesTheSame
       EXPECT_EQ(rest[r.id], std::vector<int32_t>(full.begin() + k, full.end())) << "k=" << k << " " << r.id;
     }
   }
+}
+
+// The workload's logit modifiers are not idle: without them its requests generate other tokens.
+TEST_F(DisaggregationTest, TheWorkloadsPenaltiesChangeWhatIsGenerated) {
+  const auto requests = Workload();
+  auto plain_requests = requests;
+  for (auto& r : plain_requests) {
+    r.sampling.presence_penalty = r.sampling.frequency_penalty = 0;
+    r.sampling.repetition_penalty = 1;
+    r.sampling.min_p = 0;
+    r.sampling.logit_bias.clear();
+  }
+  auto with = MakeEngine(512);
+  auto without = MakeEngine(512);
+  const auto a = RunAll(*with, requests);
+  const auto b = RunAll(*without, plain_requests);
+  for (const auto& r : requests) {
+    if (r.sampling.modifies_logits()) {
+      EXPECT_NE(a.at(r.id), b.at(r.id)) << r.id;
+    } else {
+      EXPECT_EQ(a.at(r.id), b.at(r.id)) << r.id;
+    }
+  }
+}
+
+TEST_F(DisaggregationTest, OutputInThePromptMustLeaveAPrompt) {
+  auto e = MakeEngine(64);
+  GenerateRequest r;
+  r.id = "x";
+  r.prompt = {5, 6, 7};
+  r.sampling.max_tokens = 5;
+  r.sampling.output_in_prompt = 3;
+  EXPECT_EQ(e->Add(r).code(), absl::StatusCode::kInvalidArgument);
+  r.sampling.output_in_prompt = 2;
+  EXPECT_TRUE(e->Add(r).ok());
 }
 
 TEST_F(DisaggregationTest, ASamplerPositionThatCannotBeIsRefused) {

@@ -124,5 +124,59 @@ TEST(SamplingTest, ValidationRejectsNonsense) {
   EXPECT_FALSE(p.Validate(100).ok());
 }
 
+// OpenAI's frequency and presence penalties count the output only; vLLM's repetition penalty
+// covers the prompt too and divides positive logits, multiplies negative ones.
+TEST(SamplingTest, PenaltiesChangeExactlyTheTokensTheyShould) {
+  const std::vector<int32_t> tokens = {0, 1, 3, /*output:*/ 2, 2, 4};
+  TokenHistory history;
+  history.Update(std::span(tokens).first(4), 3);  // fed in two parts, as a sequence grows
+  history.Update(tokens, 3);
+  EXPECT_EQ(history.output_counts().at(2), 2);
+  EXPECT_EQ(history.output_counts().at(4), 1);
+  EXPECT_FALSE(history.output_counts().contains(0));
+  SamplingParams p;
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  p.repetition_penalty = 2.0f;
+  p.logit_bias = {{5, -1.0f}};
+  std::vector<float> logits = Logits();  // {1, 3, 2.5, -1, 3, 0}
+  ApplyLogitModifiers(logits, p, history);
+  EXPECT_FLOAT_EQ(logits[0], 0.5f);                      // prompt: repetition only
+  EXPECT_FLOAT_EQ(logits[1], 1.5f);
+  EXPECT_FLOAT_EQ(logits[2], 2.5f / 2 - 2 * 0.5f - 0.25f);  // output twice
+  EXPECT_FLOAT_EQ(logits[3], -2.0f);                     // negative: multiplied
+  EXPECT_FLOAT_EQ(logits[4], 3.0f / 2 - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(logits[5], -1.0f);                     // unseen: the bias only
+}
+
+TEST(SamplingTest, LogitBiasMovesGreedyPicks) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.logit_bias = {{1, -100.0f}, {4, -100.0f}};
+  TokenHistory none;
+  std::vector<float> logits = Logits();
+  ApplyLogitModifiers(logits, p, none);
+  SamplerRng rng(1);
+  EXPECT_EQ(Draw(logits, p, rng), 2);
+  p.logit_bias = {{3, 100.0f}};
+  logits = Logits();
+  ApplyLogitModifiers(logits, p, none);
+  EXPECT_EQ(Draw(logits, p, rng), 3);
+}
+
+TEST(SamplingTest, MinPDropsTokensBelowItsShareOfTheTopProbability) {
+  // Probabilities relative to the top: e^(x - 3). min_p 0.5 keeps 1, 2.5 (e^-0.5 = 0.61) and 4.
+  SamplingParams p;
+  p.min_p = 0.5f;
+  SamplerRng rng(3);
+  std::map<int32_t, int> seen;
+  for (int i = 0; i < 2000; ++i) ++seen[Draw(Logits(), p, rng)];
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen.contains(1) && seen.contains(2) && seen.contains(4));
+  p.min_p = 0;
+  for (int i = 0; i < 2000; ++i) ++seen[Draw(Logits(), p, rng)];
+  EXPECT_GT(seen.size(), 3u);
+}
+
 }  // namespace
 }  // namespace tandem

@@ -40,6 +40,7 @@ class FakeWorkerClient final : public WorkerClient {
       msg.mutable_tokens()->Add(tokens.begin(), tokens.end());
       msg.set_rng_draws(rng_draws);
       msg.set_finish_reason(finish);
+      msg.set_cached_prompt_tokens(cached_prompt_tokens);  // as the worker: on every message
       if (finish != v1::FINISH_REASON_UNSPECIFIED) {
         msg.mutable_usage()->set_completion_tokens(completion_tokens);
         msg.mutable_usage()->set_cached_prompt_tokens(cached_prompt_tokens);

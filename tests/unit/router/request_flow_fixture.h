@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 
 #include "fmt/format.h"
 #include "gtest/gtest.h"
@@ -45,6 +46,10 @@ class ManualClock final : public FlowClock {
 // Records what the client would see, in order.
 class RecordingObserver final : public RequestObserver {
  public:
+  void OnPromptCached(int32_t n) override {
+    cached_prompt_tokens = n;
+    cached_before_tokens = tokens.empty();
+  }
   void OnTokens(std::span<const int32_t> tokens) override {
     Enter("tokens");
     this->tokens.insert(this->tokens.end(), tokens.begin(), tokens.end());
@@ -76,6 +81,8 @@ class RecordingObserver final : public RequestObserver {
   RequestUsage usage;
   absl::Status status;
   std::function<void()> on_tokens;
+  std::optional<int32_t> cached_prompt_tokens;  // OnPromptCached's
+  bool cached_before_tokens = false;
   bool nested = false;  // a method was called while another was running
 
  private:

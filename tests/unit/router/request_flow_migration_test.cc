@@ -44,12 +44,14 @@ TEST_F(MigrationTest, DecodeWorkerThatDiesMidStreamIsReplacedWithoutTheClientNot
   EXPECT_EQ(again.sampling().max_tokens(), 5);  // 8 less the 3 streamed
   EXPECT_EQ(again.rng_draws(), 5);              // the sampler goes on where it stopped
   EXPECT_EQ(again.sampling().seed(), seed);
+  EXPECT_EQ(again.sampling().output_in_prompt(), 3);  // penalties count the 3 as output
   EXPECT_EQ(again.destination().lease_id(), "M1");
   p.AnswerPrefill(1, 10);  // rng_draws 3 in the fake's answer
   ASSERT_EQ(d2.decodes.size(), 1u);
   EXPECT_EQ(PromptOf(d2.decodes[0]->decode.prompt()), Resumed(40, {7, 8, 9}));
   EXPECT_EQ(d2.decodes[0]->decode.first_token(), 10);
   EXPECT_EQ(d2.decodes[0]->decode.sampling().max_tokens(), 5);
+  EXPECT_EQ(d2.decodes[0]->decode.sampling().output_in_prompt(), 3);
   d2.decodes[0]->Send({11, 12, 13, 14}, v1::FINISH_REASON_LENGTH, /*completion_tokens=*/5);
   d2.decodes[0]->End();
 

@@ -42,6 +42,8 @@ TEST_F(RequestFlowTest, DisaggregatedRequestReservesPrefillsIntoTheLeaseAndDecod
   EXPECT_EQ(observer_->usage.prompt_tokens, 40);
   EXPECT_EQ(observer_->usage.completion_tokens, 4);
   EXPECT_EQ(observer_->usage.cached_prompt_tokens, 16);  // the prefill worker's prefix cache
+  EXPECT_EQ(observer_->cached_prompt_tokens, 16) << "known before the answer may end early";
+  EXPECT_TRUE(observer_->cached_before_tokens);
   EXPECT_TRUE(observer_->EndedOnceLast());
   EXPECT_TRUE(d.released.empty()) << "the decode worker adopted the lease";
   EXPECT_EQ(NoPending(), 0);
@@ -60,7 +62,10 @@ TEST_F(RequestFlowTest, ShortPromptsAndClustersWithoutPrefillWorkersGenerateLoca
   EXPECT_TRUE(d.reserves.empty());
   ASSERT_EQ(d.generates.size(), 1u);
   EXPECT_EQ(d.generates[0]->generate.prompt_size(), 31);
-  d.generates[0]->Send({5, 6}, v1::FINISH_REASON_LENGTH, 2, /*cached_prompt_tokens=*/16);
+  d.generates[0]->Send({5}, v1::FINISH_REASON_UNSPECIFIED, 0, /*cached_prompt_tokens=*/16);
+  EXPECT_EQ(observer_->cached_prompt_tokens, 16) << "known before the answer may end early";
+  EXPECT_TRUE(observer_->cached_before_tokens);
+  d.generates[0]->Send({6}, v1::FINISH_REASON_LENGTH, 2, /*cached_prompt_tokens=*/16);
   d.generates[0]->End();
   EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{5, 6}));
   EXPECT_EQ(observer_->reason, FinishReason::kLength);

@@ -1,0 +1,143 @@
+"""Logit modifiers, prefix-cache usage and /tokenize through the official `openai` client, each
+checked on values: on the disaggregated cluster (prefill on one worker, decode on another, the
+sampler's state handed over) and on a mixed worker (everything in one engine) alike."""
+import uuid
+
+try:
+    import httpx2 as httpx  # what the openai client itself uses
+except ImportError:
+    import httpx
+import openai
+import pytest
+
+QUESTION = [{"role": "user", "content": "Name three colors of the rainbow."}]
+PROMPT = "The capital of France is"
+
+
+def post(cluster, path, body):
+    r = httpx.post(cluster.base + path, json=body, timeout=60)
+    return r.status_code, r.json()
+
+
+def token_ids(cluster, text):
+    """The ids of `text` alone, as the server tokenizes a completion's prompt (BOS dropped)."""
+    status, body = post(cluster, "/tokenize", {"prompt": text})
+    assert status == 200, body
+    ids = body["tokens"]
+    status, bos = post(cluster, "/tokenize", {"prompt": "a"})
+    if len(bos["tokens"]) > 1:  # the tokenizer adds a BOS token
+        ids = ids[1:]
+    return ids
+
+
+def complete(cluster, stream=False, **kw):
+    kw.setdefault("max_tokens", 8)
+    kw.setdefault("temperature", 0)
+    r = cluster.client.completions.create(model=cluster.model, prompt=kw.pop("prompt", PROMPT), stream=stream, **kw)
+    if not stream:
+        return r.choices[0].text
+    return "".join(c.choices[0].text for c in r if c.choices)
+
+
+def chat_text(cluster, stream=False, **kw):
+    kw.setdefault("max_tokens", 48)
+    r = cluster.client.chat.completions.create(model=cluster.model, messages=kw.pop("messages", QUESTION),
+                                               stream=stream, **kw)
+    if not stream:
+        return r.choices[0].message.content
+    return "".join((c.choices[0].delta.content or "") for c in r if c.choices)
+
+
+def test_tokenize_and_detokenize(disagg):
+    status, body = post(disagg, "/tokenize", {"prompt": PROMPT})
+    assert status == 200, body
+    assert body["count"] == len(body["tokens"]) > 3
+    assert body["max_model_len"] > 1000
+    status, back = post(disagg, "/detokenize", {"tokens": body["tokens"]})
+    assert status == 200 and back == {"prompt": PROMPT}
+    # Chat: the template's rendering, exactly what a chat completion is charged for.
+    status, rendered = post(disagg, "/tokenize", {"messages": QUESTION})
+    r = disagg.client.chat.completions.create(model=disagg.model, messages=QUESTION, max_tokens=1)
+    assert rendered["count"] == r.usage.prompt_tokens
+    status, err = post(disagg, "/detokenize", {"tokens": [1, 10**7]})
+    assert status == 400 and err["error"]["param"] == "tokens", err
+    status, err = post(disagg, "/tokenize", {"prompt": ""})
+    assert status == 400 and err["error"]["param"] == "prompt", err
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logit_bias_bans_and_forces_tokens(disagg, mixed, stream):
+    for cluster in (disagg, mixed):
+        first = complete(cluster, max_tokens=1)
+        banned = token_ids(cluster, first)
+        assert banned, first
+        other = complete(cluster, stream=stream, max_tokens=1, logit_bias={str(t): -100 for t in banned})
+        assert other and other != first, (first, other)
+        (blue,) = token_ids(cluster, " blue")
+        forced = complete(cluster, stream=stream, max_tokens=4, logit_bias={str(blue): 100},
+                          extra_body={"ignore_eos": True})
+        assert forced == " blue" * 4
+
+
+def repeats(cluster, text):
+    ids = token_ids(cluster, text)
+    return len(ids) - len(set(ids))
+
+
+def test_penalties_change_the_answer_the_same_way_on_every_path(disagg, mixed):
+    plain = chat_text(disagg, temperature=0, extra_body={"ignore_eos": True})
+    kw = dict(temperature=0, frequency_penalty=1.5, presence_penalty=0.5,
+              extra_body={"ignore_eos": True, "repetition_penalty": 1.2})
+    penalized = chat_text(disagg, **kw)
+    # The decode worker continues with the prefill worker's first token counted: the same tokens
+    # as one engine doing both, streamed or not.
+    assert penalized == chat_text(mixed, **kw) == chat_text(disagg, stream=True, **kw)
+    assert penalized != plain
+    assert repeats(disagg, penalized) < repeats(disagg, plain), (plain, penalized)
+
+
+def test_min_p_one_keeps_only_the_most_likely_token(disagg, mixed):
+    greedy = chat_text(disagg, temperature=0, max_tokens=24)
+    hot = dict(temperature=1.5, seed=7, max_tokens=24)
+    assert chat_text(disagg, extra_body={"min_p": 1.0}, **hot) == greedy
+    assert chat_text(mixed, extra_body={"min_p": 1.0}, **hot) == greedy
+    loose = chat_text(disagg, extra_body={"min_p": 0.05}, **hot)
+    assert loose == chat_text(mixed, extra_body={"min_p": 0.05}, **hot), "seeded: the same on both paths"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cached_prompt_tokens_are_reported(disagg, mixed, stream):
+    for cluster in (disagg, mixed):
+        # A prompt no earlier request shared, long enough for several 16-token blocks.
+        text = f"{uuid.uuid4()} " + "Tell me about the history of the river and its towns. " * 20
+        messages = [{"role": "user", "content": text}]
+        usages = []
+        for _ in range(2):
+            kw = dict(model=cluster.model, messages=messages, max_tokens=2, temperature=0)
+            if stream:
+                chunks = list(cluster.client.chat.completions.create(
+                    stream=True, stream_options={"include_usage": True}, **kw))
+                usages.append(chunks[-1].usage)
+            else:
+                usages.append(cluster.client.chat.completions.create(**kw).usage)
+        first, second = usages
+        assert first.prompt_tokens == second.prompt_tokens > 160
+        # The first time only the chat template's system preamble can be cached (shared with every
+        # earlier chat); the second time every full 16-token block of the prompt is.
+        before, after = first.prompt_tokens_details.cached_tokens, second.prompt_tokens_details.cached_tokens
+        assert before % 16 == 0 and before < 64, before
+        assert after % 16 == 0 and second.prompt_tokens - 32 <= after < second.prompt_tokens, after
+
+
+def test_priority_is_accepted_and_bad_values_name_the_field(disagg):
+    assert chat_text(disagg, temperature=0, max_tokens=4, extra_body={"priority": -5})
+    for kw, field in ((dict(presence_penalty=3), "presence_penalty"),
+                      (dict(frequency_penalty=-2.5), "frequency_penalty"),
+                      (dict(logit_bias={"999999999": 1}), "logit_bias"),
+                      (dict(logit_bias={"5": 150}), "logit_bias"),
+                      (dict(extra_body={"min_p": 2}), "min_p"),
+                      (dict(extra_body={"repetition_penalty": 0}), "repetition_penalty"),
+                      (dict(extra_body={"priority": "high"}), "priority")):
+        with pytest.raises(openai.BadRequestError) as e:
+            chat_text(disagg, max_tokens=4, **kw)
+        assert e.value.body["param"] == field, e.value.body
