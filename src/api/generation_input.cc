@@ -171,6 +171,11 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
   }
+  if (in.logprobs.has_value()) {
+    const int64_t k = *in.logprobs;
+    if (k < 0 || k > kMaxLogprobs) return OutOfRange(in.logprobs_param, StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
+    out->logprobs = static_cast<int32_t>(k);
+  }
   if (in.priority.has_value()) {
     const int64_t p = *in.priority;
     if (p < std::numeric_limits<int32_t>::min() || p > kInt32Max) {
@@ -231,6 +236,7 @@ SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) 
   p.repetition_penalty = repetition_penalty;
   p.min_p = min_p;
   p.priority = priority;
+  p.logprobs = logprobs;
   return p;
 }
 

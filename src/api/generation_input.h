@@ -80,6 +80,8 @@ struct OptionsInput {
   std::optional<double> repetition_penalty;
   std::optional<double> min_p;
   std::optional<int64_t> priority;
+  std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
+  std::string logprobs_param = "logprobs";  // the field k came from, for error messages
   bool stream = false;                // HTTP only: SSE instead of one JSON body
   bool include_usage = false;         // HTTP only: stream_options.include_usage
 };
@@ -109,6 +111,7 @@ struct GenerationOptions {
   float repetition_penalty = 1.0f;      // (0, 10], vLLM extension
   float min_p = 0.0f;                   // [0, 1], vLLM extension
   int32_t priority = 0;                 // vLLM extension: lower runs first
+  int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 

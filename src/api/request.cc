@@ -86,6 +86,35 @@ std::optional<ApiError> ReadLogitBias(const Json& body, OptionsInput* out) {
   return std::nullopt;
 }
 
+// Chat: "logprobs": true, with "top_logprobs": k alternatives (0 when absent). Completions:
+// "logprobs": k (0 still asks for the chosen tokens' log-probabilities).
+std::optional<ApiError> ReadLogprobs(const Json& body, Endpoint endpoint, OptionsInput* out) {
+  const Json* v = Find(body, "logprobs");
+  if (endpoint == Endpoint::kCompletions) {
+    if (v == nullptr || *v == false) return std::nullopt;
+    int64_t k = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "logprobs", &k));
+    out->logprobs = k;
+    return std::nullopt;
+  }
+  bool on = false;
+  if (v != nullptr) TANDEM_API_RETURN_IF_ERROR(ReadBool(*v, "logprobs", &on));
+  int64_t k = 0;
+  const Json* top = Find(body, "top_logprobs");
+  if (top != nullptr) {
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*top, "top_logprobs", &k));
+    if (!on && k != 0) {
+      return ApiError::InvalidRequest("'top_logprobs' needs 'logprobs' to be true", "top_logprobs",
+                                      "invalid_value");
+    }
+  }
+  if (on) {
+    out->logprobs = k;
+    out->logprobs_param = "top_logprobs";
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> ReadModifiers(const Json& body, OptionsInput* out) {
   TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "presence_penalty", &out->presence_penalty));
   TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "frequency_penalty", &out->frequency_penalty));
@@ -171,11 +200,8 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
     TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "best_of", &b));
     if (b != 1) return ApiError::Unsupported("best_of", "it must be 1");
   }
-  // logprobs: false (chat) or absent. In completions an integer, where 0 still asks for
-  // the chosen tokens' log probabilities, so only false/null are "off".
-  if ((v = Find(body, "logprobs")) && *v != false) return ApiError::Unsupported("logprobs");
   // Fields whose only accepted values are "off".
-  for (const char* name : {"top_logprobs", "echo", "suffix", "tools", "functions", "min_tokens"}) {
+  for (const char* name : {"echo", "suffix", "tools", "functions", "min_tokens"}) {
     if ((v = Find(body, name)) && !IsOff(*v)) return ApiError::Unsupported(name);
   }
   if ((v = Find(body, "tool_choice")) && *v != "none" && *v != "auto") {
@@ -203,6 +229,7 @@ std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint, Options
   TANDEM_API_RETURN_IF_ERROR(ReadMaxTokens(body, endpoint, out));
   TANDEM_API_RETURN_IF_ERROR(ReadSampling(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadModifiers(body, out));
+  TANDEM_API_RETURN_IF_ERROR(ReadLogprobs(body, endpoint, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStops(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStreaming(body, out));
   return std::nullopt;

@@ -20,10 +20,12 @@
 //  * `logit_bias` is an object keyed by token ids written as strings ({"50256": -100});
 //    `presence_penalty`, `frequency_penalty`, vLLM's `repetition_penalty`, `min_p` and
 //    `priority` are read as numbers (ranges: ValidateGenerationInput).
-//  * `n` and `best_of` must be 1; `logprobs`, `top_logprobs` > 0, `echo`, `suffix`, `tools`,
-//    `tool_choice` other than none/auto, `functions`, `response_format` other than text, and
-//    vLLM's `min_tokens` > 0 are rejected as unsupported, naming the field, rather than
-//    silently ignored.
+//  * Log-probabilities: chat `logprobs: true` with `top_logprobs` alternatives (0 if absent;
+//    `top_logprobs` > 0 without `logprobs` is a 400); completions `logprobs: k` (0 still asks
+//    for the chosen tokens'). k at most kMaxLogprobs (20).
+//  * `n` and `best_of` must be 1; `echo`, `suffix`, `tools`, `tool_choice` other than
+//    none/auto, `functions`, `response_format` other than text, and vLLM's `min_tokens` > 0
+//    are rejected as unsupported, naming the field, rather than silently ignored.
 //  * `stream_options` is only accepted with "stream": true (as OpenAI).
 //  * Integer fields accept JSON integers and floats with no fraction (10.0), as pydantic
 //    does for vLLM; strings and booleans are type errors.

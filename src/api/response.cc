@@ -32,6 +32,45 @@ json UsageJson(const Usage& usage) {
 
 json FinishJson(const char* finish) { return finish ? json(finish) : json(nullptr); }
 
+double ShownLogprob(float lp) { return lp >= -9999.0f ? static_cast<double>(lp) : -9999.0; }
+
+json BytesJson(const std::string& s) {
+  json bytes = json::array();
+  for (unsigned char c : s) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
+json LogprobsJson(Endpoint endpoint, const std::vector<LogprobEntry>* entries) {
+  if (entries == nullptr) return nullptr;
+  if (endpoint == Endpoint::kChatCompletions) {
+    json content = json::array();
+    for (const LogprobEntry& e : *entries) {
+      json top = json::array();
+      for (const auto& [token, lp] : e.top) {
+        top.push_back({{"token", token}, {"logprob", ShownLogprob(lp)}, {"bytes", BytesJson(token)}});
+      }
+      content.push_back({{"token", e.token},
+                         {"logprob", ShownLogprob(e.logprob)},
+                         {"bytes", BytesJson(e.token)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return json{{"content", std::move(content)}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), tops = json::array(), offsets = json::array();
+  for (const LogprobEntry& e : *entries) {
+    tokens.push_back(e.token);
+    token_logprobs.push_back(ShownLogprob(e.logprob));
+    json top = json::object();
+    for (const auto& [token, lp] : e.top) top[token] = ShownLogprob(lp);  // a dict, as OpenAI's
+    tops.push_back(std::move(top));
+    offsets.push_back(e.text_offset);
+  }
+  return json{{"tokens", std::move(tokens)},
+              {"token_logprobs", std::move(token_logprobs)},
+              {"top_logprobs", std::move(tops)},
+              {"text_offset", std::move(offsets)}};
+}
+
 json ModelCardJson(const ModelCard& m) {
   json j = {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "tandem"}};
   if (m.max_model_len > 0) j["max_model_len"] = m.max_model_len;
@@ -55,7 +94,8 @@ ResponseMeta MakeResponseMeta(Endpoint endpoint, std::string_view request_id, st
 }
 
 std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
-                                   ApiFinishReason finish, const Usage& usage) {
+                                   ApiFinishReason finish, const Usage& usage,
+                                   const std::vector<LogprobEntry>* logprobs) {
   json body = Envelope(meta, /*chunk=*/false);
   json choice = {{"index", 0}};
   if (IsChat(meta)) {
@@ -63,15 +103,15 @@ std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view te
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = LogprobsJson(meta.endpoint, logprobs);
   choice["finish_reason"] = ApiFinishReasonName(finish);
   body["choices"] = json::array({std::move(choice)});
   body["usage"] = UsageJson(usage);
   return Dump(body);
 }
 
-std::string StreamEncoder::Chunk(std::string_view text, bool with_role,
-                                 const char* finish) const {
+std::string StreamEncoder::Chunk(std::string_view text, bool with_role, const char* finish,
+                                 const std::vector<LogprobEntry>* logprobs) const {
   json chunk = Envelope(meta_, /*chunk=*/true);
   json choice = {{"index", 0}};
   if (IsChat(meta_)) {
@@ -82,7 +122,7 @@ std::string StreamEncoder::Chunk(std::string_view text, bool with_role,
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = LogprobsJson(meta_.endpoint, logprobs);
   choice["finish_reason"] = FinishJson(finish);
   chunk["choices"] = json::array({std::move(choice)});
   if (include_usage_) chunk["usage"] = nullptr;  // as OpenAI: null until the usage chunk
@@ -93,8 +133,9 @@ std::string StreamEncoder::Begin() const {
   return IsChat(meta_) ? Chunk("", /*with_role=*/true, nullptr) : std::string();
 }
 
-std::string StreamEncoder::Delta(std::string_view text) const {
-  return text.empty() ? std::string() : Chunk(text, /*with_role=*/false, nullptr);
+std::string StreamEncoder::Delta(std::string_view text, const std::vector<LogprobEntry>* logprobs) const {
+  if (text.empty() && (logprobs == nullptr || logprobs->empty())) return std::string();
+  return Chunk(text, /*with_role=*/false, nullptr, logprobs);
 }
 
 std::string StreamEncoder::End(ApiFinishReason finish, const Usage& usage) const {

@@ -4,7 +4,10 @@
 //
 //   chat.completion        {id: "chatcmpl-<request id>", object, created, model,
 //                           choices: [{index: 0, message: {role: "assistant", content},
-//                                      logprobs: null, finish_reason}], usage}
+//                                      logprobs, finish_reason}], usage}; logprobs null
+//                          unless asked for, else {content: [{token, logprob, bytes,
+//                          top_logprobs}]} (completions: {tokens, token_logprobs,
+//                          top_logprobs, text_offset}), in stream chunks too
 //   text_completion        the same with id "cmpl-<request id>" and choices[0].text
 //   streams                "data: <chunk>\n\n" per event: a chat stream opens with a delta
 //                          {role: "assistant", content: ""}; text deltas follow; the last
@@ -22,6 +25,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "api/api_error.h"
 #include "api/request.h"
@@ -55,9 +60,24 @@ struct ResponseMeta {
 ResponseMeta MakeResponseMeta(Endpoint endpoint, std::string_view request_id, std::string model,
                               int64_t created_unix_seconds);
 
+// One generated token's log-probabilities as the API shows them. `token` is the token's text
+// as generated (special tokens by name; it may hold part of a UTF-8 character, which the
+// "bytes" arrays carry exactly); `text_offset` is where it starts in the choice's text
+// (completions' text_offset). Log-probabilities below -9999 (and -inf) are shown as -9999.0,
+// as vLLM does, since JSON has no infinity.
+struct LogprobEntry {
+  std::string token;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;
+  int64_t text_offset = 0;
+};
+
 // A whole (non-streaming) chat.completion or text_completion body, by meta.endpoint.
+// `logprobs`: null when not asked for, else every token's (chat: {content: [...]};
+// completions: {tokens, token_logprobs, top_logprobs, text_offset}).
 std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
-                                   ApiFinishReason finish, const Usage& usage);
+                                   ApiFinishReason finish, const Usage& usage,
+                                   const std::vector<LogprobEntry>* logprobs = nullptr);
 
 // Turns one request's output into server-sent events.
 class StreamEncoder {
@@ -67,8 +87,8 @@ class StreamEncoder {
 
   // The opening event: the chat role chunk; "" for completions (nothing to send yet).
   std::string Begin() const;
-  // A chunk carrying `text`; "" when `text` is empty.
-  std::string Delta(std::string_view text) const;
+  // A chunk carrying `text` (and its tokens' `logprobs` when asked for); "" when both are empty.
+  std::string Delta(std::string_view text, const std::vector<LogprobEntry>* logprobs = nullptr) const;
   // The finish_reason chunk, the usage chunk when include_usage, and [DONE].
   std::string End(ApiFinishReason finish, const Usage& usage) const;
   // For a failure after Begin(): the error event and [DONE].
@@ -77,7 +97,8 @@ class StreamEncoder {
   const ResponseMeta& meta() const { return meta_; }
 
  private:
-  std::string Chunk(std::string_view text, bool with_role, const char* finish) const;
+  std::string Chunk(std::string_view text, bool with_role, const char* finish,
+                    const std::vector<LogprobEntry>* logprobs = nullptr) const;
 
   ResponseMeta meta_;
   bool include_usage_;

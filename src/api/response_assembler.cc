@@ -67,6 +67,24 @@ AssembledDelta ResponseAssembler::Push(std::span<const int32_t> token_ids) {
   return out;
 }
 
+std::vector<LogprobEntry> ResponseAssembler::DescribeLogprobs(std::span<const int32_t> token_ids,
+                                                             std::span<const TokenLogprob> logprobs) {
+  std::vector<LogprobEntry> out;
+  const auto piece = [&](int32_t id) {
+    return id >= 0 && id < tokenizer_.vocab_size() ? tokenizer_.TokenToPiece(id, /*render_special=*/true) : "";
+  };
+  for (size_t i = 0; i < std::min(token_ids.size(), logprobs.size()); ++i) {
+    LogprobEntry e;
+    e.token = piece(token_ids[i]);
+    e.logprob = logprobs[i].logprob;
+    for (const auto& [id, lp] : logprobs[i].top) e.top.emplace_back(piece(id), lp);
+    e.text_offset = logprob_offset_;
+    logprob_offset_ += static_cast<int64_t>(e.token.size());
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 AssembledDelta ResponseAssembler::Finish(FinishReason worker_reason) {
   AssembledDelta out;
   if (finished()) return out;

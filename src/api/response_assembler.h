@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "api/response.h"
 #include "types/finish_reason.h"
+#include "types/sampling_params.h"
 #include "text/detokenizer.h"
 #include "text/stop_strings.h"
 #include "text/tokenizer.h"
@@ -67,6 +68,11 @@ class ResponseAssembler {
   AssembledDelta Push(std::span<const int32_t> token_ids);
   AssembledDelta Push(int32_t token_id) { return Push(std::span<const int32_t>(&token_id, 1)); }
 
+  // The API's view of tokens' log-probabilities (token texts, special tokens by name), with
+  // text offsets that run on over every call.
+  std::vector<LogprobEntry> DescribeLogprobs(std::span<const int32_t> token_ids,
+                                             std::span<const TokenLogprob> logprobs);
+
   // The worker reported the request's end. kLength maps to "length", everything else to
   // "stop" (the router answers kError/kCancelled with an error instead of using the text).
   // Releases held-back text. A no-op once finished.
@@ -98,6 +104,7 @@ class ResponseAssembler {
   int32_t completion_tokens_ = 0;
   std::optional<ApiFinishReason> finish_;
   std::string text_;
+  int64_t logprob_offset_ = 0;  // bytes of token text described so far
 };
 
 }  // namespace tandem::api

@@ -166,13 +166,20 @@ void Engine::BuildBatch(const SchedulerOutput& plan) {
   }
 }
 
-int32_t Engine::Sample(Sequence* seq, std::span<const float> row) {
+int32_t Engine::Sample(Sequence* seq, std::span<const float> row, RequestOutput* out) {
   const SamplingParams& p = seq->sampling;
-  if (!p.modifies_logits()) return SampleToken(row, p, seq->rng, sample_scratch_);
-  if (p.has_penalties()) seq->history.Update(seq->tokens, static_cast<size_t>(seq->prompt_len - p.output_in_prompt));
-  modified_logits_.assign(row.begin(), row.end());
-  ApplyLogitModifiers(modified_logits_, p, seq->history);
-  return SampleToken(modified_logits_, p, seq->rng, sample_scratch_);
+  int32_t token = 0;
+  if (!p.modifies_logits()) {
+    token = SampleToken(row, p, seq->rng, sample_scratch_);
+  } else {
+    if (p.has_penalties()) seq->history.Update(seq->tokens, static_cast<size_t>(seq->prompt_len - p.output_in_prompt));
+    modified_logits_.assign(row.begin(), row.end());
+    ApplyLogitModifiers(modified_logits_, p, seq->history);
+    token = SampleToken(modified_logits_, p, seq->rng, sample_scratch_);
+  }
+  // The model's own distribution: the raw row, before modifiers and temperature.
+  if (p.logprobs >= 0) out->logprobs.push_back(ComputeLogprobs(row, token, p.logprobs, sample_scratch_));
+  return token;
 }
 
 absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
@@ -216,10 +223,10 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
       continue;
     }
     std::span<const float> row(logits_.data() + logit_row++ * static_cast<size_t>(vocab), vocab);
-    const int32_t token = Sample(seq, row);
+    RequestOutput out;
+    const int32_t token = Sample(seq, row, &out);
     seq->tokens.push_back(token);
     ++counters_.generated_tokens;
-    RequestOutput out;
     out.id = seq->id;
     out.new_tokens.push_back(token);
     out.prompt_tokens = seq->prompt_len;

@@ -59,6 +59,7 @@ struct RequestOutput {
   int32_t cached_prompt_tokens = 0;  // served from the prefix cache
   int32_t num_computed = 0;          // tokens whose KV is complete (with report_progress)
   int32_t rng_draws = 0;             // random draws used so far (to continue elsewhere)
+  std::vector<TokenLogprob> logprobs;  // one per new token, when the request asked for them
 };
 
 // The load a worker reports to the router.
@@ -160,7 +161,7 @@ class Engine {
   // Fills batch_ with the plan's chunks: tokens, positions, KV slots, the rows that sample.
   void BuildBatch(const SchedulerOutput& plan);
   // Samples `seq`'s next token from its row of logits (modifiers, then the sampler).
-  int32_t Sample(Sequence* seq, std::span<const float> row);
+  int32_t Sample(Sequence* seq, std::span<const float> row, RequestOutput* out);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;

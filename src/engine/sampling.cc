@@ -43,6 +43,26 @@ void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, 
   }
 }
 
+TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k,
+                             std::vector<std::pair<float, int32_t>>& scratch) {
+  float max_logit = logits[0];
+  for (float x : logits) max_logit = std::max(max_logit, x);
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - max_logit);
+  const double log_z = max_logit + std::log(sum);
+  TokenLogprob out;
+  out.logprob = static_cast<float>(logits[token] - log_z);
+  k = std::min<int>(k, static_cast<int>(logits.size()));
+  if (k <= 0) return out;
+  scratch.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) scratch[i] = {logits[i], static_cast<int32_t>(i)};
+  std::partial_sort(scratch.begin(), scratch.begin() + k, scratch.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  for (int i = 0; i < k; ++i) out.top.emplace_back(scratch[i].second, static_cast<float>(scratch[i].first - log_z));
+  return out;
+}
+
 namespace {
 
 // Drops the candidates whose probability is below min_p x the largest one's: a scaled logit

@@ -60,6 +60,11 @@ class TokenHistory {
 // row of logits in place. Only the tokens named by the bias or the history change.
 void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, const TokenHistory& history);
 
+// The log-probability of `token` under a log-softmax of `logits`, and the `k` most likely
+// tokens' (ties: lower id first). `scratch` is reused between calls.
+TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k,
+                             std::vector<std::pair<float, int32_t>>& scratch);
+
 // Returns the index of the largest logit (the lowest index on ties).
 int32_t ArgMax(std::span<const float> logits);
 

@@ -2,6 +2,7 @@
 
 #include "router/admission_stats.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/logging.h"
@@ -83,14 +84,20 @@ void Completion::OnPromptCached(int32_t cached_prompt_tokens) {
   cached_prompt_tokens_ = cached_prompt_tokens;
 }
 
-void Completion::OnTokens(std::span<const int32_t> tokens) {
+void Completion::OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) {
   bool stop_early = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (done_) return;
     ObserveTokenGap();
+    const int32_t before = assembler_->usage().completion_tokens;
     const api::AssembledDelta delta = assembler_->Push(tokens);
-    encoder_->Delta(delta.text, tokens);
+    // Log-probabilities of the tokens the answer took (not of those after its end).
+    const size_t taken = static_cast<size_t>(assembler_->usage().completion_tokens - before);
+    std::span<const TokenLogprob> raw = logprobs.first(std::min(logprobs.size(), taken));
+    std::vector<api::LogprobEntry> shown;
+    if (!raw.empty()) shown = assembler_->DescribeLogprobs(tokens.first(raw.size()), raw);
+    encoder_->Delta(delta.text, tokens, raw, shown);
     if (delta.finished) {
       EndLocked();
       stop_early = true;  // a stop string, stop token or max_tokens: the workers can stop
@@ -103,7 +110,7 @@ void Completion::OnFinished(FinishReason reason, const RequestUsage& usage) {
   std::lock_guard<std::mutex> lock(mu_);
   if (done_) return;
   const api::AssembledDelta delta = assembler_->Finish(reason);
-  encoder_->Delta(delta.text, {});
+  encoder_->Delta(delta.text, {}, {}, {});
   cached_prompt_tokens_ = usage.cached_prompt_tokens;
   EndLocked();
 }

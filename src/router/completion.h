@@ -46,8 +46,11 @@ struct CompletionEnd {
 class CompletionEncoder {
  public:
   virtual ~CompletionEncoder() = default;
-  // New text (may be empty: a stream may still start) and the tokens behind it.
-  virtual void Delta(std::string_view text, std::span<const int32_t> tokens) = 0;
+  // New text (may be empty: a stream may still start) and the tokens behind it; when the
+  // request asked for log-probabilities, the tokens' (`raw`, as the worker computed them, and
+  // `shown`, as the HTTP API words them; both empty otherwise).
+  virtual void Delta(std::string_view text, std::span<const int32_t> tokens, std::span<const TokenLogprob> raw,
+                     const std::vector<api::LogprobEntry>& shown) = 0;
   virtual void End(const CompletionEnd& end) = 0;
   // The request failed: `status` as it arose, `error` as the HTTP API words it.
   virtual void Fail(const absl::Status& status, const api::ApiError& error) = 0;
@@ -67,7 +70,7 @@ class Completion final : public RequestObserver {
   void Close();
 
   void OnPromptCached(int32_t cached_prompt_tokens) override;
-  void OnTokens(std::span<const int32_t> tokens) override;
+  void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) override;
   void OnFinished(FinishReason reason, const RequestUsage& usage) override;
   void OnFailed(const absl::Status& status) override;
 

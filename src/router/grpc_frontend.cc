@@ -53,6 +53,7 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   if (sp.has_repetition_penalty()) o.repetition_penalty = sp.repetition_penalty();
   if (sp.min_p() != 0) o.min_p = sp.min_p();
   if (sp.priority() != 0) o.priority = sp.priority();
+  if (sp.has_logprobs()) o.logprobs = sp.logprobs();
   return in;
 }
 
@@ -63,12 +64,14 @@ class GrpcEncoder final : public CompletionEncoder {
   GrpcEncoder(std::shared_ptr<GenerateStream> stream, std::string request_id)
       : stream_(std::move(stream)), request_id_(std::move(request_id)) {}
 
-  void Delta(std::string_view text, std::span<const int32_t> tokens) override {
+  void Delta(std::string_view text, std::span<const int32_t> tokens, std::span<const TokenLogprob> raw,
+             const std::vector<api::LogprobEntry>&) override {
     if (text.empty() && tokens.empty()) return;
     v1::GenerateResponse msg;
     msg.set_request_id(request_id_);
     msg.set_text(std::string(text));
     msg.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    for (const TokenLogprob& l : raw) *msg.add_logprobs() = rpc::ToProto(l);
     stream_->Write(std::move(msg));
   }
 

@@ -24,19 +24,28 @@ constexpr const char* kDetokenizeRoute = "/detokenize";
 class HttpEncoder final : public CompletionEncoder {
  public:
   HttpEncoder(std::shared_ptr<http::HttpResponder> responder, api::ResponseMeta meta, bool stream,
-              bool include_usage)
-      : responder_(std::move(responder)), encoder_(std::move(meta), include_usage), stream_(stream) {}
+              bool include_usage, bool logprobs)
+      : responder_(std::move(responder)),
+        encoder_(std::move(meta), include_usage),
+        stream_(stream),
+        logprobs_(logprobs) {}
 
-  void Delta(std::string_view text, std::span<const int32_t>) override {
-    if (!stream_) return;  // the assembler keeps the whole text
+  void Delta(std::string_view text, std::span<const int32_t>, std::span<const TokenLogprob>,
+             const std::vector<api::LogprobEntry>& shown) override {
+    if (!stream_) {  // the assembler keeps the whole text; the log-probabilities are kept here
+      all_logprobs_.insert(all_logprobs_.end(), shown.begin(), shown.end());
+      return;
+    }
     StartStream();
-    if (!text.empty()) (void)responder_->Write(encoder_.Delta(text));
+    const std::string chunk = encoder_.Delta(text, logprobs_ ? &shown : nullptr);
+    if (!chunk.empty()) (void)responder_->Write(chunk);
   }
 
   void End(const CompletionEnd& end) override {
     if (!stream_) {
       (void)responder_->Reply(200, std::string(api::kJsonContentType),
-                              api::CompletionResponseJson(encoder_.meta(), end.text, end.finish, end.usage));
+                              api::CompletionResponseJson(encoder_.meta(), end.text, end.finish, end.usage,
+                                                          logprobs_ ? &all_logprobs_ : nullptr));
       return;
     }
     StartStream();
@@ -70,6 +79,8 @@ class HttpEncoder final : public CompletionEncoder {
   const std::shared_ptr<http::HttpResponder> responder_;
   const api::StreamEncoder encoder_;
   const bool stream_;
+  const bool logprobs_;  // asked for: "logprobs" is an object, else null
+  std::vector<api::LogprobEntry> all_logprobs_;  // non-streaming answers
   bool started_ = false;
 };
 
@@ -181,7 +192,7 @@ void Frontend::HandleCompletion(api::Endpoint endpoint, const std::string& body,
   auto encoder = std::make_unique<HttpEncoder>(
       responder,
       api::MakeResponseMeta(endpoint, admitted->id, door_.options().served_model, absl::ToUnixSeconds(absl::Now())),
-      options.stream, options.include_usage);
+      options.stream, options.include_usage, options.logprobs >= 0);
   std::shared_ptr<Completion> completion = door_.Start(*std::move(admitted), std::move(encoder), route);
   // Runs when the exchange is over: after the answer, or at once when the client disconnects.
   responder->OnClose([completion] { completion->Close(); });

@@ -68,7 +68,9 @@ class RequestFlow::Events {
   void Failed(const absl::Status& status) { Push(status, true); }
   // Queues tokens without delivering them: called under the flow's lock, so that tokens keep
   // the order in which the flow accepted them across legs. Deliver() (without the lock) sends.
-  void QueueTokens(std::vector<int32_t> tokens) { Enqueue(std::move(tokens), false); }
+  void QueueTokens(std::vector<int32_t> tokens, std::vector<TokenLogprob> logprobs) {
+    Enqueue(Tokens{std::move(tokens), std::move(logprobs)}, false);
+  }
   void QueueCached(int32_t cached_prompt_tokens) { Enqueue(Cached{cached_prompt_tokens}, false); }
   void Deliver() {
     {
@@ -87,7 +89,11 @@ class RequestFlow::Events {
   struct Cached {
     int32_t tokens;
   };
-  using Event = std::variant<std::vector<int32_t>, Finish, absl::Status, Cached>;
+  struct Tokens {
+    std::vector<int32_t> ids;
+    std::vector<TokenLogprob> logprobs;
+  };
+  using Event = std::variant<Tokens, Finish, absl::Status, Cached>;
 
   void Enqueue(Event event, bool terminal) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -114,8 +120,8 @@ class RequestFlow::Events {
         next = std::move(queue_.front());
         queue_.pop_front();
       }
-      if (auto* tokens = std::get_if<std::vector<int32_t>>(&next)) {
-        observer_->OnTokens(*tokens);
+      if (auto* tokens = std::get_if<Tokens>(&next)) {
+        observer_->OnTokens(tokens->ids, tokens->logprobs);
       } else if (auto* cached = std::get_if<Cached>(&next)) {
         observer_->OnPromptCached(cached->tokens);
       } else if (auto* finish = std::get_if<Finish>(&next)) {
@@ -507,7 +513,9 @@ void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint
       usage_.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
       events_->QueueCached(usage_.cached_prompt_tokens);
     }
-    NoteTokens({&first, 1});
+    std::vector<TokenLogprob> logprobs;
+    if (request_.sampling.logprobs >= 0 && resp.has_first_logprob()) logprobs.push_back(rpc::FromProto(resp.first_logprob()));
+    NoteTokens({&first, 1}, std::move(logprobs));
     rng_draws_ = resp.rng_draws();
     usage_.completion_tokens = static_cast<int32_t>(generated_.size());
     stats_.transfer_seconds = resp.transfer_seconds();
@@ -609,7 +617,11 @@ void RequestFlow::OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg) {
       events_->QueueCached(usage_.cached_prompt_tokens);
     }
     leg_streamed_ = true;
-    NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())});
+    std::vector<TokenLogprob> logprobs;
+    if (request_.sampling.logprobs >= 0) {
+      for (const v1::TokenLogprob& l : msg.logprobs()) logprobs.push_back(rpc::FromProto(l));
+    }
+    NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())}, std::move(logprobs));
     rng_draws_ = std::max(rng_draws_, msg.rng_draws());
     usage_.completion_tokens += msg.tokens_size();
     if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -658,7 +670,7 @@ void RequestFlow::OnStreamDone(uint64_t leg, const absl::Status& status) {
   }
 }
 
-void RequestFlow::NoteTokens(std::span<const int32_t> tokens) {
+void RequestFlow::NoteTokens(std::span<const int32_t> tokens, std::vector<TokenLogprob> logprobs) {
   if (tokens.empty()) return;
   generated_.insert(generated_.end(), tokens.begin(), tokens.end());
   if (migrated_at_ != absl::InfinitePast()) {
@@ -667,7 +679,8 @@ void RequestFlow::NoteTokens(std::span<const int32_t> tokens) {
     }
     migrated_at_ = absl::InfinitePast();
   }
-  events_->QueueTokens({tokens.begin(), tokens.end()});
+  if (logprobs.size() != tokens.size()) logprobs.clear();  // all or none (a peer's count is not trusted)
+  events_->QueueTokens({tokens.begin(), tokens.end()}, std::move(logprobs));
 }
 
 }  // namespace tandem::router

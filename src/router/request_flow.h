@@ -82,7 +82,8 @@ class RequestObserver {
   // The prompt tokens served from a prefix cache, once known (before the first tokens, on the
   // first leg only); OnFinished's usage has it again.
   virtual void OnPromptCached(int32_t /*cached_prompt_tokens*/) {}
-  virtual void OnTokens(std::span<const int32_t> tokens) = 0;
+  // `logprobs`: one per token when the request asked for them, else empty.
+  virtual void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) = 0;
   virtual void OnFinished(FinishReason reason, const RequestUsage& usage) = 0;
   virtual void OnFailed(const absl::Status& status) = 0;
 };
@@ -196,7 +197,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   std::set<std::string> ExcludedDecode() const;
   // Records tokens the client is about to get (mu_ held); the migration latency on the first
   // tokens of a new leg.
-  void NoteTokens(std::span<const int32_t> tokens);
+  void NoteTokens(std::span<const int32_t> tokens, std::vector<TokenLogprob> logprobs = {});
   void ReleaseLease();
   void Fail(const absl::Status& status);
   void Finish(FinishReason reason);

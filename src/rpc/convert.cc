@@ -21,6 +21,7 @@ SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defa
   s.min_p = p.min_p();
   s.output_in_prompt = p.output_in_prompt();
   s.priority = p.priority();
+  if (p.has_logprobs()) s.logprobs = p.logprobs();
   return s;
 }
 
@@ -40,7 +41,26 @@ v1::SamplingParams ToProto(const SamplingParams& s) {
   p.set_min_p(s.min_p);
   p.set_output_in_prompt(s.output_in_prompt);
   p.set_priority(s.priority);
+  if (s.logprobs >= 0) p.set_logprobs(s.logprobs);
   return p;
+}
+
+v1::TokenLogprob ToProto(const TokenLogprob& l) {
+  v1::TokenLogprob p;
+  p.set_logprob(l.logprob);
+  for (const auto& [id, lp] : l.top) {
+    p.add_top_ids(id);
+    p.add_top_logprobs(lp);
+  }
+  return p;
+}
+
+TokenLogprob FromProto(const v1::TokenLogprob& p) {
+  TokenLogprob l;
+  l.logprob = p.logprob();
+  const int n = std::min(p.top_ids_size(), p.top_logprobs_size());
+  for (int i = 0; i < n; ++i) l.top.emplace_back(p.top_ids(i), p.top_logprobs(i));
+  return l;
 }
 
 v1::FinishReason ToProto(FinishReason r) {

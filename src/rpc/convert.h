@@ -16,6 +16,10 @@ namespace tandem::rpc {
 SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defaults = {});
 v1::SamplingParams ToProto(const SamplingParams& p);
 
+v1::TokenLogprob ToProto(const TokenLogprob& l);
+// Pairs top_ids with top_logprobs (the shorter list's length).
+TokenLogprob FromProto(const v1::TokenLogprob& p);
+
 v1::FinishReason ToProto(FinishReason r);
 FinishReason FromProto(v1::FinishReason r);
 

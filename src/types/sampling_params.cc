@@ -40,6 +40,9 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   if (!(min_p >= 0.0f && min_p <= 1.0f)) {
     return absl::InvalidArgumentError(StrCat("min_p must be in [0, 1], got ", min_p));
   }
+  if (logprobs < -1 || logprobs > kMaxLogprobs) {
+    return absl::InvalidArgumentError(StrCat("logprobs must be in [-1, ", kMaxLogprobs, "], got ", logprobs));
+  }
   if (output_in_prompt < 0) {
     return absl::InvalidArgumentError(StrCat("output_in_prompt must be >= 0, got ", output_in_prompt));
   }

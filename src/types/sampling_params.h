@@ -17,6 +17,17 @@ namespace tandem {
 // to infinities (vLLM uses the same epsilon).
 inline constexpr float kGreedyTemperature = 1e-5f;
 
+// The most alternatives a request may ask log-probabilities for (OpenAI's top_logprobs limit).
+inline constexpr int kMaxLogprobs = 20;
+
+// One generated token's log-probability under the model's own distribution (a log-softmax of
+// the raw logits, before any logit modifier or temperature: OpenAI's and vLLM's definition),
+// and the `logprobs` most likely tokens' (ids ascending on ties), most likely first.
+struct TokenLogprob {
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct SamplingParams {
   float temperature = 1.0f;  // below kGreedyTemperature (0 included) = greedy
   float top_p = 1.0f;        // (0, 1]
@@ -41,6 +52,9 @@ struct SamplingParams {
   int32_t output_in_prompt = 0;
   // Scheduling priority (vLLM's extension field): lower runs first; ties first come, first served.
   int32_t priority = 0;
+  // -1: no log-probabilities; k in [0, kMaxLogprobs]: each generated token's, with the k most
+  // likely tokens' (TokenLogprob).
+  int32_t logprobs = -1;
 
   absl::Status Validate(int vocab_size) const;
   bool has_penalties() const {

@@ -32,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -70,6 +71,7 @@ struct KvExportResult {
   bool computed = false;        // the engine finished the prompt (the fields below are set)
   int32_t first_token = -1;
   int32_t rng_draws = 0;
+  std::optional<TokenLogprob> first_logprob;  // when the request asked for logprobs
   FinishReason finish = FinishReason::kNone;  // the first token's: kStop when it ends the request
   int32_t prompt_tokens = 0;
   int32_t cached_prompt_tokens = 0;

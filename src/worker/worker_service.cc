@@ -57,6 +57,7 @@ RequestSink StreamSink(std::shared_ptr<TokenStream> stream, WorkerMetrics* metri
       msg.mutable_tokens()->Add(out.new_tokens.begin(), out.new_tokens.end());
       msg.set_rng_draws(out.rng_draws);
       msg.set_cached_prompt_tokens(out.cached_prompt_tokens);
+      for (const TokenLogprob& l : out.logprobs) *msg.add_logprobs() = rpc::ToProto(l);
       if (last) {
         msg.set_finish_reason(rpc::ToProto(out.finish));
         *msg.mutable_usage() = UsageOf(out);
@@ -191,6 +192,7 @@ namespace {
 void FillPrefillResponse(const KvExportResult& r, v1::PrefillResponse* resp) {
   resp->set_first_token(r.first_token);
   resp->set_rng_draws(r.rng_draws);
+  if (r.first_logprob) *resp->mutable_first_logprob() = rpc::ToProto(*r.first_logprob);
   resp->set_prefill_seconds(r.prefill_seconds);
   resp->mutable_usage()->set_prompt_tokens(r.prompt_tokens);
   resp->mutable_usage()->set_completion_tokens(1);

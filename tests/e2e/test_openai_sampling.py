@@ -141,3 +141,59 @@ def test_priority_is_accepted_and_bad_values_name_the_field(disagg):
         with pytest.raises(openai.BadRequestError) as e:
             chat_text(disagg, max_tokens=4, **kw)
         assert e.value.body["param"] == field, e.value.body
+
+
+def chat_logprobs(cluster, stream, **kw):
+    kw = dict(dict(model=cluster.model, messages=QUESTION, max_tokens=12, temperature=0, logprobs=True,
+                   top_logprobs=3), **kw)
+    if not stream:
+        r = cluster.client.chat.completions.create(**kw)
+        return r.choices[0].message.content, r.choices[0].logprobs.content
+    text, entries = "", []
+    for chunk in cluster.client.chat.completions.create(stream=True, **kw):
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            if choice.logprobs is not None:
+                entries += choice.logprobs.content or []
+    return text, entries
+
+
+def test_chat_logprobs_are_the_models_distribution(disagg, mixed):
+    text, entries = chat_logprobs(disagg, stream=False)
+    assert 0 < len(entries) <= 12
+    for e in entries:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 3
+        assert bytes(e.bytes).decode("utf-8", "replace") == e.token
+        # Greedy: the chosen token is the most likely one, and the top list is sorted.
+        assert e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == pytest.approx(e.logprob)
+        lps = [t.logprob for t in e.top_logprobs]
+        assert lps == sorted(lps, reverse=True)
+        assert sum(2.718281828 ** lp for lp in lps) <= 1.0001
+    shown = "".join(e.token for e in entries)
+    assert shown.replace("<|im_end|>", "") == text, (text, shown)  # the hidden end token has one too
+    # The same values streamed, and on a mixed worker (first token from the prefill worker there).
+    for cluster, stream in ((disagg, True), (mixed, False)):
+        other_text, other = chat_logprobs(cluster, stream=stream)
+        assert other_text == text
+        assert [e.token for e in other] == [e.token for e in entries]
+        assert [e.logprob for e in other] == pytest.approx([e.logprob for e in entries], abs=2e-3)
+    # Measured before the modifiers: a bias that forces another token leaves its logprob as the model's.
+    (blue,) = token_ids(disagg, " blue")
+    _, forced = chat_logprobs(disagg, stream=False, logit_bias={str(blue): 100}, max_tokens=1)
+    assert forced[0].token == " blue" and forced[0].logprob < entries[0].logprob
+
+
+def test_completion_logprobs_shape(disagg):
+    r = disagg.client.completions.create(model=disagg.model, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2,
+                                         extra_body={"ignore_eos": True})
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 5
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0].encode())
+    for tok, chosen, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert len(top) == 2 and top[tok] == pytest.approx(chosen)
+    plain = disagg.client.completions.create(model=disagg.model, prompt=PROMPT, max_tokens=2, temperature=0)
+    assert plain.choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError) as e:
+        disagg.client.chat.completions.create(model=disagg.model, messages=QUESTION, max_tokens=2, top_logprobs=2)
+    assert e.value.body["param"] == "top_logprobs"

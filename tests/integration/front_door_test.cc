@@ -2,6 +2,7 @@
 // OpenAI-compatible HTTP API and through the gRPC Generate API gets the same answer: the same
 // text, finish reason and usage, or the same error (HTTP status <-> gRPC code as
 // ApiError::ToStatus maps them) with the same message.
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct Case {
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  float frequency_penalty = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  std::optional<int> logprobs;  // completions only
   bool chat_with_no_messages = false;
   int want_status = 200;  // what the HTTP door must answer (and the gRPC door its equivalent)
 
@@ -47,6 +51,8 @@ struct Outcome {
   std::string finish;
   int prompt_tokens = -1;
   int completion_tokens = -1;
+  std::vector<float> logprobs;  // each token's, when asked for
+  std::vector<std::vector<float>> top_logprobs;
 };
 
 int HttpStatusOf(grpc::StatusCode code) {
@@ -77,6 +83,9 @@ std::string HttpBody(const Case& c) {
   if (c.seed) body["seed"] = *c.seed;
   if (!c.stop.empty()) body["stop"] = c.stop;
   if (c.ignore_eos) body["ignore_eos"] = true;
+  if (c.frequency_penalty != 0) body["frequency_penalty"] = c.frequency_penalty;
+  for (const auto& [id, bias] : c.logit_bias) body["logit_bias"][std::to_string(id)] = bias;
+  if (c.logprobs) body["logprobs"] = *c.logprobs;
   return body.dump();
 }
 
@@ -102,6 +111,9 @@ v1::GenerateRequest GrpcRequest(const Case& c) {
   if (c.seed) sp->set_seed(*c.seed);
   for (const std::string& s : c.stop) sp->add_stop(s);
   sp->set_ignore_eos(c.ignore_eos);
+  sp->set_frequency_penalty(c.frequency_penalty);
+  for (const auto& [id, bias] : c.logit_bias) (*sp->mutable_logit_bias())[id] = bias;
+  if (c.logprobs) sp->set_logprobs(*c.logprobs);
   return req;
 }
 
@@ -140,6 +152,15 @@ class FrontDoorTest : public ::testing::Test {
     o.finish = choice["finish_reason"].get<std::string>();
     o.prompt_tokens = body["usage"]["prompt_tokens"].get<int>();
     o.completion_tokens = body["usage"]["completion_tokens"].get<int>();
+    if (!c.chat() && choice["logprobs"].is_object()) {
+      for (const json& lp : choice["logprobs"]["token_logprobs"]) o.logprobs.push_back(lp.get<float>());
+      for (const json& top : choice["logprobs"]["top_logprobs"]) {
+        std::vector<float> values;
+        for (const auto& [token, lp] : top.items()) values.push_back(lp.get<float>());
+        std::sort(values.rbegin(), values.rend());
+        o.top_logprobs.push_back(values);
+      }
+    }
     return o;
   }
 
@@ -152,6 +173,10 @@ class FrontDoorTest : public ::testing::Test {
     v1::GenerateResponse msg;
     while (reader->Read(&msg)) {
       o.text += msg.text();
+      for (const v1::TokenLogprob& lp : msg.logprobs()) {
+        o.logprobs.push_back(lp.logprob());
+        o.top_logprobs.emplace_back(lp.top_logprobs().begin(), lp.top_logprobs().end());
+      }
       if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
         o.finish = msg.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
         o.prompt_tokens = msg.usage().prompt_tokens();
@@ -175,6 +200,8 @@ class FrontDoorTest : public ::testing::Test {
     EXPECT_EQ(grpc.finish, http.finish) << c.name;
     EXPECT_EQ(grpc.prompt_tokens, http.prompt_tokens) << c.name;
     EXPECT_EQ(grpc.completion_tokens, http.completion_tokens) << c.name;
+    EXPECT_EQ(grpc.logprobs, http.logprobs) << c.name;
+    EXPECT_EQ(grpc.top_logprobs, http.top_logprobs) << c.name;
     return http;
   }
 
@@ -239,6 +266,21 @@ TEST_F(FrontDoorTest, ValidRequestsGetTheSameAnswerThroughBothDoors) {
     EXPECT_GT(o.prompt_tokens, 0) << c.name;
     EXPECT_GE(o.completion_tokens, 1) << c.name;
   }
+  // Logit modifiers and log-probabilities mean the same through both doors.
+  const Case modified = With(Completion("penalties, a bias and logprobs", "Once upon a time"), [](Case& c) {
+    c.frequency_penalty = 1.5f;
+    c.logit_bias = {{70, 100.0f}};
+    c.logprobs = 2;
+    c.ignore_eos = true;
+  });
+  const Outcome o = ExpectSameAnswer(modified);
+  EXPECT_EQ(o.logprobs.size(), static_cast<size_t>(o.completion_tokens));
+  ASSERT_FALSE(o.top_logprobs.empty());
+  EXPECT_EQ(o.top_logprobs[0].size(), 2u);
+  Case unmodified = modified;
+  unmodified.frequency_penalty = 0;
+  unmodified.logit_bias.clear();
+  EXPECT_NE(ViaHttp(unmodified).text, o.text) << "the modifiers changed nothing";
   const Outcome defaulted = ViaGrpc(cases[6]);
   EXPECT_EQ(defaulted.completion_tokens, kDefaultMaxTokens);
   EXPECT_EQ(defaulted.finish, "length");

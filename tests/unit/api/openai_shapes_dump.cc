@@ -40,6 +40,16 @@ json Dump() {
         cenc.Begin() + cenc.Delta(" upon") + cenc.Delta(" a time") +
         cenc.End(ApiFinishReason::kLength, {4, 3});
   }
+  // Log-probabilities: a token that is half of a UTF-8 character, one below -9999 (shown as -9999).
+  const std::vector<LogprobEntry> lps = {{"Hel", -0.25f, {{"Hel", -0.25f}, {"Hi", -1.5f}}, 0},
+                                         {"\xf0\x9f", -1e30f, {{"lo", -0.5f}, {"\xf0\x9f", -1e30f}}, 3}};
+  out["chat_completion_logprobs"] =
+      CompletionResponseJson(chat, "Hello", ApiFinishReason::kStop, {20, 2, 16}, &lps);
+  out["completion_logprobs"] = CompletionResponseJson(cmpl, "Hello", ApiFinishReason::kStop, {4, 2}, &lps);
+  const std::vector<LogprobEntry> first(lps.begin(), lps.begin() + 1), second(lps.begin() + 1, lps.end());
+  const StreamEncoder lenc(chat, true);
+  out["chat_stream_logprobs"] = lenc.Begin() + lenc.Delta("Hel", &first) + lenc.Delta("", &second) +
+                                lenc.End(ApiFinishReason::kStop, {20, 2, 16});
   const StreamEncoder enc(chat, false);
   out["chat_stream_error"] =
       enc.Begin() + enc.Delta("Hel") + StreamEncoder::Fail(ApiError::Internal("abc123"));

@@ -77,6 +77,33 @@ def test_chat_completion():
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (20, 6, 26)
 
 
+def test_chat_logprobs_and_cached_tokens():
+    client = make_client()
+    r = client.chat.completions.create(model="smollm2", messages=MESSAGES, logprobs=True, top_logprobs=2,
+                                       extra_headers={"x-case": "chat_completion_logprobs"})
+    content = r.choices[0].logprobs.content
+    assert [c.token for c in content] == ["Hel", "\ufffd"]
+    assert content[0].logprob == -0.25 and content[0].bytes == list(b"Hel")
+    assert content[1].logprob == -9999.0 and content[1].bytes == [0xF0, 0x9F]
+    assert [t.token for t in content[0].top_logprobs] == ["Hel", "Hi"]
+    assert r.usage.prompt_tokens_details.cached_tokens == 16
+    stream = client.chat.completions.create(model="smollm2", messages=MESSAGES, logprobs=True, stream=True,
+                                            stream_options={"include_usage": True},
+                                            extra_headers={"x-case": "chat_stream_logprobs"})
+    tokens = [c.token for chunk in stream for choice in chunk.choices if choice.logprobs
+              for c in choice.logprobs.content]
+    assert tokens == ["Hel", "\ufffd"]
+
+
+def test_completion_logprobs():
+    r = make_client().completions.create(model="smollm2", prompt="Once", logprobs=2,
+                                         extra_headers={"x-case": "completion_logprobs"})
+    lp = r.choices[0].logprobs
+    assert lp.tokens == ["Hel", "\ufffd"] and lp.token_logprobs == [-0.25, -9999.0]
+    assert lp.top_logprobs[0] == {"Hel": -0.25, "Hi": -1.5}
+    assert lp.text_offset == [0, 3]
+
+
 def test_completion():
     r = make_client().completions.create(model="smollm2", prompt="Once")
     assert r.id == "cmpl-abc124"

@@ -230,8 +230,6 @@ TEST(RequestTest, UnsupportedFeaturesAreRejectedByName) {
   const std::vector<BadCase> cases = {
       {Chat(R"("n": 2)"), "n", "'n' must be 1"},
       {Chat(R"("n": 0)"), "n", "'n' must be 1"},
-      {Chat(R"("logprobs": true)"), "logprobs", "'logprobs' is not supported"},
-      {Chat(R"("top_logprobs": 3)"), "top_logprobs", "'top_logprobs' is not supported"},
       {Chat(R"("tools": [{"type": "function", "function": {"name": "f"}}])"), "tools",
        "'tools' is not supported"},
       {Chat(R"("tool_choice": "required")"), "tool_choice", "not supported"},
@@ -295,6 +293,23 @@ TEST(RequestTest, BadPenaltiesBiasesAndMinP) {
   EXPECT_THAT(many.error().message, HasSubstr("at most 2 entries"));
 }
 
+TEST(RequestTest, LogprobsAsChatAndCompletionsAskForThem) {
+  EXPECT_EQ(ParseChatOk(Chat()).options.logprobs, -1);
+  EXPECT_EQ(ParseChatOk(Chat(R"("logprobs": false, "top_logprobs": 0)")).options.logprobs, -1);
+  EXPECT_EQ(ParseChatOk(Chat(R"("logprobs": true)")).options.logprobs, 0);
+  EXPECT_EQ(ParseChatOk(Chat(R"("logprobs": true, "top_logprobs": 5)")).options.ToSamplingParams(4).logprobs, 5);
+  EXPECT_EQ(ParseCompletionOk(Completion(R"("logprobs": 0)")).options.logprobs, 0);
+  EXPECT_EQ(ParseCompletionOk(Completion(R"("logprobs": 3)")).options.logprobs, 3);
+  EXPECT_EQ(ParseCompletionOk(Completion(R"("logprobs": null)")).options.logprobs, -1);
+  const std::vector<BadCase> cases = {
+      {Chat(R"("top_logprobs": 3)"), "top_logprobs", "needs 'logprobs' to be true"},
+      {Chat(R"("logprobs": true, "top_logprobs": 21)"), "top_logprobs", "between 0 and 20"},
+      {Chat(R"("logprobs": true, "top_logprobs": -1)"), "top_logprobs", "between 0 and 20"},
+      {Chat(R"("logprobs": 2)"), "logprobs", "expected a boolean"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
 TEST(RequestTest, TokenizeAndDetokenizeBodies) {
   auto text = ParseTokenizeRequest(R"({"prompt": "hello", "max_tokens": "ignored"})");
   ASSERT_TRUE(text.ok());
@@ -334,7 +349,8 @@ TEST(RequestTest, BadCompletionBodies) {
       {R"({"prompt": [1, 2.5]})", "prompt[1]", "expected an integer"},
       {R"({"prompt": [1, 99999999999]})", "prompt", "token ids >= 0"},
       {Completion(R"("echo": true)"), "echo", "'echo' is not supported"},
-      {Completion(R"("logprobs": 0)"), "logprobs", "'logprobs' is not supported"},
+      {Completion(R"("logprobs": 21)"), "logprobs", "between 0 and 20"},
+      {Completion(R"("logprobs": true)"), "logprobs", "expected an integer"},
       {Completion(R"("best_of": 3)"), "best_of", "'best_of' is not supported"},
       {Completion(R"("suffix": "end")"), "suffix", "'suffix' is not supported"},
       {Completion(R"("max_tokens": "10")"), "max_tokens", "expected an integer"},

@@ -248,6 +248,50 @@ TEST_F(DisaggregationTest, TheWorkloadsPenaltiesChangeWhatIsGenerated) {
   }
 }
 
+// Log-probabilities are those of the model's own distribution: a log-softmax of the logits a
+// teacher-forced pass gives at each position, before the logit modifiers and temperature
+// (the workload has both).
+TEST_F(DisaggregationTest, LogprobsAreALogSoftmaxOfTheModelsLogits) {
+  auto requests = Workload();
+  for (auto& r : requests) r.sampling.logprobs = 3;
+  auto e = MakeEngine(512);
+  for (const auto& r : requests) ASSERT_TRUE(e->Add(r).ok());
+  std::map<std::string, std::vector<int32_t>> tokens;
+  std::map<std::string, std::vector<TokenLogprob>> lps;
+  while (e->HasWork()) {
+    auto step = e->Step();
+    ASSERT_TRUE(step.ok());
+    for (const auto& o : *step) {
+      ASSERT_EQ(o.logprobs.size(), o.new_tokens.size());
+      tokens[o.id].insert(tokens[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
+      lps[o.id].insert(lps[o.id].end(), o.logprobs.begin(), o.logprobs.end());
+    }
+  }
+  auto scorer = MakeEngine(512);
+  const int vocab = scorer->model_config().vocab_size;
+  for (const auto& r : requests) {
+    std::vector<int32_t> all = r.prompt;
+    all.insert(all.end(), tokens[r.id].begin(), tokens[r.id].end() - 1);
+    auto logits = scorer->ScoreTokens(all);
+    ASSERT_TRUE(logits.ok());
+    for (size_t i = 0; i < tokens[r.id].size(); ++i) {
+      const float* row = logits->data() + (r.prompt.size() - 1 + i) * vocab;
+      double z = 0;
+      for (int v = 0; v < vocab; ++v) z += std::exp(static_cast<double>(row[v]));
+      const double expect = row[tokens[r.id][i]] - std::log(z);
+      EXPECT_NEAR(lps[r.id][i].logprob, expect, 2e-3) << r.id << " token " << i;
+      ASSERT_EQ(lps[r.id][i].top.size(), 3u);
+      const int32_t best = ArgMax(std::span<const float>(row, vocab));
+      EXPECT_EQ(lps[r.id][i].top[0].first, best) << r.id << " token " << i;
+      EXPECT_NEAR(lps[r.id][i].top[0].second, row[best] - std::log(z), 2e-3);
+      EXPECT_GE(lps[r.id][i].top[0].second, lps[r.id][i].top[1].second);
+      if (r.sampling.temperature == 0 && !r.sampling.modifies_logits()) {
+        EXPECT_EQ(lps[r.id][i].top[0].first, tokens[r.id][i]) << "greedy picks the most likely";
+      }
+    }
+  }
+}
+
 TEST_F(DisaggregationTest, OutputInThePromptMustLeaveAPrompt) {
   auto e = MakeEngine(64);
   GenerateRequest r;

@@ -50,7 +50,8 @@ class RecordingObserver final : public RequestObserver {
     cached_prompt_tokens = n;
     cached_before_tokens = tokens.empty();
   }
-  void OnTokens(std::span<const int32_t> tokens) override {
+  void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> lps) override {
+    this->logprobs.insert(this->logprobs.end(), lps.begin(), lps.end());
     Enter("tokens");
     this->tokens.insert(this->tokens.end(), tokens.begin(), tokens.end());
     if (on_tokens) on_tokens();
@@ -82,6 +83,7 @@ class RecordingObserver final : public RequestObserver {
   absl::Status status;
   std::function<void()> on_tokens;
   std::optional<int32_t> cached_prompt_tokens;  // OnPromptCached's
+  std::vector<TokenLogprob> logprobs;
   bool cached_before_tokens = false;
   bool nested = false;  // a method was called while another was running
 
