@@ -5,6 +5,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "metrics/process_metrics.h"
 #include "text/text_model.h"
 #include "types/model_info.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -46,6 +47,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   };
   r->registry_ = std::make_unique<WorkerRegistry>(ro);
   r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
+  r->process_metrics_ = metrics::RegisterProcessMetrics(*r->metrics_registry_);
   r->metrics_ = std::make_unique<RouterMetrics>(*r->metrics_registry_);
   WorkerRegistry* reg = r->registry_.get();
   r->RegisterWorkerGauges();

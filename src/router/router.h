@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "gguf/gguf_file.h"
@@ -72,6 +73,7 @@ class RouterProcess {
   std::unique_ptr<WorkerRegistry> registry_;
   std::unique_ptr<TimedTaskQueue> timer_;
   std::unique_ptr<metrics::MetricsRegistry> metrics_registry_;
+  std::vector<metrics::CallbackRegistration> process_metrics_;  // process_* (metrics/process_metrics.h)
   std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<Frontend> frontend_;
   std::unique_ptr<GenerateService> generate_service_;

@@ -12,6 +12,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
 #include "http/ops_endpoints.h"
+#include "metrics/process_metrics.h"
 #include "rpc/convert.h"
 
 namespace tandem::worker {
@@ -54,6 +55,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   w->epoch_ = w->transport_->local_endpoint().epoch;
   w->runner_ = std::make_unique<EngineRunner>(std::move(engine), w->leases_.get());
   w->registry_ = std::make_unique<metrics::MetricsRegistry>();
+  w->process_metrics_ = metrics::RegisterProcessMetrics(*w->registry_);
   EngineRunner* runner = w->runner_.get();
   w->metrics_ = std::make_unique<WorkerMetrics>(*w->registry_, RoleName(options.role),
                                                 [runner] { return runner->load(); },

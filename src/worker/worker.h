@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
@@ -73,6 +74,7 @@ class WorkerProcess {
   std::unique_ptr<KvTransport> transport_;
   std::unique_ptr<EngineRunner> runner_;
   std::unique_ptr<metrics::MetricsRegistry> registry_;
+  std::vector<metrics::CallbackRegistration> process_metrics_;  // process_* (metrics/process_metrics.h)
   std::unique_ptr<WorkerMetrics> metrics_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;

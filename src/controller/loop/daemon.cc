@@ -6,6 +6,7 @@
 #include "controller/sources/promql_source.h"
 #include "controller/sources/scrape_source.h"
 #include "http/ops_endpoints.h"
+#include "metrics/process_metrics.h"
 
 namespace tandem::controller {
 namespace {
@@ -53,6 +54,7 @@ absl::StatusOr<std::unique_ptr<ControllerDaemon>> ControllerDaemon::Create(Daemo
   std::unique_ptr<ControllerDaemon> d(new ControllerDaemon());
   d->options_ = options;
   d->registry_ = std::make_unique<metrics::MetricsRegistry>();
+  d->process_metrics_ = metrics::RegisterProcessMetrics(*d->registry_);
   TANDEM_RETURN_IF_ERROR(ValidatePlannerConfig(options.loop.planner));
   TANDEM_RETURN_IF_ERROR(ValidateClassifierOptions(options.loop.classifier));
   TANDEM_ASSIGN_OR_RETURN(d->source_, MakeSignalSource(options, admin));

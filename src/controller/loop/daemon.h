@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include "absl/status/statusor.h"
@@ -53,6 +54,7 @@ class ControllerDaemon {
 
   DaemonOptions options_;
   std::unique_ptr<metrics::MetricsRegistry> registry_;
+  std::vector<metrics::CallbackRegistration> process_metrics_;  // process_* (metrics/process_metrics.h)
   std::unique_ptr<SignalSource> source_;
   std::unique_ptr<DecisionLog> log_;
   std::unique_ptr<DrainedOutGuard> guard_;
