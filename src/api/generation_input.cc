@@ -171,6 +171,10 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
   }
+  if (in.echo && in.logprobs.has_value()) {
+    return ApiError::Unsupported("echo", "together with logprobs (the prompt's log-probabilities are not computed)");
+  }
+  out->echo = in.echo;
   if (in.logprobs.has_value()) {
     const int64_t k = *in.logprobs;
     if (k < 0 || k > kMaxLogprobs) return OutOfRange(in.logprobs_param, StrCat("between 0 and ", kMaxLogprobs), StrCat(k));

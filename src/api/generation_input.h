@@ -80,6 +80,7 @@ struct OptionsInput {
   std::optional<double> repetition_penalty;
   std::optional<double> min_p;
   std::optional<int64_t> priority;
+  bool echo = false;                  // completions: show the prompt before the answer
   std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
   std::string logprobs_param = "logprobs";  // the field k came from, for error messages
   bool stream = false;                // HTTP only: SSE instead of one JSON body
@@ -112,6 +113,7 @@ struct GenerationOptions {
   float min_p = 0.0f;                   // [0, 1], vLLM extension
   int32_t priority = 0;                 // vLLM extension: lower runs first
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
+  bool echo = false;                    // completions: the prompt's text leads the answer
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 

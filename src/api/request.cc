@@ -90,6 +90,10 @@ std::optional<ApiError> ReadLogitBias(const Json& body, OptionsInput* out) {
 // "logprobs": k (0 still asks for the chosen tokens' log-probabilities).
 std::optional<ApiError> ReadLogprobs(const Json& body, Endpoint endpoint, OptionsInput* out) {
   const Json* v = Find(body, "logprobs");
+  if (const Json* echo = Find(body, "echo")) {
+    TANDEM_API_RETURN_IF_ERROR(ReadBool(*echo, "echo", &out->echo));
+    if (out->echo && endpoint == Endpoint::kChatCompletions) return ApiError::Unsupported("echo", "in chat completions");
+  }
   if (endpoint == Endpoint::kCompletions) {
     if (v == nullptr || *v == false) return std::nullopt;
     int64_t k = 0;
@@ -201,7 +205,7 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
     if (b != 1) return ApiError::Unsupported("best_of", "it must be 1");
   }
   // Fields whose only accepted values are "off".
-  for (const char* name : {"echo", "suffix", "tools", "functions", "min_tokens"}) {
+  for (const char* name : {"suffix", "tools", "functions", "min_tokens"}) {
     if ((v = Find(body, name)) && !IsOff(*v)) return ApiError::Unsupported(name);
   }
   if ((v = Find(body, "tool_choice")) && *v != "none" && *v != "auto") {

@@ -23,7 +23,8 @@
 //  * Log-probabilities: chat `logprobs: true` with `top_logprobs` alternatives (0 if absent;
 //    `top_logprobs` > 0 without `logprobs` is a 400); completions `logprobs: k` (0 still asks
 //    for the chosen tokens'). k at most kMaxLogprobs (20).
-//  * `n` and `best_of` must be 1; `echo`, `suffix`, `tools`, `tool_choice` other than
+//  * `echo` (completions): the prompt's text before the answer; not with `logprobs`.
+//  * `n` and `best_of` must be 1; `suffix`, `tools`, `tool_choice` other than
 //    none/auto, `functions`, `response_format` other than text, and vLLM's `min_tokens` > 0
 //    are rejected as unsupported, naming the field, rather than silently ignored.
 //  * `stream_options` is only accepted with "stream": true (as OpenAI).

@@ -1,6 +1,7 @@
 #include "api/response_assembler.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "common/status_macros.h"
 #include "common/strings.h"
@@ -37,7 +38,9 @@ ResponseAssembler::ResponseAssembler(const text::Tokenizer& tokenizer, Assembler
       stop_token_ids_(std::move(options.stop_token_ids)),
       ignore_eos_(options.ignore_eos),
       max_tokens_(options.max_tokens),
-      prompt_tokens_(options.prompt_tokens) {
+      prompt_tokens_(options.prompt_tokens),
+      echo_(std::move(options.echo)),
+      logprob_offset_(static_cast<int64_t>(echo_.size())) {
   std::sort(stop_token_ids_.begin(), stop_token_ids_.end());
 }
 
@@ -48,6 +51,7 @@ bool ResponseAssembler::IsStopToken(int32_t id) const {
 
 AssembledDelta ResponseAssembler::Push(std::span<const int32_t> token_ids) {
   AssembledDelta out;
+  out.text = std::exchange(echo_, std::string());
   for (int32_t id : token_ids) {
     if (finished()) break;
     ++completion_tokens_;
@@ -88,6 +92,7 @@ std::vector<LogprobEntry> ResponseAssembler::DescribeLogprobs(std::span<const in
 AssembledDelta ResponseAssembler::Finish(FinishReason worker_reason) {
   AssembledDelta out;
   if (finished()) return out;
+  out.text = std::exchange(echo_, std::string());
   End(worker_reason == FinishReason::kLength ? ApiFinishReason::kLength : ApiFinishReason::kStop,
       &out.text);
   out.finished = true;

@@ -48,6 +48,9 @@ struct AssemblerOptions {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Completions' echo: the prompt's text, shown before the generated text (stop strings and
+  // max_tokens apply to the generated text only).
+  std::string echo;
 
   static AssemblerOptions From(const GenerationOptions& options, int32_t prompt_tokens,
                                int32_t max_tokens);
@@ -104,7 +107,8 @@ class ResponseAssembler {
   int32_t completion_tokens_ = 0;
   std::optional<ApiFinishReason> finish_;
   std::string text_;
-  int64_t logprob_offset_ = 0;  // bytes of token text described so far
+  std::string echo_;            // not shown yet
+  int64_t logprob_offset_ = 0;  // bytes of text described so far (after the echo)
 };
 
 }  // namespace tandem::api

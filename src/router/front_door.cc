@@ -75,8 +75,12 @@ api::ApiErrorOr<AdmittedRequest> FrontDoor::Admit(api::GenerationInput input, st
       api::ResolveMaxTokens(request->endpoint, static_cast<int64_t>(prompt->size()), options.max_tokens,
                             options_.default_max_tokens, options_.context_length);
   if (!max_tokens.ok()) return max_tokens.error();
-  auto assembler = api::ResponseAssembler::Create(
-      *tokenizer_, api::AssemblerOptions::From(options, static_cast<int32_t>(prompt->size()), *max_tokens));
+  api::AssemblerOptions assembly = api::AssemblerOptions::From(options, static_cast<int32_t>(prompt->size()), *max_tokens);
+  if (options.echo) {
+    assembly.echo = request->prompt_token_ids.empty() ? request->prompt
+                                                      : tokenizer_->Decode(*prompt, /*render_special=*/false);
+  }
+  auto assembler = api::ResponseAssembler::Create(*tokenizer_, std::move(assembly));
   if (!assembler.ok()) return api::ApiError::FromStatus(assembler.status(), request_id);
 
   AdmittedRequest admitted;

@@ -197,3 +197,14 @@ def test_completion_logprobs_shape(disagg):
     with pytest.raises(openai.BadRequestError) as e:
         disagg.client.chat.completions.create(model=disagg.model, messages=QUESTION, max_tokens=2, top_logprobs=2)
     assert e.value.body["param"] == "top_logprobs"
+
+
+def test_completion_echo_shows_the_prompt_first(disagg):
+    plain = complete(disagg, max_tokens=6)
+    assert complete(disagg, max_tokens=6, echo=True) == PROMPT + plain
+    assert complete(disagg, stream=True, max_tokens=6, echo=True) == PROMPT + plain
+    ids = token_ids(disagg, PROMPT)
+    assert complete(disagg, prompt=ids, max_tokens=6, echo=True) == PROMPT + complete(disagg, prompt=ids, max_tokens=6)
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(disagg, echo=True, logprobs=1)
+    assert e.value.body["param"] == "echo"

@@ -310,6 +310,13 @@ TEST(RequestTest, LogprobsAsChatAndCompletionsAskForThem) {
   for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
 }
 
+TEST(RequestTest, EchoIsForCompletions) {
+  EXPECT_TRUE(ParseCompletionOk(Completion(R"("echo": true)")).options.echo);
+  EXPECT_FALSE(ParseCompletionOk(Completion(R"("echo": false)")).options.echo);
+  const std::string chat_echo = Chat(R"("echo": true)");
+  ExpectRejected(ParseChatCompletionRequest(chat_echo), {chat_echo, "echo", "in chat completions"});
+}
+
 TEST(RequestTest, TokenizeAndDetokenizeBodies) {
   auto text = ParseTokenizeRequest(R"({"prompt": "hello", "max_tokens": "ignored"})");
   ASSERT_TRUE(text.ok());
@@ -348,7 +355,8 @@ TEST(RequestTest, BadCompletionBodies) {
       {R"({"prompt": [1, "x"]})", "prompt[1]", "expected an integer"},
       {R"({"prompt": [1, 2.5]})", "prompt[1]", "expected an integer"},
       {R"({"prompt": [1, 99999999999]})", "prompt", "token ids >= 0"},
-      {Completion(R"("echo": true)"), "echo", "'echo' is not supported"},
+      {Completion(R"("echo": true, "logprobs": 1)"), "echo", "together with logprobs"},
+      {Completion(R"("echo": 1)"), "echo", "expected a boolean"},
       {Completion(R"("logprobs": 21)"), "logprobs", "between 0 and 20"},
       {Completion(R"("logprobs": true)"), "logprobs", "expected an integer"},
       {Completion(R"("best_of": 3)"), "best_of", "'best_of' is not supported"},

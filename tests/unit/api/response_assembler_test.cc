@@ -86,6 +86,22 @@ TEST(ResponseAssemblerTest, StopStringAcrossTokensIsNeverShown) {
   EXPECT_EQ(a->finish_reason(), ApiFinishReason::kStop);
 }
 
+// Completions' echo: the prompt first; a stop string inside the prompt does not end the answer.
+TEST(ResponseAssemblerTest, EchoLeadsTheTextAndIsNotMatchedByStopStrings) {
+  AssemblerOptions o = Options(100, {"world"});
+  o.echo = "Say world:";
+  auto a = Make(o);
+  AssembledDelta d = a->Push(kHello);
+  EXPECT_EQ(d.text, "Say world:Hello");
+  EXPECT_FALSE(d.finished);
+  d = a->Push(std::vector<int32_t>{kWor, kLd});
+  EXPECT_TRUE(d.finished);
+  EXPECT_EQ(a->text(), "Say world:Hello ");
+  EXPECT_EQ(a->usage().completion_tokens, 3);
+  auto silent = Make(o);  // the worker ends before any token: the echo still comes
+  EXPECT_EQ(silent->Finish(FinishReason::kStop).text, "Say world:");
+}
+
 TEST(ResponseAssemblerTest, HeldTextIsShownWhenTheStopDoesNotFollow) {
   auto a = Make(Options(100, {"world"}));
   EXPECT_EQ(a->Push(kWor).text, " ");
