@@ -1,14 +1,16 @@
 // The OpenAI request bodies (api/request.h): every input is read as a /v1/chat/completions body
 // and as a /v1/completions body, with the router's default limits and with small ones, then
 // through what the front door does next with a valid request (ResolveMaxTokens,
-// CheckTokenIdsInVocab, the engine's SamplingParams::Validate); an invalid one is rendered as
-// the JSON error body and the SSE error event the client would get.
+// CheckTokenIdsInVocab, the engine's SamplingParams::Validate), and as /tokenize and
+// /detokenize bodies; an invalid one is rendered as the JSON error body and the SSE error
+// event the client would get.
 //
 // Checked: a client error is a 400 or a 413 whose JSON body renders; a request the API accepts
 // converts to sampling parameters the engine accepts (the two validations agree).
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "api/request.h"
 #include "fuzz_support.h"
@@ -45,6 +47,12 @@ void AfterParsing(const GenerationRequest& request, int64_t prompt_tokens) {
     CheckError(*e);
     return;
   }
+  std::vector<int32_t> biased;
+  for (const auto& [id, bias] : o.logit_bias) biased.push_back(id);
+  if (auto e = CheckTokenIdsInVocab(biased, kVocab, "logit_bias")) {
+    CheckError(*e);
+    return;
+  }
   for (int64_t default_max : {int64_t{0}, int64_t{256}}) {
     ApiErrorOr<int32_t> max_tokens =
         ResolveMaxTokens(request.endpoint, prompt_tokens, o.max_tokens, default_max, kContextLength);
@@ -75,6 +83,16 @@ void Run(std::string_view body, const RequestLimits& limits) {
     AfterParsing(*completion, static_cast<int64_t>(tokens));
   } else {
     CheckError(completion.error());
+  }
+  // POST /tokenize and /detokenize bodies.
+  ApiErrorOr<GenerationRequest> tokenize = ParseTokenizeRequest(body, limits);
+  if (!tokenize.ok()) CheckError(tokenize.error());
+  ApiErrorOr<std::vector<int32_t>> detokenize = ParseDetokenizeRequest(body, limits);
+  if (detokenize.ok()) {
+    FUZZ_CHECK(detokenize->size() <= limits.max_prompt_token_ids);
+    for (int32_t id : *detokenize) FUZZ_CHECK(id >= 0);
+  } else {
+    CheckError(detokenize.error());
   }
 }
 
