@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numbers>
 
 #include "common/check.h"
 #include "common/strings.h"
+#include "controller/core/ewma.h"
 
 namespace tandem::controller {
 namespace {
@@ -67,8 +67,7 @@ void SeriesForecaster::Score(double t, double v) {
         error_[i] = err;
       } else {
         const double dt = std::max(t - error_time_[i], 0.0);
-        const double alpha = 1 - std::exp(-dt * std::numbers::ln2 / options_.error_half_life_s);
-        error_[i] += alpha * (err - error_[i]);
+        error_[i] += EwmaWeight(dt, options_.error_half_life_s) * (err - error_[i]);
       }
       error_time_[i] = t;
       ++scored_[i];

@@ -1,7 +1,8 @@
 #include "controller/core/smoother.h"
 
 #include <cmath>
-#include <numbers>
+
+#include "controller/core/ewma.h"
 
 namespace tandem::controller {
 namespace {
@@ -54,8 +55,7 @@ const Signals& SignalSmoother::Update(const Signals& reading) {
       if (dt >= kConvergeHalfLives * options_.half_life_s) {
         out = v;
       } else {
-        const double alpha = 1 - std::exp(-dt * std::numbers::ln2 / options_.half_life_s);
-        out += alpha * (v - out);
+        out += EwmaWeight(dt, options_.half_life_s) * (v - out);
       }
     }
     last = now;

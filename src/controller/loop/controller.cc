@@ -142,6 +142,7 @@ Plan Controller::Decide(const Signals& reading, const InstanceCounts& current, d
     const double v = smoothed.*(f.member);
     if (HasData(v)) metrics_->signal->With({f.name}).Set(v);
   }
+  TrackReadiness(reading, current, now_s);  // every tick: a held tick still sees workers become ready
   const Classification cls = classifier_.Classify(smoothed, current, now_s);
   if (cls.changed) logger->info("traffic is now {}", TrafficClassName(cls.cls));
   if (HasData(cls.demand.prefill_demand)) metrics_->demand->With({"prefill"}).Set(cls.demand.prefill_demand);
@@ -155,7 +156,7 @@ Plan Controller::Decide(const Signals& reading, const InstanceCounts& current, d
     plan.reason = std::string(kReasonAnomaly);
     plan.detail = verdict.detail;
   } else {
-    plan = planner_.Decide(smoothed, cls.cls, current, now_s, ForecastLoads(cls.demand, reading, current, now_s));
+    plan = planner_.Decide(smoothed, cls.cls, current, now_s, ForecastLoads(cls.demand, now_s));
   }
   rec.SetPlan(plan);
   for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {
@@ -164,22 +165,28 @@ Plan Controller::Decide(const Signals& reading, const InstanceCounts& current, d
   return plan;
 }
 
-LoadForecast Controller::ForecastLoads(const DemandEstimate& demand, const Signals& reading,
-                                       const InstanceCounts& current, double now_s) {
-  LoadForecast out;
+void Controller::TrackReadiness(const Signals& reading, const InstanceCounts& current, double now_s) {
   for (Role role : {Role::kPrefill, Role::kDecode}) {
     const int r = static_cast<int>(role);
     const bool prefill = role == Role::kPrefill;
-    const std::string name = RoleName(role);
     std::optional<Start>& start = starting_[r];
     if (start && (prefill ? current.prefill : current.decode) < start->target) start.reset();  // called off
     if (start && (prefill ? reading.ready.prefill : reading.ready.decode) >= start->target) {
       const double took = now_s - start->since_s;
       ready_time_s_[r] = ready_time_s_[r] ? (*ready_time_s_[r] + took) / 2 : took;
-      metrics_->ready_seconds->With({name}).Set(*ready_time_s_[r]);
+      metrics_->ready_seconds->With({RoleName(role)}).Set(*ready_time_s_[r]);
       start.reset();
     }
-    if (!options_.forecast) continue;
+  }
+}
+
+LoadForecast Controller::ForecastLoads(const DemandEstimate& demand, double now_s) {
+  LoadForecast out;
+  if (!options_.forecast) return out;
+  for (Role role : {Role::kPrefill, Role::kDecode}) {
+    const int r = static_cast<int>(role);
+    const bool prefill = role == Role::kPrefill;
+    const std::string name = RoleName(role);
     SeriesForecaster& f = forecasters_[r];
     f.Observe(now_s, prefill ? demand.prefill_load : demand.decode_load);
     if (!ready_time_s_[r]) continue;  // no measured horizon: no look-ahead

@@ -69,9 +69,11 @@ class Controller {
   struct Metrics;
   // Guard → smooth → classify → plan on one reading; fills the record's inputs and anomalies.
   Plan Decide(const Signals& reading, const InstanceCounts& current, double now_s, DecisionRecord& rec);
+  // Times the scale-ups NoteStarts remembered: a role's start-up time is measured when its ready
+  // workers reach the target (every tick, held or not; a scale-in calls the timing off).
+  void TrackReadiness(const Signals& reading, const InstanceCounts& current, double now_s);
   // Feeds the forecasters with this tick's loads and asks them for each role's start-up horizon.
-  LoadForecast ForecastLoads(const DemandEstimate& demand, const Signals& reading, const InstanceCounts& current,
-                             double now_s);
+  LoadForecast ForecastLoads(const DemandEstimate& demand, double now_s);
   // Remembers the scale-ups an applied plan started, to time how long the workers take to be ready.
   void NoteStarts(const Plan& plan, double now_s);
   // Runs the drained-out guard; what it restored is a decision of its own in the log.

@@ -310,6 +310,29 @@ std::pair<int, std::string> ThirdPrefillWorkerDuringARamp(bool forecast, metrics
   return {-1, ""};
 }
 
+// The start-up time is measured on the tick the worker is seen ready, also when the anomaly
+// guard holds that tick (here: the first reading after a 30 s gap).
+TEST(ControllerLoopTest, AWorkerSeenReadyOnAHeldTickIsTimedThere) {
+  ScriptedSource source;
+  RecordingActuator actuator;
+  metrics::MetricsRegistry registry;
+  ControllerOptions o = Options();
+  o.interval_s = 1;
+  o.forecast = true;
+  o.planner.max_total_instances = 6;
+  Controller c(o, &source, &actuator, nullptr, &registry);
+  Signals s = PromptHeavy();
+  s.prompt_token_rate = 340;  // asks for a second prefill worker at t = 0
+  s.ready = {1, 1};
+  source.next = s;
+  for (int t = 0; t < 10; ++t) c.Tick(t);
+  source.next.ready = {2, 1};
+  const DecisionRecord held = c.Tick(40);
+  EXPECT_EQ(held.action, "hold");
+  EXPECT_THAT(held.anomalies, ::testing::ElementsAre("gap"));
+  EXPECT_THAT(registry.Render(), HasSubstr("tandem_controller_worker_ready_seconds{role=\"prefill\"} 40\n"));
+}
+
 TEST(ControllerLoopTest, AForecastRiseStartsAWorkerByTheMeasuredStartUpTimeEarlier) {
   metrics::MetricsRegistry with_registry, without_registry;
   const auto [with_t, with_reason] = ThirdPrefillWorkerDuringARamp(true, with_registry);
