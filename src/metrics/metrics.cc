@@ -251,9 +251,7 @@ void CallbackFamily::RenderSamples(std::string* out) const {
   for (const auto& entry : newest) {
     std::lock_guard<std::mutex> lock(entry->mu);
     if (entry->fn == nullptr) continue;  // unregistered since the copy above
-    const double value = entry->fn();
-    if (std::isnan(value)) continue;  // not known now: left out of this scrape
-    AppendSample(name(), entry->labels, value, out);
+    AppendSample(name(), entry->labels, entry->fn(), out);
   }
 }
 

@@ -204,8 +204,7 @@ class [[nodiscard]] CallbackRegistration {
 // blocks read from the engine, say). Callbacks run on the thread calling Render(), one at a
 // time per callback, outside the registry's and the family's locks; they must be cheap and must
 // not render this registry. If two live registrations share label values, the newer one is
-// rendered. A callback returning NaN leaves its sample out of that scrape (a value that could
-// not be read).
+// rendered.
 class CallbackFamily final : public Family {
  public:
   CallbackFamily(std::string name, std::string help, Type type,

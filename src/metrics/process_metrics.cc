@@ -25,7 +25,7 @@ std::optional<double> BootTimeSeconds() {
   return std::nullopt;
 }
 
-// Reports NaN as "not known" (the callback's value is then left out).
+// NaN stands for "could not be read" in that scrape.
 double OrNan(std::optional<double> v) { return v.value_or(std::nan("")); }
 
 }  // namespace

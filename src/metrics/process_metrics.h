@@ -6,8 +6,8 @@
 //   process_open_fds                 open file descriptors
 //   process_max_fds                  the soft limit on them (RLIMIT_NOFILE)
 //   process_start_time_seconds       start time, Unix seconds
-// Read from /proc/self at each scrape (Linux). Where a value cannot be read it is left out of
-// that scrape rather than reported as 0.
+// Read from /proc/self at each scrape (Linux). A value that cannot be read is reported as NaN
+// for that scrape, never as a made-up 0.
 //
 // Thread-safety: ReadProcessStats is safe from any thread; the registrations are the registry's.
 #pragma once
