@@ -2,21 +2,25 @@
 # Builds llama.cpp's `llama-server` (the real CPU peer for `bench/compare.py`) from the llama.cpp
 # source vendored in the llama-cpp-python sdist on PyPI (the same version the goldens and the CPU
 # benchmark use), with the same CPU flags as tools/goldens/setup_llama_cpp.sh. Prints the binary's
-# path. Idempotent: an existing build of that version is reused.
+# path. Idempotent: an existing build of that version is reused. --target builds another of
+# llama.cpp's tools from the same tree instead (llama-perplexity, llama-quantize: the perplexity
+# goldens).
 #
-# usage: bench/setup_llama_server.sh [--jobs N]
+# usage: bench/setup_llama_server.sh [--jobs N] [--target NAME]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 dir="${LLAMA_SERVER_DIR:-$root/.llama-server}/$LLAMA_CPP_PYTHON_VERSION"
 jobs="$(nproc)"
+target=llama-server
 while (($#)); do
   case "$1" in
     --jobs) jobs="$2"; shift 2 ;;
-    *) echo "usage: $0 [--jobs N]" >&2; exit 2 ;;
+    --target) target="$2"; shift 2 ;;
+    *) echo "usage: $0 [--jobs N] [--target NAME]" >&2; exit 2 ;;
   esac
 done
-bin="$dir/build/bin/llama-server"
+bin="$dir/build/bin/$target"
 if [[ -x "$bin" ]]; then
   echo "$bin"
   exit 0
@@ -37,8 +41,8 @@ if grep -q avx512vnni /proc/cpuinfo; then
 fi
 grep -q avx_vnni /proc/cpuinfo && flags+=(-DGGML_AVX_VNNI=ON)
 flags+=(-DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
-echo "building llama-server (${flags[*]}); this takes several minutes" >&2
+echo "building $target (${flags[*]}); this takes several minutes" >&2
 cmake -S "$dir/src" -B "$dir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON "${flags[@]}" >&2
-cmake --build "$dir/build" --target llama-server -j "$jobs" >&2
+cmake --build "$dir/build" --target "$target" -j "$jobs" >&2
 echo "$bin"

@@ -342,9 +342,13 @@ EngineLoad Engine::Load() const {
 }
 
 absl::StatusOr<std::vector<float>> Engine::ScoreTokens(const std::vector<int32_t>& tokens,
-                                                       int chunk_size) {
+                                                       int chunk_size, int first_row) {
   const ModelConfig& c = model_->config();
   if (tokens.empty()) return absl::InvalidArgumentError("no tokens to score");
+  if (first_row < 0 || first_row >= static_cast<int>(tokens.size())) {
+    return absl::InvalidArgumentError(StrCat("first row ", first_row, " is outside the ", tokens.size(), " tokens"));
+  }
+  if (chunk_size < 1) return absl::InvalidArgumentError("the chunk size must be at least 1");
   if (static_cast<int>(tokens.size()) > max_model_len_) {
     return absl::InvalidArgumentError(StrCat(tokens.size(), " tokens exceed the context length of ", max_model_len_));
   }
@@ -364,7 +368,7 @@ absl::StatusOr<std::vector<float>> Engine::ScoreTokens(const std::vector<int32_t
     }
     table.push_back(*b);
   }
-  std::vector<float> all(tokens.size() * static_cast<size_t>(c.vocab_size));
+  std::vector<float> all((tokens.size() - first_row) * static_cast<size_t>(c.vocab_size));
   ForwardBatch batch;
   for (size_t start = 0; start < tokens.size(); start += chunk_size) {
     const int32_t n = static_cast<int32_t>(std::min<size_t>(chunk_size, tokens.size() - start));
@@ -379,10 +383,11 @@ absl::StatusOr<std::vector<float>> Engine::ScoreTokens(const std::vector<int32_t
       batch.tokens.push_back(tokens[pos]);
       batch.positions.push_back(pos);
       batch.slot_mapping.push_back(table[pos / bs] * bs + pos % bs);
-      batch.logit_rows.push_back(j);
+      if (pos >= first_row) batch.logit_rows.push_back(j);
     }
     batch.sequences.push_back(std::move(fs));
-    absl::Status s = model_->Forward(batch, *cache_, all.data() + start * c.vocab_size);
+    const size_t out_row = std::max<size_t>(start, first_row) - first_row;  // the first row this chunk writes
+    absl::Status s = model_->Forward(batch, *cache_, all.data() + out_row * c.vocab_size);
     if (!s.ok()) {
       release();
       return s;

@@ -138,9 +138,10 @@ class Engine {
   int block_size() const { return options_.block_size; }
 
   // Runs a teacher-forced pass over `tokens` (one sequence, outside the scheduler) and returns
-  // the logits at every position: tokens.size() rows of vocab_size. For tests and tools.
+  // the logits at positions first_row.. (all by default): tokens.size() - first_row rows of
+  // vocab_size. For tests and tools (`tandem perplexity`).
   absl::StatusOr<std::vector<float>> ScoreTokens(const std::vector<int32_t>& tokens,
-                                                 int chunk_size = 512);
+                                                 int chunk_size = 512, int first_row = 0);
 
   const ModelConfig& model_config() const { return model_->config(); }
   const BlockManager& block_manager() const { return *blocks_; }

@@ -259,5 +259,28 @@ TEST_F(EngineTest, ScoreTokensMatchesTheLogitsGenerationUses) {
   EXPECT_EQ(engine->block_manager().num_in_use(), 0);
 }
 
+// `tandem perplexity` asks only for the rows it scores; they are the same rows a full pass gives,
+// whichever chunk the first one falls in.
+TEST_F(EngineTest, ScoreTokensFromARowGivesTheTailOfTheFullPass) {
+  auto engine = MakeEngine({.token_budget = 16});
+  const auto tokens = Prompt(40, 9);
+  auto full = engine->ScoreTokens(tokens, 512);
+  ASSERT_TRUE(full.ok());
+  const size_t vocab = engine->model_config().vocab_size;
+  for (int chunk : {7, 16, 512}) {
+    for (int first : {1, 20, 39}) {
+      auto tail = engine->ScoreTokens(tokens, chunk, first);
+      ASSERT_TRUE(tail.ok()) << tail.status();
+      ASSERT_EQ(tail->size(), (tokens.size() - first) * vocab);
+      for (size_t i = 0; i < tail->size(); ++i) {
+        ASSERT_NEAR((*tail)[i], (*full)[first * vocab + i], 1e-3) << "chunk " << chunk << " first " << first;
+      }
+    }
+  }
+  EXPECT_FALSE(engine->ScoreTokens(tokens, 16, 40).ok());
+  EXPECT_FALSE(engine->ScoreTokens(tokens, 0).ok());
+  EXPECT_EQ(engine->block_manager().num_in_use(), 0);
+}
+
 }  // namespace
 }  // namespace tandem
