@@ -17,6 +17,7 @@ int DrainCommand(const std::vector<std::string>& args);
 int BenchCommand(const std::vector<std::string>& args);
 int ProfileCommand(const std::vector<std::string>& args);
 int PlanCommand(const std::vector<std::string>& args);
+int PerplexityCommand(const std::vector<std::string>& args);
 
 // Prints `status` as "tandem <command>: <message>" on stderr and returns 1 (2 for usage errors).
 int Fail(const std::string& command, const std::string& message, int code = 1);

@@ -25,6 +25,7 @@ tandem serves LLMs with prefill and decode disaggregated. Commands:
   bench      load-test an OpenAI-compatible server: latency, throughput, SLO attainment, goodput
   profile    measure this machine's iteration cost model for a model (for `tandem plan`)
   plan       simulate clusters from a profile and a workload; recommend the prefill:decode split
+  perplexity a model's perplexity over a text file (as llama.cpp's llama-perplexity)
   model      manage model files: fetch the bundled model, show a file's contents,
              convert a file's tensors, write a random-weight test model
 
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
   if (command == "bench") return tandem::cli::BenchCommand(args);
   if (command == "profile") return tandem::cli::ProfileCommand(args);
   if (command == "plan") return tandem::cli::PlanCommand(args);
+  if (command == "perplexity") return tandem::cli::PerplexityCommand(args);
   if (command == "version" || command == "--version") {
     std::puts("tandem 0.1.0");
     return 0;
