@@ -54,11 +54,24 @@ TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k
   out.logprob = static_cast<float>(logits[token] - log_z);
   k = std::min<int>(k, static_cast<int>(logits.size()));
   if (k <= 0) return out;
-  scratch.resize(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) scratch[i] = {logits[i], static_cast<int32_t>(i)};
-  std::partial_sort(scratch.begin(), scratch.begin() + k, scratch.end(), [](const auto& a, const auto& b) {
+  // The k best in one pass over the vocabulary: a heap of k (at most 20) whose top is the worst
+  // kept. Better: the larger logit, then the smaller id.
+  const auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
-  });
+  };
+  scratch.clear();
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const std::pair<float, int32_t> c{logits[i], static_cast<int32_t>(i)};
+    if (static_cast<int>(scratch.size()) < k) {
+      scratch.push_back(c);
+      std::push_heap(scratch.begin(), scratch.end(), better);
+    } else if (better(c, scratch.front())) {
+      std::pop_heap(scratch.begin(), scratch.end(), better);
+      scratch.back() = c;
+      std::push_heap(scratch.begin(), scratch.end(), better);
+    }
+  }
+  std::sort_heap(scratch.begin(), scratch.end(), better);
   for (int i = 0; i < k; ++i) out.top.emplace_back(scratch[i].second, static_cast<float>(scratch[i].first - log_z));
   return out;
 }

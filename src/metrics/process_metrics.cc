@@ -4,10 +4,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -73,10 +76,35 @@ std::optional<double> MaxFds() {
   return static_cast<double>(limit.rlim_cur);
 }
 
+namespace {
+
+// One read of /proc/self/stat serves the four metrics it feeds within a scrape: a read is reused
+// for 200 ms.
+class StatCache {
+ public:
+  std::optional<ProcessStats> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (!read_at_ || now - *read_at_ > std::chrono::milliseconds(200)) {
+      last_ = ReadProcessStats();
+      read_at_ = now;
+    }
+    return last_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::optional<std::chrono::steady_clock::time_point> read_at_;
+  std::optional<ProcessStats> last_;
+};
+
+}  // namespace
+
 std::vector<CallbackRegistration> RegisterProcessMetrics(MetricsRegistry& r) {
-  const auto stat = [](double ProcessStats::*field) {
-    return [field] {
-      const std::optional<ProcessStats> s = ReadProcessStats();
+  auto cache = std::make_shared<StatCache>();
+  const auto stat = [cache](double ProcessStats::*field) {
+    return [cache, field] {
+      const std::optional<ProcessStats> s = cache->Get();
       return s ? (*s).*field : std::nan("");
     };
   };

@@ -132,7 +132,8 @@ void Frontend::RegisterHttp(http::HttpServer& server) {
                   boost::asio::post(*admit_pool_, [this, body = req.body, r] { HandleTokenize(body, r); });
                 }));
   server.Handle("POST", kDetokenizeRoute, guarded(kDetokenizeRoute, [this](const http::HttpRequest& req, auto r) {
-                  HandleDetokenize(req.body, std::move(r));
+                  // Up to a MiB of token ids: off the I/O thread too.
+                  boost::asio::post(*admit_pool_, [this, body = req.body, r] { HandleDetokenize(body, r); });
                 }));
   // Any other /v1 route: an OpenAI-style 404.
   for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {

@@ -1,7 +1,9 @@
 #include "engine/sampling.h"
 
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <random>
 
 #include "gtest/gtest.h"
 
@@ -23,6 +25,30 @@ TEST(SamplingTest, GreedyPicksTheLargestLogitAndTheLowestIdOnTies) {
   p.temperature = 1.0f;
   p.top_k = 1;
   EXPECT_EQ(Draw(Logits(), p, rng), 1);
+}
+
+// top_logprobs: the k most likely tokens, best first, ties to the lower id, each with its
+// log-softmax; the same list a full sort of the vocabulary gives.
+TEST(SamplingTest, LogprobsListTheKMostLikelyTokensAsAFullSortDoes) {
+  std::mt19937 rng(3);
+  std::vector<float> logits(5000);
+  // Few distinct values, so that many ties cross the k-th place.
+  for (auto& x : logits) x = static_cast<float>(static_cast<int>(rng() % 40)) * 0.25f;
+  double z = 0;
+  for (float x : logits) z += std::exp(static_cast<double>(x));
+  std::vector<int32_t> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  std::vector<std::pair<float, int32_t>> scratch;
+  for (int k : {0, 1, 5, 20}) {
+    const TokenLogprob lp = ComputeLogprobs(logits, 42, k, scratch);
+    EXPECT_NEAR(lp.logprob, logits[42] - std::log(z), 1e-4);
+    ASSERT_EQ(lp.top.size(), static_cast<size_t>(k));
+    for (int i = 0; i < k; ++i) {
+      EXPECT_EQ(lp.top[i].first, order[i]) << "k " << k << " rank " << i;
+      EXPECT_NEAR(lp.top[i].second, logits[order[i]] - std::log(z), 1e-4);
+    }
+  }
 }
 
 // A denormal temperature used to turn every logit into an infinity (garbage output with 200).
