@@ -9,8 +9,9 @@ PROMPT     ?= What are three good habits for writing maintainable code? Answer b
 TANDEM     := $(BUILD_DIR)/tandem
 
 FUZZ_SECONDS ?= 600
+IMAGE      ?= tandem:latest
 
-.PHONY: all setup configure build model test test-venv fuzz fuzz-long up demo bench clean help
+.PHONY: all setup configure build model test test-venv fuzz fuzz-long up demo bench image test-image clean help
 
 all: build
 
@@ -23,6 +24,8 @@ help:
 	@echo "make fuzz   build the libFuzzer targets with clang (build-fuzz/) and run each for 60 s (part of make test);"
 	@echo "            make fuzz-long FUZZ_SECONDS=3600 for longer runs (crash inputs: build-fuzz/crashes/)"
 	@echo "make bench  CPU benchmark against llama.cpp (builds llama-cpp-python first; slow)"
+	@echo "make image  the container image $(IMAGE) with podman (Dockerfile; CPU only, bundled model inside)"
+	@echo "make test-image  tandem up in that image: a chat completion as its own user, then the OpenAI-client e2e tests"
 
 setup:
 	@scripts/setup.sh
@@ -58,6 +61,17 @@ demo: model
 
 bench: model
 	bench/run_cpu_bench.sh
+
+# The container image (Dockerfile) and its test; podman, runc and mmdebstrap are installed when
+# missing. Not part of `make test`: the image build compiles tandem again (see docs/operators.md).
+# Both need only the host's tandem binary (to fetch the bundled model), not the whole build.
+image: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target tandem
+	scripts/build_image.sh --image $(IMAGE) --tandem $(TANDEM)
+
+test-image: configure test-venv
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target tandem
+	scripts/test_image.sh --image $(IMAGE) --tandem $(TANDEM)
 
 clean:
 	rm -rf $(BUILD_DIR)
