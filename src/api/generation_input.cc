@@ -187,6 +187,14 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->priority = static_cast<int32_t>(p);
   }
+  if (in.min_tokens.has_value()) {
+    const int64_t n = *in.min_tokens;
+    if (n < 0 || n > kInt32Max) return OutOfRange("min_tokens", "a count >= 0", StrCat(n));
+    if (out->max_tokens.has_value() && n > *out->max_tokens) {
+      return OutOfRange("min_tokens", StrCat("at most max_tokens (", *out->max_tokens, ")"), StrCat(n));
+    }
+    out->min_tokens = static_cast<int32_t>(n);
+  }
   return std::nullopt;
 }
 
@@ -241,6 +249,7 @@ SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) 
   p.min_p = min_p;
   p.priority = priority;
   p.logprobs = logprobs;
+  p.min_tokens = min_tokens;
   return p;
 }
 

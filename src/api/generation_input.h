@@ -14,7 +14,8 @@
 //    most max_stop_bytes each; at most max_stop_token_ids stop token ids, each >= 0;
 //    presence_penalty and frequency_penalty in [-2, 2]; repetition_penalty in (0, 10];
 //    min_p in [0, 1]; at most max_logit_bias logit_bias entries, ids >= 0, biases in
-//    [-100, 100]; priority any 32-bit integer.
+//    [-100, 100]; priority any 32-bit integer; min_tokens in [0, max_tokens] (max_tokens when
+//    given; the resolved one is checked by the front door).
 // What needs the model (the vocabulary, the context length, the served model's name) is
 // checked after tokenization by the router's front door (router/front_door.h) with
 // ResolveMaxTokens and CheckTokenIdsInVocab (api/request.h).
@@ -80,6 +81,7 @@ struct OptionsInput {
   std::optional<double> repetition_penalty;
   std::optional<double> min_p;
   std::optional<int64_t> priority;
+  std::optional<int64_t> min_tokens;
   bool echo = false;                  // completions: show the prompt before the answer
   std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
   std::string logprobs_param = "logprobs";  // the field k came from, for error messages
@@ -112,6 +114,7 @@ struct GenerationOptions {
   float repetition_penalty = 1.0f;      // (0, 10], vLLM extension
   float min_p = 0.0f;                   // [0, 1], vLLM extension
   int32_t priority = 0;                 // vLLM extension: lower runs first
+  int32_t min_tokens = 0;               // vLLM extension: >= 0; at most max_tokens (front door)
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
   bool echo = false;                    // completions: the prompt's text leads the answer
   bool stream = false;

@@ -130,6 +130,11 @@ std::optional<ApiError> ReadModifiers(const Json& body, OptionsInput* out) {
     TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "priority", &p));
     out->priority = p;
   }
+  if (const Json* v = Find(body, "min_tokens"); v != nullptr && !v->is_null()) {
+    int64_t n = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "min_tokens", &n));
+    out->min_tokens = n;
+  }
   return std::nullopt;
 }
 
@@ -205,7 +210,7 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
     if (b != 1) return ApiError::Unsupported("best_of", "it must be 1");
   }
   // Fields whose only accepted values are "off".
-  for (const char* name : {"suffix", "tools", "functions", "min_tokens"}) {
+  for (const char* name : {"suffix", "tools", "functions"}) {
     if ((v = Find(body, name)) && !IsOff(*v)) return ApiError::Unsupported(name);
   }
   if ((v = Find(body, "tool_choice")) && *v != "none" && *v != "auto") {

@@ -16,6 +16,7 @@ AssemblerOptions AssemblerOptions::From(const GenerationOptions& options, int32_
   o.stop = options.stop;
   o.stop_token_ids = options.stop_token_ids;
   o.ignore_eos = options.ignore_eos;
+  o.min_tokens = options.min_tokens;
   return o;
 }
 
@@ -38,6 +39,7 @@ ResponseAssembler::ResponseAssembler(const text::Tokenizer& tokenizer, Assembler
       stop_token_ids_(std::move(options.stop_token_ids)),
       ignore_eos_(options.ignore_eos),
       max_tokens_(options.max_tokens),
+      min_tokens_(options.min_tokens),
       prompt_tokens_(options.prompt_tokens),
       echo_(std::move(options.echo)),
       logprob_offset_(static_cast<int64_t>(echo_.size())) {
@@ -58,6 +60,7 @@ AssembledDelta ResponseAssembler::Push(std::span<const int32_t> token_ids) {
     if (IsStopToken(id)) {
       End(ApiFinishReason::kStop, &out.text);
     } else {
+      stops_.set_armed(completion_tokens_ >= min_tokens_);
       out.text += stops_.Push(detokenizer_.Push(id));
       if (stops_.stopped()) {
         End(ApiFinishReason::kStop, &out.text);

@@ -48,6 +48,9 @@ struct AssemblerOptions {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Stop strings do not match before this many tokens are generated (vLLM's min_tokens; the
+  // engine does not sample stop and end-of-generation tokens before then).
+  int32_t min_tokens = 0;
   // Completions' echo: the prompt's text, shown before the generated text (stop strings and
   // max_tokens apply to the generated text only).
   std::string echo;
@@ -103,6 +106,7 @@ class ResponseAssembler {
   std::vector<int32_t> stop_token_ids_;
   bool ignore_eos_;
   int32_t max_tokens_;
+  int32_t min_tokens_;
   int32_t prompt_tokens_;
   int32_t completion_tokens_ = 0;
   std::optional<ApiFinishReason> finish_;

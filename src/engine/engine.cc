@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <limits>
 #include <chrono>
 #include <random>
 
@@ -169,12 +170,24 @@ void Engine::BuildBatch(const SchedulerOutput& plan) {
 int32_t Engine::Sample(Sequence* seq, std::span<const float> row, RequestOutput* out) {
   const SamplingParams& p = seq->sampling;
   int32_t token = 0;
-  if (!p.modifies_logits()) {
+  // min_tokens: the output so far, counting what a resumed request generated before.
+  const int64_t output = static_cast<int64_t>(seq->tokens.size()) - seq->prompt_len + p.output_in_prompt;
+  const bool hold_stops = output < p.min_tokens;
+  if (!p.modifies_logits() && !hold_stops) {
     token = SampleToken(row, p, seq->rng, sample_scratch_);
   } else {
     if (p.has_penalties()) seq->history.Update(seq->tokens, static_cast<size_t>(seq->prompt_len - p.output_in_prompt));
     modified_logits_.assign(row.begin(), row.end());
     ApplyLogitModifiers(modified_logits_, p, seq->history);
+    if (hold_stops) {
+      constexpr float kNever = -std::numeric_limits<float>::infinity();
+      if (!p.ignore_eos) {
+        for (int32_t id : options_.eog_token_ids) {
+          if (id >= 0 && static_cast<size_t>(id) < modified_logits_.size()) modified_logits_[id] = kNever;
+        }
+      }
+      for (int32_t id : p.stop_token_ids) modified_logits_[id] = kNever;
+    }
     token = SampleToken(modified_logits_, p, seq->rng, sample_scratch_);
   }
   // The model's own distribution: the raw row, before modifiers and temperature.

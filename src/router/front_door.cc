@@ -75,6 +75,11 @@ api::ApiErrorOr<AdmittedRequest> FrontDoor::Admit(api::GenerationInput input, st
       api::ResolveMaxTokens(request->endpoint, static_cast<int64_t>(prompt->size()), options.max_tokens,
                             options_.default_max_tokens, options_.context_length);
   if (!max_tokens.ok()) return max_tokens.error();
+  if (options.min_tokens > *max_tokens) {
+    return api::ApiError::InvalidRequest(fmt::format("'min_tokens' ({}) must be at most the {} tokens this request "
+                                                     "can generate", options.min_tokens, *max_tokens),
+                                         "min_tokens", "invalid_value");
+  }
   api::AssemblerOptions assembly = api::AssemblerOptions::From(options, static_cast<int32_t>(prompt->size()), *max_tokens);
   if (options.echo) {
     assembly.echo = request->prompt_token_ids.empty() ? request->prompt

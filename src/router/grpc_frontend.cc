@@ -53,6 +53,7 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   if (sp.has_repetition_penalty()) o.repetition_penalty = sp.repetition_penalty();
   if (sp.min_p() != 0) o.min_p = sp.min_p();
   if (sp.priority() != 0) o.priority = sp.priority();
+  if (sp.min_tokens() != 0) o.min_tokens = sp.min_tokens();
   if (sp.has_logprobs()) o.logprobs = sp.logprobs();
   return in;
 }

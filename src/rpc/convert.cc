@@ -22,6 +22,7 @@ SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defa
   s.output_in_prompt = p.output_in_prompt();
   s.priority = p.priority();
   if (p.has_logprobs()) s.logprobs = p.logprobs();
+  s.min_tokens = p.min_tokens();
   return s;
 }
 
@@ -42,6 +43,7 @@ v1::SamplingParams ToProto(const SamplingParams& s) {
   p.set_output_in_prompt(s.output_in_prompt);
   p.set_priority(s.priority);
   if (s.logprobs >= 0) p.set_logprobs(s.logprobs);
+  p.set_min_tokens(s.min_tokens);
   return p;
 }
 

@@ -58,7 +58,7 @@ std::string StopStringMatcher::Push(std::string_view piece) {
       while (k > 0 && stop[k] != c) k = failure_[s][k - 1];
       if (stop[k] == c) ++k;
       if (k == stop.size()) {
-        if (stop.size() > best_len) {
+        if (armed_ && stop.size() > best_len) {
           best = static_cast<int>(s);
           best_len = stop.size();
         }

@@ -41,6 +41,10 @@ class StopStringMatcher {
   // has already replaced such bytes, see IncrementalDetokenizer::Flush).
   std::string Flush();
 
+  // While disarmed (vLLM's min_tokens), a completed stop string does not stop the text; one that
+  // completes after arming does, even if it began before.
+  void set_armed(bool armed) { armed_ = armed; }
+
   bool stopped() const { return matched_ >= 0; }
   // The stop string that matched; empty while !stopped().
   std::string_view matched_stop() const;
@@ -56,6 +60,7 @@ class StopStringMatcher {
   std::vector<uint32_t> state_;                 // matched prefix length per stop
   std::string pending_;                         // text received but not yet returned
   int matched_ = -1;                            // index into stops_, -1: none yet
+  bool armed_ = true;
 };
 
 }  // namespace tandem::text

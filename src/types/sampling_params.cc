@@ -43,6 +43,10 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   if (logprobs < -1 || logprobs > kMaxLogprobs) {
     return absl::InvalidArgumentError(StrCat("logprobs must be in [-1, ", kMaxLogprobs, "], got ", logprobs));
   }
+  // Not bounded by max_tokens here: a prefill worker runs the request for its first token only
+  // (max_tokens 1), and a resumed one for what is left. The front doors check it against the
+  // request's own max_tokens.
+  if (min_tokens < 0) return absl::InvalidArgumentError(StrCat("min_tokens must be >= 0, got ", min_tokens));
   if (output_in_prompt < 0) {
     return absl::InvalidArgumentError(StrCat("output_in_prompt must be >= 0, got ", output_in_prompt));
   }

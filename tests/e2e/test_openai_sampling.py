@@ -143,6 +143,39 @@ def test_priority_is_accepted_and_bad_values_name_the_field(disagg):
         assert e.value.body["param"] == field, e.value.body
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_min_tokens_holds_back_the_end_and_stop_strings(disagg, mixed, stream):
+    def run(cluster, **kw):
+        r = cluster.client.chat.completions.create(model=cluster.model, messages=QUESTION, max_tokens=64,
+                                                   temperature=0, stream=stream, **kw)
+        if not stream:
+            return r.choices[0].message.content, r.choices[0].finish_reason
+        text, finish = "", None
+        for c in r:
+            if c.choices:
+                text += c.choices[0].delta.content or ""
+                finish = c.choices[0].finish_reason or finish
+        return text, finish
+
+    plain, finish = run(disagg)
+    assert finish == "stop", (plain, finish)  # the answer ends on its own, before max_tokens
+    n = len(token_ids(disagg, plain))
+    longer, finish = run(disagg, extra_body={"min_tokens": n + 8})
+    # Greedy: the same tokens up to where the end came, then past it (the prefill worker samples
+    # the first token, the decode worker the rest: both hold the end back).
+    assert longer.startswith(plain) and len(token_ids(disagg, longer)) >= n + 8, (plain, longer)
+    assert run(mixed, extra_body={"min_tokens": n + 8}) == (longer, finish)
+    # A stop string in the first min_tokens tokens is shown; without min_tokens it ends the answer.
+    word = plain.split()[1]
+    cut, _ = run(disagg, stop=[word])
+    assert word not in cut
+    kept, _ = run(disagg, stop=[word], extra_body={"min_tokens": n})
+    assert kept.startswith(plain[:plain.index(word) + len(word)]), (plain, kept)
+    with pytest.raises(openai.BadRequestError) as e:
+        run(disagg, extra_body={"min_tokens": 65})
+    assert e.value.body["param"] == "min_tokens", e.value.body
+
+
 def chat_logprobs(cluster, stream, **kw):
     kw = dict(dict(model=cluster.model, messages=QUESTION, max_tokens=12, temperature=0, logprobs=True,
                    top_logprobs=3), **kw)

@@ -238,7 +238,6 @@ TEST(RequestTest, UnsupportedFeaturesAreRejectedByName) {
        "only type 'text'"},
       {Chat(R"("response_format": "json")"), "response_format", "expected an object"},
       {Chat(R"("frequency_penalty": "0")"), "frequency_penalty", "expected a number"},
-      {Chat(R"("min_tokens": 4)"), "min_tokens", "not supported"},
   };
   for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
 }
@@ -264,6 +263,18 @@ TEST(RequestTest, PenaltiesBiasMinPAndPriorityReachTheSamplingParams) {
       "repetition_penalty": 1, "frequency_penalty": 0)")).options.ToSamplingParams(16);
   EXPECT_FALSE(plain.modifies_logits());
   EXPECT_EQ(plain.priority, 0);
+  EXPECT_EQ(plain.min_tokens, 0);
+}
+
+TEST(RequestTest, MinTokensReachesTheSamplingParamsAndIsCheckedAgainstMaxTokens) {
+  EXPECT_EQ(ParseChatOk(Chat(R"("min_tokens": 4, "max_tokens": 10)")).options.ToSamplingParams(10).min_tokens, 4);
+  EXPECT_EQ(ParseChatOk(Chat(R"("min_tokens": null)")).options.ToSamplingParams(10).min_tokens, 0);
+  const std::vector<BadCase> cases = {
+      {Chat(R"("min_tokens": 11, "max_tokens": 10)"), "min_tokens", "at most max_tokens (10)"},
+      {Chat(R"("min_tokens": -1)"), "min_tokens", "a count >= 0"},
+      {Chat(R"("min_tokens": 1.5)"), "min_tokens", "integer"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
 }
 
 TEST(RequestTest, BadPenaltiesBiasesAndMinP) {

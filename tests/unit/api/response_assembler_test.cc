@@ -86,6 +86,23 @@ TEST(ResponseAssemblerTest, StopStringAcrossTokensIsNeverShown) {
   EXPECT_EQ(a->finish_reason(), ApiFinishReason::kStop);
 }
 
+// vLLM's min_tokens: a stop string completed by one of the first min_tokens tokens is shown and
+// does not end the choice; one completed by a later token does, even if it began earlier.
+TEST(ResponseAssemblerTest, StopStringsMatchOnlyFromMinTokensOn) {
+  AssemblerOptions o = Options(100, {"world"});
+  o.min_tokens = 4;
+  auto a = Make(o);
+  EXPECT_EQ(a->Push(std::vector<int32_t>{kWor, kLd}).text, " world");  // tokens 1-2: not yet
+  EXPECT_FALSE(a->finished());
+  AssembledDelta d = a->Push(kWor);  // token 3: "wor" held, it may start "world"
+  EXPECT_EQ(d.text, " ");
+  d = a->Push(kLd);  // token 4 completes "world": now it counts
+  EXPECT_TRUE(d.finished);
+  EXPECT_EQ(a->text(), " world ");
+  EXPECT_EQ(a->matched_stop(), "world");
+  EXPECT_EQ(a->usage().completion_tokens, 4);
+}
+
 // Completions' echo: the prompt first; a stop string inside the prompt does not end the answer.
 TEST(ResponseAssemblerTest, EchoLeadsTheTextAndIsNotMatchedByStopStrings) {
   AssemblerOptions o = Options(100, {"world"});

@@ -55,6 +55,13 @@ class DisaggregationTest : public ::testing::Test {
         r.sampling.min_p = 0.02f;
         r.sampling.logit_bias = {{r.prompt[0], -5.0f}, {7, 1.5f}};
       }
+      if (i == 5 || i == 6) {
+        // min_tokens holds back an end-of-generation token that a bias puts on top, from the
+        // first token (sampled by the prefill side) to the 19th (a resume after 19 counts them).
+        r.sampling.ignore_eos = false;
+        r.sampling.min_tokens = 19;
+        r.sampling.logit_bias = {{2, 100.0f}};
+      }
       rs.push_back(r);
     }
     return rs;

@@ -5,6 +5,7 @@
 
 #include "fmt/format.h"
 
+#include <algorithm>
 #include <map>
 #include <random>
 
@@ -257,6 +258,42 @@ TEST_F(EngineTest, ScoreTokensMatchesTheLogitsGenerationUses) {
     }
   }
   EXPECT_EQ(engine->block_manager().num_in_use(), 0);
+}
+
+// vLLM's min_tokens: an end-of-generation token (2 in the tiny model) or a stop token pushed to
+// the top by a bias is not sampled before min_tokens outputs, and ends the request right after.
+// A resumed request's earlier output counts.
+TEST_F(EngineTest, MinTokensHoldsBackEndOfGenerationAndStopTokens) {
+  auto engine = MakeEngine({});
+  auto request = [&](const std::string& id, int32_t pushed, int min_tokens, bool stop_token) {
+    GenerateRequest r = Greedy(id, Prompt(12, 3), 20);
+    r.sampling.logit_bias = {{pushed, 100.0f}};
+    r.sampling.ignore_eos = false;
+    if (stop_token) r.sampling.stop_token_ids = {pushed};
+    r.sampling.min_tokens = min_tokens;
+    return r;
+  };
+  auto out = RunAll(*engine, {request("eog", 2, 0, false), request("eog-min5", 2, 5, false),
+                              request("stop-min3", 7, 3, true)});
+  EXPECT_EQ(out["eog"].first, std::vector<int32_t>({2}));
+  ASSERT_EQ(out["eog-min5"].first.size(), 6u);
+  for (int i = 0; i < 5; ++i) EXPECT_NE(out["eog-min5"].first[i], 2) << i;
+  EXPECT_EQ(out["eog-min5"].first.back(), 2);
+  EXPECT_EQ(out["eog-min5"].second, FinishReason::kStop);
+  ASSERT_EQ(out["stop-min3"].first.size(), 4u);
+  EXPECT_EQ(out["stop-min3"].first.back(), 7);
+  EXPECT_EQ(std::count(out["stop-min3"].first.begin(), out["stop-min3"].first.end(), 7), 1);
+
+  // Resumed after 3 outputs (the last 3 prompt tokens): 2 more before the end may come.
+  GenerateRequest resumed = request("resumed", 2, 5, false);
+  resumed.prompt.insert(resumed.prompt.end(), {11, 12, 13});
+  resumed.sampling.output_in_prompt = 3;
+  auto r = RunAll(*engine, {resumed});
+  ASSERT_EQ(r["resumed"].first.size(), 3u);
+  EXPECT_EQ(r["resumed"].first.back(), 2);
+
+  GenerateRequest bad = request("bad", 2, -1, false);
+  EXPECT_FALSE(engine->Add(bad).ok());
 }
 
 // `tandem perplexity` asks only for the rows it scores; they are the same rows a full pass gives,

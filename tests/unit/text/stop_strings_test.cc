@@ -86,6 +86,16 @@ TEST(StopStringsTest, StopSpanningPiecesIsNeverShown) {
   EXPECT_EQ(m.Flush(), "");
 }
 
+TEST(StopStringsTest, DisarmedStopsAreShownAndArmedOnesStop) {
+  StopStringMatcher m = Make({"ab"});
+  m.set_armed(false);
+  EXPECT_EQ(m.Push("xab"), "xab");
+  EXPECT_EQ(m.Push("a"), "");  // still held: it may begin a stop that completes once armed
+  m.set_armed(true);
+  EXPECT_EQ(m.Push("b!"), "");
+  EXPECT_TRUE(m.stopped());
+}
+
 TEST(StopStringsTest, HeldTextIsReleasedOnceRuledOut) {
   StopStringMatcher m = Make({"world"});
   EXPECT_EQ(m.Push("hello wor"), "hello ");
