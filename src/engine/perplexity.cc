@@ -5,14 +5,12 @@
 #include <cmath>
 
 #include "common/strings.h"
+#include "engine/sampling.h"
 
 namespace tandem {
 
 double TokenLogProb(std::span<const float> logits, int32_t target) {
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l) - max_logit);
-  return static_cast<double>(logits[target]) - max_logit - std::log(sum);
+  return static_cast<double>(logits[target]) - LogSumExp(logits);
 }
 
 absl::StatusOr<PerplexityResult> ComputePerplexity(Engine& engine, const std::vector<int32_t>& tokens,

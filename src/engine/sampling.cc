@@ -43,13 +43,17 @@ void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, 
   }
 }
 
-TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k,
-                             std::vector<std::pair<float, int32_t>>& scratch) {
+double LogSumExp(std::span<const float> logits) {
   float max_logit = logits[0];
   for (float x : logits) max_logit = std::max(max_logit, x);
   double sum = 0;
   for (float x : logits) sum += std::exp(static_cast<double>(x) - max_logit);
-  const double log_z = max_logit + std::log(sum);
+  return max_logit + std::log(sum);
+}
+
+TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k,
+                             std::vector<std::pair<float, int32_t>>& scratch) {
+  const double log_z = LogSumExp(logits);
   TokenLogprob out;
   out.logprob = static_cast<float>(logits[token] - log_z);
   k = std::min<int>(k, static_cast<int>(logits.size()));

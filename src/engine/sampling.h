@@ -60,6 +60,10 @@ class TokenHistory {
 // row of logits in place. Only the tokens named by the bias or the history change.
 void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, const TokenHistory& history);
 
+// log(sum(exp(logits))), computed stably (the maximum subtracted first) with a double sum:
+// log softmax(logits)[i] = logits[i] - LogSumExp(logits).
+double LogSumExp(std::span<const float> logits);
+
 // The log-probability of `token` under a log-softmax of `logits`, and the `k` most likely
 // tokens' (ties: lower id first). `scratch` is reused between calls.
 TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k,
