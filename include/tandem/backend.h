@@ -64,9 +64,12 @@ class WeightMatrix {
   gguf::GgmlType source_type_ = gguf::GgmlType::kF32;
 };
 
-// Rotary position embedding parameters (the llama "normal" mode: rotate adjacent pairs).
+// Rotary position embedding parameters. Pair i of a head rotates by position * theta_i; the
+// "normal" mode (llama) pairs dims (2i, 2i+1), the NEOX mode (qwen2, GPT-NeoX) pairs
+// (i, i + rotary_dim / 2).
 struct RopeConfig {
   int rotary_dim = 0;          // leading dims of each head that rotate (even, <= head_dim)
+  bool neox = false;           // NEOX pairing instead of adjacent pairs
   float theta = 10000.0f;      // frequency base
   float freq_scale = 1.0f;     // 1 / linear scaling factor
   std::vector<float> freq_factors;  // optional per-pair divisors (Llama 3 "rope_freqs")
@@ -103,6 +106,8 @@ class Backend {
   // outs[k] = x * weights[k]^T for every k; all weights share in_features = x.cols.
   virtual void MatMul(Tensor x, std::span<const WeightMatrix* const> weights,
                       std::span<const Tensor> outs) = 0;
+  // x[r] += bias for every row r (bias: x.cols floats). Q/K/V and output biases (qwen2).
+  virtual void AddBias(Tensor x, const DeviceBuffer& bias) = 0;
   // Applies RoPE to q (num_heads) and k (num_kv_heads) in place at the batch positions and
   // writes k and v into the KV cache slots of `layer`.
   virtual void RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& cache, int layer) = 0;

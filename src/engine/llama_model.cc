@@ -45,7 +45,13 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::GgufFil
     return absl::OkStatus();
   };
 
+  auto optional_vector = [&](const std::string& name, int64_t n,
+                             std::unique_ptr<DeviceBuffer>* out) -> absl::Status {
+    return file.FindTensor(name) == nullptr ? absl::OkStatus() : vector(name, n, out);
+  };
+
   TANDEM_RETURN_IF_ERROR(matrix("token_embd.weight", {hidden, c.vocab_size}, &model->token_embd_));
+  TANDEM_RETURN_IF_ERROR(optional_vector("output.bias", c.vocab_size, &model->output_bias_));
   if (!c.tied_embeddings) {
     TANDEM_RETURN_IF_ERROR(matrix("output.weight", {hidden, c.vocab_size}, &model->output_));
   }
@@ -59,6 +65,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::GgufFil
     TANDEM_RETURN_IF_ERROR(matrix(b + "attn_q.weight", {hidden, q_dim}, &L.wq));
     TANDEM_RETURN_IF_ERROR(matrix(b + "attn_k.weight", {hidden, kv_dim}, &L.wk));
     TANDEM_RETURN_IF_ERROR(matrix(b + "attn_v.weight", {hidden, kv_dim}, &L.wv));
+    TANDEM_RETURN_IF_ERROR(optional_vector(b + "attn_q.bias", q_dim, &L.bq));
+    TANDEM_RETURN_IF_ERROR(optional_vector(b + "attn_k.bias", kv_dim, &L.bk));
+    TANDEM_RETURN_IF_ERROR(optional_vector(b + "attn_v.bias", kv_dim, &L.bv));
     TANDEM_RETURN_IF_ERROR(matrix(b + "attn_output.weight", {q_dim, hidden}, &L.wo));
     TANDEM_RETURN_IF_ERROR(matrix(b + "ffn_gate.weight", {hidden, c.ffn_size}, &L.w_gate));
     TANDEM_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", {hidden, c.ffn_size}, &L.w_up));
@@ -66,6 +75,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::GgufFil
   }
   RopeConfig rope;
   rope.rotary_dim = c.rotary_dim;
+  rope.neox = c.rope_neox;
   rope.theta = c.rope_theta;
   rope.freq_scale = c.rope_freq_scale;
   rope.freq_factors = c.rope_freq_factors;
@@ -136,6 +146,9 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCacheStorage& cach
     const WeightMatrix* qkv[] = {L.wq.get(), L.wk.get(), L.wv.get()};
     const Tensor qkv_out[] = {q, k, v};
     B.MatMul(h, qkv, qkv_out);
+    if (L.bq) B.AddBias(q, *L.bq);
+    if (L.bk) B.AddBias(k, *L.bk);
+    if (L.bv) B.AddBias(v, *L.bv);
     B.RopeAndStoreKv(q, k, v, cache, i);
     B.Attention(q, cache, i, c.num_heads, scale, attn);
     const WeightMatrix* wo[] = {L.wo.get()};
@@ -159,6 +172,7 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCacheStorage& cach
   const WeightMatrix* head[] = {output_ ? output_.get() : token_embd_.get()};
   const Tensor head_out[] = {out};
   B.MatMul(selected, head, head_out);
+  if (output_bias_) B.AddBias(out, *output_bias_);
   return B.ReadFloat(out, logits);
 }
 

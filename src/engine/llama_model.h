@@ -1,5 +1,6 @@
 // The llama-family transformer (RMSNorm, RoPE, grouped-query attention over the paged KV
-// cache, SwiGLU, tied or separate output), written once over the Backend interface.
+// cache, SwiGLU, tied or separate output), written once over the Backend interface. Optional
+// Q/K/V biases and an output bias (present in qwen2 files; llama.cpp loads them for llama too).
 //
 // Thread-safety: one thread at a time (the engine's step thread). The model keeps pointers into
 // the GgufFile's mapping (CPU backend), so the file must outlive it.
@@ -34,6 +35,7 @@ class LlamaModel {
   struct Layer {
     std::unique_ptr<DeviceBuffer> attn_norm, ffn_norm;
     std::unique_ptr<WeightMatrix> wq, wk, wv, wo, w_gate, w_up, w_down;
+    std::unique_ptr<DeviceBuffer> bq, bk, bv;  // null when the file has none
   };
   struct Workspace {
     int64_t tokens = 0, logit_rows = 0;
@@ -46,7 +48,7 @@ class LlamaModel {
   Backend& backend_;
   ModelConfig config_;
   std::unique_ptr<WeightMatrix> token_embd_, output_;
-  std::unique_ptr<DeviceBuffer> output_norm_;
+  std::unique_ptr<DeviceBuffer> output_norm_, output_bias_;
   std::vector<Layer> layers_;
   Workspace ws_;
   int64_t weight_bytes_ = 0;

@@ -20,10 +20,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& f) {
   ModelConfig c;
   TANDEM_ASSIGN_OR_RETURN(auto arch, f.GetString("general.architecture"));
   c.architecture = std::string(arch);
-  if (c.architecture != "llama") {
+  if (c.architecture != "llama" && c.architecture != "qwen2") {
     return absl::UnimplementedError(StrCat(f.path(), ": architecture '", c.architecture,
-                                           "' is not supported (tandem runs 'llama')"));
+                                           "' is not supported (tandem runs 'llama' and 'qwen2')"));
   }
+  c.rope_neox = c.architecture == "qwen2";
   if (auto name = f.GetString("general.name"); name.ok()) c.name = std::string(*name);
   const std::string p = c.architecture + ".";
   TANDEM_ASSIGN_OR_RETURN(c.num_layers, PositiveInt(f, p + "block_count"));

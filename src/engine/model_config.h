@@ -28,9 +28,11 @@ struct ModelConfig {
   float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
   std::vector<float> rope_freq_factors;  // from rope_freqs.weight when present
   bool tied_embeddings = false;          // no output.weight: token_embd doubles as output
+  bool rope_neox = false;                // NEOX RoPE pairing (qwen2)
 
-  // Reads and validates the configuration; architectures other than llama-compatible ones,
-  // and llama features tandem does not implement (e.g. YaRN scaling), are clear errors.
+  // Reads and validates the configuration. Architectures: `llama` and `qwen2` (llama with
+  // Q/K/V biases, NEOX RoPE and an optional output bias, as llama.cpp runs it); others, and
+  // features tandem does not implement (e.g. YaRN scaling), are clear errors.
   static absl::StatusOr<ModelConfig> FromGguf(const gguf::GgufFile& file);
 
   // fp16 KV bytes per token: layers x 2 x kv_heads x head_dim x 2.

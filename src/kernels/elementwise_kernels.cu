@@ -54,6 +54,14 @@ __global__ void SwiGluKernel(const float* g, int64_t gs, const float* u, int64_t
   }
 }
 
+__global__ void AddBiasKernel(float* x, int64_t xs, const float* bias, int64_t cols) {
+  const int64_t r = blockIdx.y;
+  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < cols;
+       c += int64_t{gridDim.x} * blockDim.x) {
+    x[r * xs + c] += bias[c];
+  }
+}
+
 __global__ void EmbedKernel(const __nv_bfloat16* table, int64_t vocab, const int32_t* tokens,
                             float* out, int64_t os, int64_t cols) {
   const int64_t r = blockIdx.y;
@@ -132,6 +140,15 @@ int LaunchSwiGlu(const float* gate, int64_t gate_stride, const float* up, int64_
     SwiGluKernel<<<RowGrid(n, cols, 256), 256, 0, stream>>>(
         gate + r0 * gate_stride, gate_stride, up + r0 * up_stride, up_stride,
         out + r0 * out_stride, out_stride, cols);
+  }
+  return LastError();
+}
+
+int LaunchAddBias(float* x, int64_t x_stride, const float* bias, int64_t rows, int64_t cols,
+                  cudaStream_t stream) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxGridY) {
+    const int64_t n = rows - r0 < kMaxGridY ? rows - r0 : kMaxGridY;
+    AddBiasKernel<<<RowGrid(n, cols, 256), 256, 0, stream>>>(x + r0 * x_stride, x_stride, bias, cols);
   }
   return LastError();
 }

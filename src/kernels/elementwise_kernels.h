@@ -1,5 +1,5 @@
 // Row-wise and element-wise kernels of the llama forward pass on f32 activations: RMSNorm
-// (optionally fused with the residual add), SwiGLU, embedding lookup from a bf16 table,
+// (optionally fused with the residual add), SwiGLU, bias add, embedding lookup from a bf16 table,
 // gathering logit rows, and f32 -> bf16 conversion of GEMM inputs.
 #pragma once
 
@@ -24,6 +24,10 @@ int LaunchAddRmsNorm(float* residual, int64_t res_stride, const float* delta,
 // out = silu(gate) * up, element-wise over rows x cols (each with its own row stride).
 int LaunchSwiGlu(const float* gate, int64_t gate_stride, const float* up, int64_t up_stride,
                  float* out, int64_t out_stride, int64_t rows, int64_t cols, cudaStream_t stream);
+
+// x[r] += bias for rows x cols (bias: cols floats on the device).
+int LaunchAddBias(float* x, int64_t x_stride, const float* bias, int64_t rows, int64_t cols,
+                  cudaStream_t stream);
 
 // out[i] = table[tokens[i]] (bf16 -> f32), rows x cols; tokens on the device. Tokens outside
 // [0, vocab) produce a zero row (the backend validates them before; this keeps memory safe).

@@ -22,9 +22,10 @@ __global__ void RopeAndStoreKvKernel(RopeKvArgs a) {
   for (int idx = threadIdx.x; idx < nq + kh * half; idx += blockDim.x) {
     float* head = idx < nq ? q + (idx / half) * hd : k + ((idx - nq) / half) * hd;
     const int i = (idx < nq ? idx : idx - nq) % half;
-    const float x0 = head[2 * i], x1 = head[2 * i + 1];
-    head[2 * i] = x0 * cs[i] - x1 * sn[i];
-    head[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+    const int ia = a.neox ? i : 2 * i, ib = a.neox ? i + half : 2 * i + 1;
+    const float x0 = head[ia], x1 = head[ib];
+    head[ia] = x0 * cs[i] - x1 * sn[i];
+    head[ib] = x0 * sn[i] + x1 * cs[i];
   }
   __syncthreads();
   const int slot = a.slot_mapping[r];

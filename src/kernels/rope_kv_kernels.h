@@ -1,5 +1,5 @@
-// RoPE (llama "normal" mode: adjacent pairs (2i, 2i+1) rotate by pos * theta_i) applied in
-// place to q and k, fused with writing k and v into the paged KV cache.
+// RoPE (llama "normal" mode: adjacent pairs (2i, 2i+1) rotate by pos * theta_i; NEOX mode:
+// pairs (i, i + rotary_dim / 2)) applied in place to q and k, fused with writing k and v into the paged KV cache.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +25,7 @@ struct RopeKvArgs {
   void* cache = nullptr;       // the KV cache base (KvGeometry layout)
   KvGeometry geo;
   int layer = 0;
+  bool neox = false;           // NEOX pairing (qwen2)
 };
 
 // One block per row; threads stride over the (head, pair) rotations and then the K/V stores.

@@ -15,7 +15,7 @@ struct NamedPreTokenizer {
 
 // The names llama.cpp maps to these four splits (llama-vocab.cpp, llama_vocab::impl::load).
 // "gpt2" is accepted as an alias of llama.cpp's "gpt-2".
-constexpr std::array<NamedPreTokenizer, 18> kPreTokenizers = {{
+constexpr std::array<NamedPreTokenizer, 22> kPreTokenizers = {{
     {"default", {PreTokenizerType::kDefault, false, false}},
     {"gpt-2", {PreTokenizerType::kGpt2, false, false}},
     {"gpt2", {PreTokenizerType::kGpt2, false, false}},
@@ -34,6 +34,10 @@ constexpr std::array<NamedPreTokenizer, 18> kPreTokenizers = {{
     {"falcon3", {PreTokenizerType::kLlama3, true, true}},
     {"pixtral", {PreTokenizerType::kLlama3, true, true}},
     {"lfm2", {PreTokenizerType::kLlama3, true, true}},
+    {"qwen2", {PreTokenizerType::kQwen2, false, false}},
+    {"deepseek-r1-qwen", {PreTokenizerType::kQwen2, false, false}},
+    {"stablelm2", {PreTokenizerType::kQwen2, false, false}},
+    {"megrez", {PreTokenizerType::kQwen2, false, false}},
 }};
 
 // Per-code-point properties the scanners test.
@@ -146,7 +150,8 @@ void SplitGpt2(Piece p, size_t begin) {
   }
 }
 
-void SplitLlama3(Piece p, size_t begin) {
+// The Llama-3 split; `max_digits` is 3 (\p{N}{1,3}) or 1 (qwen2's \p{N}).
+void SplitLlama3(Piece p, size_t begin, size_t max_digits) {
   size_t pos = begin;
   while (pos < p.end()) {
     if (size_t n = MatchContraction(p, pos, /*ignore_case=*/true)) {
@@ -161,10 +166,10 @@ void SplitLlama3(Piece p, size_t begin) {
       p.Emit(pos);
       continue;
     }
-    if (p.Has(pos, kN)) {  // \p{N}{1,3}
+    if (p.Has(pos, kN)) {  // \p{N}{1,max_digits}
       size_t group = pos;
       while (p.Has(pos, kN)) {
-        if (++pos - group >= 3) {
+        if (++pos - group >= max_digits) {
           p.Emit(pos);
           group = pos;
         }
@@ -285,7 +290,10 @@ std::vector<uint32_t> PreTokenize(PreTokenizerType type, std::span<const uint32_
       run(gpt2);
       break;
     case PreTokenizerType::kLlama3:
-      run([](Piece p, size_t b) { SplitLlama3(p, b); });
+      run([](Piece p, size_t b) { SplitLlama3(p, b, 3); });
+      break;
+    case PreTokenizerType::kQwen2:
+      run([](Piece p, size_t b) { SplitLlama3(p, b, 1); });
       break;
     case PreTokenizerType::kDefault:
       run([](Piece p, size_t b) { IsolateRuns(p, b, kPunctClass); });

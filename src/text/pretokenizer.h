@@ -7,6 +7,7 @@
 //   smollm   \p{N} (every number code point alone), then gpt2 on each piece
 //   llama3   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //            ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//   qwen2    llama3 with \p{N} (every number code point alone) instead of \p{N}{1,3}
 //   default  [\p{P}$+<=>^~|]+, then gpt2, then \p{N}+, then [0-9][0-9][0-9] (each applied
 //            within the pieces of the one before; matches and the text between them become
 //            pieces)
@@ -25,7 +26,7 @@
 
 namespace tandem::text {
 
-enum class PreTokenizerType { kDefault, kGpt2, kSmolLm, kLlama3 };
+enum class PreTokenizerType { kDefault, kGpt2, kSmolLm, kLlama3, kQwen2 };
 
 struct PreTokenizerInfo {
   PreTokenizerType type = PreTokenizerType::kDefault;

@@ -34,6 +34,7 @@ std::vector<std::string> Words(PreTokenizerType type, std::string_view text) {
 constexpr PreTokenizerType kGpt2 = PreTokenizerType::kGpt2;
 constexpr PreTokenizerType kSmolLm = PreTokenizerType::kSmolLm;
 constexpr PreTokenizerType kLlama3 = PreTokenizerType::kLlama3;
+constexpr PreTokenizerType kQwen2 = PreTokenizerType::kQwen2;
 constexpr PreTokenizerType kDefault = PreTokenizerType::kDefault;
 
 TEST(TokenizerPreTokenizerTest, Gpt2) {
@@ -67,6 +68,15 @@ TEST(TokenizerPreTokenizerTest, Llama3) {
   EXPECT_THAT(Words(kLlama3, "a \n\n  b"), ElementsAre("a", " \n\n", " ", " b"));
 }
 
+// Qwen2's regex is Llama 3's with \p{N} for \p{N}{1,3}: every digit alone, the rest the same.
+TEST(TokenizerPreTokenizerTest, Qwen2SplitsEveryDigitAndOtherwiseSplitsAsLlama3) {
+  EXPECT_THAT(Words(kQwen2, "1234567"), ElementsAre("1", "2", "3", "4", "5", "6", "7"));
+  EXPECT_THAT(Words(kQwen2, "x ²12"), ElementsAre("x", " ", "²", "1", "2"));
+  for (std::string_view text : {"Hello world", "IT'S", "(hello", "a.\n\nb", "a \n\n  b", "don't stop!\r\n"}) {
+    EXPECT_EQ(Words(kQwen2, text), Words(kLlama3, text)) << text;
+  }
+}
+
 TEST(TokenizerPreTokenizerTest, Default) {
   EXPECT_THAT(Words(kDefault, "don't"), ElementsAre("don", "'", "t"));  // punctuation first
   EXPECT_THAT(Words(kDefault, "x 12345"), ElementsAre("x", " ", "123", "45"));
@@ -75,7 +85,7 @@ TEST(TokenizerPreTokenizerTest, Default) {
 
 TEST(TokenizerPreTokenizerTest, WordsCoverTheInput) {
   const std::string text = "Mixed: 12 中文, émoji 😀\r\n\t  end's \xff\xfe tail  ";
-  for (PreTokenizerType t : {kGpt2, kSmolLm, kLlama3, kDefault}) {
+  for (PreTokenizerType t : {kGpt2, kSmolLm, kLlama3, kQwen2, kDefault}) {
     std::string joined;
     for (const std::string& w : Words(t, text)) {
       EXPECT_FALSE(w.empty());
@@ -88,7 +98,7 @@ TEST(TokenizerPreTokenizerTest, WordsCoverTheInput) {
 TEST(TokenizerPreTokenizerTest, LongInputsAreLinear) {
   // 200k code points through every pre-tokenizer: quadratic scanning would take minutes.
   const std::string text(200000, ' ');
-  for (PreTokenizerType t : {kGpt2, kSmolLm, kLlama3, kDefault}) {
+  for (PreTokenizerType t : {kGpt2, kSmolLm, kLlama3, kQwen2, kDefault}) {
     EXPECT_EQ(Words(t, text).size(), 1u);
   }
 }
@@ -103,9 +113,16 @@ TEST(TokenizerPreTokenizerTest, LookupByName) {
   EXPECT_EQ(llama->type, kLlama3);
   EXPECT_TRUE(llama->ignore_merges);
   EXPECT_TRUE(llama->default_add_bos);
-  auto bad = LookupPreTokenizer("qwen2");
+  for (std::string_view name : {"qwen2", "deepseek-r1-qwen"}) {
+    auto qwen = LookupPreTokenizer(name);
+    ASSERT_TRUE(qwen.ok()) << name;
+    EXPECT_EQ(qwen->type, kQwen2);
+    EXPECT_FALSE(qwen->ignore_merges);
+    EXPECT_FALSE(qwen->default_add_bos);
+  }
+  auto bad = LookupPreTokenizer("qwen35");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("'qwen2'"));
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("'qwen35'"));
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr(SupportedPreTokenizerNames()));
 }
 

@@ -431,6 +431,15 @@ void CpuBackend::MatMul(Tensor x, std::span<const WeightMatrix* const> weights,
   });
 }
 
+void CpuBackend::AddBias(Tensor x, const DeviceBuffer& bias) {
+  const float* b = F32(bias.tensor());
+  const int64_t n = std::min(x.cols, bias.tensor().cols);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* row = F32(x) + r * x.cols;
+    for (int64_t c = 0; c < n; ++c) row[c] += b[c];
+  }
+}
+
 void CpuBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& cache, int layer) {
   auto& kv = static_cast<CpuKvCache&>(cache);
   const KvCacheLayout& L = kv.layout();
@@ -445,9 +454,10 @@ void CpuBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& ca
       const float* sn = rope_sin_.data() + static_cast<size_t>(pos) * half;
       auto rotate = [&](float* head) {
         for (int i = 0; i < half; ++i) {
-          const float x0 = head[2 * i], x1 = head[2 * i + 1];
-          head[2 * i] = x0 * cs[i] - x1 * sn[i];
-          head[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+          const int a = rope_.neox ? i : 2 * i, b = rope_.neox ? i + half : 2 * i + 1;
+          const float x0 = head[a], x1 = head[b];
+          head[a] = x0 * cs[i] - x1 * sn[i];
+          head[b] = x0 * sn[i] + x1 * cs[i];
         }
       };
       float* qr = F32(q) + r * q.cols;

@@ -49,6 +49,7 @@ class CpuBackend final : public Backend {
                   Tensor out) override;
   void MatMul(Tensor x, std::span<const WeightMatrix* const> weights,
               std::span<const Tensor> outs) override;
+  void AddBias(Tensor x, const DeviceBuffer& bias) override;
   void RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& cache, int layer) override;
   void Attention(Tensor q, KvCacheStorage& cache, int layer, int num_heads, float scale,
                  Tensor out) override;

@@ -476,6 +476,14 @@ bool CudaBackend::CheckCache(const KvCacheStorage& cache) {
   return true;
 }
 
+void CudaBackend::AddBias(Tensor x, const DeviceBuffer& bias) {
+  const float* b = F32(bias.tensor());
+  const int64_t cols = std::min(x.cols, bias.tensor().cols);
+  Enqueue({9, Ptr(x.data), Ptr(b), static_cast<uint64_t>(x.cols)}, [=, this] {
+    Check(kernels::LaunchAddBias(F32(x), x.cols, b, x.rows, cols, stream_), "bias add");
+  });
+}
+
 void CudaBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& cache, int layer) {
   if (!CheckCache(cache)) return;
   auto& kv = static_cast<CudaKvCache&>(cache);
@@ -491,6 +499,7 @@ void CudaBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& c
   a.cos = rope_cos_;
   a.sin = rope_sin_;
   a.rotary_dim = rope_.rotary_dim;
+  a.neox = rope_.neox;
   a.cache = kv.device_base();
   a.geo = kv.geometry();
   a.layer = layer;
@@ -500,7 +509,7 @@ void CudaBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& c
   }
   Enqueue({5, Ptr(a.q), Ptr(a.k), Ptr(a.v), static_cast<uint64_t>(q.cols), static_cast<uint64_t>(k.cols),
            Ptr(a.cache), static_cast<uint64_t>(layer), static_cast<uint64_t>(a.geo.block_size), Ptr(a.cos),
-           static_cast<uint64_t>(a.rotary_dim)},
+           static_cast<uint64_t>(a.rotary_dim) * 2 + (a.neox ? 1 : 0)},
           [this, a]() mutable {
             a.positions = dev_arena_ + off_.positions;
             a.slot_mapping = dev_arena_ + off_.slots;
