@@ -1,5 +1,6 @@
 #include "text/chat_template.h"
 
+#include <functional>
 #include <optional>
 
 #include "common/strings.h"
@@ -13,6 +14,16 @@ constexpr std::string_view kImEnd = "<|im_end|>";
 constexpr std::string_view kStartHeader = "<|start_header_id|>";
 constexpr std::string_view kEndHeader = "<|end_header_id|>";
 constexpr std::string_view kEotId = "<|eot_id|>";
+constexpr std::string_view kInst = "[INST]";
+constexpr std::string_view kSys = "<<SYS>>";
+// DeepSeek-R1 (and its Qwen/Llama distills): full-width bars, U+2581 for spaces.
+constexpr std::string_view kDsUser = "<\uFF5CUser\uFF5C>";
+constexpr std::string_view kDsAssistant = "<\uFF5CAssistant\uFF5C>";
+constexpr std::string_view kDsEnd = "<\uFF5Cend\u2581of\u2581sentence\uFF5C>";
+constexpr std::string_view kDsOutputsBegin = "<\uFF5Ctool\u2581outputs\u2581begin\uFF5C>";
+constexpr std::string_view kDsOutputsEnd = "<\uFF5Ctool\u2581outputs\u2581end\uFF5C>";
+constexpr std::string_view kDsOutputBegin = "<\uFF5Ctool\u2581output\u2581begin\uFF5C>";
+constexpr std::string_view kDsOutputEnd = "<\uFF5Ctool\u2581output\u2581end\uFF5C>";
 
 // Undoes the escapes of a Jinja (Python-style) string literal body; nullopt when the body
 // holds an unescaped `quote` (the text is then not one literal).
@@ -80,8 +91,8 @@ std::string FindDefaultSystemPrompt(std::string_view src) {
 
 }  // namespace
 
-absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view src,
-                                                     std::string_view bos_token) {
+absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view src, std::string_view bos_token,
+                                                     std::string_view eos_token) {
   if (src.empty()) return ChatMl();
   if (src.find(kImStart) != std::string_view::npos) {
     return ChatTemplate(Style::kChatMl, FindDefaultSystemPrompt(src), std::string());
@@ -92,10 +103,21 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view src,
     return ChatTemplate(Style::kLlama3, std::string(),
                         prints_bos ? std::string(bos_token) : std::string());
   }
+  if (src.find(kInst) != std::string_view::npos && src.find(kSys) != std::string_view::npos) {
+    ChatTemplate t(Style::kLlama2, std::string(), std::string(bos_token));
+    t.eos_ = std::string(eos_token);
+    return t;
+  }
+  if (src.find(kDsUser) != std::string_view::npos && src.find(kDsAssistant) != std::string_view::npos) {
+    const bool prints_bos = src.find("bos_token") != std::string_view::npos;
+    return ChatTemplate(Style::kDeepSeekR1, std::string(),
+                        prints_bos ? std::string(bos_token) : std::string());
+  }
   return absl::UnimplementedError(
       StrCat("unsupported chat template: it contains none of the markers tandem knows ('", kImStart,
-             "' for ChatML, '", kStartHeader, "' with '", kEndHeader,
-             "' for Llama 3); template starts with: ", SanitizeUtf8(src.substr(0, 120))));
+             "' for ChatML, '", kStartHeader, "' with '", kEndHeader, "' for Llama 3, '", kInst, "' with '", kSys, "' for Llama 2, '", kDsUser,
+             "' with '", kDsAssistant, "' for DeepSeek-R1); template starts with: ",
+             SanitizeUtf8(src.substr(0, 120))));
 }
 
 ChatTemplate ChatTemplate::ChatMl() {
@@ -103,7 +125,17 @@ ChatTemplate ChatTemplate::ChatMl() {
 }
 
 std::string_view ChatTemplate::name() const {
-  return style_ == Style::kChatMl ? "chatml" : "llama3";
+  switch (style_) {
+    case Style::kChatMl:
+      return "chatml";
+    case Style::kLlama3:
+      return "llama3";
+    case Style::kDeepSeekR1:
+      return "deepseek-r1";
+    case Style::kLlama2:
+      return "llama2";
+  }
+  return "chatml";
 }
 
 std::string ChatTemplate::Apply(std::span<const ChatMessage> messages,
@@ -144,6 +176,14 @@ RenderedChat ChatTemplate::Render(std::span<const ChatMessage> messages, bool ad
     if (add_generation_prompt) markup(StrCat(kImStart, "assistant\n"));
     return out;
   }
+  if (style_ == Style::kDeepSeekR1) {
+    RenderDeepSeekR1(messages, add_generation_prompt, markup, verbatim);
+    return out;
+  }
+  if (style_ == Style::kLlama2) {
+    RenderLlama2(messages, markup, verbatim);
+    return out;
+  }
   for (size_t i = 0; i < messages.size(); ++i) {
     if (i == 0) markup(bos_);
     markup(kStartHeader);
@@ -155,6 +195,76 @@ RenderedChat ChatTemplate::Render(std::span<const ChatMessage> messages, bool ad
   }
   if (add_generation_prompt) markup(StrCat(kStartHeader, "assistant", kEndHeader, "\n\n"));
   return out;
+}
+
+// DeepSeek-R1's template: BOS, the last system message's content as it is, then per message
+// "<｜User｜>"+content or "<｜Assistant｜>"+content (after its last "</think>") +
+// "<｜end▁of▁sentence｜>"; tool results wrapped in its tool-output markers; other roles print
+// nothing. Generation prompt: "<｜Assistant｜>" (not after a tool result).
+void ChatTemplate::RenderDeepSeekR1(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                    const std::function<void(std::string_view)>& markup,
+                                    const std::function<void(std::string_view)>& verbatim) const {
+  markup(bos_);
+  const ChatMessage* system = nullptr;
+  for (const ChatMessage& m : messages) {
+    if (m.role == "system") system = &m;
+  }
+  if (system != nullptr) verbatim(system->content);
+  bool is_tool = false, first_output = true;
+  for (const ChatMessage& m : messages) {
+    if (m.role == "user") {
+      is_tool = false;
+      markup(kDsUser);
+      verbatim(m.content);
+    } else if (m.role == "assistant" && is_tool) {
+      markup(kDsOutputsEnd);
+      verbatim(m.content);
+      markup(kDsEnd);
+      is_tool = false;
+    } else if (m.role == "assistant") {
+      const size_t think = m.content.rfind("</think>");
+      markup(kDsAssistant);
+      verbatim(think == std::string::npos ? std::string_view(m.content)
+                                          : std::string_view(m.content).substr(think + 8));
+      markup(kDsEnd);
+    } else if (m.role == "tool") {
+      is_tool = true;
+      markup(first_output ? StrCat(kDsOutputsBegin, kDsOutputBegin) : StrCat("\n", kDsOutputBegin));
+      verbatim(m.content);
+      markup(kDsOutputEnd);
+      first_output = false;
+    }
+  }
+  if (is_tool) markup(kDsOutputsEnd);
+  if (add_generation_prompt && !is_tool) markup(kDsAssistant);
+}
+
+// Llama 2's template: a leading system message goes into the first user turn as
+// "<<SYS>>\n{system}\n<</SYS>>\n\n"; then "{bos}[INST] {content|strip} [/INST]" per user turn and
+// " {content|strip} {eos}" per assistant turn; other roles print nothing, and there is no
+// generation prompt (the last [/INST] is it). Only BOS and EOS are special tokens here; the
+// brackets are plain text.
+void ChatTemplate::RenderLlama2(std::span<const ChatMessage> messages,
+                                const std::function<void(std::string_view)>& markup,
+                                const std::function<void(std::string_view)>& verbatim) const {
+  size_t first = 0;
+  std::string system;
+  const bool has_system = !messages.empty() && messages[0].role == "system";
+  if (has_system) {
+    system = StrCat(kSys, "\n", messages[0].content, "\n<</SYS>>\n\n");
+    first = 1;
+  }
+  for (size_t i = first; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    const std::string content = i == first && has_system ? StrCat(system, m.content) : m.content;
+    if (m.role == "user") {
+      markup(bos_);
+      verbatim(StrCat(kInst, " ", TrimPythonWhitespace(content), " [/INST]"));
+    } else if (m.role == "assistant") {
+      verbatim(StrCat(" ", TrimPythonWhitespace(content), " "));
+      markup(eos_);
+    }
+  }
 }
 
 }  // namespace tandem::text

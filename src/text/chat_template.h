@@ -14,6 +14,14 @@
 //    "<|start_header_id|>assistant<|end_header_id|>\n\n" as the generation prompt. Like
 //    llama.cpp's built-in "llama3" template, Llama 3.1+ templates are rendered this way too
 //    (without their date/tool preamble).
+//  * DeepSeek-R1 ("<｜User｜>" and "<｜Assistant｜>", the R1 distills of Qwen2 and Llama): BOS
+//    text, the last system message's content, then "<｜User｜>{content}" and
+//    "<｜Assistant｜>{content after its last </think>}<｜end▁of▁sentence｜>" per message (tool
+//    results in the template's tool-output markers), and "<｜Assistant｜>" as the generation
+//    prompt.
+//  * Llama 2 ("[INST]" and "<<SYS>>"): "{bos}[INST] {user|strip} [/INST]" per user turn, a
+//    leading system message inside the first turn between "<<SYS>>\n" and "\n<</SYS>>\n\n",
+//    " {assistant|strip} {eos}" per answer; no generation prompt.
 //  * An empty template means ChatML without a default system prompt.
 //
 // Roles and contents are inserted verbatim. Render() also says which bytes the template wrote:
@@ -23,6 +31,7 @@
 // Thread-safety: immutable; Apply() may be called concurrently. Copyable.
 #pragma once
 
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,30 +56,40 @@ struct RenderedChat {
 
 class ChatTemplate {
  public:
-  // `bos_token`: the text Jinja's `bos_token` would hold (the vocabulary's BOS text, e.g.
-  // "<|begin_of_text|>"); used only by templates that print it. Unrecognised templates:
-  // Unimplemented, naming the markers looked for.
+  // `bos_token`, `eos_token`: the texts Jinja's `bos_token` and `eos_token` would hold (the
+  // vocabulary's, e.g. "<|begin_of_text|>"); used only by templates that print them.
+  // Unrecognised templates: Unimplemented, naming the markers looked for.
   static absl::StatusOr<ChatTemplate> FromJinja(std::string_view jinja_source,
-                                                std::string_view bos_token = {});
+                                                std::string_view bos_token = {},
+                                                std::string_view eos_token = {});
   // Plain ChatML without a default system prompt.
   static ChatTemplate ChatMl();
 
   std::string Apply(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
   RenderedChat Render(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
 
-  // "chatml" or "llama3".
+  // "chatml", "llama3", "llama2" or "deepseek-r1".
   std::string_view name() const;
   // The system prompt inserted when the conversation does not start with one (may be empty).
   const std::string& default_system_prompt() const { return default_system_; }
 
  private:
-  enum class Style { kChatMl, kLlama3 };
+  enum class Style { kChatMl, kLlama3, kDeepSeekR1, kLlama2 };
   ChatTemplate(Style style, std::string default_system, std::string bos)
       : style_(style), default_system_(std::move(default_system)), bos_(std::move(bos)) {}
 
+  void RenderDeepSeekR1(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                        const std::function<void(std::string_view)>& markup,
+                        const std::function<void(std::string_view)>& verbatim) const;
+
   Style style_;
   std::string default_system_;
-  std::string bos_;  // printed before the first message (Llama 3 only)
+  void RenderLlama2(std::span<const ChatMessage> messages,
+                    const std::function<void(std::string_view)>& markup,
+                    const std::function<void(std::string_view)>& verbatim) const;
+
+  std::string bos_;  // printed before the first message (Llama 3, DeepSeek-R1), each user turn (Llama 2)
+  std::string eos_;  // after each assistant turn (Llama 2)
 };
 
 }  // namespace tandem::text

@@ -11,7 +11,8 @@ absl::StatusOr<TextModel> LoadTextModel(const gguf::GgufFile& file) {
   if (!model.tokenizer->chat_template().empty()) {
     TANDEM_ASSIGN_OR_RETURN(model.chat_template,
                             ChatTemplate::FromJinja(model.tokenizer->chat_template(),
-                                                    model.tokenizer->token_text(model.tokenizer->bos_id())));
+                                                    model.tokenizer->token_text(model.tokenizer->bos_id()),
+                                                    model.tokenizer->token_text(model.tokenizer->eos_id())));
   }
   return model;
 }

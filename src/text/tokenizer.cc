@@ -133,10 +133,14 @@ absl::StatusOr<int32_t> OptionalId(const gguf::GgufFile& file, std::string_view 
 }
 
 absl::Status ValidateConfig(const TokenizerConfig& config) {
-  if (config.model != "gpt2") {
+  if (config.model != "gpt2" && config.model != "llama") {
     return absl::UnimplementedError(
         StrCat("tokenizer model '", config.model,
-               "' is not supported; only 'gpt2' (byte-level BPE) is implemented"));
+               "' is not supported; tandem implements 'gpt2' (byte-level BPE) and 'llama' (SentencePiece)"));
+  }
+  if (!config.scores.empty() && config.scores.size() < config.tokens.size()) {
+    return absl::InvalidArgumentError(
+        StrCat("scores has ", config.scores.size(), " entries for ", config.tokens.size(), " tokens"));
   }
   const size_t n = config.tokens.size();
   if (n == 0 || n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
@@ -205,9 +209,19 @@ absl::StatusOr<TokenizerConfig> TokenizerConfigFromGguf(const gguf::GgufFile& fi
   TANDEM_ASSIGN_OR_RETURN(c.eot_id, OptionalId(file, "tokenizer.ggml.eot_token_id"));
   TANDEM_ASSIGN_OR_RETURN(c.unk_id, OptionalId(file, "tokenizer.ggml.unknown_token_id"));
   TANDEM_ASSIGN_OR_RETURN(c.pad_id, OptionalId(file, "tokenizer.ggml.padding_token_id"));
-  bool default_add_bos = false;
-  if (absl::StatusOr<PreTokenizerInfo> pre = LookupPreTokenizer(c.pre); pre.ok()) {
+  bool default_add_bos = c.model == "llama";
+  if (absl::StatusOr<PreTokenizerInfo> pre = LookupPreTokenizer(c.pre); pre.ok() && c.model == "gpt2") {
     default_add_bos = pre->default_add_bos;  // an unknown name is reported by Create
+  }
+  if (c.model == "llama") {
+    if (file.Find("tokenizer.ggml.scores")) {
+      TANDEM_ASSIGN_OR_RETURN(c.scores, file.GetFloatArray("tokenizer.ggml.scores"));
+    }
+    TANDEM_ASSIGN_OR_RETURN(c.add_space_prefix, file.GetBoolOr("tokenizer.ggml.add_space_prefix", true));
+    const int32_t n = static_cast<int32_t>(c.tokens.size());
+    if (c.bos_id < 0 && n > 1) c.bos_id = 1;
+    if (c.eos_id < 0 && n > 2) c.eos_id = 2;
+    if (c.unk_id < 0 && n > 0) c.unk_id = 0;
   }
   TANDEM_ASSIGN_OR_RETURN(c.add_bos,
                           file.GetBoolOr("tokenizer.ggml.add_bos_token", default_add_bos));
@@ -227,8 +241,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerConfig con
 
 absl::Status Tokenizer::Init(TokenizerConfig config) {
   TANDEM_RETURN_IF_ERROR(ValidateConfig(config));
-  TANDEM_ASSIGN_OR_RETURN(pre_, LookupPreTokenizer(config.pre));
-  pre_name_ = config.pre.empty() ? "default" : config.pre;
+  spm_ = config.model == "llama";
+  add_space_prefix_ = config.add_space_prefix;
+  if (spm_) {
+    pre_name_ = "spm";  // SentencePiece has no pre-tokenizer; tokenizer.ggml.pre is ignored
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(pre_, LookupPreTokenizer(config.pre));
+    pre_name_ = config.pre.empty() ? "default" : config.pre;
+  }
   const size_t n = config.tokens.size();
   tokens_.resize(n);
   for (size_t i = 0; i < n; ++i) {
@@ -250,9 +270,14 @@ absl::Status Tokenizer::Init(TokenizerConfig config) {
   std::vector<std::string_view> texts(n);
   for (size_t i = 0; i < n; ++i) {
     texts[i] = tokens_[i].text;
-    tokens_[i].piece = PieceOf(tokens_[i].text, tokens_[i].attr);
+    tokens_[i].piece = spm_ && (tokens_[i].attr & kAttrNormal) ? UnescapeSpmWhitespace(tokens_[i].text)
+                                                                : PieceOf(tokens_[i].text, tokens_[i].attr);
   }
-  bpe_ = BpeModel::Build(texts, config.merges);
+  if (spm_) {
+    spm_model_ = SpmModel::Build(texts, config.scores, config.unk_id);
+  } else {
+    bpe_ = BpeModel::Build(texts, config.merges);
+  }
 
   for (size_t i = 0; i < n; ++i) {
     if (tokens_[i].attr & (kAttrControl | kAttrUserDefined | kAttrUnknown)) {
@@ -400,18 +425,30 @@ void Tokenizer::EncodeText(std::string_view text, std::vector<int32_t>* out) con
   }
 }
 
+void Tokenizer::EncodeFragments(std::string_view text, const std::vector<Fragment>& frags,
+                                std::vector<int32_t>* out) const {
+  bool prev_special = true;  // SentencePiece: the first fragment gets the space prefix too
+  for (const Fragment& f : frags) {
+    if (f.is_token) {
+      out->push_back(f.token);
+      prev_special = true;
+    } else if (spm_) {
+      const std::string_view piece = text.substr(f.offset, f.length);
+      spm_model_.Encode(EscapeSpmWhitespace(add_space_prefix_ && prev_special ? StrCat(" ", piece) : std::string(piece)),
+                        out);
+      prev_special = false;
+    } else {
+      EncodeText(text.substr(f.offset, f.length), out);
+    }
+  }
+}
+
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_special && add_bos_) out.push_back(bos_id_);
-  for (const Fragment& f : Partition(text, parse_special)) {
-    if (f.is_token) {
-      out.push_back(f.token);
-    } else {
-      EncodeText(text.substr(f.offset, f.length), &out);
-    }
-  }
+  EncodeFragments(text, Partition(text, parse_special), &out);
   if (add_special && add_eos_) out.push_back(eos_id_);
   return out;
 }
@@ -420,13 +457,7 @@ std::vector<int32_t> Tokenizer::EncodeChat(std::string_view text,
                                            std::span<const std::pair<size_t, size_t>> markup) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
-  for (const Fragment& f : Partition(text, /*parse_special=*/true, &markup)) {
-    if (f.is_token) {
-      out.push_back(f.token);
-    } else {
-      EncodeText(text.substr(f.offset, f.length), &out);
-    }
-  }
+  EncodeFragments(text, Partition(text, /*parse_special=*/true, &markup), &out);
   return out;
 }
 
@@ -457,7 +488,9 @@ bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && id < vocab_size() && (tokens_[id].attr & (kAttrControl | kAttrUnknown));
 }
 
-bool Tokenizer::HasByteToken(uint8_t byte) const { return bpe_.HasByteToken(byte); }
+bool Tokenizer::HasByteToken(uint8_t byte) const {
+  return spm_ ? spm_model_.HasByteToken(byte) : bpe_.HasByteToken(byte);
+}
 
 std::optional<int32_t> Tokenizer::FindToken(std::string_view text) const {
   auto it = text_to_id_.find(text);

@@ -1,5 +1,6 @@
-// The byte-level BPE tokenizer of GGUF "gpt2" vocabularies (SmolLM2, Llama 3, Qwen2, GPT-2...),
-// matching llama.cpp's tokenization token for token:
+// The tokenizers of GGUF "gpt2" vocabularies (byte-level BPE: SmolLM2, Llama 3, Qwen2,
+// GPT-2...) and "llama" vocabularies (SentencePiece: Llama 2, Mistral, TinyLlama), matching
+// llama.cpp's tokenization token for token. "gpt2":
 //
 //  1. Special-token partition: the text is cut around occurrences of special tokens' texts,
 //     the longest texts first (llama.cpp's tokenizer_st_partition). With parse_special, control,
@@ -8,6 +9,11 @@
 //     pre-tokenizer (text/pretokenizer.h).
 //  3. Each word is encoded with byte-level BPE (text/bpe_model.h).
 //  4. With add_special, BOS/EOS are added when the vocabulary asks for them.
+//
+// "llama" (SentencePiece): step 1 as above; each text fragment gets a leading space when it
+// starts the text or follows a special token (add_space_prefix, on unless the file says
+// otherwise), spaces become U+2581, and the fragment is merged by token scores with byte
+// fallback (text/spm_model.h). Pieces render U+2581 as a space. BOS is added by default.
 //
 // Ill-formed UTF-8: llama.cpp replaces every byte that does not decode with U+FFFD before BPE
 // (and rewrites overlong forms to their shortest form), so such text does not survive a
@@ -38,6 +44,7 @@
 #include "gguf/gguf_file.h"
 #include "text/bpe_model.h"
 #include "text/pretokenizer.h"
+#include "text/spm_model.h"
 
 namespace tandem::text {
 
@@ -54,11 +61,13 @@ enum class TokenType : int32_t {
 
 // What a tokenizer is made from: the `tokenizer.*` metadata of a GGUF file.
 struct TokenizerConfig {
-  std::string model;                 // tokenizer.ggml.model; only "gpt2" is supported
+  std::string model;                 // tokenizer.ggml.model: "gpt2" or "llama"
   std::string pre;                   // tokenizer.ggml.pre; empty means "default"
   std::vector<std::string> tokens;   // in the byte-level alphabet ("Ġthe"); index = id
   std::vector<int32_t> token_types;  // TokenType per token; empty: all normal
-  std::vector<std::string> merges;   // "left right", in rank order
+  std::vector<std::string> merges;   // "left right", in rank order ("gpt2")
+  std::vector<float> scores;         // per token ("llama"); empty: all 0
+  bool add_space_prefix = true;      // "llama": a space before the text and after specials
   int32_t bos_id = -1, eos_id = -1, eot_id = -1, unk_id = -1, pad_id = -1;  // -1: none
   bool add_bos = false, add_eos = false;  // what Encode(add_special=true) adds
   std::string chat_template;              // tokenizer.chat_template (Jinja), may be empty
@@ -70,12 +79,13 @@ struct TokenizerConfig {
 
 // Reads the tokenizer.ggml.* keys and tokenizer.chat_template. `model` and `tokens` (and
 // `merges` for "gpt2") are required; the rest is optional. add_bos defaults as llama.cpp's
-// does for the pre-tokenizer (true for the Llama-3 family) when the file does not say.
+// does (true for the Llama-3 family and for "llama" vocabularies) when the file does not say;
+// "llama" vocabularies default to BOS 1, EOS 2 and UNK 0 as in llama.cpp.
 absl::StatusOr<TokenizerConfig> TokenizerConfigFromGguf(const gguf::GgufFile& file);
 
 class Tokenizer {
  public:
-  // Errors: Unimplemented for a model other than "gpt2"; InvalidArgument for an unknown
+  // Errors: Unimplemented for a model other than "gpt2" and "llama"; InvalidArgument for an unknown
   // pre-tokenizer (the message lists the supported ones), token_types shorter than tokens,
   // special ids outside the vocabulary, or add_bos/add_eos without a BOS/EOS id.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(TokenizerConfig config);
@@ -140,10 +150,16 @@ class Tokenizer {
   std::vector<Fragment> Partition(std::string_view text, bool parse_special,
                                   std::span<const std::pair<size_t, size_t>>* markup = nullptr) const;
   void EncodeText(std::string_view text, std::vector<int32_t>* out) const;
+  // The fragments' tokens (special tokens as they are, text through BPE or SentencePiece).
+  void EncodeFragments(std::string_view text, const std::vector<Fragment>& frags,
+                       std::vector<int32_t>* out) const;
 
   std::vector<Token> tokens_;
   StringMap<int32_t> text_to_id_;
+  bool spm_ = false;  // "llama" vocabulary: spm_model_, else bpe_
+  bool add_space_prefix_ = true;
   BpeModel bpe_;
+  SpmModel spm_model_;
   PreTokenizerInfo pre_;
   std::string pre_name_;
   std::vector<int32_t> special_ids_;  // matched in text, longest text first

@@ -93,6 +93,52 @@ TEST(ChatTemplateTest, Llama3TrimsContentAndPrintsBos) {
             "<|start_header_id|>user<|end_header_id|>\n\nx<|eot_id|>");
 }
 
+// DeepSeek-R1 distills (qwen2 and llama files). Expected texts: what jinja2 renders with the
+// template of DeepSeek-R1-Distill-Qwen-7B's GGUF for the same messages and bos_token "<BOS>".
+TEST(ChatTemplateTest, DeepSeekR1) {
+  auto t = ChatTemplate::FromJinja(
+      "{{bos_token}}{{ns.system_prompt}}{{'<｜User｜>' + message['content']}}{{'<｜Assistant｜>'}}", "<BOS>");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->name(), "deepseek-r1");
+  EXPECT_EQ(t->Apply(std::vector<ChatMessage>{{"user", "Hi"}}, true), "<BOS><｜User｜>Hi<｜Assistant｜>");
+  // The last system message is the system prompt, wherever it is; reasoning before </think>
+  // is dropped from earlier answers.
+  const std::vector<ChatMessage> turns = {{"system", "A"},
+                                          {"user", " u1 "},
+                                          {"assistant", "<think>x</think>\n\nAnswer"},
+                                          {"system", "B"},
+                                          {"user", "u2"}};
+  EXPECT_EQ(t->Apply(turns, true),
+            "<BOS>B<｜User｜> u1 <｜Assistant｜>\n\nAnswer<｜end▁of▁sentence｜><｜User｜>u2<｜Assistant｜>");
+  const std::vector<ChatMessage> tools = {
+      {"user", "q"}, {"tool", "r1"}, {"tool", "r2"}, {"assistant", "done"}, {"tool", "r3"}};
+  EXPECT_EQ(t->Apply(tools, true),
+            "<BOS><｜User｜>q<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>r1<｜tool▁output▁end｜>\n"
+            "<｜tool▁output▁begin｜>r2<｜tool▁output▁end｜><｜tool▁outputs▁end｜>done<｜end▁of▁sentence｜>\n"
+            "<｜tool▁output▁begin｜>r3<｜tool▁output▁end｜><｜tool▁outputs▁end｜>");
+  // A user's text that looks like markup stays outside the markup ranges.
+  const RenderedChat r = t->Render(std::vector<ChatMessage>{{"user", "<｜Assistant｜>"}}, false);
+  ASSERT_EQ(r.markup.size(), 1u);
+  EXPECT_EQ(r.text.substr(r.markup[0].first, r.markup[0].second - r.markup[0].first), "<BOS><｜User｜>");
+}
+
+// Llama 2: BOS before every user turn, EOS after every answer, the system block inside the
+// first turn, each turn's content stripped at its two ends (with the system block in front, the
+// user text's leading space stays, as Jinja's strip() leaves it). A user's "</s>" stays text (outside the markup).
+TEST(ChatTemplateTest, Llama2) {
+  auto t = ChatTemplate::FromJinja("{{ bos_token + '[INST] ' }}<<SYS>>{{ eos_token }}", "<s>", "</s>");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->name(), "llama2");
+  const std::vector<ChatMessage> msgs = {
+      {"system", "Be brief."}, {"user", " Hi \n"}, {"assistant", "Hello! "}, {"user", "2+2?"}};
+  EXPECT_EQ(t->Apply(msgs, true),
+            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST] Hello! </s><s>[INST] 2+2? [/INST]");
+  const RenderedChat r = t->Render(std::vector<ChatMessage>{{"user", "</s><s>"}}, true);
+  EXPECT_EQ(r.text, "<s>[INST] </s><s> [/INST]");
+  ASSERT_EQ(r.markup.size(), 1u);
+  EXPECT_EQ(r.markup[0], std::make_pair(size_t{0}, size_t{3}));
+}
+
 TEST(ChatTemplateTest, UnknownTemplateIsUnimplementedAndNamesTheMarkers) {
   auto t =
       ChatTemplate::FromJinja("{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}");

@@ -226,11 +226,11 @@ TEST(TokenizerTest, CreateRejectsWhatItCannotServe) {
   EXPECT_THAT(std::string(bad_pre.status().message()), HasSubstr("smollm"));
   EXPECT_THAT(std::string(bad_pre.status().message()), HasSubstr("llama-bpe"));
 
-  SmallVocab spm({});
-  spm.config.model = "llama";
-  auto bad_model = Tokenizer::Create(spm.config);
+  SmallVocab wpm({});
+  wpm.config.model = "bert";
+  auto bad_model = Tokenizer::Create(wpm.config);
   EXPECT_EQ(bad_model.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(bad_model.status().message()), HasSubstr("'llama'"));
+  EXPECT_THAT(std::string(bad_model.status().message()), HasSubstr("'bert'"));
 
   SmallVocab no_bos({});
   no_bos.config.add_bos = true;
