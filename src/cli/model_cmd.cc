@@ -1,5 +1,6 @@
-// `tandem model fetch|info|convert|synth`: the model files tandem runs.
+// `tandem model fetch|info|convert|synth|tokenize`: the model files tandem runs.
 #include <cstdio>
+#include <fstream>
 #include <map>
 
 #include "cli/commands.h"
@@ -10,18 +11,21 @@
 #include "gguf/convert.h"
 #include "gguf/gguf_file.h"
 #include "modelstore/model_store.h"
+#include "nlohmann/json.hpp"
 #include "synth/synthetic_model.h"
+#include "text/text_model.h"
 
 namespace tandem::cli {
 namespace {
 
-constexpr const char* kModelUsage = R"(usage: tandem model <fetch|info|convert|synth> [flags]
+constexpr const char* kModelUsage = R"(usage: tandem model <fetch|info|convert|synth|tokenize> [flags]
 
   fetch     make sure the bundled model is in the model store (download it if missing) and print
             its path on stdout
   info      show a GGUF file's model configuration, metadata and tensors
   convert   rewrite a GGUF file with every matrix as F32, F16 or BF16
-  synth     write a llama-architecture GGUF with random weights (for tests and benchmarks)
+  synth     write a GGUF with random weights (llama, llama3, llama-spm or qwen2; for tests and benchmarks)
+  tokenize  print the token ids a model's tokenizer gives a text (as the router tokenizes it)
 )";
 
 int Fetch(const std::vector<std::string>& args) {
@@ -126,13 +130,21 @@ int Convert(const std::vector<std::string>& args) {
 }
 
 int Synth(const std::vector<std::string>& args) {
-  std::string shape = "tiny", out, weight_type = "q4_1", embedding_type = "q8_0";
+  std::string shape = "tiny", arch = "llama", out, weight_type = "q4_1", embedding_type = "q8_0";
   int64_t seed = 1;
   int layers = 0;
-  FlagSet flags("tandem model synth --out FILE [--shape NAME] [flags]",
-                "Writes a llama-architecture GGUF with random weights and a small byte-level BPE\n"
-                "vocabulary. Shapes: tiny, small, smollm2-135m, llama3-8b.");
+  FlagSet flags("tandem model synth --out FILE [--arch NAME] [--shape NAME] [flags]",
+                "Writes a GGUF with random weights and a small vocabulary.\n"
+                "Shapes: tiny, small, smollm2-135m, llama3-8b. Architectures, each with its family's\n"
+                "metadata, special tokens, pre-tokenizer and chat template:\n"
+                "  llama   SmolLM2-style (ChatML, 'smollm' pre-tokenizer)\n"
+                "  llama3  Llama-3-style ('llama-bpe' pre-tokenizer, BOS, header/eot chat template)\n"
+                "  llama-spm  Llama-2-style (SentencePiece vocabulary with byte fallback, BOS,\n"
+                "          [INST]/<<SYS>> chat template)\n"
+                "  qwen2   Qwen2-style (Q/K/V and output biases, NEOX RoPE, 'qwen2' pre-tokenizer,\n"
+                "          ChatML with a default system prompt)");
   flags.String("out", &out, "output GGUF file");
+  flags.String("arch", &arch, "architecture: llama, llama3, llama-spm or qwen2");
   flags.String("shape", &shape, "named model shape");
   flags.String("weight-type", &weight_type, "type of the attention and FFN matrices");
   flags.String("embedding-type", &embedding_type, "type of the token embedding");
@@ -145,15 +157,66 @@ int Synth(const std::vector<std::string>& args) {
   auto wt = ParseType(weight_type), et = ParseType(embedding_type);
   if (!wt.ok()) return Fail("model synth", std::string(wt.status().message()), 2);
   if (!et.ok()) return Fail("model synth", std::string(et.status().message()), 2);
+  spec->arch = arch;
   spec->weight_type = *wt;
   spec->embedding_type = *et;
   spec->seed = static_cast<uint64_t>(seed);
   if (layers > 0) spec->num_layers = layers;
   auto vocab = synth::WriteSyntheticModel(*spec, out);
   if (!vocab.ok()) return Fail("model synth", std::string(vocab.status().message()));
-  std::fprintf(stderr, "wrote %s: shape %s, %d layers, vocabulary %d\n", out.c_str(), shape.c_str(),
-               spec->num_layers, *vocab);
+  std::fprintf(stderr, "wrote %s: %s, shape %s, %d layers, vocabulary %d\n", out.c_str(), arch.c_str(),
+               shape.c_str(), spec->num_layers, *vocab);
   std::printf("%s\n", out.c_str());
+  return 0;
+}
+
+// One line of output per text: the ids as a JSON array, or "[...] pieces" with --pieces.
+void PrintTokens(const text::Tokenizer& tok, std::string_view text, bool add_special, bool parse_special,
+                 bool pieces) {
+  const std::vector<int32_t> ids = tok.Encode(text, add_special, parse_special);
+  std::string line = nlohmann::json(ids).dump();
+  if (pieces) {
+    nlohmann::json p = nlohmann::json::array();
+    for (int32_t id : ids) p.push_back(tok.TokenToPiece(id, /*render_special=*/true));
+    line += " " + p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::printf("%s\n", line.c_str());
+}
+
+int Tokenize(const std::vector<std::string>& args) {
+  std::string model, text, lines_file;
+  bool no_special = false, parse_special = false, pieces = false;
+  FlagSet flags("tandem model tokenize [--model FILE] (--text TEXT | --lines FILE) [flags]",
+                "Prints the token ids the model's tokenizer gives a text, as a JSON array (BOS/EOS\n"
+                "added as the vocabulary asks, special-token texts left as text unless --special).\n"
+                "Only the tokenizer is read: a GGUF file with no tensors will do.");
+  flags.String("model", &model, "GGUF file (default: the bundled model)");
+  flags.String("text", &text, "the text to tokenize");
+  flags.String("lines", &lines_file, "a file of JSON strings, one per line: one array of ids per line");
+  flags.Bool("no-bos", &no_special, "add no BOS/EOS");
+  flags.Bool("special", &parse_special, "parse special-token texts (\"<|im_start|>\") as those tokens");
+  flags.Bool("pieces", &pieces, "also print each token's text");
+  if (auto exit_code = ParseArgs(flags, args, "model tokenize")) return *exit_code;
+  if (text.empty() == lines_file.empty()) return Fail("model tokenize", "give one of --text and --lines", 2);
+  if (model.empty()) model = ModelStore(ModelStoreOptionsFromEnvironment()).PathOf(DefaultBundledModel());
+  auto file = gguf::GgufFile::Open(model);
+  if (!file.ok()) return Fail("model tokenize", std::string(file.status().message()));
+  auto tm = text::LoadTextModel(**file);
+  if (!tm.ok()) return Fail("model tokenize", std::string(tm.status().message()));
+  if (!text.empty()) {
+    PrintTokens(*tm->tokenizer, text, !no_special, parse_special, pieces);
+    return 0;
+  }
+  std::ifstream in(lines_file);
+  if (!in) return Fail("model tokenize", StrCat("cannot read ", lines_file));
+  int n = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_string()) return Fail("model tokenize", StrCat(lines_file, ":", n, ": not a JSON string"));
+    PrintTokens(*tm->tokenizer, j.get<std::string>(), !no_special, parse_special, pieces);
+  }
   return 0;
 }
 
@@ -169,6 +232,7 @@ int ModelCommand(const std::vector<std::string>& args) {
   if (args[0] == "info") return Info(rest);
   if (args[0] == "convert") return Convert(rest);
   if (args[0] == "synth") return Synth(rest);
+  if (args[0] == "tokenize") return Tokenize(rest);
   std::fprintf(stderr, "tandem model: unknown subcommand '%s'\n\n%s", args[0].c_str(), kModelUsage);
   return 2;
 }

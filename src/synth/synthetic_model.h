@@ -1,6 +1,15 @@
-// Writes llama-architecture GGUF files with random weights and a small byte-level BPE
-// vocabulary: the tiny models most tests run on, and larger named shapes for benchmarks.
-// Deterministic for a given spec (seeded).
+// Writes GGUF files with random weights and a small vocabulary: the tiny models
+// most tests run on, and larger named shapes for benchmarks. Deterministic for a given spec
+// (seeded). Architectures (`arch`), each with the metadata, special tokens, pre-tokenizer and
+// chat template of the model family it stands for:
+//   llama   SmolLM2-style: ChatML, the "smollm" pre-tokenizer, specials first, no BOS added
+//   llama3  Llama-3-style: the "llama-bpe" pre-tokenizer, BOS added, <|start_header_id|> chat
+//           template printing bos_token, <|eot_id|> as EOS, specials after the merges
+//   llama-spm  Llama-2-style: a SentencePiece vocabulary (scores, <0xXX> byte fallback, "▁"
+//           for spaces), BOS added, the [INST]/<<SYS>> chat template
+//   qwen2   Qwen2-style: general.architecture qwen2 (Q/K/V biases, NEOX RoPE, untied output
+//           with an output bias), the "qwen2" pre-tokenizer, ChatML with a default system
+//           prompt, specials after the merges
 #pragma once
 
 #include <cstdint>
@@ -14,6 +23,7 @@ namespace tandem::synth {
 
 struct SyntheticModelSpec {
   std::string name = "tiny";
+  std::string arch = "llama";  // llama, llama3, llama-spm or qwen2 (see above)
   int num_layers = 2;
   int hidden_size = 64;
   int ffn_size = 128;
@@ -32,6 +42,9 @@ struct SyntheticModelSpec {
   // "smollm2-135m" (the bundled model's shape), "llama3-8b" (32 layers, 4096 wide, GQA 32/8).
   static absl::StatusOr<SyntheticModelSpec> Named(std::string_view name);
 };
+
+// The architectures WriteSyntheticModel knows, comma-separated.
+std::string SyntheticArchNames();
 
 // Writes the model to `path` (atomically). Returns the vocabulary size.
 absl::StatusOr<int> WriteSyntheticModel(const SyntheticModelSpec& spec, const std::string& path);

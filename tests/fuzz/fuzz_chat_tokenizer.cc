@@ -1,7 +1,8 @@
 // Chat templates and the tokenizer on fuzzed conversations, with the vocabulary of the tiny
 // synthetic model the tests use (synth/synthetic_model.h, written once to a temp file and loaded
 // with LoadTextModel as the router loads a model), under each pre-tokenizer family; then the
-// streaming side: the incremental detokenizer and stop strings.
+// streaming side: the incremental detokenizer and stop strings. The llama-spm model's
+// SentencePiece vocabulary and Llama 2 template get every input too.
 //
 // Input: byte 0 picks the tokenizer, the template and the flags; byte 1 the stop string's length
 // and the streaming piece size; the rest is messages separated by 0x1E, each "role 0x1F content".
@@ -42,10 +43,13 @@ using namespace tandem::text;
 struct Fixture {
   std::vector<std::unique_ptr<Tokenizer>> tokenizers;  // 8: 4 pre-tokenizers x replace_invalid_utf8
   std::vector<ChatTemplate> templates;                 // 4
+  std::unique_ptr<Tokenizer> spm;                      // the llama-spm model's SentencePiece vocabulary
+  ChatTemplate llama2 = ChatTemplate::ChatMl();        // its [INST] template
 };
 
-// The tiny model's tokenizer config, read back from the GGUF the tests would use.
-TokenizerConfig TinyModelConfig() {
+// The tiny model's tokenizer config (of synthetic architecture `arch`), read back from the
+// GGUF the tests would use.
+TokenizerConfig TinyModelConfig(const char* arch = "llama") {
   char dir[] = "/tmp/tandem-fuzz-XXXXXX";
   if (mkdtemp(dir) == nullptr) std::abort();
   const std::string path = std::string(dir) + "/tiny.gguf";
@@ -53,6 +57,7 @@ TokenizerConfig TinyModelConfig() {
   spec.num_layers = 1;
   spec.hidden_size = 32;
   spec.ffn_size = 32;
+  spec.arch = arch;
   FUZZ_CHECK(tandem::synth::WriteSyntheticModel(spec, path).ok());
   auto file = tandem::gguf::GgufFile::Open(path);
   FUZZ_CHECK(file.ok());
@@ -96,6 +101,12 @@ const Fixture& GetFixture() {
         "<|begin_of_text|>");
     FUZZ_CHECK(chatml.ok() && smollm.ok() && llama3.ok());
     f->templates = {*chatml, *smollm, *llama3, ChatTemplate::ChatMl()};
+    auto spm = Tokenizer::Create(TinyModelConfig("llama-spm"));
+    FUZZ_CHECK(spm.ok());
+    f->spm = *std::move(spm);
+    auto llama2 = ChatTemplate::FromJinja(f->spm->chat_template(), "<s>", "</s>");
+    FUZZ_CHECK(llama2.ok());
+    f->llama2 = *llama2;
     return f;
   }();
   return *fixture;
@@ -168,6 +179,35 @@ void CheckStops(std::string_view text, std::string stop, size_t piece) {
   if (!whole->stopped()) FUZZ_CHECK(a == text);
 }
 
+// SentencePiece: ids in the vocabulary; without special-token parsing well-formed text
+// survives, behind the one space SentencePiece puts before it; the chat's ids have a control token
+// only where the template wrote one.
+void CheckSpm(const Fixture& f, const std::vector<ChatMessage>& messages, const std::string& last,
+              bool render_special) {
+  const Tokenizer& tok = *f.spm;
+  const std::vector<int32_t> plain = tok.Encode(last, /*add_special=*/true, /*parse_special=*/false);
+  for (int32_t id : plain) FUZZ_CHECK(id >= 0 && id < tok.vocab_size());
+  // Well-formed UTF-8 only: a truncated sequence swallows the next bytes into one symbol (as in
+  // llama.cpp), which can cut an escaped space's three bytes apart.
+  if (SanitizeUtf8(last) == last) {
+    FUZZ_CHECK(tok.Decode(plain, /*render_special=*/false) == (last.empty() ? "" : " " + last));
+  }
+  const RenderedChat chat = f.llama2.Render(messages, false);
+  const std::vector<int32_t> ids = tok.EncodeChat(chat.text, chat.markup);
+  for (int32_t id : ids) {
+    FUZZ_CHECK(id >= 0 && id < tok.vocab_size());
+    if (tok.IsSpecial(id)) FUZZ_CHECK(id == tok.bos_id() || id == tok.eos_id());
+  }
+  size_t specials = 0;
+  for (int32_t id : ids) specials += tok.IsSpecial(id);
+  size_t turns = 0;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    turns += messages[i].role == "user" || messages[i].role == "assistant";
+  }
+  FUZZ_CHECK(specials == turns);  // one BOS per user turn, one EOS per answer: none from content
+  CheckDetokenizer(tok, ids, render_special);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -213,5 +253,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text = SanitizeUtf8(tok.Decode(raw, render_special));
   const size_t stop_len = stream & 15;
   CheckStops(text, SanitizeUtf8(last.substr(0, stop_len)), 1 + (stream >> 4));  // API stops are UTF-8
+  CheckSpm(f, messages, last, render_special);
   return 0;
 }

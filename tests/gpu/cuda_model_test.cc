@@ -145,6 +145,19 @@ TEST_F(CudaModelTest, F32TinyModelLogitsMatchCpu) {
   TeacherForced(spec, 64);  // one chunk
 }
 
+// qwen2 (Q/K/V and output biases, NEOX RoPE) and llama3 (untied output) on the GPU: the bias
+// kernel and the NEOX pairing against the CPU backend, which llama.cpp's goldens check.
+TEST_F(CudaModelTest, Qwen2AndLlama3ModelLogitsMatchCpu) {
+  for (const char* arch : {"qwen2", "llama3"}) {
+    synth::SyntheticModelSpec spec;
+    spec.name = std::string("tiny-f32-") + arch;
+    spec.arch = arch;
+    spec.weight_type = gguf::GgmlType::kF32;
+    spec.embedding_type = gguf::GgmlType::kF32;
+    TeacherForced(spec, 16);
+  }
+}
+
 TEST_F(CudaModelTest, SmallQuantizedModelLogitsMatchCpu) {
   // Q4_1 weights: both backends see the same dequantized weights, but the CPU quantizes
   // activations to 8 bits per 32 values where the GPU rounds them to bf16, so the logits

@@ -30,7 +30,7 @@ std::string TestTempDir() {
 std::string TinyModelPath(const synth::SyntheticModelSpec& spec) {
   static std::mutex mu;
   static std::map<std::string, std::string> cache;
-  const std::string key = StrCat(spec.name, "-", spec.num_layers, "-", spec.hidden_size, "-", spec.seed, "-",
+  const std::string key = StrCat(spec.arch, "-", spec.name, "-", spec.num_layers, "-", spec.hidden_size, "-", spec.seed, "-",
                                  static_cast<int>(spec.weight_type), "-", static_cast<int>(spec.embedding_type),
                                  spec.tied_embeddings ? "-tied" : "");
   std::lock_guard<std::mutex> lock(mu);

@@ -24,18 +24,14 @@
 #include "gguf/convert.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "testing/fidelity_goldens.h"
 #include "testing/model_paths.h"
 #include "testing/tiny_model.h"
 
 namespace tandem {
 namespace {
 
-struct Golden {
-  std::string name;
-  std::vector<int32_t> prompt, generated;
-  std::vector<std::array<float, 4>> steps;  // one-token path: top1 id, logit, top2 id, logit
-  std::vector<std::vector<std::pair<int32_t, float>>> forced;  // batched path: top-5 per position
-};
+using Golden = testing::FidelityGolden;
 
 struct Tier {
   std::string name;
@@ -47,23 +43,8 @@ struct Tier {
 std::vector<Golden> LoadGoldens(const std::string& tag) {
   std::ifstream in(std::string(TANDEM_SOURCE_DIR) + "/tests/data/goldens/" + tag + "_generation.json");
   EXPECT_TRUE(in.good()) << tag;
-  std::vector<Golden> out;
-  if (!in.good()) return out;
-  const auto j = nlohmann::json::parse(in);
-  for (const auto& p : j["prompts"]) {
-    Golden g;
-    g.name = p["name"];
-    g.prompt = p["prompt_tokens"].get<std::vector<int32_t>>();
-    g.generated = p["generated"].get<std::vector<int32_t>>();
-    for (const auto& s : p["steps"]) g.steps.push_back({s[0], s[1], s[2], s[3]});
-    for (const auto& pos : p["forced_topk"]) {
-      std::vector<std::pair<int32_t, float>> top;
-      for (const auto& e : pos) top.emplace_back(e[0].get<int32_t>(), e[1].get<float>());
-      g.forced.push_back(std::move(top));
-    }
-    out.push_back(std::move(g));
-  }
-  return out;
+  if (!in.good()) return {};
+  return testing::ParseFidelityGoldens(nlohmann::json::parse(in));
 }
 
 // Loads a tier once per process: "q4_1" is the bundled file, "f32" tandem's F32 copy of it.
@@ -227,22 +208,7 @@ TEST_P(SmolLm2FidelityTest, FullVocabularyLogitsAreClose) {
 }
 
 TEST_P(SmolLm2FidelityTest, FreeRunningGreedyTokensMatchLlamaCpp) {
-  Engine& engine = *tier_->engine;
-  for (const Golden& g : tier_->goldens) {
-    GenerateRequest r;
-    r.id = g.name;
-    r.prompt = g.prompt;
-    r.sampling.temperature = 0;
-    r.sampling.max_tokens = static_cast<int>(g.generated.size());
-    r.sampling.ignore_eos = true;
-    ASSERT_TRUE(engine.Add(r).ok());
-  }
-  std::map<std::string, std::vector<int32_t>> got;
-  while (engine.HasWork()) {
-    auto outs = engine.Step();
-    ASSERT_TRUE(outs.ok()) << outs.status();
-    for (const auto& o : *outs) got[o.id].insert(got[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
-  }
+  std::map<std::string, std::vector<int32_t>> got = testing::RunGreedy(*tier_->engine, tier_->goldens);
   int identical = 0;
   for (const Golden& g : tier_->goldens) {
     const auto& mine = got[g.name];

@@ -51,6 +51,52 @@ TEST(ProfileAndPlanCommands, QuickProfileThenAPlanFromIt) {
   EXPECT_EQ(pj["rows"][0]["summary"]["sent"], 60);
 }
 
+// Every synthetic architecture through the binary: written, described as the engine reads it,
+// and run as a chat (its own template and stop tokens); an unknown one is a usage error.
+TEST(ModelSynthCommand, EveryArchitectureIsWrittenAndRuns) {
+  const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");
+  if (!std::filesystem::exists(tandem)) GTEST_SKIP() << "build the tandem target to run this test";
+  for (const std::string arch : {"llama", "llama3", "llama-spm", "qwen2"}) {
+    const std::string path = StrCat(tandem::testing::TestTempDir(), "/synth-", arch, ".gguf");
+    const Command synth = Shell(StrCat(tandem, " model synth --arch ", arch, " --out ", path));
+    ASSERT_EQ(synth.exit_code, 0) << synth.output;
+    const Command info = Shell(StrCat(tandem, " model info --all ", path));
+    ASSERT_EQ(info.exit_code, 0) << info.output;
+    EXPECT_THAT(info.output, HasSubstr(StrCat("model: ", arch == "qwen2" ? "qwen2" : "llama", " ")));
+    if (arch == "qwen2") EXPECT_THAT(info.output, HasSubstr("blk.0.attn_q.bias"));
+    const Command run = Shell(StrCat(tandem, " generate --model ", path, " --chat --prompt 'Hi there'",
+                                     " --max-tokens 8 --ignore-eos --threads 1"));
+    EXPECT_EQ(run.exit_code, 0) << arch << ": " << run.output;
+  }
+  const Command bad = Shell(StrCat(tandem, " model synth --arch gpt-j --out /dev/null"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("unknown architecture 'gpt-j' (known: llama, llama3, qwen2, llama-spm)"));
+}
+
+// `tandem model tokenize`: the ids the router would send, one JSON array per text.
+TEST(ModelTokenizeCommand, PrintsTheIdsOfEachText) {
+  const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");
+  if (!std::filesystem::exists(tandem)) GTEST_SKIP() << "build the tandem target to run this test";
+  const std::string model = StrCat(tandem::testing::TestTempDir(), "/tokenize-spm.gguf");
+  ASSERT_EQ(Shell(StrCat(tandem, " model synth --arch llama-spm --out ", model)).exit_code, 0);
+  // SentencePiece: BOS (1), then "▁the" as one piece; without BOS the same pieces.
+  const Command one = Shell(StrCat(tandem, " model tokenize --model ", model, " --text 'the the' --pieces"));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_THAT(one.output, HasSubstr("[\"<s>\"," "\" the\",\" the\"]"));
+  EXPECT_EQ(one.output.rfind("[1,", 0), 0u) << one.output;
+  const std::string lines = StrCat(tandem::testing::TestTempDir(), "/lines.jsonl");
+  std::ofstream(lines) << "\"the\"\n\"</s>\"\n";
+  const Command plain = Shell(StrCat(tandem, " model tokenize --no-bos --model ", model, " --lines ", lines));
+  const Command special = Shell(StrCat(tandem, " model tokenize --no-bos --special --model ", model, " --lines ", lines));
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  ASSERT_EQ(special.exit_code, 0) << special.output;
+  EXPECT_THAT(special.output, HasSubstr("\n[2]\n"));  // "</s>" parsed as EOS only with --special
+  EXPECT_THAT(plain.output, ::testing::Not(HasSubstr("\n[2]\n")));
+  const Command neither = Shell(StrCat(tandem, " model tokenize --model ", model));
+  EXPECT_EQ(neither.exit_code, 2);
+  EXPECT_THAT(neither.output, HasSubstr("give one of --text and --lines"));
+}
+
 TEST(ProfileAndPlanCommands, UsageErrorsAndHelp) {
   const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");
   if (!std::filesystem::exists(tandem)) GTEST_SKIP() << "build the tandem target to run this test";
