@@ -73,6 +73,14 @@ int Info(const std::vector<std::string>& args) {
   } else {
     std::printf("model: cannot run it: %s\n", std::string(config.status().message()).c_str());
   }
+  if (auto tm = text::LoadTextModel(f); tm.ok()) {
+    std::printf("text: %s tokenizer (%s), %d tokens, chat template %s\n",
+                tm->tokenizer->pre_tokenizer() == "spm" ? "SentencePiece" : "byte-level BPE",
+                std::string(tm->tokenizer->pre_tokenizer()).c_str(), tm->tokenizer->vocab_size(),
+                std::string(tm->chat_template.name()).c_str());
+  } else {
+    std::printf("text: cannot serve it: %s\n", std::string(tm.status().message()).c_str());
+  }
   std::map<std::string, int> by_type;
   for (const auto& t : f.tensors()) ++by_type[std::string(gguf::TypeName(t.type))];
   std::printf("tensor types:");

@@ -64,6 +64,9 @@ TEST(ModelSynthCommand, EveryArchitectureIsWrittenAndRuns) {
     ASSERT_EQ(info.exit_code, 0) << info.output;
     EXPECT_THAT(info.output, HasSubstr(StrCat("model: ", arch == "qwen2" ? "qwen2" : "llama", " ")));
     if (arch == "qwen2") EXPECT_THAT(info.output, HasSubstr("blk.0.attn_q.bias"));
+    EXPECT_THAT(info.output, HasSubstr(arch == "llama-spm" ? "text: SentencePiece tokenizer" : "text: byte-level BPE"));
+    EXPECT_THAT(info.output, HasSubstr(arch == "llama3" ? "chat template llama3"
+                                       : arch == "llama-spm" ? "chat template llama2" : "chat template chatml"));
     const Command run = Shell(StrCat(tandem, " generate --model ", path, " --chat --prompt 'Hi there'",
                                      " --max-tokens 8 --ignore-eos --threads 1"));
     EXPECT_EQ(run.exit_code, 0) << arch << ": " << run.output;
