@@ -115,9 +115,9 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view src, std::
   }
   return absl::UnimplementedError(
       StrCat("unsupported chat template: it contains none of the markers tandem knows ('", kImStart,
-             "' for ChatML, '", kStartHeader, "' with '", kEndHeader, "' for Llama 3, '", kInst, "' with '", kSys, "' for Llama 2, '", kDsUser,
-             "' with '", kDsAssistant, "' for DeepSeek-R1); template starts with: ",
-             SanitizeUtf8(src.substr(0, 120))));
+             "' for ChatML, '", kStartHeader, "' with '", kEndHeader, "' for Llama 3, '", kInst,
+             "' with '", kSys, "' for Llama 2, '", kDsUser, "' with '", kDsAssistant,
+             "' for DeepSeek-R1); template starts with: ", SanitizeUtf8(src.substr(0, 120))));
 }
 
 ChatTemplate ChatTemplate::ChatMl() {
