@@ -24,7 +24,8 @@ constexpr const char* kModelUsage = R"(usage: tandem model <fetch|info|convert|s
             its path on stdout
   info      show a GGUF file's model configuration, metadata and tensors
   convert   rewrite a GGUF file with every matrix as F32, F16 or BF16
-  synth     write a GGUF with random weights (llama, llama3, llama-spm or qwen2; for tests and benchmarks)
+  synth     write a GGUF with random weights (llama, llama3, llama-spm, qwen2 or deepseek-r1-qwen;
+            for tests and benchmarks)
   tokenize  print the token ids a model's tokenizer gives a text (as the router tokenizes it)
 )";
 
@@ -150,9 +151,10 @@ int Synth(const std::vector<std::string>& args) {
                 "  llama-spm  Llama-2-style (SentencePiece vocabulary with byte fallback, BOS,\n"
                 "          [INST]/<<SYS>> chat template)\n"
                 "  qwen2   Qwen2-style (Q/K/V and output biases, NEOX RoPE, 'qwen2' pre-tokenizer,\n"
-                "          ChatML with a default system prompt)");
+                "          ChatML with a default system prompt)\n"
+                "  deepseek-r1-qwen  a DeepSeek-R1 Qwen distill (qwen2 weights, BOS, <｜User｜> template)");
   flags.String("out", &out, "output GGUF file");
-  flags.String("arch", &arch, "architecture: llama, llama3, llama-spm or qwen2");
+  flags.String("arch", &arch, "architecture: llama, llama3, llama-spm, qwen2 or deepseek-r1-qwen");
   flags.String("shape", &shape, "named model shape");
   flags.String("weight-type", &weight_type, "type of the attention and FFN matrices");
   flags.String("embedding-type", &embedding_type, "type of the token embedding");

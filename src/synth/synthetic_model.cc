@@ -46,6 +46,18 @@ constexpr const char* kLlama2Template =
     "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
     "{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
 
+// DeepSeek-R1's form: BOS, the last system message, then <｜User｜>/<｜Assistant｜> turns, each answer
+// without its reasoning (the text before </think>) and closed by <｜end▁of▁sentence｜>.
+#define TANDEM_DS(name) "<\uFF5C" name "\uFF5C>"
+constexpr const char* kDeepSeekTemplate =
+    "{% set ns = namespace(system='') %}{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{% set ns.system = message['content'] %}{% endif %}{% endfor %}{{ bos_token }}{{ ns.system }}"
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '" TANDEM_DS("User") "' + message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}{% set content = message['content'] %}"
+    "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
+    "{{ '" TANDEM_DS("Assistant") "' + content + '" TANDEM_DS("end\u2581of\u2581sentence") "' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '" TANDEM_DS("Assistant") "' }}{% endif %}";
+
 // What distinguishes one synthetic architecture from another (see the header).
 struct ArchTraits {
   std::string_view name;
@@ -69,6 +81,11 @@ const std::vector<ArchTraits>& AllArchTraits() {
        "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", nullptr, true, kLlama3Template, false, true},
       {"qwen2", "qwen2", "qwen2", {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, false, "<|endoftext|>",
        "<|im_end|>", "<|endoftext|>", nullptr, false, kQwen2Template, true, true},
+      {"deepseek-r1-qwen", "qwen2", "deepseek-r1-qwen",
+       {TANDEM_DS("end\u2581of\u2581sentence"), TANDEM_DS("begin\u2581of\u2581sentence"), TANDEM_DS("User"),
+        TANDEM_DS("Assistant")},
+       false, TANDEM_DS("begin\u2581of\u2581sentence"), TANDEM_DS("end\u2581of\u2581sentence"),
+       TANDEM_DS("end\u2581of\u2581sentence"), nullptr, true, kDeepSeekTemplate, true, true},
       {"llama-spm", "llama", nullptr, {"<unk>", "<s>", "</s>"}, true, "<s>", "</s>", "</s>", "<unk>", true,
        kLlama2Template, false, false},
   };

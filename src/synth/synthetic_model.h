@@ -10,6 +10,8 @@
 //   qwen2   Qwen2-style: general.architecture qwen2 (Q/K/V biases, NEOX RoPE, untied output
 //           with an output bias), the "qwen2" pre-tokenizer, ChatML with a default system
 //           prompt, specials after the merges
+//   deepseek-r1-qwen  a DeepSeek-R1 Qwen distill: qwen2 weights, the "deepseek-r1-qwen"
+//           pre-tokenizer, BOS added, the <｜User｜>/<｜Assistant｜> chat template
 #pragma once
 
 #include <cstdint>
@@ -23,7 +25,7 @@ namespace tandem::synth {
 
 struct SyntheticModelSpec {
   std::string name = "tiny";
-  std::string arch = "llama";  // llama, llama3, llama-spm or qwen2 (see above)
+  std::string arch = "llama";  // llama, llama3, llama-spm, qwen2 or deepseek-r1-qwen (see above)
   int num_layers = 2;
   int hidden_size = 64;
   int ffn_size = 128;

@@ -2,8 +2,8 @@
 
 `tandem model synth --arch NAME` writes a random-weight model of each family (llama3: llama-bpe,
 BOS and the header/eot template; llama-spm: SentencePiece and Llama 2's [INST] template; qwen2:
-biases, NEOX RoPE, ChatML with a default system prompt; synth_fidelity_test holds each to
-llama.cpp). Here each one is served by `tandem up` (prefill here, decode there) and asked through
+biases, NEOX RoPE, ChatML with a default system prompt; deepseek-r1-qwen: DeepSeek-R1's template
+and BOS; synth_fidelity_test holds each to llama.cpp). Here each one is served by `tandem up` (prefill here, decode there) and asked through
 the official client: the greedy answer equals `tandem generate`'s in one process, streamed or
 not, and the prompt is counted as the model's own tokenizer counts it.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from cluster import Cluster
 
-FAMILIES = ["llama3", "llama-spm", "qwen2"]
+FAMILIES = ["llama3", "llama-spm", "qwen2", "deepseek-r1-qwen"]
 QUESTION = "Name 3 colours, please."
 
 
@@ -58,6 +58,6 @@ def test_prompt_tokens_are_the_models_own_count(family):
     ids = json.loads(tandem("model", "tokenize", "--model", model, "--text", text))
     r = c.client.completions.create(model=c.model, prompt=text, max_tokens=1, temperature=0)
     assert r.usage.prompt_tokens == len(ids), (name, ids)
-    # BOS where the family adds one (llama3 and SentencePiece), none for qwen2.
+    # BOS where the family adds one (llama3, SentencePiece, deepseek-r1-qwen), none for qwen2.
     bare = json.loads(tandem("model", "tokenize", "--model", model, "--no-bos", "--text", text))
     assert len(ids) - len(bare) == (0 if name == "qwen2" else 1), (name, ids, bare)

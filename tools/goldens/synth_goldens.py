@@ -5,7 +5,7 @@
 conventions; llama3: the llama-bpe pre-tokenizer, BOS and the header/eot chat template;
 llama-spm: a SentencePiece vocabulary and Llama 2's [INST] template; qwen2:
 Q/K/V and output biases, NEOX RoPE, the qwen2 pre-tokenizer, ChatML with a default system
-prompt). The file is deterministic, so CI regenerates it with tandem and compares against what
+prompt; deepseek-r1-qwen: qwen2 weights, BOS and DeepSeek-R1's template). The file is deterministic, so CI regenerates it with tandem and compares against what
 llama.cpp computed on the same bytes, without downloading any model. Weights are F32 so that
 neither implementation quantizes activations and the two compute the same function closely.
 
@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from model_goldens import top_k  # noqa: E402
-ARCHS = ["llama", "llama3", "llama-spm", "qwen2"]
+ARCHS = ["llama", "llama3", "llama-spm", "qwen2", "deepseek-r1-qwen"]
 # The model the test builds too (tests/unit/engine/synth_fidelity_test.cc): keep them in step.
 SYNTH_FLAGS = ["--shape", "small", "--weight-type", "f32", "--embedding-type", "f32", "--seed", "7"]
 GEN_TOKENS = 32

@@ -2,7 +2,8 @@
 // `tandem model synth --arch NAME` writes a random-weight GGUF with that family's metadata,
 // special tokens, pre-tokenizer and chat template (llama: SmolLM2-style; llama3: llama-bpe, BOS,
 // header/eot template; llama-spm: SentencePiece vocabulary, [INST] template; qwen2: Q/K/V and
-// output biases, NEOX RoPE, qwen2 pre-tokenizer, ChatML with a default system prompt). llama.cpp ran the same bytes (tools/goldens/synth_goldens.py)
+// output biases, NEOX RoPE, qwen2 pre-tokenizer, ChatML with a default system prompt;
+// deepseek-r1-qwen: qwen2 weights, BOS, DeepSeek-R1's <｜User｜>/<｜Assistant｜> template). llama.cpp ran the same bytes (tools/goldens/synth_goldens.py)
 // and recorded prompt tokens, greedy tokens and teacher-forced logits. F32 weights: neither side
 // quantizes activations, so the two must agree closely.
 #include <algorithm>
@@ -172,7 +173,7 @@ TEST_P(SynthFidelityTest, GreedyTokensMatchLlamaCpp) {
   EXPECT_GE(identical * 5, static_cast<int>(fx_->goldens.size()) * 4);  // >= 80%
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, SynthFidelityTest, ::testing::Values("llama", "llama3", "llama-spm", "qwen2"),
+INSTANTIATE_TEST_SUITE_P(Archs, SynthFidelityTest, ::testing::Values("llama", "llama3", "llama-spm", "qwen2", "deepseek-r1-qwen"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::erase(name, '-');

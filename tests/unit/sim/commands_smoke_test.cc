@@ -56,24 +56,27 @@ TEST(ProfileAndPlanCommands, QuickProfileThenAPlanFromIt) {
 TEST(ModelSynthCommand, EveryArchitectureIsWrittenAndRuns) {
   const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");
   if (!std::filesystem::exists(tandem)) GTEST_SKIP() << "build the tandem target to run this test";
-  for (const std::string arch : {"llama", "llama3", "llama-spm", "qwen2"}) {
+  for (const std::string arch : {"llama", "llama3", "llama-spm", "qwen2", "deepseek-r1-qwen"}) {
     const std::string path = StrCat(tandem::testing::TestTempDir(), "/synth-", arch, ".gguf");
     const Command synth = Shell(StrCat(tandem, " model synth --arch ", arch, " --out ", path));
     ASSERT_EQ(synth.exit_code, 0) << synth.output;
     const Command info = Shell(StrCat(tandem, " model info --all ", path));
     ASSERT_EQ(info.exit_code, 0) << info.output;
-    EXPECT_THAT(info.output, HasSubstr(StrCat("model: ", arch == "qwen2" ? "qwen2" : "llama", " ")));
-    if (arch == "qwen2") EXPECT_THAT(info.output, HasSubstr("blk.0.attn_q.bias"));
+    const bool qwen = arch == "qwen2" || arch == "deepseek-r1-qwen";
+    EXPECT_THAT(info.output, HasSubstr(StrCat("model: ", qwen ? "qwen2" : "llama", " ")));
+    if (qwen) EXPECT_THAT(info.output, HasSubstr("blk.0.attn_q.bias"));
     EXPECT_THAT(info.output, HasSubstr(arch == "llama-spm" ? "text: SentencePiece tokenizer" : "text: byte-level BPE"));
-    EXPECT_THAT(info.output, HasSubstr(arch == "llama3" ? "chat template llama3"
-                                       : arch == "llama-spm" ? "chat template llama2" : "chat template chatml"));
+    EXPECT_THAT(info.output, HasSubstr(arch == "llama3"             ? "chat template llama3"
+                                       : arch == "llama-spm"        ? "chat template llama2"
+                                       : arch == "deepseek-r1-qwen" ? "chat template deepseek-r1"
+                                                                    : "chat template chatml"));
     const Command run = Shell(StrCat(tandem, " generate --model ", path, " --chat --prompt 'Hi there'",
                                      " --max-tokens 8 --ignore-eos --threads 1"));
     EXPECT_EQ(run.exit_code, 0) << arch << ": " << run.output;
   }
   const Command bad = Shell(StrCat(tandem, " model synth --arch gpt-j --out /dev/null"));
   EXPECT_NE(bad.exit_code, 0);
-  EXPECT_THAT(bad.output, HasSubstr("unknown architecture 'gpt-j' (known: llama, llama3, qwen2, llama-spm)"));
+  EXPECT_THAT(bad.output, HasSubstr("unknown architecture 'gpt-j' (known: llama, llama3, qwen2, deepseek-r1-qwen, llama-spm)"));
 }
 
 // `tandem model tokenize`: the ids the router would send, one JSON array per text.
