@@ -76,7 +76,7 @@ int Info(const std::vector<std::string>& args) {
   }
   if (auto tm = text::LoadTextModel(f); tm.ok()) {
     std::printf("text: %s tokenizer (%s), %d tokens, chat template %s\n",
-                tm->tokenizer->pre_tokenizer() == "spm" ? "SentencePiece" : "byte-level BPE",
+                tm->tokenizer->sentencepiece() ? "SentencePiece" : "byte-level BPE",
                 std::string(tm->tokenizer->pre_tokenizer()).c_str(), tm->tokenizer->vocab_size(),
                 std::string(tm->chat_template.name()).c_str());
   } else {

@@ -128,7 +128,8 @@ class Tokenizer {
   int32_t eot_id() const { return eot_id_; }
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
-  std::string_view pre_tokenizer() const { return pre_name_; }
+  std::string_view pre_tokenizer() const { return pre_name_; }  // "spm" for SentencePiece
+  bool sentencepiece() const { return spm_; }  // a "llama" (SentencePiece) vocabulary
   const std::string& chat_template() const { return chat_template_; }
 
  private:

@@ -446,6 +446,7 @@ void CpuBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& ca
   const int hd = L.head_dim, bs = L.block_size;
   const int half = rope_.rotary_dim / 2;
   const int n_q_heads = static_cast<int>(q.cols / hd), n_kv_heads = L.num_kv_heads;
+  const bool neox = rope_.neox;  // pairs (i, i + half), else (2i, 2i + 1)
   pool_.ParallelFor(q.rows, 4, [&](int64_t begin, int64_t end) {
     std::vector<uint16_t> tmp(hd);
     for (int64_t r = begin; r < end; ++r) {
@@ -454,7 +455,7 @@ void CpuBackend::RopeAndStoreKv(Tensor q, Tensor k, Tensor v, KvCacheStorage& ca
       const float* sn = rope_sin_.data() + static_cast<size_t>(pos) * half;
       auto rotate = [&](float* head) {
         for (int i = 0; i < half; ++i) {
-          const int a = rope_.neox ? i : 2 * i, b = rope_.neox ? i + half : 2 * i + 1;
+          const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
           const float x0 = head[a], x1 = head[b];
           head[a] = x0 * cs[i] - x1 * sn[i];
           head[b] = x0 * sn[i] + x1 * cs[i];
