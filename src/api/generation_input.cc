@@ -231,6 +231,24 @@ std::optional<ApiError> CheckStops(const OptionsInput& in, const RequestLimits& 
   return std::nullopt;
 }
 
+std::optional<ApiError> CheckChoices(const OptionsInput& in, const RequestLimits& limits, GenerationOptions* out) {
+  const int64_t max = limits.max_choices;
+  const int64_t n = in.n.value_or(1);
+  if (n < 1 || n > max) return OutOfRange("n", StrCat("between 1 and ", max), StrCat(n));
+  const int64_t best_of = in.best_of.value_or(n);
+  if (best_of < n || best_of > max) {
+    return OutOfRange("best_of", StrCat("between n (", n, ") and ", max), StrCat(best_of));
+  }
+  if (best_of > n && in.stream) {
+    return ApiError::InvalidRequest("'best_of' above 'n' cannot be streamed: the best choices are known only "
+                                    "when all are done",
+                                    "best_of", "invalid_value");
+  }
+  out->n = static_cast<int32_t>(n);
+  out->best_of = static_cast<int32_t>(best_of);
+  return std::nullopt;
+}
+
 }  // namespace
 
 SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) const {
@@ -260,6 +278,7 @@ ApiErrorOr<GenerationRequest> ValidateGenerationInput(GenerationInput input, con
   if (auto e = CheckSampling(input.options, &out.options)) return *std::move(e);
   if (auto e = CheckStops(input.options, limits, &out.options)) return *std::move(e);
   if (auto e = CheckModifiers(input.options, limits, &out.options)) return *std::move(e);
+  if (auto e = CheckChoices(input.options, limits, &out.options)) return *std::move(e);
   out.options.stream = input.options.stream;
   out.options.include_usage = input.options.include_usage;
   return out;

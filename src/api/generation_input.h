@@ -15,7 +15,9 @@
 //    presence_penalty and frequency_penalty in [-2, 2]; repetition_penalty in (0, 10];
 //    min_p in [0, 1]; at most max_logit_bias logit_bias entries, ids >= 0, biases in
 //    [-100, 100]; priority any 32-bit integer; min_tokens in [0, max_tokens] (max_tokens when
-//    given; the resolved one is checked by the front door).
+//    given; the resolved one is checked by the front door); n in [1, max_choices]; best_of
+//    (completions) in [n, max_choices], n when absent, and not above n with stream (the best
+//    choices are known only at the end, as OpenAI rules).
 // What needs the model (the vocabulary, the context length, the served model's name) is
 // checked after tokenization by the router's front door (router/front_door.h) with
 // ResolveMaxTokens and CheckTokenIdsInVocab (api/request.h).
@@ -48,6 +50,9 @@ struct RequestLimits {
   size_t max_stop_bytes = 256;             // each stop string, in UTF-8 bytes
   size_t max_stop_token_ids = 256;
   size_t max_logit_bias = 1024;            // entries of logit_bias
+  // Choices one request may generate (n, and best_of for completions): each is a sequence of
+  // its own on the workers, so this bounds the work and KV one request can claim.
+  int max_choices = 16;
 };
 
 // Which API's rules and wording apply: chat (messages, rendered with the chat template) or
@@ -85,6 +90,8 @@ struct OptionsInput {
   bool echo = false;                  // completions: show the prompt before the answer
   std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
   std::string logprobs_param = "logprobs";  // the field k came from, for error messages
+  std::optional<int64_t> n;           // choices returned
+  std::optional<int64_t> best_of;     // completions: choices generated, the best n returned
   bool stream = false;                // HTTP only: SSE instead of one JSON body
   bool include_usage = false;         // HTTP only: stream_options.include_usage
 };
@@ -117,6 +124,8 @@ struct GenerationOptions {
   int32_t min_tokens = 0;               // vLLM extension: >= 0; at most max_tokens (front door)
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
   bool echo = false;                    // completions: the prompt's text leads the answer
+  int32_t n = 1;                        // choices returned, [1, max_choices]
+  int32_t best_of = 1;                  // choices generated, [n, max_choices]; > n: not streamed
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 

@@ -194,21 +194,6 @@ bool IsOff(const Json& v) {
 
 std::optional<ApiError> RejectUnsupported(const Json& body) {
   const Json* v = nullptr;
-  if ((v = Find(body, "n"))) {
-    int64_t n = 0;
-    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "n", &n));
-    if (n != 1) {
-      return ApiError::InvalidRequest(
-          StrCat("'n' must be 1: this server returns one choice per request (got ", n,
-                 "); send separate requests for more"),
-          "n", "unsupported_parameter");
-    }
-  }
-  if ((v = Find(body, "best_of"))) {
-    int64_t b = 0;
-    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "best_of", &b));
-    if (b != 1) return ApiError::Unsupported("best_of", "it must be 1");
-  }
   // Fields whose only accepted values are "off".
   for (const char* name : {"suffix", "tools", "functions"}) {
     if ((v = Find(body, name)) && !IsOff(*v)) return ApiError::Unsupported(name);
@@ -230,6 +215,24 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
   return std::nullopt;
 }
 
+// "n" (both endpoints) and "best_of" (completions; OpenAI's chat API has none). null: absent.
+std::optional<ApiError> ReadChoices(const Json& body, Endpoint endpoint, OptionsInput* out) {
+  if (const Json* v = Find(body, "n"); v != nullptr && !v->is_null()) {
+    int64_t n = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "n", &n));
+    out->n = n;
+  }
+  if (const Json* v = Find(body, "best_of"); v != nullptr && !v->is_null()) {
+    int64_t b = 0;
+    TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "best_of", &b));
+    if (endpoint == Endpoint::kChatCompletions && b != 1) {
+      return ApiError::Unsupported("best_of", "in chat completions (use n)");
+    }
+    if (endpoint == Endpoint::kCompletions) out->best_of = b;
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint, OptionsInput* out) {
   if (const Json* v = Find(body, "model")) {
     TANDEM_API_RETURN_IF_ERROR(ReadString(*v, "model", &out->model));
@@ -241,6 +244,7 @@ std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint, Options
   TANDEM_API_RETURN_IF_ERROR(ReadLogprobs(body, endpoint, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStops(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStreaming(body, out));
+  TANDEM_API_RETURN_IF_ERROR(ReadChoices(body, endpoint, out));
   return std::nullopt;
 }
 

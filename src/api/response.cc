@@ -93,27 +93,38 @@ ResponseMeta MakeResponseMeta(Endpoint endpoint, std::string_view request_id, st
   return meta;
 }
 
-std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
-                                   ApiFinishReason finish, const Usage& usage,
-                                   const std::vector<LogprobEntry>* logprobs) {
+std::string CompletionResponseJson(const ResponseMeta& meta, std::span<const ChoiceOutput> choices,
+                                   const Usage& usage) {
   json body = Envelope(meta, /*chunk=*/false);
-  json choice = {{"index", 0}};
-  if (IsChat(meta)) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceOutput& c = choices[i];
+    json choice = {{"index", i}};
+    if (IsChat(meta)) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = LogprobsJson(meta.endpoint, c.logprobs);
+    choice["finish_reason"] = ApiFinishReasonName(c.finish);
+    list.push_back(std::move(choice));
   }
-  choice["logprobs"] = LogprobsJson(meta.endpoint, logprobs);
-  choice["finish_reason"] = ApiFinishReasonName(finish);
-  body["choices"] = json::array({std::move(choice)});
+  body["choices"] = std::move(list);
   body["usage"] = UsageJson(usage);
   return Dump(body);
 }
 
-std::string StreamEncoder::Chunk(std::string_view text, bool with_role, const char* finish,
+std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
+                                   ApiFinishReason finish, const Usage& usage,
+                                   const std::vector<LogprobEntry>* logprobs) {
+  const ChoiceOutput choice{text, finish, logprobs};
+  return CompletionResponseJson(meta, std::span(&choice, 1), usage);
+}
+
+std::string StreamEncoder::Chunk(int32_t index, std::string_view text, bool with_role, const char* finish,
                                  const std::vector<LogprobEntry>* logprobs) const {
   json chunk = Envelope(meta_, /*chunk=*/true);
-  json choice = {{"index", 0}};
+  json choice = {{"index", index}};
   if (IsChat(meta_)) {
     json delta = json::object();
     if (with_role) delta["role"] = "assistant";
@@ -129,17 +140,25 @@ std::string StreamEncoder::Chunk(std::string_view text, bool with_role, const ch
   return Event(chunk);
 }
 
-std::string StreamEncoder::Begin() const {
-  return IsChat(meta_) ? Chunk("", /*with_role=*/true, nullptr) : std::string();
+std::string StreamEncoder::Begin(int32_t choices) const {
+  if (!IsChat(meta_)) return std::string();
+  std::string out;
+  for (int32_t i = 0; i < choices; ++i) out += Chunk(i, "", /*with_role=*/true, nullptr);
+  return out;
 }
 
-std::string StreamEncoder::Delta(std::string_view text, const std::vector<LogprobEntry>* logprobs) const {
+std::string StreamEncoder::Delta(std::string_view text, const std::vector<LogprobEntry>* logprobs,
+                                 int32_t index) const {
   if (text.empty() && (logprobs == nullptr || logprobs->empty())) return std::string();
-  return Chunk(text, /*with_role=*/false, nullptr, logprobs);
+  return Chunk(index, text, /*with_role=*/false, nullptr, logprobs);
 }
 
-std::string StreamEncoder::End(ApiFinishReason finish, const Usage& usage) const {
-  std::string out = Chunk("", /*with_role=*/false, ApiFinishReasonName(finish).data());
+std::string StreamEncoder::Finish(int32_t index, ApiFinishReason finish) const {
+  return Chunk(index, "", /*with_role=*/false, ApiFinishReasonName(finish).data());
+}
+
+std::string StreamEncoder::End(ApiFinishReason finish, const Usage& usage, int32_t index) const {
+  std::string out = Finish(index, finish);
   if (include_usage_) {
     json chunk = Envelope(meta_, /*chunk=*/true);
     chunk["choices"] = json::array();

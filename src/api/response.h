@@ -3,7 +3,7 @@
 // `openai` Python package's models (tests/unit/api/openai_shapes_test.py).
 //
 //   chat.completion        {id: "chatcmpl-<request id>", object, created, model,
-//                           choices: [{index: 0, message: {role: "assistant", content},
+//                           choices: [{index: i, message: {role: "assistant", content},
 //                                      logprobs, finish_reason}], usage}; logprobs null
 //                          unless asked for, else {content: [{token, logprob, bytes,
 //                          top_logprobs}]} (completions: {tokens, token_logprobs,
@@ -16,6 +16,9 @@
 //                          final chunk with "choices": [] carries the usage; "data: [DONE]\n\n"
 //                          ends the stream. A failure after the stream started is sent as
 //                          "data: {\"error\": {...}}\n\n" followed by [DONE].
+//                          With n > 1 choices, every choice chunk names its "index"; the
+//                          choices' chunks interleave as they are generated (as vLLM's), and
+//                          each choice's finish chunk comes when that choice ends.
 //
 // Thread-safety: the free functions are pure; a StreamEncoder is thread-compatible (one
 // owner). Everything returned is owned by the caller.
@@ -72,9 +75,19 @@ struct LogprobEntry {
   int64_t text_offset = 0;
 };
 
-// A whole (non-streaming) chat.completion or text_completion body, by meta.endpoint.
-// `logprobs`: null when not asked for, else every token's (chat: {content: [...]};
-// completions: {tokens, token_logprobs, top_logprobs, text_offset}).
+// One choice of a whole answer. `logprobs`: null when not asked for, else every token's (chat:
+// {content: [...]}; completions: {tokens, token_logprobs, top_logprobs, text_offset}).
+struct ChoiceOutput {
+  std::string_view text;
+  ApiFinishReason finish = ApiFinishReason::kStop;
+  const std::vector<LogprobEntry>* logprobs = nullptr;
+};
+
+// A whole (non-streaming) chat.completion or text_completion body, by meta.endpoint, with
+// the choices at indices 0, 1, ... in the order given.
+std::string CompletionResponseJson(const ResponseMeta& meta, std::span<const ChoiceOutput> choices,
+                                   const Usage& usage);
+// The same with one choice.
 std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
                                    ApiFinishReason finish, const Usage& usage,
                                    const std::vector<LogprobEntry>* logprobs = nullptr);
@@ -85,19 +98,25 @@ class StreamEncoder {
   StreamEncoder(ResponseMeta meta, bool include_usage)
       : meta_(std::move(meta)), include_usage_(include_usage) {}
 
-  // The opening event: the chat role chunk; "" for completions (nothing to send yet).
-  std::string Begin() const;
-  // A chunk carrying `text` (and its tokens' `logprobs` when asked for); "" when both are empty.
-  std::string Delta(std::string_view text, const std::vector<LogprobEntry>* logprobs = nullptr) const;
-  // The finish_reason chunk, the usage chunk when include_usage, and [DONE].
-  std::string End(ApiFinishReason finish, const Usage& usage) const;
+  // The opening events: a chat role chunk per choice (indices 0 .. choices-1); "" for
+  // completions (nothing to send yet).
+  std::string Begin(int32_t choices = 1) const;
+  // A chunk of choice `index` carrying `text` (and its tokens' `logprobs` when asked for); ""
+  // when both are empty.
+  std::string Delta(std::string_view text, const std::vector<LogprobEntry>* logprobs = nullptr,
+                    int32_t index = 0) const;
+  // The finish_reason chunk of choice `index` (one whose siblings are still running).
+  std::string Finish(int32_t index, ApiFinishReason finish) const;
+  // The last choice's finish_reason chunk, the usage chunk when include_usage (usage of all
+  // choices together), and [DONE].
+  std::string End(ApiFinishReason finish, const Usage& usage, int32_t index = 0) const;
   // For a failure after Begin(): the error event and [DONE].
   static std::string Fail(const ApiError& error);
 
   const ResponseMeta& meta() const { return meta_; }
 
  private:
-  std::string Chunk(std::string_view text, bool with_role, const char* finish,
+  std::string Chunk(int32_t index, std::string_view text, bool with_role, const char* finish,
                     const std::vector<LogprobEntry>* logprobs = nullptr) const;
 
   ResponseMeta meta_;

@@ -7,11 +7,19 @@
 // What differs between the doors, the bytes on the wire, is a CompletionEncoder: SSE/JSON for
 // HTTP (http_frontend.cc), v1.GenerateResponse messages for gRPC (grpc_frontend.cc).
 //
-// Thread-safety: every method may be called from any thread; the RequestObserver methods come
-// from the flow's threads, Close from the door's. Each method takes the completion's lock and
-// calls the encoder under it, one call at a time.
-// Ownership: shared by the request flow (as its observer) and the door (which calls Close when
-// its call is over; that also lets go of the flow, breaking the flow <-> observer cycle).
+// Choices (n > 1, best_of): each generated choice is a request flow of its own with its own
+// assembler; choice 0 runs first, and the others start once it has its first token (or ended),
+// so that they find the prompt's KV in the prefix cache the first one filled instead of
+// computing it again. The request ends when every choice has ended; any choice's failure fails
+// the whole request (the others are cancelled). With best_of > n (never streamed), the n choices
+// with the highest mean log-probability per token are returned, best first.
+//
+// Thread-safety: every method may be called from any thread; the observers' methods come from
+// the flows' threads, Close from the door's. Each method takes the completion's lock and calls
+// the encoder under it, one call at a time.
+// Ownership: shared by the request flows (through their observers) and the door (which calls
+// Close when its call is over; that also lets go of the flows, breaking the flow <-> observer
+// cycle).
 #pragma once
 
 #include <chrono>
@@ -22,6 +30,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -33,12 +42,21 @@
 
 namespace tandem::router {
 
+// One choice of the answer.
+struct ChoiceResult {
+  int32_t choice = 0;  // the generated choice it is (with best_of > n, not its index in the answer)
+  api::ApiFinishReason finish = api::ApiFinishReason::kStop;
+  std::string_view text;  // everything shown (the body of a non-streamed answer)
+};
+
 // How a completion ended well.
 struct CompletionEnd {
-  api::ApiFinishReason finish = api::ApiFinishReason::kStop;
-  api::Usage usage;
-  int32_t cached_prompt_tokens = 0;  // known when the worker reported the end
-  std::string_view text;             // everything shown (the body of a non-streamed answer)
+  // The answer's choices in order (index i of the answer is choices[i]).
+  std::vector<ChoiceResult> choices;
+  int32_t last = 0;  // the generated choice that ended last
+  api::ApiFinishReason last_finish = api::ApiFinishReason::kStop;
+  api::Usage usage;                  // completion tokens of every generated choice together
+  int32_t cached_prompt_tokens = 0;  // known when the worker reported the end (choice 0's)
 };
 
 // How one door writes a completion to its client. Called by Completion with its lock held,
@@ -46,57 +64,89 @@ struct CompletionEnd {
 class CompletionEncoder {
  public:
   virtual ~CompletionEncoder() = default;
-  // New text (may be empty: a stream may still start) and the tokens behind it; when the
-  // request asked for log-probabilities, the tokens' (`raw`, as the worker computed them, and
-  // `shown`, as the HTTP API words them; both empty otherwise).
-  virtual void Delta(std::string_view text, std::span<const int32_t> tokens, std::span<const TokenLogprob> raw,
-                     const std::vector<api::LogprobEntry>& shown) = 0;
+  // New text of generated choice `choice` (may be empty: a stream may still start) and the
+  // tokens behind it; when the request asked for log-probabilities, the tokens' (`raw`, as the
+  // worker computed them, and `shown`, as the HTTP API words them; both empty otherwise).
+  virtual void Delta(int32_t choice, std::string_view text, std::span<const int32_t> tokens,
+                     std::span<const TokenLogprob> raw, const std::vector<api::LogprobEntry>& shown) = 0;
+  // Choice `choice` ended while others still run (the last one to end comes with End).
+  virtual void ChoiceEnd(int32_t /*choice*/, api::ApiFinishReason /*finish*/) {}
   virtual void End(const CompletionEnd& end) = 0;
   // The request failed: `status` as it arose, `error` as the HTTP API words it.
   virtual void Fail(const absl::Status& status, const api::ApiError& error) = 0;
 };
 
-class Completion final : public RequestObserver {
+class Completion final : public std::enable_shared_from_this<Completion> {
  public:
-  // `route` labels the metrics ("/v1/chat/completions", "grpc:Generate").
-  Completion(std::string request_id, std::string route, std::unique_ptr<api::ResponseAssembler> assembler,
-             std::unique_ptr<CompletionEncoder> encoder, RouterMetrics* metrics);
+  // One assembler per generated choice (best_of of them); the best `returned` are the answer.
+  // `route` labels the metrics ("/v1/chat/completions", "grpc:Generate"). `show_logprobs`:
+  // whether the client asked for log-probabilities (best_of may need them when it did not).
+  Completion(std::string request_id, std::string route, std::vector<std::unique_ptr<api::ResponseAssembler>> assemblers,
+             int32_t returned, bool show_logprobs, std::unique_ptr<CompletionEncoder> encoder, RouterMetrics* metrics);
 
-  // How to stop the request's work (the flow's Cancel). Set once, after the work started; if a
-  // stop was wanted before (the flow can answer before it is set), it runs at once.
-  void SetCancel(std::function<void()> cancel);
+  int32_t generated_choices() const { return generated_; }
+  // The observer of generated choice `choice`'s flow.
+  std::shared_ptr<RequestObserver> Observer(int32_t choice);
+  // How to start generated choice `choice` (1 .. best_of-1): called once for each, outside the
+  // lock, after choice 0's first tokens (or its end). Set before choice 0 starts.
+  void SetStarter(std::function<void(int32_t choice)> start);
+  // How to stop choice `choice`'s work (the flow's Cancel). Set once, after the work started;
+  // if a stop was wanted before (the flow can answer before it is set), it runs at once.
+  void SetCancel(int32_t choice, std::function<void()> cancel);
   // The door's call is over: the answer was delivered, or the client went away. In the second
   // case the request ends as cancelled by the client and its work is cancelled. Idempotent.
   void Close();
 
-  void OnPromptCached(int32_t cached_prompt_tokens) override;
-  void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) override;
-  void OnFinished(FinishReason reason, const RequestUsage& usage) override;
-  void OnFailed(const absl::Status& status) override;
+  void OnPromptCached(int32_t choice, int32_t cached_prompt_tokens);
+  void OnTokens(int32_t choice, std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs);
+  void OnFinished(int32_t choice, FinishReason reason, const RequestUsage& usage);
+  void OnFailed(int32_t choice, const absl::Status& status);
 
  private:
   using Clock = std::chrono::steady_clock;
 
-  void EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stops the work (now, or as soon as SetCancel gives the means).
-  void CancelWork();
-  void ObserveTokenGap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  struct Choice {
+    std::unique_ptr<api::ResponseAssembler> assembler;
+    bool done = false;
+    bool cancel_pending = false;
+    std::function<void()> cancel;
+    Clock::time_point last_tokens;
+    bool seen_tokens = false;
+    double logprob_sum = 0;  // of the tokens the answer took, for best_of
+    int32_t logprob_count = 0;
+  };
+
+  // Choice `choice` ended; the request ends with the last one.
+  void ChoiceEndedLocked(int32_t choice) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndLocked(int32_t last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The answer's choices, best first when best_of > n.
+  std::vector<int32_t> ReturnedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops choice `choice`'s work (now, or as soon as SetCancel gives the means).
+  void CancelWork(int32_t choice);
+  // Stops every choice's work.
+  void CancelAll();
+  // The starter, taken out once choice 0 has made progress (null if taken or never set).
+  std::function<void(int32_t)> TakeStarterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartRest(std::function<void(int32_t)> start);
+  void ObserveTokenGap(Choice& choice) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string request_id_;
   const std::string route_;
   RouterMetrics* const metrics_;
   const Clock::time_point start_ = Clock::now();
+  const int32_t generated_;
+  const int32_t returned_;
+  const bool show_logprobs_;
 
   std::mutex mu_;
-  std::unique_ptr<api::ResponseAssembler> assembler_ ABSL_GUARDED_BY(mu_);
+  std::vector<Choice> choices_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<CompletionEncoder> encoder_ ABSL_GUARDED_BY(mu_);
+  std::function<void(int32_t)> starter_ ABSL_GUARDED_BY(mu_);
+  int32_t running_ ABSL_GUARDED_BY(mu_) = 0;  // choices not ended yet
   bool done_ ABSL_GUARDED_BY(mu_) = false;    // ended: answered, failed or abandoned
   bool closed_ ABSL_GUARDED_BY(mu_) = false;  // the door's call is over
-  bool cancel_pending_ ABSL_GUARDED_BY(mu_) = false;
-  std::function<void()> cancel_ ABSL_GUARDED_BY(mu_);
   bool seen_tokens_ ABSL_GUARDED_BY(mu_) = false;
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
-  Clock::time_point last_tokens_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tandem::router

@@ -85,16 +85,17 @@ api::ApiErrorOr<AdmittedRequest> FrontDoor::Admit(api::GenerationInput input, st
     assembly.echo = request->prompt_token_ids.empty() ? request->prompt
                                                       : tokenizer_->Decode(*prompt, /*render_special=*/false);
   }
-  auto assembler = api::ResponseAssembler::Create(*tokenizer_, std::move(assembly));
-  if (!assembler.ok()) return api::ApiError::FromStatus(assembler.status(), request_id);
-
   AdmittedRequest admitted;
+  for (int32_t i = 0; i < options.best_of; ++i) {
+    auto assembler = api::ResponseAssembler::Create(*tokenizer_, assembly);
+    if (!assembler.ok()) return api::ApiError::FromStatus(assembler.status(), request_id);
+    admitted.assemblers.push_back(*std::move(assembler));
+  }
   admitted.id = std::move(request_id);
   admitted.endpoint = request->endpoint;
   admitted.options = std::move(request->options);
   admitted.prompt = *std::move(prompt);
   admitted.max_tokens = *max_tokens;
-  admitted.assembler = *std::move(assembler);
   return admitted;
 }
 
@@ -102,16 +103,35 @@ std::shared_ptr<Completion> FrontDoor::Start(AdmittedRequest admitted, std::uniq
                                              std::string route) {
   metrics_->inflight->Increment();
   metrics_->prompt_tokens->Observe(static_cast<double>(admitted.prompt.size()));
-  auto completion = std::make_shared<Completion>(admitted.id, std::move(route), std::move(admitted.assembler),
-                                                 std::move(encoder), metrics_);
+  const api::GenerationOptions& options = admitted.options;
+  auto completion = std::make_shared<Completion>(admitted.id, std::move(route), std::move(admitted.assemblers),
+                                                 options.n, options.logprobs >= 0, std::move(encoder), metrics_);
   RouterRequest request;
   request.id = admitted.id;
-  request.sampling = admitted.options.ToSamplingParams(admitted.max_tokens);
+  request.sampling = options.ToSamplingParams(admitted.max_tokens);
+  // best_of ranks the choices by their tokens' log-probabilities, asked for or not.
+  if (options.best_of > options.n && request.sampling.logprobs < 0) request.sampling.logprobs = 0;
   request.prompt = std::move(admitted.prompt);
   request.deadline = absl::Now() + options_.request_timeout;
-  std::shared_ptr<RequestFlow> flow = RequestFlow::Start(std::move(request), options_.flow, registry_, timer_, completion);
-  completion->SetCancel([flow] { flow->Cancel(); });
+  if (completion->generated_choices() > 1) {
+    std::weak_ptr<Completion> weak = completion;
+    completion->SetStarter([this, first = request, weak](int32_t choice) {
+      if (std::shared_ptr<Completion> c = weak.lock()) StartChoice(first, choice, c);
+    });
+  }
+  std::shared_ptr<RequestFlow> flow =
+      RequestFlow::Start(std::move(request), options_.flow, registry_, timer_, completion->Observer(0));
+  completion->SetCancel(0, [flow] { flow->Cancel(); });
   return completion;
+}
+
+void FrontDoor::StartChoice(const RouterRequest& first, int32_t choice, const std::shared_ptr<Completion>& completion) {
+  RouterRequest request = first;
+  request.id = fmt::format("{}-{}", first.id, choice);
+  if (request.sampling.seed.has_value()) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(choice);
+  std::shared_ptr<RequestFlow> flow =
+      RequestFlow::Start(std::move(request), options_.flow, registry_, timer_, completion->Observer(choice));
+  completion->SetCancel(choice, [flow] { flow->Cancel(); });
 }
 
 void FrontDoor::Refused(std::string_view route, const api::ApiError& error) {

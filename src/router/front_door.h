@@ -28,6 +28,7 @@
 #include "api/response_assembler.h"
 #include "common/timed_task_queue.h"
 #include "router/completion.h"
+#include "types/sampling_params.h"
 #include "router/request_flow.h"
 #include "router/router_metrics.h"
 #include "router/worker_registry.h"
@@ -55,7 +56,8 @@ struct AdmittedRequest {
   api::GenerationOptions options;
   std::vector<int32_t> prompt;
   int32_t max_tokens = 0;  // resolved
-  std::unique_ptr<api::ResponseAssembler> assembler;
+  // One per generated choice (options.best_of of them).
+  std::vector<std::unique_ptr<api::ResponseAssembler>> assemblers;
 };
 
 class FrontDoor {
@@ -71,7 +73,10 @@ class FrontDoor {
   // Every check a request passes before it runs (see the file comment), or the first failure.
   api::ApiErrorOr<AdmittedRequest> Admit(api::GenerationInput input, std::string request_id) const;
   // Runs an admitted request; `encoder` gets its output. The door must call Close() on the
-  // returned completion when its call is over (answer delivered, or client gone).
+  // returned completion when its call is over (answer delivered, or client gone). Choices
+  // beyond the first (n, best_of) are flows of their own, with ids "<id>-<choice>" and, when a
+  // seed was given, seed + choice (as vLLM seeds them); they start once the first has its first
+  // token, to find the prompt in the prefix cache.
   std::shared_ptr<Completion> Start(AdmittedRequest request, std::unique_ptr<CompletionEncoder> encoder,
                                     std::string route);
   // The prompt's token ids, as Admit would run them (POST /tokenize).
@@ -82,6 +87,9 @@ class FrontDoor {
   void Refused(std::string_view route, const api::ApiError& error);
 
  private:
+  // Starts generated choice `choice` of a request whose choice 0 is `first`.
+  void StartChoice(const RouterRequest& first, int32_t choice, const std::shared_ptr<Completion>& completion);
+
   const FrontendOptions options_;
   const text::Tokenizer* tokenizer_;
   const text::ChatTemplate template_;

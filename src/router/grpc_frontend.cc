@@ -55,32 +55,44 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   if (sp.priority() != 0) o.priority = sp.priority();
   if (sp.min_tokens() != 0) o.min_tokens = sp.min_tokens();
   if (sp.has_logprobs()) o.logprobs = sp.logprobs();
+  if (req.n() != 0) o.n = req.n();
   return in;
 }
 
 // Writes a completion as GenerateResponse messages: text with the tokens behind it, then one
-// with the finish reason and usage.
+// with the finish reason and usage. With n > 1, every message names its choice (`index`), each
+// choice but the last to end gets a message with its finish reason, and the last message has
+// the last one's and the usage of all.
 class GrpcEncoder final : public CompletionEncoder {
  public:
   GrpcEncoder(std::shared_ptr<GenerateStream> stream, std::string request_id)
       : stream_(std::move(stream)), request_id_(std::move(request_id)) {}
 
-  void Delta(std::string_view text, std::span<const int32_t> tokens, std::span<const TokenLogprob> raw,
-             const std::vector<api::LogprobEntry>&) override {
+  void Delta(int32_t choice, std::string_view text, std::span<const int32_t> tokens,
+             std::span<const TokenLogprob> raw, const std::vector<api::LogprobEntry>&) override {
     if (text.empty() && tokens.empty()) return;
     v1::GenerateResponse msg;
     msg.set_request_id(request_id_);
+    msg.set_index(choice);
     msg.set_text(std::string(text));
     msg.mutable_token_ids()->Add(tokens.begin(), tokens.end());
     for (const TokenLogprob& l : raw) *msg.add_logprobs() = rpc::ToProto(l);
     stream_->Write(std::move(msg));
   }
 
+  void ChoiceEnd(int32_t choice, api::ApiFinishReason finish) override {
+    v1::GenerateResponse msg;
+    msg.set_request_id(request_id_);
+    msg.set_index(choice);
+    msg.set_finish_reason(ToProto(finish));
+    stream_->Write(std::move(msg));
+  }
+
   void End(const CompletionEnd& end) override {
     v1::GenerateResponse last;
     last.set_request_id(request_id_);
-    last.set_finish_reason(end.finish == api::ApiFinishReason::kLength ? v1::FINISH_REASON_LENGTH
-                                                                        : v1::FINISH_REASON_STOP);
+    last.set_index(end.last);
+    last.set_finish_reason(ToProto(end.last_finish));
     last.mutable_usage()->set_prompt_tokens(end.usage.prompt_tokens);
     last.mutable_usage()->set_completion_tokens(end.usage.completion_tokens);
     last.mutable_usage()->set_cached_prompt_tokens(end.cached_prompt_tokens);
@@ -91,6 +103,10 @@ class GrpcEncoder final : public CompletionEncoder {
   void Fail(const absl::Status& status, const api::ApiError&) override { stream_->Finish(rpc::ToGrpc(status)); }
 
  private:
+  static v1::FinishReason ToProto(api::ApiFinishReason finish) {
+    return finish == api::ApiFinishReason::kLength ? v1::FINISH_REASON_LENGTH : v1::FINISH_REASON_STOP;
+  }
+
   const std::shared_ptr<GenerateStream> stream_;
   const std::string request_id_;
 };

@@ -23,33 +23,47 @@ constexpr const char* kDetokenizeRoute = "/detokenize";
 // ignored once the client is gone.
 class HttpEncoder final : public CompletionEncoder {
  public:
+  // `returned`: the answer's choices (n); `generated`: best_of.
   HttpEncoder(std::shared_ptr<http::HttpResponder> responder, api::ResponseMeta meta, bool stream,
-              bool include_usage, bool logprobs)
+              bool include_usage, bool logprobs, int32_t returned, int32_t generated)
       : responder_(std::move(responder)),
         encoder_(std::move(meta), include_usage),
         stream_(stream),
-        logprobs_(logprobs) {}
+        logprobs_(logprobs),
+        returned_(returned),
+        all_logprobs_(static_cast<size_t>(std::max(1, generated))) {}
 
-  void Delta(std::string_view text, std::span<const int32_t>, std::span<const TokenLogprob>,
+  void Delta(int32_t choice, std::string_view text, std::span<const int32_t>, std::span<const TokenLogprob>,
              const std::vector<api::LogprobEntry>& shown) override {
     if (!stream_) {  // the assembler keeps the whole text; the log-probabilities are kept here
-      all_logprobs_.insert(all_logprobs_.end(), shown.begin(), shown.end());
+      std::vector<api::LogprobEntry>& all = all_logprobs_[choice];
+      all.insert(all.end(), shown.begin(), shown.end());
       return;
     }
     StartStream();
-    const std::string chunk = encoder_.Delta(text, logprobs_ ? &shown : nullptr);
+    const std::string chunk = encoder_.Delta(text, logprobs_ ? &shown : nullptr, choice);
     if (!chunk.empty()) (void)responder_->Write(chunk);
+  }
+
+  void ChoiceEnd(int32_t choice, api::ApiFinishReason finish) override {
+    if (!stream_) return;
+    StartStream();
+    (void)responder_->Write(encoder_.Finish(choice, finish));
   }
 
   void End(const CompletionEnd& end) override {
     if (!stream_) {
+      std::vector<api::ChoiceOutput> choices;
+      for (const ChoiceResult& c : end.choices) {
+        choices.push_back({c.text, c.finish, logprobs_ ? &all_logprobs_[c.choice] : nullptr});
+      }
       (void)responder_->Reply(200, std::string(api::kJsonContentType),
-                              api::CompletionResponseJson(encoder_.meta(), end.text, end.finish, end.usage,
-                                                          logprobs_ ? &all_logprobs_ : nullptr));
+                              api::CompletionResponseJson(encoder_.meta(), choices, end.usage));
       return;
     }
     StartStream();
-    (void)responder_->Write(encoder_.End(end.finish, end.usage));  // finish, usage and [DONE]
+    // The last choice's finish, the usage and [DONE].
+    (void)responder_->Write(encoder_.End(end.last_finish, end.usage, end.last));
     (void)responder_->End();
   }
 
@@ -72,7 +86,7 @@ class HttpEncoder final : public CompletionEncoder {
     headers.Set("Cache-Control", "no-cache");
     headers.Set("X-Accel-Buffering", "no");
     (void)responder_->StartStream(200, std::string(api::kSseContentType), headers);
-    const std::string begin = encoder_.Begin();
+    const std::string begin = encoder_.Begin(returned_);
     if (!begin.empty()) (void)responder_->Write(begin);
   }
 
@@ -80,7 +94,8 @@ class HttpEncoder final : public CompletionEncoder {
   const api::StreamEncoder encoder_;
   const bool stream_;
   const bool logprobs_;  // asked for: "logprobs" is an object, else null
-  std::vector<api::LogprobEntry> all_logprobs_;  // non-streaming answers
+  const int32_t returned_;
+  std::vector<std::vector<api::LogprobEntry>> all_logprobs_;  // non-streaming answers, per generated choice
   bool started_ = false;
 };
 
@@ -193,7 +208,7 @@ void Frontend::HandleCompletion(api::Endpoint endpoint, const std::string& body,
   auto encoder = std::make_unique<HttpEncoder>(
       responder,
       api::MakeResponseMeta(endpoint, admitted->id, door_.options().served_model, absl::ToUnixSeconds(absl::Now())),
-      options.stream, options.include_usage, options.logprobs >= 0);
+      options.stream, options.include_usage, options.logprobs >= 0, options.n, options.best_of);
   std::shared_ptr<Completion> completion = door_.Start(*std::move(admitted), std::move(encoder), route);
   // Runs when the exchange is over: after the answer, or at once when the client disconnects.
   responder->OnClose([completion] { completion->Close(); });

@@ -472,12 +472,11 @@ void RequestFlow::Prefill() {
   Log()->debug("request={} prefill on worker={} into lease={}", request_.id, prefill->info.worker_id(),
                req->destination().lease_id());
   const std::vector<int32_t> prompt(req->prompt().begin(), req->prompt().end());
-  registry_->NotePrefillStarted(prefill->info.worker_id(), prompt);
+  const int64_t pending = registry_->NotePrefillStarted(prefill->info.worker_id(), prompt);
   Watch(prefill, leg);  // the lease's decode worker is watched since Reserve
   prefill->client->Prefill(*req, request_.deadline, std::move(cancel),
-                           [self = shared_from_this(), prefill, leg, tokens = prompt.size()](auto answer) {
-                             self->registry_->NotePrefillEnded(prefill->info.worker_id(),
-                                                               static_cast<int64_t>(tokens));
+                           [self = shared_from_this(), prefill, leg, pending](auto answer) {
+                             self->registry_->NotePrefillEnded(prefill->info.worker_id(), pending);
                              self->OnPrefilled(prefill, leg, std::move(answer));
                            });
 }

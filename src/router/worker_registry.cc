@@ -202,13 +202,18 @@ std::shared_ptr<WorkerHandle> WorkerRegistry::PickPrefill(std::span<const int32_
   return i < 0 ? nullptr : entries[i]->handle;
 }
 
-void WorkerRegistry::NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt) {
+int64_t WorkerRegistry::NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(worker_id);
-  if (it == workers_.end()) return;
+  if (it == workers_.end()) return 0;
   Entry& e = it->second;
-  e.pending_prefill_tokens += static_cast<int64_t>(prompt.size());
-  e.prefix_index.Insert(placement::BlockChain(prompt, placement::BlockSizeOf(e.handle->info)));
+  const int32_t block_size = placement::BlockSizeOf(e.handle->info);
+  const std::vector<uint64_t> chain = placement::BlockChain(prompt, block_size);
+  const int64_t cached = e.prefix_index.MatchedBlocks(chain) * block_size;
+  const int64_t pending = std::max<int64_t>(1, static_cast<int64_t>(prompt.size()) - cached);
+  e.pending_prefill_tokens += pending;
+  e.prefix_index.Insert(chain);
+  return pending;
 }
 
 void WorkerRegistry::NotePrefillEnded(const std::string& worker_id, int64_t tokens) {

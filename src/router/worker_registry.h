@@ -107,8 +107,10 @@ class WorkerRegistry {
                                             const std::set<std::string>& exclude);
 
   // The router's own dispatches, until the next heartbeat reports them. A prompt sent to a
-  // prefill worker also enters that worker's PrefixIndex.
-  void NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt);
+  // prefill worker also enters that worker's PrefixIndex. Started returns the tokens it counted
+  // as that worker's pending work: the prompt less what the index says the worker holds (the
+  // worker computes only the rest), at least 1; Ended takes the same count back.
+  int64_t NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt);
   void NotePrefillEnded(const std::string& worker_id, int64_t tokens);
   void NoteBlocksReserved(const std::string& worker_id, int64_t blocks);
   // A worker's own count of free blocks (from a reservation's answer): fresher than a heartbeat.

@@ -2,6 +2,7 @@
 // OpenAI-compatible HTTP API and through the gRPC Generate API gets the same answer: the same
 // text, finish reason and usage, or the same error (HTTP status <-> gRPC code as
 // ApiError::ToStatus maps them) with the same message.
+#include <map>
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -37,6 +38,7 @@ struct Case {
   float frequency_penalty = 0;
   std::vector<std::pair<int32_t, float>> logit_bias;
   std::optional<int> logprobs;  // completions only
+  std::optional<int> n;         // choices
   bool chat_with_no_messages = false;
   int want_status = 200;  // what the HTTP door must answer (and the gRPC door its equivalent)
 
@@ -53,6 +55,8 @@ struct Outcome {
   int completion_tokens = -1;
   std::vector<float> logprobs;  // each token's, when asked for
   std::vector<std::vector<float>> top_logprobs;
+  std::map<int, std::string> choices;   // every choice's text by index (choice 0's is `text` too)
+  std::map<int, std::string> finishes;  // and finish reason
 };
 
 int HttpStatusOf(grpc::StatusCode code) {
@@ -86,6 +90,7 @@ std::string HttpBody(const Case& c) {
   if (c.frequency_penalty != 0) body["frequency_penalty"] = c.frequency_penalty;
   for (const auto& [id, bias] : c.logit_bias) body["logit_bias"][std::to_string(id)] = bias;
   if (c.logprobs) body["logprobs"] = *c.logprobs;
+  if (c.n) body["n"] = *c.n;
   return body.dump();
 }
 
@@ -114,6 +119,7 @@ v1::GenerateRequest GrpcRequest(const Case& c) {
   sp->set_frequency_penalty(c.frequency_penalty);
   for (const auto& [id, bias] : c.logit_bias) (*sp->mutable_logit_bias())[id] = bias;
   if (c.logprobs) sp->set_logprobs(*c.logprobs);
+  if (c.n) req.set_n(*c.n);
   return req;
 }
 
@@ -152,6 +158,11 @@ class FrontDoorTest : public ::testing::Test {
     o.finish = choice["finish_reason"].get<std::string>();
     o.prompt_tokens = body["usage"]["prompt_tokens"].get<int>();
     o.completion_tokens = body["usage"]["completion_tokens"].get<int>();
+    for (const json& ch : body["choices"]) {
+      const int i = ch["index"].get<int>();
+      o.choices[i] = c.chat() ? ch["message"]["content"].get<std::string>() : ch["text"].get<std::string>();
+      o.finishes[i] = ch["finish_reason"].get<std::string>();
+    }
     if (!c.chat() && choice["logprobs"].is_object()) {
       for (const json& lp : choice["logprobs"]["token_logprobs"]) o.logprobs.push_back(lp.get<float>());
       for (const json& top : choice["logprobs"]["top_logprobs"]) {
@@ -172,20 +183,30 @@ class FrontDoorTest : public ::testing::Test {
     Outcome o;
     v1::GenerateResponse msg;
     while (reader->Read(&msg)) {
-      o.text += msg.text();
+      const int i = msg.index();
+      o.choices[i] += msg.text();
+      if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+        o.finishes[i] = msg.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
+      }
+      if (msg.has_usage()) {
+        o.prompt_tokens = msg.usage().prompt_tokens();
+        o.completion_tokens = msg.usage().completion_tokens();
+      }
+      if (i != 0) continue;
       for (const v1::TokenLogprob& lp : msg.logprobs()) {
         o.logprobs.push_back(lp.logprob());
         o.top_logprobs.emplace_back(lp.top_logprobs().begin(), lp.top_logprobs().end());
       }
-      if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-        o.finish = msg.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
-        o.prompt_tokens = msg.usage().prompt_tokens();
-        o.completion_tokens = msg.usage().completion_tokens();
-      }
     }
+    o.text = o.choices[0];
+    o.finish = o.finishes[0];
     const grpc::Status s = reader->Finish();
     o.http_status = HttpStatusOf(s.error_code());
-    if (!s.ok()) o.error = s.error_message();
+    if (!s.ok()) {
+      o.error = s.error_message();
+      o.choices.clear();
+      o.finishes.clear();
+    }
     return o;
   }
 
@@ -202,6 +223,8 @@ class FrontDoorTest : public ::testing::Test {
     EXPECT_EQ(grpc.completion_tokens, http.completion_tokens) << c.name;
     EXPECT_EQ(grpc.logprobs, http.logprobs) << c.name;
     EXPECT_EQ(grpc.top_logprobs, http.top_logprobs) << c.name;
+    EXPECT_EQ(grpc.choices, http.choices) << c.name;
+    EXPECT_EQ(grpc.finishes, http.finishes) << c.name;
     return http;
   }
 
@@ -281,6 +304,23 @@ TEST_F(FrontDoorTest, ValidRequestsGetTheSameAnswerThroughBothDoors) {
   unmodified.frequency_penalty = 0;
   unmodified.logit_bias.clear();
   EXPECT_NE(ViaHttp(unmodified).text, o.text) << "the modifiers changed nothing";
+  // Several choices: the same texts under the same indices; choice i is choice 0 seeded + i.
+  const Case three = With(Completion("n=3, seeded", "Numbers:"), [](Case& c) {
+    c.temperature = 0.9;
+    c.seed = 1234;
+    c.n = 3;
+    c.max_tokens = 12;
+  });
+  const Outcome n3 = ExpectSameAnswer(three);
+  ASSERT_EQ(n3.choices.size(), 3u);
+  EXPECT_EQ(n3.finishes.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    const Outcome one = ViaHttp(With(three, [i](Case& c) {
+      c.n.reset();
+      c.seed = 1234 + i;
+    }));
+    EXPECT_EQ(n3.choices.at(i), one.text) << "choice " << i;
+  }
   const Outcome defaulted = ViaGrpc(cases[6]);
   EXPECT_EQ(defaulted.completion_tokens, kDefaultMaxTokens);
   EXPECT_EQ(defaulted.finish, "length");
@@ -315,6 +355,7 @@ TEST_F(FrontDoorTest, InvalidRequestsGetTheSameErrorThroughBothDoors) {
       bad(With(Completion("unknown model", "Hi"), [](Case& c) { c.model = "gpt-nonexistent"; }), 404),
       bad(TokenIds("token id outside the vocabulary", {5, 100000}), 400),
       bad(TokenIds("negative token id", {5, -1}), 400),
+      bad(With(Completion("n over the limit", "Hi"), [](Case& c) { c.n = 17; }), 400),
   };
   for (const Case& c : cases) {
     const Outcome o = ExpectSameAnswer(c);

@@ -50,6 +50,15 @@ json Dump() {
   const StreamEncoder lenc(chat, true);
   out["chat_stream_logprobs"] = lenc.Begin() + lenc.Delta("Hel", &first) + lenc.Delta("", &second) +
                                 lenc.End(ApiFinishReason::kStop, {20, 2, 16});
+  // Several choices (n = 2): whole, and streamed with the choices' chunks interleaved.
+  const std::vector<ChoiceOutput> two = {{"Hi", ApiFinishReason::kStop, nullptr},
+                                         {"Hello there", ApiFinishReason::kLength, nullptr}};
+  out["chat_completion_n2"] = CompletionResponseJson(chat, two, {20, 5});
+  out["completion_n2"] = CompletionResponseJson(cmpl, two, {4, 5});
+  const StreamEncoder nenc(chat, true);
+  out["chat_stream_n2"] = nenc.Begin(2) + nenc.Delta("Hel", nullptr, 1) + nenc.Delta("Hi", nullptr, 0) +
+                          nenc.Finish(0, ApiFinishReason::kStop) + nenc.Delta("lo there", nullptr, 1) +
+                          nenc.End(ApiFinishReason::kLength, {20, 5}, 1);
   const StreamEncoder enc(chat, false);
   out["chat_stream_error"] =
       enc.Begin() + enc.Delta("Hel") + StreamEncoder::Fail(ApiError::Internal("abc123"));

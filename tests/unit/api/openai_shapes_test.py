@@ -156,6 +156,30 @@ def test_completion_stream(include_usage):
         assert chunks[-1].usage.completion_tokens == 3
 
 
+def test_several_choices():
+    client = make_client()
+    r = client.chat.completions.create(model="smollm2", messages=MESSAGES, n=2,
+                                       extra_headers={"x-case": "chat_completion_n2"})
+    assert [c.index for c in r.choices] == [0, 1]
+    assert [c.message.content for c in r.choices] == ["Hi", "Hello there"]
+    assert [c.finish_reason for c in r.choices] == ["stop", "length"]
+    r = client.completions.create(model="smollm2", prompt="Once", n=2,
+                                  extra_headers={"x-case": "completion_n2"})
+    assert [(c.index, c.text) for c in r.choices] == [(0, "Hi"), (1, "Hello there")]
+    chunks = list(client.chat.completions.create(
+        model="smollm2", messages=MESSAGES, n=2, stream=True, stream_options={"include_usage": True},
+        extra_headers={"x-case": "chat_stream_n2"}))
+    texts, finish = {0: "", 1: ""}, {}
+    for c in chunks:
+        for choice in c.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finish[choice.index] = choice.finish_reason
+    assert texts == {0: "Hi", 1: "Hello there"}
+    assert finish == {0: "stop", 1: "length"}
+    assert chunks[-1].usage.completion_tokens == 5
+
+
 def test_error_after_stream_started():
     stream = make_client().chat.completions.create(
         model="smollm2", messages=MESSAGES, stream=True,

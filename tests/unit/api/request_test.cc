@@ -222,14 +222,41 @@ TEST(RequestTest, OutOfRangeValues) {
       {Chat(R"("stop_token_ids": [-1])"), "stop_token_ids[0]", "a token id"},
       {Chat(R"("stream_options": {"include_usage": true})"), "stream_options",
        "only allowed when 'stream' is true"},
+      {Chat(R"("n": 0)"), "n", "'n' must be between 1 and 16, got 0"},
+      {Chat(R"("n": 17)"), "n", "between 1 and 16, got 17"},
   };
   for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
 }
 
+TEST(RequestTest, ChoicesAreReadAndBounded) {
+  auto chat = ParseChatCompletionRequest(Chat(R"("n": 3, "seed": 5)"));
+  ASSERT_TRUE(chat.ok()) << chat.error().message;
+  EXPECT_EQ(chat->options.n, 3);
+  EXPECT_EQ(chat->options.best_of, 3);  // absent: n
+  auto one = ParseChatCompletionRequest(Chat(R"("n": null, "best_of": 1)"));
+  ASSERT_TRUE(one.ok()) << one.error().message;
+  EXPECT_EQ(one->options.n, 1);
+  auto best = ParseCompletionRequest(Completion(R"("n": 2, "best_of": 5)"));
+  ASSERT_TRUE(best.ok()) << best.error().message;
+  EXPECT_EQ(best->options.n, 2);
+  EXPECT_EQ(best->options.best_of, 5);
+  const std::vector<BadCase> cases = {
+      {Completion(R"("n": 3, "best_of": 2)"), "best_of", "between n (3) and 16, got 2"},
+      {Completion(R"("best_of": 17)"), "best_of", "got 17"},
+      {Completion(R"("best_of": 2, "stream": true)"), "best_of", "cannot be streamed"},
+      {Completion(R"("best_of": "2")"), "best_of", "expected an integer"},
+  };
+  for (const BadCase& c : cases) ExpectRejected(ParseCompletionRequest(c.body), c);
+  // best_of equal to n streams (nothing to choose).
+  EXPECT_TRUE(ParseCompletionRequest(Completion(R"("n": 2, "best_of": 2, "stream": true)")).ok());
+  RequestLimits small;
+  small.max_choices = 4;
+  ExpectRejected(ParseChatCompletionRequest(Chat(R"("n": 5)"), small), {"", "n", "between 1 and 4, got 5"});
+}
+
 TEST(RequestTest, UnsupportedFeaturesAreRejectedByName) {
   const std::vector<BadCase> cases = {
-      {Chat(R"("n": 2)"), "n", "'n' must be 1"},
-      {Chat(R"("n": 0)"), "n", "'n' must be 1"},
+      {Chat(R"("best_of": 2)"), "best_of", "not supported by this server: in chat completions (use n)"},
       {Chat(R"("tools": [{"type": "function", "function": {"name": "f"}}])"), "tools",
        "'tools' is not supported"},
       {Chat(R"("tool_choice": "required")"), "tool_choice", "not supported"},
@@ -370,7 +397,6 @@ TEST(RequestTest, BadCompletionBodies) {
       {Completion(R"("echo": 1)"), "echo", "expected a boolean"},
       {Completion(R"("logprobs": 21)"), "logprobs", "between 0 and 20"},
       {Completion(R"("logprobs": true)"), "logprobs", "expected an integer"},
-      {Completion(R"("best_of": 3)"), "best_of", "'best_of' is not supported"},
       {Completion(R"("suffix": "end")"), "suffix", "'suffix' is not supported"},
       {Completion(R"("max_tokens": "10")"), "max_tokens", "expected an integer"},
   };

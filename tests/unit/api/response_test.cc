@@ -95,6 +95,49 @@ TEST(ResponseTest, ChatStreamWithUsage) {
   EXPECT_EQ(usage["id"], "chatcmpl-s1");
 }
 
+TEST(ResponseTest, SeveralChoicesInOneBody) {
+  const ResponseMeta meta = MakeResponseMeta(Endpoint::kChatCompletions, "r3", "m", 5);
+  const std::vector<LogprobEntry> lps = {{"b", -0.5f, {}, 0}};
+  const std::vector<ChoiceOutput> choices = {{"a", ApiFinishReason::kStop, nullptr},
+                                             {"b", ApiFinishReason::kLength, &lps}};
+  const json j = json::parse(CompletionResponseJson(meta, choices, {4, 7}));
+  ASSERT_EQ(j["choices"].size(), 2u);
+  EXPECT_EQ(j["choices"][0]["index"], 0);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "a");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(j["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(j["choices"][1]["index"], 1);
+  EXPECT_EQ(j["choices"][1]["message"]["content"], "b");
+  EXPECT_EQ(j["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(j["choices"][1]["logprobs"]["content"][0]["token"], "b");
+  EXPECT_EQ(j["usage"]["total_tokens"], 11);
+}
+
+TEST(ResponseTest, SeveralChoicesInOneStream) {
+  StreamEncoder enc(MakeResponseMeta(Endpoint::kChatCompletions, "s3", "m", 9), /*include_usage=*/true);
+  const std::string stream = enc.Begin(2) + enc.Delta("x", nullptr, 1) + enc.Delta("y", nullptr, 0) +
+                             enc.Finish(1, ApiFinishReason::kLength) + enc.End(ApiFinishReason::kStop, {4, 3}, 0);
+  const std::vector<std::string> events = SseData(stream);
+  ASSERT_EQ(events.size(), 8u);
+  // A role chunk per choice, then the chunks as they came, each naming its choice.
+  for (int i : {0, 1}) {
+    const json role = json::parse(events[i]);
+    EXPECT_EQ(role["choices"][0]["index"], i);
+    EXPECT_EQ(role["choices"][0]["delta"]["role"], "assistant");
+  }
+  EXPECT_EQ(json::parse(events[2])["choices"][0]["index"], 1);
+  EXPECT_EQ(json::parse(events[2])["choices"][0]["delta"]["content"], "x");
+  EXPECT_EQ(json::parse(events[3])["choices"][0]["index"], 0);
+  const json first_end = json::parse(events[4]);
+  EXPECT_EQ(first_end["choices"][0]["index"], 1);
+  EXPECT_EQ(first_end["choices"][0]["finish_reason"], "length");
+  const json last_end = json::parse(events[5]);
+  EXPECT_EQ(last_end["choices"][0]["index"], 0);
+  EXPECT_EQ(last_end["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(json::parse(events[6])["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(events[7], "[DONE]");
+}
+
 TEST(ResponseTest, CompletionStreamWithoutUsage) {
   StreamEncoder enc(MakeResponseMeta(Endpoint::kCompletions, "s2", "m", 9),
                     /*include_usage=*/false);

@@ -197,14 +197,16 @@ class PrefixAffinityTest : public ::testing::Test {
   // Places a prompt and dispatches it (as the request flow does); returns the worker.
   std::string Send(const Tokens& prompt) {
     const std::string w = registry_->PickPrefill(prompt, nullptr, {})->info.worker_id();
-    registry_->NotePrefillStarted(w, prompt);
+    sent_[{w, prompt}] = registry_->NotePrefillStarted(w, prompt);
     return w;
   }
   void Done(const std::string& worker, const Tokens& prompt) {
-    registry_->NotePrefillEnded(worker, static_cast<int64_t>(prompt.size()));
+    auto it = sent_.find({worker, prompt});
+    registry_->NotePrefillEnded(worker, it != sent_.end() ? it->second : static_cast<int64_t>(prompt.size()));
   }
 
   std::unique_ptr<WorkerRegistry> registry_;
+  std::map<std::pair<std::string, Tokens>, int64_t> sent_;  // what each dispatch counted as pending
 };
 
 TEST_F(PrefixAffinityTest, RequestsSharingASystemPromptSpreadOverTheWorkers) {
@@ -272,6 +274,18 @@ TEST_F(PrefixAffinityTest, ALoadedWorkerIsSkippedDespiteALongerMatch) {
   Done(home2, long_history);
   registry_->NotePrefillStarted(home2, Random(1100, 11));
   EXPECT_NE(registry_->PickPrefill(Concat(long_history, Random(8, 12)), nullptr, {})->info.worker_id(), home2);
+}
+
+TEST_F(PrefixAffinityTest, RepeatsOfACachedPromptStayWhereItIsCached) {
+  // n choices of one request: the same prompt again and again once the first is cached. Each
+  // repeat costs its worker only the last partial block, so all stay on the worker holding it
+  // (counted as whole prompts, the second would look a prompt's worth busier and leave).
+  Start(2);
+  const Tokens prompt = Random(530, 21);
+  const std::string home = Send(prompt);
+  Done(home, prompt);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Send(prompt), home) << "repeat " << i;
+  EXPECT_EQ((sent_[{home, prompt}]), 530 - 528);  // 33 full blocks cached, 2 tokens to compute
 }
 
 TEST_F(PrefixAffinityTest, AWorkerThatLeavesOrRestartsIsForgotten) {
