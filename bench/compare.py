@@ -373,8 +373,9 @@ def default_schedule(cpus):
 
 def parse_schedule(text):
     phases, t = [], 0.0
-    for line in re.split(r"[;\n]", text):
-        line = line.split("#", 1)[0].strip()
+    # Comments run to the end of their line (they may hold ';'); phases split on lines and ';'.
+    parts = [part.strip() for raw in text.splitlines() for part in raw.split("#", 1)[0].split(";")]
+    for line in parts:
         if not line:
             continue
         m = re.fullmatch(r"([0-9.]+)s@([0-9.]+)(?::(.*))?", line)
