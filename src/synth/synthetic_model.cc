@@ -48,6 +48,7 @@ constexpr const char* kLlama2Template =
 
 // DeepSeek-R1's form: BOS, the last system message, then <｜User｜>/<｜Assistant｜> turns, each answer
 // without its reasoning (the text before </think>) and closed by <｜end▁of▁sentence｜>.
+// A macro, not a function: the names are pasted into string literals at compile time.
 #define TANDEM_DS(name) "<\uFF5C" name "\uFF5C>"
 constexpr const char* kDeepSeekTemplate =
     "{% set ns = namespace(system='') %}{% for message in messages %}{% if message['role'] == 'system' %}"
@@ -91,6 +92,7 @@ const std::vector<ArchTraits>& AllArchTraits() {
   };
   return traits;
 }
+#undef TANDEM_DS  // only for the literals above
 
 const ArchTraits* FindArch(std::string_view name) {
   for (const ArchTraits& t : AllArchTraits()) {
@@ -112,8 +114,9 @@ constexpr const char* kMerges[][2] = {
     {"i", "m"}, {"a", "m"}, {"o", "w"}, {"a", "y"}, {"a", "d"}, {"s", "e"}, {" th", "at"}, {" ", "C"},
 };
 
-// Digit pieces for the llama3, llama-spm and qwen2 vocabularies, so that their pre-tokenizers'
-// different digit splits (up to three digits together, or each alone) change the tokens.
+// Digit pieces for every vocabulary but plain llama's (llama3, llama-spm, qwen2, deepseek-r1-qwen),
+// so that their pre-tokenizers' different digit splits (up to three digits together, or each
+// alone) change the tokens.
 constexpr const char* kDigitMerges[][2] = {
     {"1", "2"}, {"12", "3"}, {"2", "0"}, {"20", "2"}, {"4", "5"}, {"9", "9"}, {"3", "1"}, {"1", "9"},
 };
