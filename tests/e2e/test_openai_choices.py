@@ -100,3 +100,21 @@ def test_bad_choice_counts_are_refused_by_name(disagg):
         disagg.client.completions.create(model=disagg.model, prompt="a", n=3, best_of=2)
     assert e.value.body["param"] == "best_of", e.value.body
     assert chat(disagg, max_tokens=2).choices[0].finish_reason  # still serving
+
+
+def test_each_choice_carries_its_own_logprobs(disagg):
+    kw = dict(n=2, logprobs=True, top_logprobs=2, max_tokens=8, **HOT)
+    r = chat(disagg, **kw)
+    for c in r.choices:
+        tokens = [e.token for e in c.logprobs.content]
+        assert len(tokens) >= 1 and all(len(e.top_logprobs) == 2 for e in c.logprobs.content)
+        assert "".join(tokens).replace("<|im_end|>", "") == c.message.content
+    # Streamed, the entries reach the choice they belong to.
+    texts, entries = {}, {}
+    for chunk in chat(disagg, stream=True, **kw):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            if c.logprobs is not None:
+                entries.setdefault(c.index, []).extend(e.token for e in c.logprobs.content or [])
+    assert texts == {c.index: c.message.content for c in r.choices}
+    assert entries == {c.index: [e.token for e in c.logprobs.content] for c in r.choices}
