@@ -28,18 +28,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from cluster import Cluster, httpx  # noqa: E402
+from cluster import Cluster  # noqa: E402
 
 
 def worker_totals(cluster, role):
     """Prompt tokens computed and prefix-cache hits, summed over every worker of `role`."""
     computed = hits = 0.0
-    for http in [p[3] for p in cluster.processes if p[0] == role]:
-        page = {}
-        for line in httpx.get(f"http://{http}/metrics", timeout=10).text.splitlines():
-            if line and not line.startswith("#"):
-                series, _, value = line.rpartition(" ")
-                page[series] = float(value)
+    for page in cluster.metrics_of_each(role):
         computed += sum(v for k, v in page.items()
                         if k.startswith("tandem_worker_tokens_total") and 'phase="prefill"' in k)
         hits += sum(v for k, v in page.items() if k.startswith("tandem_worker_prefix_cache_hit_tokens_total"))

@@ -82,9 +82,15 @@ class Cluster:
     def metrics(self, role):
         """The /metrics page of the first process with this role, as {series: value}."""
         if role == "controller":
-            http = self.controller_http
-        else:
-            http = next(p[3] for p in self.processes if p[0] == role)
+            return self._scrape(self.controller_http)
+        return self._scrape(next(p[3] for p in self.processes if p[0] == role))
+
+    def metrics_of_each(self, role):
+        """The /metrics pages of every process with this role."""
+        return [self._scrape(p[3]) for p in self.processes if p[0] == role]
+
+    @staticmethod
+    def _scrape(http):
         text = httpx.get(f"http://{http}/metrics", timeout=10).text
         out = {}
         for line in text.splitlines():

@@ -7,7 +7,6 @@ set -euo pipefail
 export TANDEM_BIN="$1"
 src="$2"
 shift 2
-py="${TANDEM_TEST_VENV:-$src/.venv-test}/bin/python"
 skip() {
   if [[ "${TANDEM_REQUIRE_E2E:-0}" == 1 ]]; then
     echo "TANDEM_REQUIRE_E2E=1 but $1" >&2
@@ -16,6 +15,5 @@ skip() {
   echo "SKIP: $1"
   exit 77
 }
-"$py" -c "import openai, pytest" >/dev/null 2>&1 || skip "no test venv with openai at $py"
 [[ -n "${TANDEM_MODEL:-}" && -f "${TANDEM_MODEL}" ]] || skip "TANDEM_MODEL is not set to the bundled model"
-PYTHONDONTWRITEBYTECODE=1 exec "$py" -m pytest -q -p no:cacheprovider "$src/tests/e2e" "$@"
+exec bash "$src/tests/testing/run_pytest.sh" "$src" openai,pytest "$src/tests/e2e" "$@"

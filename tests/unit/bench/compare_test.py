@@ -2,7 +2,7 @@
 goodput, shifting-workload and validation figures: schedule phases, attainment aggregated over
 repeats, the goodput a sweep shows, worker-seconds integrated from the 1 s samples, the
 controller's applied changes, the common comparison rate and the simulator's relative error.
-Standard library only (matplotlib is imported by `plot` alone). Run by run_compare_test.sh."""
+Standard library only (matplotlib is imported by `plot` alone). Run by tests/testing/run_pytest.sh."""
 import json
 import sys
 from pathlib import Path
