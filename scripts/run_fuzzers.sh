@@ -60,7 +60,7 @@ echo "[fuzz] build took $((SECONDS - start)) s"
 dict_of() {
   case $1 in
     fuzz_http_request) echo tests/fuzz/dict/http.dict ;;
-    fuzz_openai_request | fuzz_kube_json) echo tests/fuzz/dict/json.dict ;;
+    fuzz_openai_request | fuzz_kube_json | fuzz_json_grammar) echo tests/fuzz/dict/json.dict ;;
     fuzz_prom_text) echo tests/fuzz/dict/prom.dict ;;
     fuzz_gguf) echo tests/fuzz/dict/gguf.dict ;;
   esac

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common/strings.h"
+#include "types/json_schema.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem::api {
@@ -150,6 +151,33 @@ std::optional<ApiError> CheckRange(const std::optional<double>& in, std::string_
   return std::nullopt;
 }
 
+std::optional<ApiError> CheckResponseFormat(const OptionsInput& in, GenerationOptions* out) {
+  const std::string& type = in.response_format;
+  if (type.empty() || type == "text") return std::nullopt;
+  if (type == "json_object") {
+    out->response_format = ResponseFormat::kJsonObject;
+    return std::nullopt;
+  }
+  if (type == "json_schema") {
+    constexpr size_t kMaxSchemaBytes = 64 << 10;
+    const char* param = "response_format.json_schema.schema";
+    if (in.json_schema.empty()) return ApiError::InvalidRequest(StrCat("'", param, "' is required"), param, "invalid_value");
+    if (in.json_schema.size() > kMaxSchemaBytes) {
+      return OutOfRange(param, StrCat("at most ", kMaxSchemaBytes, " bytes of JSON"), StrCat(in.json_schema.size()));
+    }
+    if (auto schema = CompileJsonSchema(in.json_schema); !schema.ok()) {
+      return ApiError::InvalidRequest(StrCat("'", param, "' cannot be enforced: ", schema.status().message()), param,
+                                      "invalid_value");
+    }
+    out->response_format = ResponseFormat::kJsonSchema;
+    out->json_schema = in.json_schema;
+    return std::nullopt;
+  }
+  return ApiError::InvalidRequest(StrCat("'response_format.type' must be 'text', 'json_object' or 'json_schema', got '",
+                                         type.substr(0, 64), "'"),
+                                  "response_format.type", "invalid_value");
+}
+
 std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimits& limits,
                                        GenerationOptions* out) {
   if (auto e = CheckRange(in.presence_penalty, "presence_penalty", -2, 2, false, &out->presence_penalty)) return e;
@@ -195,7 +223,7 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->min_tokens = static_cast<int32_t>(n);
   }
-  return std::nullopt;
+  return CheckResponseFormat(in, out);
 }
 
 std::optional<ApiError> CheckStops(const OptionsInput& in, const RequestLimits& limits,
@@ -268,6 +296,8 @@ SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) 
   p.priority = priority;
   p.logprobs = logprobs;
   p.min_tokens = min_tokens;
+  p.response_format = response_format;
+  p.json_schema = json_schema;
   return p;
 }
 

@@ -17,7 +17,9 @@
 //    [-100, 100]; priority any 32-bit integer; min_tokens in [0, max_tokens] (max_tokens when
 //    given; the resolved one is checked by the front door); n in [1, max_choices]; best_of
 //    (completions) in [n, max_choices], n when absent, and not above n with stream (the best
-//    choices are known only at the end, as OpenAI rules).
+//    choices are known only at the end, as OpenAI rules); response_format type "text",
+//    "json_object" or "json_schema" with a schema of at most 64 KiB that CompileJsonSchema
+//    accepts (types/json_schema.h; its error names the keyword).
 // What needs the model (the vocabulary, the context length, the served model's name) is
 // checked after tokenization by the router's front door (router/front_door.h) with
 // ResolveMaxTokens and CheckTokenIdsInVocab (api/request.h).
@@ -87,6 +89,8 @@ struct OptionsInput {
   std::optional<double> min_p;
   std::optional<int64_t> priority;
   std::optional<int64_t> min_tokens;
+  std::string response_format;        // response_format.type as sent; empty: absent
+  std::string json_schema;            // json_schema: the schema as JSON text; empty: not given
   bool echo = false;                  // completions: show the prompt before the answer
   std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
   std::string logprobs_param = "logprobs";  // the field k came from, for error messages
@@ -122,6 +126,8 @@ struct GenerationOptions {
   float min_p = 0.0f;                   // [0, 1], vLLM extension
   int32_t priority = 0;                 // vLLM extension: lower runs first
   int32_t min_tokens = 0;               // vLLM extension: >= 0; at most max_tokens (front door)
+  ResponseFormat response_format = ResponseFormat::kText;  // "text", "json_object" or "json_schema"
+  std::string json_schema;              // json_schema: the schema (compiled once to check it)
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
   bool echo = false;                    // completions: the prompt's text leads the answer
   int32_t n = 1;                        // choices returned, [1, max_choices]

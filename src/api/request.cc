@@ -119,12 +119,37 @@ std::optional<ApiError> ReadLogprobs(const Json& body, Endpoint endpoint, Option
   return std::nullopt;
 }
 
+// response_format: {"type": "text" | "json_object" | "json_schema", "json_schema": {"name": ...,
+// "schema": {...}, "strict": ...}}; null is absent. The type and the schema are judged by
+// ValidateGenerationInput, as the gRPC door's.
+std::optional<ApiError> ReadResponseFormat(const Json& body, OptionsInput* out) {
+  const Json* v = Find(body, "response_format");
+  if (v == nullptr || v->is_null()) return std::nullopt;
+  if (!v->is_object()) return TypeError("response_format", "an object", *v);
+  const Json* type = Find(*v, "type");
+  if (type == nullptr) {
+    return ApiError::InvalidRequest("'response_format' needs a 'type'", "response_format.type", "invalid_value");
+  }
+  TANDEM_API_RETURN_IF_ERROR(ReadString(*type, "response_format.type", &out->response_format));
+  if (out->response_format != "json_schema") return std::nullopt;
+  const Json* spec = Find(*v, "json_schema");
+  if (spec == nullptr || !spec->is_object()) {
+    return ApiError::InvalidRequest("'response_format.json_schema' must be an object with the 'schema'",
+                                    "response_format.json_schema", "invalid_value");
+  }
+  if (const Json* schema = Find(*spec, "schema"); schema != nullptr && !schema->is_null()) {
+    out->json_schema = schema->dump();
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> ReadModifiers(const Json& body, OptionsInput* out) {
   TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "presence_penalty", &out->presence_penalty));
   TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "frequency_penalty", &out->frequency_penalty));
   TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "repetition_penalty", &out->repetition_penalty));
   TANDEM_API_RETURN_IF_ERROR(ReadOptionalNumber(body, "min_p", &out->min_p));
   TANDEM_API_RETURN_IF_ERROR(ReadLogitBias(body, out));
+  TANDEM_API_RETURN_IF_ERROR(ReadResponseFormat(body, out));
   if (const Json* v = Find(body, "priority")) {
     int64_t p = 0;
     TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "priority", &p));
@@ -204,16 +229,9 @@ std::optional<ApiError> RejectUnsupported(const Json& body) {
   if ((v = Find(body, "function_call")) && *v != "none" && *v != "auto") {
     return ApiError::Unsupported("function_call");
   }
-  if ((v = Find(body, "response_format"))) {
-    if (!v->is_object()) return TypeError("response_format", "an object", *v);
-    const Json* type = Find(*v, "type");
-    if (type != nullptr && *type != "text") {
-      return ApiError::Unsupported("response_format",
-                                   StrCat("only type 'text' is, got ", type->dump()));
-    }
-  }
   return std::nullopt;
 }
+
 
 // "n" (both endpoints) and "best_of" (completions; OpenAI's chat API has none). null: absent.
 std::optional<ApiError> ReadChoices(const Json& body, Endpoint endpoint, OptionsInput* out) {

@@ -117,8 +117,14 @@ absl::Status EngineFlags::Check() const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngineFor(const EngineFlags& flags, const gguf::GgufFile& file,
+                                                      const text::Tokenizer& tokenizer) {
+  return MakeEngine(flags, file, tokenizer.eog_ids(), tokenizer.AllPieces());
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const EngineFlags& flags, const gguf::GgufFile& file,
-                                                   std::vector<int32_t> eog_token_ids) {
+                                                   std::vector<int32_t> eog_token_ids,
+                                                   std::vector<std::string> token_pieces) {
   TANDEM_RETURN_IF_ERROR(flags.Check());
   EngineOptions options = flags.ToEngineOptions();
   if (flags.token_budget == "auto") {
@@ -127,6 +133,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const EngineFlags& flags, con
   auto backend = MakeBackend(flags);
   if (!backend.ok()) return backend.status();
   options.eog_token_ids = std::move(eog_token_ids);
+  options.token_pieces = std::move(token_pieces);
   options.scheduler.max_num_seqs = std::max(1, options.scheduler.max_num_seqs);
   return Engine::Create(file, std::move(*backend), options);
 }

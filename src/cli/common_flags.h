@@ -8,6 +8,7 @@
 #include "cli/flags.h"
 #include "engine/engine.h"
 #include "gguf/gguf_file.h"
+#include "text/tokenizer.h"
 #include "tandem/backend.h"
 
 namespace tandem::cli {
@@ -42,8 +43,12 @@ absl::StatusOr<std::string> ResolveModelPath(const std::string& model_flag);
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags);
 
 // The engine the flags describe over `file` (its backend from MakeBackend), ending requests at
-// `eog_token_ids` (the tokenizer's end-of-generation tokens).
+// `eog_token_ids`; `token_pieces` (each token's bytes) enable JSON mode (EngineOptions).
 absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const EngineFlags& flags, const gguf::GgufFile& file,
-                                                   std::vector<int32_t> eog_token_ids);
+                                                   std::vector<int32_t> eog_token_ids,
+                                                   std::vector<std::string> token_pieces = {});
+// MakeEngine with the tokenizer's end-of-generation tokens and pieces.
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngineFor(const EngineFlags& flags, const gguf::GgufFile& file,
+                                                      const text::Tokenizer& tokenizer);
 
 }  // namespace tandem::cli

@@ -157,7 +157,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
   if (!text_model.ok()) return Fail("generate", std::string(text_model.status().message()));
   const text::Tokenizer& tokenizer = *text_model->tokenizer;
   const std::vector<int32_t> prompt = EncodePrompt(g, *text_model);
-  auto engine = MakeEngine(g.engine, **file, tokenizer.eog_ids());
+  auto engine = MakeEngineFor(g.engine, **file, tokenizer);
   if (!engine.ok()) return Fail("generate", std::string(engine.status().message()));
 
   GenerateRequest request;

@@ -91,7 +91,7 @@ int PerplexityCommand(const std::vector<std::string>& args) {
                     " needs at least " + std::to_string(2 * g.ctx) + " (two chunks): give a longer text or a smaller --ctx",
                 2);
   }
-  auto engine = MakeEngine(g.engine, **file, tokenizer.eog_ids());
+  auto engine = MakeEngineFor(g.engine, **file, tokenizer);
   if (!engine.ok()) return Fail("perplexity", std::string(engine.status().message()));
 
   PerplexityOptions options;

@@ -26,7 +26,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeWorkerEngine(const EngineFlags& flag
   if (!tok_config.ok()) return tok_config.status();
   auto tokenizer = text::Tokenizer::Create(std::move(*tok_config));
   if (!tokenizer.ok()) return tokenizer.status();
-  return MakeEngine(flags, file, (*tokenizer)->eog_ids());
+  return MakeEngineFor(flags, file, **tokenizer);
 }
 
 }  // namespace

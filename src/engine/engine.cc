@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <algorithm>
 #include <limits>
 #include <chrono>
 #include <random>
@@ -45,6 +46,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const gguf::GgufFile& fil
   for (int32_t id : options.eog_token_ids) {
     if (id >= 0 && id < c.vocab_size) engine->is_eog_[id] = true;
   }
+  if (!options.token_pieces.empty()) {
+    // Rows of the model's output past the tokenizer's tokens (padding) get no bytes: never allowed.
+    std::vector<std::string> pieces = std::move(engine->options_.token_pieces);
+    pieces.resize(static_cast<size_t>(c.vocab_size));
+    engine->json_mask_ = std::make_unique<const JsonTokenMask>(std::move(pieces), options.eog_token_ids);
+    engine->options_.token_pieces.clear();  // the mask keeps them
+  }
   GetLogger("engine")->info(
       "model {}; backend {}; weights {:.1f} MiB; KV cache {} blocks x {} tokens ({:.1f} MiB); "
       "token budget {}, max {} sequences, max model length {}",
@@ -77,6 +85,9 @@ absl::Status Engine::Validate(const GenerateRequest& request) const {
     }
   }
   TANDEM_RETURN_IF_ERROR(request.sampling.Validate(c.vocab_size));
+  if (request.sampling.json() && json_mask_ == nullptr) {
+    return absl::InvalidArgumentError("JSON output needs the vocabulary's token texts, which this engine was not given");
+  }
   TANDEM_RETURN_IF_ERROR(ValidateRngDraws(request.rng_draws));
   if (static_cast<size_t>(request.sampling.output_in_prompt) >= request.prompt.size()) {
     return absl::InvalidArgumentError(StrCat("output_in_prompt ", request.sampling.output_in_prompt,
@@ -97,8 +108,26 @@ absl::Status Engine::Validate(const GenerateRequest& request) const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// json_schema: the compiled schema (null for the other formats).
+absl::StatusOr<std::shared_ptr<const JsonSchema>> SchemaOf(const SamplingParams& p) {
+  if (p.response_format != ResponseFormat::kJsonSchema) return nullptr;
+  auto schema = CompileJsonSchema(p.json_schema);
+  if (!schema.ok()) return absl::InvalidArgumentError(StrCat("json_schema: ", schema.status().message()));
+  return schema;
+}
+
+void AttachSchema(Sequence& seq, std::shared_ptr<const JsonSchema> schema) {
+  seq.schema = std::move(schema);
+  seq.json = JsonRecognizer(seq.schema.get());
+}
+
+}  // namespace
+
 absl::Status Engine::Add(GenerateRequest request) {
   TANDEM_RETURN_IF_ERROR(Validate(request));
+  TANDEM_ASSIGN_OR_RETURN(auto schema, SchemaOf(request.sampling));
   const uint64_t seed = request.sampling.seed.value_or(std::random_device{}() * 0x9e3779b97f4a7c15ULL ^
                                                        std::random_device{}());
   auto seq = std::make_unique<Sequence>(request.id, std::move(request.prompt), std::move(request.sampling),
@@ -106,6 +135,7 @@ absl::Status Engine::Add(GenerateRequest request) {
   seq->hold_kv = request.hold_kv;
   seq->report_progress = request.report_progress;
   seq->rng.Discard(request.rng_draws);
+  AttachSchema(*seq, std::move(schema));
   scheduler_->Add(seq.get());
   sequences_.emplace(seq->id, std::move(seq));
   return absl::OkStatus();
@@ -188,11 +218,31 @@ int32_t Engine::Sample(Sequence* seq, std::span<const float> row, RequestOutput*
       }
       for (int32_t id : p.stop_token_ids) modified_logits_[id] = kNever;
     }
+    if (p.json()) ConstrainJson(seq, modified_logits_);
     token = SampleToken(modified_logits_, p, seq->rng, sample_scratch_);
   }
   // The model's own distribution: the raw row, before modifiers and temperature.
   if (p.logprobs >= 0) out->logprobs.push_back(ComputeLogprobs(row, token, p.logprobs, sample_scratch_));
   return token;
+}
+
+void Engine::ConstrainJson(Sequence* seq, std::span<float> logits) {
+  const SamplingParams& p = seq->sampling;
+  // The output starts where the prompt's resumed part (output_in_prompt) does.
+  const size_t output_start = static_cast<size_t>(seq->prompt_len - p.output_in_prompt);
+  if (seq->json_consumed < output_start) seq->json_consumed = output_start;
+  for (; seq->json_consumed < seq->tokens.size(); ++seq->json_consumed) {
+    // A token the grammar refuses (only a resumed prompt could hold one) is skipped.
+    seq->json.FeedAll(json_mask_->piece(seq->tokens[seq->json_consumed]));
+  }
+  // Once the object is closed only end tokens are left; if min_tokens held those back, or the
+  // vocabulary has no token for any byte the grammar allows, nothing is: then the answer ends.
+  json_mask_->Apply(seq->json, logits, p.stop_token_ids);
+  const bool any = std::any_of(logits.begin(), logits.end(), [](float x) { return x > -std::numeric_limits<float>::infinity(); });
+  if (any) return;
+  for (int32_t id : options_.eog_token_ids) {
+    if (id >= 0 && static_cast<size_t>(id) < logits.size()) logits[id] = 0.0f;
+  }
 }
 
 absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
@@ -279,6 +329,7 @@ absl::Status Engine::AddPrefilled(GenerateRequest request, std::vector<int32_t> 
     return absl::InvalidArgumentError("max_tokens is reached by the first token: nothing to decode");
   }
   TANDEM_RETURN_IF_ERROR(ValidateRngDraws(rng_draws));
+  TANDEM_ASSIGN_OR_RETURN(auto schema, SchemaOf(request.sampling));
   for (int32_t b : blocks) {
     if (b < 0 || b >= blocks_->num_blocks() || blocks_->refcount(b) != 1) {
       return absl::InvalidArgumentError(StrCat("block ", b, " is not an allocated block of this engine"));
@@ -290,6 +341,7 @@ absl::Status Engine::AddPrefilled(GenerateRequest request, std::vector<int32_t> 
                                         request.priority, next_arrival_++, seed);
   seq->tokens.push_back(first_token);
   seq->num_computed = prompt_len;
+  AttachSchema(*seq, std::move(schema));
   // Blocks beyond the prompt's are not needed yet: give them back.
   while (blocks.size() > prompt_blocks) {
     blocks_->Release(blocks.back());

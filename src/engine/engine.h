@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/block_manager.h"
+#include "engine/json_grammar.h"
 #include "engine/llama_model.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
@@ -31,6 +32,9 @@ struct EngineOptions {
   bool enable_prefix_cache = true;
   SchedulerOptions scheduler;
   std::vector<int32_t> eog_token_ids;  // end-of-generation tokens (from the tokenizer)
+  // Each token's bytes (the tokenizer's pieces, empty for control tokens), for JSON mode
+  // (SamplingParams::response_format). Empty: requests asking for JSON are refused.
+  std::vector<std::string> token_pieces;
 };
 
 struct GenerateRequest {
@@ -163,6 +167,9 @@ class Engine {
   void BuildBatch(const SchedulerOutput& plan);
   // Samples `seq`'s next token from its row of logits (modifiers, then the sampler).
   int32_t Sample(Sequence* seq, std::span<const float> row, RequestOutput* out);
+  // JSON mode: brings the sequence's recogniser up to its tokens and masks `logits` to the
+  // tokens the grammar allows (end-of-generation only, should it allow none).
+  void ConstrainJson(Sequence* seq, std::span<float> logits);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;
@@ -177,6 +184,7 @@ class Engine {
   std::unordered_map<std::string, std::vector<int32_t>> held_kv_;  // finished hold_kv requests
   int64_t reserved_blocks_ = 0;  // allocated through AllocateKvBlocks and not yet adopted/freed
   std::vector<bool> is_eog_;
+  std::unique_ptr<const JsonTokenMask> json_mask_;  // null without token_pieces
   ForwardBatch batch_;
   std::vector<float> logits_;
   std::vector<float> modified_logits_;  // one row with a request's logit modifiers applied

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/block_manager.h"
+#include "engine/json_grammar.h"
 #include "engine/sampling.h"
 #include "types/finish_reason.h"
 
@@ -34,6 +36,9 @@ struct Sequence {
   SamplingParams sampling;
   SamplerRng rng;
   TokenHistory history;  // what the penalties count (filled when they are on)
+  std::shared_ptr<const JsonSchema> schema;  // json_schema: what `json` follows
+  JsonRecognizer json;   // JSON mode: the output read so far (up to json_consumed)
+  size_t json_consumed = 0;  // tokens the recogniser has read; 0: not started
   int priority;       // lower runs first
   uint64_t arrival;   // admission order, for FCFS within a priority
   bool running = false;

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "router/frontend.h"
 #include "rpc/convert.h"
@@ -55,6 +56,15 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   if (sp.priority() != 0) o.priority = sp.priority();
   if (sp.min_tokens() != 0) o.min_tokens = sp.min_tokens();
   if (sp.has_logprobs()) o.logprobs = sp.logprobs();
+  switch (sp.response_format()) {
+    case v1::RESPONSE_FORMAT_TEXT: break;
+    case v1::RESPONSE_FORMAT_JSON_OBJECT: o.response_format = "json_object"; break;
+    case v1::RESPONSE_FORMAT_JSON_SCHEMA:
+      o.response_format = "json_schema";
+      o.json_schema = sp.json_schema();
+      break;
+    default: o.response_format = absl::StrCat("ResponseFormat(", static_cast<int>(sp.response_format()), ")");
+  }
   if (req.n() != 0) o.n = req.n();
   return in;
 }

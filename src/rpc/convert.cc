@@ -23,6 +23,14 @@ SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defa
   s.priority = p.priority();
   if (p.has_logprobs()) s.logprobs = p.logprobs();
   s.min_tokens = p.min_tokens();
+  switch (p.response_format()) {
+    case v1::RESPONSE_FORMAT_JSON_OBJECT: s.response_format = ResponseFormat::kJsonObject; break;
+    case v1::RESPONSE_FORMAT_JSON_SCHEMA:
+      s.response_format = ResponseFormat::kJsonSchema;
+      s.json_schema = p.json_schema();
+      break;
+    default: s.response_format = ResponseFormat::kText;
+  }
   return s;
 }
 
@@ -44,6 +52,11 @@ v1::SamplingParams ToProto(const SamplingParams& s) {
   p.set_priority(s.priority);
   if (s.logprobs >= 0) p.set_logprobs(s.logprobs);
   p.set_min_tokens(s.min_tokens);
+  if (s.response_format == ResponseFormat::kJsonObject) p.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
+  if (s.response_format == ResponseFormat::kJsonSchema) {
+    p.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+    p.set_json_schema(s.json_schema);
+  }
   return p;
 }
 

@@ -468,6 +468,12 @@ void Tokenizer::AppendPiece(int32_t id, bool render_special, std::string* out) c
   out->append(t.piece);
 }
 
+std::vector<std::string> Tokenizer::AllPieces() const {
+  std::vector<std::string> pieces(tokens_.size());
+  for (size_t id = 0; id < pieces.size(); ++id) pieces[id] = TokenToPiece(static_cast<int32_t>(id), false);
+  return pieces;
+}
+
 std::string Tokenizer::TokenToPiece(int32_t id, bool render_special) const {
   std::string out;
   AppendPiece(id, render_special, &out);

@@ -104,6 +104,8 @@ class Tokenizer {
   // render_special, else nothing. Ids outside [0, vocab_size()) render nothing.
   std::string TokenToPiece(int32_t id, bool render_special) const;
   void AppendPiece(int32_t id, bool render_special, std::string* out) const;
+  // TokenToPiece(id, false) of every id, in id order (what constrained decoding matches).
+  std::vector<std::string> AllPieces() const;
   // The concatenation of the tokens' pieces (llama.cpp's token_to_piece for each id; no
   // clean-up of spaces). Ids outside the vocabulary are skipped.
   std::string Decode(std::span<const int32_t> ids, bool render_special) const;

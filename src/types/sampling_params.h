@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,11 @@ struct TokenLogprob {
   float logprob = 0.0f;
   std::vector<std::pair<int32_t, float>> top;
 };
+
+// What the output must be (OpenAI's response_format): free text, one JSON object, or one JSON
+// object that follows a schema (types/json_schema.h), enforced while sampling
+// (engine/json_grammar.h).
+enum class ResponseFormat : int32_t { kText = 0, kJsonObject = 1, kJsonSchema = 2 };
 
 struct SamplingParams {
   float temperature = 1.0f;  // below kGreedyTemperature (0 included) = greedy
@@ -58,12 +64,17 @@ struct SamplingParams {
   // -1: no log-probabilities; k in [0, kMaxLogprobs]: each generated token's, with the k most
   // likely tokens' (TokenLogprob).
   int32_t logprobs = -1;
+  // kJsonObject: only tokens that keep the output a prefix of one JSON object can be sampled,
+  // and end-of-generation (or a stop token id) only once it is closed, even before min_tokens.
+  ResponseFormat response_format = ResponseFormat::kText;
+  std::string json_schema;  // kJsonSchema: the schema as JSON text
 
   absl::Status Validate(int vocab_size) const;
   bool has_penalties() const {
     return presence_penalty != 0.0f || frequency_penalty != 0.0f || repetition_penalty != 1.0f;
   }
-  bool modifies_logits() const { return has_penalties() || !logit_bias.empty(); }
+  bool json() const { return response_format != ResponseFormat::kText; }
+  bool modifies_logits() const { return has_penalties() || !logit_bias.empty() || json(); }
   bool greedy() const { return !(temperature >= kGreedyTemperature); }  // NaN is greedy too
 };
 

@@ -1,6 +1,7 @@
 """Logit modifiers, prefix-cache usage and /tokenize through the official `openai` client, each
 checked on values: on the disaggregated cluster (prefill on one worker, decode on another, the
 sampler's state handed over) and on a mixed worker (everything in one engine) alike."""
+import json
 import uuid
 
 try:
@@ -46,6 +47,21 @@ def chat_text(cluster, stream=False, **kw):
     if not stream:
         return r.choices[0].message.content
     return "".join((c.choices[0].delta.content or "") for c in r if c.choices)
+
+
+def chat_finish(cluster, stream=False, **kw):
+    """A chat answer's text and finish reason, streamed or not."""
+    kw.setdefault("max_tokens", 48)
+    r = cluster.client.chat.completions.create(model=cluster.model, messages=kw.pop("messages", QUESTION),
+                                               stream=stream, **kw)
+    if not stream:
+        return r.choices[0].message.content, r.choices[0].finish_reason
+    text, finish = "", None
+    for c in r:
+        if c.choices:
+            text += c.choices[0].delta.content or ""
+            finish = c.choices[0].finish_reason or finish
+    return text, finish
 
 
 def test_tokenize_and_detokenize(disagg):
@@ -146,16 +162,7 @@ def test_priority_is_accepted_and_bad_values_name_the_field(disagg):
 @pytest.mark.parametrize("stream", [False, True])
 def test_min_tokens_holds_back_the_end_and_stop_strings(disagg, mixed, stream):
     def run(cluster, **kw):
-        r = cluster.client.chat.completions.create(model=cluster.model, messages=QUESTION, max_tokens=64,
-                                                   temperature=0, stream=stream, **kw)
-        if not stream:
-            return r.choices[0].message.content, r.choices[0].finish_reason
-        text, finish = "", None
-        for c in r:
-            if c.choices:
-                text += c.choices[0].delta.content or ""
-                finish = c.choices[0].finish_reason or finish
-        return text, finish
+        return chat_finish(cluster, stream=stream, max_tokens=64, temperature=0, **kw)
 
     plain, finish = run(disagg)
     assert finish == "stop", (plain, finish)  # the answer ends on its own, before max_tokens
@@ -241,3 +248,73 @@ def test_completion_echo_shows_the_prompt_first(disagg):
     with pytest.raises(openai.BadRequestError) as e:
         complete(disagg, echo=True, logprobs=1)
     assert e.value.body["param"] == "echo"
+
+
+JSON_QUESTIONS = ["List three fruits as JSON.", "What is the capital of France? Answer in JSON.",
+                  "Describe a cat with a JSON object."]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_object_mode_answers_with_one_object(disagg, mixed, stream):
+    json_mode = {"type": "json_object"}
+    closed = 0
+    for question in JSON_QUESTIONS:
+        messages = [{"role": "user", "content": question}]
+        for temperature, seed in ((0, None), (1.0, 3)):
+            kw = dict(messages=messages, max_tokens=200, temperature=temperature, seed=seed)
+            text, finish = chat_finish(disagg, stream=stream, response_format=json_mode, **kw)
+            # The prefill worker samples the first token, the decode worker the rest, both masked:
+            # the same answer as one engine doing both.
+            assert (text, finish) == chat_finish(mixed, response_format=json_mode, **kw), question
+            if finish == "length":  # only max_tokens may cut an object short: then it is the start of one
+                assert text.lstrip().startswith("{"), text
+                continue
+            value = json.loads(text)
+            assert isinstance(value, dict), text
+            closed += 1
+    assert closed >= 4, closed
+    # Without it the model answers in prose (what JSON mode changed).
+    plain = chat_text(disagg, messages=[{"role": "user", "content": JSON_QUESTIONS[1]}], max_tokens=60, temperature=0)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(plain)
+
+
+CITY_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "country", "population"],
+               "properties": {"city": {"type": "string"}, "country": {"type": "string"},
+                              "population": {"type": "integer"}, "capital": {"type": "boolean"},
+                              "continent": {"enum": ["Europe", "Asia", "Africa", "America", "Oceania"]}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_schema_mode_follows_the_schema(disagg, mixed, stream):
+    json_schema = {"type": "json_schema", "json_schema": {"name": "city", "strict": True, "schema": CITY_SCHEMA}}
+    closed = 0
+    for question in ("Tell me about Paris.", "Describe the biggest city in Japan.", "What is Lagos like?"):
+        for temperature, seed in ((0, None), (1.0, 5)):
+            kw = dict(messages=[{"role": "user", "content": question}], max_tokens=120, temperature=temperature,
+                      seed=seed)
+            text, finish = chat_finish(disagg, stream=stream, response_format=json_schema, **kw)
+            assert (text, finish) == chat_finish(mixed, response_format=json_schema, **kw), question
+            if finish == "length":  # only max_tokens cuts it short
+                continue
+            value = json.loads(text)
+            closed += 1
+            assert set(value) <= set(CITY_SCHEMA["properties"]) and {"city", "country", "population"} <= set(value)
+            assert isinstance(value["city"], str) and isinstance(value["population"], int), value
+            assert value.get("continent", "Europe") in CITY_SCHEMA["properties"]["continent"]["enum"], value
+            assert isinstance(value.get("capital", True), bool), value
+    assert closed >= 3, closed
+
+
+def test_response_formats_tandem_does_not_implement_name_the_field(disagg):
+    schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
+        "type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}}}}
+    for response_format, param in ((schema, "response_format.json_schema.schema"),
+                                   ({"type": "yaml"}, "response_format.type")):
+        with pytest.raises(openai.BadRequestError) as e:
+            chat_text(disagg, max_tokens=4, response_format=response_format)
+        assert e.value.body["param"] == param, e.value.body
+    # Completions take it too.
+    r = disagg.client.completions.create(model=disagg.model, prompt='{"city": "Paris", "country":', max_tokens=40,
+                                         temperature=0, extra_body={"response_format": {"type": "json_object"}})
+    assert r.choices[0].text.lstrip().startswith("{"), r.choices[0].text

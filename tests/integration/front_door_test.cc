@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/json_grammar.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
@@ -39,6 +40,8 @@ struct Case {
   std::vector<std::pair<int32_t, float>> logit_bias;
   std::optional<int> logprobs;  // completions only
   std::optional<int> n;         // choices
+  bool json_object = false;     // response_format {"type": "json_object"}
+  std::string json_schema;      // response_format {"type": "json_schema"} with this schema
   bool chat_with_no_messages = false;
   int want_status = 200;  // what the HTTP door must answer (and the gRPC door its equivalent)
 
@@ -91,6 +94,10 @@ std::string HttpBody(const Case& c) {
   for (const auto& [id, bias] : c.logit_bias) body["logit_bias"][std::to_string(id)] = bias;
   if (c.logprobs) body["logprobs"] = *c.logprobs;
   if (c.n) body["n"] = *c.n;
+  if (c.json_object) body["response_format"] = {{"type", "json_object"}};
+  if (!c.json_schema.empty()) {
+    body["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"name", "s"}, {"schema", json::parse(c.json_schema)}}}};
+  }
   return body.dump();
 }
 
@@ -120,6 +127,11 @@ v1::GenerateRequest GrpcRequest(const Case& c) {
   for (const auto& [id, bias] : c.logit_bias) (*sp->mutable_logit_bias())[id] = bias;
   if (c.logprobs) sp->set_logprobs(*c.logprobs);
   if (c.n) req.set_n(*c.n);
+  if (c.json_object) sp->set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
+  if (!c.json_schema.empty()) {
+    sp->set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+    sp->set_json_schema(c.json_schema);
+  }
   return req;
 }
 
@@ -320,6 +332,32 @@ TEST_F(FrontDoorTest, ValidRequestsGetTheSameAnswerThroughBothDoors) {
       c.seed = 1234 + i;
     }));
     EXPECT_EQ(n3.choices.at(i), one.text) << "choice " << i;
+  }
+  // JSON mode: the same object through both doors, from a model with no wish to write one.
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    const Outcome js = ExpectSameAnswer(With(Chat("json_object", {{"user", "Answer in JSON"}}), [seed](Case& c) {
+      c.json_object = true;
+      c.temperature = 1.0;
+      c.seed = seed;
+      c.max_tokens = 200;
+    }));
+    JsonRecognizer prefix;
+    EXPECT_TRUE(prefix.FeedAll(js.text)) << js.text;
+    if (js.finish == "stop") EXPECT_TRUE(json::parse(js.text).is_object()) << js.text;
+    // And with a schema: only its key, an integer.
+    const char* schema = R"({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+                             "additionalProperties": false})";
+    const Outcome typed = ExpectSameAnswer(With(Chat("json_schema", {{"user", "A number"}}), [&](Case& c) {
+      c.json_schema = schema;
+      c.temperature = 1.0;
+      c.seed = seed;
+      c.max_tokens = 200;
+    }));
+    auto compiled = CompileJsonSchema(schema);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    JsonRecognizer follows(compiled->get());
+    EXPECT_TRUE(follows.FeedAll(typed.text)) << typed.text;
+    if (typed.finish == "stop") EXPECT_TRUE(json::parse(typed.text)["n"].is_number_integer()) << typed.text;
   }
   const Outcome defaulted = ViaGrpc(cases[6]);
   EXPECT_EQ(defaulted.completion_tokens, kDefaultMaxTokens);

@@ -21,6 +21,7 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   TANDEM_ASSIGN_OR_RETURN(auto tok_config, text::TokenizerConfigFromGguf(*c->file_));
   TANDEM_ASSIGN_OR_RETURN(auto tokenizer, text::Tokenizer::Create(std::move(tok_config)));
   c->eog_ids_ = tokenizer->eog_ids();
+  c->token_pieces_ = tokenizer->AllPieces();
   c->hub_ = std::make_shared<transfer::InProcessKvHub>();
 
   router::RouterOptions ro;
@@ -59,6 +60,7 @@ absl::StatusOr<std::unique_ptr<Engine>> TestCluster::NewEngine(WorkerShape shape
   eo.scheduler.token_budget = spec_.token_budget;
   eo.scheduler.max_num_seqs = spec_.max_num_seqs;
   eo.eog_token_ids = eog_ids_;
+  eo.token_pieces = token_pieces_;
   TANDEM_ASSIGN_OR_RETURN(auto backend, cpu::CpuBackend::Create({.threads = spec_.threads}));
   return Engine::Create(*file_, std::move(backend), eo);
 }

@@ -96,6 +96,7 @@ class TestCluster {
   ClusterSpec spec_;
   std::unique_ptr<gguf::GgufFile> file_;
   std::vector<int32_t> eog_ids_;
+  std::vector<std::string> token_pieces_;  // JSON mode
   std::shared_ptr<transfer::InProcessKvHub> hub_;
   std::unique_ptr<router::RouterProcess> router_;
   std::vector<std::unique_ptr<worker::WorkerProcess>> workers_;

@@ -261,12 +261,37 @@ TEST(RequestTest, UnsupportedFeaturesAreRejectedByName) {
        "'tools' is not supported"},
       {Chat(R"("tool_choice": "required")"), "tool_choice", "not supported"},
       {Chat(R"("functions": [{"name": "f"}])"), "functions", "not supported"},
-      {Chat(R"("response_format": {"type": "json_object"})"), "response_format",
-       "only type 'text'"},
+      {Chat(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema":
+               {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}}})"),
+       "response_format.json_schema.schema", "cannot be enforced: properties.a: 'pattern' is not supported"},
+      {Chat(R"("response_format": {"type": "json_schema", "json_schema": {"name": "x"}})"),
+       "response_format.json_schema.schema", "is required"},
+      {Chat(R"("response_format": {"type": "json_schema"})"), "response_format.json_schema", "must be an object"},
       {Chat(R"("response_format": "json")"), "response_format", "expected an object"},
+      {Chat(R"("response_format": {"type": "yaml"})"), "response_format.type",
+       "must be 'text', 'json_object' or 'json_schema', got 'yaml'"},
+      {Chat(R"("response_format": {})"), "response_format.type", "needs a 'type'"},
+      {Chat(R"("response_format": {"type": 1})"), "response_format.type", "expected a string"},
       {Chat(R"("frequency_penalty": "0")"), "frequency_penalty", "expected a number"},
   };
   for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
+}
+
+TEST(RequestTest, ResponseFormatJsonObjectReachesTheSamplingParams) {
+  using enum ResponseFormat;
+  EXPECT_EQ(ParseChatOk(Chat(R"("response_format": {"type": "json_object"})")).options.ToSamplingParams(8).response_format,
+            kJsonObject);
+  const GenerationRequest completion =
+      *ParseCompletionRequest(Completion(R"("response_format": {"type": "json_object"})"));
+  EXPECT_EQ(completion.options.ToSamplingParams(8).response_format, kJsonObject);
+  const SamplingParams schema = ParseChatOk(Chat(R"("response_format": {"type": "json_schema", "json_schema":
+      {"name": "city", "strict": true, "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}})"))
+                                    .options.ToSamplingParams(8);
+  EXPECT_EQ(schema.response_format, kJsonSchema);
+  EXPECT_EQ(nlohmann::json::parse(schema.json_schema)["properties"]["city"]["type"], "string");
+  for (const char* off : {R"("response_format": {"type": "text"})", R"("response_format": null)", R"("n": 1)"}) {
+    EXPECT_EQ(ParseChatOk(Chat(off)).options.ToSamplingParams(8).response_format, kText) << off;
+  }
 }
 
 TEST(RequestTest, PenaltiesBiasMinPAndPriorityReachTheSamplingParams) {

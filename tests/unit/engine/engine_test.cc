@@ -11,6 +11,7 @@
 
 #include "engine/backends/cpu/cpu_backend.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "testing/tiny_model.h"
 
 namespace tandem {
@@ -22,7 +23,19 @@ struct Options {
   bool prefix_cache = true;
   int threads = 2;
   int block_size = 16;
+  std::vector<std::string> token_pieces;  // JSON mode's token bytes (empty: JSON refused)
 };
+
+// Token pieces for JSON mode on the tiny model: id i stands for kJsonFragments[i % size], except
+// the end-of-generation token 2, which has no bytes.
+const std::vector<std::string> kJsonFragments = {"{", "}", "\"k\"", ":", "1", ",", " ", "\"v\"", "[", "]",
+                                                 "true", "null", "\"", "ab", "{\"a\":", "0}", "\n", "k"};
+std::vector<std::string> JsonPieces() {
+  std::vector<std::string> pieces(4096);
+  for (size_t i = 0; i < pieces.size(); ++i) pieces[i] = kJsonFragments[i % kJsonFragments.size()];
+  pieces[2].clear();
+  return pieces;
+}
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -41,6 +54,7 @@ class EngineTest : public ::testing::Test {
     options.scheduler.token_budget = o.token_budget;
     options.scheduler.max_num_seqs = 64;
     options.eog_token_ids = {2};
+    options.token_pieces = o.token_pieces;
     auto engine = Engine::Create(*file_, std::move(*backend), options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return std::move(*engine);
@@ -60,6 +74,18 @@ class EngineTest : public ::testing::Test {
     r.sampling.temperature = 0;
     r.sampling.max_tokens = max_tokens;
     r.sampling.ignore_eos = true;
+    return r;
+  }
+
+  // A sampled (temperature 1, seeded) request for JSON output that ends at end-of-generation.
+  static GenerateRequest SampledJson(const std::string& id, std::vector<int32_t> prompt, int seed, int max_tokens,
+                                     ResponseFormat format, std::string schema = {}) {
+    GenerateRequest r = Greedy(id, std::move(prompt), max_tokens);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = seed;
+    r.sampling.ignore_eos = false;
+    r.sampling.response_format = format;
+    r.sampling.json_schema = std::move(schema);
     return r;
   }
 
@@ -317,6 +343,114 @@ TEST_F(EngineTest, ScoreTokensFromARowGivesTheTailOfTheFullPass) {
   EXPECT_FALSE(engine->ScoreTokens(tokens, 16, 40).ok());
   EXPECT_FALSE(engine->ScoreTokens(tokens, 0).ok());
   EXPECT_EQ(engine->block_manager().num_in_use(), 0);
+}
+
+// response_format json_object: whatever the (random) model prefers, the output is a JSON object
+// prefix, and a request that stops has closed one, even before min_tokens; an engine that was
+// not given the token pieces refuses JSON requests.
+TEST_F(EngineTest, JsonModeSamplesOnlyJsonAndEndsWhenTheObjectCloses) {
+  Options o;
+  o.token_pieces = JsonPieces();
+  auto engine = MakeEngine(o);
+  auto text_of = [&](const std::vector<int32_t>& tokens) {
+    std::string text;
+    for (int32_t t : tokens) text += o.token_pieces[static_cast<size_t>(t)];
+    return text;
+  };
+  std::vector<GenerateRequest> requests;
+  for (int seed = 0; seed < 16; ++seed) {
+    requests.push_back(SampledJson(fmt::format("s{}", seed), Prompt(10, seed), seed, 200, ResponseFormat::kJsonObject));
+  }
+  GenerateRequest early = Greedy("early", Prompt(10, 99), 100);
+  early.sampling.ignore_eos = false;
+  early.sampling.min_tokens = 50;
+  early.sampling.response_format = ResponseFormat::kJsonObject;
+  for (int32_t id = 1; id < engine->model_config().vocab_size; id += static_cast<int32_t>(kJsonFragments.size())) {
+    early.sampling.logit_bias.emplace_back(id, 100.0f);  // every "}" token
+  }
+  requests.push_back(early);
+  auto out = RunAll(*engine, requests);
+  int closed = 0;
+  for (const auto& [id, result] : out) {
+    const auto& [tokens, finish] = result;
+    const std::string text = text_of(tokens);
+    JsonRecognizer r;
+    EXPECT_TRUE(r.FeedAll(text)) << id << ": " << text;
+    if (finish == FinishReason::kStop) {
+      ++closed;
+      EXPECT_EQ(tokens.back(), 2) << id;
+      EXPECT_TRUE(nlohmann::json::parse(text).is_object()) << id << ": " << text;
+    } else {
+      EXPECT_EQ(finish, FinishReason::kLength) << id;
+      EXPECT_FALSE(r.Complete()) << id << ": " << text;
+    }
+  }
+  EXPECT_EQ(out["early"].second, FinishReason::kStop) << text_of(out["early"].first);
+  EXPECT_LT(out["early"].first.size(), 50u);
+  EXPECT_GE(closed, 4);
+
+  // A resumed request's output so far is in its prompt: `{"k"` needs a colon (or space) next.
+  GenerateRequest resumed = Greedy("resumed", Prompt(10, 5), 4);
+  resumed.prompt.insert(resumed.prompt.end(), {0, 2 + static_cast<int32_t>(kJsonFragments.size())});
+  resumed.sampling.output_in_prompt = 2;
+  resumed.sampling.response_format = ResponseFormat::kJsonObject;
+  auto r = RunAll(*engine, {resumed});
+  ASSERT_FALSE(r["resumed"].first.empty());
+  const std::string next = o.token_pieces[static_cast<size_t>(r["resumed"].first[0])];
+  EXPECT_TRUE(next == ":" || next == " " || next == "\n") << next;
+
+  auto plain = MakeEngine({});
+  const absl::Status refused = plain->Add(resumed);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("JSON"), std::string::npos) << refused;
+}
+
+// response_format json_schema: the random model writes {"k": <integer>} and nothing else, on a
+// fresh request and on one handed over after its first token (the decode worker's path).
+TEST_F(EngineTest, JsonSchemaModeFollowsTheSchemaOnBothPaths) {
+  Options o;
+  o.token_pieces = JsonPieces();
+  auto engine = MakeEngine(o);
+  const std::string schema = R"({"type": "object", "properties": {"k": {"type": "integer"}}, "required": ["k"],
+                                 "additionalProperties": false})";
+  std::vector<GenerateRequest> requests;
+  for (int seed = 0; seed < 12; ++seed) {
+    requests.push_back(
+        SampledJson(fmt::format("s{}", seed), Prompt(10, seed), seed, 60, ResponseFormat::kJsonSchema, schema));
+  }
+  int closed = 0;
+  for (const auto& [id, result] : RunAll(*engine, requests)) {
+    std::string text;
+    for (int32_t t : result.first) text += o.token_pieces[static_cast<size_t>(t)];
+    if (result.second != FinishReason::kStop) continue;
+    ++closed;
+    const nlohmann::json value = nlohmann::json::parse(text);
+    ASSERT_TRUE(value.is_object()) << text;
+    EXPECT_EQ(value.size(), 1u) << text;
+    EXPECT_TRUE(value["k"].is_number_integer()) << text;
+  }
+  EXPECT_GE(closed, 4);
+
+  GenerateRequest handed = requests[0];
+  handed.id = "handed";
+  handed.sampling.temperature = 0;
+  auto blocks = engine->AllocateKvBlocks(static_cast<int32_t>(handed.prompt.size()) + 1);
+  ASSERT_TRUE(blocks.ok()) << blocks.status();
+  ASSERT_TRUE(engine->AddPrefilled(handed, *blocks, /*first_token=*/0, 0).ok());  // "{" came from the prefill side
+  auto out = RunAll(*engine, {});
+  std::string text = "{";
+  for (int32_t t : out["handed"].first) text += o.token_pieces[static_cast<size_t>(t)];
+  auto compiled = CompileJsonSchema(schema);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  JsonRecognizer r(compiled->get());
+  EXPECT_TRUE(r.FeedAll(text)) << text;
+
+  GenerateRequest bad = requests[0];
+  bad.id = "bad";
+  bad.sampling.json_schema = R"({"type": "object", "minProperties": 1})";
+  const absl::Status refused = engine->Add(bad);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("'minProperties' is not supported"), std::string::npos) << refused;
 }
 
 }  // namespace

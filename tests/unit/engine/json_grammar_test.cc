@@ -1,0 +1,255 @@
+// JSON mode's recogniser and token mask: every prefix of a JSON object is accepted, anything
+// else refused at the first byte that breaks it, and the mask allows exactly the tokens whose
+// bytes continue the text (end-of-generation only once the object is closed).
+#include "engine/json_grammar.h"
+
+#include <bit>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem {
+namespace {
+
+// The length of the longest prefix of `text` the recogniser accepts; sets `complete`.
+size_t AcceptedPrefix(std::string_view text, bool* complete = nullptr) {
+  JsonRecognizer r;
+  size_t i = 0;
+  while (i < text.size() && r.Feed(static_cast<uint8_t>(text[i]))) ++i;
+  if (complete != nullptr) *complete = r.Complete();
+  return i;
+}
+
+TEST(JsonRecognizer, AcceptsObjectsWholeAndEveryPrefix) {
+  const std::vector<std::string> good = {
+      "{}",
+      " \n{ } ",
+      R"({"a": 1})",
+      R"({"a":[1,-2.5e+3,0,0.25,1E9,true,false,null,"x",{},[]]})",
+      R"({"nested": {"deeper": {"list": [[], [{}], ["\"quoted\" \\ \/ \b\f\n\r\t \u00e9\u20AC"]]}}})",
+      "{\"utf8\": \"caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"}",
+      R"({"pair": "\ud83d\uDE00"})",
+      "{\n  \"pretty\": [\n    1,\n    2\n  ]\n}",
+  };
+  for (const std::string& text : good) {
+    bool complete = false;
+    EXPECT_EQ(AcceptedPrefix(text, &complete), text.size()) << text;
+    EXPECT_TRUE(complete) << text;
+    EXPECT_TRUE(nlohmann::json::parse(text).is_object()) << text;  // the cases themselves are right
+    for (size_t n = 0; n + 1 < text.size(); ++n) {
+      if (text.substr(n + 1).find_first_not_of(" \n") == std::string::npos) break;  // only trailing space left
+      bool prefix_complete = true;
+      ASSERT_EQ(AcceptedPrefix(text.substr(0, n), &prefix_complete), n) << text.substr(0, n);
+      EXPECT_FALSE(prefix_complete) << text.substr(0, n);
+    }
+  }
+}
+
+TEST(JsonRecognizer, RefusesAtTheFirstByteThatBreaksTheGrammar) {
+  struct Case {
+    std::string text;
+    size_t accepted;  // bytes accepted before the refused one
+  };
+  const std::vector<Case> bad = {
+      {"[1]", 0},                          // json_object: the top level is an object
+      {"\"s\"", 0},
+      {R"({"a":01})", 6},                  // no leading zeros
+      {R"({"a":1,})", 7},                  // no trailing comma
+      {R"({"a":[1,]})", 8},
+      {R"({'a':1})", 1},                   // double quotes only
+      {R"({"a" 1})", 5},                   // a colon after a key
+      {R"({"a":tru })", 8},
+      {R"({"a":-})", 6},
+      {R"({"a":1.})", 7},
+      {R"({"a":1e})", 7},
+      {R"({"a":1}})", 7},                  // nothing after the closed object
+      {R"({"a":1} x)", 8},
+      {R"({"a":"\x"})", 7},                // unknown escape
+      {R"({"a":"\u12G4"})", 10},
+      {R"({"a":"\ud83d"})", 12},            // a high surrogate alone (the fuzzer found it)
+      {R"({"a":"\ud83d\u0041"})", 17},
+      {R"({"a":"\ude00"})", 11},            // a low surrogate alone
+      {"{\"a\":\"\x01\"}", 6},             // raw control character in a string
+      {"{\"a\":\"\xC0\x80\"}", 6},         // overlong UTF-8
+      {"{\"a\":\"\xED\xA0\x80\"}", 7},     // a UTF-16 surrogate in UTF-8
+      {"{\"a\":\"\xE2\x82\"}", 8},         // a truncated character
+      {R"({"a":[}})", 6},                  // mismatched close
+      {R"({1:2})", 1},                     // keys are strings
+  };
+  for (const Case& c : bad) {
+    EXPECT_EQ(AcceptedPrefix(c.text), c.accepted) << c.text;
+    EXPECT_FALSE(nlohmann::json::accept(c.text) && nlohmann::json::parse(c.text).is_object()) << c.text;
+  }
+}
+
+TEST(JsonRecognizer, BoundsWhitespaceRunsAndNesting) {
+  const std::string spaces(JsonRecognizer::kMaxWhitespaceRun, ' ');
+  EXPECT_EQ(AcceptedPrefix(spaces + " {}"), spaces.size());
+  EXPECT_EQ(AcceptedPrefix("{" + spaces + "\"a\":1}"), spaces.size() + 7);
+  EXPECT_EQ(AcceptedPrefix("{" + spaces + " }"), spaces.size() + 1);
+  // One line feed per run: indentation yes, blank lines and carriage returns no.
+  EXPECT_EQ(AcceptedPrefix("{\n    \"a\":\n 1\n}"), 15u);
+  EXPECT_EQ(AcceptedPrefix("{\n\n"), 2u);
+  EXPECT_EQ(AcceptedPrefix("{ \n \n"), 4u);
+  EXPECT_EQ(AcceptedPrefix("{\r\n}"), 1u);
+  // Whitespace inside strings is text, not a run.
+  const std::string long_string = "{\"a\":\"" + spaces + spaces + "\"}";
+  EXPECT_EQ(AcceptedPrefix(long_string), long_string.size());
+  // Numbers every parser can read: 18 integer digits, 2 exponent digits (the fuzzer found
+  // "-2e66666666660000", which nlohmann::json refuses as out of range).
+  EXPECT_EQ(AcceptedPrefix(R"({"a":-123456789012345678})"), 25u);
+  EXPECT_EQ(AcceptedPrefix(R"({"a":1234567890123456789})"), 23u);
+  EXPECT_EQ(AcceptedPrefix(R"({"a":-2e66666666660000})"), 10u);
+  EXPECT_EQ(AcceptedPrefix(R"({"a":0.000000000000000000000001e-99})"), 36u);
+  std::string deep = "{\"a\":";
+  for (int i = 1; i < JsonRecognizer::kMaxDepth; ++i) deep += "[";
+  EXPECT_EQ(AcceptedPrefix(deep + "["), deep.size());
+}
+
+TEST(JsonRecognizer, AgreesWithAParserOnRandomTexts) {
+  // Random strings over JSON's alphabet: whatever the recogniser reads whole and closes is an
+  // object to a real parser, and every object the parser accepts is read whole (within the bounds).
+  const std::string alphabet = "{}[],:\" 01-.e+tfnrulas\\u";
+  std::mt19937 rng(7);
+  int objects = 0;
+  for (int trial = 0; trial < 200000; ++trial) {
+    std::string text = "{";
+    const size_t len = 1 + rng() % 12;
+    for (size_t i = 0; i < len; ++i) text += alphabet[rng() % alphabet.size()];
+    bool complete = false;
+    const bool whole = AcceptedPrefix(text, &complete) == text.size();
+    const bool parser = nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object();
+    EXPECT_EQ(whole && complete, parser) << text;
+    objects += parser ? 1 : 0;
+  }
+  EXPECT_GT(objects, 100);  // the alphabet does produce objects
+}
+
+TEST(JsonTokenMask, AllowsExactlyTheTokensThatContinueTheText) {
+  //                                0    1    2      3     4    5      6    7   8     9     10
+  std::vector<std::string> pieces = {"{", "}", "\"a\"", ":", "1", "1}", "", "x", " ", "\"", "{\"a\":"};
+  const std::vector<int32_t> eog = {6};
+  JsonTokenMask mask(pieces, eog);
+  auto allowed = [&](std::string_view text, std::vector<int32_t> stop_ids = {}) {
+    JsonRecognizer r;
+    EXPECT_TRUE(r.FeedAll(text)) << text;
+    std::vector<float> logits(pieces.size(), 0.0f);
+    const int32_t count = mask.Apply(r, logits, stop_ids);
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (std::isfinite(logits[i])) ids.push_back(static_cast<int32_t>(i));
+    }
+    EXPECT_EQ(count, static_cast<int32_t>(ids.size()));
+    return ids;
+  };
+  EXPECT_EQ(allowed(""), (std::vector<int32_t>{0, 8, 10}));
+  EXPECT_EQ(allowed("{"), (std::vector<int32_t>{1, 2, 8, 9}));
+  EXPECT_EQ(allowed("{\"a\""), (std::vector<int32_t>{3, 8}));
+  EXPECT_EQ(allowed("{\"a\":"), (std::vector<int32_t>{0, 2, 4, 5, 8, 9, 10}));
+  EXPECT_EQ(allowed("{\"a\":\""), (std::vector<int32_t>{0, 1, 3, 4, 5, 7, 8, 9}));  // string text
+  EXPECT_EQ(allowed("{\"a\":1"), (std::vector<int32_t>{1, 4, 5, 8}));
+  EXPECT_EQ(allowed("{}"), (std::vector<int32_t>{6}));           // closed: only the end
+  EXPECT_EQ(allowed("{}", {7}), (std::vector<int32_t>{6, 7}));   // and stop token ids
+  std::vector<float> longer(pieces.size() + 3, 0.0f);          // rows past the pieces: never
+  JsonRecognizer start;
+  EXPECT_EQ(mask.Apply(start, longer, {}), 3);
+  EXPECT_FALSE(std::isfinite(longer.back()));
+}
+
+// response_format json_schema: the subset tandem enforces compiles; anything else is refused by
+// keyword and path, never accepted silently.
+TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
+  const char* ok = R"({"type": "object", "title": "person", "properties": {
+      "name": {"type": "string", "description": "full name"}, "age": {"type": "integer"},
+      "tags": {"type": "array", "items": {"type": "string"}}, "color": {"enum": ["red", "green"]},
+      "extra": {"type": ["number", "null"]}, "any": {}}, "required": ["name", "age"], "additionalProperties": false})";
+  auto schema = CompileJsonSchema(ok);
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  const JsonSchemaNode& root = (*schema)->nodes[0];
+  EXPECT_EQ(root.property_names.size(), 6u);
+  EXPECT_EQ(std::popcount(root.required_mask), 2);
+  EXPECT_FALSE(root.additional_properties);
+  struct Bad {
+    const char* schema;
+    const char* message;
+  };
+  const std::vector<Bad> bad = {
+      {R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}})",
+       "properties.a: 'pattern' is not supported"},
+      {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b"}}})", "properties.a: '$ref' is not supported"},
+      {R"({"anyOf": [{"type": "object"}]})", "'anyOf' is not supported"},
+      {R"({"type": "string"})", "the root must accept an object"},
+      {R"({"type": "object", "required": ["b"]})", "required property \"b\" is not in 'properties'"},
+      {R"({"type": "object", "properties": {"a": {"enum": [[1]]}}})", "must be strings, numbers, booleans or null"},
+      {R"({"type": "object", "properties": {"a": {"type": "date"}}})", "unknown type \"date\""},
+      {R"({"type": "object", "additionalProperties": {"type": "string"}})", "'additionalProperties' other than true"},
+      {R"({"type": "object", "properties": {"a\"b": {}}})", "property names must be printable ASCII"},
+      {"{not json", "not valid JSON"},
+  };
+  for (const Bad& b : bad) {
+    auto refused = CompileJsonSchema(b.schema);
+    ASSERT_FALSE(refused.ok()) << b.schema;
+    EXPECT_NE(refused.status().message().find(b.message), std::string::npos) << refused.status();
+  }
+}
+
+size_t SchemaPrefix(const JsonSchema& schema, std::string_view text, bool* complete = nullptr) {
+  JsonRecognizer r(&schema);
+  size_t i = 0;
+  while (i < text.size() && r.Feed(static_cast<uint8_t>(text[i]))) ++i;
+  if (complete != nullptr) *complete = r.Complete();
+  return i;
+}
+
+TEST(JsonRecognizer, FollowsASchemaByteByByte) {
+  auto schema = CompileJsonSchema(R"({"type": "object", "properties": {
+      "name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}},
+      "color": {"enum": ["red", "green", 7]}, "ok": {"type": "boolean"}, "extra": {"type": ["number", "null"]},
+      "free": {"type": "object"}}, "required": ["name", "age"], "additionalProperties": false})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  for (const char* good : {R"({"name": "Al", "age": 30, "tags": ["a", "b"], "color": "red", "ok": true, "extra": null})",
+                           R"({"age":-1,"name":""})", R"({"name":"x","age":2,"extra":1.5e3,"color":7})",
+                           R"({"name":"x","age":0,"free":{"anything":[1,{"goes":null}]}})"}) {
+    bool complete = false;
+    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
+    EXPECT_TRUE(complete) << good;
+  }
+  struct Case {
+    const char* text;
+    size_t accepted;
+  };
+  const std::vector<Case> bad = {
+      {R"({"nme")", 3},                    // not a prefix of a listed property
+      {R"({"other":1})", 3},               // no additional properties ("o" could be "ok")
+      {R"({"name":1)", 8},                 // a string, not a number
+      {R"({"age":1.5)", 8},                // an integer: no fraction
+      {R"({"age":1e3)", 8},
+      {R"({"name":"a"})", 11},             // age is required
+      {R"({"age":1,"color":"blue")", 18},  // not in the enum
+      {R"({"age":1,"color":70)", 18},      // 7, not 70
+      {R"({"name":"a","name")", 13},       // no key twice: no unused property starts with n
+      {R"({"ok":n)", 6},                   // a boolean, not null
+      {R"({"tags":[1)", 9},                // strings only
+      {R"({"name":"a","age":1,"tags":[],"color":"red","ok":false,"extra":0,"free":{},)", 74},  // nothing left to add
+  };
+  for (const Case& c : bad) EXPECT_EQ(SchemaPrefix(**schema, c.text), c.accepted) << c.text;
+  // The mask: after `{"age":1,"color":` only the enum's first bytes (or whitespace) remain.
+  std::vector<std::string> pieces = {"\"", "\"red\"", "\"blue\"", "7", "70", "1", " ", "null"};
+  JsonTokenMask mask(pieces, std::vector<int32_t>{});
+  JsonRecognizer r(schema->get());
+  ASSERT_TRUE(r.FeedAll(R"({"age":1,"color":)"));
+  std::vector<float> logits(pieces.size(), 0.0f);
+  mask.Apply(r, logits, {});
+  std::vector<std::string> allowed;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (std::isfinite(logits[i])) allowed.push_back(pieces[i]);
+  }
+  EXPECT_EQ(allowed, (std::vector<std::string>{"\"", "\"red\"", "7", " "}));
+}
+
+}  // namespace
+}  // namespace tandem
