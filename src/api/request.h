@@ -24,9 +24,10 @@
 //    `top_logprobs` > 0 without `logprobs` is a 400); completions `logprobs: k` (0 still asks
 //    for the chosen tokens'). k at most kMaxLogprobs (20).
 //  * `echo` (completions): the prompt's text before the answer; not with `logprobs`.
-//  * `n` and `best_of` must be 1; `suffix`, `tools`, `tool_choice` other than
-//    none/auto, `functions`, `response_format` other than text, and vLLM's `min_tokens` > 0
-//    are rejected as unsupported, naming the field, rather than silently ignored.
+//  * `response_format`: {"type": "text" | "json_object" | "json_schema", "json_schema":
+//    {"schema": ...}} (the type and schema judged by ValidateGenerationInput).
+//  * `suffix`, `tools`, `tool_choice` other than none/auto and `functions` are rejected as
+//    unsupported, naming the field, rather than silently ignored.
 //  * `stream_options` is only accepted with "stream": true (as OpenAI).
 //  * Integer fields accept JSON integers and floats with no fraction (10.0), as pydantic
 //    does for vLLM; strings and booleans are type errors.

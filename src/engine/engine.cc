@@ -173,6 +173,8 @@ bool Engine::ShouldStop(const Sequence& seq, int32_t token) const {
   for (int32_t s : seq.sampling.stop_token_ids) {
     if (s == token) return true;
   }
+  // A closed JSON object allows only end tokens: the answer is over even under ignore_eos.
+  if (seq.sampling.json() && seq.json.Complete() && is_eog_[token]) return true;
   return !seq.sampling.ignore_eos && is_eog_[token];
 }
 

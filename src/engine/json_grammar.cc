@@ -10,6 +10,17 @@ namespace {
 bool IsWhitespace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool IsDigit(uint8_t c) { return c >= '0' && c <= '9'; }
 bool IsHex(uint8_t c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+// The JSON type a value starting with `c` has (numbers: integer or number; 0: none).
+uint8_t StartType(uint8_t c) {
+  if (c == '{') return kJsonObject;
+  if (c == '[') return kJsonArray;
+  if (c == '"') return kJsonString;
+  if (c == '-' || IsDigit(c)) return kJsonInteger | kJsonNumber;
+  if (c == 't' || c == 'f') return kJsonBoolean;
+  if (c == 'n') return kJsonNull;
+  return 0;
+}
+
 bool IsPlainStringByte(uint8_t c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
 
 }  // namespace
@@ -45,8 +56,10 @@ bool JsonRecognizer::Whitespace(uint8_t c) {
 void JsonRecognizer::CloseValue() { mode_ = stack_.empty() ? Mode::kDone : Mode::kAfterValue; }
 
 bool JsonRecognizer::StartValue(uint8_t c) {
+  int32_t index = JsonSchema::kAny;
   if (schema_ != nullptr) {
-    const int32_t index = ValueNode();
+    index = ValueNode();
+    if (!PickAlternative(c, &index)) return false;
     const JsonSchemaNode* n = NodeAt(index);
     if (n != nullptr && n->has_enum) {  // matched against the listed texts from the first byte
       enum_node_ = index;
@@ -60,7 +73,7 @@ bool JsonRecognizer::StartValue(uint8_t c) {
     case '{':
     case '[':
       if (stack_.size() >= kMaxDepth) return false;
-      Open(c);
+      Open(c, index);
       mode_ = c == '{' ? Mode::kObjectFirst : Mode::kArrayFirst;
       return true;
     case '"':
@@ -104,8 +117,10 @@ bool JsonRecognizer::StringByte(uint8_t c) {
     utf8_hi_ = 0xBF;
     return true;
   }
-  if (key_ && KeyConstrained()) return KeyByte(c);
+  if (key_ && StrictKey()) return KeyByte(c);
+  const bool tracked = key_ && KeyConstrained();  // any key of a schema's object is recorded
   if (c == '"') {
+    if (tracked) return KeyEnd();
     if (key_) {
       mode_ = Mode::kColon;
     } else {
@@ -113,6 +128,7 @@ bool JsonRecognizer::StringByte(uint8_t c) {
     }
     return true;
   }
+  if (tracked) buf_.push_back(static_cast<char>(c));  // an escape never matches a listed name
   if (c == '\\') {
     mode_ = Mode::kEscape;
     return true;
@@ -136,9 +152,13 @@ bool JsonRecognizer::StringByte(uint8_t c) {
 }
 
 // \uXXXX: a UTF-16 surrogate must come in a pair (high, then \u and low), as strict parsers ask.
+// Each digit is checked as it comes, so no accepted prefix is a dead end: a low half's first two
+// digits must be D and C..F; elsewhere D followed by C..F (a lone low half) is refused.
 bool JsonRecognizer::UnicodeDigit(uint8_t c) {
   if (!IsHex(c)) return false;
   const int value = IsDigit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
+  if (hex_left_ == 4 && low_due_ && value != 0xD) return false;
+  if (hex_left_ == 3 && code_ == 0xD && low_due_ != (value >= 0xC)) return false;
   code_ = static_cast<uint16_t>(code_ * 16 + value);
   if (--hex_left_ > 0) return true;
   const bool high = code_ >= 0xD800 && code_ <= 0xDBFF;
@@ -190,7 +210,7 @@ bool JsonRecognizer::Step(uint8_t c) {
     case Mode::kObjectFirst:
     case Mode::kObjectKey:
       if (ws) return Whitespace(c);
-      if (c == '"') {
+      if (c == '"' && MayAddKey()) {
         mode_ = Mode::kString;
         key_ = true;
         buf_.clear();
@@ -292,8 +312,8 @@ bool JsonRecognizer::StepNumber(uint8_t c) {
   }
 }
 
-void JsonRecognizer::Open(uint8_t c) {
-  if (schema_ != nullptr) frames_.push_back({ValueNode(), 0, -1});
+void JsonRecognizer::Open(uint8_t c, int32_t node) {
+  if (schema_ != nullptr) frames_.push_back({node, 0, -1});
   stack_.push_back(static_cast<char>(c));
 }
 
@@ -309,7 +329,7 @@ const JsonSchemaNode* JsonRecognizer::NodeAt(int32_t index) const {
 }
 
 int32_t JsonRecognizer::ValueNode() const {
-  if (frames_.empty()) return 0;  // the root
+  if (frames_.empty()) return schema_->root;
   const JsonSchemaNode* n = TopNode();
   if (n == nullptr) return JsonSchema::kAny;
   if (stack_.back() == '[') return n->items;
@@ -317,26 +337,33 @@ int32_t JsonRecognizer::ValueNode() const {
   return key >= 0 ? n->property_nodes[static_cast<size_t>(key)] : JsonSchema::kAny;
 }
 
+bool JsonRecognizer::PickAlternative(uint8_t c, int32_t* index) const {
+  const JsonSchemaNode* n = NodeAt(*index);
+  if (n == nullptr || n->alternatives.empty()) return true;
+  const uint8_t type = StartType(c);
+  for (const auto& [types, alt] : n->alternatives) {
+    if ((types & type) != 0) {
+      *index = alt;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool JsonRecognizer::SchemaAllowsStart(const JsonSchemaNode* n, uint8_t c) {
   integer_ = false;
   if (n == nullptr) return true;
-  uint8_t type = 0;
-  if (c == '{') type = kJsonObject;
-  if (c == '[') type = kJsonArray;
-  if (c == '"') type = kJsonString;
-  if (c == '-' || IsDigit(c)) type = kJsonInteger;
-  if (c == 't' || c == 'f') type = kJsonBoolean;
-  if (c == 'n') type = kJsonNull;
+  const uint8_t type = StartType(c);
   integer_ = (n->types & kJsonNumber) == 0;
   return (n->types & type) != 0;
 }
 
+// A key of an object that allows only its listed properties: a prefix of an unused one.
 bool JsonRecognizer::KeyByte(uint8_t c) {
   if (c == '"') return KeyEnd();
-  if (c < 0x20 || c >= 0x7F || c == '\\') return false;  // keys of a schema's object: plain ASCII
+  if (c < 0x20 || c >= 0x7F || c == '\\') return false;  // listed names are plain ASCII
   const JsonSchemaNode* n = TopNode();
   buf_.push_back(static_cast<char>(c));
-  if (n->additional_properties) return true;
   for (size_t i = 0; i < n->property_names.size(); ++i) {
     if ((frames_.back().seen >> i & 1) == 0 && n->property_names[i].starts_with(buf_)) return true;
   }

@@ -9,7 +9,7 @@
 // literals are true/false/null. Two bounds keep a weak model from running away within the
 // grammar (OpenAI warns of the "endless whitespace" failure): outside strings, at most
 // kMaxWhitespaceRun consecutive whitespace bytes with at most one line feed among them (no blank
-// lines; indentation is fine) and no carriage return; at most kMaxDepth open objects/arrays.
+// lines; a line feed and up to 39 spaces of indentation) and no carriage return; at most kMaxDepth open objects/arrays.
 // Numbers have at most kMaxIntegerDigits before the point and kMaxExponentDigits in the
 // exponent, so that every parser reads them (an int64, or a finite double): RFC 8259 lets
 // parsers refuse what they cannot represent, and some do.
@@ -41,7 +41,7 @@ namespace tandem {
 
 class JsonRecognizer {
  public:
-  static constexpr int kMaxWhitespaceRun = 20;
+  static constexpr int kMaxWhitespaceRun = 40;
   static constexpr int kMaxDepth = 32;
   static constexpr int kMaxIntegerDigits = 18;
   static constexpr int kMaxExponentDigits = 2;
@@ -58,7 +58,7 @@ class JsonRecognizer {
   bool Complete() const { return mode_ == Mode::kDone; }
   // Inside a string with no escape or multi-byte character pending: any run of printable ASCII
   // other than '"' and '\' keeps the state as it is.
-  bool InPlainString() const { return mode_ == Mode::kString && utf8_left_ == 0 && !(key_ && KeyConstrained()); }
+  bool InPlainString() const { return mode_ == Mode::kString && utf8_left_ == 0 && !(key_ && StrictKey()); }
 
  private:
   enum class Mode : uint8_t {
@@ -103,13 +103,17 @@ class JsonRecognizer {
   const JsonSchemaNode* TopNode() const { return frames_.empty() ? nullptr : NodeAt(frames_.back().node); }
   int32_t ValueNode() const;  // the schema of the value about to start
   bool KeyConstrained() const { return schema_ != nullptr && TopNode() != nullptr; }
+  // A key of a schema's object that allows only its listed properties.
+  bool StrictKey() const { return KeyConstrained() && !TopNode()->additional_properties; }
   bool SchemaAllowsStart(const JsonSchemaNode* n, uint8_t c);  // n: the value's schema (null: any)
   bool KeyByte(uint8_t c);
   bool KeyEnd();
   bool MayClose() const;  // '}' of the innermost object: every required key seen
   bool MayAddKey() const;
   bool EnumByte(uint8_t c);
-  void Open(uint8_t c);
+  void Open(uint8_t c, int32_t node);  // node: the container's schema
+  // anyOf/oneOf: the alternative a value starting with `c` follows (false: none).
+  bool PickAlternative(uint8_t c, int32_t* index) const;
   void Close();
 
   struct Frame {

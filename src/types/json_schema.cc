@@ -1,6 +1,7 @@
 #include "types/json_schema.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "common/strings.h"
@@ -11,14 +12,16 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr int kMaxSchemaDepth = 32;
+// Nested schemas (properties, items, anyOf, $ref each add a level): objects and arrays then nest
+// at most one deeper than this, within the recogniser's 32 levels (JsonRecognizer::kMaxDepth).
+constexpr int kMaxSchemaDepth = 31;
 constexpr size_t kMaxSchemaNodes = 1024;
 constexpr size_t kMaxProperties = 64;
 
 const std::set<std::string, std::less<>>& Annotations() {
   static const auto* names = new std::set<std::string, std::less<>>{
       "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
-      "writeOnly"};
+      "writeOnly", "$defs", "definitions"};  // definitions are compiled where a $ref names them
   return *names;
 }
 
@@ -52,12 +55,36 @@ absl::StatusOr<std::string> EnumText(const Json& v, std::string_view path) {
   return text;
 }
 
+// The JSON types a value of `node` can start with (integer and number count as one: the same
+// first bytes).
+uint8_t StartTypes(const JsonSchema& schema, int32_t index) {
+  if (index < 0) return kJsonAny;
+  const JsonSchemaNode& n = schema.nodes[static_cast<size_t>(index)];
+  uint8_t types = n.types;
+  if (n.has_enum) {
+    types = 0;
+    for (const std::string& t : n.enum_texts) {
+      const char c = t[0];
+      types |= c == '"' ? kJsonString : c == 't' || c == 'f' ? kJsonBoolean : c == 'n' ? kJsonNull : kJsonNumber;
+    }
+  }
+  if ((types & (kJsonInteger | kJsonNumber)) != 0) types |= kJsonInteger | kJsonNumber;
+  return types;
+}
+
 class Compiler {
  public:
+  explicit Compiler(const Json& root) : root_(root) {}
   absl::StatusOr<int32_t> Node(const Json& s, std::string_view path, int depth);
   JsonSchema schema;
 
  private:
+  absl::StatusOr<int32_t> Ref(const Json& s, std::string_view path, int depth);
+  absl::StatusOr<int32_t> AnyOf(const Json& s, const std::string& key, std::string_view path, int depth);
+  const Json& root_;
+  std::map<std::string, int32_t, std::less<>> refs_;  // compiled $refs
+  std::set<std::string, std::less<>> resolving_;      // $refs being compiled (recursion)
+
   absl::Status Keyword(const std::string& key, const Json& v, std::string_view path, int depth, JsonSchemaNode& node,
                        bool& typed);
   absl::Status Properties(const Json& v, std::string_view path, int depth, JsonSchemaNode& node);
@@ -105,13 +132,21 @@ absl::Status Compiler::Keyword(const std::string& key, const Json& v, std::strin
     if (!child.ok()) return child.status();
     node.items = *child;
   } else if (key == "enum" || key == "const") {
-    node.has_enum = true;
+    if (key == "enum" && !v.is_array()) return Refuse(path, "'enum' must be a list of values");
+    std::vector<std::string> texts;
     for (const Json& value : key == "enum" ? v : Json::array({v})) {
       auto text = EnumText(value, path);
       if (!text.ok()) return text.status();
-      node.enum_texts.push_back(*std::move(text));
+      texts.push_back(*std::move(text));
     }
-    if (node.enum_texts.empty()) return Refuse(path, "'enum' lists no value");
+    if (node.has_enum) {  // enum and const: both hold
+      std::erase_if(texts, [&](const std::string& t) {
+        return std::find(node.enum_texts.begin(), node.enum_texts.end(), t) == node.enum_texts.end();
+      });
+    }
+    node.has_enum = true;
+    node.enum_texts = std::move(texts);
+    if (node.enum_texts.empty()) return Refuse(path, StrCat("'", key, "' leaves no value"));
   } else if (!Annotations().contains(key)) {
     return Refuse(path, StrCat("'", key, "' is not supported (tandem enforces type, properties, required, "
                                "additionalProperties, items, enum and const)"));
@@ -119,10 +154,68 @@ absl::Status Compiler::Keyword(const std::string& key, const Json& v, std::strin
   return absl::OkStatus();
 }
 
+// Siblings of $ref or anyOf: annotations only (anything else would be a second constraint).
+absl::Status OnlyAnnotationsBeside(const Json& s, std::string_view keyword, std::string_view path) {
+  for (const auto& [key, v] : s.items()) {
+    if (key != keyword && !Annotations().contains(key)) {
+      return Refuse(path, StrCat("'", key, "' beside '", keyword, "' is not supported"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// "$ref": "#/$defs/Name" (or "#/definitions/Name"): the named schema, compiled once; recursion is
+// refused (a recursive grammar is more than this recogniser follows).
+absl::StatusOr<int32_t> Compiler::Ref(const Json& s, std::string_view path, int depth) {
+  if (absl::Status st = OnlyAnnotationsBeside(s, "$ref", path); !st.ok()) return st;
+  const Json& ref = s["$ref"];
+  const bool local = ref.is_string() && (ref.get_ref<const std::string&>().starts_with("#/$defs/") ||
+                                         ref.get_ref<const std::string&>().starts_with("#/definitions/"));
+  if (!local) return Refuse(path, StrCat("'$ref' ", ref.dump(), " is not supported (only #/$defs/... and #/definitions/...)"));
+  const std::string& name = ref.get_ref<const std::string&>();
+  if (auto it = refs_.find(name); it != refs_.end()) return it->second;
+  if (resolving_.contains(name)) return Refuse(path, StrCat("recursive '$ref' ", ref.dump(), " is not supported"));
+  const Json::json_pointer pointer(name.substr(1));
+  if (!root_.contains(pointer)) return Refuse(path, StrCat("'$ref' ", ref.dump(), " names no definition"));
+  resolving_.insert(name);
+  auto index = Node(root_.at(pointer), name.substr(2), depth + 1);
+  resolving_.erase(name);
+  if (index.ok()) refs_[name] = *index;
+  return index;
+}
+
+// anyOf/oneOf whose alternatives start with different JSON types (Optional[X] is X or null): the
+// first byte of a value picks the alternative, so they are exclusive and anyOf means oneOf.
+absl::StatusOr<int32_t> Compiler::AnyOf(const Json& s, const std::string& key, std::string_view path, int depth) {
+  if (absl::Status st = OnlyAnnotationsBeside(s, key, path); !st.ok()) return st;
+  const Json& alternatives = s[key];
+  if (!alternatives.is_array() || alternatives.empty()) return Refuse(path, StrCat("'", key, "' must be a non-empty list"));
+  JsonSchemaNode node;
+  node.types = 0;
+  for (size_t i = 0; i < alternatives.size(); ++i) {
+    auto alt = Node(alternatives[i], StrCat(Child(path, key), "[", i, "]"), depth + 1);
+    if (!alt.ok()) return alt.status();
+    const uint8_t types = StartTypes(schema, *alt);
+    if ((types & node.types) != 0) {
+      return Refuse(path, StrCat("'", key, "' alternatives must start with different JSON types (", key, "[", i,
+                                 "] overlaps an earlier one)"));
+    }
+    node.types |= types;
+    node.alternatives.emplace_back(types, *alt);
+  }
+  if (schema.nodes.size() >= kMaxSchemaNodes) return Refuse(path, StrCat("more than ", kMaxSchemaNodes, " schemas"));
+  schema.nodes.push_back(std::move(node));
+  return static_cast<int32_t>(schema.nodes.size() - 1);
+}
+
 absl::StatusOr<int32_t> Compiler::Node(const Json& s, std::string_view path, int depth) {
   if (depth > kMaxSchemaDepth) return Refuse(path, StrCat("nested deeper than ", kMaxSchemaDepth, " levels"));
   if (s.is_boolean() && s.get<bool>()) return JsonSchema::kAny;
   if (!s.is_object()) return Refuse(path, "a schema must be an object (or true)");
+  if (s.contains("$ref")) return Ref(s, path, depth);
+  for (const char* key : {"anyOf", "oneOf"}) {
+    if (s.contains(key)) return AnyOf(s, key, path, depth);
+  }
   if (schema.nodes.size() >= kMaxSchemaNodes) return Refuse(path, StrCat("more than ", kMaxSchemaNodes, " schemas"));
   const int32_t index = static_cast<int32_t>(schema.nodes.size());
   schema.nodes.emplace_back();
@@ -145,6 +238,17 @@ absl::StatusOr<int32_t> Compiler::Node(const Json& s, std::string_view path, int
     if (s.contains("items")) node.types = kJsonArray;
   }
   if ((node.types & kJsonNumber) != 0) node.types |= kJsonInteger;
+  if (node.has_enum && typed) {  // "type" holds too: only the values of an allowed type
+    std::erase_if(node.enum_texts, [&](const std::string& t) {
+      const char c = t[0];
+      const bool number = c == '-' || (c >= '0' && c <= '9');
+      const bool fraction = t.find_first_of(".eE") != std::string::npos;
+      const uint8_t type = c == '"' ? kJsonString : c == 't' || c == 'f' ? kJsonBoolean : c == 'n' ? kJsonNull
+                           : !number ? 0 : fraction ? kJsonNumber : kJsonInteger;  // "number" has the integer bit
+      return (node.types & type) == 0;
+    });
+    if (node.enum_texts.empty()) return Refuse(path, "no 'enum' or 'const' value has an allowed 'type'");
+  }
   schema.nodes[static_cast<size_t>(index)] = std::move(node);
   return index;
 }
@@ -154,15 +258,21 @@ absl::StatusOr<int32_t> Compiler::Node(const Json& s, std::string_view path, int
 absl::StatusOr<std::shared_ptr<const JsonSchema>> CompileJsonSchema(std::string_view schema_json) {
   const Json s = Json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
   if (s.is_discarded()) return absl::InvalidArgumentError("the schema is not valid JSON");
-  Compiler c;
-  if (s.is_boolean() && s.get<bool>()) {
-    c.schema.nodes.emplace_back();  // true: any object at the root
-  } else {
+  Compiler c(s);
+  c.schema.nodes.emplace_back();  // the root: any object unless the schema says more
+  if (!(s.is_boolean() && s.get<bool>())) {
     auto root = c.Node(s, "", 0);
     if (!root.ok()) return root.status();
+    if (*root < 0) {
+      c.schema.root = 0;  // {} or true: any object
+    } else {
+      c.schema.root = *root;
+    }
   }
-  const JsonSchemaNode& root = c.schema.nodes[0];
-  if ((root.types & kJsonObject) == 0 || root.has_enum) return Refuse("", "the root must accept an object");
+  const JsonSchemaNode& root = c.schema.nodes[static_cast<size_t>(c.schema.root)];
+  if ((root.types & kJsonObject) == 0 || root.has_enum || !root.alternatives.empty()) {
+    return Refuse("", "the root must be an object schema");
+  }
   return std::make_shared<const JsonSchema>(std::move(c.schema));
 }
 

@@ -6,13 +6,16 @@
 // "properties" (at most 64 per object; names of printable ASCII without '"' or '\'),
 // "required", "additionalProperties" (false: only the listed properties; absent or true: any
 // other key with any value; a schema: not supported), "items" (one schema), "enum" and "const"
-// (strings without escapes, numbers, booleans, null). A schema with no "type" accepts what its
+// (strings without escapes, numbers, booleans, null), "$ref" to "#/$defs/..." or
+// "#/definitions/..." (not recursive), and "anyOf"/"oneOf" whose alternatives start with
+// different JSON types (Optional[X]: X or null; the first byte picks one). A schema with no "type" accepts what its
 // other keywords allow (properties: an object; items: an array; enum: the listed values; none:
 // any JSON value). Annotations are ignored: title, description, default, examples, $schema,
 // $id, $comment, deprecated, readOnly, writeOnly, and "strict"/"name" around the schema.
-// Anything else ($ref, anyOf, oneOf, allOf, not, pattern, format, minimum, minLength,
-// minItems, ...) is refused with the keyword's name: a constraint tandem would not enforce is
-// never accepted silently. The root must accept an object (what json_object asks too).
+// Anything else (allOf, not, pattern, format, minimum, minLength, minItems, a remote or recursive
+// $ref, anyOf alternatives of one type, ...) is refused with the keyword's name: a constraint
+// tandem would not enforce is never accepted silently. The root must be an object schema (what
+// json_object asks too). What the openai client's pydantic helper sends is in this subset.
 //
 // Thread-safety: immutable after CompileJsonSchema; share it freely.
 #pragma once
@@ -50,10 +53,14 @@ struct JsonSchemaNode {
   uint64_t required_mask = 0;
   bool additional_properties = true;
   int32_t items = -1;  // arrays: the elements' node; -1: any value
+  // anyOf/oneOf: the alternatives, each with the JSON types its values start with (disjoint:
+  // the first byte picks one). A node with alternatives has no other constraint.
+  std::vector<std::pair<uint8_t, int32_t>> alternatives;
 };
 
 struct JsonSchema {
-  std::vector<JsonSchemaNode> nodes;  // nodes[0] is the root
+  std::vector<JsonSchemaNode> nodes;
+  int32_t root = 0;                    // the root's node
   static constexpr int32_t kAny = -1;  // "any JSON value" wherever a node index is expected
 };
 

@@ -28,7 +28,7 @@ void CheckComplete(const std::string& text, const tandem::JsonSchema* schema) {
   const nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   FUZZ_CHECK(!value.is_discarded() && value.is_object());
   if (schema == nullptr) return;
-  const tandem::JsonSchemaNode& root = schema->nodes[0];
+  const tandem::JsonSchemaNode& root = schema->nodes[static_cast<size_t>(schema->root)];
   for (size_t i = 0; i < root.property_names.size(); ++i) {
     if ((root.required_mask >> i & 1) != 0) FUZZ_CHECK(value.contains(root.property_names[i]));
   }

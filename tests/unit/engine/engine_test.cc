@@ -369,6 +369,10 @@ TEST_F(EngineTest, JsonModeSamplesOnlyJsonAndEndsWhenTheObjectCloses) {
     early.sampling.logit_bias.emplace_back(id, 100.0f);  // every "}" token
   }
   requests.push_back(early);
+  GenerateRequest early_ignoring_eos = early;  // a closed object ends the answer all the same
+  early_ignoring_eos.id = "early-ignore-eos";
+  early_ignoring_eos.sampling.ignore_eos = true;
+  requests.push_back(early_ignoring_eos);
   auto out = RunAll(*engine, requests);
   int closed = 0;
   for (const auto& [id, result] : out) {
@@ -387,6 +391,7 @@ TEST_F(EngineTest, JsonModeSamplesOnlyJsonAndEndsWhenTheObjectCloses) {
   }
   EXPECT_EQ(out["early"].second, FinishReason::kStop) << text_of(out["early"].first);
   EXPECT_LT(out["early"].first.size(), 50u);
+  EXPECT_EQ(out["early-ignore-eos"], out["early"]);
   EXPECT_GE(closed, 4);
 
   // A resumed request's output so far is in its prompt: `{"k"` needs a colon (or space) next.

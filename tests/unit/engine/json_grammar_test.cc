@@ -71,8 +71,9 @@ TEST(JsonRecognizer, RefusesAtTheFirstByteThatBreaksTheGrammar) {
       {R"({"a":"\x"})", 7},                // unknown escape
       {R"({"a":"\u12G4"})", 10},
       {R"({"a":"\ud83d"})", 12},            // a high surrogate alone (the fuzzer found it)
-      {R"({"a":"\ud83d\u0041"})", 17},
-      {R"({"a":"\ude00"})", 11},            // a low surrogate alone
+      {R"({"a":"\ud83d\u0041"})", 14},     // refused at the first digit a low half cannot have
+      {R"({"a":"\ude00"})", 9},             // a low surrogate alone, refused at its second digit
+      {R"({"a":"\ud83d\udbff"})", 15},
       {"{\"a\":\"\x01\"}", 6},             // raw control character in a string
       {"{\"a\":\"\xC0\x80\"}", 6},         // overlong UTF-8
       {"{\"a\":\"\xED\xA0\x80\"}", 7},     // a UTF-16 surrogate in UTF-8
@@ -169,7 +170,7 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
       "extra": {"type": ["number", "null"]}, "any": {}}, "required": ["name", "age"], "additionalProperties": false})";
   auto schema = CompileJsonSchema(ok);
   ASSERT_TRUE(schema.ok()) << schema.status();
-  const JsonSchemaNode& root = (*schema)->nodes[0];
+  const JsonSchemaNode& root = (*schema)->nodes[static_cast<size_t>((*schema)->root)];
   EXPECT_EQ(root.property_names.size(), 6u);
   EXPECT_EQ(std::popcount(root.required_mask), 2);
   EXPECT_FALSE(root.additional_properties);
@@ -180,9 +181,17 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
   const std::vector<Bad> bad = {
       {R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}})",
        "properties.a: 'pattern' is not supported"},
-      {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b"}}})", "properties.a: '$ref' is not supported"},
-      {R"({"anyOf": [{"type": "object"}]})", "'anyOf' is not supported"},
-      {R"({"type": "string"})", "the root must accept an object"},
+      {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b"}}})", "properties.a: '$ref' \"#/$defs/b\" names no"},
+      {R"({"type": "object", "properties": {"a": {"$ref": "http://x/s.json"}}})", "only #/$defs/... and #/definitions/"},
+      {R"({"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}},
+           "type": "object", "properties": {"head": {"$ref": "#/$defs/n"}}})", "recursive '$ref' \"#/$defs/n\""},
+      {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b", "minLength": 1}}, "$defs": {"b": {}}})",
+       "'minLength' beside '$ref' is not supported"},
+      {R"({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {"enum": ["x", 1]}]}}})",
+       "properties.a: 'anyOf' alternatives must start with different JSON types (anyOf[1] overlaps"},
+      {R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}})", "'allOf' is not supported"},
+      {R"({"anyOf": [{"type": "object"}, {"type": "null"}]})", "the root must be an object schema"},
+      {R"({"type": "string"})", "the root must be an object schema"},
       {R"({"type": "object", "required": ["b"]})", "required property \"b\" is not in 'properties'"},
       {R"({"type": "object", "properties": {"a": {"enum": [[1]]}}})", "must be strings, numbers, booleans or null"},
       {R"({"type": "object", "properties": {"a": {"type": "date"}}})", "unknown type \"date\""},
@@ -203,6 +212,69 @@ size_t SchemaPrefix(const JsonSchema& schema, std::string_view text, bool* compl
   while (i < text.size() && r.Feed(static_cast<uint8_t>(text[i]))) ++i;
   if (complete != nullptr) *complete = r.Complete();
   return i;
+}
+
+// What the openai client's pydantic helper sends: $defs with $ref, Optional fields as anyOf with
+// null, every property required and no others.
+TEST(JsonRecognizer, FollowsDefinitionsAndOptionalFields) {
+  auto schema = CompileJsonSchema(R"({"$defs": {"Pet": {"type": "object", "title": "Pet", "additionalProperties": false,
+      "properties": {"kind": {"enum": ["cat", "dog"], "title": "Kind"}}, "required": ["kind"]}},
+      "type": "object", "title": "Owner", "additionalProperties": false, "required": ["name", "pet", "nick"],
+      "properties": {"name": {"type": "string"}, "pet": {"$ref": "#/$defs/Pet"},
+                     "nick": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null},
+                     "age": {"anyOf": [{"type": "integer"}, {"$ref": "#/$defs/Pet"}]}}})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  for (const char* good : {R"({"name": "a", "pet": {"kind": "cat"}, "nick": null})",
+                           R"({"nick": "x", "pet": {"kind": "dog"}, "name": "", "age": 3})",
+                           R"({"name": "a", "pet": {"kind": "cat"}, "nick": null, "age": {"kind": "dog"}})"}) {
+    bool complete = false;
+    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
+    EXPECT_TRUE(complete) << good;
+  }
+  EXPECT_EQ(SchemaPrefix(**schema, R"({"nick": 1)"), 9u);                // neither a string nor null
+  EXPECT_EQ(SchemaPrefix(**schema, R"({"pet": {"kind": "cow"})"), 19u);  // not in the Pet's enum
+  EXPECT_EQ(SchemaPrefix(**schema, R"({"age": 1.5)"), 9u);               // an integer
+  EXPECT_EQ(SchemaPrefix(**schema, R"({"pet": {}})"), 9u);               // Pet needs its kind
+}
+
+// No accepted prefix is a dead end under a schema either (the review found three).
+TEST(JsonRecognizer, NoSchemaLeavesAnAcceptedPrefixWithoutAWayOn) {
+  auto closed = CompileJsonSchema(R"({"type": "object", "additionalProperties": false})");
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  bool complete = false;
+  EXPECT_EQ(SchemaPrefix(**closed, R"({")"), 1u);  // no key can follow
+  EXPECT_EQ(SchemaPrefix(**closed, "{}", &complete), 2u);
+  EXPECT_TRUE(complete);
+  // Objects nest as deep as the schema asks, within the recogniser's 32 levels.
+  auto chain = [](int levels) {
+    std::string s = R"({"type": "object"})";
+    for (int i = 1; i < levels; ++i) s = R"({"type": "object", "required": ["a"], "properties": {"a": )" + s + "}}";
+    return s;
+  };
+  auto deepest = CompileJsonSchema(chain(JsonRecognizer::kMaxDepth));
+  ASSERT_TRUE(deepest.ok()) << deepest.status();
+  std::string text;
+  for (int i = 1; i < JsonRecognizer::kMaxDepth; ++i) text += R"({"a":)";
+  text += "{}" + std::string(JsonRecognizer::kMaxDepth - 1, '}');
+  EXPECT_EQ(SchemaPrefix(**deepest, text, &complete), text.size());
+  EXPECT_TRUE(complete);
+  EXPECT_FALSE(CompileJsonSchema(chain(JsonRecognizer::kMaxDepth + 1)).ok());
+  // Keys of an object open to other properties are any string (escapes, UTF-8), tracked all the same.
+  auto open = CompileJsonSchema(R"({"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}})");
+  ASSERT_TRUE(open.ok()) << open.status();
+  const std::string keys = "{\"caf\xC3\xA9\": 1, \"a\\nb\": [], \"id\": 2}";
+  EXPECT_EQ(SchemaPrefix(**open, keys, &complete), keys.size());
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(SchemaPrefix(**open, R"({"x": 1})"), 7u);           // id is still required
+  EXPECT_EQ(SchemaPrefix(**open, R"({"id": 1, "id")"), 13u);    // and not twice
+  // enum is a list; enum and const both hold; type filters enum values.
+  EXPECT_FALSE(CompileJsonSchema(R"({"type": "object", "properties": {"a": {"enum": 5}}})").ok());
+  auto both = CompileJsonSchema(R"({"type": "object", "properties": {"a": {"type": "string", "enum": ["x", "y", 1],
+                                                                             "const": "y"}}})");
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(SchemaPrefix(**both, R"({"a": "x")"), 7u);
+  EXPECT_EQ(SchemaPrefix(**both, R"({"a": 1)"), 6u);
+  EXPECT_EQ(SchemaPrefix(**both, R"({"a": "y"})"), 10u);
 }
 
 TEST(JsonRecognizer, FollowsASchemaByteByByte) {
