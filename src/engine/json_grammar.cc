@@ -10,16 +10,6 @@ namespace {
 bool IsWhitespace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool IsDigit(uint8_t c) { return c >= '0' && c <= '9'; }
 bool IsHex(uint8_t c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-// The JSON type a value starting with `c` has (numbers: integer or number; 0: none).
-uint8_t StartType(uint8_t c) {
-  if (c == '{') return kJsonObject;
-  if (c == '[') return kJsonArray;
-  if (c == '"') return kJsonString;
-  if (c == '-' || IsDigit(c)) return kJsonInteger | kJsonNumber;
-  if (c == 't' || c == 'f') return kJsonBoolean;
-  if (c == 'n') return kJsonNull;
-  return 0;
-}
 
 bool IsPlainStringByte(uint8_t c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
 
@@ -340,7 +330,7 @@ int32_t JsonRecognizer::ValueNode() const {
 bool JsonRecognizer::PickAlternative(uint8_t c, int32_t* index) const {
   const JsonSchemaNode* n = NodeAt(*index);
   if (n == nullptr || n->alternatives.empty()) return true;
-  const uint8_t type = StartType(c);
+  const uint8_t type = JsonTypeStartingWith(static_cast<char>(c));
   for (const auto& [types, alt] : n->alternatives) {
     if ((types & type) != 0) {
       *index = alt;
@@ -353,7 +343,7 @@ bool JsonRecognizer::PickAlternative(uint8_t c, int32_t* index) const {
 bool JsonRecognizer::SchemaAllowsStart(const JsonSchemaNode* n, uint8_t c) {
   integer_ = false;
   if (n == nullptr) return true;
-  const uint8_t type = StartType(c);
+  const uint8_t type = JsonTypeStartingWith(static_cast<char>(c));
   integer_ = (n->types & kJsonNumber) == 0;
   return (n->types & type) != 0;
 }

@@ -63,10 +63,7 @@ uint8_t StartTypes(const JsonSchema& schema, int32_t index) {
   uint8_t types = n.types;
   if (n.has_enum) {
     types = 0;
-    for (const std::string& t : n.enum_texts) {
-      const char c = t[0];
-      types |= c == '"' ? kJsonString : c == 't' || c == 'f' ? kJsonBoolean : c == 'n' ? kJsonNull : kJsonNumber;
-    }
+    for (const std::string& t : n.enum_texts) types |= JsonTypeStartingWith(t[0]);
   }
   if ((types & (kJsonInteger | kJsonNumber)) != 0) types |= kJsonInteger | kJsonNumber;
   return types;
@@ -240,11 +237,9 @@ absl::StatusOr<int32_t> Compiler::Node(const Json& s, std::string_view path, int
   if ((node.types & kJsonNumber) != 0) node.types |= kJsonInteger;
   if (node.has_enum && typed) {  // "type" holds too: only the values of an allowed type
     std::erase_if(node.enum_texts, [&](const std::string& t) {
-      const char c = t[0];
-      const bool number = c == '-' || (c >= '0' && c <= '9');
-      const bool fraction = t.find_first_of(".eE") != std::string::npos;
-      const uint8_t type = c == '"' ? kJsonString : c == 't' || c == 'f' ? kJsonBoolean : c == 'n' ? kJsonNull
-                           : !number ? 0 : fraction ? kJsonNumber : kJsonInteger;  // "number" has the integer bit
+      uint8_t type = JsonTypeStartingWith(t[0]);
+      // A number is an integer unless it has a fraction or exponent ("number" has the integer bit).
+      if ((type & kJsonNumber) != 0) type = t.find_first_of(".eE") != std::string::npos ? kJsonNumber : kJsonInteger;
       return (node.types & type) == 0;
     });
     if (node.enum_texts.empty()) return Refuse(path, "no 'enum' or 'const' value has an allowed 'type'");

@@ -41,6 +41,18 @@ enum JsonTypeBit : uint8_t {
   kJsonAny = 127,
 };
 
+// The JSON type a value whose text starts with `c` has (a number: kJsonInteger | kJsonNumber,
+// the first byte cannot tell them apart; 0: no value starts so).
+constexpr uint8_t JsonTypeStartingWith(char c) {
+  if (c == '{') return kJsonObject;
+  if (c == '[') return kJsonArray;
+  if (c == '"') return kJsonString;
+  if (c == '-' || (c >= '0' && c <= '9')) return kJsonInteger | kJsonNumber;
+  if (c == 't' || c == 'f') return kJsonBoolean;
+  if (c == 'n') return kJsonNull;
+  return 0;
+}
+
 struct JsonSchemaNode {
   uint8_t types = kJsonAny;
   // enum/const: the allowed values as compact JSON texts ("\"red\"", "1", "true", "null").

@@ -40,15 +40,6 @@ def complete(cluster, stream=False, **kw):
     return "".join(c.choices[0].text for c in r if c.choices)
 
 
-def chat_text(cluster, stream=False, **kw):
-    kw.setdefault("max_tokens", 48)
-    r = cluster.client.chat.completions.create(model=cluster.model, messages=kw.pop("messages", QUESTION),
-                                               stream=stream, **kw)
-    if not stream:
-        return r.choices[0].message.content
-    return "".join((c.choices[0].delta.content or "") for c in r if c.choices)
-
-
 def chat_finish(cluster, stream=False, **kw):
     """A chat answer's text and finish reason, streamed or not."""
     kw.setdefault("max_tokens", 48)
@@ -62,6 +53,10 @@ def chat_finish(cluster, stream=False, **kw):
             text += c.choices[0].delta.content or ""
             finish = c.choices[0].finish_reason or finish
     return text, finish
+
+
+def chat_text(cluster, stream=False, **kw):
+    return chat_finish(cluster, stream=stream, **kw)[0]
 
 
 def test_tokenize_and_detokenize(disagg):
