@@ -24,7 +24,7 @@ RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
       g++ make cmake ninja-build pkg-config \
       libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libssl-dev libucx-dev \
-      libboost1.74-dev libcurl4-openssl-dev libyaml-cpp-dev \
+      libboost1.74-dev libcurl4-openssl-dev libyaml-cpp-dev libxxhash-dev \
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -1,8 +1,8 @@
 // KV transfer bandwidth: UcxKvTransport between two processes on this machine (the bench
 // re-executes itself as the receiving decode worker) for a SmolLM2-shaped cache (30 layers x 3
 // KV heads x head dim 64 x block 16, fp16: 368,640 bytes per block), transfers of 1, 16, 64 and
-// 256 blocks, both data paths, against a plain memcpy of the same blocks measured in the same
-// run. Prints JSON on stdout.
+// 256 blocks, both data paths, with the blocks' checksums (the default) and without them, against
+// a plain memcpy of the same blocks measured in the same run. Prints JSON on stdout.
 //
 //   kv_transfer_bench [--tls=tcp,sm,self] [--min_seconds=1] [--in_process]
 //
@@ -89,8 +89,10 @@ Cache MakeCache(int64_t blocks) {
 }
 
 std::unique_ptr<UcxKvTransport> MakeTransport(const Flags& f, const std::string& id, Cache& cache,
-                                              KvLeaseHandler* handler, UcxDataPath path) {
+                                              KvLeaseHandler* handler, UcxDataPath path,
+                                              bool checksums = true) {
   UcxKvTransportOptions o;
+  o.block_checksums = checksums;
   o.cache = cache.storage.get();
   o.layout = SmolLm2Layout();
   o.worker_id = id;
@@ -234,13 +236,18 @@ int main(int argc, char** argv) {
   for (UcxDataPath path : {UcxDataPath::kActiveMessage, UcxDataPath::kRmaPut}) {
     const char* path_name = path == UcxDataPath::kRmaPut ? "rma_put" : "active_message";
     auto sender = MakeTransport(flags, "bench-prefill", src, nullptr, path);
+    auto unchecked = MakeTransport(flags, "bench-prefill-unchecked", src, nullptr, path, false);
     for (int blocks : kSizes) {
       const double bytes = static_cast<double>(blocks) * static_cast<double>(bytes_per_block);
       absl::Status failure;
-      Measurement ucx = Measure(flags.min_seconds, [&] {
-        absl::Status s = RunTransfer(*sender, dst, blocks, serial++);
-        if (!s.ok()) failure = s;
-      });
+      auto transfer_with = [&](KvTransport& t) {
+        return Measure(flags.min_seconds, [&] {
+          absl::Status s = RunTransfer(t, dst, blocks, serial++);
+          if (!s.ok()) failure = s;
+        });
+      };
+      Measurement plain = transfer_with(*unchecked);
+      Measurement ucx = transfer_with(*sender);
       if (!failure.ok()) {
         std::fprintf(stderr, "transfer failed: %s\n", failure.ToString().c_str());
         return 1;
@@ -261,6 +268,8 @@ int main(int argc, char** argv) {
                                 {"transfers", ucx.runs},
                                 {"ucx_gbps", ucx_gbps},
                                 {"ucx_p50_ms", ucx.p50_ms},
+                                {"ucx_no_checksums_p50_ms", plain.p50_ms},
+                                {"checksums_vs_none_p50", ucx.p50_ms / plain.p50_ms},
                                 {"memcpy_gbps", copy_gbps},
                                 {"memcpy_p50_ms", copy.p50_ms},
                                 {"ucx_vs_memcpy", ucx_gbps / copy_gbps}});

@@ -10,6 +10,8 @@ find_package(CURL REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 find_program(TANDEM_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+# xxHash (libxxhash-dev), used header-only for the KV blocks' checksums.
+find_path(TANDEM_XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 if(TANDEM_BUILD_TESTS)
   find_package(GTest CONFIG REQUIRED)
 endif()

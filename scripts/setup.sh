@@ -8,7 +8,7 @@ packages=(
   python3 python3-pip python3-venv
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libucx-dev
-  prometheus libboost1.74-dev libcurl4-openssl-dev libyaml-cpp-dev openssl
+  prometheus libboost1.74-dev libcurl4-openssl-dev libyaml-cpp-dev openssl libxxhash-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # The fuzz targets (scripts/run_fuzzers.sh): clang and its runtime libraries (libFuzzer,
   # AddressSanitizer, UBSan).

@@ -60,6 +60,7 @@ int WorkerCommand(const std::vector<std::string>& args) {
   transfer::TransportOptions transport;
   transport.medium = wf.engine.device == "cuda" ? "cuda-ipc" : "ucx";
   transport.ucx_tls = wf.ucx_tls;
+  transport.block_checksums = wf.kv_checksums;
   auto w = worker::WorkerProcess::Start(*wo, **file, std::move(*eng), transport);
   if (!w.ok()) return Fail("worker", std::string(w.status().message()));
   // Machine-readable line for launchers (tandem up): the ports actually bound.

@@ -20,6 +20,10 @@ void WorkerFlags::Register(FlagSet& f) {
   f.String("bind", &bind, "address to listen on (0.0.0.0: every interface, as a container needs)");
   f.String("worker-id", &worker_id, "name of this worker (default: <role>-<host>-<pid>)");
   f.String("ucx-tls", &ucx_tls, "UCX transports for the KV cache (UCX_TLS syntax; default: UCX's choice)");
+  f.Bool("kv-checksums", &kv_checksums,
+         "send a checksum of every KV block this worker transfers, so that a block corrupted on the "
+         "way fails the transfer instead of producing garbage (--no-kv-checksums to skip; received "
+         "checksums are always checked; host caches only)");
   f.Float("transfer-timeout", &transfer_timeout_s, "seconds a KV transfer may take");
   f.Int("reserve-headroom-blocks", &reserve_headroom_blocks,
         "KV blocks kept free for running requests when reserving");

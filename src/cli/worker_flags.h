@@ -21,6 +21,7 @@ struct WorkerFlags {
   std::string bind = "127.0.0.1";  // loopback unless asked: nothing is exposed by default
   std::string worker_id;
   std::string ucx_tls;
+  bool kv_checksums = true;
   double transfer_timeout_s = 30;
   int64_t reserve_headroom_blocks = 0;
   double drain_seconds = 30;

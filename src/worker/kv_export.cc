@@ -101,6 +101,7 @@ void KvExport::TransferFinished(const absl::Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     if (done_ == nullptr) return;  // cancelled meanwhile: the engine already freed the KV
     result_.transfer_ended = true;
+    result_.transfer_code = status.code();
     result_.transfer_seconds = sent_ > 0 ? SecondsSince(first_send_) : 0.0;
   }
   if (!status.ok()) return End(absl::UnavailableError(StrCat("KV transfer failed: ", status.message())));

@@ -77,6 +77,7 @@ struct KvExportResult {
   int32_t cached_prompt_tokens = 0;
   double prefill_seconds = 0;   // from the export's creation to the last output
   bool transfer_ended = false;  // the transport reported the transfer's outcome (OK or not)
+  absl::StatusCode transfer_code = absl::StatusCode::kOk;  // that outcome's code
   double transfer_seconds = 0;  // from the first block sent to that outcome
   int64_t transfer_bytes = 0;
 };

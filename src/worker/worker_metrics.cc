@@ -30,7 +30,8 @@ WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std:
                          .With();
   requests_ = &r.AddCounter("tandem_worker_requests_total", "Requests finished, by finish reason", {"reason"});
   transfer_bytes_ = &r.AddCounter("tandem_worker_kv_transfer_bytes_total", "KV bytes sent to decode workers").With();
-  transfers_ = &r.AddCounter("tandem_worker_kv_transfers_total", "KV transfers, by result", {"result"});
+  transfers_ = &r.AddCounter("tandem_worker_kv_transfers_total", "KV transfers this worker sent, by result (ok, data_loss: blocks arrived corrupted or missing, failed)",
+                              {"result"});
   transfer_seconds_ = &r.AddHistogram("tandem_worker_kv_transfer_seconds",
                                       "Time from a request's first KV block sent to the last acknowledged",
                                       metrics::DefaultLatencyBuckets())
@@ -79,8 +80,9 @@ void WorkerMetrics::RequestFinished(const RequestOutput& out) {
   requests_->With({FinishReasonName(out.finish)}).Increment();
 }
 
-void WorkerMetrics::TransferDone(bool ok, int64_t bytes, double seconds) {
-  transfers_->With({ok ? "ok" : "failed"}).Increment();
+void WorkerMetrics::TransferDone(absl::StatusCode code, int64_t bytes, double seconds) {
+  const bool ok = code == absl::StatusCode::kOk;
+  transfers_->With({ok ? "ok" : code == absl::StatusCode::kDataLoss ? "data_loss" : "failed"}).Increment();
   if (ok) {
     transfer_bytes_->Increment(static_cast<double>(bytes));
     transfer_seconds_->Observe(seconds);

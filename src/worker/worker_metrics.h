@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "engine/engine.h"
 #include "metrics/registry.h"
 
@@ -19,7 +20,9 @@ class WorkerMetrics {
                 std::function<int64_t()> engine_failures);
 
   void RequestFinished(const RequestOutput& out);
-  void TransferDone(bool ok, int64_t bytes, double seconds);
+  // A KV transfer this worker sent ended with `code` (DATA_LOSS: the receiver found blocks
+  // missing or corrupted).
+  void TransferDone(absl::StatusCode code, int64_t bytes, double seconds);
   // One engine iteration (called on the engine thread).
   void StepDone(const StepStats& step);
   // The worker's role changed (SetRole): the `role` label follows.

@@ -248,7 +248,7 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* ct
   auto done = [reactor, resp, metrics = metrics_, outbound = &outbound_transfers_](const absl::Status& s,
                                                                                      const KvExportResult& r) {
     if (metrics != nullptr && r.computed) metrics->prefill_seconds->Observe(r.prefill_seconds);
-    if (metrics != nullptr && r.transfer_ended) metrics->TransferDone(s.ok(), r.transfer_bytes, r.transfer_seconds);
+    if (metrics != nullptr && r.transfer_ended) metrics->TransferDone(r.transfer_code, r.transfer_bytes, r.transfer_seconds);
     outbound->fetch_sub(1);
     if (s.ok()) FillPrefillResponse(r, resp);
     reactor->Finish(rpc::ToGrpc(s));

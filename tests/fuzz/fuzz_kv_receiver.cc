@@ -20,6 +20,7 @@
 
 #include "absl/time/clock.h"
 #include "fuzz_support.h"
+#include "transfer/protocol/block_digest.h"
 #include "transfer/protocol/receiver.h"
 #include "transfer/protocol/wire.h"
 #include "unit/transfer/protocol/fake_medium.h"
@@ -104,6 +105,7 @@ class Handler final : public KvLeaseHandler {
 struct Session {
   testing::FakeMedium medium;
   Handler handler;
+  std::vector<uint8_t> cache = std::vector<uint8_t>(kCacheBlocks * kBytesPerBlock);  // host memory
   Receiver receiver;
   std::vector<Placement> running;
   absl::Time now = absl::Now();
@@ -118,10 +120,11 @@ struct Session {
     return slots[slot];
   }
 
-  Session() : receiver(&medium, Options(&handler)) { handler.running = &running; }
+  Session() : receiver(&medium, Options(&handler, cache.data())) { handler.running = &running; }
 
-  static ReceiverOptions Options(Handler* handler) {
+  static ReceiverOptions Options(Handler* handler, const uint8_t* host_base) {
     ReceiverOptions o;
+    o.host_base = host_base;  // where kEnd's checksums are checked
     o.worker_id = "decode-0";
     o.epoch = kEpoch;
     o.layout = Layout();
@@ -190,7 +193,12 @@ void Session::Run(Bytes& in) {
       case 2: {
         const uint64_t transfer_id = in.next() % 4;
         const absl::Status status = in.next() % 4 == 0 ? absl::InternalError("prefill failed") : absl::OkStatus();
-        Deliver(conn, wire::Encode(wire::End{transfer_id, status, in.next() % 6}), transfer_id);
+        wire::End end{transfer_id, status, in.next() % 6};
+        // Now and then the blocks' checksums: of the (zero) blocks as they are here, or wrong.
+        for (int n = in.next() % 8; n > 0 && n < 6; --n) {
+          end.digests.push_back(in.next() % 2 == 0 ? BlockDigest(cache.data(), kBytesPerBlock) : in.next());
+        }
+        Deliver(conn, wire::Encode(end), transfer_id);
         break;
       }
       case 3:

@@ -100,6 +100,7 @@ void WriteKvWireSeeds(const std::string& dir) {
   Write(dir + "/begin", '\0' + begin);
   Write(dir + "/begin_ack", '\0' + wire::Encode(wire::Ack{wire::MessageType::kBeginAck, 7, absl::OkStatus()}));
   Write(dir + "/end", '\0' + wire::Encode(wire::End{7, absl::OkStatus(), 3}));
+  Write(dir + "/end_checksums", '\0' + wire::Encode(wire::End{7, absl::OkStatus(), 2, {0x1234, 0xfedcba9876543210ULL}}));
   Write(dir + "/end_ack", '\0' + wire::Encode(wire::Ack{wire::MessageType::kEndAck, 7, absl::DataLossError("short")}));
   Write(dir + "/bye", '\0' + wire::Encode(wire::Bye{}));
   Write(dir + "/block_header", '\1' + wire::Encode(wire::BlockHeader{7, 2}));

@@ -297,6 +297,25 @@ TEST(ClusterTest, NoKvBlocksLeakAfter1000RequestsWith20PercentCancelled) {
   }
 }
 
+// The two prefill workers of a cluster with spec.prefill = 2 (indexes for in_process_transport).
+std::pair<int, int> TwoPrefillWorkers(TestCluster& c) {
+  int first = -1, second = -1;
+  for (int i = 0; i < c.num_workers(); ++i) {
+    if (c.worker(i).service().role() == v1::WORKER_ROLE_PREFILL) (first < 0 ? first : second) = i;
+  }
+  return {first, second};
+}
+
+// Every prompt answered, with exactly the tokens of `expected`.
+void ExpectAnswers(TestCluster& c, const std::vector<Tokens>& prompts, const SamplingParams& s,
+                   const std::vector<Tokens>& expected) {
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto r = c.Generate(prompts[i], s);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.tokens, expected[i]) << "prompt " << i;
+  }
+}
+
 TEST(ClusterTest, PrefillRetriedOnAnotherWorkerWhenTheTransferDrops) {
   auto spec = TinySpec();
   spec.prefill = 2;
@@ -311,17 +330,9 @@ TEST(ClusterTest, PrefillRetriedOnAnotherWorkerWhenTheTransferDrops) {
   transfer::InProcessFault fault;
   fault.kind = transfer::InProcessFault::Kind::kDropAfterBlocks;
   fault.after_blocks = 2;
-  int bad = -1, good = -1;
-  for (int i = 0; i < (*c)->num_workers(); ++i) {
-    if ((*c)->worker(i).service().role() != v1::WORKER_ROLE_PREFILL) continue;
-    (bad < 0 ? bad : good) = i;
-  }
+  const auto [bad, good] = TwoPrefillWorkers(**c);
   (*c)->in_process_transport(bad)->InjectFault(fault);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    auto r = (*c)->Generate(prompts[i], s);
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-    EXPECT_EQ(r.tokens, expected[i]) << "prompt " << i;
-  }
+  ExpectAnswers(**c, prompts, s, expected);
   EXPECT_GE((*c)->in_process_transport(bad)->transfers_failed(), 1) << "no request tried the faulty worker";
   EXPECT_EQ((*c)->in_process_transport(bad)->transfers_succeeded(), 0);
   EXPECT_EQ((*c)->in_process_transport(good)->transfers_succeeded(), static_cast<int64_t>(prompts.size()));
@@ -342,6 +353,35 @@ TEST(ClusterTest, TransferThatKeepsFailingFailsTheRequestCleanly) {
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
   EXPECT_NE(r.status.error_message().find("KV transfer failed"), std::string::npos) << r.status.error_message();
   EXPECT_TRUE(r.tokens.empty()) << "no token may come from partial KV";
+  ExpectBlocksReturn(**c, start, absl::Seconds(10));
+}
+
+// KV blocks damaged on the way (checksums on, the default): no request decodes from them. With
+// two prefill workers the damaged hand-offs are retried on the other one and every answer is
+// the one an undamaged cluster gives; with one, the request fails with the reason.
+TEST(ClusterTest, CorruptedKvIsNeverDecoded) {
+  auto spec = TinySpec();
+  spec.prefill = 2;
+  auto c = TestCluster::Start(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto prompts = RandomPrompts(6, Vocab(**c), {100, 150, 64, 120, 90, 33}, 37);
+  const auto s = Greedy(12);
+  const auto expected = Reference(**c, prompts, s);
+  const auto start = FreeBlocks(**c);
+  transfer::InProcessFault fault;
+  fault.kind = transfer::InProcessFault::Kind::kCorruptBlocks;
+  const auto [bad, good] = TwoPrefillWorkers(**c);
+  (*c)->in_process_transport(bad)->InjectFault(fault);
+  ExpectAnswers(**c, prompts, s, expected);
+  EXPECT_GE((*c)->in_process_transport(bad)->transfers_failed(), 1) << "no request tried the faulty worker";
+  EXPECT_EQ((*c)->in_process_transport(bad)->transfers_succeeded(), 0) << "a damaged transfer passed";
+  ExpectBlocksReturn(**c, start, absl::Seconds(10));
+
+  (*c)->in_process_transport(good)->InjectFault(fault);  // now every prefill worker damages its KV
+  auto r = (*c)->Generate(prompts[0], s);
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_NE(r.status.error_message().find("corrupted"), std::string::npos) << r.status.error_message();
+  EXPECT_TRUE(r.tokens.empty()) << "a token came from damaged KV";
   ExpectBlocksReturn(**c, start, absl::Seconds(10));
 }
 

@@ -74,6 +74,9 @@ struct InProcessFault {
     kDelay,
     // The destination never answers: only the deadline (or destruction) ends the transfer.
     kUnresponsive,
+    // Every block lands with one byte flipped (bit rot on the way): the blocks' checksums fail
+    // the transfer with DATA_LOSS; with checksums off the damage goes unnoticed.
+    kCorruptBlocks,
   };
   Kind kind = Kind::kNone;
   absl::Status status = absl::UnavailableError("injected fault: connection to the peer failed");

@@ -239,8 +239,9 @@ void InProcessMedium::PlaceBlocks(const std::shared_ptr<Link>& link, uint64_t tr
       if (source.medium == nullptr) {
         placed = Closed("the source transport shut down");
       } else {
-        std::memcpy(station_->base + *dst * bytes, source.base + w.src_block * bytes,
-                    static_cast<size_t>(bytes));
+        uint8_t* target = station_->base + *dst * bytes;
+        std::memcpy(target, source.base + w.src_block * bytes, static_cast<size_t>(bytes));
+        if (link->fault.kind == InProcessFault::Kind::kCorruptBlocks) target[bytes / 2] ^= 0x10;
       }
     }
     events()->OnBlockPlaced(conn, transfer_id, placed);

@@ -19,10 +19,12 @@ struct ProtocolTransport::Core final : public MediumEvents {
       : options(o),
         medium(std::move(m)),
         sender(medium.get(),
-               SenderOptions{o.worker_id, o.epoch, o.layout, o.handshake_timeout},
+               SenderOptions{o.worker_id, o.epoch, o.layout, o.handshake_timeout,
+                             o.block_checksums ? o.host_base : nullptr, o.bytes_per_block},
                [this](bool ok) { (ok ? succeeded : failed).fetch_add(1); }),
         receiver(medium.get(), ReceiverOptions{o.worker_id, o.epoch, o.layout, o.num_blocks,
-                                               o.bytes_per_block, o.lease_handler, o.lease_grace}) {}
+                                               o.bytes_per_block, o.lease_handler, o.lease_grace,
+                                               o.host_base}) {}
 
   void OnMessage(ConnectionId conn, std::string_view payload) override;
   void OnConnectionLost(ConnectionId conn, const absl::Status& status) override {
@@ -203,6 +205,8 @@ absl::StatusOr<ProtocolOptions> ProtocolOptionsFor(std::string_view transport, s
   p.lease_handler = common.lease_handler;
   p.lease_grace = common.lease_grace;
   p.handshake_timeout = common.handshake_timeout;
+  p.host_base = host ? cache->host_base() : nullptr;
+  p.block_checksums = common.block_checksums;
   return p;
 }
 
@@ -219,9 +223,10 @@ ProtocolTransport::ProtocolTransport(std::shared_ptr<Core> core) : core_(std::mo
   endpoint_.epoch = core_->options.epoch;
   endpoint_.layout = core_->options.layout;
   endpoint_.address = core_->medium->address();
-  GetLogger("transfer")->info("{} kv transport worker={} epoch={} blocks={} bytes_per_block={}",
-                              core_->options.name, endpoint_.worker_id, endpoint_.epoch,
-                              core_->options.num_blocks, core_->options.bytes_per_block);
+  const ProtocolOptions& o = core_->options;
+  GetLogger("transfer")->info("{} kv transport worker={} epoch={} blocks={} bytes_per_block={} block_checksums={}",
+                              o.name, endpoint_.worker_id, endpoint_.epoch, o.num_blocks, o.bytes_per_block,
+                              o.host_base == nullptr ? "none (device cache)" : o.block_checksums ? "sent" : "off");
 }
 
 ProtocolTransport::~ProtocolTransport() {

@@ -41,6 +41,11 @@ struct KvTransportCommonOptions {
   absl::Duration lease_grace = absl::Seconds(5);
   // How long a new connection may take to say hello, and a sender to wait for the answer.
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // Send a checksum of every block with the transfer's end (block_digest.h), so that a block
+  // corrupted on the way fails the transfer (DATA_LOSS) instead of decoding garbage. The
+  // receiver checks whatever checksums arrive, whatever its own setting. Host caches only: a
+  // device cache's blocks are not checksummed (no kernel for it yet).
+  bool block_checksums = true;
 };
 
 struct ProtocolOptions {
@@ -56,6 +61,9 @@ struct ProtocolOptions {
   absl::Duration lease_grace = absl::Seconds(5);
   // How long a sender waits for a new connection's handshake to be answered.
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // The cache's memory when it is host memory (null otherwise): where blocks are checksummed.
+  const uint8_t* host_base = nullptr;
+  bool block_checksums = true;  // KvTransportCommonOptions::block_checksums
 };
 
 // Where a medium needs the cache's memory.

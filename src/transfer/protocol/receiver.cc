@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/strings.h"
+#include "transfer/protocol/block_digest.h"
 
 namespace tandem::transfer {
 namespace {
@@ -161,6 +162,7 @@ void Receiver::OnEnd(ConnectionId conn, const wire::End& m) {
   auto it = leases_.find(LeaseKey{conn, m.transfer_id});
   if (it != leases_.end() && !it->second.ending) {
     it->second.blocks_sent = m.blocks_sent;
+    it->second.digests = m.digests;
     it->second.ack_end = true;
     return EndLease(it, m.status);  // acknowledged with the final verdict
   }
@@ -221,6 +223,7 @@ void Receiver::CompleteLease(LeaseMap::iterator it) {
                                         lease.blocks_sent, " blocks sent, ", FilledPrefix(lease),
                                         " of them the lease's first"));
   }
+  if (status.ok()) status = CheckDigests(lease);
   if (status.ok()) status = medium_->CommitBlocks(lease.blocks);
   if (status.ok()) {
     GetLogger("transfer")->debug("{}: filled ({} blocks)", LeaseContext(lease), lease.received);
@@ -232,6 +235,26 @@ void Receiver::CompleteLease(LeaseMap::iterator it) {
   options_.handler->TransferEnded(lease.lease_id, status, static_cast<int32_t>(std::min<int64_t>(
                                                               filled, static_cast<int64_t>(lease.blocks.size()))));
   if (lease.ack_end) Reply(key.first, wire::MessageType::kEndAck, key.second, status);
+}
+
+absl::Status Receiver::CheckDigests(const Lease& lease) const {
+  if (lease.digests.empty() || options_.host_base == nullptr) return absl::OkStatus();
+  if (static_cast<int64_t>(lease.digests.size()) != lease.blocks_sent ||
+      lease.blocks_sent > static_cast<int64_t>(lease.blocks.size())) {
+    return absl::DataLossError(StrCat("lease ", lease.lease_id, ": the end carried ", lease.digests.size(),
+                                      " block checksums for ", lease.blocks_sent, " blocks sent"));
+  }
+  for (size_t i = 0; i < lease.digests.size(); ++i) {
+    const int32_t block = lease.blocks[i];
+    const uint64_t here =
+        BlockDigest(options_.host_base + static_cast<int64_t>(block) * options_.bytes_per_block,
+                    options_.bytes_per_block);
+    if (here != lease.digests[i]) {
+      return absl::DataLossError(StrCat("lease ", lease.lease_id, ": block ", i, " (cache block ", block,
+                                        ") arrived corrupted (checksum mismatch)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 int64_t Receiver::FilledPrefix(const Lease& lease) {

@@ -14,6 +14,9 @@
 //     blocks of the lease, and no placement is still running (decode never starts on partial
 //     KV; the lease table then checks that the prompt's blocks are all among them). kOneSided: the sender writes the memory itself; only the messages are
 //     seen here.
+//   * When kEnd(OK) carries checksums (block_digest.h), each block sent must match its checksum
+//     in the local cache before the lease is filled (either data path): a corrupted block fails the
+//     lease with DATA_LOSS naming it, so decode never runs on damaged KV.
 //   * TransferEnded is called exactly once per pinned lease: at kEnd (after the medium's
 //     CommitBlocks for an OK end), or with an error when the connection is lost, when the sender
 //     says kBye, when the lease outlives the sender's deadline plus `lease_grace`, or at
@@ -48,6 +51,9 @@ struct ReceiverOptions {
   int64_t bytes_per_block = 0;
   KvLeaseHandler* handler = nullptr;  // null: inbound transfers are refused
   absl::Duration lease_grace = absl::Seconds(5);
+  // The local cache's host memory, where the checksums a kEnd carries are checked (null: a
+  // device cache; they are not checked).
+  const uint8_t* host_base = nullptr;
 };
 
 class Receiver {
@@ -82,6 +88,7 @@ class Receiver {
     bool ending = false;          // decided; waits for `receiving` to reach 0
     absl::Status end_status;      // the decision (valid when `ending`)
     int64_t blocks_sent = 0;      // from kEnd(OK), checked against `received`
+    std::vector<uint64_t> digests;  // from kEnd(OK): the sender's checksum of each block sent
     bool ack_end = false;         // a kEnd asked for the decision: answer kEndAck with it
   };
   using LeaseMap = std::map<LeaseKey, Lease>;
@@ -106,6 +113,8 @@ class Receiver {
   static std::string LeaseContext(const Lease& lease);
   // How many of the lease's blocks, from the first, a block message arrived for.
   static int64_t FilledPrefix(const Lease& lease);
+  // OK, or DATA_LOSS naming the first block whose bytes here differ from the sender's checksum.
+  absl::Status CheckDigests(const Lease& lease) const;
 
   Medium* const medium_;
   const ReceiverOptions options_;

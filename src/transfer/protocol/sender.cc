@@ -5,6 +5,7 @@
 
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "transfer/protocol/block_digest.h"
 
 namespace tandem::transfer {
 
@@ -136,6 +137,13 @@ void Sender::WriteBlocks(Transfer& t, Batch batch) {
   writes.reserve(batch.copies.size());
   for (const BlockCopy& c : batch.copies) {
     writes.push_back({c.src_block, c.index, t.destination.blocks[static_cast<size_t>(c.index)]});
+    if (options_.checksum_base != nullptr) {
+      // The source block stays unchanged until the transfer ends (the KvTransfer contract).
+      t.digests.resize(t.destination.blocks.size());
+      t.digests[static_cast<size_t>(c.index)] = BlockDigest(
+          options_.checksum_base + static_cast<int64_t>(c.src_block) * options_.bytes_per_block,
+          options_.bytes_per_block);
+    }
   }
   t.blocks_sent += static_cast<int64_t>(writes.size());
   ++t.in_flight;
@@ -195,6 +203,11 @@ void Sender::SendEnd(Transfer& t) {
   wire::End end;
   end.transfer_id = t.id;
   end.blocks_sent = t.blocks_sent;
+  if (!t.digests.empty()) {
+    // Logical blocks 0 .. blocks_sent-1; one never written keeps a zero and fails the check.
+    end.digests.assign(t.digests.begin(),
+                       t.digests.begin() + std::min<int64_t>(t.blocks_sent, static_cast<int64_t>(t.digests.size())));
+  }
   const uint64_t id = t.id;
   medium_->SendControl(t.conn, wire::Encode(end), [this, id](absl::Status s) {
     if (!s.ok()) Fail(id, WithContext(s, "sending the transfer end"));

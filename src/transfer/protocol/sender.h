@@ -6,7 +6,7 @@
 // lease; block writes wait for that (a lease the destination has not pinned may still hold
 // another request's KV) and then proceed while the caller computes its next chunk; Finish waits
 // until every write completed (and, on a one-sided medium, the connection is flushed), sends
-// kEnd(OK, count) and reports the kEndAck. Any failure (deadline, peer gone, refusal, write
+// kEnd(OK, count, each block's checksum) and reports the kEndAck. Any failure (deadline, peer gone, refusal, write
 // error, bad Send, abandonment) fails the transfer and, when the lease was pinned and the peer is
 // reachable, flushes and sends kEnd(error) so that the destination unpins the lease at once
 // instead of at its own timeout.
@@ -42,6 +42,10 @@ struct SenderOptions {
   uint64_t epoch = 0;
   KvLayoutInfo layout;
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // The local cache's host memory: kEnd carries each block's BlockDigest read from here. Null: no
+  // checksums (turned off, or a device cache).
+  const uint8_t* checksum_base = nullptr;
+  int64_t bytes_per_block = 0;
 };
 
 // A transfer as StartTransfer validated it.
@@ -99,6 +103,7 @@ class Sender {
     Stage stage = Stage::kHandshake;
     std::vector<Batch> queued;  // Sends before the lease was pinned
     int64_t blocks_sent = 0;    // block writes issued
+    std::vector<uint64_t> digests;  // by logical block, as written (checksums on)
     int64_t in_flight = 0;      // WriteBlocks calls not yet complete
     bool flushing = false;      // one-sided: the drain's Flush has not completed yet
     bool pinned = false;        // the destination pinned the lease and has not been told the end

@@ -55,11 +55,13 @@ std::string Encode(const Begin& m) {
 }
 
 std::string Encode(const End& m) {
-  return Message(MessageType::kEnd)
-      .U64(m.transfer_id)
-      .Status(m.status)
-      .I64(m.blocks_sent)
-      .Take();
+  ByteWriter w = Message(MessageType::kEnd);
+  w.U64(m.transfer_id).Status(m.status).I64(m.blocks_sent);
+  if (!m.digests.empty()) {
+    w.U32(static_cast<uint32_t>(m.digests.size()));
+    for (uint64_t d : m.digests) w.U64(d);
+  }
+  return w.Take();
 }
 
 std::string Encode(const Bye&) { return Message(MessageType::kBye).Take(); }
@@ -136,6 +138,12 @@ absl::StatusOr<End> DecodeEnd(std::string_view payload) {
   m.transfer_id = r->U64();
   m.status = r->Status();
   m.blocks_sent = r->I64();
+  if (r->ok() && !r->AtEnd()) {
+    const uint32_t count = r->U32();
+    if (count > r->remaining() / 8) return absl::InvalidArgumentError("kv transfer end with too many checksums");
+    m.digests.reserve(r->ok() ? count : 0);
+    for (uint32_t i = 0; i < count && r->ok(); ++i) m.digests.push_back(r->U64());
+  }
   if (absl::Status s = Done(*r, "end"); !s.ok()) return s;
   if (m.blocks_sent < 0) return absl::InvalidArgumentError("kv transfer end with a negative count");
   return m;

@@ -10,7 +10,8 @@
 //   receiver -> sender   kBeginAck  the lease handler's answer (OK: the lease is pinned)
 //   sender -> receiver   the blocks, written by the medium's block mover (a BlockHeader travels
 //                        with each block where the receiver places it)
-//   sender -> receiver   kEnd       OK with the number of blocks written, or the error that ended it
+//   sender -> receiver   kEnd       OK with the number of blocks written and (unless turned off) the
+//                                   checksum of each, or the error that ended it
 //   receiver -> sender   kEndAck    OK once the lease is recorded as filled (or why not)
 //   sender -> receiver   kBye       the sender closes the connection (its pinned leases end)
 // Thread-safety: plain functions and values.
@@ -76,6 +77,10 @@ struct End {
   uint64_t transfer_id = 0;
   absl::Status status;  // OK: every block was written (and, one-sided, flushed)
   int64_t blocks_sent = 0;
+  // BlockDigest of logical blocks 0 .. blocks_sent-1 as the sender read them; empty when the
+  // sender sends none (checksums off, or its cache is not in host memory). A message without the
+  // field (an older sender) decodes with it empty.
+  std::vector<uint64_t> digests;
 };
 
 struct Bye {};

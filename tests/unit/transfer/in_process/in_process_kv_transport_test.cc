@@ -29,8 +29,9 @@ class InProcessKvTransportTest : public ::testing::Test {
   }
 
   std::unique_ptr<InProcessKvTransport> Make(const std::string& id, const TestCache& cache,
-                                             KvLeaseHandler* handler) {
+                                             KvLeaseHandler* handler, bool checksums = true) {
     InProcessKvTransportOptions o;
+    o.block_checksums = checksums;
     o.hub = hub_;
     o.worker_id = id;
     o.cache = cache.get();
@@ -93,6 +94,44 @@ TEST_F(InProcessKvTransportTest, InjectedDropEndsTheLeaseWithTheError) {
   EXPECT_TRUE(BlockEquals(src_, 1, dst_, 1));   // arrived before the drop
   EXPECT_TRUE(BlockIsByte(dst_, 2, 0x33));      // never arrived
   EXPECT_EQ(handler_.ended_count("lease-drop"), 1);
+}
+
+TEST_F(InProcessKvTransportTest, CorruptedBlocksFailTheTransferInsteadOfFillingTheLease) {
+  InProcessFault fault;
+  fault.kind = InProcessFault::Kind::kCorruptBlocks;
+  fault.transfers = 1;
+  prefill_->InjectFault(fault);
+  auto t = Start("lease-rot", {4, 6});
+  t->Send(std::vector<BlockCopy>{{0, 0}, {1, 1}});
+  auto status = FinishAndWait(*t, kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->code(), absl::StatusCode::kDataLoss) << *status;
+  EXPECT_THAT(std::string(status->message()), HasSubstr("arrived corrupted"));
+  auto ended = handler_.WaitEnded("lease-rot", kWait);
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_EQ(ended->code(), absl::StatusCode::kDataLoss) << "the lease was filled with damaged blocks";
+
+  // The next transfer (no fault) passes its checks.
+  auto next = Start("lease-clean", {4, 6});
+  next->Send(std::vector<BlockCopy>{{0, 0}, {1, 1}});
+  status = FinishAndWait(*next, kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << *status;
+  EXPECT_TRUE(BlockEquals(src_, 1, dst_, 6));
+}
+
+// What the checksums are for: without them the same damage fills the lease as if all were well.
+TEST_F(InProcessKvTransportTest, WithChecksumsOffCorruptionGoesUnnoticed) {
+  prefill_ = Make("prefill-1", src_, nullptr, /*checksums=*/false);
+  InProcessFault fault;
+  fault.kind = InProcessFault::Kind::kCorruptBlocks;
+  prefill_->InjectFault(fault);
+  auto t = Start("lease-silent-rot", {2});
+  t->Send(std::vector<BlockCopy>{{3, 0}});
+  auto status = FinishAndWait(*t, kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << *status;
+  EXPECT_FALSE(BlockEquals(src_, 3, dst_, 2));
 }
 
 TEST_F(InProcessKvTransportTest, InjectedDelayRunsIntoTheDeadline) {

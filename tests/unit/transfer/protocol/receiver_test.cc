@@ -1,6 +1,6 @@
 // The receiving half of the hand-off protocol on its own, over a fake medium: handshake checks,
 // blocks vetted against the lease of their own connection, end(OK) only once every counted block
-// is placed, TransferEnded exactly once per pinned lease.
+// is placed and matches its checksum, TransferEnded exactly once per pinned lease.
 #include "transfer/protocol/receiver.h"
 
 #include <string>
@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "transfer/protocol/block_digest.h"
 #include "unit/transfer/protocol/fake_medium.h"
 #include "unit/transfer/transfer_test_util.h"
 
@@ -27,8 +28,9 @@ constexpr int64_t kBytes = 1024;
 class ReceiverTest : public ::testing::Test {
  protected:
   ReceiverTest()
-      : receiver_(&medium_, ReceiverOptions{"decode-0", kEpoch, testing::SmallLayout(), 16, kBytes,
-                                            &handler_, absl::Seconds(5)}) {}
+      : cache_(16 * kBytes),
+        receiver_(&medium_, ReceiverOptions{"decode-0", kEpoch, testing::SmallLayout(), 16, kBytes,
+                                            &handler_, absl::Seconds(5), cache_.data()}) {}
 
   void Hello(ConnectionId conn, uint64_t epoch = kEpoch, KvLayoutInfo layout = testing::SmallLayout()) {
     Deliver(conn, wire::Encode(wire::Hello{"prefill-" + std::to_string(conn), epoch, layout}));
@@ -42,8 +44,16 @@ class ReceiverTest : public ::testing::Test {
     b.blocks = std::move(blocks);
     Deliver(conn, wire::Encode(b));
   }
-  void End(ConnectionId conn, uint64_t transfer, absl::Status status, int64_t blocks_sent) {
-    Deliver(conn, wire::Encode(wire::End{transfer, std::move(status), blocks_sent}));
+  void End(ConnectionId conn, uint64_t transfer, absl::Status status, int64_t blocks_sent,
+           std::vector<uint64_t> digests = {}) {
+    Deliver(conn, wire::Encode(wire::End{transfer, std::move(status), blocks_sent, std::move(digests)}));
+  }
+  // Fills cache block `block` as a sender's block `seed` would arrive, and returns the checksum
+  // the sender computed of it.
+  uint64_t Land(int32_t block, uint8_t seed) {
+    uint8_t* p = cache_.data() + block * kBytes;
+    for (int64_t i = 0; i < kBytes; ++i) p[i] = static_cast<uint8_t>(seed + i);
+    return BlockDigest(p, kBytes);
   }
   void Deliver(ConnectionId conn, const std::string& message) {
     receiver_.OnMessage(conn, *wire::PeekType(message), message);
@@ -57,6 +67,7 @@ class ReceiverTest : public ::testing::Test {
 
   FakeMedium medium_;
   RecordingLeaseHandler handler_;
+  std::vector<uint8_t> cache_;  // the local cache's host memory (16 blocks)
   Receiver receiver_;
 };
 
@@ -124,6 +135,64 @@ TEST_F(ReceiverTest, AnEarlyEndReportsOnlyTheBlocksThatArrived) {
   ASSERT_TRUE(ended.has_value());
   EXPECT_TRUE(ended->ok()) << *ended;
   EXPECT_EQ(handler_.filled("lease-e"), 1);
+}
+
+TEST_F(ReceiverTest, BlocksThatMatchTheirChecksumsFillTheLease) {
+  Hello(1);
+  Begin(1, 3, "lease-k", {5, 9});
+  ASSERT_TRUE(Block(1, 3, 0).ok());
+  ASSERT_TRUE(Block(1, 3, 1).ok());
+  End(1, 3, absl::OkStatus(), 2, {Land(5, 1), Land(9, 2)});
+  auto ended = handler_.WaitEnded("lease-k", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_TRUE(ended->ok()) << *ended;
+  EXPECT_TRUE(medium_.LastAck(1).status.ok());
+}
+
+// Bit rot on the way: the lease fails loudly, naming the block, and decode never sees it.
+TEST_F(ReceiverTest, ACorruptedBlockFailsTheLeaseNamingIt) {
+  Hello(1);
+  Begin(1, 3, "lease-l", {5, 9});
+  ASSERT_TRUE(Block(1, 3, 0).ok());
+  ASSERT_TRUE(Block(1, 3, 1).ok());
+  const uint64_t first = Land(5, 1), second = Land(9, 2);
+  cache_[9 * kBytes + 17] ^= 0x04;  // one bit of the second block flipped
+  End(1, 3, absl::OkStatus(), 2, {first, second});
+  auto ended = handler_.WaitEnded("lease-l", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_EQ(ended->code(), absl::StatusCode::kDataLoss) << *ended;
+  EXPECT_THAT(std::string(ended->message()), HasSubstr("block 1 (cache block 9) arrived corrupted"));
+  EXPECT_EQ(medium_.LastAck(1).status.code(), absl::StatusCode::kDataLoss) << "the sender must learn it";
+  EXPECT_TRUE(medium_.committed.empty()) << "corrupted blocks were committed";
+}
+
+// One-sided writes are never seen here, but their checksums are checked all the same.
+TEST_F(ReceiverTest, OneSidedBlocksAreCheckedToo) {
+  Hello(1);
+  wire::Begin b;
+  b.transfer_id = 4;
+  b.lease_id = "lease-m";
+  b.num_blocks = 1;
+  b.remaining_ms = 10'000;
+  b.data_path = wire::DataPath::kOneSided;
+  b.blocks = {3};
+  Deliver(1, wire::Encode(b));
+  const uint64_t sent = Land(3, 7);
+  cache_[3 * kBytes] ^= 1;
+  End(1, 4, absl::OkStatus(), 1, {sent});
+  EXPECT_EQ(handler_.WaitEnded("lease-m", absl::ZeroDuration())->code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ReceiverTest, AnEndWhoseChecksumsDoNotCountItsBlocksFails) {
+  Hello(1);
+  Begin(1, 3, "lease-n", {5, 9});
+  ASSERT_TRUE(Block(1, 3, 0).ok());
+  ASSERT_TRUE(Block(1, 3, 1).ok());
+  End(1, 3, absl::OkStatus(), 2, {Land(5, 1)});
+  auto ended = handler_.WaitEnded("lease-n", absl::ZeroDuration());
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_EQ(ended->code(), absl::StatusCode::kDataLoss) << *ended;
+  EXPECT_THAT(std::string(ended->message()), HasSubstr("1 block checksums for 2 blocks"));
 }
 
 TEST_F(ReceiverTest, StaleEpochIsRefusedAndItsConnectionClosed) {

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "transfer/protocol/block_digest.h"
 #include "unit/transfer/protocol/fake_medium.h"
 #include "unit/transfer/transfer_test_util.h"
 
@@ -22,9 +23,19 @@ using wire::MessageType;
 
 class SenderTest : public ::testing::Test {
  protected:
+  static constexpr int64_t kBytes = 64;
+
   SenderTest()
-      : sender_(&medium_, SenderOptions{"prefill-0", 7, testing::SmallLayout(), absl::Seconds(10)},
+      : cache_(MakeCache()),
+        sender_(&medium_,
+                SenderOptions{"prefill-0", 7, testing::SmallLayout(), absl::Seconds(10), cache_.data(), kBytes},
                 [this](bool ok) { ++(ok ? succeeded_ : failed_); }) {}
+
+  static std::vector<uint8_t> MakeCache() {  // 4 blocks of kBytes, each different
+    std::vector<uint8_t> cache(4 * kBytes);
+    for (size_t i = 0; i < cache.size(); ++i) cache[i] = static_cast<uint8_t>(i * 7);
+    return cache;
+  }
 
   void Start(uint64_t id, std::vector<int32_t> blocks, absl::Duration deadline = absl::Seconds(10)) {
     OutboundRequest r;
@@ -44,8 +55,19 @@ class SenderTest : public ::testing::Test {
   void Finish(uint64_t id) {
     sender_.Finish(id, [this](absl::Status s) { outcome_ = std::move(s); });
   }
+  // Transfer `id` into `blocks`: handshake and pin accepted, `copies` sent, Finish asked; the
+  // writes are medium_.writes, not completed yet.
+  void PinAndSend(uint64_t id, std::vector<int32_t> blocks, std::vector<BlockCopy> copies,
+                  absl::Duration deadline = absl::Seconds(10)) {
+    Start(id, std::move(blocks), deadline);
+    Ack(MessageType::kHelloAck, 0);
+    Ack(MessageType::kBeginAck, id);
+    sender_.Send(id, std::move(copies), nullptr);
+    Finish(id);
+  }
 
   FakeMedium medium_;
+  std::vector<uint8_t> cache_;  // the local cache's host memory
   Sender sender_;
   int succeeded_ = 0, failed_ = 0;
   std::optional<absl::Status> outcome_;
@@ -67,11 +89,7 @@ TEST_F(SenderTest, NothingIsWrittenBeforeTheLeaseIsPinned) {
 
 TEST_F(SenderTest, OneSidedWritesAreFlushedBeforeTheEnd) {
   medium_.path = wire::DataPath::kOneSided;
-  Start(1, {2});
-  Ack(MessageType::kHelloAck, 0);
-  Ack(MessageType::kBeginAck, 1);
-  sender_.Send(1, {{0, 0}}, nullptr);
-  Finish(1);
+  PinAndSend(1, {2}, {{0, 0}});
   medium_.writes[0].on_done(absl::OkStatus());
   EXPECT_EQ(medium_.Types(1).back(), MessageType::kBegin) << "ended before the flush";
   ASSERT_EQ(medium_.flushes.size(), 1u);
@@ -82,6 +100,18 @@ TEST_F(SenderTest, OneSidedWritesAreFlushedBeforeTheEnd) {
   ASSERT_TRUE(outcome_.has_value());
   EXPECT_TRUE(outcome_->ok()) << *outcome_;
   EXPECT_EQ(succeeded_, 1);
+}
+
+// Each block's checksum as the sender read it, in the lease's order, not the order of the Sends.
+TEST_F(SenderTest, TheEndCarriesTheChecksumOfEachBlockAsItWasRead) {
+  PinAndSend(1, {9, 8}, {{3, 1}, {2, 0}});  // local block 3 is the lease's second block
+  medium_.writes[0].on_done(absl::OkStatus());
+  ASSERT_EQ(medium_.Types(1).back(), MessageType::kEnd);
+  auto end = wire::DecodeEnd(medium_.sent[1].back());
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_THAT(end->digests, ElementsAre(BlockDigest(cache_.data() + 2 * kBytes, kBytes),
+                                        BlockDigest(cache_.data() + 3 * kBytes, kBytes)));
+  EXPECT_NE(end->digests[0], end->digests[1]);
 }
 
 TEST_F(SenderTest, ALeasePinnedAfterTheTransferFailedIsUnpinnedAtOnce) {
@@ -109,11 +139,7 @@ TEST_F(SenderTest, ARefusedHandshakeFailsItsTransfersWithTheReason) {
 }
 
 TEST_F(SenderTest, TheDeadlineEndsAStuckTransferAndUnpinsItsLease) {
-  Start(1, {2}, absl::Seconds(1));
-  Ack(MessageType::kHelloAck, 0);
-  Ack(MessageType::kBeginAck, 1);
-  sender_.Send(1, {{0, 0}}, nullptr);  // a write that never completes
-  Finish(1);
+  PinAndSend(1, {2}, {{0, 0}}, absl::Seconds(1));  // a write that never completes
   sender_.Tick(absl::Now() + absl::Seconds(2));
   ASSERT_TRUE(outcome_.has_value());
   EXPECT_EQ(outcome_->code(), absl::StatusCode::kDeadlineExceeded);

@@ -109,6 +109,30 @@ TEST(ProtocolWireTest, TruncatedOrForeignMessagesAreErrors) {
   EXPECT_FALSE(DecodeEnd(Encode(negative)).ok());
 }
 
+TEST(ProtocolWireTest, AnEndCarriesItsBlocksChecksumsAndAnOlderEndDecodesWithout) {
+  End e;
+  e.transfer_id = 8;
+  e.blocks_sent = 3;
+  e.digests = {1, 0xfedcba9876543210ULL, 3};
+  auto e2 = DecodeEnd(Encode(e));
+  ASSERT_TRUE(e2.ok()) << e2.status();
+  EXPECT_EQ(e2->digests, e.digests);
+  EXPECT_EQ(e2->blocks_sent, 3);
+  // An end without checksums (checksums off, or a sender from before them): none, not an error.
+  End plain;
+  plain.blocks_sent = 3;
+  auto plain2 = DecodeEnd(Encode(plain));
+  ASSERT_TRUE(plain2.ok()) << plain2.status();
+  EXPECT_TRUE(plain2->digests.empty());
+  // Truncated checksums, trailing bytes and a count beyond the message are refused.
+  const std::string bytes = Encode(e);
+  EXPECT_FALSE(DecodeEnd(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(DecodeEnd(bytes + "x").ok());
+  std::string huge = bytes;
+  huge[huge.size() - 3 * 8 - 1] = '\x7f';  // the count's high byte: 2^31 checksums
+  EXPECT_FALSE(DecodeEnd(huge).ok());
+}
+
 TEST(ProtocolWireTest, HugeBlockCountIsRefusedBeforeReading) {
   Begin b;
   b.num_blocks = 1;
