@@ -359,6 +359,27 @@ TEST_F(FrontDoorTest, ValidRequestsGetTheSameAnswerThroughBothDoors) {
     EXPECT_TRUE(follows.FeedAll(typed.text)) << typed.text;
     if (typed.finish == "stop") EXPECT_TRUE(json::parse(typed.text)["n"].is_number_integer()) << typed.text;
   }
+  // Several choices under one schema: each follows it, and choice i is the single request seeded + i.
+  const Case two = With(Chat("json_schema, n=2", {{"user", "A number"}}), [](Case& c) {
+    c.json_schema = R"({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})";
+    c.temperature = 1.0;
+    c.seed = 7;
+    c.n = 2;
+    c.max_tokens = 60;
+  });
+  const Outcome both = ExpectSameAnswer(two);
+  ASSERT_EQ(both.choices.size(), 2u);
+  auto compiled = CompileJsonSchema(two.json_schema);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  for (int i = 0; i < 2; ++i) {
+    JsonRecognizer follows(compiled->get());
+    EXPECT_TRUE(follows.FeedAll(both.choices.at(i))) << "choice " << i << ": " << both.choices.at(i);
+    const Outcome one = ViaHttp(With(two, [i](Case& c) {
+      c.n.reset();
+      c.seed = 7 + i;
+    }));
+    EXPECT_EQ(both.choices.at(i), one.text) << "choice " << i;
+  }
   const Outcome defaulted = ViaGrpc(cases[6]);
   EXPECT_EQ(defaulted.completion_tokens, kDefaultMaxTokens);
   EXPECT_EQ(defaulted.finish, "length");
@@ -405,6 +426,22 @@ TEST_F(FrontDoorTest, InvalidRequestsGetTheSameErrorThroughBothDoors) {
   EXPECT_GE(MetricValue(*page, "tandem_router_requests_total{route=\"grpc:Generate\",status=\"400\"}").value_or(0),
             static_cast<double>(cases.size() - 1));
   EXPECT_EQ(MetricValue(*page, "tandem_router_requests_total{route=\"grpc:Generate\",status=\"404\"}").value_or(0), 1);
+}
+
+// A response format this router does not know (a newer client's enum value) is refused by name,
+// not served as text.
+TEST_F(FrontDoorTest, AnUnknownGrpcResponseFormatIsRefused) {
+  v1::GenerateRequest req = GrpcRequest(Chat("unknown response format", {{"user", "Hi"}}));
+  req.mutable_sampling()->set_response_format(static_cast<v1::ResponseFormat>(7));
+  auto stub = cluster_->NewGenerateStub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  EXPECT_FALSE(reader->Read(&msg)) << "a refused request streamed text: " << msg.text();
+  const grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("response_format"), std::string::npos) << s.error_message();
 }
 
 }  // namespace
