@@ -49,7 +49,9 @@ class ObserveOnlyActuator final : public controller::Actuator {
 
 void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   if (with_sources) {
-    flags.String("router", &router_grpc, "the router's gRPC address (its admin API lists and drains workers)");
+    flags.String("router", &router_grpc,
+                 "the router's internal gRPC address, host:port of its --internal-port (its admin API lists "
+                 "and drains workers)");
     flags.String("router-http", &router_http, "the router's HTTP address host:port, whose /metrics is scraped");
     flags.String("source", &daemon.source, "where signals come from: scrape (the router and workers directly) or "
                                            "prometheus (PromQL against --prometheus-url)");

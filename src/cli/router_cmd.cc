@@ -21,11 +21,13 @@ void OnRouterSignal(int sig) { g_router_signal.store(sig); }
 int RouterCommand(const std::vector<std::string>& args) {
   RouterFlags rf;
   ClusterTokenFlags tf;
-  FlagSet flags("tandem router [--http-port 8000] [--grpc-port 50051] [flags]",
+  FlagSet flags("tandem router [--http-port 8000] [--grpc-port 50051] [--internal-port 50053] [flags]",
                 "Serves the OpenAI-compatible API (POST /v1/chat/completions, POST /v1/completions,\n"
                 "GET /v1/models; streaming with Server-Sent Events) and the gRPC Generate API, and sends\n"
                 "each request's prompt to a prefill worker and its decoding to a decode worker. Workers\n"
-                "register here (gRPC port). Reads the model file for its tokenizer and chat template only.");
+                "register, and the controller drains and re-roles them, on the internal port (cluster\n"
+                "token required), which clients never need. Reads the model file for its tokenizer and\n"
+                "chat template only.");
   rf.Register(flags);
   tf.Register(flags);
   if (auto exit_code = ParseArgs(flags, args, "router")) return *exit_code;
@@ -41,8 +43,8 @@ int RouterCommand(const std::vector<std::string>& args) {
   if (!file.ok()) return Fail("router", std::string(file.status().message()));
   auto r = router::RouterProcess::Start(*options, **file);
   if (!r.ok()) return Fail("router", std::string(r.status().message()));
-  std::printf("router http_port=%d grpc_port=%d model=%s\n", (*r)->http_port(), (*r)->grpc_port(),
-              (*r)->served_model().c_str());
+  std::printf("router http_port=%d grpc_port=%d internal_port=%d model=%s\n", (*r)->http_port(), (*r)->grpc_port(),
+              (*r)->internal_port(), (*r)->served_model().c_str());
   std::fflush(stdout);
   std::signal(SIGINT, OnRouterSignal);
   std::signal(SIGTERM, OnRouterSignal);

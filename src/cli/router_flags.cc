@@ -9,8 +9,16 @@ void RouterFlags::Register(FlagSet& f) {
   f.String("model", &model, "GGUF model file (default: the bundled model)");
   f.String("served-model-name", &served_model, "model id clients name (default: derived from the file name)");
   f.Int("http-port", &http_port, "port of the HTTP API (0: any free port)");
-  f.Int("grpc-port", &grpc_port, "port of the gRPC services (0: any free port)");
-  f.String("bind", &bind, "address to listen on (0.0.0.0: every interface, as a container needs)");
+  f.Int("grpc-port", &grpc_port, "port of the public gRPC Generate API (0: any free port)");
+  f.String("bind", &bind,
+           "address the public APIs (HTTP, gRPC Generate) listen on (0.0.0.0: every interface, as a container "
+           "needs)");
+  f.Int("internal-port", &internal_port,
+        "port of the internal gRPC services: worker registration and heartbeats (Registry) and the "
+        "controller's RouterAdmin; they need the cluster token (0: any free port)");
+  f.String("internal-bind", &internal_bind,
+           "address the internal gRPC services listen on (default: --bind); workers and the controller "
+           "must reach it, clients need not");
   f.Int("http-threads", &http_threads, "threads serving HTTP connections");
   f.Int("local-prefill-threshold", &local_prefill_threshold,
         "prompts shorter than this many tokens prefill on the decode worker (0: never)");
@@ -38,6 +46,10 @@ void RouterFlags::ApplyEnvironment() {
 absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
   if (absl::Status s = CheckPort("--http-port", http_port); !s.ok()) return s;
   if (absl::Status s = CheckPort("--grpc-port", grpc_port); !s.ok()) return s;
+  if (absl::Status s = CheckPort("--internal-port", internal_port); !s.ok()) return s;
+  if (internal_port != 0 && (internal_port == grpc_port || internal_port == http_port)) {
+    return absl::InvalidArgumentError("--internal-port must differ from --grpc-port and --http-port");
+  }
   if (http_threads < 1) return absl::InvalidArgumentError("--http-threads must be at least 1");
   if (local_prefill_threshold < 0 || default_max_tokens < 0 || max_migrations < 0) {
     return absl::InvalidArgumentError(
@@ -50,6 +62,8 @@ absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
   o.bind_host = bind;
   o.http_port = http_port;
   o.grpc_port = grpc_port;
+  o.internal_port = internal_port;
+  o.internal_bind_host = internal_bind;
   o.http_threads = http_threads;
   o.served_model = served_model;
   o.local_prefill_threshold = local_prefill_threshold;

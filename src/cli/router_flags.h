@@ -16,6 +16,8 @@ struct RouterFlags {
   std::string bind = "127.0.0.1";  // loopback unless asked: nothing is exposed by default
   int http_port = 8000;
   int grpc_port = 50051;
+  int internal_port = 50053;
+  std::string internal_bind;  // empty: --bind
   int http_threads = 2;
   int local_prefill_threshold = 0;
   int default_max_tokens = 0;

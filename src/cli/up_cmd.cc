@@ -115,12 +115,14 @@ absl::Status UpSupervisor::StartRouter() {
   if (!line.ok()) return absl::UnavailableError("the router did not start (see its log above)");
   auto fields = ParseStatusFields(*line);
   Member& m = members_.back();
-  m.grpc = StrCat("127.0.0.1:", fields["grpc_port"]);
+  m.grpc = StrCat(plan_.router.bind, ":", fields["grpc_port"]);  // Generate, for clients
   m.http = StrCat("127.0.0.1:", fields["http_port"]);
-  // A restart takes the same ports: the workers and the controller know them.
-  m.argv = plan_.RouterArgv(self_, std::stoi(fields["http_port"]), std::stoi(fields["grpc_port"]));
+  // A restart takes the same ports: the clients, the workers and the controller know them.
+  m.argv = plan_.RouterArgv(self_, std::stoi(fields["http_port"]), std::stoi(fields["grpc_port"]),
+                            std::stoi(fields["internal_port"]));
   m.env = plan_.RouterEnvironment();
-  router_grpc_ = m.grpc;
+  // What the workers and the controller call (Registry, RouterAdmin): the internal port.
+  router_grpc_ = StrCat("127.0.0.1:", fields["internal_port"]);
   router_http_ = std::stoi(fields["http_port"]);
   router_model_ = fields["model"];
   return absl::OkStatus();
@@ -230,6 +232,9 @@ void UpSupervisor::PrintReady() const {
                 "controller", static_cast<int>(::getpid()), "-", daemon_->http_port(),
                 log.empty() ? "not logged" : log.c_str(), plan_.controller.daemon.loop.planner.max_total_instances);
   }
+  std::printf("\nthe router's gRPC column is its Generate API; workers and the controller call its internal port, "
+              "%s\n",
+              router_grpc_.c_str());
   std::printf("\ntry:\n  curl http://127.0.0.1:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
               "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n\n"
               "Ctrl-C stops everything.\n",

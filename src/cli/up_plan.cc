@@ -69,6 +69,10 @@ absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   plan.ready_timeout_s = flags.ready_timeout_s;
   plan.router = flags.router;
   plan.router.bind = flags.listen;
+  // The internal plane stays on loopback whatever --listen opens, on a port the router picks (the
+  // supervisor reads it from the router's first line).
+  plan.router.internal_bind = "127.0.0.1";
+  plan.router.internal_port = 0;
   if (flags.listen != "127.0.0.1" && flags.listen != "localhost" && flags.router.api_key.empty()) {
     plan.notes.push_back(StrCat("the API listens on ", flags.listen, " without an API key: anyone who reaches it "
                                 "can use the model (set $TANDEM_API_KEY)"));
@@ -87,10 +91,12 @@ void LaunchPlan::SetModel(const std::string& path) {
   worker.engine.model = path;
 }
 
-std::vector<std::string> LaunchPlan::RouterArgv(const std::string& self, int http_port, int grpc_port) const {
+std::vector<std::string> LaunchPlan::RouterArgv(const std::string& self, int http_port, int grpc_port,
+                                                int internal_port) const {
   RouterFlags flags = router;
   if (http_port >= 0) flags.http_port = http_port;
   if (grpc_port >= 0) flags.grpc_port = grpc_port;
+  if (internal_port >= 0) flags.internal_port = internal_port;
   std::vector<std::string> argv = {self, "router"};
   for (std::string& a : ToArgv(flags)) argv.push_back(std::move(a));
   return argv;

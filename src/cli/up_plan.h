@@ -63,7 +63,8 @@ struct LaunchPlan {
   void SetModel(const std::string& path);
   // `self` is the tandem executable. Ports >= 0 replace the plan's (a restarted router takes
   // the ports its workers know).
-  std::vector<std::string> RouterArgv(const std::string& self, int http_port = -1, int grpc_port = -1) const;
+  std::vector<std::string> RouterArgv(const std::string& self, int http_port = -1, int grpc_port = -1,
+                                      int internal_port = -1) const;
   std::vector<std::string> RouterEnvironment() const;  // TANDEM_API_KEY=... when a key is set
   // The flags every worker child gets (the controller's local actuator adds --role/--worker-id).
   std::vector<std::string> WorkerArgs(const std::string& router_grpc) const;

@@ -13,7 +13,9 @@ absl::StatusOr<v1::WorkerRole> ParseRole(const std::string& role) {
 
 void WorkerFlags::Register(FlagSet& f) {
   f.String("role", &role, "prefill, decode or mixed");
-  f.String("router", &router, "the router's gRPC address to register with (empty: do not register)");
+  f.String("router", &router,
+           "the router's internal gRPC address to register with, host:port of its --internal-port (empty: do "
+           "not register)");
   f.Int("grpc-port", &grpc_port, "port of the Worker gRPC service (0: any free port)");
   f.Int("http-port", &http_port, "port of /metrics, /healthz and /readyz (0: any free port)");
   f.String("host", &host, "address the router and other workers use to reach this worker");

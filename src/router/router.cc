@@ -80,8 +80,10 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   });
-  GetLogger("router")->info("router serving model '{}' (id {}): HTTP on {}:{}, gRPC on {}:{}", r->served_model_,
-                            ro.model_id, options.bind_host, r->http_port_, options.bind_host, r->grpc_port_);
+  GetLogger("router")->info("router serving model '{}' (id {}): HTTP on {}:{}, gRPC Generate on {}:{}, internal "
+                            "gRPC (Registry, RouterAdmin) on {}:{}",
+                            r->served_model_, ro.model_id, options.bind_host, r->http_port_, options.bind_host,
+                            r->grpc_port_, r->InternalHost(), r->internal_port_);
   return r;
 }
 
@@ -98,21 +100,32 @@ void RouterProcess::RegisterWorkerGauges() {
   }
 }
 
-absl::Status RouterProcess::StartServers() {
-  grpc::EnableDefaultHealthCheckService(true);
+std::string RouterProcess::InternalHost() const {
+  return options_.internal_bind_host.empty() ? options_.bind_host : options_.internal_bind_host;
+}
+
+absl::StatusOr<std::unique_ptr<grpc::Server>> RouterProcess::ServeGrpc(const std::string& host, int port,
+                                                                       std::vector<grpc::Service*> services,
+                                                                       int* bound) {
   grpc::ServerBuilder builder;
   // gRPC listens with SO_REUSEPORT by default: a second router on the same port would silently
   // share it with the first. A port that is taken is an error here.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(StrCat(options_.bind_host, ":", options_.grpc_port), grpc::InsecureServerCredentials(),
-                           &grpc_port_);
-  builder.RegisterService(generate_service_.get());
-  builder.RegisterService(registry_service_.get());
-  if (options_.admin_api) builder.RegisterService(admin_service_.get());
-  grpc_server_ = builder.BuildAndStart();
-  if (!grpc_server_ || grpc_port_ == 0) {
-    return absl::UnavailableError(StrCat("cannot listen for gRPC on ", options_.bind_host, ":", options_.grpc_port));
-  }
+  builder.AddListeningPort(StrCat(host, ":", port), grpc::InsecureServerCredentials(), bound);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || *bound == 0) return absl::UnavailableError(StrCat("cannot listen for gRPC on ", host, ":", port));
+  return server;
+}
+
+absl::Status RouterProcess::StartServers() {
+  grpc::EnableDefaultHealthCheckService(true);  // grpc.health.v1 on both ports
+  TANDEM_ASSIGN_OR_RETURN(grpc_server_,
+                          ServeGrpc(options_.bind_host, options_.grpc_port, {generate_service_.get()}, &grpc_port_));
+  std::vector<grpc::Service*> internal = {registry_service_.get()};
+  if (options_.admin_api) internal.push_back(admin_service_.get());
+  TANDEM_ASSIGN_OR_RETURN(internal_grpc_server_,
+                          ServeGrpc(InternalHost(), options_.internal_port, std::move(internal), &internal_port_));
   http::HttpServerOptions ho;
   ho.address = options_.bind_host;
   ho.port = options_.http_port;
@@ -142,9 +155,9 @@ void RouterProcess::Stop(absl::Duration grace) {
   // Start may have failed part way (a port taken): stop what exists.
   if (http_server_) http_server_->Stop(grace);
   if (timer_) timer_->Stop();  // requests still waiting for KV room fail: the router is shutting down
-  if (grpc_server_) {
-    grpc_server_->Shutdown(std::chrono::system_clock::now() +
-                           std::chrono::milliseconds(absl::ToInt64Milliseconds(grace) + 100));
+  for (grpc::Server* server : {grpc_server_.get(), internal_grpc_server_.get()}) {
+    if (server == nullptr) continue;
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(grace) + 100));
   }
   GetLogger("router")->info("router stopped");
 }

@@ -1,6 +1,8 @@
-// A whole router process: the OpenAI-compatible HTTP API, the public gRPC Generate API, the
-// Registry and RouterAdmin services for workers and operators, /metrics /healthz /readyz, and
-// the worker registry with heartbeat expiry.
+// A whole router process: the OpenAI-compatible HTTP API and the public gRPC Generate API (the
+// public plane, guarded by the API key), the Registry and RouterAdmin services for workers and
+// the controller on a port of their own (the internal plane, guarded by the cluster token, and
+// on loopback unless told otherwise), /metrics /healthz /readyz, and the worker registry with
+// heartbeat expiry.
 //
 // Thread-safe. The GGUF file is read for the tokenizer, the chat template and the model's
 // identity (workers must serve the same model); it must outlive the router.
@@ -26,9 +28,13 @@
 namespace tandem::router {
 
 struct RouterOptions {
-  std::string bind_host = "127.0.0.1";
+  std::string bind_host = "127.0.0.1";  // the public plane's address (HTTP and gRPC Generate)
   int http_port = 8000;   // 0: any free port
-  int grpc_port = 50051;  // 0: any free port
+  int grpc_port = 50051;  // Generate; 0: any free port
+  // The internal plane (Registry, RouterAdmin): its own port, so that opening the public API
+  // to clients does not open it; empty host: bind_host.
+  std::string internal_bind_host;
+  int internal_port = 50053;  // 0: any free port
   int http_threads = 2;
   std::string served_model;        // empty: the GGUF's general.name-derived default
   std::string api_key;             // non-empty: clients must send it (Authorization: Bearer)
@@ -55,6 +61,8 @@ class RouterProcess {
   void Stop(absl::Duration grace);
   int http_port() const { return http_port_; }
   int grpc_port() const { return grpc_port_; }
+  // Where workers register and the controller calls RouterAdmin.
+  int internal_port() const { return internal_port_; }
   // Ready when it can serve: a decode-capable worker, and a prefill or mixed worker.
   bool Ready() const;
   WorkerRegistry& registry() { return *registry_; }
@@ -65,10 +73,14 @@ class RouterProcess {
   void RegisterWorkerGauges();
   // The gRPC services and the HTTP server (OpenAI API, /metrics /healthz /readyz).
   absl::Status StartServers();
+  // A gRPC server on host:port with `services`; `bound` gets the port it took.
+  static absl::StatusOr<std::unique_ptr<grpc::Server>> ServeGrpc(const std::string& host, int port,
+                                                                 std::vector<grpc::Service*> services, int* bound);
+  std::string InternalHost() const;
 
   RouterOptions options_;
   std::string served_model_;
-  int http_port_ = 0, grpc_port_ = 0;
+  int http_port_ = 0, grpc_port_ = 0, internal_port_ = 0;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<WorkerRegistry> registry_;
   std::unique_ptr<TimedTaskQueue> timer_;
@@ -80,7 +92,8 @@ class RouterProcess {
   std::unique_ptr<rpc::ClusterAuth> auth_;  // before the services that borrow it
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<RouterAdminService> admin_service_;
-  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<grpc::Server> grpc_server_;           // Generate
+  std::unique_ptr<grpc::Server> internal_grpc_server_;  // Registry, RouterAdmin
   std::unique_ptr<http::HttpServer> http_server_;
   std::vector<metrics::CallbackRegistration> callbacks_;
   std::atomic<bool> stop_{false};

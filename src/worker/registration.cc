@@ -56,7 +56,10 @@ void RouterRegistration::Loop() {
                   v1::WorkerRole_Name(req.info().role()));
       } else if (!warned) {
         warned = true;
-        log->warn("cannot register with the router at {}: {}; retrying", options_.router_address, s.error_message());
+        log->warn("cannot register with the router at {}: {}{}; retrying", options_.router_address, s.error_message(),
+                  s.error_code() == grpc::StatusCode::UNIMPLEMENTED
+                      ? " (no Registry there: --router must name the router's --internal-port, not its Generate port)"
+                      : "");
       }
     } else {
       v1::HeartbeatRequest req;

@@ -269,7 +269,7 @@ def field_ref(container, var):
     return None
 
 
-def test_router_service_selects_the_router_and_exposes_http_and_grpc(objects):
+def test_router_service_selects_the_router_and_exposes_http_grpc_and_internal(objects):
     service = named(objects, "Service", "tandem-router")
     selector = service["spec"]["selector"]
     assert selector.get(LABEL_COMPONENT) == "router"
@@ -277,9 +277,10 @@ def test_router_service_selects_the_router_and_exposes_http_and_grpc(objects):
     assert [d["metadata"]["name"] for d in matching] == [deployment_of(objects, "router")["metadata"]["name"]]
     router = the_tandem_container(matching[0])
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert ports["http"]["port"] == 8000 and ports["grpc"]["port"] == 50051
+    assert ports["http"]["port"] == 8000 and ports["grpc"]["port"] == 50051 and ports["internal"]["port"] == 50053
     assert port_number(router, ports["http"]["targetPort"]) == int(flag(router["args"], "http-port"))
     assert port_number(router, ports["grpc"]["targetPort"]) == int(flag(router["args"], "grpc-port"))
+    assert port_number(router, ports["internal"]["targetPort"]) == int(flag(router["args"], "internal-port"))
     # Workers register through this Service before the router is ready (it is ready once they have).
     assert service["spec"].get("publishNotReadyAddresses") is True
 
@@ -289,7 +290,7 @@ def test_workers_register_with_the_router_service_and_advertise_the_pod_ip(objec
     c = the_tandem_container(deployment_of(objects, role))
     args = c["args"]
     assert args[0] == "worker" and flag(args, "role") == role
-    assert flag(args, "router") == "tandem-router:50051"
+    assert flag(args, "router") == "tandem-router:50053"
     assert flag(args, "host") == "$(POD_IP)" and field_ref(c, "POD_IP") == "status.podIP"
     assert port_number(c, int(flag(args, "grpc-port"))) is not None, "worker gRPC port not declared"
 
@@ -528,7 +529,7 @@ def test_controller_scales_the_worker_deployments_of_its_namespace(objects):
                                      and field_ref(c, "POD_NAMESPACE") == "metadata.namespace")
     for role in WORKER_ROLES:
         assert flag(args, f"{role}-deployment") == deployment_of(objects, role)["metadata"]["name"]
-    assert flag(args, "router") == "tandem-router:50051"
+    assert flag(args, "router") == "tandem-router:50053"
     assert flag(args, "router-http") == "tandem-router:8000"
     assert port_number(c, int(flag(args, "http-port"))) is not None
 
@@ -779,16 +780,18 @@ def test_worker_grpc_port_is_reachable_only_from_the_router_and_kv_peers(objects
 def test_internal_plane_connections_are_allowed(objects):
     def port_of(component, name):
         return int(flag(the_tandem_container(deployment_of(objects, component))["args"], name))
-    router_grpc, router_http = port_of("router", "grpc-port"), port_of("router", "http-port")
+    router_internal, router_http = port_of("router", "internal-port"), port_of("router", "http-port")
     controller_http = port_of("controller", "http-port")
     for role in WORKER_ROLES:
-        assert allowed(objects, role, "router", router_grpc), f"{role} workers cannot register"
+        assert allowed(objects, role, "router", router_internal), f"{role} workers cannot register"
         worker_http = port_of(role, "http-port")
         assert allowed(objects, "prometheus", role, worker_http), f"Prometheus cannot scrape {role}"
         assert allowed(objects, "controller", role, worker_http), f"the controller cannot scrape {role}"
         kv_peer = {"prefill": "decode", "decode": "prefill"}[role]  # all TCP, for UCX
         assert reachers(objects, role, worker_http) == {"prometheus", "controller", kv_peer}, f"{role} /metrics"
-    assert allowed(objects, "controller", "router", router_grpc), "the controller cannot reach the admin API"
+    assert allowed(objects, "controller", "router", router_internal), "the controller cannot reach the admin API"
+    # Only they: clients (in or outside the namespace) never reach the internal port.
+    assert reachers(objects, "router", router_internal) == {"prefill", "decode", "controller"}
     assert allowed(objects, "controller", "router", router_http), "the controller cannot scrape the router"
     assert allowed(objects, "prometheus", "router", router_http), "Prometheus cannot scrape the router"
     assert reachers(objects, "controller", controller_http) == {"prometheus"}
@@ -804,6 +807,9 @@ def test_router_public_api_is_open_to_clients(objects):
         port = int(flag(c["args"], name))
         for client in ("other-namespace", OUTSIDE):
             assert allowed(objects, client, "router", port), f"clients in {client} cannot reach {port}"
+    for client in ("other-namespace", OUTSIDE):
+        assert not allowed(objects, client, "router", int(flag(c["args"], "internal-port"))), \
+            f"the router's internal port is reachable from {client}"
     # Nothing else is open to clients outside the namespace.
     for component in WORKER_ROLES + ("controller",):
         _, _, ports = endpoints(objects)[component]

@@ -39,7 +39,7 @@ TEST(DrainedOutTest, EveryDecodeWorkerDrainedIsRestoredAfterTheGraceButNotTheAct
   TestCluster& cluster = **c;
   const int decode = cluster.FindWorker(v1::WORKER_ROLE_DECODE);
   const std::string id = cluster.worker(decode).worker_id();
-  controller::AdminClient admin(StrCat("127.0.0.1:", cluster.router().grpc_port()), cluster.cluster_token());
+  controller::AdminClient admin(StrCat("127.0.0.1:", cluster.router().internal_port()), cluster.cluster_token());
   ASSERT_TRUE(admin.DrainWorker(id).ok());
   ASSERT_TRUE(WaitFor([&] { return !cluster.router().Ready(); }));
   auto refused = cluster.Generate({5, 6, 7}, SamplingParams{.temperature = 0, .max_tokens = 2});

@@ -1,6 +1,7 @@
 // The internal plane as an outsider meets it: every Registry, RouterAdmin and Worker call
 // without the cluster token (or with a wrong one) is refused with UNAUTHENTICATED and counted,
-// nothing it asked for happens, and the cluster keeps serving. A cluster member cannot take
+// nothing it asked for happens, and the cluster keeps serving; the public gRPC port serves none
+// of the internal services. A cluster member cannot take
 // over another live worker's registration, and request ids are the router's, never a client's.
 #include <functional>
 #include <string>
@@ -10,6 +11,7 @@
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "rpc/cluster_auth.h"
+#include "tandem/v1/generate.grpc.pb.h"
 #include "tandem/v1/registry.grpc.pb.h"
 #include "tandem/v1/worker.grpc.pb.h"
 #include "testing/test_cluster.h"
@@ -29,7 +31,7 @@ class InternalPlaneTest : public ::testing::Test {
     decode_ = cluster_->FindWorker(v1::WORKER_ROLE_DECODE);
   }
 
-  std::string RouterAddress() const { return StrCat("127.0.0.1:", cluster_->router().grpc_port()); }
+  std::string RouterAddress() const { return StrCat("127.0.0.1:", cluster_->router().internal_port()); }
   std::string DecodeAddress() const { return StrCat("127.0.0.1:", cluster_->worker(decode_).grpc_port()); }
 
   // Every internal method, called over `channel`; each entry returns the call's status.
@@ -175,6 +177,28 @@ TEST_F(InternalPlaneTest, WithTheTokenTheCallsAreServed) {
   EXPECT_EQ(resp.workers_size(), 2);
 }
 
+// The planes have ports of their own: the public gRPC port (the one clients are given) serves no
+// internal service even with the token, and the internal port serves no Generate.
+TEST_F(InternalPlaneTest, ThePublicPortServesNoInternalServiceAndTheInternalPortNoGenerate) {
+  const std::string public_address = StrCat("127.0.0.1:", cluster_->router().grpc_port());
+  ASSERT_NE(public_address, RouterAddress());
+  for (auto& [method, call] : Calls(rpc::ClusterChannel(public_address, cluster_->cluster_token()),
+                                    rpc::ClusterChannel(DecodeAddress(), cluster_->cluster_token()))) {
+    if (method.rfind("Worker/", 0) == 0) continue;
+    EXPECT_EQ(call().error_code(), grpc::StatusCode::UNIMPLEMENTED) << method << " on the public port";
+  }
+  auto generate = v1::TandemGenerate::NewStub(rpc::ClusterChannel(RouterAddress(), cluster_->cluster_token()));
+  v1::GenerateRequest req;
+  req.mutable_token_ids()->add_ids(5);
+  grpc::ClientContext ctx;
+  auto reader = generate->Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED) << "Generate on the internal port";
+  EXPECT_EQ(cluster_->router().registry().CountRole(v1::WORKER_ROLE_DECODE), 1) << "the public port changed the registry";
+}
+
 // With --no-admin-api nobody, token or not, can drain or re-role workers through the router.
 TEST(InternalPlaneAdminOffTest, WithoutTheAdminApiEvenTheTokenCannotDrain) {
   ClusterSpec spec;
@@ -183,7 +207,7 @@ TEST(InternalPlaneAdminOffTest, WithoutTheAdminApiEvenTheTokenCannotDrain) {
   auto c = TestCluster::Start(spec);
   ASSERT_TRUE(c.ok()) << c.status();
   auto admin = v1::RouterAdmin::NewStub(
-      rpc::ClusterChannel(StrCat("127.0.0.1:", (*c)->router().grpc_port()), (*c)->cluster_token()));
+      rpc::ClusterChannel(StrCat("127.0.0.1:", (*c)->router().internal_port()), (*c)->cluster_token()));
   grpc::ClientContext ctx;
   v1::DrainWorkerRequest req;
   req.set_worker_id((*c)->worker((*c)->FindWorker(v1::WORKER_ROLE_DECODE)).worker_id());

@@ -62,7 +62,7 @@ void StartWithOnePrefillWorker(ActuatorCluster& ac) {
   auto c = TestCluster::Start(spec);
   ASSERT_TRUE(c.ok()) << c.status();
   ac.cluster = *std::move(c);
-  const std::string router = StrCat("127.0.0.1:", ac.cluster->router().grpc_port());
+  const std::string router = StrCat("127.0.0.1:", ac.cluster->router().internal_port());
   ::setenv("TANDEM_CLUSTER_TOKEN", ac.cluster->cluster_token().c_str(), 1);
   ac.admin = std::make_unique<controller::AdminClient>(router, ac.cluster->cluster_token());
   controller::LocalActuatorOptions o;

@@ -39,7 +39,7 @@ TEST(RoleChangeTest, FlipsADrainedDecodeWorkerToPrefillWithRequestsInFlight) {
   spec.token_budget = 32;
   auto c = TestCluster::Start(spec);
   ASSERT_TRUE(c.ok()) << c.status();
-  controller::AdminClient admin(StrCat("127.0.0.1:", (*c)->router().grpc_port()), (*c)->cluster_token());
+  controller::AdminClient admin(StrCat("127.0.0.1:", (*c)->router().internal_port()), (*c)->cluster_token());
   controller::RoleChangeActuator actuator(&admin, absl::Seconds(30));
   auto before = actuator.Current();
   ASSERT_TRUE(before.ok()) << before.status();

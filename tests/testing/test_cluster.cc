@@ -28,6 +28,7 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.bind_host = "127.0.0.1";
   ro.http_port = 0;
   ro.grpc_port = 0;
+  ro.internal_port = 0;
   ro.local_prefill_threshold = spec.local_prefill_threshold;
   ro.heartbeat_ms = 100;
   ro.worker_expiry = absl::Seconds(2);
@@ -74,7 +75,7 @@ absl::Status TestCluster::AddWorker(v1::WorkerRole role, WorkerShape shape) {
                                                          : "mixed-",
                         next_worker_++);
   wo.bind_host = "127.0.0.1";
-  wo.router_address = StrCat("127.0.0.1:", router_->grpc_port());
+  wo.router_address = StrCat("127.0.0.1:", router_->internal_port());
   wo.heartbeat_interval = absl::Milliseconds(100);
   wo.service.transfer_timeout = spec_.transfer_timeout;
   wo.service.cluster_token = spec_.cluster_token;

@@ -122,8 +122,8 @@ TEST(UpPlanTest, UpOffersTheRouterAndWorkerSettingsUnderTheirOwnNames) {
   EXPECT_FALSE(flags.Parse({"--bind=0.0.0.0"}).ok()) << "the router's bind address is not up's to set";
 }
 
-// Nothing listens beyond loopback unless asked; --listen opens the router's API only, and says
-// so when there is no API key.
+// Nothing listens beyond loopback unless asked; --listen opens the router's public API only (not
+// its internal port), and says so when there is no API key.
 TEST(UpPlanTest, ListenOpensOnlyTheRouterAndWarnsWithoutAnApiKey) {
   UpFlags up;
   FlagSet flags("up", "");
@@ -136,7 +136,10 @@ TEST(UpPlanTest, ListenOpensOnlyTheRouterAndWarnsWithoutAnApiKey) {
   ASSERT_TRUE(flags.Parse({"--listen=0.0.0.0"}).ok());
   plan = PlanUp(up, 2);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_EQ(ChildSettings<RouterFlags>(plan->RouterArgv("/bin/tandem"), 2).bind, "0.0.0.0");
+  const RouterFlags router = ChildSettings<RouterFlags>(plan->RouterArgv("/bin/tandem"), 2);
+  EXPECT_EQ(router.bind, "0.0.0.0");
+  // The internal plane (registration, admin) does not follow the public API out.
+  EXPECT_EQ(router.internal_bind, "127.0.0.1");
   EXPECT_EQ(ChildSettings<WorkerFlags>(plan->WorkerArgs("r:1"), 0).bind, "127.0.0.1");
   ASSERT_EQ(plan->notes.size(), 1u);
   EXPECT_THAT(plan->notes[0], HasSubstr("without an API key"));
