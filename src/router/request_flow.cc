@@ -416,11 +416,13 @@ void RequestFlow::WaitForRoom(bool local) {
 // Chooses the next prefill worker and builds its request; nullopt when attempts are spent or no
 // worker is left. Called with mu_ held.
 std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
-                                                           std::shared_ptr<CallCanceller>& cancel) {
+                                                           std::shared_ptr<CallCanceller>& cancel, int64_t& pending) {
   if (stats_.prefill_attempts >= options_.max_prefill_attempts) return std::nullopt;
   const std::vector<int32_t> prompt = LegPrompt();
-  prefill = registry_->PickPrefill(prompt, &lease_.endpoint().layout(), tried_prefill_);
-  if (!prefill) return std::nullopt;
+  PrefillClaim claim = registry_->ClaimPrefill(prompt, &lease_.endpoint().layout(), tried_prefill_);
+  if (!claim.worker) return std::nullopt;
+  prefill = std::move(claim.worker);
+  pending = claim.pending_tokens;
   if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
   ++stats_.prefill_attempts;
   tried_prefill_.insert(prefill->info.worker_id());
@@ -447,11 +449,12 @@ void RequestFlow::Prefill() {
   uint64_t leg;
   bool attempted = false;
   std::shared_ptr<WorkerHandle> lease_holder;
+  int64_t pending = 0;  // the prompt tokens the registry counts against the worker
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
     leg = leg_;
-    req = PickPrefill(prefill, cancel);
+    req = PickPrefill(prefill, cancel, pending);
     if (!req.has_value()) {
       attempted = stats_.prefill_attempts > 0;
       lease_holder = decode_;
@@ -471,8 +474,6 @@ void RequestFlow::Prefill() {
   }
   Log()->debug("request={} prefill on worker={} into lease={}", request_.id, prefill->info.worker_id(),
                req->destination().lease_id());
-  const std::vector<int32_t> prompt(req->prompt().begin(), req->prompt().end());
-  const int64_t pending = registry_->NotePrefillStarted(prefill->info.worker_id(), prompt);
   Watch(prefill, leg);  // the lease's decode worker is watched since Reserve
   prefill->client->Prefill(*req, request_.deadline, std::move(cancel),
                            [self = shared_from_this(), prefill, leg, pending](auto answer) {

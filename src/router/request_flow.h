@@ -167,8 +167,10 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   // Tries again later: Local() when `local`, else Reserve(); gives up at the admission timeout.
   void WaitForRoom(bool local = false);
   void Prefill();
+  // Claims the prefill worker (registry's ClaimPrefill: `pending` tokens counted against it until
+  // the call's answer) and builds its request.
   std::optional<v1::PrefillRequest> PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
-                                                std::shared_ptr<CallCanceller>& cancel);
+                                                std::shared_ptr<CallCanceller>& cancel, int64_t& pending);
   void OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint64_t leg,
                    absl::StatusOr<v1::PrefillResponse> answer);
   void Decode(int32_t first_token, int32_t rng_draws);

@@ -179,14 +179,13 @@ std::shared_ptr<WorkerHandle> WorkerRegistry::PickDecode(int64_t prompt_tokens, 
   return i < 0 ? nullptr : entries[i]->handle;
 }
 
-std::shared_ptr<WorkerHandle> WorkerRegistry::PickPrefill(std::span<const int32_t> prompt,
-                                                          const v1::KvLayout* destination,
-                                                          const std::set<std::string>& exclude) {
-  std::lock_guard<std::mutex> lock(mu_);
+WorkerRegistry::Entry* WorkerRegistry::PickPrefillLocked(std::span<const int32_t> prompt,
+                                                         const v1::KvLayout* destination,
+                                                         const std::set<std::string>& exclude) {
   std::map<int32_t, std::vector<uint64_t>> chains;  // by block size: one entry in a uniform cluster
   std::vector<placement::PrefillCandidate> candidates;
-  std::vector<const Entry*> entries;
-  for (const auto& [id, e] : workers_) {
+  std::vector<Entry*> entries;
+  for (auto& [id, e] : workers_) {
     const v1::WorkerInfo& info = e.handle->info;
     if (exclude.contains(id) || e.load.draining() || info.role() != v1::WORKER_ROLE_PREFILL) continue;
     if (destination != nullptr && !placement::KvLayoutsMatch(info.kv_endpoint().layout(), *destination)) continue;
@@ -199,14 +198,10 @@ std::shared_ptr<WorkerHandle> WorkerRegistry::PickPrefill(std::span<const int32_
   }
   const int i = placement::PickPrefill(candidates, static_cast<int64_t>(prompt.size()), placement::PromptKey(prompt),
                                        options_.affinity_slack_tokens);
-  return i < 0 ? nullptr : entries[i]->handle;
+  return i < 0 ? nullptr : entries[i];
 }
 
-int64_t WorkerRegistry::NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = workers_.find(worker_id);
-  if (it == workers_.end()) return 0;
-  Entry& e = it->second;
+int64_t WorkerRegistry::NotePrefillStartedLocked(Entry& e, std::span<const int32_t> prompt) {
   const int32_t block_size = placement::BlockSizeOf(e.handle->info);
   const std::vector<uint64_t> chain = placement::BlockChain(prompt, block_size);
   const int64_t cached = e.prefix_index.MatchedBlocks(chain) * block_size;
@@ -214,6 +209,28 @@ int64_t WorkerRegistry::NotePrefillStarted(const std::string& worker_id, std::sp
   e.pending_prefill_tokens += pending;
   e.prefix_index.Insert(chain);
   return pending;
+}
+
+std::shared_ptr<WorkerHandle> WorkerRegistry::PickPrefill(std::span<const int32_t> prompt,
+                                                          const v1::KvLayout* destination,
+                                                          const std::set<std::string>& exclude) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry* e = PickPrefillLocked(prompt, destination, exclude);
+  return e == nullptr ? nullptr : e->handle;
+}
+
+int64_t WorkerRegistry::NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  return it == workers_.end() ? 0 : NotePrefillStartedLocked(it->second, prompt);
+}
+
+PrefillClaim WorkerRegistry::ClaimPrefill(std::span<const int32_t> prompt, const v1::KvLayout* destination,
+                                          const std::set<std::string>& exclude) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry* e = PickPrefillLocked(prompt, destination, exclude);
+  if (e == nullptr) return {};
+  return {e->handle, NotePrefillStartedLocked(*e, prompt)};
 }
 
 void WorkerRegistry::NotePrefillEnded(const std::string& worker_id, int64_t tokens) {

@@ -63,6 +63,13 @@ struct WorkerHandle {
   std::shared_ptr<WorkerLoss> loss = std::make_shared<WorkerLoss>();
 };
 
+// A prefill worker chosen for a prompt and the tokens counted as its pending work for it (hand
+// them back with NotePrefillEnded). worker is null when none fits.
+struct PrefillClaim {
+  std::shared_ptr<WorkerHandle> worker;
+  int64_t pending_tokens = 0;
+};
+
 struct WorkerRegistryOptions {
   std::string model_id;                        // workers must serve this model
   absl::Duration expiry = absl::Seconds(3);
@@ -111,6 +118,10 @@ class WorkerRegistry {
   // as that worker's pending work: the prompt less what the index says the worker holds (the
   // worker computes only the rest), at least 1; Ended takes the same count back.
   int64_t NotePrefillStarted(const std::string& worker_id, std::span<const int32_t> prompt);
+  // PickPrefill and NotePrefillStarted as one step, so that requests placed at the same moment
+  // each see the ones placed before them (no burst herds onto one worker on stale load).
+  PrefillClaim ClaimPrefill(std::span<const int32_t> prompt, const v1::KvLayout* destination,
+                            const std::set<std::string>& exclude);
   void NotePrefillEnded(const std::string& worker_id, int64_t tokens);
   void NoteBlocksReserved(const std::string& worker_id, int64_t blocks);
   // A worker's own count of free blocks (from a reservation's answer): fresher than a heartbeat.
@@ -143,6 +154,9 @@ class WorkerRegistry {
     PrefixIndex prefix_index;  // prefill workers: the prompts sent there
   };
   bool Hijacks(const Entry& current, const v1::WorkerInfo& info) const;  // mu_ held
+  Entry* PickPrefillLocked(std::span<const int32_t> prompt, const v1::KvLayout* destination,
+                           const std::set<std::string>& exclude);            // mu_ held
+  int64_t NotePrefillStartedLocked(Entry& e, std::span<const int32_t> prompt);  // mu_ held
   // Erases the worker (only as `epoch`, when given) and raises its WorkerLoss; false if absent.
   bool Unregister(const std::string& worker_id, std::optional<uint64_t> epoch);
 

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "fmt/format.h"
 #include "gtest/gtest.h"
@@ -314,6 +315,30 @@ TEST_F(PrefixAffinityTest, AWorkerThatLeavesOrRestartsIsForgotten) {
   Register(again, 2);
   registry_->NotePrefillStarted(again, load);
   EXPECT_NE(registry_->PickPrefill(history, nullptr, {})->info.worker_id(), again);
+}
+
+// A burst: eight different prompts placed at the same moment from eight threads onto four idle
+// workers. Each claim sees the ones before it, so the burst spreads two to a worker; placed on
+// load read before the others had counted theirs, it could all land on one.
+TEST_F(PrefixAffinityTest, ABurstOfClaimsSpreadsOverTheWorkers) {
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(fmt::format("round {}", round));
+    Start(4);
+    std::vector<std::string> got(8);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 8; ++i) {
+      threads.emplace_back([&, i] {
+        const PrefillClaim claim = registry_->ClaimPrefill(Random(600, 100 * round + i), nullptr, {});
+        got[i] = claim.worker->info.worker_id();
+        EXPECT_EQ(claim.pending_tokens, 600);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    std::map<std::string, int> per_worker;
+    for (const std::string& w : got) ++per_worker[w];
+    ASSERT_EQ(per_worker.size(), 4u);
+    for (const auto& [w, n] : per_worker) EXPECT_EQ(n, 2) << w;
+  }
 }
 
 }  // namespace
