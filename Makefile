@@ -11,7 +11,7 @@ TANDEM     := $(BUILD_DIR)/tandem
 FUZZ_SECONDS ?= 600
 IMAGE      ?= tandem:latest
 
-.PHONY: all setup configure build model test test-venv fuzz fuzz-long up demo bench image test-image clean help
+.PHONY: all setup configure build model test test-venv fuzz fuzz-long test-asan up demo bench image test-image clean help
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make build  configure and build only ($(BUILD_DIR)/, CMAKE_ARGS=... to pass options)"
 	@echo "make fuzz   build the libFuzzer targets with clang (build-fuzz/) and run each for 60 s (part of make test);"
 	@echo "            make fuzz-long FUZZ_SECONDS=3600 for longer runs (crash inputs: build-fuzz/crashes/)"
+	@echo "make test-asan  the C++ unit and serving tests under AddressSanitizer + UBSan (build-asan/; slow, not in make test)"
 	@echo "make bench  CPU benchmark against llama.cpp (builds llama-cpp-python first; slow)"
 	@echo "make image  the container image $(IMAGE) with podman (Dockerfile; CPU only, bundled model inside)"
 	@echo "make test-image  tandem up in that image: a chat completion as its own user, then the OpenAI-client e2e tests"
@@ -48,6 +49,22 @@ fuzz: setup
 
 fuzz-long: setup
 	scripts/run_fuzzers.sh $(FUZZ_SECONDS) 2
+
+# The C++ unit and serving tests (label `unit`: every gtest, the in-process clusters included)
+# built with AddressSanitizer + UBSan in build-asan/ (CPU only, no benchmarks). Not part of
+# `make test`: on two cores it takes longer than CI allows. ASAN_LABELS (ctest -L) and
+# ASAN_TESTS (ctest -R, a regular expression) choose a part, e.g. ASAN_TESTS='Transfer|Router'.
+ASAN_DIR    ?= build-asan
+ASAN_LABELS ?= unit|model
+ASAN_TESTS  ?=
+test-asan: model
+	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_SANITIZE=address \
+	  -DTANDEM_CUDA=OFF -DTANDEM_BUILD_BENCH=OFF $(CMAKE_ARGS) > /dev/null
+	@cmake --build $(ASAN_DIR) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  TANDEM_MODEL="$$($(TANDEM) model fetch)" TANDEM_REQUIRE_MODEL=1 \
+	  ctest --test-dir $(ASAN_DIR) --output-on-failure -j $(JOBS) -L '$(ASAN_LABELS)' \
+	  $(if $(ASAN_TESTS),-R '$(ASAN_TESTS)') --timeout 1800
 
 test: model test-venv fuzz
 	TANDEM_MODEL="$$($(TANDEM) model fetch)" TANDEM_REQUIRE_MODEL=1 TANDEM_REQUIRE_E2E=1 \
