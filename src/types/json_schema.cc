@@ -161,6 +161,33 @@ absl::Status OnlyAnnotationsBeside(const Json& s, std::string_view keyword, std:
   return absl::OkStatus();
 }
 
+// The schema a local $ref names: "#/$defs/<name>" or "#/definitions/<name>", <name> one JSON
+// pointer token (~0 is '~', ~1 is '/'). Null when it names none or is malformed. Read here, not
+// through nlohmann's json_pointer, which throws on a malformed escape.
+const Json* Definition(const Json& root, std::string_view ref) {
+  for (std::string_view section : {"$defs", "definitions"}) {
+    const std::string prefix = StrCat("#/", section, "/");
+    if (!ref.starts_with(prefix)) continue;
+    const std::string_view token = ref.substr(prefix.size());
+    std::string name;
+    for (size_t i = 0; i < token.size(); ++i) {
+      if (token[i] == '/') return nullptr;  // a pointer into a definition: not supported
+      if (token[i] != '~') {
+        name += token[i];
+      } else if (i + 1 < token.size() && (token[i + 1] == '0' || token[i + 1] == '1')) {
+        name += token[++i] == '0' ? '~' : '/';
+      } else {
+        return nullptr;
+      }
+    }
+    const auto defs = root.find(section);
+    if (defs == root.end() || !defs->is_object()) return nullptr;
+    const auto it = defs->find(name);
+    return it == defs->end() ? nullptr : &*it;
+  }
+  return nullptr;
+}
+
 // "$ref": "#/$defs/Name" (or "#/definitions/Name"): the named schema, compiled once; recursion is
 // refused (a recursive grammar is more than this recogniser follows).
 absl::StatusOr<int32_t> Compiler::Ref(const Json& s, std::string_view path, int depth) {
@@ -172,10 +199,10 @@ absl::StatusOr<int32_t> Compiler::Ref(const Json& s, std::string_view path, int 
   const std::string& name = ref.get_ref<const std::string&>();
   if (auto it = refs_.find(name); it != refs_.end()) return it->second;
   if (resolving_.contains(name)) return Refuse(path, StrCat("recursive '$ref' ", ref.dump(), " is not supported"));
-  const Json::json_pointer pointer(name.substr(1));
-  if (!root_.contains(pointer)) return Refuse(path, StrCat("'$ref' ", ref.dump(), " names no definition"));
+  const Json* definition = Definition(root_, name);
+  if (definition == nullptr) return Refuse(path, StrCat("'$ref' ", ref.dump(), " names no definition"));
   resolving_.insert(name);
-  auto index = Node(root_.at(pointer), name.substr(2), depth + 1);
+  auto index = Node(*definition, name.substr(2), depth + 1);
   resolving_.erase(name);
   if (index.ok()) refs_[name] = *index;
   return index;

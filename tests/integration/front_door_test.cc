@@ -415,6 +415,10 @@ TEST_F(FrontDoorTest, InvalidRequestsGetTheSameErrorThroughBothDoors) {
       bad(TokenIds("token id outside the vocabulary", {5, 100000}), 400),
       bad(TokenIds("negative token id", {5, -1}), 400),
       bad(With(Completion("n over the limit", "Hi"), [](Case& c) { c.n = 17; }), 400),
+      // Once ended the router: a $ref whose JSON pointer escape is malformed.
+      bad(With(Chat("a $ref with a malformed escape", {{"user", "Hi"}}),
+               [](Case& c) { c.json_schema = R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b~"}}})"; }),
+          400),
   };
   for (const Case& c : cases) {
     const Outcome o = ExpectSameAnswer(c);

@@ -183,6 +183,11 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
        "properties.a: 'pattern' is not supported"},
       {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b"}}})", "properties.a: '$ref' \"#/$defs/b\" names no"},
       {R"({"type": "object", "properties": {"a": {"$ref": "http://x/s.json"}}})", "only #/$defs/... and #/definitions/"},
+      // A malformed pointer escape (found by fuzz_json_grammar: it used to throw and end the process).
+      {R"({"$defs": {"b~": {}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/b~"}}})", "names no definition"},
+      {R"({"$defs": {"b": {}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/b~2"}}})", "names no definition"},
+      {R"({"$defs": {"b": {"c": {}}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/b/c"}}})",
+       "names no definition"},
       {R"({"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}},
            "type": "object", "properties": {"head": {"$ref": "#/$defs/n"}}})", "recursive '$ref' \"#/$defs/n\""},
       {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/b", "minLength": 1}}, "$defs": {"b": {}}})",
@@ -204,6 +209,19 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
     ASSERT_FALSE(refused.ok()) << b.schema;
     EXPECT_NE(refused.status().message().find(b.message), std::string::npos) << refused.status();
   }
+}
+
+// JSON pointer escapes in a $ref name the definition they spell: ~1 is '/', ~0 is '~'.
+TEST(JsonSchema, RefEscapesNameTheirDefinition) {
+  auto schema = CompileJsonSchema(R"({"$defs": {"a/b": {"type": "integer"}, "c~d": {"type": "string"}},
+      "type": "object", "properties": {"n": {"$ref": "#/$defs/a~1b"}, "s": {"$ref": "#/definitions/c~0d"}},
+      "definitions": {"c~d": {"type": "string"}}, "required": ["n", "s"], "additionalProperties": false})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  JsonRecognizer r(schema->get());
+  EXPECT_TRUE(r.FeedAll(R"({"n": 12, "s": "x"})"));
+  EXPECT_TRUE(r.Complete());
+  JsonRecognizer wrong(schema->get());
+  EXPECT_FALSE(wrong.FeedAll(R"({"n": "12")")) << "n is an integer";
 }
 
 size_t SchemaPrefix(const JsonSchema& schema, std::string_view text, bool* complete = nullptr) {
