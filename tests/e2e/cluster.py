@@ -17,6 +17,7 @@ except ImportError:
 READY = re.compile(r"tandem is ready: (http://127\.0\.0\.1:\d+/v1)")
 ROW = re.compile(r"^\s+(router|prefill|decode|mixed)\s+(\d+)\s+(\S+)\s+(\S+)\s*$")
 CONTROLLER_ROW = re.compile(r"^\s+controller\s+\d+\s+-\s+(\S+)")
+INTERNAL = re.compile(r"call its internal port, (\S+)$")
 
 
 class Cluster:
@@ -39,6 +40,7 @@ class Cluster:
         self.url = None
         self.processes = []
         self.controller_http = None
+        self.router_internal = None  # the router's Registry/RouterAdmin address (not its Generate port)
         self._wait_ready(timeout=180)
         self.client = openai.OpenAI(base_url=self.url, api_key="unused", max_retries=0, timeout=300)
         self.model = self.client.models.list().data[0].id
@@ -69,6 +71,8 @@ class Cluster:
                 self.processes.append((m.group(1), int(m.group(2)), m.group(3), m.group(4)))
             elif (m := CONTROLLER_ROW.match(line)) and self.url:
                 self.controller_http = m.group(1)
+            elif (m := INTERNAL.search(line.rstrip())) and self.url:
+                self.router_internal = m.group(1)
             elif self.url and line.startswith("try:"):
                 return
         self.stop()

@@ -89,7 +89,9 @@ def observed(log_dir):
 
 def signals(cluster, source_args):
     router = next(p for p in cluster.processes if p[0] == "router")
-    out = subprocess.run([os.environ["TANDEM_BIN"], "controller", "--router", router[2], "--router-http", router[3],
+    assert cluster.router_internal, "tandem up did not say where the router's internal port is"
+    out = subprocess.run([os.environ["TANDEM_BIN"], "controller", "--router", cluster.router_internal,
+                          "--router-http", router[3],
                           "--print-signals", str(WINDOW_S), *source_args],
                          capture_output=True, text=True, timeout=WINDOW_S + 60,
                          env={**os.environ, "TANDEM_CLUSTER_TOKEN_FILE": cluster.token_file})
