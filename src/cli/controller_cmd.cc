@@ -262,6 +262,10 @@ int ControllerCommand(const std::vector<std::string>& args) {
   cf.daemon.http_port = af.http_port;
 
   controller::AdminClient admin(cf.router_grpc, *token);
+  // A wrong address fails now, clearly; a router not up yet (UNAVAILABLE) is waited for by the loop.
+  if (auto w = admin.ListWorkers(); !w.ok() && absl::IsUnimplemented(w.status())) {
+    return Fail("controller", std::string(w.status().message()), 2);
+  }
   if (af.print_signals_s > 0) return PrintSignals(cf.daemon, &admin, af.print_signals_s);
   std::signal(SIGINT, OnControllerSignal);
   std::signal(SIGTERM, OnControllerSignal);

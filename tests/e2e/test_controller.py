@@ -6,7 +6,9 @@ bounded time, change the counts only a few times per phase, and no request may f
 workers start, drain and stop. The decision log tells which signals drove each change.
 """
 import json
+import os
 import random
+import subprocess
 import threading
 import time
 
@@ -194,3 +196,20 @@ def test_prompts_served_from_the_prefix_cache_are_not_prefill_load(log_dir, caps
     assert min(s[2] for s in samples) >= 0.8, "the workers' prefix-cache hits did not reach the controller"
     median = ratios[len(ratios) // 2]
     assert 0.4 <= median <= 3, f"prefill demand / busy instances = {median:.2f} (samples {samples})"
+
+
+def test_a_controller_given_the_generate_port_says_which_port_to_use(disagg):
+    """The router's Generate port serves no RouterAdmin: the controller must say so at once, not
+    run on with empty worker signals."""
+    router = next(p for p in disagg.processes if p[0] == "router")
+    env = {**os.environ, "TANDEM_CLUSTER_TOKEN_FILE": disagg.token_file}
+    wrong = subprocess.run([os.environ["TANDEM_BIN"], "controller", "--router", router[2], "--router-http", router[3],
+                            "--actuator", "none", "--print-signals", "1"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert wrong.returncode == 2, (wrong.returncode, wrong.stderr[-2000:])
+    assert f"no RouterAdmin API at {router[2]}" in wrong.stderr and "--internal-port" in wrong.stderr, wrong.stderr
+    right = subprocess.run([os.environ["TANDEM_BIN"], "controller", "--router", disagg.router_internal,
+                            "--router-http", router[3], "--actuator", "none", "--print-signals", "1"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert right.returncode == 0, right.stderr[-2000:]
+    assert json.loads(right.stdout)["ready"] == {"prefill": 1, "decode": 1}

@@ -18,10 +18,20 @@ void SetDeadline(grpc::ClientContext& ctx, absl::Duration timeout) {
 
 constexpr absl::Duration kPollInterval = absl::Milliseconds(100);
 
+// A router's Generate port (or a router run with --no-admin-api) answers UNIMPLEMENTED: say which
+// address to give instead of passing gRPC's bare "unknown service".
+absl::Status FromAdminCall(const grpc::Status& s, const std::string& router) {
+  if (s.error_code() != grpc::StatusCode::UNIMPLEMENTED) return rpc::FromGrpc(s);
+  return absl::UnimplementedError(StrCat("no RouterAdmin API at ", router, " (", s.error_message(),
+                                         "): --router must name the router's --internal-port (50053 by "
+                                         "default), not its Generate port, and the router must not run with "
+                                         "--no-admin-api"));
+}
+
 }  // namespace
 
 AdminClient::AdminClient(const std::string& router, const std::string& cluster_token, absl::Duration timeout)
-    : stub_(v1::RouterAdmin::NewStub(rpc::ClusterChannel(router, cluster_token))),
+    : router_(router), stub_(v1::RouterAdmin::NewStub(rpc::ClusterChannel(router, cluster_token))),
       timeout_(timeout) {}
 
 absl::StatusOr<std::vector<v1::WorkerStatus>> AdminClient::ListWorkers() {
@@ -30,7 +40,7 @@ absl::StatusOr<std::vector<v1::WorkerStatus>> AdminClient::ListWorkers() {
   v1::ListWorkersRequest req;
   v1::ListWorkersResponse resp;
   const grpc::Status s = stub_->ListWorkers(&ctx, req, &resp);
-  if (!s.ok()) return rpc::FromGrpc(s);
+  if (!s.ok()) return FromAdminCall(s, router_);
   return std::vector<v1::WorkerStatus>(resp.workers().begin(), resp.workers().end());
 }
 
@@ -41,7 +51,7 @@ absl::StatusOr<bool> AdminClient::DrainWorker(const std::string& worker_id) {
   req.set_worker_id(worker_id);
   v1::DrainWorkerResponse resp;
   const grpc::Status s = stub_->DrainWorker(&ctx, req, &resp);
-  if (!s.ok()) return rpc::FromGrpc(s);
+  if (!s.ok()) return FromAdminCall(s, router_);
   return resp.drained();
 }
 
@@ -53,7 +63,7 @@ absl::Status AdminClient::SetWorkerRole(const std::string& worker_id, v1::Worker
   req.set_role(role);
   v1::SetWorkerRoleResponse resp;
   const grpc::Status s = stub_->SetWorkerRole(&ctx, req, &resp);
-  if (!s.ok()) return rpc::FromGrpc(s);
+  if (!s.ok()) return FromAdminCall(s, router_);
   return absl::OkStatus();
 }
 

@@ -22,6 +22,8 @@ class AdminClient {
   AdminClient(const std::string& router, const std::string& cluster_token,
               absl::Duration timeout = absl::Seconds(5));
 
+  // Every call: Unimplemented, naming the address and what to give instead, when `router` serves
+  // no RouterAdmin (its Generate port, or a router run with --no-admin-api).
   absl::StatusOr<std::vector<v1::WorkerStatus>> ListWorkers();
   // Asks the worker (through the router) to drain; the router stops sending it work at once.
   // Returns whether it has already finished everything it had.
@@ -33,6 +35,7 @@ class AdminClient {
   absl::Status DrainAndWait(const std::string& worker_id, absl::Duration timeout);
 
  private:
+  const std::string router_;
   std::unique_ptr<v1::RouterAdmin::Stub> stub_;
   const absl::Duration timeout_;
 };
