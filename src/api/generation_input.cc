@@ -199,14 +199,17 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
   }
-  if (in.echo && in.logprobs.has_value()) {
-    return ApiError::Unsupported("echo", "together with logprobs (the prompt's log-probabilities are not computed)");
-  }
   out->echo = in.echo;
   if (in.logprobs.has_value()) {
     const int64_t k = *in.logprobs;
     if (k < 0 || k > kMaxLogprobs) return OutOfRange(in.logprobs_param, StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
     out->logprobs = static_cast<int32_t>(k);
+    if (in.echo) out->prompt_logprobs = out->logprobs;  // the echoed prompt's tokens are scored too
+  }
+  if (in.prompt_logprobs.has_value()) {
+    const int64_t k = *in.prompt_logprobs;
+    if (k < 0 || k > kMaxLogprobs) return OutOfRange("prompt_logprobs", StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
+    out->prompt_logprobs = static_cast<int32_t>(k);
   }
   if (in.priority.has_value()) {
     const int64_t p = *in.priority;
@@ -295,6 +298,7 @@ SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) 
   p.min_p = min_p;
   p.priority = priority;
   p.logprobs = logprobs;
+  p.prompt_logprobs = prompt_logprobs;
   p.min_tokens = min_tokens;
   p.response_format = response_format;
   p.json_schema = json_schema;

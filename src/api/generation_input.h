@@ -94,6 +94,7 @@ struct OptionsInput {
   bool echo = false;                  // completions: show the prompt before the answer
   std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
   std::string logprobs_param = "logprobs";  // the field k came from, for error messages
+  std::optional<int64_t> prompt_logprobs;   // gRPC's sampling.prompt_logprobs (vLLM's); absent: off
   std::optional<int64_t> n;           // choices returned
   std::optional<int64_t> best_of;     // completions: choices generated, the best n returned
   bool stream = false;                // HTTP only: SSE instead of one JSON body
@@ -130,6 +131,9 @@ struct GenerationOptions {
   std::string json_schema;              // json_schema: the schema (compiled once to check it)
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
   bool echo = false;                    // completions: the prompt's text leads the answer
+  // -1: off; else alternatives per prompt token: completions' echo with logprobs (k), or gRPC's
+  // sampling.prompt_logprobs.
+  int32_t prompt_logprobs = -1;
   int32_t n = 1;                        // choices returned, [1, max_choices]
   int32_t best_of = 1;                  // choices generated, [n, max_choices]; > n: not streamed
   bool stream = false;

@@ -23,7 +23,10 @@
 //  * Log-probabilities: chat `logprobs: true` with `top_logprobs` alternatives (0 if absent;
 //    `top_logprobs` > 0 without `logprobs` is a 400); completions `logprobs: k` (0 still asks
 //    for the chosen tokens'). k at most kMaxLogprobs (20).
-//  * `echo` (completions): the prompt's text before the answer; not with `logprobs`.
+//  * `echo` (completions): the prompt's text before the answer; with `logprobs: k`, the prompt's
+//    tokens lead the log-probabilities too (the first with null, as OpenAI's legacy API and
+//    vLLM show it), each given the tokens before it: what lm-evaluation-harness's
+//    loglikelihood tasks read.
 //  * `response_format`: {"type": "text" | "json_object" | "json_schema", "json_schema":
 //    {"schema": ...}} (the type and schema judged by ValidateGenerationInput).
 //  * `suffix`, `tools`, `tool_choice` other than none/auto and `functions` are rejected as

@@ -59,11 +59,16 @@ json LogprobsJson(Endpoint endpoint, const std::vector<LogprobEntry>* entries) {
   json tokens = json::array(), token_logprobs = json::array(), tops = json::array(), offsets = json::array();
   for (const LogprobEntry& e : *entries) {
     tokens.push_back(e.token);
+    offsets.push_back(e.text_offset);
+    if (e.unscored) {  // an echoed prompt's first token
+      token_logprobs.push_back(nullptr);
+      tops.push_back(nullptr);
+      continue;
+    }
     token_logprobs.push_back(ShownLogprob(e.logprob));
     json top = json::object();
     for (const auto& [token, lp] : e.top) top[token] = ShownLogprob(lp);  // a dict, as OpenAI's
     tops.push_back(std::move(top));
-    offsets.push_back(e.text_offset);
   }
   return json{{"tokens", std::move(tokens)},
               {"token_logprobs", std::move(token_logprobs)},

@@ -73,6 +73,7 @@ struct LogprobEntry {
   float logprob = 0.0f;
   std::vector<std::pair<std::string, float>> top;
   int64_t text_offset = 0;
+  bool unscored = false;  // an echoed prompt's first token: no log-probability (null)
 };
 
 // One choice of a whole answer. `logprobs`: null when not asked for, else every token's (chat:

@@ -74,12 +74,34 @@ AssembledDelta ResponseAssembler::Push(std::span<const int32_t> token_ids) {
   return out;
 }
 
+std::string ResponseAssembler::Piece(int32_t id) const {
+  return id >= 0 && id < tokenizer_.vocab_size() ? tokenizer_.TokenToPiece(id, /*render_special=*/true) : "";
+}
+
+std::vector<LogprobEntry> ResponseAssembler::DescribePromptLogprobs(std::span<const int32_t> prompt,
+                                                                   std::span<const TokenLogprob> prompt_logprobs) const {
+  std::vector<LogprobEntry> out;
+  int64_t offset = 0;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    LogprobEntry e;
+    e.token = Piece(prompt[i]);
+    e.text_offset = offset;
+    offset += static_cast<int64_t>(e.token.size());
+    if (i == 0 || i > prompt_logprobs.size()) {
+      e.unscored = true;
+    } else {
+      e.logprob = prompt_logprobs[i - 1].logprob;
+      for (const auto& [id, lp] : prompt_logprobs[i - 1].top) e.top.emplace_back(Piece(id), lp);
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 std::vector<LogprobEntry> ResponseAssembler::DescribeLogprobs(std::span<const int32_t> token_ids,
                                                              std::span<const TokenLogprob> logprobs) {
   std::vector<LogprobEntry> out;
-  const auto piece = [&](int32_t id) {
-    return id >= 0 && id < tokenizer_.vocab_size() ? tokenizer_.TokenToPiece(id, /*render_special=*/true) : "";
-  };
+  const auto piece = [&](int32_t id) { return Piece(id); };
   for (size_t i = 0; i < std::min(token_ids.size(), logprobs.size()); ++i) {
     LogprobEntry e;
     e.token = piece(token_ids[i]);

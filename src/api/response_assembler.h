@@ -78,6 +78,11 @@ class ResponseAssembler {
   // text offsets that run on over every call.
   std::vector<LogprobEntry> DescribeLogprobs(std::span<const int32_t> token_ids,
                                              std::span<const TokenLogprob> logprobs);
+  // The echoed prompt's entries: `prompt`'s tokens from text offset 0, the first unscored, token
+  // i's log-probabilities from prompt_logprobs[i - 1] (prompt.size() - 1 of them; missing ones
+  // unscored).
+  std::vector<LogprobEntry> DescribePromptLogprobs(std::span<const int32_t> prompt,
+                                                   std::span<const TokenLogprob> prompt_logprobs) const;
 
   // The worker reported the request's end. kLength maps to "length", everything else to
   // "stop" (the router answers kError/kCancelled with an error instead of using the text).
@@ -97,6 +102,7 @@ class ResponseAssembler {
   ResponseAssembler(const text::Tokenizer& tokenizer, AssemblerOptions options,
                     text::StopStringMatcher stops);
   bool IsStopToken(int32_t id) const;
+  std::string Piece(int32_t id) const;  // a token's text as the log-probabilities show it
   // Releases held-back text and records the finish.
   void End(ApiFinishReason reason, std::string* out);
 

@@ -181,6 +181,7 @@ bool Engine::ShouldStop(const Sequence& seq, int32_t token) const {
 void Engine::BuildBatch(const SchedulerOutput& plan) {
   const int bs = options_.block_size;
   batch_.Clear();
+  prompt_rows_.clear();
   for (const ScheduledChunk& chunk : plan.chunks) {
     Sequence* seq = chunk.seq;
     ForwardSequence fs;
@@ -194,6 +195,17 @@ void Engine::BuildBatch(const SchedulerOutput& plan) {
       batch_.positions.push_back(pos);
       batch_.slot_mapping.push_back(seq->block_table[pos / bs] * bs + pos % bs);
     }
+    // Prompt log-probabilities: the row at position p scores prompt token p + 1, in order.
+    int32_t prompt_rows = 0;
+    if (seq->sampling.prompt_logprobs >= 0) {
+      for (int32_t j = 0, next = seq->prompt_logprobs_next; j < chunk.num_tokens && next < seq->prompt_len; ++j) {
+        if (seq->num_computed + j + 1 != next) continue;
+        batch_.logit_rows.push_back(fs.query_start + j);
+        ++next;
+        ++prompt_rows;
+      }
+    }
+    prompt_rows_.push_back(prompt_rows);
     if (chunk.samples) batch_.logit_rows.push_back(fs.query_start + chunk.num_tokens - 1);
     batch_.sequences.push_back(std::move(fs));
   }
@@ -273,8 +285,14 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
   TANDEM_RETURN_IF_ERROR(model_->Forward(batch_, *cache_, logits_.data()));
 
   size_t logit_row = 0;
-  for (const ScheduledChunk& chunk : plan.chunks) {
+  for (size_t c = 0; c < plan.chunks.size(); ++c) {
+    const ScheduledChunk& chunk = plan.chunks[c];
     Sequence* seq = chunk.seq;
+    for (int32_t r = 0; r < prompt_rows_[c]; ++r) {
+      std::span<const float> row(logits_.data() + logit_row++ * static_cast<size_t>(vocab), vocab);
+      seq->prompt_logprobs.push_back(ComputeLogprobs(row, seq->tokens[seq->prompt_logprobs_next++],
+                                                     seq->sampling.prompt_logprobs, sample_scratch_));
+    }
     seq->num_computed += chunk.num_tokens;
     scheduler_->OnComputed(seq);
     if (!chunk.samples) {
@@ -299,6 +317,8 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
     out.cached_prompt_tokens = seq->num_prefix_hit_tokens;
     out.num_computed = seq->num_computed;
     out.rng_draws = static_cast<int32_t>(seq->rng.draws());
+    out.prompt_logprobs = std::move(seq->prompt_logprobs);
+    seq->prompt_logprobs.clear();
     if (ShouldStop(*seq, token)) {
       Finish(seq, FinishReason::kStop, &out);
     } else if (seq->num_generated() >= seq->sampling.max_tokens ||

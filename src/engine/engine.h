@@ -64,6 +64,8 @@ struct RequestOutput {
   int32_t num_computed = 0;          // tokens whose KV is complete (with report_progress)
   int32_t rng_draws = 0;             // random draws used so far (to continue elsewhere)
   std::vector<TokenLogprob> logprobs;  // one per new token, when the request asked for them
+  // sampling.prompt_logprobs: prompt tokens 1 .. prompt_tokens-1's, with the first sampled token.
+  std::vector<TokenLogprob> prompt_logprobs;
 };
 
 // The load a worker reports to the router.
@@ -186,6 +188,7 @@ class Engine {
   std::vector<bool> is_eog_;
   std::unique_ptr<const JsonTokenMask> json_mask_;  // null without token_pieces
   ForwardBatch batch_;
+  std::vector<int32_t> prompt_rows_;  // per chunk of the batch: its rows of prompt log-probabilities
   std::vector<float> logits_;
   std::vector<float> modified_logits_;  // one row with a request's logit modifiers applied
   std::vector<std::pair<float, int32_t>> sample_scratch_;

@@ -114,7 +114,11 @@ void Scheduler::TakePrefixHits(Sequence* seq) {
   seq->num_prefix_hit_tokens = 0;
   if (!blocks_.prefix_cache_enabled()) return;
   // At least the last known token must run to produce logits.
-  const int32_t max_blocks = (static_cast<int32_t>(seq->tokens.size()) - 1) / blocks_.block_size();
+  int32_t max_blocks = (static_cast<int32_t>(seq->tokens.size()) - 1) / blocks_.block_size();
+  // Prompt log-probabilities need the logits of every position not scored yet: no hit past those.
+  if (seq->sampling.prompt_logprobs >= 0) {
+    max_blocks = std::min(max_blocks, (seq->prompt_logprobs_next - 1) / blocks_.block_size());
+  }
   ComputeBlockHashes(seq, max_blocks);
   for (int32_t i = 0; i < max_blocks; ++i) {
     auto b = blocks_.Lookup(seq->block_hashes[i]);
@@ -135,6 +139,24 @@ void Scheduler::OnComputed(Sequence* seq) {
   }
   seq->num_registered_blocks = std::max(seq->num_registered_blocks, full);
 }
+
+namespace {
+
+// Prompt tokens a request scoring its prompt (sampling.prompt_logprobs) runs per iteration at
+// most: each makes a row of logits (vocab_size floats: 192 KiB for a 49k vocabulary), so this
+// bounds the iteration's logits at 24 MiB instead of the whole token budget's.
+constexpr int32_t kScoredTokensPerStep = 128;
+
+// The tokens of `seq` to run with `budget` left.
+int32_t ChunkOf(const Sequence* seq, int32_t budget) {
+  int32_t want = std::min(seq->num_uncomputed(), budget);
+  if (seq->sampling.prompt_logprobs >= 0 && seq->prompt_logprobs_next < seq->prompt_len) {
+    want = std::min(want, kScoredTokensPerStep);
+  }
+  return want;
+}
+
+}  // namespace
 
 SchedulerOutput Scheduler::Schedule() {
   SchedulerOutput out;
@@ -159,7 +181,7 @@ SchedulerOutput Scheduler::Schedule() {
   };
   auto schedule_running = [&](Sequence* seq) {
     if (!seq->running || budget == 0) return;
-    const int32_t want = std::min(seq->num_uncomputed(), budget);
+    const int32_t want = ChunkOf(seq, budget);
     while (!EnsureBlocks(seq, seq->num_computed + want)) {
       Sequence* victim = victim_for(seq);
       if (victim == nullptr) victim = seq;
@@ -182,7 +204,7 @@ SchedulerOutput Scheduler::Schedule() {
          static_cast<int>(running_.size()) < options_.max_num_seqs) {
     Sequence* seq = waiting_.front();
     if (seq->block_table.empty()) TakePrefixHits(seq);
-    const int32_t want = std::min(seq->num_uncomputed(), budget);
+    const int32_t want = ChunkOf(seq, budget);
     if (!EnsureBlocks(seq, seq->num_computed + want)) {
       ReleaseBlocks(seq);  // do not sit on cache hits or blocks while waiting
       break;

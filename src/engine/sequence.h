@@ -47,6 +47,10 @@ struct Sequence {
   bool hold_kv = false;          // keep the blocks after finishing (disaggregated prefill)
   bool report_progress = false;  // report num_computed after every iteration
   int32_t num_prefix_hit_tokens = 0;  // tokens served from the prefix cache at admission
+  // sampling.prompt_logprobs: the prompt index whose log-probability comes next (token 0 has
+  // none), and those computed but not reported yet (they go out with the first sampled token).
+  int32_t prompt_logprobs_next = 1;
+  std::vector<TokenLogprob> prompt_logprobs;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }

@@ -19,6 +19,9 @@ class ChoiceObserver final : public RequestObserver {
   ChoiceObserver(std::shared_ptr<Completion> completion, int32_t choice)
       : completion_(std::move(completion)), choice_(choice) {}
   void OnPromptCached(int32_t cached) override { completion_->OnPromptCached(choice_, cached); }
+  void OnPromptLogprobs(std::span<const TokenLogprob> prompt_logprobs) override {
+    completion_->OnPromptLogprobs(choice_, prompt_logprobs);
+  }
   void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) override {
     completion_->OnTokens(choice_, tokens, logprobs);
   }
@@ -141,7 +144,40 @@ void Completion::OnPromptCached(int32_t choice, int32_t cached_prompt_tokens) {
   if (choice == 0) cached_prompt_tokens_ = cached_prompt_tokens;
 }
 
+void Completion::ExpectPromptLogprobs(std::vector<int32_t> prompt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  expect_prompt_logprobs_ = true;
+  prompt_ = std::move(prompt);
+}
+
+void Completion::OnPromptLogprobs(int32_t choice, std::span<const TokenLogprob> prompt_logprobs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (choice == 0 && !prompt_logprobs_) prompt_logprobs_.emplace(prompt_logprobs.begin(), prompt_logprobs.end());
+}
+
+bool Completion::ShowPromptLogprobsLocked(int32_t choice) {
+  Choice& c = choices_[choice];
+  if (!expect_prompt_logprobs_ || c.prompt_shown) return true;
+  c.prompt_shown = true;
+  if (!prompt_logprobs_) return false;
+  std::vector<api::LogprobEntry> shown;
+  if (show_logprobs_) shown = c.assembler->DescribePromptLogprobs(prompt_, *prompt_logprobs_);
+  encoder_->PromptLogprobs(choice, prompt_, *prompt_logprobs_, shown);
+  return true;
+}
+
 void Completion::OnTokens(int32_t choice, std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) {
+  bool prompt_shown;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (done_ || choices_[choice].done) return;
+    prompt_shown = ShowPromptLogprobsLocked(choice);
+  }
+  if (!prompt_shown) {
+    OnFailed(choice, absl::InternalError("the worker did not return the prompt's log-probabilities"));
+    CancelWork(choice);
+    return;
+  }
   bool stop_early = false;
   std::function<void(int32_t)> start;
   {

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -69,6 +70,11 @@ class CompletionEncoder {
   // worker computed them, and `shown`, as the HTTP API words them; both empty otherwise).
   virtual void Delta(int32_t choice, std::string_view text, std::span<const int32_t> tokens,
                      std::span<const TokenLogprob> raw, const std::vector<api::LogprobEntry>& shown) = 0;
+  // The prompt's log-probabilities (sampling.prompt_logprobs), just before choice `choice`'s first
+  // Delta: `prompt` (the prompt's tokens), `raw` (prompt.size() - 1 of them, for tokens 1 ..) and
+  // `shown` (the HTTP API's entries, the first unscored; empty unless logprobs were asked for).
+  virtual void PromptLogprobs(int32_t /*choice*/, std::span<const int32_t> /*prompt*/,
+                              std::span<const TokenLogprob> /*raw*/, const std::vector<api::LogprobEntry>& /*shown*/) {}
   // Choice `choice` ended while others still run (the last one to end comes with End).
   virtual void ChoiceEnd(int32_t /*choice*/, api::ApiFinishReason /*finish*/) {}
   virtual void End(const CompletionEnd& end) = 0;
@@ -97,7 +103,12 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   // case the request ends as cancelled by the client and its work is cancelled. Idempotent.
   void Close();
 
+  // The request asked for its prompt's log-probabilities: choice 0's flow computes them (the
+  // others' do not), every choice's answer starts with them. Call before choice 0 starts.
+  void ExpectPromptLogprobs(std::vector<int32_t> prompt);
+
   void OnPromptCached(int32_t choice, int32_t cached_prompt_tokens);
+  void OnPromptLogprobs(int32_t choice, std::span<const TokenLogprob> prompt_logprobs);
   void OnTokens(int32_t choice, std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs);
   void OnFinished(int32_t choice, FinishReason reason, const RequestUsage& usage);
   void OnFailed(int32_t choice, const absl::Status& status);
@@ -112,6 +123,7 @@ class Completion final : public std::enable_shared_from_this<Completion> {
     std::function<void()> cancel;
     Clock::time_point last_tokens;
     bool seen_tokens = false;
+    bool prompt_shown = false;  // its answer has the prompt's log-probabilities (when expected)
     double logprob_sum = 0;  // of the tokens the answer took, for best_of
     int32_t logprob_count = 0;
   };
@@ -129,6 +141,9 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   std::function<void(int32_t)> TakeStarterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartRest(std::function<void(int32_t)> start);
   void ObserveTokenGap(Choice& choice) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands the encoder the prompt's log-probabilities before choice `choice`'s first tokens, when
+  // expected. False when they were expected and never arrived.
+  bool ShowPromptLogprobsLocked(int32_t choice) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string request_id_;
   const std::string route_;
@@ -147,6 +162,9 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;  // the door's call is over
   bool seen_tokens_ ABSL_GUARDED_BY(mu_) = false;
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  bool expect_prompt_logprobs_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<int32_t> prompt_ ABSL_GUARDED_BY(mu_);  // when expected
+  std::optional<std::vector<TokenLogprob>> prompt_logprobs_ ABSL_GUARDED_BY(mu_);  // choice 0's, once arrived
 };
 
 }  // namespace tandem::router

@@ -113,6 +113,7 @@ std::shared_ptr<Completion> FrontDoor::Start(AdmittedRequest admitted, std::uniq
   if (options.best_of > options.n && request.sampling.logprobs < 0) request.sampling.logprobs = 0;
   request.prompt = std::move(admitted.prompt);
   request.deadline = absl::Now() + options_.request_timeout;
+  if (request.sampling.prompt_logprobs >= 0) completion->ExpectPromptLogprobs(request.prompt);
   if (completion->generated_choices() > 1) {
     std::weak_ptr<Completion> weak = completion;
     completion->SetStarter([this, first = request, weak](int32_t choice) {
@@ -128,6 +129,7 @@ std::shared_ptr<Completion> FrontDoor::Start(AdmittedRequest admitted, std::uniq
 void FrontDoor::StartChoice(const RouterRequest& first, int32_t choice, const std::shared_ptr<Completion>& completion) {
   RouterRequest request = first;
   request.id = fmt::format("{}-{}", first.id, choice);
+  request.sampling.prompt_logprobs = -1;  // choice 0's serve every choice (and keep the prefix cache usable)
   if (request.sampling.seed.has_value()) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(choice);
   std::shared_ptr<RequestFlow> flow =
       RequestFlow::Start(std::move(request), options_.flow, registry_, timer_, completion->Observer(choice));

@@ -56,6 +56,7 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   if (sp.priority() != 0) o.priority = sp.priority();
   if (sp.min_tokens() != 0) o.min_tokens = sp.min_tokens();
   if (sp.has_logprobs()) o.logprobs = sp.logprobs();
+  if (sp.has_prompt_logprobs()) o.prompt_logprobs = sp.prompt_logprobs();
   switch (sp.response_format()) {
     case v1::RESPONSE_FORMAT_TEXT: break;
     case v1::RESPONSE_FORMAT_JSON_OBJECT: o.response_format = "json_object"; break;
@@ -87,6 +88,17 @@ class GrpcEncoder final : public CompletionEncoder {
     msg.set_text(std::string(text));
     msg.mutable_token_ids()->Add(tokens.begin(), tokens.end());
     for (const TokenLogprob& l : raw) *msg.add_logprobs() = rpc::ToProto(l);
+    stream_->Write(std::move(msg));
+  }
+
+  // A message of its own, before the choice's first text.
+  void PromptLogprobs(int32_t choice, std::span<const int32_t> prompt, std::span<const TokenLogprob> raw,
+                      const std::vector<api::LogprobEntry>&) override {
+    v1::GenerateResponse msg;
+    msg.set_request_id(request_id_);
+    msg.set_index(choice);
+    msg.mutable_prompt_token_ids()->Add(prompt.begin(), prompt.end());
+    for (const TokenLogprob& l : raw) *msg.add_prompt_logprobs() = rpc::ToProto(l);
     stream_->Write(std::move(msg));
   }
 

@@ -33,6 +33,13 @@ class HttpEncoder final : public CompletionEncoder {
         returned_(returned),
         all_logprobs_(static_cast<size_t>(std::max(1, generated))) {}
 
+  // Echo with logprobs: the prompt's entries lead the choice's (streamed: in its first chunk).
+  void PromptLogprobs(int32_t choice, std::span<const int32_t>, std::span<const TokenLogprob>,
+                      const std::vector<api::LogprobEntry>& shown) override {
+    std::vector<api::LogprobEntry>& to = all_logprobs_[choice];
+    to.insert(to.end(), shown.begin(), shown.end());
+  }
+
   void Delta(int32_t choice, std::string_view text, std::span<const int32_t>, std::span<const TokenLogprob>,
              const std::vector<api::LogprobEntry>& shown) override {
     if (!stream_) {  // the assembler keeps the whole text; the log-probabilities are kept here
@@ -41,6 +48,14 @@ class HttpEncoder final : public CompletionEncoder {
       return;
     }
     StartStream();
+    std::vector<api::LogprobEntry>& prompt = all_logprobs_[choice];  // streamed: only the prompt's, once
+    if (!prompt.empty()) {
+      prompt.insert(prompt.end(), shown.begin(), shown.end());
+      const std::string chunk = encoder_.Delta(text, logprobs_ ? &prompt : nullptr, choice);
+      prompt.clear();
+      if (!chunk.empty()) (void)responder_->Write(chunk);
+      return;
+    }
     const std::string chunk = encoder_.Delta(text, logprobs_ ? &shown : nullptr, choice);
     if (!chunk.empty()) (void)responder_->Write(chunk);
   }

@@ -68,8 +68,9 @@ class RequestFlow::Events {
   void Failed(const absl::Status& status) { Push(status, true); }
   // Queues tokens without delivering them: called under the flow's lock, so that tokens keep
   // the order in which the flow accepted them across legs. Deliver() (without the lock) sends.
-  void QueueTokens(std::vector<int32_t> tokens, std::vector<TokenLogprob> logprobs) {
-    Enqueue(Tokens{std::move(tokens), std::move(logprobs)}, false);
+  void QueueTokens(std::vector<int32_t> tokens, std::vector<TokenLogprob> logprobs,
+                   std::vector<TokenLogprob> prompt_logprobs) {
+    Enqueue(Tokens{std::move(tokens), std::move(logprobs), std::move(prompt_logprobs)}, false);
   }
   void QueueCached(int32_t cached_prompt_tokens) { Enqueue(Cached{cached_prompt_tokens}, false); }
   void Deliver() {
@@ -92,6 +93,7 @@ class RequestFlow::Events {
   struct Tokens {
     std::vector<int32_t> ids;
     std::vector<TokenLogprob> logprobs;
+    std::vector<TokenLogprob> prompt_logprobs;  // with the request's first tokens
   };
   using Event = std::variant<Tokens, Finish, absl::Status, Cached>;
 
@@ -121,6 +123,7 @@ class RequestFlow::Events {
         queue_.pop_front();
       }
       if (auto* tokens = std::get_if<Tokens>(&next)) {
+        if (!tokens->prompt_logprobs.empty()) observer_->OnPromptLogprobs(tokens->prompt_logprobs);
         observer_->OnTokens(tokens->ids, tokens->logprobs);
       } else if (auto* cached = std::get_if<Cached>(&next)) {
         observer_->OnPromptCached(cached->tokens);
@@ -515,7 +518,7 @@ void RequestFlow::OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint
     }
     std::vector<TokenLogprob> logprobs;
     if (request_.sampling.logprobs >= 0 && resp.has_first_logprob()) logprobs.push_back(rpc::FromProto(resp.first_logprob()));
-    NoteTokens({&first, 1}, std::move(logprobs));
+    NoteTokens({&first, 1}, std::move(logprobs), PromptLogprobsOf(resp.prompt_logprobs()));
     rng_draws_ = resp.rng_draws();
     usage_.completion_tokens = static_cast<int32_t>(generated_.size());
     stats_.transfer_seconds = resp.transfer_seconds();
@@ -621,7 +624,8 @@ void RequestFlow::OnStreamMessage(uint64_t leg, const v1::TokensResponse& msg) {
     if (request_.sampling.logprobs >= 0) {
       for (const v1::TokenLogprob& l : msg.logprobs()) logprobs.push_back(rpc::FromProto(l));
     }
-    NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())}, std::move(logprobs));
+    NoteTokens({msg.tokens().data(), static_cast<size_t>(msg.tokens_size())}, std::move(logprobs),
+               PromptLogprobsOf(msg.prompt_logprobs()));
     rng_draws_ = std::max(rng_draws_, msg.rng_draws());
     usage_.completion_tokens += msg.tokens_size();
     if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -670,8 +674,10 @@ void RequestFlow::OnStreamDone(uint64_t leg, const absl::Status& status) {
   }
 }
 
-void RequestFlow::NoteTokens(std::span<const int32_t> tokens, std::vector<TokenLogprob> logprobs) {
+void RequestFlow::NoteTokens(std::span<const int32_t> tokens, std::vector<TokenLogprob> logprobs,
+                             std::vector<TokenLogprob> prompt_logprobs) {
   if (tokens.empty()) return;
+  if (!generated_.empty() || prompt_logprobs.size() + 1 != request_.prompt.size()) prompt_logprobs.clear();
   generated_.insert(generated_.end(), tokens.begin(), tokens.end());
   if (migrated_at_ != absl::InfinitePast()) {
     if (options_.metrics != nullptr) {
@@ -680,7 +686,7 @@ void RequestFlow::NoteTokens(std::span<const int32_t> tokens, std::vector<TokenL
     migrated_at_ = absl::InfinitePast();
   }
   if (logprobs.size() != tokens.size()) logprobs.clear();  // all or none (a peer's count is not trusted)
-  events_->QueueTokens({tokens.begin(), tokens.end()}, std::move(logprobs));
+  events_->QueueTokens({tokens.begin(), tokens.end()}, std::move(logprobs), std::move(prompt_logprobs));
 }
 
 }  // namespace tandem::router

@@ -82,6 +82,10 @@ class RequestObserver {
   // The prompt tokens served from a prefix cache, once known (before the first tokens, on the
   // first leg only); OnFinished's usage has it again.
   virtual void OnPromptCached(int32_t /*cached_prompt_tokens*/) {}
+  // sampling.prompt_logprobs: prompt tokens 1 .. n-1's log-probabilities (n - 1 of them, as the
+  // worker computed them), once, just before the first tokens. Not called when the worker sent
+  // another count (a peer's count is not trusted).
+  virtual void OnPromptLogprobs(std::span<const TokenLogprob> /*prompt_logprobs*/) {}
   // `logprobs`: one per token when the request asked for them, else empty.
   virtual void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> logprobs) = 0;
   virtual void OnFinished(FinishReason reason, const RequestUsage& usage) = 0;
@@ -196,10 +200,14 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   size_t LegPromptTokens() const { return request_.prompt.size() + leg_base_; }
   std::string LegRequestId() const;
   SamplingParams LegSampling() const;
+  // A worker's prompt log-probabilities, when this request asked for them and has no tokens yet.
+  std::vector<TokenLogprob> PromptLogprobsOf(
+      const google::protobuf::RepeatedPtrField<v1::TokenLogprob>& prompt_logprobs) const;
   std::set<std::string> ExcludedDecode() const;
   // Records tokens the client is about to get (mu_ held); the migration latency on the first
   // tokens of a new leg.
-  void NoteTokens(std::span<const int32_t> tokens, std::vector<TokenLogprob> logprobs = {});
+  void NoteTokens(std::span<const int32_t> tokens, std::vector<TokenLogprob> logprobs = {},
+                  std::vector<TokenLogprob> prompt_logprobs = {});
   void ReleaseLease();
   void Fail(const absl::Status& status);
   void Finish(FinishReason reason);

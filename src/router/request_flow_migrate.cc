@@ -3,6 +3,7 @@
 #include "common/logging.h"
 #include "common/strings.h"
 #include "router/request_flow.h"
+#include "rpc/convert.h"
 
 namespace tandem::router {
 
@@ -128,7 +129,17 @@ SamplingParams RequestFlow::LegSampling() const {
   SamplingParams s = request_.sampling;
   s.max_tokens -= static_cast<int>(leg_base_);
   s.output_in_prompt = static_cast<int32_t>(leg_base_);  // the penalties count them as output
+  if (leg_base_ > 0) s.prompt_logprobs = -1;  // delivered with the first tokens, by the first leg
   return s;
+}
+
+std::vector<TokenLogprob> RequestFlow::PromptLogprobsOf(
+    const google::protobuf::RepeatedPtrField<v1::TokenLogprob>& prompt_logprobs) const {
+  std::vector<TokenLogprob> out;
+  // Only the first leg's first tokens carry them (LegSampling asks no later leg).
+  if (request_.sampling.prompt_logprobs < 0 || !generated_.empty()) return out;
+  for (const v1::TokenLogprob& l : prompt_logprobs) out.push_back(rpc::FromProto(l));
+  return out;
 }
 
 std::set<std::string> RequestFlow::ExcludedDecode() const {

@@ -40,6 +40,10 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   if (!(min_p >= 0.0f && min_p <= 1.0f)) {
     return absl::InvalidArgumentError(StrCat("min_p must be in [0, 1], got ", min_p));
   }
+  if (prompt_logprobs < -1 || prompt_logprobs > kMaxLogprobs) {
+    return absl::InvalidArgumentError(
+        StrCat("prompt_logprobs must be in [-1, ", kMaxLogprobs, "], got ", prompt_logprobs));
+  }
   if (logprobs < -1 || logprobs > kMaxLogprobs) {
     return absl::InvalidArgumentError(StrCat("logprobs must be in [-1, ", kMaxLogprobs, "], got ", logprobs));
   }

@@ -64,6 +64,11 @@ struct SamplingParams {
   // -1: no log-probabilities; k in [0, kMaxLogprobs]: each generated token's, with the k most
   // likely tokens' (TokenLogprob).
   int32_t logprobs = -1;
+  // -1: off. k in [0, kMaxLogprobs]: the log-probability of every prompt token after the first
+  // given the ones before it, with the k most likely tokens' (vLLM's prompt_logprobs; OpenAI's
+  // completions echo + logprobs). The prompt is then computed whole: no prefix-cache hits, and
+  // one row of logits per prompt token.
+  int32_t prompt_logprobs = -1;
   // kJsonObject: only tokens that keep the output a prefix of one JSON object can be sampled,
   // and end-of-generation (or a stop token id) only once it is closed, even before min_tokens.
   ResponseFormat response_format = ResponseFormat::kText;

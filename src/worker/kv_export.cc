@@ -90,6 +90,7 @@ void KvExport::RecordFinish(const RequestOutput& out) {
   result_.first_token = out.new_tokens.empty() ? -1 : out.new_tokens[0];
   result_.rng_draws = out.rng_draws;
   if (!out.logprobs.empty()) result_.first_logprob = out.logprobs[0];
+  result_.prompt_logprobs = out.prompt_logprobs;
   result_.finish = out.finish;
   result_.prompt_tokens = out.prompt_tokens;
   result_.cached_prompt_tokens = out.cached_prompt_tokens;

@@ -72,6 +72,7 @@ struct KvExportResult {
   int32_t first_token = -1;
   int32_t rng_draws = 0;
   std::optional<TokenLogprob> first_logprob;  // when the request asked for logprobs
+  std::vector<TokenLogprob> prompt_logprobs;  // when it asked for prompt_logprobs
   FinishReason finish = FinishReason::kNone;  // the first token's: kStop when it ends the request
   int32_t prompt_tokens = 0;
   int32_t cached_prompt_tokens = 0;

@@ -58,6 +58,7 @@ RequestSink StreamSink(std::shared_ptr<TokenStream> stream, WorkerMetrics* metri
       msg.set_rng_draws(out.rng_draws);
       msg.set_cached_prompt_tokens(out.cached_prompt_tokens);
       for (const TokenLogprob& l : out.logprobs) *msg.add_logprobs() = rpc::ToProto(l);
+      for (const TokenLogprob& l : out.prompt_logprobs) *msg.add_prompt_logprobs() = rpc::ToProto(l);
       if (last) {
         msg.set_finish_reason(rpc::ToProto(out.finish));
         *msg.mutable_usage() = UsageOf(out);
@@ -193,6 +194,7 @@ void FillPrefillResponse(const KvExportResult& r, v1::PrefillResponse* resp) {
   resp->set_first_token(r.first_token);
   resp->set_rng_draws(r.rng_draws);
   if (r.first_logprob) *resp->mutable_first_logprob() = rpc::ToProto(*r.first_logprob);
+  for (const TokenLogprob& l : r.prompt_logprobs) *resp->add_prompt_logprobs() = rpc::ToProto(l);
   resp->set_prefill_seconds(r.prefill_seconds);
   resp->mutable_usage()->set_prompt_tokens(r.prompt_tokens);
   resp->mutable_usage()->set_completion_tokens(1);

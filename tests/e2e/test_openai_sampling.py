@@ -240,9 +240,59 @@ def test_completion_echo_shows_the_prompt_first(disagg):
     assert complete(disagg, stream=True, max_tokens=6, echo=True) == PROMPT + plain
     ids = token_ids(disagg, PROMPT)
     assert complete(disagg, prompt=ids, max_tokens=6, echo=True) == PROMPT + complete(disagg, prompt=ids, max_tokens=6)
-    with pytest.raises(openai.BadRequestError) as e:
-        complete(disagg, echo=True, logprobs=1)
-    assert e.value.body["param"] == "echo"
+
+
+def echo_logprobs(cluster, prompt, stream=False, **kw):
+    """Completions' echo with logprobs (lm-evaluation-harness's loglikelihood request): the text and
+    the logprobs object's four lists, gathered over the chunks when streamed."""
+    kw = dict(dict(model=cluster.model, prompt=prompt, max_tokens=1, temperature=0, echo=True, logprobs=1), **kw)
+    if not stream:
+        r = cluster.client.completions.create(**kw)
+        lp = r.choices[0].logprobs
+        return r.choices[0].text, lp.tokens, lp.token_logprobs, lp.top_logprobs, lp.text_offset
+    text, lists = "", ([], [], [], [])
+    for chunk in cluster.client.completions.create(stream=True, **kw):
+        for choice in chunk.choices:
+            text += choice.text
+            if choice.logprobs is not None:
+                for into, part in zip(lists, (choice.logprobs.tokens, choice.logprobs.token_logprobs,
+                                              choice.logprobs.top_logprobs, choice.logprobs.text_offset)):
+                    into += part or []
+    return (text, *lists)
+
+
+ECHO_PROMPT = "The quick brown fox jumps over the lazy dog. The capital of France is Paris, and"
+
+
+def test_completion_echo_with_logprobs_scores_every_prompt_token(disagg, mixed):
+    ids = token_ids(disagg, ECHO_PROMPT)
+    text, tokens, chosen, tops, offsets = echo_logprobs(disagg, ECHO_PROMPT)
+    # The prompt's tokens, then the generated one; the first prompt token has nothing to be scored on.
+    assert len(tokens) == len(chosen) == len(tops) == len(offsets) == len(ids) + 1
+    assert "".join(tokens) == text and text.startswith(ECHO_PROMPT)
+    assert chosen[0] is None and tops[0] is None and offsets[0] == 0
+    assert all(lp is not None and lp <= 0 for lp in chosen[1:])
+    assert offsets == [sum(len(t.encode()) for t in tokens[:i]) for i in range(len(tokens))]
+    # Prompt token k's entry is the distribution after tokens 0..k-1: its most likely token is what
+    # greedy decoding of that prefix gives, with the same log-probability (computed here inside a
+    # prefill chunk, there as the prefix's last row).
+    for k in (1, len(ids) // 2, len(ids) - 1):
+        r = disagg.client.completions.create(model=disagg.model, prompt=ids[:k], max_tokens=1, temperature=0,
+                                             logprobs=1)
+        gen = r.choices[0].logprobs
+        assert tops[k] == {gen.tokens[0]: pytest.approx(gen.token_logprobs[0], abs=5e-3)}, k
+        if gen.tokens[0] == tokens[k]:
+            assert chosen[k] == pytest.approx(gen.token_logprobs[0], abs=5e-3)
+    # The same values streamed (in the first chunk), on a mixed worker, and for each of n choices.
+    for cluster, stream in ((disagg, True), (mixed, False), (mixed, True)):
+        other = echo_logprobs(cluster, ECHO_PROMPT, stream=stream)
+        assert other[0] == text and other[1] == tokens and other[3][0] is None
+        assert other[2][1:] == pytest.approx(chosen[1:], abs=2e-3)
+    r = disagg.client.completions.create(model=disagg.model, prompt=ECHO_PROMPT, max_tokens=2, temperature=1.0,
+                                         seed=5, echo=True, logprobs=0, n=2)
+    for choice in r.choices:
+        assert choice.logprobs.tokens[:len(ids)] == tokens[:len(ids)]
+        assert choice.logprobs.token_logprobs[1:len(ids)] == pytest.approx(chosen[1:len(ids)], abs=2e-3)
 
 
 JSON_QUESTIONS = ["List three fruits as JSON.", "What is the capital of France? Answer in JSON.",

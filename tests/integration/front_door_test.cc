@@ -448,5 +448,59 @@ TEST_F(FrontDoorTest, AnUnknownGrpcResponseFormatIsRefused) {
   EXPECT_NE(s.error_message().find("response_format"), std::string::npos) << s.error_message();
 }
 
+// The prompt's log-probabilities: HTTP completions' echo + logprobs and gRPC's prompt_logprobs give
+// the same values (HTTP: the first prompt token unscored; gRPC: the prompt's ids and one entry
+// per token after the first), and an out-of-range k is refused by name.
+TEST_F(FrontDoorTest, PromptLogprobsAreTheSameThroughBothDoors) {
+  const std::string prompt = "Once upon a time, in a land far away, there lived";
+  json body = {{"prompt", prompt}, {"max_tokens", 2}, {"temperature", 0}, {"echo", true}, {"logprobs", 2}};
+  auto r = http::testing::Fetch(cluster_->router().http_port(), "POST", "/v1/completions", body.dump(),
+                                {"Content-Type: application/json"});
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json lp = json::parse(r->body)["choices"][0]["logprobs"];
+  const json& shown = lp["token_logprobs"];
+  ASSERT_GE(shown.size(), 4u);
+  EXPECT_TRUE(shown[0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+
+  v1::GenerateRequest req = GrpcRequest(Completion("prompt logprobs", prompt));
+  req.mutable_sampling()->set_max_tokens(2);
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_sampling()->set_prompt_logprobs(2);
+  auto stub = cluster_->NewGenerateStub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  std::vector<int32_t> ids;
+  std::vector<v1::TokenLogprob> scored;
+  int carrying = 0;
+  while (reader->Read(&msg)) {
+    if (msg.prompt_token_ids_size() == 0) continue;
+    ++carrying;
+    ids.assign(msg.prompt_token_ids().begin(), msg.prompt_token_ids().end());
+    scored.assign(msg.prompt_logprobs().begin(), msg.prompt_logprobs().end());
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(carrying, 1);
+  ASSERT_EQ(ids.size() + 2, shown.size());  // HTTP: the prompt's tokens and the 2 generated
+  ASSERT_EQ(scored.size() + 1, ids.size());
+  for (size_t i = 0; i < scored.size(); ++i) {
+    EXPECT_FLOAT_EQ(scored[i].logprob(), shown[i + 1].get<float>()) << "prompt token " << i + 1;
+    EXPECT_EQ(scored[i].top_ids_size(), 2);
+    EXPECT_LE(scored[i].logprob(), 0.0f);
+  }
+
+  req.mutable_sampling()->set_prompt_logprobs(21);
+  grpc::ClientContext bad_ctx;
+  bad_ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto bad = stub->Generate(&bad_ctx, req);
+  EXPECT_FALSE(bad->Read(&msg));
+  const grpc::Status s = bad->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("prompt_logprobs"), std::string::npos) << s.error_message();
+}
+
 }  // namespace
 }  // namespace tandem::testing

@@ -61,6 +61,29 @@ TEST(GenerationInputTest, ValidInputBecomesTheRequest) {
   EXPECT_EQ(c->prompt_token_ids, (std::vector<int32_t>{1, 2, 3}));
 }
 
+// The prompt's log-probabilities: completions' echo with logprobs k scores the prompt with k
+// alternatives; gRPC's prompt_logprobs asks alone; neither otherwise; k is range-checked by name.
+TEST(GenerationInputTest, PromptLogprobsComeFromEchoWithLogprobsOrAreAskedForAlone) {
+  const auto prompt_logprobs = [](bool echo, std::optional<int64_t> logprobs, std::optional<int64_t> prompt) {
+    GenerationInput in = Text("Hello");
+    in.options.echo = echo;
+    in.options.logprobs = logprobs;
+    in.options.prompt_logprobs = prompt;
+    auto r = ValidateGenerationInput(in, {});
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? r->options.ToSamplingParams(4).prompt_logprobs : -2;
+  };
+  EXPECT_EQ(prompt_logprobs(true, 3, std::nullopt), 3);
+  EXPECT_EQ(prompt_logprobs(true, std::nullopt, std::nullopt), -1);
+  EXPECT_EQ(prompt_logprobs(false, 3, std::nullopt), -1);
+  EXPECT_EQ(prompt_logprobs(false, std::nullopt, 0), 0);
+  GenerationInput in = Text("Hello");
+  in.options.prompt_logprobs = 21;
+  const ApiError e = Rejected(in);
+  EXPECT_EQ(e.param, "prompt_logprobs");
+  EXPECT_THAT(e.message, HasSubstr("between 0 and 20"));
+}
+
 TEST(GenerationInputTest, NoPromptIsRequiredPrompt) {
   const ApiError e = Rejected(GenerationInput{});
   EXPECT_EQ(e.param, "prompt");

@@ -376,6 +376,11 @@ TEST(RequestTest, LogprobsAsChatAndCompletionsAskForThem) {
 TEST(RequestTest, EchoIsForCompletions) {
   EXPECT_TRUE(ParseCompletionOk(Completion(R"("echo": true)")).options.echo);
   EXPECT_FALSE(ParseCompletionOk(Completion(R"("echo": false)")).options.echo);
+  // With logprobs the echoed prompt is scored too (lm-evaluation-harness's loglikelihood).
+  const GenerationOptions scored = ParseCompletionOk(Completion(R"("echo": true, "logprobs": 3)")).options;
+  EXPECT_TRUE(scored.echo);
+  EXPECT_EQ(scored.logprobs, 3);
+  EXPECT_EQ(scored.prompt_logprobs, 3);
   const std::string chat_echo = Chat(R"("echo": true)");
   ExpectRejected(ParseChatCompletionRequest(chat_echo), {chat_echo, "echo", "in chat completions"});
 }
@@ -418,7 +423,6 @@ TEST(RequestTest, BadCompletionBodies) {
       {R"({"prompt": [1, "x"]})", "prompt[1]", "expected an integer"},
       {R"({"prompt": [1, 2.5]})", "prompt[1]", "expected an integer"},
       {R"({"prompt": [1, 99999999999]})", "prompt", "token ids >= 0"},
-      {Completion(R"("echo": true, "logprobs": 1)"), "echo", "together with logprobs"},
       {Completion(R"("echo": 1)"), "echo", "expected a boolean"},
       {Completion(R"("logprobs": 21)"), "logprobs", "between 0 and 20"},
       {Completion(R"("logprobs": true)"), "logprobs", "expected an integer"},

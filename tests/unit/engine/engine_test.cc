@@ -348,6 +348,64 @@ TEST_F(EngineTest, ScoreTokensFromARowGivesTheTailOfTheFullPass) {
 // response_format json_object: whatever the (random) model prefers, the output is a JSON object
 // prefix, and a request that stops has closed one, even before min_tokens; an engine that was
 // not given the token pieces refuses JSON requests.
+// Prompt log-probabilities (completions' echo + logprobs): one per prompt token after the first,
+// the log-softmax of the row before it, with its k best, whatever the chunking, the batch, a
+// warm prefix cache or preemption under a tiny KV pool; and reported once, with the first token.
+TEST_F(EngineTest, PromptLogprobsAreTheLogSoftmaxOfEveryPromptPosition) {
+  auto reference = MakeEngine({});
+  std::vector<GenerateRequest> requests = Workload();
+  for (GenerateRequest& r : requests) {
+    r.sampling.prompt_logprobs = 2;
+    r.sampling.max_tokens = 3;
+  }
+  std::vector<float> logsm;
+  for (const Options& o : {Options{.token_budget = 16}, Options{.token_budget = 64, .num_kv_blocks = 24}}) {
+    auto engine = MakeEngine(o);
+    // A warm prefix cache: every prompt ran once already, so only a bypass recomputes them.
+    std::vector<GenerateRequest> warm = Workload();
+    for (GenerateRequest& r : warm) r.id += "-warm";
+    RunAll(*engine, warm);
+    for (const auto& r : requests) ASSERT_TRUE(engine->Add(r).ok());
+    std::map<std::string, std::vector<TokenLogprob>> got;
+    std::map<std::string, int> reports;
+    while (engine->HasWork()) {
+      auto step = engine->Step();
+      ASSERT_TRUE(step.ok()) << step.status();
+      for (RequestOutput& out : *step) {
+        if (out.new_tokens.empty()) continue;
+        if (reports[out.id]++ == 0) {
+          got[out.id] = std::move(out.prompt_logprobs);
+          EXPECT_EQ(out.cached_prompt_tokens, 0) << out.id;
+        } else {
+          EXPECT_TRUE(out.prompt_logprobs.empty()) << out.id;
+        }
+      }
+    }
+    if (o.num_kv_blocks == 24) {
+      EXPECT_GT(engine->counters().preemptions, 0);
+    }
+    const int vocab = engine->model_config().vocab_size;
+    for (const GenerateRequest& r : requests) {
+      const std::vector<TokenLogprob>& lp = got[r.id];
+      ASSERT_EQ(lp.size(), r.prompt.size() - 1) << r.id;
+      auto rows = reference->ScoreTokens(r.prompt);
+      ASSERT_TRUE(rows.ok());
+      for (size_t i = 0; i + 1 < r.prompt.size(); ++i) {
+        std::span<const float> row(rows->data() + i * vocab, vocab);
+        const double lse = LogSumExp(row);
+        logsm.assign(row.begin(), row.end());
+        for (float& v : logsm) v = static_cast<float>(v - lse);
+        EXPECT_NEAR(lp[i].logprob, logsm[r.prompt[i + 1]], 1e-3) << r.id << " token " << i + 1;
+        ASSERT_EQ(lp[i].top.size(), 2u);
+        EXPECT_EQ(lp[i].top[0].first, ArgMax(row)) << r.id << " token " << i + 1;
+        EXPECT_NEAR(lp[i].top[0].second, logsm[lp[i].top[0].first], 1e-3);
+        EXPECT_GE(lp[i].top[0].second, lp[i].top[1].second);
+      }
+    }
+    EXPECT_EQ(engine->block_manager().num_in_use(), 0);
+  }
+}
+
 TEST_F(EngineTest, JsonModeSamplesOnlyJsonAndEndsWhenTheObjectCloses) {
   Options o;
   o.token_pieces = JsonPieces();

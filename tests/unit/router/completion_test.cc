@@ -41,6 +41,10 @@ struct Recorded {
   std::vector<std::pair<int32_t, std::string>> deltas;  // (choice, text), non-empty texts
   std::vector<int32_t> raw_logprobs;                    // per Delta: how many it carried
   std::vector<int32_t> choice_ends;
+  // PromptLogprobs calls: (choice, the shown entries' log-probabilities, -1 for an unscored
+  // one), and the order of calls (P) and non-empty deltas (D) per choice.
+  std::vector<std::pair<int32_t, std::vector<float>>> prompt_logprobs;
+  std::vector<std::string> order;
   std::optional<CompletionEnd> end;
   std::map<int32_t, std::string> end_texts;  // copies: CompletionEnd's views die with the completion
   int failures = 0;
@@ -52,7 +56,16 @@ class RecordingEncoder final : public CompletionEncoder {
   void Delta(int32_t choice, std::string_view text, std::span<const int32_t>, std::span<const TokenLogprob> raw,
              const std::vector<api::LogprobEntry>&) override {
     if (!text.empty()) out_->deltas.emplace_back(choice, std::string(text));
+    if (!text.empty()) out_->order.push_back("D" + std::to_string(choice));
     out_->raw_logprobs.push_back(static_cast<int32_t>(raw.size()));
+  }
+  void PromptLogprobs(int32_t choice, std::span<const int32_t> prompt, std::span<const TokenLogprob> raw,
+                      const std::vector<api::LogprobEntry>& shown) override {
+    std::vector<float> values;
+    for (const api::LogprobEntry& e : shown) values.push_back(e.unscored ? -1.0f : e.logprob);
+    EXPECT_EQ(raw.size() + 1, prompt.size());
+    out_->prompt_logprobs.emplace_back(choice, std::move(values));
+    out_->order.push_back("P" + std::to_string(choice));
   }
   void ChoiceEnd(int32_t choice, api::ApiFinishReason) override { out_->choice_ends.push_back(choice); }
   void End(const CompletionEnd& end) override {
@@ -153,6 +166,39 @@ TEST_F(CompletionTest, OneChoiceIsAnsweredAsBefore) {
   EXPECT_EQ(rec_.end_texts.at(0), "hi");
   EXPECT_EQ(rec_.end->usage.cached_tokens, 5);
   EXPECT_EQ(cancelled_, (std::vector<int32_t>{0}));  // max_tokens reached: the worker may stop
+}
+
+// Echo with logprobs: choice 0's flow brings the prompt's log-probabilities; every choice's answer
+// starts with them (once, before its first text), the first prompt token unscored.
+TEST_F(CompletionTest, ThePromptsLogprobsLeadEveryChoiceOnce) {
+  auto c = Make(2, 2, /*max_tokens=*/2, /*show_logprobs=*/true);
+  c->ExpectPromptLogprobs(Ids("abc"));
+  const std::vector<TokenLogprob> prompt = {{.logprob = -0.25f}, {.logprob = -2.0f}};
+  c->OnPromptLogprobs(0, prompt);
+  const std::vector<TokenLogprob> one = {{.logprob = -0.5f}};
+  c->OnTokens(0, Ids("x"), one);
+  c->OnTokens(1, Ids("y"), one);
+  c->OnTokens(0, Ids("z"), one);
+  c->OnTokens(1, Ids("w"), one);
+  ASSERT_TRUE(rec_.end.has_value());
+  const std::vector<float> shown = {-1.0f, -0.25f, -2.0f};
+  EXPECT_EQ(rec_.prompt_logprobs,
+            (std::vector<std::pair<int32_t, std::vector<float>>>{{0, shown}, {1, shown}}));
+  EXPECT_EQ(rec_.order, (std::vector<std::string>{"P0", "D0", "P1", "D1", "D0", "D1"}));
+}
+
+// A worker that answered without them (or with a wrong count, which the flow drops) fails the
+// request with a clear error instead of an answer missing its prompt's entries.
+TEST_F(CompletionTest, MissingPromptLogprobsFailTheRequest) {
+  auto c = Make(1, 1, /*max_tokens=*/4, /*show_logprobs=*/true);
+  c->ExpectPromptLogprobs(Ids("abc"));
+  const std::vector<TokenLogprob> one = {{.logprob = -0.5f}};
+  c->OnTokens(0, Ids("x"), one);
+  EXPECT_EQ(rec_.failures, 1);
+  EXPECT_TRUE(rec_.deltas.empty());
+  EXPECT_EQ(cancelled_, (std::vector<int32_t>{0}));
+  c->OnTokens(0, Ids("y"), one);  // ignored: the request is over
+  EXPECT_TRUE(rec_.deltas.empty());
 }
 
 }  // namespace

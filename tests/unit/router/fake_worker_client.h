@@ -112,10 +112,12 @@ class FakeWorkerClient final : public WorkerClient {
     reserves.at(i)->answered = true;
     reserves.at(i)->done(status);
   }
+  // `prompt_logprobs`: how many prompt log-probabilities the answer carries (-0.5 each).
   void AnswerPrefill(size_t i, int32_t first_token, v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED,
-                     int32_t cached_prompt_tokens = 0) {
+                     int32_t cached_prompt_tokens = 0, int prompt_logprobs = 0) {
     PrefillCall& call = *prefills.at(i);
     v1::PrefillResponse r;
+    for (int k = 0; k < prompt_logprobs; ++k) r.add_prompt_logprobs()->set_logprob(-0.5f);
     r.set_first_token(first_token);
     r.set_finish_reason(finish);
     r.set_rng_draws(3);

@@ -50,6 +50,10 @@ class RecordingObserver final : public RequestObserver {
     cached_prompt_tokens = n;
     cached_before_tokens = tokens.empty();
   }
+  void OnPromptLogprobs(std::span<const TokenLogprob> lps) override {
+    prompt_logprobs.push_back(static_cast<int>(lps.size()));
+    prompt_logprobs_before_tokens = tokens.empty();
+  }
   void OnTokens(std::span<const int32_t> tokens, std::span<const TokenLogprob> lps) override {
     this->logprobs.insert(this->logprobs.end(), lps.begin(), lps.end());
     Enter("tokens");
@@ -85,6 +89,8 @@ class RecordingObserver final : public RequestObserver {
   std::optional<int32_t> cached_prompt_tokens;  // OnPromptCached's
   std::vector<TokenLogprob> logprobs;
   bool cached_before_tokens = false;
+  std::vector<int> prompt_logprobs;  // per OnPromptLogprobs call: how many
+  bool prompt_logprobs_before_tokens = false;
   bool nested = false;  // a method was called while another was running
 
  private:
@@ -130,11 +136,12 @@ class RequestFlowTest : public ::testing::Test {
     EXPECT_TRUE(registry_->Register(info, load).ok());
   }
 
-  std::shared_ptr<RequestFlow> Start(int prompt_tokens, int max_tokens = 8) {
+  std::shared_ptr<RequestFlow> Start(int prompt_tokens, int max_tokens = 8, int prompt_logprobs = -1) {
     RouterRequest r;
     r.id = fmt::format("req-{}", next_id_++);
     for (int i = 0; i < prompt_tokens; ++i) r.prompt.push_back(3 + i % 50);
     r.sampling.max_tokens = max_tokens;
+    r.sampling.prompt_logprobs = prompt_logprobs;
     return RequestFlow::Start(std::move(r), options_, registry_.get(), &clock_, observer_);
   }
 

@@ -285,6 +285,44 @@ TEST_F(RequestFlowTest, DecodeStreamThatFailsWithNoMigrationsLeftFailsTheRequest
   EXPECT_EQ(metrics_.migrations->With({"stream_failed"}).value(), 0);
 }
 
+// Prompt log-probabilities come once, before the first token, from the first leg; a count that
+// does not match the prompt is not passed on; a resumed leg does not ask for them again.
+TEST_F(RequestFlowTest, PromptLogprobsArePassedOnOnceFromTheFirstLeg) {
+  auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
+  auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
+  auto& d2 = AddWorker("d2", v1::WORKER_ROLE_DECODE);
+  auto flow = Start(40, 4, /*prompt_logprobs=*/1);
+  auto& first = d.reserves.empty() ? d2 : d;
+  auto& second = &first == &d ? d2 : d;
+  first.AnswerReserve(0, "L1");
+  ASSERT_EQ(p.prefills.size(), 1u);
+  EXPECT_EQ(p.prefills[0]->request.sampling().prompt_logprobs(), 1);
+  p.AnswerPrefill(0, 7, v1::FINISH_REASON_UNSPECIFIED, 0, /*prompt_logprobs=*/39);
+  EXPECT_EQ(observer_->prompt_logprobs, std::vector<int>{39});
+  EXPECT_TRUE(observer_->prompt_logprobs_before_tokens);
+  ASSERT_EQ(first.decodes.size(), 1u);
+  first.decodes[0]->Send({8});
+  first.decodes[0]->End(absl::UnavailableError("Socket closed"));  // migrates
+  ASSERT_EQ(second.reserves.size(), 1u);
+  second.AnswerReserve(0, "L2");
+  ASSERT_EQ(p.prefills.size(), 2u);
+  EXPECT_FALSE(p.prefills[1]->request.sampling().has_prompt_logprobs()) << "the resumed leg asks again";
+  p.AnswerPrefill(1, 9, v1::FINISH_REASON_UNSPECIFIED, 0, /*prompt_logprobs=*/41);
+  ASSERT_EQ(second.decodes.size(), 1u);
+  second.decodes[0]->Send({10}, v1::FINISH_REASON_LENGTH, 2);
+  second.decodes[0]->End();
+  EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7, 8, 9, 10}));
+  EXPECT_EQ(observer_->prompt_logprobs, std::vector<int>{39}) << "passed on once";
+
+  observer_ = std::make_shared<RecordingObserver>();
+  Start(40, 4, /*prompt_logprobs=*/1);
+  FakeWorkerClient& third = !d.reserves.empty() && !d.reserves.back()->answered ? d : d2;
+  third.AnswerReserve(third.reserves.size() - 1, "L3");
+  p.AnswerPrefill(p.prefills.size() - 1, 7, v1::FINISH_REASON_UNSPECIFIED, 0, /*prompt_logprobs=*/5);
+  EXPECT_TRUE(observer_->prompt_logprobs.empty()) << "5 log-probabilities for a 40-token prompt";
+  EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7}));
+}
+
 TEST_F(RequestFlowTest, CancelDuringReservationReleasesTheLeaseGrantedAfterwards) {
   auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
