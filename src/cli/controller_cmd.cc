@@ -52,7 +52,10 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
     flags.String("router", &router_grpc,
                  "the router's internal gRPC address, host:port of its --internal-port (its admin API lists "
                  "and drains workers)");
-    flags.String("router-http", &router_http, "the router's HTTP address host:port, whose /metrics is scraped");
+    flags.String("router-http", &router_http,
+                 "the router's HTTP address host:port, whose /metrics is scraped; several routers serving the "
+                 "same workers: each one's, comma-separated (their traffic is added up, their worker counts "
+                 "are not)");
     flags.String("source", &daemon.source, "where signals come from: scrape (the router and workers directly) or "
                                            "prometheus (PromQL against --prometheus-url)");
     flags.String("prometheus-url", &daemon.prometheus_url, "Prometheus base URL for --source prometheus");

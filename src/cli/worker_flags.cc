@@ -14,8 +14,9 @@ absl::StatusOr<v1::WorkerRole> ParseRole(const std::string& role) {
 void WorkerFlags::Register(FlagSet& f) {
   f.String("role", &role, "prefill, decode or mixed");
   f.String("router", &router,
-           "the router's internal gRPC address to register with, host:port of its --internal-port (empty: do "
-           "not register)");
+           "the router's internal gRPC address to register with, host:port of its --internal-port; several "
+           "routers serving the same workers: their addresses separated by commas (the worker registers "
+           "with each and is ready once one knows it). Empty: do not register");
   f.Int("grpc-port", &grpc_port, "port of the Worker gRPC service (0: any free port)");
   f.Int("http-port", &http_port, "port of /metrics, /healthz and /readyz (0: any free port)");
   f.String("host", &host, "address the router and other workers use to reach this worker");

@@ -19,9 +19,10 @@ FrontDoor::FrontDoor(FrontendOptions options, const text::Tokenizer* tokenizer, 
       id_salt_(std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
 
 std::string FrontDoor::NewRequestId() {
-  // A per-process random salt and a 64-bit counter: ids never repeat within a router, and two
-  // routers' ids differ unless their 32-bit salts collide and their counters meet.
-  return fmt::format("{:08x}{:06x}", static_cast<uint32_t>(id_salt_), next_id_.fetch_add(1));
+  // A per-process random salt and a 64-bit counter: ids never repeat within a router, and the
+  // routers serving the same workers (whose engines key requests by id) differ unless their
+  // 64-bit salts collide and their counters meet.
+  return fmt::format("{:016x}{:06x}", id_salt_, next_id_.fetch_add(1));
 }
 
 bool FrontDoor::Authorized(std::string_view authorization) const {

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 #include <thread>
 
+#include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
@@ -93,26 +96,38 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(const Worker
   TANDEM_RETURN_IF_ERROR(w->http_server_->Start());
   w->http_port_ = w->http_server_->port();
 
-  if (!options.router_address.empty()) {
-    RouterRegistration::Options ro;
-    ro.router_address = options.router_address;
-    ro.cluster_token = options.service.cluster_token;
-    ro.interval = options.heartbeat_interval;
-    w->registration_ = std::make_unique<RouterRegistration>(ro, [self] { return self->Info(); },
-                                                            [self] { return self->Load(); });
-    w->registration_->Start();
-  }
+  w->StartRegistrations(options);
   GetLogger("worker")->info("worker {} ({}) serving gRPC on {}:{}, HTTP on {}:{}, KV transport {}; model {}",
                             w->worker_id_, RoleName(options.role), options.advertise_host, w->grpc_port_,
                             options.advertise_host, w->http_port_, w->transport_->name(), w->model_id_);
   return w;
 }
 
+void WorkerProcess::StartRegistrations(const WorkerOptions& options) {
+  std::set<std::string, std::less<>> routers;
+  for (absl::string_view r : absl::StrSplit(options.router_address, ',', absl::SkipWhitespace())) {
+    const absl::string_view address = absl::StripAsciiWhitespace(r);
+    if (!routers.emplace(address).second) continue;
+    RouterRegistration::Options ro;
+    ro.router_address = std::string(address);
+    ro.cluster_token = options.service.cluster_token;
+    ro.interval = options.heartbeat_interval;
+    registrations_.push_back(
+        std::make_unique<RouterRegistration>(ro, [this] { return Info(); }, [this] { return Load(); }));
+    registrations_.back()->Start();
+  }
+}
+
 WorkerProcess::~WorkerProcess() { Stop(absl::ZeroDuration()); }
 
 bool WorkerProcess::Ready() const {
   if (stopped_ || service_->draining()) return false;
-  return registration_ == nullptr || registration_->registered();
+  // Ready once one router knows it (without routers: at once); each keeps trying on its own.
+  if (registrations_.empty()) return true;
+  for (const auto& r : registrations_) {
+    if (r->registered()) return true;
+  }
+  return false;
 }
 
 v1::WorkerInfo WorkerProcess::Info() const {
@@ -146,7 +161,7 @@ void WorkerProcess::Stop(absl::Duration grace) {
   if (stopped_) return;
   stopped_ = true;
   auto log = GetLogger("worker");
-  if (registration_) registration_->Stop();
+  for (auto& r : registrations_) r->Stop();
   // Drain: finish what is in flight (including KV still being sent) before shutting down.
   const absl::Time deadline = absl::Now() + grace;
   while (!service_->Idle() && absl::Now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));

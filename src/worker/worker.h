@@ -34,7 +34,10 @@ struct WorkerOptions {
   std::string bind_host = "127.0.0.1";
   int grpc_port = 0;                        // 0: any free port
   int http_port = 0;
-  std::string router_address;               // host:port; empty: do not register
+  // host:port of the router's internal port, or several separated by commas: one per router
+  // (routers behind one set of workers), each registered with and heartbeated on its own.
+  // Empty: do not register.
+  std::string router_address;
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
   WorkerServiceOptions service;
 };
@@ -63,6 +66,8 @@ class WorkerProcess {
   WorkerProcess() = default;
   v1::WorkerInfo Info() const;
   v1::WorkerLoad Load() const;
+  // Registers with each router of options.router_address (comma-separated, duplicates once).
+  void StartRegistrations(const WorkerOptions& options);
 
   WorkerOptions options_;
   std::string worker_id_;
@@ -79,7 +84,7 @@ class WorkerProcess {
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<http::HttpServer> http_server_;
-  std::unique_ptr<RouterRegistration> registration_;
+  std::vector<std::unique_ptr<RouterRegistration>> registrations_;  // one per router
   bool stopped_ = false;
 };
 

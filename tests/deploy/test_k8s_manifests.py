@@ -142,10 +142,23 @@ def selects(selector, pod_label_map):
     return True
 
 
+def workloads(objs):
+    """What runs pods: Deployments, and the routers' StatefulSet."""
+    return [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+
+
 def deployment_of(objs, component):
-    found = [d for d in of_kind(objs, "Deployment") if pod_labels(d).get(LABEL_COMPONENT) == component]
-    assert len(found) == 1, f"expected one Deployment for component={component}, found {len(found)}"
+    found = [d for d in workloads(objs) if pod_labels(d).get(LABEL_COMPONENT) == component]
+    assert len(found) == 1, f"expected one Deployment or StatefulSet for component={component}, found {len(found)}"
     return found[0]
+
+
+def router_names(objs, port_flag):
+    """Each router replica by its stable name (StatefulSet pod . headless Service), at one of its ports."""
+    routers = deployment_of(objs, "router")
+    port = flag(the_tandem_container(routers)["args"], port_flag)
+    return [f"{routers['metadata']['name']}-{i}.{routers['spec']['serviceName']}:{port}"
+            for i in range(routers["spec"]["replicas"])]
 
 
 def containers(deployment):
@@ -207,7 +220,7 @@ def test_nothing_cluster_scoped_but_the_namespace(objects):
 
 
 def test_images_name_no_registry_host(objects):
-    for d in of_kind(objects, "Deployment"):
+    for d in workloads(objects):
         for c in containers(d):
             first = c["image"].split("/")[0]
             assert "/" not in c["image"] or not ("." in first or ":" in first or first == "localhost"), \
@@ -220,7 +233,7 @@ def test_images_name_no_registry_host(objects):
 # --- probes, ports, args --------------------------------------------------------------------------
 
 def test_every_container_has_probes_on_a_declared_port(objects):
-    for d in of_kind(objects, "Deployment"):
+    for d in workloads(objects):
         for c in containers(d):
             what = f"{d['metadata']['name']}/{c['name']}"
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -250,7 +263,7 @@ def test_tandem_probes_hit_healthz_and_readyz_on_the_http_port(objects):
 
 def test_args_refer_only_to_defined_variables(objects):
     config_maps = {cm["metadata"]["name"]: cm.get("data") or {} for cm in of_kind(objects, "ConfigMap")}
-    for d in of_kind(objects, "Deployment"):
+    for d in workloads(objects):
         for c in containers(d):
             defined = {e["name"] for e in c.get("env") or []}
             for source in c.get("envFrom") or []:
@@ -269,28 +282,45 @@ def field_ref(container, var):
     return None
 
 
-def test_router_service_selects_the_router_and_exposes_http_grpc_and_internal(objects):
+def test_router_service_selects_the_router_and_exposes_http_and_grpc(objects):
     service = named(objects, "Service", "tandem-router")
     selector = service["spec"]["selector"]
     assert selector.get(LABEL_COMPONENT) == "router"
-    matching = [d for d in of_kind(objects, "Deployment") if selects({"matchLabels": selector}, pod_labels(d))]
+    matching = [d for d in workloads(objects) if selects({"matchLabels": selector}, pod_labels(d))]
     assert [d["metadata"]["name"] for d in matching] == [deployment_of(objects, "router")["metadata"]["name"]]
     router = the_tandem_container(matching[0])
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert ports["http"]["port"] == 8000 and ports["grpc"]["port"] == 50051 and ports["internal"]["port"] == 50053
+    assert ports["http"]["port"] == 8000 and ports["grpc"]["port"] == 50051
     assert port_number(router, ports["http"]["targetPort"]) == int(flag(router["args"], "http-port"))
     assert port_number(router, ports["grpc"]["targetPort"]) == int(flag(router["args"], "grpc-port"))
+    # Clients reach only a router that is ready (one that has workers).
+    assert not service["spec"].get("publishNotReadyAddresses")
+
+
+def test_two_routers_each_named_through_a_headless_service(objects):
+    routers = deployment_of(objects, "router")
+    assert routers["kind"] == "StatefulSet" and routers["spec"]["replicas"] >= 2
+    assert routers["spec"].get("podManagementPolicy") == "Parallel"
+    peers = named(objects, "Service", routers["spec"]["serviceName"])
+    assert peers["spec"].get("clusterIP") == "None", "pod names resolve only through a headless Service"
+    assert selects({"matchLabels": peers["spec"]["selector"]}, pod_labels(routers))
+    # Workers register through these names before a router is ready (it is ready once they have).
+    assert peers["spec"].get("publishNotReadyAddresses") is True
+    router = the_tandem_container(routers)
+    ports = {p["name"]: p for p in peers["spec"]["ports"]}
     assert port_number(router, ports["internal"]["targetPort"]) == int(flag(router["args"], "internal-port"))
-    # Workers register through this Service before the router is ready (it is ready once they have).
-    assert service["spec"].get("publishNotReadyAddresses") is True
+    assert port_number(router, ports["http"]["targetPort"]) == int(flag(router["args"], "http-port"))
+    pdb = [b for b in of_kind(objects, "PodDisruptionBudget") if selects(b["spec"]["selector"], pod_labels(routers))]
+    assert len(pdb) == 1 and pdb[0]["spec"].get("maxUnavailable") == 1, "a node drain could take both routers"
 
 
 @pytest.mark.parametrize("role", WORKER_ROLES)
-def test_workers_register_with_the_router_service_and_advertise_the_pod_ip(objects, role):
+def test_workers_register_with_every_router_and_advertise_the_pod_ip(objects, role):
     c = the_tandem_container(deployment_of(objects, role))
     args = c["args"]
     assert args[0] == "worker" and flag(args, "role") == role
-    assert flag(args, "router") == "tandem-router:50053"
+    # Every router replica, by name: a router a worker does not register with gets no work.
+    assert flag(args, "router").split(",") == router_names(objects, "internal-port")
     assert flag(args, "host") == "$(POD_IP)" and field_ref(c, "POD_IP") == "status.podIP"
     assert port_number(c, int(flag(args, "grpc-port"))) is not None, "worker gRPC port not declared"
 
@@ -327,7 +357,7 @@ def test_pod_disruption_budgets_select_existing_pods(objects):
     pdbs = of_kind(objects, "PodDisruptionBudget")
     covered = set()
     for pdb in pdbs:
-        matching = [d for d in of_kind(objects, "Deployment") if selects(pdb["spec"]["selector"], pod_labels(d))]
+        matching = [d for d in workloads(objects) if selects(pdb["spec"]["selector"], pod_labels(d))]
         assert len(matching) == 1, f"PDB {pdb['metadata']['name']} selects {len(matching)} Deployments"
         covered.add(pod_labels(matching[0])[LABEL_COMPONENT])
         spec = pdb["spec"]
@@ -432,7 +462,7 @@ def test_tandem_containers_read_the_cluster_token_from_the_secret(objects):
 
 def test_no_token_on_a_command_line_or_in_the_manifests(objects):
     assert not of_kind(objects, "Secret"), "the operator creates the Secrets; no value is committed"
-    for d in of_kind(objects, "Deployment"):
+    for d in workloads(objects):
         for c in containers(d):
             what = f"{d['metadata']['name']}/{c['name']}"
             pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command") or []
@@ -447,7 +477,7 @@ def test_no_token_on_a_command_line_or_in_the_manifests(objects):
 
 
 def test_only_tandem_components_mount_the_cluster_token(objects):
-    for d in of_kind(objects, "Deployment"):
+    for d in workloads(objects):
         mounts = [v for v in d["spec"]["template"]["spec"].get("volumes") or []
                   if (v.get("secret") or {}).get("secretName") == TOKEN_SECRET]
         if pod_labels(d).get(LABEL_COMPONENT) not in TANDEM_COMPONENTS:
@@ -529,8 +559,11 @@ def test_controller_scales_the_worker_deployments_of_its_namespace(objects):
                                      and field_ref(c, "POD_NAMESPACE") == "metadata.namespace")
     for role in WORKER_ROLES:
         assert flag(args, f"{role}-deployment") == deployment_of(objects, role)["metadata"]["name"]
-    assert flag(args, "router") == "tandem-router:50053"
-    assert flag(args, "router-http") == "tandem-router:8000"
+    # The admin API of any router (each knows every worker); every router's /metrics.
+    routers = deployment_of(objects, "router")
+    internal = flag(the_tandem_container(routers)["args"], "internal-port")
+    assert flag(args, "router") == f"{routers['spec']['serviceName']}:{internal}"
+    assert flag(args, "router-http").split(",") == router_names(objects, "http-port")
     assert port_number(c, int(flag(args, "http-port"))) is not None
 
 
@@ -627,7 +660,7 @@ def test_prometheus_scrapes_every_tandem_pod_on_its_metrics_port(kubectl, object
 
 def test_prometheus_config_and_rbac_fit_together(kubectl, objects):
     cm, _ = prometheus_config(kubectl, objects)
-    users = [d for d in of_kind(objects, "Deployment")
+    users = [d for d in workloads(objects)
              if any((v.get("configMap") or {}).get("name") == cm["metadata"]["name"]
                     for v in d["spec"]["template"]["spec"].get("volumes") or [])]
     assert len(users) == 1, "expected one Prometheus Deployment mounting the scrape config"
@@ -659,7 +692,7 @@ def namespace_labels(objects, name):
 def endpoints(objects):
     """Name -> (namespace, pod labels, container ports) of everything that may open a connection."""
     eps = {}
-    for d in of_kind(objects, "Deployment"):
+    for d in workloads(objects):
         ports = [p for c in containers(d) for p in c.get("ports") or []]
         eps[pod_labels(d).get(LABEL_COMPONENT) if pod_labels(d).get(LABEL_NAME) == "tandem"
             else pod_labels(d).get(LABEL_NAME)] = (d["metadata"]["namespace"], pod_labels(d), ports)
@@ -750,7 +783,7 @@ def test_a_default_deny_ingress_policy_covers_every_tandem_pod(objects):
 
 def test_network_policies_select_existing_pods_and_declared_ports(objects):
     pods = [(d["metadata"]["namespace"], pod_labels(d), [p for c in containers(d) for p in c.get("ports") or []])
-            for d in of_kind(objects, "Deployment")]
+            for d in workloads(objects)]
     for np in of_kind(objects, "NetworkPolicy"):
         name, spec = np["metadata"]["name"], np["spec"]
         assert "policyTypes" in spec, f"{name}: say policyTypes explicitly"

@@ -1,5 +1,6 @@
 #include "testing/test_cluster.h"
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 #include <thread>
@@ -38,7 +39,11 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.queue_timeout = spec.queue_timeout;
   ro.max_migrations = spec.max_migrations;
   ro.default_max_tokens = spec.default_max_tokens;
-  TANDEM_ASSIGN_OR_RETURN(c->router_, router::RouterProcess::Start(ro, *c->file_));
+  for (int i = 0; i < std::max(1, spec.routers); ++i) {
+    TANDEM_ASSIGN_OR_RETURN(auto router, router::RouterProcess::Start(ro, *c->file_));
+    c->router_grpc_ports_.push_back(router->grpc_port());
+    c->routers_.push_back(std::move(router));
+  }
   for (int i = 0; i < spec.prefill; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_PREFILL));
   for (int i = 0; i < spec.decode; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_DECODE));
   for (int i = 0; i < spec.mixed; ++i) TANDEM_RETURN_IF_ERROR(c->AddWorker(v1::WORKER_ROLE_MIXED));
@@ -51,7 +56,15 @@ TestCluster::~TestCluster() {
     if (w) w->Stop(absl::ZeroDuration());
   }
   workers_.clear();
-  if (router_) router_->Stop(absl::ZeroDuration());
+  for (auto& r : routers_) {
+    if (r) r->Stop(absl::ZeroDuration());
+  }
+}
+
+void TestCluster::StopRouter(int i) {
+  if (!routers_[i]) return;
+  routers_[i]->Stop(absl::ZeroDuration());
+  routers_[i].reset();
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> TestCluster::NewEngine(WorkerShape shape) const {
@@ -75,7 +88,9 @@ absl::Status TestCluster::AddWorker(v1::WorkerRole role, WorkerShape shape) {
                                                          : "mixed-",
                         next_worker_++);
   wo.bind_host = "127.0.0.1";
-  wo.router_address = StrCat("127.0.0.1:", router_->internal_port());
+  for (const auto& r : routers_) {
+    if (r) wo.router_address += StrCat(wo.router_address.empty() ? "" : ",", "127.0.0.1:", r->internal_port());
+  }
   wo.heartbeat_interval = absl::Milliseconds(100);
   wo.service.transfer_timeout = spec_.transfer_timeout;
   wo.service.cluster_token = spec_.cluster_token;
@@ -107,12 +122,16 @@ absl::Status TestCluster::WaitReady(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   for (;;) {
     size_t live = 0, known = 0;
+    bool routers_ready = true;
     for (const auto& w : workers_) {
       if (!w) continue;
       ++live;
-      if (router_->registry().Find(w->worker_id()) != nullptr && w->Ready()) ++known;
+      bool everywhere = w->Ready();
+      for (const auto& r : routers_) everywhere = everywhere && (!r || r->registry().Find(w->worker_id()) != nullptr);
+      known += everywhere;
     }
-    if (known == live && router_->Ready()) return absl::OkStatus();
+    for (const auto& r : routers_) routers_ready = routers_ready && (!r || r->Ready());
+    if (known == live && routers_ready) return absl::OkStatus();
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(StrCat(known, " of ", live, " workers registered after ",
                                                 absl::FormatDuration(timeout)));
@@ -121,14 +140,14 @@ absl::Status TestCluster::WaitReady(absl::Duration timeout) {
   }
 }
 
-std::unique_ptr<v1::TandemGenerate::Stub> TestCluster::NewGenerateStub() const {
-  return v1::TandemGenerate::NewStub(
-      grpc::CreateChannel(StrCat("127.0.0.1:", router_->grpc_port()), grpc::InsecureChannelCredentials()));
+std::unique_ptr<v1::TandemGenerate::Stub> TestCluster::NewGenerateStub(int router) const {
+  return v1::TandemGenerate::NewStub(grpc::CreateChannel(StrCat("127.0.0.1:", router_grpc_ports_[router]),
+                                                         grpc::InsecureChannelCredentials()));
 }
 
 GenerateResult TestCluster::Generate(const std::vector<int32_t>& prompt, const SamplingParams& sampling,
-                                     absl::Duration timeout, const std::string& authorization) {
-  auto stub = NewGenerateStub();
+                                     absl::Duration timeout, const std::string& authorization, int router) {
+  auto stub = NewGenerateStub(router);
   v1::GenerateRequest req;
   req.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
   auto* sp = req.mutable_sampling();
@@ -156,8 +175,15 @@ GenerateResult TestCluster::Generate(const std::vector<int32_t>& prompt, const S
   return result;
 }
 
+absl::StatusOr<std::string> TestCluster::RouterMetrics(int r) const {
+  if (!routers_[r]) return absl::FailedPreconditionError(StrCat("router ", r, " was stopped"));
+  auto resp = http::testing::Fetch(routers_[r]->http_port(), "GET", "/metrics");
+  if (!resp.has_value() || resp->status != 200) return absl::UnavailableError(StrCat("GET /metrics of router ", r));
+  return resp->body;
+}
+
 absl::StatusOr<std::string> TestCluster::Metrics(int i) const {
-  const int port = i < 0 ? router_->http_port() : workers_[i]->http_port();
+  const int port = i < 0 ? routers_[0]->http_port() : workers_[i]->http_port();
   auto resp = http::testing::Fetch(port, "GET", "/metrics");
   if (!resp.has_value()) return absl::UnavailableError(StrCat("GET /metrics on port ", port, " failed"));
   if (resp->status != 200) return absl::InternalError(StrCat("GET /metrics: HTTP ", resp->status));

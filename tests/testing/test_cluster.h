@@ -37,6 +37,7 @@ struct ClusterSpec {
   int32_t default_max_tokens = 0;  // the router's, for requests without max_tokens
   absl::Duration queue_timeout = absl::Seconds(60);  // the router's (also bounds a migration's wait)
   int max_migrations = 3;                            // the router's
+  int routers = 1;  // routers serving the same workers (each worker registers with every one)
 };
 
 // One worker's engine settings where they differ from the cluster's (0: the spec's).
@@ -58,7 +59,11 @@ class TestCluster {
   static absl::StatusOr<std::unique_ptr<TestCluster>> Start(const ClusterSpec& spec);
   ~TestCluster();
 
-  router::RouterProcess& router() { return *router_; }
+  router::RouterProcess& router(int i = 0) { return *routers_[i]; }
+  int num_routers() const { return static_cast<int>(routers_.size()); }
+  bool has_router(int i) const { return routers_[i] != nullptr; }  // false once stopped
+  // Stops router `i` at once (its calls in flight are cancelled): as if its process was killed.
+  void StopRouter(int i);
   const std::string& cluster_token() const { return spec_.cluster_token; }
   int num_workers() const { return static_cast<int>(workers_.size()); }
   worker::WorkerProcess& worker(int i) { return *workers_[i]; }
@@ -74,16 +79,20 @@ class TestCluster {
   void KillWorker(int i);
 
   // Generates through the router's public gRPC API, waiting for the whole answer.
+  // Generates through router `router`'s public gRPC API, waiting for the whole answer.
   GenerateResult Generate(const std::vector<int32_t>& prompt, const SamplingParams& sampling,
-                          absl::Duration timeout = absl::Seconds(120), const std::string& authorization = "");
-  std::unique_ptr<v1::TandemGenerate::Stub> NewGenerateStub() const;
+                          absl::Duration timeout = absl::Seconds(120), const std::string& authorization = "",
+                          int router = 0);
+  std::unique_ptr<v1::TandemGenerate::Stub> NewGenerateStub(int router = 0) const;
 
   // `tandem_worker_kv_blocks{state="free"}` read from worker i's /metrics over HTTP.
   absl::StatusOr<double> FreeBlocksFromMetrics(int i) const;
   // A whole /metrics page of worker i (or of the router for i = -1).
   absl::StatusOr<std::string> Metrics(int i) const;
+  // Router r's /metrics page.
+  absl::StatusOr<std::string> RouterMetrics(int r) const;
 
-  // Waits until the router knows every worker and is ready.
+  // Waits until every router knows every worker and is ready.
   absl::Status WaitReady(absl::Duration timeout = absl::Seconds(30));
 
   const gguf::GgufFile& file() const { return *file_; }
@@ -98,7 +107,8 @@ class TestCluster {
   std::vector<int32_t> eog_ids_;
   std::vector<std::string> token_pieces_;  // JSON mode
   std::shared_ptr<transfer::InProcessKvHub> hub_;
-  std::unique_ptr<router::RouterProcess> router_;
+  std::vector<std::unique_ptr<router::RouterProcess>> routers_;
+  std::vector<int> router_grpc_ports_;  // kept after a router stops: calls to it then fail to connect
   std::vector<std::unique_ptr<worker::WorkerProcess>> workers_;
   std::vector<transfer::InProcessKvTransport*> transports_;
   int next_worker_ = 0;

@@ -1,5 +1,7 @@
 #include "controller/loop/daemon.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
@@ -24,9 +26,13 @@ std::string RoleOf(v1::WorkerRole r) {
 absl::StatusOr<std::unique_ptr<SignalSource>> MakeSignalSource(const DaemonOptions& options, AdminClient* admin) {
   if (options.source == "scrape") {
     if (options.router_http.empty()) return absl::InvalidArgumentError("--router-http is needed to scrape the router");
-    const std::string router_url = StrCat("http://", options.router_http, "/metrics");
-    return std::make_unique<ScrapeSource>([router_url, admin] {
-      std::vector<ScrapeTarget> targets = {{router_url, "router"}};
+    // One target per router (routers serving the same workers: their addresses, comma-separated).
+    std::vector<ScrapeTarget> routers;
+    for (absl::string_view r : absl::StrSplit(options.router_http, ',', absl::SkipWhitespace())) {
+      routers.push_back({StrCat("http://", absl::StripAsciiWhitespace(r), "/metrics"), "router"});
+    }
+    return std::make_unique<ScrapeSource>([routers, admin] {
+      std::vector<ScrapeTarget> targets = routers;
       auto workers = admin->ListWorkers();
       if (!workers.ok()) {
         GetLogger("controller")->warn("listing the workers: {}", workers.status().message());

@@ -141,8 +141,10 @@ std::vector<std::pair<std::string, std::string>> PromQLSource::Queries(std::stri
       {"decode_busy_fraction", StrCat("avg(", rate(busy_decode), ")")},
       {"decode_iteration_mean_s", ratio(sum_rate(StrCat("tandem_worker_iteration_seconds_sum", iterations)),
                                         sum_rate(StrCat("tandem_worker_iteration_seconds_count", iterations)))},
-      {std::string(kReadyPrefill), R"(sum(tandem_router_workers{state="ready",role="prefill"}))"},
-      {std::string(kReadyDecode), StrCat(R"(sum(tandem_router_workers{state="ready",)", decode_roles, "})")},
+      // The most any one router counts (every router of a set counts every worker).
+      {std::string(kReadyPrefill), R"(max(sum by (instance) (tandem_router_workers{state="ready",role="prefill"})))"},
+      {std::string(kReadyDecode),
+       StrCat(R"(max(sum by (instance) (tandem_router_workers{state="ready",)", decode_roles, "}))")},
   };
 }
 

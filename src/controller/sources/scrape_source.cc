@@ -118,7 +118,17 @@ double Quantile(double q, const std::vector<PromSample>& rates, std::string_view
 struct Gathered {
   std::vector<PromSample> router_now, router_rates, worker_now, worker_rates;
   double window_s = 0;
+  // Ready workers as the routers count them: the most any one router counts (routers serving
+  // the same workers each count all of them; a sum would count every worker once per router).
+  InstanceCounts ready;
 };
+
+// A router's count of its ready workers of `roles`.
+int ReadyOf(const std::vector<PromSample>& samples, const std::vector<std::string>& roles) {
+  return static_cast<int>(std::llround(SumSamples(samples, "tandem_router_workers",
+                                                  {LabelMatcher::Eq("state", "ready"), LabelMatcher::AnyOf("role", roles)})
+                                           .value_or(0)));
+}
 
 Signals Compute(const Gathered& g, double now_s) {
   const LabelMatchers prefill_roles = {LabelMatcher::Eq("role", "prefill")};
@@ -171,12 +181,7 @@ Signals Compute(const Gathered& g, double now_s) {
       Ratio(SumSamples(g.worker_rates, "tandem_worker_iteration_seconds_sum", decode_iterations),
             SumSamples(g.worker_rates, "tandem_worker_iteration_seconds_count", decode_iterations));
 
-  const LabelMatcher ready = LabelMatcher::Eq("state", "ready");
-  s.ready.prefill = static_cast<int>(std::llround(
-      SumSamples(g.router_now, "tandem_router_workers", {ready, LabelMatcher::Eq("role", "prefill")}).value_or(0)));
-  s.ready.decode = static_cast<int>(std::llround(
-      SumSamples(g.router_now, "tandem_router_workers", {ready, LabelMatcher::AnyOf("role", {"decode", "mixed"})})
-          .value_or(0)));
+  s.ready = g.ready;
   return s;
 }
 
@@ -283,6 +288,8 @@ absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
     }
     if (target.role == kRouterRole) {
       router_answered = true;
+      g.ready.prefill = std::max(g.ready.prefill, ReadyOf(current.exposition.samples, {"prefill"}));
+      g.ready.decode = std::max(g.ready.decode, ReadyOf(current.exposition.samples, {"decode", "mixed"}));
       g.router_now.insert(g.router_now.end(), current.exposition.samples.begin(), current.exposition.samples.end());
       g.router_rates.insert(g.router_rates.end(), rates.begin(), rates.end());
     } else {

@@ -237,6 +237,33 @@ TEST_F(ScrapeSourceTest, RatesComeFromCounterIncreasesOverTheTimeBetweenScrapes)
   EXPECT_TRUE(std::isnan(s->decode_iteration_mean_s));
 }
 
+// Two routers serving the same workers: their traffic adds up, their worker counts do not (each
+// counts every worker; the source takes the most any one counts).
+TEST_F(ScrapeSourceTest, TwoRoutersTrafficAddsUpButTheirWorkersAreCountedOnce) {
+  FakeRouter second;
+  constexpr char kSecondUrl[] = "http://router-1:8000/metrics";
+  fetch_.Serve(kSecondUrl, &second.registry);
+  targets_.push_back({kSecondUrl, "router"});
+  for (FakeRouter* r : {&router_, &second}) {
+    r->workers.With({"prefill", "ready"}).Set(2);
+    r->workers.With({"decode", "ready"}).Set(3);
+  }
+  second.workers.With({"decode", "ready"}).Set(2);  // it has not heard from one decode worker yet
+  auto source = MakeSource();
+  ASSERT_TRUE(source->Read(100).ok());
+  router_.Arrive(20, 100);
+  second.Arrive(10, 400);
+  router_.inflight.Set(3);
+  second.inflight.Set(4);
+  auto s = source->Read(110);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->ready, (InstanceCounts{.prefill = 2, .decode = 3}));
+  EXPECT_DOUBLE_EQ(s->arrival_rate, 3.0);
+  EXPECT_DOUBLE_EQ(s->prompt_token_rate, (2000.0 + 4000.0) / 10);
+  EXPECT_DOUBLE_EQ(s->prompt_tokens_mean, 200.0);
+  EXPECT_EQ(s->inflight_requests, 7);
+}
+
 TEST_F(ScrapeSourceTest, CachedFractionIsHitTokensOverHitAndComputedPrefillTokensOfEveryWorker) {
   FakeWorker p1("prefill"), d1("decode"), m1("mixed");
   AddWorker("http://p1/metrics", &p1);
