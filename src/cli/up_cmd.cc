@@ -84,8 +84,11 @@ class UpSupervisor {
   const std::string self_;
   std::vector<Member> members_;  // the router and mixed workers
   int next_mixed_ = 0;           // the next mixed worker's index (ids mixed-<index>)
-  std::string router_grpc_, router_model_;
-  int router_http_ = 0;
+  std::string router_grpc_;   // every router's internal address, comma-separated (the workers' --router)
+  std::string admin_router_;  // the first router's internal address (RouterAdmin, for the controller)
+  std::vector<std::string> router_https_;  // every router's HTTP address
+  std::string router_model_;
+  int router_http_ = 0;       // the first router's HTTP port
   std::unique_ptr<controller::AdminClient> admin_;
   std::unique_ptr<controller::LocalActuator> pool_;  // prefill and decode workers
   std::unique_ptr<controller::ControllerDaemon> daemon_;
@@ -108,23 +111,32 @@ int UpSupervisor::StopAll(int code) {
 }
 
 absl::Status UpSupervisor::StartRouter() {
-  auto router = ChildProcess::Spawn(plan_.RouterArgv(self_), plan_.RouterEnvironment());
-  if (!router.ok()) return router.status();
-  members_.push_back({"router", std::move(*router), "", ""});
-  auto line = members_.back().process->ReadLine(absl::Seconds(60));
-  if (!line.ok()) return absl::UnavailableError("the router did not start (see its log above)");
-  auto fields = ParseStatusFields(*line);
-  Member& m = members_.back();
-  m.grpc = StrCat(plan_.router.bind, ":", fields["grpc_port"]);  // Generate, for clients
-  m.http = StrCat("127.0.0.1:", fields["http_port"]);
-  // A restart takes the same ports: the clients, the workers and the controller know them.
-  m.argv = plan_.RouterArgv(self_, std::stoi(fields["http_port"]), std::stoi(fields["grpc_port"]),
-                            std::stoi(fields["internal_port"]));
-  m.env = plan_.RouterEnvironment();
-  // What the workers and the controller call (Registry, RouterAdmin): the internal port.
-  router_grpc_ = StrCat("127.0.0.1:", fields["internal_port"]);
-  router_http_ = std::stoi(fields["http_port"]);
-  router_model_ = fields["model"];
+  for (int i = 0; i < plan_.routers; ++i) {
+    // The first router takes the plan's ports; the others free ones (printed in the table).
+    auto router = ChildProcess::Spawn(i == 0 ? plan_.RouterArgv(self_) : plan_.RouterArgv(self_, 0, 0, 0),
+                                      plan_.RouterEnvironment());
+    if (!router.ok()) return router.status();
+    members_.push_back({"router", std::move(*router), "", ""});
+    auto line = members_.back().process->ReadLine(absl::Seconds(60));
+    if (!line.ok()) return absl::UnavailableError("the router did not start (see its log above)");
+    auto fields = ParseStatusFields(*line);
+    Member& m = members_.back();
+    m.grpc = StrCat(plan_.router.bind, ":", fields["grpc_port"]);  // Generate, for clients
+    m.http = StrCat("127.0.0.1:", fields["http_port"]);
+    // A restart takes the same ports: the clients, the workers and the controller know them.
+    m.argv = plan_.RouterArgv(self_, std::stoi(fields["http_port"]), std::stoi(fields["grpc_port"]),
+                              std::stoi(fields["internal_port"]));
+    m.env = plan_.RouterEnvironment();
+    // What the workers call (Registry: each router's) and the controller (RouterAdmin: the first's).
+    const std::string internal = StrCat("127.0.0.1:", fields["internal_port"]);
+    router_grpc_ += StrCat(router_grpc_.empty() ? "" : ",", internal);
+    router_https_.push_back(m.http);
+    if (i == 0) {
+      admin_router_ = internal;
+      router_http_ = std::stoi(fields["http_port"]);
+      router_model_ = fields["model"];
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -137,7 +149,7 @@ absl::Status UpSupervisor::StartWorkers() {
     members_.back().argv = std::move(argv);
   }
   next_mixed_ = plan_.mixed;
-  admin_ = std::make_unique<controller::AdminClient>(router_grpc_, plan_.cluster_token);
+  admin_ = std::make_unique<controller::AdminClient>(admin_router_, plan_.cluster_token);
   controller::LocalActuatorOptions lo;
   lo.tandem_binary = self_;
   lo.worker_flags = plan_.WorkerArgs(router_grpc_);
@@ -163,7 +175,13 @@ absl::Status UpSupervisor::StartWorkers() {
 
 absl::Status UpSupervisor::AwaitReady() {
   const absl::Time deadline = absl::Now() + absl::Seconds(plan_.ready_timeout_s);
-  while (HttpGetStatus(router_http_, "/readyz") != 200) {
+  const auto all_ready = [this] {
+    for (const std::string& http : router_https_) {
+      if (HttpGetStatus(std::stoi(http.substr(http.rfind(':') + 1)), "/readyz") != 200) return false;
+    }
+    return true;
+  };
+  while (!all_ready()) {
     if (g_up_signal.load() != 0) return absl::CancelledError("interrupted");
     for (auto& m : members_) {
       if (!m.process->Running()) return absl::UnavailableError(StrCat("the ", m.role, " process exited early"));
@@ -179,8 +197,8 @@ absl::Status UpSupervisor::AwaitReady() {
 
 absl::Status UpSupervisor::StartController() {
   ControllerFlags cf = plan_.controller;
-  cf.router_grpc = router_grpc_;
-  cf.router_http = StrCat("127.0.0.1:", router_http_);
+  cf.router_grpc = admin_router_;
+  for (const std::string& http : router_https_) cf.router_http += StrCat(cf.router_http.empty() ? "" : ",", http);
   if (absl::Status s = cf.Finish(); !s.ok()) return s;
   cf.daemon.bind = "127.0.0.1";
   cf.daemon.http_port = plan_.controller_port;
@@ -232,9 +250,15 @@ void UpSupervisor::PrintReady() const {
                 "controller", static_cast<int>(::getpid()), "-", daemon_->http_port(),
                 log.empty() ? "not logged" : log.c_str(), plan_.controller.daemon.loop.planner.max_total_instances);
   }
-  std::printf("\nthe router's gRPC column is its Generate API; workers and the controller call its internal port, "
-              "%s\n",
-              router_grpc_.c_str());
+  if (router_https_.size() == 1) {
+    std::printf("\nthe router's gRPC column is its Generate API; workers and the controller call its internal port, "
+                "%s\n",
+                router_grpc_.c_str());
+  } else {
+    std::printf("\n%zu routers serve the same workers (each router's HTTP and gRPC columns are its public API); "
+                "workers register with each one's internal port: %s\n",
+                router_https_.size(), router_grpc_.c_str());
+  }
   std::printf("\ntry:\n  curl http://127.0.0.1:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
               "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n\n"
               "Ctrl-C stops everything.\n",

@@ -27,6 +27,9 @@ void UpFlags::Register(FlagSet& f) {
   f.Int("prefill", &prefill, "prefill workers at start");
   f.Int("decode", &decode, "decode workers at start");
   f.Int("mixed", &mixed, "mixed workers (prefill and decode in one process, no KV transfer; no controller)");
+  f.Int("routers", &routers,
+        "routers serving the same workers (1-4): every worker registers with each; the first takes "
+        "--http-port and --grpc-port, the others free ports (printed); stopping one fails only its requests");
   f.Int("threads", &threads, "compute threads per worker (0: the CPUs divided among the workers)");
   f.Float("ready-timeout", &ready_timeout_s, "seconds to wait for the cluster to become ready");
   f.Bool("controller", &run_controller, "run the ratio controller (--no-controller: fixed worker counts)");
@@ -46,8 +49,12 @@ absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   if (flags.prefill < 0 || flags.decode < 0 || flags.mixed < 0 || flags.decode + flags.mixed < 1) {
     return absl::InvalidArgumentError("need at least one decode or mixed worker (--decode, --mixed)");
   }
+  if (flags.routers < 1 || flags.routers > 4) {
+    return absl::InvalidArgumentError(StrCat("--routers must be between 1 and 4, got ", flags.routers));
+  }
   cpus = std::max(1, cpus);
   LaunchPlan plan;
+  plan.routers = flags.routers;
   plan.prefill = flags.prefill;
   plan.decode = flags.decode;
   plan.mixed = flags.mixed;

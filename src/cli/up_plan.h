@@ -29,6 +29,7 @@ struct UpFlags {
   int prefill = 1;
   int decode = 1;
   int mixed = 0;
+  int routers = 1;  // routers serving the same workers (each worker registers with every one)
   int threads = 0;  // per worker; 0: the CPUs divided among the workers
   double ready_timeout_s = 120;
   bool run_controller = true;
@@ -49,6 +50,7 @@ struct LaunchPlan {
   // is known only once it runs).
   WorkerFlags worker;
   int prefill = 0, decode = 0, mixed = 0;
+  int routers = 1;
   int threads_per_worker = 1;
   bool run_controller = false;
   ControllerFlags controller;  // with the worker budget resolved

@@ -101,6 +101,17 @@ TEST(UpPlanTest, ImpossibleCountsAreRefused) {
   up.prefill = 1;
   up.router.http_port = 99999;
   EXPECT_FALSE(PlanUp(up, 2).ok());
+  up.router.http_port = 8000;
+  for (int routers : {0, 5}) {
+    up.routers = routers;
+    auto plan = PlanUp(up, 2);
+    ASSERT_FALSE(plan.ok());
+    EXPECT_NE(plan.status().message().find("--routers"), std::string::npos) << plan.status();
+  }
+  up.routers = 2;
+  auto plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->routers, 2);
 }
 
 TEST(UpPlanTest, UpOffersTheRouterAndWorkerSettingsUnderTheirOwnNames) {
