@@ -363,6 +363,9 @@ absl::Status Engine::AddPrefilled(GenerateRequest request, std::vector<int32_t> 
                                         request.priority, next_arrival_++, seed);
   seq->tokens.push_back(first_token);
   seq->num_computed = prompt_len;
+  // The prompt was computed (and, if asked, scored) elsewhere: a recompute after a preemption
+  // here scores nothing again and may take prefix-cache hits.
+  seq->prompt_logprobs_next = seq->prompt_len;
   AttachSchema(*seq, std::move(schema));
   // Blocks beyond the prompt's are not needed yet: give them back.
   while (blocks.size() > prompt_blocks) {

@@ -112,6 +112,10 @@ class RequestFlowTest : public ::testing::Test {
     options_.metrics = &metrics_;
     options_.admission_timeout = absl::Seconds(1);
   }
+  ~RequestFlowTest() override {
+    clock_.Stop();
+    for (auto& [id, fake] : fakes_) fake->Forget();
+  }
 
   FakeWorkerClient& AddWorker(const std::string& id, v1::WorkerRole role, int64_t free_blocks = 100,
                               int32_t block_size = 16, uint64_t epoch = 1) {
