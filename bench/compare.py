@@ -32,7 +32,7 @@ Outputs under --out: raw/ (every `bench serve` result file, worker-count samples
 bench and controller decision logs), goodput.json or shifting.json (the summary, with the exact
 commands and the machine), and from `plot`: PNGs and summary.md.
 """
-import argparse, datetime, json, os, re, shlex, signal, socket, subprocess, sys, threading, time
+import argparse, datetime, json, os, re, shlex, signal, socket, subprocess, sys, textwrap, threading, time
 import urllib.error, urllib.request
 from pathlib import Path
 
@@ -634,7 +634,10 @@ def plot_shifting(s, d, plt, md):
         ax.bar([i + (k - (len(res) - 1) / 2) * width for i in range(len(phases))],
                [100 * (p["attainment"] or 0) for p in e["phases"]], width, label=c)
     ax.axhline(100 * target, ls="--", color="gray")
-    ax.set_xticks(range(len(phases)), [f"phase {p['phase']}: {p['rate']:g}/s {p['workload'] or ''}" for p in phases])
+    # The workload's parameters wrapped under each phase: on one line they overlap their neighbours.
+    ax.set_xticks(range(len(phases)), ["\n".join([f"phase {p['phase']}: {p['rate']:g}/s"] +
+                                                 textwrap.wrap((p["workload"] or "").replace(",", ", "), 30))
+                                       for p in phases], fontsize=8)
     ax.set(ylabel="SLO attainment (%)", ylim=(0, 105), title=f"attainment per phase ({s['settings']['goodput']})")
     ax.legend(fontsize=8)
     save(fig, d / "shifting.png", plt)
