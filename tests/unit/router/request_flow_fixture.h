@@ -114,13 +114,14 @@ class RequestFlowTest : public ::testing::Test {
   }
   ~RequestFlowTest() override {
     clock_.Stop();
-    for (auto& [id, fake] : fakes_) fake->Forget();
+    for (auto& fake : every_fake_) fake->Forget();  // those a test replaced or cleared too
   }
 
   FakeWorkerClient& AddWorker(const std::string& id, v1::WorkerRole role, int64_t free_blocks = 100,
                               int32_t block_size = 16, uint64_t epoch = 1) {
     auto fake = std::make_shared<FakeWorkerClient>(id, block_size);
     fakes_[id] = fake;
+    every_fake_.push_back(fake);
     Register(id, role, free_blocks, block_size, epoch);
     return *fake;
   }
@@ -171,6 +172,7 @@ class RequestFlowTest : public ::testing::Test {
   metrics::MetricsRegistry metrics_registry_;
   RouterMetrics metrics_;
   std::map<std::string, std::shared_ptr<FakeWorkerClient>> fakes_;
+  std::vector<std::shared_ptr<FakeWorkerClient>> every_fake_;  // for the destructor's Forget
   std::unique_ptr<WorkerRegistry> registry_;
   ManualClock clock_;
   FlowOptions options_;
