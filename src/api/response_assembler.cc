@@ -101,12 +101,11 @@ std::vector<LogprobEntry> ResponseAssembler::DescribePromptLogprobs(std::span<co
 std::vector<LogprobEntry> ResponseAssembler::DescribeLogprobs(std::span<const int32_t> token_ids,
                                                              std::span<const TokenLogprob> logprobs) {
   std::vector<LogprobEntry> out;
-  const auto piece = [&](int32_t id) { return Piece(id); };
   for (size_t i = 0; i < std::min(token_ids.size(), logprobs.size()); ++i) {
     LogprobEntry e;
-    e.token = piece(token_ids[i]);
+    e.token = Piece(token_ids[i]);
     e.logprob = logprobs[i].logprob;
-    for (const auto& [id, lp] : logprobs[i].top) e.top.emplace_back(piece(id), lp);
+    for (const auto& [id, lp] : logprobs[i].top) e.top.emplace_back(Piece(id), lp);
     e.text_offset = logprob_offset_;
     logprob_offset_ += static_cast<int64_t>(e.token.size());
     out.push_back(std::move(e));

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "absl/strings/str_join.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
 #include "cli/up_plan.h"
@@ -87,6 +88,7 @@ class UpSupervisor {
   std::string router_grpc_;   // every router's internal address, comma-separated (the workers' --router)
   std::string admin_router_;  // the first router's internal address (RouterAdmin, for the controller)
   std::vector<std::string> router_https_;  // every router's HTTP address
+  std::vector<int> router_http_ports_;     // and its port
   std::string router_model_;
   int router_http_ = 0;       // the first router's HTTP port
   std::unique_ptr<controller::AdminClient> admin_;
@@ -131,6 +133,7 @@ absl::Status UpSupervisor::StartRouter() {
     const std::string internal = StrCat("127.0.0.1:", fields["internal_port"]);
     router_grpc_ += StrCat(router_grpc_.empty() ? "" : ",", internal);
     router_https_.push_back(m.http);
+    router_http_ports_.push_back(std::stoi(fields["http_port"]));
     if (i == 0) {
       admin_router_ = internal;
       router_http_ = std::stoi(fields["http_port"]);
@@ -176,8 +179,8 @@ absl::Status UpSupervisor::StartWorkers() {
 absl::Status UpSupervisor::AwaitReady() {
   const absl::Time deadline = absl::Now() + absl::Seconds(plan_.ready_timeout_s);
   const auto all_ready = [this] {
-    for (const std::string& http : router_https_) {
-      if (HttpGetStatus(std::stoi(http.substr(http.rfind(':') + 1)), "/readyz") != 200) return false;
+    for (int port : router_http_ports_) {
+      if (HttpGetStatus(port, "/readyz") != 200) return false;
     }
     return true;
   };
@@ -198,7 +201,7 @@ absl::Status UpSupervisor::AwaitReady() {
 absl::Status UpSupervisor::StartController() {
   ControllerFlags cf = plan_.controller;
   cf.router_grpc = admin_router_;
-  for (const std::string& http : router_https_) cf.router_http += StrCat(cf.router_http.empty() ? "" : ",", http);
+  cf.router_http = absl::StrJoin(router_https_, ",");
   if (absl::Status s = cf.Finish(); !s.ok()) return s;
   cf.daemon.bind = "127.0.0.1";
   cf.daemon.http_port = plan_.controller_port;
