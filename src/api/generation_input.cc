@@ -218,6 +218,7 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->priority = static_cast<int32_t>(p);
   }
+  out->speculative = in.speculative;
   if (in.min_tokens.has_value()) {
     const int64_t n = *in.min_tokens;
     if (n < 0 || n > kInt32Max) return OutOfRange("min_tokens", "a count >= 0", StrCat(n));
@@ -300,6 +301,7 @@ SamplingParams GenerationOptions::ToSamplingParams(int32_t resolved_max_tokens) 
   p.logprobs = logprobs;
   p.prompt_logprobs = prompt_logprobs;
   p.min_tokens = min_tokens;
+  p.speculative = speculative;
   p.response_format = response_format;
   p.json_schema = json_schema;
   return p;

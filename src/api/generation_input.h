@@ -89,6 +89,7 @@ struct OptionsInput {
   std::optional<double> min_p;
   std::optional<int64_t> priority;
   std::optional<int64_t> min_tokens;
+  bool speculative = true;            // tandem extension: false = never decoded speculatively
   std::string response_format;        // response_format.type as sent; empty: absent
   std::string json_schema;            // json_schema: the schema as JSON text; empty: not given
   bool echo = false;                  // completions: show the prompt before the answer
@@ -127,6 +128,7 @@ struct GenerationOptions {
   float min_p = 0.0f;                   // [0, 1], vLLM extension
   int32_t priority = 0;                 // vLLM extension: lower runs first
   int32_t min_tokens = 0;               // vLLM extension: >= 0; at most max_tokens (front door)
+  bool speculative = true;              // tandem extension: false = never decoded speculatively
   ResponseFormat response_format = ResponseFormat::kText;  // "text", "json_object" or "json_schema"
   std::string json_schema;              // json_schema: the schema (compiled once to check it)
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]

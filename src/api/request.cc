@@ -155,6 +155,9 @@ std::optional<ApiError> ReadModifiers(const Json& body, OptionsInput* out) {
     TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "priority", &p));
     out->priority = p;
   }
+  if (const Json* v = Find(body, "speculative"); v != nullptr && !v->is_null()) {
+    TANDEM_API_RETURN_IF_ERROR(ReadBool(*v, "speculative", &out->speculative));
+  }
   if (const Json* v = Find(body, "min_tokens"); v != nullptr && !v->is_null()) {
     int64_t n = 0;
     TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "min_tokens", &n));

@@ -31,6 +31,14 @@ void EngineFlags::Register(FlagSet& f) {
   f.String("device", &device, "where the model runs: cpu, or cuda (weights in bf16 on the GPU; built with CUDA only)");
   f.Int("cuda-device", &cuda_device, "CUDA device ordinal for --device cuda");
   f.Bool("cuda-graphs", &cuda_graphs, "capture decode iterations as CUDA graphs (--device cuda)");
+  f.Int("speculative-ngram", &speculative_ngram,
+        "speculative decoding by prompt lookup: propose up to this many tokens per step, copied from where the "
+        "last 1-3 tokens occurred earlier in the prompt or output, and verify them in one pass (0 = off, up to "
+        "64). The output is the same either way; it is faster when answers copy their input (edits, "
+        "summaries, code), slower otherwise");
+  f.Int("speculative-max-batch", &speculative_max_batch,
+        "propose drafts only while at most this many sequences are decoding (a bigger batch already "
+        "reads the weights once per step for many tokens)");
 }
 
 EngineOptions EngineFlags::ToEngineOptions() const {
@@ -42,6 +50,8 @@ EngineOptions EngineFlags::ToEngineOptions() const {
   int budget = 512;
   if (absl::SimpleAtoi(token_budget, &budget) && budget > 0) o.scheduler.token_budget = budget;
   o.scheduler.max_num_seqs = max_num_seqs;
+  o.speculative.num_draft_tokens = speculative_ngram;
+  o.speculative.max_decoding = speculative_max_batch;
   return o;
 }
 
@@ -114,6 +124,12 @@ absl::Status EngineFlags::Check() const {
     return absl::InvalidArgumentError(StrCat("--token-budget must be a count >= 1 or auto, not '", token_budget, "'"));
   }
   if (!(budget_itl_ms > 0)) return absl::InvalidArgumentError("--budget-itl-ms must be > 0");
+  if (speculative_ngram < 0 || speculative_ngram > 64) {
+    return absl::InvalidArgumentError(StrCat("--speculative-ngram must be between 0 (off) and 64, not ", speculative_ngram));
+  }
+  if (speculative_max_batch < 1) {
+    return absl::InvalidArgumentError(StrCat("--speculative-max-batch must be >= 1, not ", speculative_max_batch));
+  }
   return absl::OkStatus();
 }
 

@@ -27,6 +27,8 @@ struct EngineFlags {
   std::string device = "cpu";  // cpu or cuda
   int cuda_device = 0;
   bool cuda_graphs = false;
+  int speculative_ngram = 0;      // draft tokens per step by prompt lookup; 0 = off
+  int speculative_max_batch = 4;  // speculate only while at most this many sequences decode
 
   void Register(FlagSet& flags);
   // InvalidArgument for a --token-budget that is neither a count >= 1 nor auto.

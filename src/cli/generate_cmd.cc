@@ -176,6 +176,12 @@ int GenerateCommand(const std::vector<std::string>& args) {
                  path->c_str(), prompt.size(), stats->generated, FinishReasonName(stats->finish), stats->ttft_s,
                  prompt.size() / std::max(stats->ttft_s, 1e-9),
                  stats->generated > 1 ? (stats->generated - 1) / std::max(decode_s, 1e-9) : 0.0);
+    if (const EngineCounters& c = (*engine)->counters(); g.engine.speculative_ngram > 0) {
+      std::fprintf(stderr, "speculative decoding: %lld of %lld draft tokens accepted (%.0f%%), %lld iterations\n",
+                   static_cast<long long>(c.accepted_draft_tokens), static_cast<long long>(c.draft_tokens),
+                   100.0 * c.accepted_draft_tokens / std::max<int64_t>(c.draft_tokens, 1),
+                   static_cast<long long>(c.steps));
+    }
   }
   return g_interrupts.load() > 0 ? 130 : 0;
 }

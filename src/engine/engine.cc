@@ -53,6 +53,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const gguf::GgufFile& fil
     engine->json_mask_ = std::make_unique<const JsonTokenMask>(std::move(pieces), options.eog_token_ids);
     engine->options_.token_pieces.clear();  // the mask keeps them
   }
+  const SpeculativeOptions& spec = options.speculative;
+  if (spec.num_draft_tokens > 0) {
+    if (spec.num_draft_tokens > 64 || spec.min_ngram < 1 || spec.max_ngram < spec.min_ngram || spec.max_decoding < 1) {
+      return absl::InvalidArgumentError(StrCat("speculative decoding: ", spec.num_draft_tokens, " draft tokens (1-64), n-grams ",
+                                               spec.min_ngram, "-", spec.max_ngram, ", at most ", spec.max_decoding,
+                                               " decoding sequences (>= 1) is out of range"));
+    }
+    engine->proposer_ = std::make_unique<const NgramProposer>(spec.min_ngram, spec.max_ngram);
+  }
   GetLogger("engine")->info(
       "model {}; backend {}; weights {:.1f} MiB; KV cache {} blocks x {} tokens ({:.1f} MiB); "
       "token budget {}, max {} sequences, max model length {}",
@@ -189,9 +198,10 @@ void Engine::BuildBatch(const SchedulerOutput& plan) {
     fs.query_len = chunk.num_tokens;
     fs.context_len = seq->num_computed + chunk.num_tokens;
     fs.block_table = seq->block_table;
+    const int32_t known = static_cast<int32_t>(seq->tokens.size());
     for (int32_t j = 0; j < chunk.num_tokens; ++j) {
       const int32_t pos = seq->num_computed + j;
-      batch_.tokens.push_back(seq->tokens[pos]);
+      batch_.tokens.push_back(pos < known ? seq->tokens[pos] : seq->draft[pos - known]);
       batch_.positions.push_back(pos);
       batch_.slot_mapping.push_back(seq->block_table[pos / bs] * bs + pos % bs);
     }
@@ -206,7 +216,10 @@ void Engine::BuildBatch(const SchedulerOutput& plan) {
       }
     }
     prompt_rows_.push_back(prompt_rows);
-    if (chunk.samples) batch_.logit_rows.push_back(fs.query_start + chunk.num_tokens - 1);
+    // The last known token's row, then one per draft token (each may be the next one's).
+    if (chunk.samples) {
+      for (int32_t j = known - 1 - seq->num_computed; j < chunk.num_tokens; ++j) batch_.logit_rows.push_back(fs.query_start + j);
+    }
     batch_.sequences.push_back(std::move(fs));
   }
 }
@@ -259,10 +272,62 @@ void Engine::ConstrainJson(Sequence* seq, std::span<float> logits) {
   }
 }
 
+void Engine::SampleChunk(Sequence* seq, const float* rows, RequestOutput* out) {
+  const int vocab = model_->config().vocab_size;
+  const int32_t drafted = static_cast<int32_t>(seq->draft.size());
+  seq->num_computed = static_cast<int32_t>(seq->tokens.size());  // the known tokens' KV is in
+  FinishReason finish = FinishReason::kNone;
+  for (int32_t j = 0; j <= drafted && finish == FinishReason::kNone; ++j) {
+    const int32_t token = Sample(seq, std::span<const float>(rows + static_cast<size_t>(j) * vocab, vocab), out);
+    seq->tokens.push_back(token);
+    out->new_tokens.push_back(token);
+    ++counters_.generated_tokens;
+    if (ShouldStop(*seq, token)) {
+      finish = FinishReason::kStop;
+    } else if (seq->num_generated() >= seq->sampling.max_tokens ||
+               static_cast<int>(seq->tokens.size()) >= max_model_len_) {
+      finish = FinishReason::kLength;
+    }
+    // A draft token the sampler picked: its KV (computed for it) is right and the next row is
+    // the distribution after it. Any other token ends the run.
+    if (j == drafted || token != seq->draft[j]) break;
+    ++seq->num_computed;
+    ++counters_.accepted_draft_tokens;
+  }
+  counters_.draft_tokens += drafted;
+  seq->draft.clear();
+  scheduler_->OnComputed(seq);
+  out->id = seq->id;
+  out->prompt_tokens = seq->prompt_len;
+  out->generated_tokens = seq->num_generated();
+  out->cached_prompt_tokens = seq->num_prefix_hit_tokens;
+  out->num_computed = seq->num_computed;
+  out->rng_draws = static_cast<int32_t>(seq->rng.draws());
+  out->prompt_logprobs = std::move(seq->prompt_logprobs);
+  seq->prompt_logprobs.clear();
+  if (finish != FinishReason::kNone) Finish(seq, finish, out);
+}
+
+void Engine::ProposeDrafts() {
+  if (proposer_ == nullptr) return;
+  const std::vector<Sequence*>& running = scheduler_->running();
+  const auto decoding = std::count_if(running.begin(), running.end(), [](const Sequence* s) { return s->num_uncomputed() == 1; });
+  for (Sequence* seq : running) {
+    seq->draft.clear();
+    if (decoding > options_.speculative.max_decoding || seq->num_uncomputed() != 1 || !seq->sampling.speculative) continue;
+    // Every token of a verified draft plus the one after it must fit max_tokens and the context.
+    const int64_t room = std::min<int64_t>(seq->sampling.max_tokens - seq->num_generated(),
+                                           max_model_len_ - static_cast<int64_t>(seq->tokens.size())) - 1;
+    const int cap = static_cast<int>(std::min<int64_t>(options_.speculative.num_draft_tokens, room));
+    if (cap > 0) proposer_->Propose(seq->tokens, cap, &seq->draft);
+  }
+}
+
 absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
   const auto start = std::chrono::steady_clock::now();
   std::vector<RequestOutput> outputs = std::move(pending_outputs_);
   pending_outputs_.clear();
+  ProposeDrafts();
   SchedulerOutput plan = scheduler_->Schedule();
   last_step_ = {};
   last_step_.num_preempted = static_cast<int32_t>(plan.preempted.size());
@@ -293,9 +358,9 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
       seq->prompt_logprobs.push_back(ComputeLogprobs(row, seq->tokens[seq->prompt_logprobs_next++],
                                                      seq->sampling.prompt_logprobs, sample_scratch_));
     }
-    seq->num_computed += chunk.num_tokens;
-    scheduler_->OnComputed(seq);
     if (!chunk.samples) {
+      seq->num_computed += chunk.num_tokens;
+      scheduler_->OnComputed(seq);
       if (seq->report_progress) {
         RequestOutput progress;
         progress.id = seq->id;
@@ -305,26 +370,10 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::Step() {
       }
       continue;
     }
-    std::span<const float> row(logits_.data() + logit_row++ * static_cast<size_t>(vocab), vocab);
     RequestOutput out;
-    const int32_t token = Sample(seq, row, &out);
-    seq->tokens.push_back(token);
-    ++counters_.generated_tokens;
-    out.id = seq->id;
-    out.new_tokens.push_back(token);
-    out.prompt_tokens = seq->prompt_len;
-    out.generated_tokens = seq->num_generated();
-    out.cached_prompt_tokens = seq->num_prefix_hit_tokens;
-    out.num_computed = seq->num_computed;
-    out.rng_draws = static_cast<int32_t>(seq->rng.draws());
-    out.prompt_logprobs = std::move(seq->prompt_logprobs);
-    seq->prompt_logprobs.clear();
-    if (ShouldStop(*seq, token)) {
-      Finish(seq, FinishReason::kStop, &out);
-    } else if (seq->num_generated() >= seq->sampling.max_tokens ||
-               static_cast<int>(seq->tokens.size()) >= max_model_len_) {
-      Finish(seq, FinishReason::kLength, &out);
-    }
+    const size_t rows = 1 + seq->draft.size();
+    SampleChunk(seq, logits_.data() + logit_row * static_cast<size_t>(vocab), &out);  // may destroy seq
+    logit_row += rows;
     outputs.push_back(std::move(out));
   }
   last_step_.num_tokens = plan.num_tokens;

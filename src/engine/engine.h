@@ -18,6 +18,7 @@
 #include "engine/llama_model.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
+#include "engine/speculative.h"
 #include "gguf/gguf_file.h"
 #include "tandem/backend.h"
 
@@ -35,6 +36,9 @@ struct EngineOptions {
   // Each token's bytes (the tokenizer's pieces, empty for control tokens), for JSON mode
   // (SamplingParams::response_format). Empty: requests asking for JSON are refused.
   std::vector<std::string> token_pieces;
+  // Speculative decoding (engine/speculative.h): off unless num_draft_tokens > 0; a request can
+  // opt out (SamplingParams::speculative). Outputs are the same with and without it.
+  SpeculativeOptions speculative;
 };
 
 struct GenerateRequest {
@@ -88,6 +92,8 @@ struct EngineCounters {
   int64_t prefix_hit_tokens = 0;  // prompt tokens served from the prefix cache
   int64_t finished = 0;
   int64_t cancelled = 0;
+  int64_t draft_tokens = 0;           // speculative tokens run through the model
+  int64_t accepted_draft_tokens = 0;  // of those, the ones the sampler picked (kept)
 };
 
 struct StepStats {
@@ -167,6 +173,11 @@ class Engine {
   bool ShouldStop(const Sequence& seq, int32_t token) const;
   // Fills batch_ with the plan's chunks: tokens, positions, KV slots, the rows that sample.
   void BuildBatch(const SchedulerOutput& plan);
+  // Speculative decoding: gives each decoding sequence its draft for this iteration.
+  void ProposeDrafts();
+  // Samples a chunk's tokens from its rows (one, plus one per draft token while they match),
+  // keeps the draft tokens' KV that matched, and finishes the sequence if a token ends it.
+  void SampleChunk(Sequence* seq, const float* rows, RequestOutput* out);
   // Samples `seq`'s next token from its row of logits (modifiers, then the sampler).
   int32_t Sample(Sequence* seq, std::span<const float> row, RequestOutput* out);
   // JSON mode: brings the sequence's recogniser up to its tokens and masks `logits` to the
@@ -187,6 +198,7 @@ class Engine {
   int64_t reserved_blocks_ = 0;  // allocated through AllocateKvBlocks and not yet adopted/freed
   std::vector<bool> is_eog_;
   std::unique_ptr<const JsonTokenMask> json_mask_;  // null without token_pieces
+  std::unique_ptr<const DraftProposer> proposer_;    // null: no speculative decoding
   ForwardBatch batch_;
   std::vector<int32_t> prompt_rows_;  // per chunk of the batch: its rows of prompt log-probabilities
   std::vector<float> logits_;

@@ -96,6 +96,7 @@ void Scheduler::Preempt(Sequence* seq) {
   running_.erase(std::find(running_.begin(), running_.end(), seq));
   seq->running = false;
   ReleaseBlocks(seq);
+  seq->draft.clear();
   ++seq->num_preemptions;
   InsertWaiting(seq, /*front=*/true);
 }
@@ -147,9 +148,10 @@ namespace {
 // bounds the iteration's logits at 24 MiB instead of the whole token budget's.
 constexpr int32_t kScoredTokensPerStep = 128;
 
-// The tokens of `seq` to run with `budget` left.
+// The tokens of `seq` to run with `budget` left (a decoding sequence's draft included).
 int32_t ChunkOf(const Sequence* seq, int32_t budget) {
-  int32_t want = std::min(seq->num_uncomputed(), budget);
+  const int32_t draft = seq->num_uncomputed() == 1 ? static_cast<int32_t>(seq->draft.size()) : 0;
+  int32_t want = std::min(seq->num_uncomputed() + draft, budget);
   if (seq->sampling.prompt_logprobs >= 0 && seq->prompt_logprobs_next < seq->prompt_len) {
     want = std::min(want, kScoredTokensPerStep);
   }
@@ -165,8 +167,9 @@ SchedulerOutput Scheduler::Schedule() {
   std::sort(order.begin(), order.end(), RunsBefore);
   std::vector<Sequence*> scheduled;
   auto record = [&](Sequence* seq, int32_t want) {
-    out.chunks.push_back({seq, want, seq->num_computed + want == static_cast<int32_t>(seq->tokens.size())});
+    out.chunks.push_back({seq, want, seq->num_computed + want >= static_cast<int32_t>(seq->tokens.size())});
     scheduled.push_back(seq);
+    seq->draft.resize(std::max(0, want - seq->num_uncomputed()));  // the draft tokens that fit
     budget -= want;
     (seq->num_uncomputed() == 1 ? out.num_decode_tokens : out.num_prefill_tokens) += want;
   };
@@ -179,9 +182,14 @@ SchedulerOutput Scheduler::Schedule() {
     }
     return victim;
   };
-  auto schedule_running = [&](Sequence* seq) {
+  // `reserve`: budget kept for the decodes after this one (a draft only takes what they leave).
+  auto schedule_running = [&](Sequence* seq, int32_t reserve) {
     if (!seq->running || budget == 0) return;
-    const int32_t want = ChunkOf(seq, budget);
+    int32_t want = ChunkOf(seq, std::max(1, budget - reserve));
+    if (want > seq->num_uncomputed() && !EnsureBlocks(seq, seq->num_computed + want)) {
+      seq->draft.clear();  // no blocks for the draft: decode without it rather than preempt
+      want = ChunkOf(seq, budget);
+    }
     while (!EnsureBlocks(seq, seq->num_computed + want)) {
       Sequence* victim = victim_for(seq);
       if (victim == nullptr) victim = seq;
@@ -191,13 +199,16 @@ SchedulerOutput Scheduler::Schedule() {
     }
     record(seq, want);
   };
-  // 1. Decodes first: they are what keeps inter-token latency steady.
+  // 1. Decodes first: they are what keeps inter-token latency steady. Each gets its one token
+  // before any gets a draft.
+  int32_t decodes_left = static_cast<int32_t>(
+      std::count_if(order.begin(), order.end(), [](const Sequence* s) { return s->num_uncomputed() == 1; }));
   for (Sequence* seq : order) {
-    if (seq->num_uncomputed() == 1) schedule_running(seq);
+    if (seq->num_uncomputed() == 1) schedule_running(seq, --decodes_left);
   }
   // 2. Sequences part-way through their prefill (or recompute).
   for (Sequence* seq : order) {
-    if (seq->num_uncomputed() > 1) schedule_running(seq);
+    if (seq->num_uncomputed() > 1) schedule_running(seq, 0);
   }
   // 3. New sequences, while there is budget, room in the batch and KV blocks.
   while (budget > 0 && !waiting_.empty() &&

@@ -51,6 +51,9 @@ struct Sequence {
   // none), and those computed but not reported yet (they go out with the first sampled token).
   int32_t prompt_logprobs_next = 1;
   std::vector<TokenLogprob> prompt_logprobs;
+  // Speculative decoding: tokens proposed to follow `tokens`, run after its last one this
+  // iteration (only while decoding; trimmed to what the scheduler fit).
+  std::vector<int32_t> draft;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }

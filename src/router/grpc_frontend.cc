@@ -57,6 +57,7 @@ api::GenerationInput InputFromProto(const v1::GenerateRequest& req) {
   if (sp.min_tokens() != 0) o.min_tokens = sp.min_tokens();
   if (sp.has_logprobs()) o.logprobs = sp.logprobs();
   if (sp.has_prompt_logprobs()) o.prompt_logprobs = sp.prompt_logprobs();
+  if (sp.has_speculative()) o.speculative = sp.speculative();
   switch (sp.response_format()) {
     case v1::RESPONSE_FORMAT_TEXT: break;
     case v1::RESPONSE_FORMAT_JSON_OBJECT: o.response_format = "json_object"; break;

@@ -23,6 +23,7 @@ SamplingParams FromProto(const v1::SamplingParams& p, const SamplingParams& defa
   s.priority = p.priority();
   if (p.has_logprobs()) s.logprobs = p.logprobs();
   if (p.has_prompt_logprobs()) s.prompt_logprobs = p.prompt_logprobs();
+  if (p.has_speculative()) s.speculative = p.speculative();
   s.min_tokens = p.min_tokens();
   switch (p.response_format()) {
     case v1::RESPONSE_FORMAT_JSON_OBJECT: s.response_format = ResponseFormat::kJsonObject; break;
@@ -53,6 +54,7 @@ v1::SamplingParams ToProto(const SamplingParams& s) {
   p.set_priority(s.priority);
   if (s.logprobs >= 0) p.set_logprobs(s.logprobs);
   if (s.prompt_logprobs >= 0) p.set_prompt_logprobs(s.prompt_logprobs);
+  if (!s.speculative) p.set_speculative(false);
   p.set_min_tokens(s.min_tokens);
   if (s.response_format == ResponseFormat::kJsonObject) p.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
   if (s.response_format == ResponseFormat::kJsonSchema) {

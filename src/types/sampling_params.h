@@ -73,6 +73,8 @@ struct SamplingParams {
   // and end-of-generation (or a stop token id) only once it is closed, even before min_tokens.
   ResponseFormat response_format = ResponseFormat::kText;
   std::string json_schema;  // kJsonSchema: the schema as JSON text
+  // false: never decoded speculatively (engine/speculative.h), whatever the worker's setting.
+  bool speculative = true;
 
   absl::Status Validate(int vocab_size) const;
   bool has_penalties() const {

@@ -60,6 +60,12 @@ WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std:
   callbacks_.push_back(r.AddCallbackCounter("tandem_worker_prefix_cache_hit_tokens_total",
                                             "Prompt tokens served from the prefix cache")
                            .Register({}, [counters] { return static_cast<double>(counters().prefix_hit_tokens); }));
+  auto& spec = r.AddCallbackCounter("tandem_worker_speculative_tokens_total",
+                                    "Speculative decoding: draft tokens run through the model (drafted) and those the "
+                                    "sampler kept (accepted)",
+                                    {"result"});
+  callbacks_.push_back(spec.Register({"drafted"}, [counters] { return static_cast<double>(counters().draft_tokens); }));
+  callbacks_.push_back(spec.Register({"accepted"}, [counters] { return static_cast<double>(counters().accepted_draft_tokens); }));
   auto& tokens = r.AddCallbackCounter("tandem_worker_tokens_total", "Tokens run through the model, by phase", {"phase"});
   callbacks_.push_back(tokens.Register({"prefill"}, [counters] { return static_cast<double>(counters().prefill_tokens); }));
   callbacks_.push_back(tokens.Register({"decode"}, [counters] { return static_cast<double>(counters().decode_tokens); }));

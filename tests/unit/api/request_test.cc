@@ -329,6 +329,14 @@ TEST(RequestTest, MinTokensReachesTheSamplingParamsAndIsCheckedAgainstMaxTokens)
   for (const BadCase& c : cases) ExpectRejected(ParseChatCompletionRequest(c.body), c);
 }
 
+TEST(RequestTest, SpeculativeOptOutReachesTheSamplingParams) {
+  EXPECT_TRUE(ParseChatOk(Chat("")).options.ToSamplingParams(10).speculative);
+  EXPECT_FALSE(ParseChatOk(Chat(R"("speculative": false)")).options.ToSamplingParams(10).speculative);
+  EXPECT_TRUE(ParseChatOk(Chat(R"("speculative": null)")).options.ToSamplingParams(10).speculative);
+  const BadCase bad = {Chat(R"("speculative": "no")"), "speculative", "a boolean"};
+  ExpectRejected(ParseChatCompletionRequest(bad.body), bad);
+}
+
 TEST(RequestTest, BadPenaltiesBiasesAndMinP) {
   const std::vector<BadCase> cases = {
       {Chat(R"("presence_penalty": 2.5)"), "presence_penalty", "between -2 and 2"},

@@ -21,8 +21,10 @@ class DisaggregationTest : public ::testing::Test {
   static void SetUpTestSuite() { file_ = std::move(*gguf::GgufFile::Open(testing::TinyModelPath())).release(); }
   static void TearDownTestSuite() { delete file_; }
 
-  static std::unique_ptr<Engine> MakeEngine(int budget, int64_t blocks = 256) {
+  static std::unique_ptr<Engine> MakeEngine(int budget, int64_t blocks = 256, int draft_tokens = 0) {
     EngineOptions o;
+    o.speculative.num_draft_tokens = draft_tokens;
+    o.speculative.max_decoding = 64;
     o.num_kv_blocks = blocks;
     o.scheduler.token_budget = budget;
     o.eog_token_ids = {2};
@@ -93,7 +95,9 @@ TEST_F(DisaggregationTest, PrefillHereDecodeThereGivesTheSingleEngineTokens) {
 
   for (int prefill_budget : {16, 64, 512}) {
     auto prefill = MakeEngine(prefill_budget);
-    auto decode = MakeEngine(512);
+    // Speculative decoding on the decode side (not with budget 16) changes nothing either.
+    const int draft_tokens = prefill_budget == 16 ? 0 : 4;
+    auto decode = MakeEngine(512, 256, draft_tokens);
     struct Flow {
       std::vector<int32_t> dst;  // decode-side blocks
       int32_t sent = 0;          // logical blocks already copied
@@ -136,6 +140,7 @@ TEST_F(DisaggregationTest, PrefillHereDecodeThereGivesTheSingleEngineTokens) {
       for (const auto& o : *step) got[o.id].insert(got[o.id].end(), o.new_tokens.begin(), o.new_tokens.end());
     }
     for (const auto& [id, tokens] : expected) EXPECT_EQ(got[id], tokens) << "budget " << prefill_budget << ", " << id;
+    EXPECT_EQ(decode->counters().accepted_draft_tokens > 0, draft_tokens > 0);
     EXPECT_EQ(decode->block_manager().num_in_use(), 0);
     EXPECT_EQ(decode->Load().reserved_blocks, 0);
   }
