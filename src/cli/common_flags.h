@@ -29,6 +29,7 @@ struct EngineFlags {
   bool cuda_graphs = false;
   int speculative_ngram = 0;      // draft tokens per step by prompt lookup; 0 = off
   int speculative_max_batch = 4;  // speculate only while at most this many sequences decode
+  double speculative_draft_cost = 0.25;  // a draft token's cost in decode iterations (0: fixed length)
 
   void Register(FlagSet& flags);
   // InvalidArgument for a --token-budget that is neither a count >= 1 nor auto.

@@ -21,7 +21,7 @@ void UpFlags::Register(FlagSet& f) {
   // Every worker's engine and transfer settings (--threads is up's own: it divides the CPUs).
   f.RegisterOnly(std::vector<std::string>{"kv-cache-mb", "block-size", "token-budget", "budget-itl-ms", "max-num-seqs",
                                           "max-model-len", "prefix-cache", "isa", "speculative-ngram",
-                                          "speculative-max-batch", "ucx-tls", "kv-checksums", "transfer-timeout",
+                                          "speculative-max-batch", "speculative-draft-cost", "ucx-tls", "kv-checksums", "transfer-timeout",
                                           "reserve-headroom-blocks"});
   worker.Register(f);
   f.RegisterOnly(std::nullopt);

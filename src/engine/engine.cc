@@ -55,10 +55,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const gguf::GgufFile& fil
   }
   const SpeculativeOptions& spec = options.speculative;
   if (spec.num_draft_tokens > 0) {
-    if (spec.num_draft_tokens > 64 || spec.min_ngram < 1 || spec.max_ngram < spec.min_ngram || spec.max_decoding < 1) {
+    if (spec.num_draft_tokens > 64 || spec.min_ngram < 1 || spec.max_ngram < spec.min_ngram || spec.max_decoding < 1 ||
+        !(spec.draft_cost >= 0 && spec.draft_cost < 1)) {
       return absl::InvalidArgumentError(StrCat("speculative decoding: ", spec.num_draft_tokens, " draft tokens (1-64), n-grams ",
                                                spec.min_ngram, "-", spec.max_ngram, ", at most ", spec.max_decoding,
-                                               " decoding sequences (>= 1) is out of range"));
+                                               " decoding sequences (>= 1), draft cost ", spec.draft_cost,
+                                               " ([0, 1)) is out of range"));
     }
     engine->proposer_ = std::make_unique<const NgramProposer>(spec.min_ngram, spec.max_ngram);
   }
@@ -277,6 +279,7 @@ void Engine::SampleChunk(Sequence* seq, const float* rows, RequestOutput* out) {
   const int32_t drafted = static_cast<int32_t>(seq->draft.size());
   seq->num_computed = static_cast<int32_t>(seq->tokens.size());  // the known tokens' KV is in
   FinishReason finish = FinishReason::kNone;
+  int32_t kept = 0;
   for (int32_t j = 0; j <= drafted && finish == FinishReason::kNone; ++j) {
     const int32_t token = Sample(seq, std::span<const float>(rows + static_cast<size_t>(j) * vocab, vocab), out);
     seq->tokens.push_back(token);
@@ -292,9 +295,14 @@ void Engine::SampleChunk(Sequence* seq, const float* rows, RequestOutput* out) {
     // the distribution after it. Any other token ends the run.
     if (j == drafted || token != seq->draft[j]) break;
     ++seq->num_computed;
-    ++counters_.accepted_draft_tokens;
+    ++kept;
   }
   counters_.draft_tokens += drafted;
+  counters_.accepted_draft_tokens += kept;
+  // Decode tokens count what decode iterations produced: draft tokens run but not kept do not
+  // (they are in draft_tokens), so that tokens per busy second stays an output rate.
+  counters_.decode_tokens -= 1 + drafted - static_cast<int64_t>(out->new_tokens.size());
+  if (drafted > 0) seq->drafts.Verified(drafted, kept);
   seq->draft.clear();
   scheduler_->OnComputed(seq);
   out->id = seq->id;
@@ -319,7 +327,9 @@ void Engine::ProposeDrafts() {
     const int64_t room = std::min<int64_t>(seq->sampling.max_tokens - seq->num_generated(),
                                            max_model_len_ - static_cast<int64_t>(seq->tokens.size())) - 1;
     const int cap = static_cast<int>(std::min<int64_t>(options_.speculative.num_draft_tokens, room));
-    if (cap > 0) proposer_->Propose(seq->tokens, cap, &seq->draft);
+    const int len = DraftLength(seq->drafts, cap, options_.speculative.draft_cost);
+    if (len > 0) proposer_->Propose(seq->tokens, len, &seq->draft);
+    if (seq->draft.empty()) seq->drafts.Idle();
   }
 }
 

@@ -86,7 +86,7 @@ struct EngineLoad {
 struct EngineCounters {
   int64_t steps = 0;
   int64_t prefill_tokens = 0;     // prompt (and recomputed) tokens run through the model
-  int64_t decode_tokens = 0;
+  int64_t decode_tokens = 0;     // tokens decode iterations produced (draft tokens only if kept)
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
   int64_t prefix_hit_tokens = 0;  // prompt tokens served from the prefix cache

@@ -11,6 +11,7 @@
 #include "engine/block_manager.h"
 #include "engine/json_grammar.h"
 #include "engine/sampling.h"
+#include "engine/speculative.h"
 #include "types/finish_reason.h"
 
 namespace tandem {
@@ -54,6 +55,7 @@ struct Sequence {
   // Speculative decoding: tokens proposed to follow `tokens`, run after its last one this
   // iteration (only while decoding; trimmed to what the scheduler fit).
   std::vector<int32_t> draft;
+  DraftRecord drafts;  // how its drafts fared (sets how long the next is)
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }

@@ -31,4 +31,12 @@ void NgramProposer::Propose(std::span<const int32_t> tokens, int max_tokens, std
   }
 }
 
+int DraftLength(const DraftRecord& record, int max_tokens, double draft_cost) {
+  if (draft_cost <= 0) return max_tokens;
+  const double a = record.KeepRate();
+  int len = 0;
+  for (double gain = a; len < max_tokens && gain >= draft_cost; gain *= a) ++len;
+  return len;
+}
+
 }  // namespace tandem

@@ -66,7 +66,10 @@ WorkerMetrics::WorkerMetrics(metrics::MetricsRegistry& r, std::string role, std:
                                     {"result"});
   callbacks_.push_back(spec.Register({"drafted"}, [counters] { return static_cast<double>(counters().draft_tokens); }));
   callbacks_.push_back(spec.Register({"accepted"}, [counters] { return static_cast<double>(counters().accepted_draft_tokens); }));
-  auto& tokens = r.AddCallbackCounter("tandem_worker_tokens_total", "Tokens run through the model, by phase", {"phase"});
+  auto& tokens = r.AddCallbackCounter("tandem_worker_tokens_total",
+                                      "Tokens through the model, by phase: prompt tokens computed (prefill), tokens "
+                                      "decode iterations produced (decode; speculative draft tokens only if kept)",
+                                      {"phase"});
   callbacks_.push_back(tokens.Register({"prefill"}, [counters] { return static_cast<double>(counters().prefill_tokens); }));
   callbacks_.push_back(tokens.Register({"decode"}, [counters] { return static_cast<double>(counters().decode_tokens); }));
   SetRole(role);

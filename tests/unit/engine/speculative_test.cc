@@ -41,6 +41,31 @@ TEST(NgramProposerTest, ProposesWhatFollowedTheLatestEarlierMatchLongestFirst) {
   EXPECT_TRUE(Propose({4}, 3).empty());
 }
 
+TEST(DraftLengthTest, DraftsGrowWhileKeptAndFadeWhileMissedThenTryAgain) {
+  DraftRecord r;
+  EXPECT_EQ(DraftLength(r, 8, 0.25), 2);  // prior 0.5: 0.5 and 0.25 pay for themselves
+  EXPECT_EQ(DraftLength(r, 8, 0.0), 8);   // cost 0: always the most
+  EXPECT_EQ(DraftLength(r, 1, 0.25), 1);
+  for (int i = 0; i < 10; ++i) r.Verified(4, 4);  // copying: every draft kept
+  EXPECT_EQ(DraftLength(r, 8, 0.25), 8);
+  for (int i = 0; i < 3; ++i) r.Verified(8, 0);  // then free text: drafts miss at once
+  EXPECT_GT(DraftLength(r, 8, 0.25), 0);         // one miss after many keeps shortens...
+  EXPECT_LT(DraftLength(r, 8, 0.25), 8);
+  int misses = 3;
+  for (; DraftLength(r, 8, 0.25) > 0 && misses < 100; ++misses) r.Verified(1, 0);
+  EXPECT_LT(misses, 20);  // ...and misses in a row stop it
+  DraftRecord missing;  // a sequence whose drafts all missed
+  for (int i = 0; i < 10; ++i) missing.Verified(2, 0);
+  EXPECT_EQ(DraftLength(missing, 8, 0.25), 0);
+  int idle = 0;
+  while (DraftLength(missing, 8, 0.25) == 0 && idle < 1000) {
+    missing.Idle();
+    ++idle;
+  }
+  EXPECT_GT(idle, 5);   // it waits a while...
+  EXPECT_LT(idle, 40);  // ...then tries again
+}
+
 struct Mode {
   std::string name;
   int budget = 512;
@@ -180,8 +205,12 @@ TEST_F(SpeculativeTest, OutputsEqualDecodingWithoutDraftsInEveryMode) {
       const EngineCounters& c = e->counters();
       EXPECT_GT(c.accepted_draft_tokens, 0) << mode.name << ", k=" << draft_tokens;
       EXPECT_LT(c.accepted_draft_tokens, c.draft_tokens) << mode.name << ", k=" << draft_tokens;
-      // Fewer iterations than tokens generated: the kept drafts saved steps.
-      if (mode.name == "alone") EXPECT_LT(c.steps, plain->counters().steps) << "k=" << draft_tokens;
+      // Fewer iterations than tokens generated: the kept drafts saved steps. Decode tokens count
+      // what decode iterations produced, not the draft tokens they ran for nothing.
+      if (mode.name == "alone") {
+        EXPECT_LT(c.steps, plain->counters().steps) << "k=" << draft_tokens;
+        EXPECT_EQ(c.decode_tokens, plain->counters().decode_tokens) << "k=" << draft_tokens;
+      }
       EXPECT_EQ(e->block_manager().num_in_use(), 0) << mode.name << ", k=" << draft_tokens;
       if (mode.blocks == 20) EXPECT_GT(c.preemptions, 0);
     }
@@ -210,10 +239,45 @@ TEST_F(SpeculativeTest, ARequestCanOptOutAndABusyBatchDoesNotDraft) {
   EXPECT_GT(busy->counters().draft_tokens, 0);
 }
 
+TEST_F(SpeculativeTest, SequencesWhoseDraftsMissDraftLessWithTheSameOutput) {
+  // Seeded sampling at a high temperature after a random prompt: drafts are seldom kept.
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < 4; ++i) {
+    GenerateRequest r;
+    r.id = fmt::format("s{}", i);
+    std::mt19937 rng(900 + i);
+    for (int t = 0; t < 60; ++t) r.prompt.push_back(3 + static_cast<int32_t>(rng() % 40));
+    r.sampling.max_tokens = 60;
+    r.sampling.ignore_eos = true;
+    r.sampling.temperature = 8.0f;
+    r.sampling.seed = 40 + i;
+    r.sampling.logprobs = 0;
+    requests.push_back(r);
+  }
+  auto run = [&](double cost) {
+    EngineOptions o;
+    o.num_kv_blocks = 512;
+    o.speculative = {.num_draft_tokens = 4, .min_ngram = 1, .max_decoding = 64, .draft_cost = cost};
+    auto e = std::move(*Engine::Create(*file_, std::move(*cpu::CpuBackend::Create({.threads = 2})), o));
+    auto out = RunAll(*e, requests);
+    return std::make_pair(out, e->counters());
+  };
+  const auto [fixed, fixed_counters] = run(0.0);
+  const auto [adaptive, adaptive_counters] = run(0.25);
+  for (const auto& [id, r] : fixed) EXPECT_EQ(adaptive.at(id).tokens, r.tokens) << id;
+  const double fixed_rate = static_cast<double>(fixed_counters.accepted_draft_tokens) / fixed_counters.draft_tokens;
+  ASSERT_LT(fixed_rate, 0.3);  // the premise: most draft tokens miss
+  // Fewer tokens run for nothing, about as many kept (here: 112 drafted, 45 kept, against 183
+  // and 43).
+  EXPECT_LT(adaptive_counters.draft_tokens, fixed_counters.draft_tokens * 3 / 4);
+  EXPECT_GE(adaptive_counters.accepted_draft_tokens, fixed_counters.accepted_draft_tokens * 4 / 5);
+}
+
 TEST_F(SpeculativeTest, SettingsOutOfRangeAreRefused) {
   for (SpeculativeOptions bad : {SpeculativeOptions{.num_draft_tokens = 65}, SpeculativeOptions{.num_draft_tokens = 4, .min_ngram = 0},
                                  SpeculativeOptions{.num_draft_tokens = 4, .min_ngram = 3, .max_ngram = 2},
-                                 SpeculativeOptions{.num_draft_tokens = 4, .max_decoding = 0}}) {
+                                 SpeculativeOptions{.num_draft_tokens = 4, .max_decoding = 0},
+                                 SpeculativeOptions{.num_draft_tokens = 4, .draft_cost = 1.0}}) {
     EngineOptions o;
     o.num_kv_blocks = 64;
     o.speculative = bad;
