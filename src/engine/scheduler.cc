@@ -81,6 +81,11 @@ std::vector<int32_t> Scheduler::RemoveKeepingBlocks(Sequence* seq) {
   return blocks;
 }
 
+int64_t Scheduler::BlocksMissing(const Sequence* seq, int32_t num_tokens) const {
+  const int64_t needed = (num_tokens + blocks_.block_size() - 1) / blocks_.block_size();
+  return std::max<int64_t>(0, needed - static_cast<int64_t>(seq->block_table.size()));
+}
+
 bool Scheduler::EnsureBlocks(Sequence* seq, int32_t num_tokens) {
   const size_t needed = (num_tokens + blocks_.block_size() - 1) / blocks_.block_size();
   while (seq->block_table.size() < needed) {
@@ -186,8 +191,10 @@ SchedulerOutput Scheduler::Schedule() {
   auto schedule_running = [&](Sequence* seq, int32_t reserve) {
     if (!seq->running || budget == 0) return;
     int32_t want = ChunkOf(seq, std::max(1, budget - reserve));
-    if (want > seq->num_uncomputed() && !EnsureBlocks(seq, seq->num_computed + want)) {
-      seq->draft.clear();  // no blocks for the draft: decode without it rather than preempt
+    // A draft never takes a block that the decodes after this one (one block each at most) may
+    // need: without room it is dropped, never a reason to preempt.
+    if (want > seq->num_uncomputed() && BlocksMissing(seq, seq->num_computed + want) + reserve > blocks_.num_available()) {
+      seq->draft.clear();
       want = ChunkOf(seq, budget);
     }
     while (!EnsureBlocks(seq, seq->num_computed + want)) {

@@ -79,6 +79,8 @@ class Scheduler {
  private:
   // Makes sure `seq` has blocks for its first `num_tokens` tokens; false if blocks ran out.
   bool EnsureBlocks(Sequence* seq, int32_t num_tokens);
+  // Blocks `seq` lacks for its first `num_tokens` tokens.
+  int64_t BlocksMissing(const Sequence* seq, int32_t num_tokens) const;
   void ReleaseBlocks(Sequence* seq);
   void Preempt(Sequence* seq);
   // Picks the running sequence to preempt: lowest priority, then latest arrival.

@@ -212,7 +212,9 @@ TEST_F(SpeculativeTest, OutputsEqualDecodingWithoutDraftsInEveryMode) {
         EXPECT_EQ(c.decode_tokens, plain->counters().decode_tokens) << "k=" << draft_tokens;
       }
       EXPECT_EQ(e->block_manager().num_in_use(), 0) << mode.name << ", k=" << draft_tokens;
-      if (mode.blocks == 20) EXPECT_GT(c.preemptions, 0);
+      if (mode.blocks == 20) {
+        EXPECT_GT(c.preemptions, 0);
+      }
     }
   }
 }
@@ -271,6 +273,34 @@ TEST_F(SpeculativeTest, SequencesWhoseDraftsMissDraftLessWithTheSameOutput) {
   // and 43).
   EXPECT_LT(adaptive_counters.draft_tokens, fixed_counters.draft_tokens * 3 / 4);
   EXPECT_GE(adaptive_counters.accepted_draft_tokens, fixed_counters.accepted_draft_tokens * 4 / 5);
+}
+
+TEST_F(SpeculativeTest, ADraftNeverTakesTheBlockAnotherDecodeNeeds) {
+  // Three blocks of 16: A (15 prompt tokens) and B (16) hold one each after their prefill. Then A's
+  // draft would start a second block, and B's next token needs one: B gets the last block, A
+  // decodes without its draft, nobody is preempted.
+  EngineOptions o;
+  o.num_kv_blocks = 3;
+  o.speculative = {.num_draft_tokens = 4, .min_ngram = 1, .max_decoding = 64, .draft_cost = 0};
+  auto e = std::move(*Engine::Create(*file_, std::move(*cpu::CpuBackend::Create({.threads = 2})), o));
+  GenerateRequest a;
+  a.id = "a";
+  for (int i = 0; i < 15; ++i) a.prompt.push_back(5 + i % 3);  // 5 6 7 5 6 7 ...: something to look up
+  a.sampling.temperature = 0;
+  a.sampling.max_tokens = 8;
+  a.sampling.ignore_eos = true;
+  GenerateRequest b = a;
+  b.id = "b";
+  b.prompt.assign(16, 9);
+  ASSERT_TRUE(e->Add(a).ok());
+  ASSERT_TRUE(e->Add(b).ok());
+  ASSERT_TRUE(e->Step().ok());  // both prefills
+  auto step = e->Step();        // both decode
+  ASSERT_TRUE(step.ok());
+  EXPECT_EQ(step->size(), 2u);
+  EXPECT_EQ(e->counters().preemptions, 0);  // (later A needs that block too: the pool is that small)
+  while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
+  EXPECT_EQ(e->block_manager().num_in_use(), 0);
 }
 
 TEST_F(SpeculativeTest, SettingsOutOfRangeAreRefused) {
