@@ -24,7 +24,7 @@ help:
 	@echo "make fuzz   build the libFuzzer targets with clang (build-fuzz/) and run each for 60 s (part of make test);"
 	@echo "            make fuzz-long FUZZ_SECONDS=3600 for longer runs (crash inputs: build-fuzz/crashes/)"
 	@echo "make test-asan  the C++ unit and serving tests under AddressSanitizer + UBSan (build-asan/; slow, not in make test)"
-	@echo "make bench  CPU benchmark against llama.cpp (builds llama-cpp-python first; slow)"
+	@echo "make bench  CPU benchmark against llama.cpp's llama-bench and llama-batched-bench (builds them first; slow)"
 	@echo "make image  the container image $(IMAGE) with podman (Dockerfile; CPU only, bundled model inside)"
 	@echo "make test-image  tandem up in that image: a chat completion as its own user, then the OpenAI-client e2e tests"
 

@@ -1,6 +1,7 @@
 // CPU engine throughput: prefill tokens/s for one 512-token prompt, and decode tokens/s with
 // 1, 8 and 32 sequences decoding together. Prints one JSON object (bench/run_cpu_bench.sh puts
-// it next to llama.cpp's numbers from the same run).
+// it next to llama.cpp's numbers and the memory-bandwidth roofline from the same run), with the
+// weight bytes one decode step reads: the roofline's bytes per token.
 //
 // usage: engine_bench --model PATH [--threads N] [--prompt-tokens 512] [--decode-steps 64]
 //                     [--repeats 3] [--batches 1,8,32]
@@ -103,6 +104,17 @@ double Decode(Engine& e, const Args& a, int batch, int rep) {
   return tokens / secs;
 }
 
+// Bytes of the GGUF's tensors that one decode step reads whatever the implementation: every
+// tensor but the token embedding, of which a step reads one row per token (unless it doubles
+// as the output matrix, which is read whole).
+int64_t GgufBytesPerDecodeStep(const gguf::GgufFile& file, bool tied_embeddings) {
+  int64_t bytes = 0;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    if (t.name != "token_embd.weight" || tied_embeddings) bytes += t.num_bytes;
+  }
+  return bytes;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -157,6 +169,9 @@ int main(int argc, char** argv) {
   out["implementation"] = "tandem";
   out["isa"] = std::string(cpu::IsaName(cpu::BestIsa()));
   out["threads"] = static_cast<cpu::CpuBackend&>(engine->backend()).threads();
+  out["gguf_bytes_per_decode_step"] =
+      GgufBytesPerDecodeStep(**file, engine->model_config().tied_embeddings);
+  out["resident_weight_bytes"] = engine->weight_bytes();  // after any repacking by the backend
   std::vector<double> prefill;
   for (int r = 0; r < a.repeats; ++r) prefill.push_back(a.prompt_tokens / Prefill(*engine, a, r));
   out["prefill_tokens_per_s"] = Median(prefill);

@@ -34,7 +34,7 @@ if [[ ! -d "$dir/src" ]]; then
   mv "$dir"/llama_cpp_python-*/vendor/llama.cpp "$dir/src"
 fi
 flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
-if grep -q avx512vnni /proc/cpuinfo; then
+if grep -Eq '\bavx512_?vnni\b' /proc/cpuinfo; then  # the kernel spells it avx512_vnni
   flags+=(-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON)
   grep -q avx512vbmi /proc/cpuinfo && flags+=(-DGGML_AVX512_VBMI=ON)
   grep -q avx512_bf16 /proc/cpuinfo && flags+=(-DGGML_AVX512_BF16=ON)

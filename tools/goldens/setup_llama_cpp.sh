@@ -25,7 +25,7 @@ fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
-if grep -q avx512vnni /proc/cpuinfo; then
+if grep -Eq '\bavx512_?vnni\b' /proc/cpuinfo; then  # the kernel spells it avx512_vnni
   flags="$flags -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON"
   grep -q avx512vbmi /proc/cpuinfo && flags="$flags -DGGML_AVX512_VBMI=ON"
   grep -q avx512_bf16 /proc/cpuinfo && flags="$flags -DGGML_AVX512_BF16=ON"
