@@ -126,15 +126,18 @@ void Completion::Close() {
   for (auto& cancel : cancels) cancel();
 }
 
-void Completion::ObserveTokenGap(Choice& choice) {
+void Completion::ObserveTokenGap(Choice& choice, size_t num_tokens) {
   const Clock::time_point now = Clock::now();
   if (!seen_tokens_) {
     seen_tokens_ = true;
     metrics_->ttft->Observe(Seconds(now - start_));
-  } else if (choice.seen_tokens) {
-    metrics_->itl->Observe(Seconds(now - choice.last_tokens));
+  } else if (choice.seen_tokens && num_tokens > 0) {
+    // Tokens that arrive together were generated together (speculative decoding keeps several
+    // per iteration): the gap is shared, each token counted, so the histogram is the time per
+    // output token that the ITL SLO and the controller judge.
+    const double per_token = Seconds(now - choice.last_tokens) / static_cast<double>(num_tokens);
+    for (size_t i = 0; i < num_tokens; ++i) metrics_->itl->Observe(per_token);
   }
-  // Tokens that arrive together were generated together: their gaps are not observable.
   choice.seen_tokens = true;
   choice.last_tokens = now;
 }
@@ -184,7 +187,7 @@ void Completion::OnTokens(int32_t choice, std::span<const int32_t> tokens, std::
     std::lock_guard<std::mutex> lock(mu_);
     Choice& c = choices_[choice];
     if (done_ || c.done) return;
-    ObserveTokenGap(c);
+    ObserveTokenGap(c, tokens.size());
     const int32_t before = c.assembler->usage().completion_tokens;
     const api::AssembledDelta delta = c.assembler->Push(tokens);
     // Log-probabilities of the tokens the answer took (not of those after its end).

@@ -140,7 +140,7 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   // The starter, taken out once choice 0 has made progress (null if taken or never set).
   std::function<void(int32_t)> TakeStarterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartRest(std::function<void(int32_t)> start);
-  void ObserveTokenGap(Choice& choice) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ObserveTokenGap(Choice& choice, size_t num_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands the encoder the prompt's log-probabilities before choice `choice`'s first tokens, when
   // expected. False when they were expected and never arrived.
   bool ShowPromptLogprobsLocked(int32_t choice) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

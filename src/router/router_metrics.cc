@@ -9,7 +9,9 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
   ttft = &r.AddHistogram("tandem_router_ttft_seconds", "Time from a request's arrival to its first token",
                          metrics::DefaultLatencyBuckets())
               .With();
-  itl = &r.AddHistogram("tandem_router_itl_seconds", "Time between consecutive tokens of a request",
+  itl = &r.AddHistogram("tandem_router_itl_seconds",
+                        "Time per output token between a request's streamed messages (a gap before k tokens "
+                        "that arrive together counts k times, gap / k)",
                         metrics::TokenLatencyBuckets())
              .With();
   e2e = &r.AddHistogram("tandem_router_e2e_seconds", "Time from a request's arrival to its last token",

@@ -168,6 +168,23 @@ TEST_F(CompletionTest, OneChoiceIsAnsweredAsBefore) {
   EXPECT_EQ(cancelled_, (std::vector<int32_t>{0}));  // max_tokens reached: the worker may stop
 }
 
+// Tokens that arrive together (speculative decoding keeps several per iteration) share the gap
+// before them: the inter-token histogram counts each token, at gap / k.
+TEST_F(CompletionTest, TokensArrivingTogetherEachCountAsAnInterTokenGap) {
+  auto c = Make(1, 1, 10);
+  auto count = [this] {
+    const std::string text = registry_.Render();
+    const size_t at = text.find("tandem_router_itl_seconds_count ");
+    return at == std::string::npos ? -1 : std::stoi(text.substr(at + 32));
+  };
+  c->OnTokens(0, Ids("a"), {});  // the first token: time to first token, no gap
+  EXPECT_EQ(count(), 0);
+  c->OnTokens(0, Ids("bcd"), {});
+  EXPECT_EQ(count(), 3);
+  c->OnTokens(0, Ids("e"), {});
+  EXPECT_EQ(count(), 4);
+}
+
 // Echo with logprobs: choice 0's flow brings the prompt's log-probabilities; every choice's answer
 // starts with them (once, before its first text), the first prompt token unscored.
 TEST_F(CompletionTest, ThePromptsLogprobsLeadEveryChoiceOnce) {
