@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speculative decoding (prompt lookup) at batch 1: decode tokens/s and acceptance, with and
+"""Speculative decoding (prompt lookup) at batch 1 (or --parallel N): decode tokens/s and acceptance, with and
 without drafts, on copy-heavy prompts (edit a text, rename or annotate code, quote a note) and on
 open chat (bench/prompts/speculative.json).
 
@@ -9,7 +9,8 @@ the median of each is reported. Outputs are compared with the baseline's byte fo
 be the same. Writes <out>/speculative-cost<C>.json and prints a table (markdown).
 
 usage: bench/speculative_bench.py [--tandem build/tandem] [--drafts 3,4,8] [--draft-cost 0.25]
-                                  [--repeats 3] [--max-tokens 160] [--threads N] [--out DIR]
+                                  [--repeats 3] [--max-tokens 160] [--parallel N] [--threads N]
+                                  [--out DIR]
 """
 import argparse
 import datetime
@@ -24,12 +25,15 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATS = re.compile(r"generated (\d+) tokens .*decode ([0-9.]+) tokens/s")
+ALL = re.compile(r"(\d+) copies: (\d+) tokens generated, decode ([0-9.]+) tokens/s in all")
 SPEC = re.compile(r"speculative decoding: (\d+) of (\d+) draft tokens accepted .*, (\d+) iterations")
 
 
 def run(args, prompt, k):
     cmd = [args.tandem, "generate", "--chat", "--prompt", prompt, "--max-tokens", str(args.max_tokens),
            "--temperature", "0", "--speculative-ngram", str(k), "--speculative-draft-cost", str(args.draft_cost)]
+    if args.parallel > 1:
+        cmd += ["--parallel", str(args.parallel), "--speculative-max-batch", str(args.parallel)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.model:
@@ -40,6 +44,8 @@ def run(args, prompt, k):
         sys.exit(f"no statistics in the output of {' '.join(cmd)}:\n{p.stderr}")
     r = {"generated": int(m.group(1)), "decode_tps": float(m.group(2)),
          "output_md5": hashlib.md5(p.stdout.encode()).hexdigest()}
+    if args.parallel > 1:  # the batch's decode rate, all copies together
+        r["decode_tps"] = float(ALL.search(p.stderr).group(3))
     s = SPEC.search(p.stderr)
     if s:
         r.update(accepted=int(s.group(1)), drafted=int(s.group(2)), iterations=int(s.group(3)))
@@ -57,12 +63,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="copies of each prompt decoding together (a batch; drafts allowed up to this many): "
+                         "tokens/s counts them all")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     drafts = [int(k) for k in args.drafts.split(",")]
     prompts = json.load(open(args.prompts))
     out_dir = args.out or os.path.join(
         ROOT, "bench", "results", f"cpu-{socket.gethostname()}-{datetime.date.today()}-speculative")
+    suffix = f"-batch{args.parallel}" if args.parallel > 1 else ""
     os.makedirs(out_dir, exist_ok=True)
 
     rows = []
@@ -95,13 +105,13 @@ def main():
                              "acceptance": sum(r["drafts"][k]["accepted"] for r in sel) /
                              max(sum(r["drafts"][k]["drafted"] for r in sel), 1)} for k in drafts}
     result = {"date": str(datetime.date.today()), "host": socket.gethostname(), "max_tokens": args.max_tokens,
-              "draft_cost": args.draft_cost,
+              "draft_cost": args.draft_cost, "parallel": args.parallel,
               "repeats": args.repeats, "threads": args.threads or os.cpu_count(), "prompts": rows, "summary": summary,
               "all_outputs_same": all(d["same_output"] for r in rows for d in r["drafts"].values())}
-    with open(os.path.join(out_dir, f"speculative-cost{args.draft_cost:g}.json"), "w") as f:
+    with open(os.path.join(out_dir, f"speculative-cost{args.draft_cost:g}{suffix}.json"), "w") as f:
         json.dump(result, f, indent=1)
 
-    print(f"\nbatch 1, greedy, {args.max_tokens} tokens max, median of {args.repeats}, --speculative-draft-cost "
+    print(f"\nbatch {args.parallel}, greedy, {args.max_tokens} tokens max, median of {args.repeats}, --speculative-draft-cost "
           f"{args.draft_cost:g}; speed-up over --speculative-ngram 0 (acceptance)")
     print("| prompt | kind | tokens | baseline tok/s | " + " | ".join(f"K={k}" for k in drafts) + " |")
     print("|---|---|---|---|" + "---|" * len(drafts))

@@ -40,6 +40,7 @@ struct GenerateFlags {
   std::optional<int64_t> seed;
   bool ignore_eos = false;
   bool quiet = false;
+  int parallel = 1;
   EngineFlags engine;
 
   void Register(FlagSet& flags) {
@@ -54,6 +55,9 @@ struct GenerateFlags {
     flags.OptionalInt("seed", &seed, "random seed; the same seed gives the same output (default: random)");
     flags.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence tokens");
     flags.Bool("quiet", &quiet, "no statistics on stderr");
+    flags.Int("parallel", &parallel,
+              "run the prompt this many times at once (a batch; a seed gives copy i seed + i); the first copy's "
+              "answer is printed, the statistics count all");
     engine.Register(flags);
   }
 
@@ -81,23 +85,29 @@ std::vector<int32_t> EncodePrompt(const GenerateFlags& g, const text::TextModel&
 
 struct RunStats {
   double ttft_s = 0, total_s = 0;
-  int generated = 0;
+  int generated = 0;        // by the printed request
+  int all_generated = 0;    // by every request (--parallel)
   FinishReason finish = FinishReason::kNone;
 };
 
 // Steps the engine until the request ends, streaming its text to stdout.
-absl::StatusOr<RunStats> StreamToStdout(Engine& engine, const std::string& id, const text::Tokenizer& tokenizer,
-                                        bool ignore_eos) {
+absl::StatusOr<RunStats> StreamToStdout(Engine& engine, const std::vector<std::string>& ids,
+                                        const text::Tokenizer& tokenizer, bool ignore_eos) {
+  const std::string& id = ids.front();
   text::IncrementalDetokenizer detok(tokenizer);
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   Clock::time_point first_token;
   RunStats stats;
   while (engine.HasWork()) {
-    if (g_interrupts.load() > 0) engine.Cancel(id);
+    if (g_interrupts.load() > 0) {
+      for (const std::string& other : ids) engine.Cancel(other);
+    }
     auto outputs = engine.Step();
     if (!outputs.ok()) return outputs.status();
     for (const RequestOutput& out : *outputs) {
+      stats.all_generated += static_cast<int>(out.new_tokens.size());
+      if (out.id != id) continue;
       for (int32_t t : out.new_tokens) {
         if (stats.generated++ == 0) first_token = Clock::now();
         if (!ignore_eos && tokenizer.IsEog(t)) continue;
@@ -160,13 +170,19 @@ int GenerateCommand(const std::vector<std::string>& args) {
   auto engine = MakeEngineFor(g.engine, **file, tokenizer);
   if (!engine.ok()) return Fail("generate", std::string(engine.status().message()));
 
-  GenerateRequest request;
-  request.id = "generate-0";
-  request.prompt = prompt;
-  request.sampling = g.Sampling();
-  if (absl::Status s = (*engine)->Add(request); !s.ok()) return Fail("generate", std::string(s.message()));
+  if (g.parallel < 1) return Fail("generate", "--parallel must be >= 1", 2);
+  std::vector<std::string> ids;
+  for (int i = 0; i < g.parallel; ++i) {
+    GenerateRequest request;
+    request.id = StrCat("generate-", i);
+    request.prompt = prompt;
+    request.sampling = g.Sampling();
+    if (request.sampling.seed) *request.sampling.seed += static_cast<uint64_t>(i);
+    if (absl::Status s = (*engine)->Add(request); !s.ok()) return Fail("generate", std::string(s.message()));
+    ids.push_back(request.id);
+  }
   std::signal(SIGINT, OnInterrupt);
-  auto stats = StreamToStdout(**engine, request.id, tokenizer, g.ignore_eos);
+  auto stats = StreamToStdout(**engine, ids, tokenizer, g.ignore_eos);
   if (!stats.ok()) return Fail("generate", std::string(stats.status().message()));
   if (!g.quiet) {
     const double decode_s = stats->total_s - stats->ttft_s;
@@ -176,6 +192,11 @@ int GenerateCommand(const std::vector<std::string>& args) {
                  path->c_str(), prompt.size(), stats->generated, FinishReasonName(stats->finish), stats->ttft_s,
                  prompt.size() / std::max(stats->ttft_s, 1e-9),
                  stats->generated > 1 ? (stats->generated - 1) / std::max(decode_s, 1e-9) : 0.0);
+    if (g.parallel > 1) {
+      std::fprintf(stderr, "%d copies: %d tokens generated, decode %.1f tokens/s in all\n", g.parallel,
+                   stats->all_generated,
+                   (stats->all_generated - g.parallel) / std::max(stats->total_s - stats->ttft_s, 1e-9));
+    }
     if (const EngineCounters& c = (*engine)->counters(); g.engine.speculative_ngram > 0) {
       std::fprintf(stderr, "speculative decoding: %lld of %lld draft tokens accepted (%.0f%%), %lld iterations\n",
                    static_cast<long long>(c.accepted_draft_tokens), static_cast<long long>(c.draft_tokens),

@@ -1,7 +1,12 @@
 """Speculative decoding through the server (`tandem up --speculative-ngram 4`, 1 prefill + 1 decode
 worker), with the official `openai` client: every answer (greedy or seeded, streamed or not, with
 log-probabilities and a stop string) equals the same request's on the cluster without it; the
-decode worker reports drafts it kept; a request sent with "speculative": false drafts nothing."""
+decode worker reports drafts it kept; a request sent with "speculative": false drafts nothing. And
+`tandem generate`, alone and with --parallel copies: the same text with drafts as without."""
+import os
+import re
+import subprocess
+
 import pytest
 
 from cluster import Cluster
@@ -70,3 +75,22 @@ def test_a_request_can_opt_out(spec):
     assert text and spec_tokens(spec, "drafted") == drafted
     answer(spec, EDIT, False, max_tokens=64, temperature=0)
     assert spec_tokens(spec, "drafted") > drafted
+
+
+def generate(*args):
+    out = subprocess.run([os.environ["TANDEM_BIN"], "generate", "--chat", "--prompt", EDIT, "--max-tokens", "48",
+                          *args], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    return out.stdout.decode(), out.stderr.decode()
+
+
+def test_generate_with_drafts_and_copies_prints_the_same_text():
+    plain, _ = generate()
+    text, stats = generate("--speculative-ngram", "3")
+    assert text == plain
+    kept, drafted = map(int, re.search(r"speculative decoding: (\d+) of (\d+) draft tokens", stats).groups())
+    assert 0 < kept <= drafted
+    text, stats = generate("--speculative-ngram", "3", "--parallel", "3", "--speculative-max-batch", "3")
+    assert text == plain  # the first copy's answer; the copies decode as a batch of 3
+    one = int(re.search(r"generated (\d+) tokens", stats).group(1))
+    assert re.search(rf"3 copies: {3 * one} tokens generated", stats), stats
