@@ -1,6 +1,6 @@
 """Speculative decoding through the server (`tandem up --speculative-ngram 4`, 1 prefill + 1 decode
 worker), with the official `openai` client: every answer (greedy or seeded, streamed or not, with
-log-probabilities and a stop string) equals the same request's on the cluster without it; the
+log-probabilities, a stop string and JSON mode) equals the same request's on the cluster without it; the
 decode worker reports drafts it kept; a request sent with "speculative": false drafts nothing. And
 `tandem generate`, alone and with --parallel copies: the same text with drafts as without."""
 import os
@@ -54,6 +54,8 @@ CASES = [
     ("greedy code with logprobs", CODE, dict(max_tokens=80, temperature=0, logprobs=True, top_logprobs=2)),
     ("seeded edit", EDIT, dict(max_tokens=96, temperature=0.8, seed=7)),
     ("stop string", EDIT, dict(max_tokens=96, temperature=0, stop=["lazy"])),
+    ("json mode", EDIT + "\nAnswer with a JSON object with the key \"text\".",
+     dict(max_tokens=96, temperature=0, response_format={"type": "json_object"})),
 ]
 
 
