@@ -8,6 +8,7 @@
 
 #include "common/fp16.h"
 #include "engine/backends/cpu/cpu_kernels.h"
+#include "engine/backends/cpu/weight_packing.h"
 #include "gguf/quant.h"
 #include "gtest/gtest.h"
 
@@ -63,6 +64,15 @@ std::vector<uint8_t> QuantizeWeights(GgmlType type, const std::vector<float>& w,
 
 QuantGemmFn GemmFor(const KernelTable& t, GgmlType type) {
   return type == GgmlType::kQ4_0 ? t.gemm_q4_0 : type == GgmlType::kQ4_1 ? t.gemm_q4_1 : t.gemm_q8_0;
+}
+
+// The weights as table `t` reads them: packed (weight_packing.h) where it asks for that.
+std::vector<uint8_t> WeightsFor(const KernelTable& t, GgmlType type, const std::vector<uint8_t>& wq, int64_t n,
+                                int64_t k) {
+  if (!t.packed_weights) return wq;
+  std::vector<uint8_t> packed(PackedBytes(type, n, k), 0xAA);
+  PackWeightGroups(type, wq.data(), n, k, packed.data(), 0, (n + kPackRows - 1) / kPackRows);
+  return packed;
 }
 
 TEST(CpuKernelsTest, ActivationQuantizationIsIdenticalOnEveryIsaAndFollowsTheFormat) {
@@ -131,8 +141,10 @@ TEST_P(QuantGemmTest, SimdEqualsScalarBitForBitAndScalarMatchesExactMath) {
       std::vector<float> got(m * n, -1.0f);
       // Split the weight rows like two threads would, to cover partial tiles.
       const int64_t split = n / 2 + 1;
-      GemmFor(SelectKernels(isa), type)(wq.data(), row_bytes, 0, split, xq.rows(m, k), got.data(), n);
-      GemmFor(SelectKernels(isa), type)(wq.data(), row_bytes, split, n, xq.rows(m, k), got.data(), n);
+      const KernelTable& t = SelectKernels(isa);
+      const auto wt = WeightsFor(t, type, wq, n, k);
+      GemmFor(t, type)(wt.data(), row_bytes, 0, split, xq.rows(m, k), got.data(), n);
+      GemmFor(t, type)(wt.data(), row_bytes, split, n, xq.rows(m, k), got.data(), n);
       for (int64_t i = 0; i < m * n; ++i) {
         ASSERT_TRUE(BitEqual(got[i], ref[i])) << IsaName(isa) << " element " << i << ": " << got[i] << " vs " << ref[i];
       }
@@ -143,6 +155,29 @@ TEST_P(QuantGemmTest, SimdEqualsScalarBitForBitAndScalarMatchesExactMath) {
 INSTANTIATE_TEST_SUITE_P(Formats, QuantGemmTest,
                          ::testing::Values(GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0),
                          [](const auto& info) { return std::string(gguf::TypeName(info.param)); });
+
+TEST_P(QuantGemmTest, PackingKeepsEveryRowAndPadsTheLastGroupWithZeros) {
+  const GgmlType type = GetParam();
+  std::mt19937 rng(11);
+  const int64_t n = 10, k = 96, row_bytes = gguf::RowBytes(type, k);  // 10 rows: the last group has 2
+  const auto wq = QuantizeWeights(type, RandomFloats(rng, n * k, 0.05f), n, k);
+  ASSERT_EQ(PackedBytes(type, n, k), 12 * row_bytes);
+  std::vector<uint8_t> packed(PackedBytes(type, n, k), 0xAA);
+  // Two ranges of groups, as two threads pack them.
+  PackWeightGroups(type, wq.data(), n, k, packed.data(), 0, 1);
+  PackWeightGroups(type, wq.data(), n, k, packed.data(), 1, 3);
+  EXPECT_NE(std::vector<uint8_t>(packed.begin(), packed.begin() + 4 * row_bytes),
+            std::vector<uint8_t>(wq.begin(), wq.begin() + 4 * row_bytes));  // really re-laid out
+  std::vector<uint8_t> row(row_bytes);
+  for (int64_t r = 0; r < n; ++r) {
+    UnpackRow(type, packed.data(), r, k, row.data());
+    EXPECT_EQ(row, std::vector<uint8_t>(wq.begin() + r * row_bytes, wq.begin() + (r + 1) * row_bytes)) << "row " << r;
+  }
+  for (int64_t r = n; r < 12; ++r) {
+    UnpackRow(type, packed.data(), r, k, row.data());
+    EXPECT_EQ(row, std::vector<uint8_t>(row_bytes, 0)) << "padding row " << r;
+  }
+}
 
 TEST(CpuKernelsTest, OneRowOfAGemmEqualsTheSameRowComputedAlone) {
   // Batch invariance: row 5 of a 12-row product is bit-identical to a 1-row product.
@@ -156,10 +191,11 @@ TEST(CpuKernelsTest, OneRowOfAGemmEqualsTheSameRowComputedAlone) {
     const KernelTable& t = SelectKernels(isa);
     const Quantized all = Quantize(t, x, m, k);
     std::vector<float> batched(m * n), alone(n);
-    t.gemm_q4_1(wq.data(), rb, 0, n, all.rows(m, k), batched.data(), n);
+    const auto wt = WeightsFor(t, GgmlType::kQ4_1, wq, n, k);
+    t.gemm_q4_1(wt.data(), rb, 0, n, all.rows(m, k), batched.data(), n);
     const std::vector<float> row5(x.begin() + 5 * k, x.begin() + 6 * k);
     const Quantized one = Quantize(t, row5, 1, k);
-    t.gemm_q4_1(wq.data(), rb, 0, n, one.rows(1, k), alone.data(), n);
+    t.gemm_q4_1(wt.data(), rb, 0, n, one.rows(1, k), alone.data(), n);
     for (int64_t j = 0; j < n; ++j) ASSERT_TRUE(BitEqual(batched[5 * n + j], alone[j])) << IsaName(isa);
   }
 }

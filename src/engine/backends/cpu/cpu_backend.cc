@@ -1,5 +1,8 @@
 #include "engine/backends/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -10,6 +13,7 @@
 #include "common/fp16.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "engine/backends/cpu/weight_packing.h"
 #include "engine/rope_tables.h"
 #include "gguf/quant.h"
 
@@ -38,18 +42,29 @@ std::unique_ptr<void, AlignedDeleter> AlignedAlloc(size_t bytes, bool zero = tru
 
 class CpuWeightMatrix final : public WeightMatrix {
  public:
-  explicit CpuWeightMatrix(const gguf::TensorInfo& t)
-      : data_(t.data), row_bytes_(gguf::RowBytes(t.type, t.dims[0])), bytes_(t.num_bytes) {
+  // `packed`: the matrix in the kernel table's packed layout (weight_packing.h), or null to
+  // compute on the GGUF bytes in place.
+  CpuWeightMatrix(const gguf::TensorInfo& t, std::unique_ptr<void, AlignedDeleter> packed)
+      : packed_(std::move(packed)),
+        data_(packed_ ? static_cast<const uint8_t*>(packed_.get()) : t.data),
+        row_bytes_(gguf::RowBytes(t.type, t.dims[0])),
+        bytes_(t.num_bytes) {
     out_features_ = t.rows();
     in_features_ = t.dims[0];
     source_type_ = t.type;
   }
   int64_t resident_bytes() const override { return bytes_; }
-  const uint8_t* row(int64_t n) const { return data_ + n * row_bytes_; }
+  bool packed() const { return packed_ != nullptr; }
+  // Row n in the GGUF layout: only for a matrix that is not packed.
+  const uint8_t* row(int64_t n) const {
+    TANDEM_DCHECK(!packed());
+    return data_ + n * row_bytes_;
+  }
   const uint8_t* data() const { return data_; }
   int64_t row_bytes() const { return row_bytes_; }
 
  private:
+  std::unique_ptr<void, AlignedDeleter> packed_;
   const uint8_t* data_;
   int64_t row_bytes_;
   int64_t bytes_;
@@ -100,8 +115,17 @@ float* F32(const Tensor& t) {
   return static_cast<float*>(t.data);
 }
 
-// Dequantizes row `n` of a float-path weight into `dst` (in_features floats).
+// Dequantizes row `n` of a weight matrix into `dst` (in_features floats).
 void DequantRow(const KernelTable& k, const CpuWeightMatrix& w, int64_t n, float* dst) {
+  if (w.packed()) {
+    thread_local std::vector<uint8_t> row;
+    row.resize(w.row_bytes());
+    UnpackRow(w.source_type(), w.data(), n, w.in_features(), row.data());
+    absl::Status s = gguf::DequantizeRowRef(w.source_type(), row.data(), dst, w.in_features());
+    TANDEM_DCHECK(s.ok());
+    (void)s;
+    return;
+  }
   const uint8_t* src = w.row(n);
   switch (w.source_type()) {
     case GgmlType::kF16:
@@ -113,6 +137,21 @@ void DequantRow(const KernelTable& k, const CpuWeightMatrix& w, int64_t n, float
       (void)s;
     }
   }
+}
+
+// Asks the kernel to drop the pages of [p, p + n) that nothing reads any more (the GGUF bytes of
+// a matrix that was packed): a hint that keeps their contents (MADV_PAGEOUT re-reads a file page
+// on the next touch), so resident memory stays one copy of the weights.
+void ReleasePages(const uint8_t* p, int64_t n) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(n)) / page * page;
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+#else
+  (void)p;
+  (void)n;
+#endif
 }
 
 constexpr int kAttentionRowsPerTask = 16;
@@ -264,7 +303,18 @@ absl::StatusOr<std::unique_ptr<WeightMatrix>> CpuBackend::LoadMatrix(const gguf:
   if (t.dims[0] > 32 * 1024) {
     return absl::InvalidArgumentError(StrCat("tensor ", t.name, " rows longer than 32768"));
   }
-  return std::unique_ptr<WeightMatrix>(new CpuWeightMatrix(t));
+  std::unique_ptr<void, AlignedDeleter> packed;
+  if (k_.packed_weights && PackableType(t.type)) {
+    packed = AlignedAlloc(static_cast<size_t>(PackedBytes(t.type, t.rows(), t.dims[0])), /*zero=*/false);
+    if (packed == nullptr) return absl::ResourceExhaustedError(StrCat("out of memory packing ", t.name));
+    auto* dst = static_cast<uint8_t*>(packed.get());
+    const int64_t groups = (t.rows() + kPackRows - 1) / kPackRows;
+    pool_.ParallelFor(groups, 64, [&](int64_t begin, int64_t end) {
+      PackWeightGroups(t.type, t.data, t.rows(), t.dims[0], dst, begin, end);
+    });
+    ReleasePages(t.data, t.num_bytes);
+  }
+  return std::unique_ptr<WeightMatrix>(new CpuWeightMatrix(t, std::move(packed)));
 }
 
 absl::StatusOr<std::unique_ptr<DeviceBuffer>> CpuBackend::LoadVector(const gguf::TensorInfo& t) {

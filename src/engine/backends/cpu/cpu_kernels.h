@@ -49,6 +49,9 @@ struct KernelTable {
   QuantGemmFn gemm_q4_0;
   QuantGemmFn gemm_q4_1;
   QuantGemmFn gemm_q8_0;
+  // True: the three GEMMs above read weights in the packed layout of weight_packing.h (the
+  // backend packs each matrix once at load); false: in the GGUF layout.
+  bool packed_weights = false;
   // Float GEMM over weight rows already in f32 (w_stride floats apart):
   // y[m * y_stride + n] = dot(w row n, x row m) for m < x_rows, n < w_rows. Each dot product
   // uses 16 lanes (lane l takes elements l, l+16, ...), reduced in the fixed recipe order.
