@@ -253,16 +253,24 @@ TEST(CpuKernelsTest, FloatGemmNormSwigluAndConversionsMatchScalar) {
   }
 }
 
+std::vector<uint16_t> Halves(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = Fp32ToFp16(v[i]);
+  return out;
+}
+
 TEST(CpuKernelsTest, AttentionPiecesMatchScalarAndSoftmaxIsNormalised) {
   std::mt19937 rng(5);
-  const int hd = 64;
-  const auto q = RandomFloats(rng, hd), kt = RandomFloats(rng, hd * kAttendBlockKeys), v = RandomFloats(rng, 16 * hd);
+  const int hd = 72;             // not a multiple of 16: the SIMD value product's tail
+  const int64_t stride = 24;     // keys read in place from a block of 24 (columns 16..23 unused)
+  const auto q = RandomFloats(rng, hd);
+  const auto kt = Halves(RandomFloats(rng, hd * stride)), v = Halves(RandomFloats(rng, 16 * hd));
   const KernelTable& s = ScalarKernels();
   float ref_scores[kAttendBlockKeys];
-  s.attn_scores(q.data(), kt.data(), hd, ref_scores);
+  s.attn_scores(q.data(), kt.data(), stride, hd, ref_scores);
   for (int t = 0; t < kAttendBlockKeys; ++t) {
     double exact = 0;
-    for (int d = 0; d < hd; ++d) exact += static_cast<double>(q[d]) * kt[d * kAttendBlockKeys + t];
+    for (int d = 0; d < hd; ++d) exact += static_cast<double>(q[d]) * Fp16ToFp32(kt[d * stride + t]);
     EXPECT_NEAR(ref_scores[t], exact, 1e-4);
   }
   for (int n : {1, 7, 16, 33, 300}) {
@@ -284,10 +292,15 @@ TEST(CpuKernelsTest, AttentionPiecesMatchScalarAndSoftmaxIsNormalised) {
   std::vector<float> acc_ref(hd, 0.5f);
   const auto p = RandomFloats(rng, 16);
   s.attn_accumulate(p.data(), v.data(), 11, hd, acc_ref.data());
+  for (int d = 0; d < hd; ++d) {
+    double exact = 0.5;
+    for (int t = 0; t < 11; ++t) exact += static_cast<double>(p[t]) * Fp16ToFp32(v[t * hd + d]);
+    EXPECT_NEAR(acc_ref[d], exact, 1e-3);
+  }
   for (Isa isa : SimdIsas()) {
     const KernelTable& t = SelectKernels(isa);
     float scores[kAttendBlockKeys];
-    t.attn_scores(q.data(), kt.data(), hd, scores);
+    t.attn_scores(q.data(), kt.data(), stride, hd, scores);
     for (int i = 0; i < kAttendBlockKeys; ++i) ASSERT_TRUE(BitEqual(scores[i], ref_scores[i])) << IsaName(isa);
     std::vector<float> acc(hd, 0.5f);
     t.attn_accumulate(p.data(), v.data(), 11, hd, acc.data());

@@ -156,11 +156,13 @@ void ReleasePages(const uint8_t* p, int64_t n) {
 
 constexpr int kAttentionRowsPerTask = 16;
 
-// Up to kAttentionRowsPerTask query rows of one sequence against one KV head.
+// Up to kAttentionRowsPerTask query rows of one sequence against one KV head, for the query
+// heads [g_begin, g_end) of its group.
 struct AttentionTask {
   int seq;
   int kv_head;
   int row_begin, row_end;  // absolute rows of the batch
+  int g_begin, g_end;
 };
 
 // Runs attention tasks with scratch buffers of its own (one runner per thread). Three passes per
@@ -173,7 +175,7 @@ class AttentionRunner {
                   int layer, int group, float scale)
       : k_(k), kv_(kv), batch_(batch), q_(q), out_(out), layer_(layer), group_(group), scale_(scale),
         hd_(kv.layout().head_dim), bs_(kv.layout().block_size),
-        kt_(static_cast<size_t>(hd_) * kAttendBlockKeys), vv_(static_cast<size_t>(kAttendBlockKeys) * hd_),
+        kt_(static_cast<size_t>(hd_) * kAttendBlockKeys),
         qr_(static_cast<size_t>(kAttentionRowsPerTask) * group * hd_), half_(hd_), block_scores_(kAttendBlockKeys) {}
 
   void Run(const AttentionTask& task) {
@@ -187,8 +189,10 @@ class AttentionRunner {
   }
 
  private:
-  // Keys [key0, key0 + step) share one cache block.
-  int step() const { return std::min(kAttendBlockKeys, bs_); }
+  // Keys [key0, key0 + Step(key0, max_keys)): at most 16, all in one cache block.
+  int Step(int key0, int max_keys) const {
+    return std::min({kAttendBlockKeys, bs_ - key0 % bs_, max_keys - key0});
+  }
   float* OutRow(const AttentionTask& task, int r, int g) const {
     return F32(out_) + static_cast<int64_t>(task.row_begin + r) * out_.cols + (task.kv_head * group_ + g) * hd_;
   }
@@ -199,7 +203,7 @@ class AttentionRunner {
 
   void LoadQueries(const AttentionTask& task, int rows) {
     for (int r = 0; r < rows; ++r) {
-      for (int g = 0; g < group_; ++g) {
+      for (int g = task.g_begin; g < task.g_end; ++g) {
         const float* src =
             F32(q_) + static_cast<int64_t>(task.row_begin + r) * q_.cols + (task.kv_head * group_ + g) * hd_;
         k_.f32_to_f16(src, half_.data(), hd_);
@@ -210,20 +214,26 @@ class AttentionRunner {
 
   void Scores(const AttentionTask& task, int rows, int max_keys) {
     const ForwardSequence& seq = batch_.sequences[task.seq];
-    for (int key0 = 0; key0 < max_keys; key0 += step()) {
-      const int n = std::min(step(), max_keys - key0);
-      const uint16_t* ks = kv_.keys(seq.block_table[key0 / bs_], layer_, task.kv_head);
-      const int in_block = key0 % bs_;
-      for (int d = 0; d < hd_; ++d) {
-        float* col = kt_.data() + d * kAttendBlockKeys;
-        k_.f16_to_f32(ks + d * bs_ + in_block, col, n);
-        std::fill(col + n, col + kAttendBlockKeys, 0.0f);
+    for (int key0 = 0, n = 0; key0 < max_keys; key0 += n) {
+      n = Step(key0, max_keys);
+      // The kernel reads 16 keys of each row of the transposed block in place; a block of fewer
+      // than 16 (the size divides 16) has its keys copied out first.
+      const uint16_t* ks = kv_.keys(seq.block_table[key0 / bs_], layer_, task.kv_head) + key0 % bs_;
+      int64_t stride = bs_;
+      if (bs_ - key0 % bs_ < kAttendBlockKeys) {
+        for (int d = 0; d < hd_; ++d) {
+          uint16_t* col = kt_.data() + d * kAttendBlockKeys;
+          std::copy(ks + d * bs_, ks + d * bs_ + n, col);
+          std::fill(col + n, col + kAttendBlockKeys, uint16_t{0});
+        }
+        ks = kt_.data();
+        stride = kAttendBlockKeys;
       }
       for (int r = 0; r < rows; ++r) {
         const int n_valid = Visible(task, r, key0, n);
-        for (int g = 0; n_valid > 0 && g < group_; ++g) {
+        for (int g = task.g_begin; n_valid > 0 && g < task.g_end; ++g) {
           const int st = r * group_ + g;
-          k_.attn_scores(qr_.data() + static_cast<size_t>(st) * hd_, kt_.data(), hd_, block_scores_.data());
+          k_.attn_scores(qr_.data() + static_cast<size_t>(st) * hd_, ks, stride, hd_, block_scores_.data());
           std::copy(block_scores_.begin(), block_scores_.begin() + n_valid,
                     scores_.begin() + static_cast<size_t>(st) * max_keys + key0);
         }
@@ -235,7 +245,7 @@ class AttentionRunner {
   void Softmax(const AttentionTask& task, int rows, int max_keys) {
     for (int r = 0; r < rows; ++r) {
       const int visible = batch_.positions[task.row_begin + r] + 1;
-      for (int g = 0; g < group_; ++g) {
+      for (int g = task.g_begin; g < task.g_end; ++g) {
         k_.softmax_fp16(scores_.data() + static_cast<size_t>(r * group_ + g) * max_keys, visible, scale_);
         float* o = OutRow(task, r, g);
         std::fill(o, o + hd_, 0.0f);
@@ -245,16 +255,15 @@ class AttentionRunner {
 
   void WeightedValues(const AttentionTask& task, int rows, int max_keys) {
     const ForwardSequence& seq = batch_.sequences[task.seq];
-    for (int key0 = 0; key0 < max_keys; key0 += step()) {
-      const int n = std::min(step(), max_keys - key0);
-      const int in_block = key0 % bs_;
-      k_.f16_to_f32(kv_.values(seq.block_table[key0 / bs_], layer_, task.kv_head) + static_cast<int64_t>(in_block) * hd_,
-                    vv_.data(), static_cast<int64_t>(n) * hd_);
+    for (int key0 = 0, n = 0; key0 < max_keys; key0 += n) {
+      n = Step(key0, max_keys);
+      const uint16_t* vs =
+          kv_.values(seq.block_table[key0 / bs_], layer_, task.kv_head) + static_cast<int64_t>(key0 % bs_) * hd_;
       for (int r = 0; r < rows; ++r) {
         const int n_valid = Visible(task, r, key0, n);
-        for (int g = 0; n_valid > 0 && g < group_; ++g) {
+        for (int g = task.g_begin; n_valid > 0 && g < task.g_end; ++g) {
           const int st = r * group_ + g;
-          k_.attn_accumulate(scores_.data() + static_cast<size_t>(st) * max_keys + key0, vv_.data(), n_valid, hd_,
+          k_.attn_accumulate(scores_.data() + static_cast<size_t>(st) * max_keys + key0, vs, n_valid, hd_,
                              OutRow(task, r, g));
         }
       }
@@ -268,7 +277,8 @@ class AttentionRunner {
   const int layer_, group_;
   const float scale_;
   const int hd_, bs_;
-  std::vector<float> kt_, vv_, qr_;
+  std::vector<uint16_t> kt_;  // keys of a block smaller than 16, copied out
+  std::vector<float> qr_;
   std::vector<uint16_t> half_;
   std::vector<float> scores_, block_scores_;
 };
@@ -540,9 +550,18 @@ void CpuBackend::Attention(Tensor q, KvCacheStorage& cache, int layer, int num_h
     for (int h = 0; h < L.num_kv_heads; ++h) {
       for (int r = 0; r < seq.query_len; r += kAttentionRowsPerTask) {
         tasks.push_back({static_cast<int>(s), h, seq.query_start + r,
-                         seq.query_start + std::min(seq.query_len, r + kAttentionRowsPerTask)});
+                         seq.query_start + std::min(seq.query_len, r + kAttentionRowsPerTask), 0, group});
       }
     }
+  }
+  // Few tasks (decode of a small batch: 3 KV heads on 2 threads is 2:1) balance badly: split each
+  // by query head. Every (row, head) keeps the same arithmetic whichever task computes it.
+  if (group > 1 && tasks.size() < 4 * static_cast<size_t>(pool_.size())) {
+    std::vector<AttentionTask> split;
+    for (const AttentionTask& t : tasks) {
+      for (int g = 0; g < group; ++g) split.push_back({t.seq, t.kv_head, t.row_begin, t.row_end, g, g + 1});
+    }
+    tasks = std::move(split);
   }
   std::atomic<size_t> next{0};
   auto worker = [&](int, int) {

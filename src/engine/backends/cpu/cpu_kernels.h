@@ -64,14 +64,15 @@ struct KernelTable {
   void (*rms_norm)(const float* x, const float* w, float eps, float* out, int64_t n);
   // out = silu(g) * u over n floats.
   void (*swiglu)(const float* g, const float* u, float* out, int64_t n);
-  // Attention pieces. scores[t] = dot(q, key t) for the up to 16 keys of k_t, stored
-  // head_dim x 16 (key t in column t).
-  void (*attn_scores)(const float* q, const float* k_t, int head_dim, float* scores);
+  // Attention pieces, reading the fp16 KV cache in place. scores[t] = dot(q, key t) for the 16
+  // keys of k_t, stored transposed: element d of key t at k_t[d * k_stride + t] (all 16 columns
+  // are read; scores of keys past the caller's valid ones are garbage it ignores).
+  void (*attn_scores)(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores);
   // In place over n scores: x * scale, softmax (max-subtracted exp, sum in double), each
   // probability rounded to fp16 (the precision the value product uses).
   void (*softmax_fp16)(float* scores, int n, float scale);
-  // acc[0, head_dim) += sum_t p[t] * v[t][0, head_dim) for t < n (v rows of head_dim).
-  void (*attn_accumulate)(const float* p, const float* v, int n, int head_dim, float* acc);
+  // acc[0, head_dim) += sum_t p[t] * v[t][0, head_dim) for t < n (fp16 v rows of head_dim).
+  void (*attn_accumulate)(const float* p, const uint16_t* v, int n, int head_dim, float* acc);
 };
 
 constexpr int kAttendBlockKeys = 16;

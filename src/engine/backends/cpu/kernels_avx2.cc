@@ -242,12 +242,16 @@ void SwiGlu(const float* g, const float* u, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = recipe::Silu(g[i]) * u[i];
 }
 
-void AttnScores(const float* q, const float* k_t, int head_dim, float* scores) {
+inline __m256 LoadHalves8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+void AttnScores(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores) {
   __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
   for (int d = 0; d < head_dim; ++d) {
     const __m256 qd = _mm256_set1_ps(q[d]);
-    lo = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k_t + d * kAttendBlockKeys), lo);
-    hi = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k_t + d * kAttendBlockKeys + 8), hi);
+    lo = _mm256_fmadd_ps(qd, LoadHalves8(k_t + d * k_stride), lo);
+    hi = _mm256_fmadd_ps(qd, LoadHalves8(k_t + d * k_stride + 8), hi);
   }
   _mm256_storeu_ps(scores, lo);
   _mm256_storeu_ps(scores + 8, hi);
@@ -280,16 +284,16 @@ void SoftmaxFp16(float* x, int n, float scale) {
   for (; i < n; ++i) x[i] = RoundToHalf((x[i] * inv));
 }
 
-void AttnAccumulate(const float* p, const float* v, int n, int head_dim, float* acc) {
+void AttnAccumulate(const float* p, const uint16_t* v, int n, int head_dim, float* acc) {
   int d = 0;
   for (; d + 8 <= head_dim; d += 8) {
     __m256 a = _mm256_loadu_ps(acc + d);
-    for (int t = 0; t < n; ++t) a = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + t * head_dim + d), a);
+    for (int t = 0; t < n; ++t) a = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), LoadHalves8(v + t * head_dim + d), a);
     _mm256_storeu_ps(acc + d, a);
   }
   for (; d < head_dim; ++d) {
     float a = acc[d];
-    for (int t = 0; t < n; ++t) a = std::fma(p[t], v[t * head_dim + d], a);
+    for (int t = 0; t < n; ++t) a = std::fma(p[t], HalfToFloat(v[t * head_dim + d]), a);
     acc[d] = a;
   }
 }

@@ -281,10 +281,11 @@ void SwiGlu(const float* g, const float* u, float* out, int64_t n) {
   }
 }
 
-void AttnScores(const float* q, const float* k_t, int head_dim, float* scores) {
+void AttnScores(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores) {
   __m512 s = _mm512_setzero_ps();
   for (int d = 0; d < head_dim; ++d) {
-    s = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_loadu_ps(k_t + d * kAttendBlockKeys), s);
+    const __m512 keys = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k_t + d * k_stride)));
+    s = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), keys, s);
   }
   _mm512_storeu_ps(scores, s);
 }
@@ -316,12 +317,13 @@ void SoftmaxFp16(float* x, int n, float scale) {
   }
 }
 
-void AttnAccumulate(const float* p, const float* v, int n, int head_dim, float* acc) {
+void AttnAccumulate(const float* p, const uint16_t* v, int n, int head_dim, float* acc) {
   for (int d = 0; d < head_dim; d += 16) {
     const __mmask16 dm = TailMask(head_dim - d);
     __m512 a = _mm512_maskz_loadu_ps(dm, acc + d);
     for (int t = 0; t < n; ++t) {
-      a = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), _mm512_maskz_loadu_ps(dm, v + t * head_dim + d), a);
+      const __m512 vals = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(dm, v + t * head_dim + d));
+      a = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), vals, a);
     }
     _mm512_mask_storeu_ps(acc + d, dm, a);
   }

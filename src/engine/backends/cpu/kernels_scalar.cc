@@ -140,10 +140,10 @@ void SwiGlu(const float* g, const float* u, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = recipe::Silu(g[i]) * u[i];
 }
 
-void AttnScores(const float* q, const float* k_t, int head_dim, float* scores) {
+void AttnScores(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores) {
   for (int t = 0; t < kAttendBlockKeys; ++t) {
     float s = 0;
-    for (int d = 0; d < head_dim; ++d) s = std::fma(q[d], k_t[d * kAttendBlockKeys + t], s);
+    for (int d = 0; d < head_dim; ++d) s = std::fma(q[d], Fp16ToFp32(k_t[d * k_stride + t]), s);
     scores[t] = s;
   }
 }
@@ -163,10 +163,10 @@ void SoftmaxFp16(float* x, int n, float scale) {
   for (int i = 0; i < n; ++i) x[i] = RoundFp16(x[i] * inv);
 }
 
-void AttnAccumulate(const float* p, const float* v, int n, int head_dim, float* acc) {
+void AttnAccumulate(const float* p, const uint16_t* v, int n, int head_dim, float* acc) {
   for (int d = 0; d < head_dim; ++d) {
     float a = acc[d];
-    for (int t = 0; t < n; ++t) a = std::fma(p[t], v[t * head_dim + d], a);
+    for (int t = 0; t < n; ++t) a = std::fma(p[t], Fp16ToFp32(v[t * head_dim + d]), a);
     acc[d] = a;
   }
 }
