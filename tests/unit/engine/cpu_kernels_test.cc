@@ -264,14 +264,18 @@ TEST(CpuKernelsTest, AttentionPiecesMatchScalarAndSoftmaxIsNormalised) {
   const int hd = 72;             // not a multiple of 16: the SIMD value product's tail
   const int64_t stride = 24;     // keys read in place from a block of 24 (columns 16..23 unused)
   const auto q = RandomFloats(rng, hd);
-  const auto kt = Halves(RandomFloats(rng, hd * stride)), v = Halves(RandomFloats(rng, 16 * hd));
+  const auto kt = Halves(RandomFloats(rng, kMaxScoreBlocks * hd * stride)), v = Halves(RandomFloats(rng, 16 * hd));
+  const uint16_t* blocks[kMaxScoreBlocks];
+  for (int b = 0; b < kMaxScoreBlocks; ++b) blocks[b] = kt.data() + b * hd * stride;
   const KernelTable& s = ScalarKernels();
-  float ref_scores[kAttendBlockKeys];
-  s.attn_scores(q.data(), kt.data(), stride, hd, ref_scores);
-  for (int t = 0; t < kAttendBlockKeys; ++t) {
-    double exact = 0;
-    for (int d = 0; d < hd; ++d) exact += static_cast<double>(q[d]) * Fp16ToFp32(kt[d * stride + t]);
-    EXPECT_NEAR(ref_scores[t], exact, 1e-4);
+  float ref_scores[kMaxScoreBlocks * kAttendBlockKeys];
+  s.attn_scores(q.data(), blocks, kMaxScoreBlocks, stride, hd, ref_scores);
+  for (int b = 0; b < kMaxScoreBlocks; ++b) {
+    for (int t = 0; t < kAttendBlockKeys; ++t) {
+      double exact = 0;
+      for (int d = 0; d < hd; ++d) exact += static_cast<double>(q[d]) * Fp16ToFp32(blocks[b][d * stride + t]);
+      EXPECT_NEAR(ref_scores[b * kAttendBlockKeys + t], exact, 1e-4);
+    }
   }
   for (int n : {1, 7, 16, 33, 300}) {
     auto p_ref = RandomFloats(rng, n, 4.0f);
@@ -299,9 +303,16 @@ TEST(CpuKernelsTest, AttentionPiecesMatchScalarAndSoftmaxIsNormalised) {
   }
   for (Isa isa : SimdIsas()) {
     const KernelTable& t = SelectKernels(isa);
-    float scores[kAttendBlockKeys];
-    t.attn_scores(q.data(), kt.data(), stride, hd, scores);
-    for (int i = 0; i < kAttendBlockKeys; ++i) ASSERT_TRUE(BitEqual(scores[i], ref_scores[i])) << IsaName(isa);
+    // Any number of blocks at once gives each block the bits it gets alone.
+    for (int nb = 1; nb <= kMaxScoreBlocks; ++nb) {
+      for (int first = 0; first + nb <= kMaxScoreBlocks; ++first) {
+        float scores[kMaxScoreBlocks * kAttendBlockKeys];
+        t.attn_scores(q.data(), blocks + first, nb, stride, hd, scores);
+        for (int i = 0; i < nb * kAttendBlockKeys; ++i) {
+          ASSERT_TRUE(BitEqual(scores[i], ref_scores[first * kAttendBlockKeys + i])) << IsaName(isa) << " nb=" << nb;
+        }
+      }
+    }
     std::vector<float> acc(hd, 0.5f);
     t.attn_accumulate(p.data(), v.data(), 11, hd, acc.data());
     for (int d = 0; d < hd; ++d) ASSERT_TRUE(BitEqual(acc[d], acc_ref[d])) << IsaName(isa);

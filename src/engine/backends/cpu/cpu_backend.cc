@@ -175,8 +175,8 @@ class AttentionRunner {
                   int layer, int group, float scale)
       : k_(k), kv_(kv), batch_(batch), q_(q), out_(out), layer_(layer), group_(group), scale_(scale),
         hd_(kv.layout().head_dim), bs_(kv.layout().block_size),
-        kt_(static_cast<size_t>(hd_) * kAttendBlockKeys),
-        qr_(static_cast<size_t>(kAttentionRowsPerTask) * group * hd_), half_(hd_), block_scores_(kAttendBlockKeys) {}
+        kt_(static_cast<size_t>(kMaxScoreBlocks) * hd_ * kAttendBlockKeys),
+        qr_(static_cast<size_t>(kAttentionRowsPerTask) * group * hd_), half_(hd_), block_scores_(kMaxScoreBlocks * kAttendBlockKeys) {}
 
   void Run(const AttentionTask& task) {
     const int rows = task.row_end - task.row_begin;
@@ -212,30 +212,50 @@ class AttentionRunner {
     }
   }
 
+  // Keys [key0, key0 + n) of one cache block, transposed, as the score kernel reads them: in
+  // place (row stride: the block size), or for a block of fewer than 16 keys (the size divides 16)
+  // copied out to scratch slot `slot` (stride 16).
+  const uint16_t* KeysAt(const ForwardSequence& seq, int key0, int n, int slot, int64_t* stride) {
+    const uint16_t* ks = kv_.keys(seq.block_table[key0 / bs_], layer_, task_kv_head_) + key0 % bs_;
+    if (bs_ - key0 % bs_ >= kAttendBlockKeys) {
+      *stride = bs_;
+      return ks;
+    }
+    uint16_t* out = kt_.data() + static_cast<size_t>(slot) * hd_ * kAttendBlockKeys;
+    for (int d = 0; d < hd_; ++d) {
+      uint16_t* col = out + d * kAttendBlockKeys;
+      std::copy(ks + d * bs_, ks + d * bs_ + n, col);
+      std::fill(col + n, col + kAttendBlockKeys, uint16_t{0});
+    }
+    *stride = kAttendBlockKeys;
+    return out;
+  }
+
+  // Up to kMaxScoreBlocks steps of keys per kernel call and (row, head).
   void Scores(const AttentionTask& task, int rows, int max_keys) {
     const ForwardSequence& seq = batch_.sequences[task.seq];
-    for (int key0 = 0, n = 0; key0 < max_keys; key0 += n) {
-      n = Step(key0, max_keys);
-      // The kernel reads 16 keys of each row of the transposed block in place; a block of fewer
-      // than 16 (the size divides 16) has its keys copied out first.
-      const uint16_t* ks = kv_.keys(seq.block_table[key0 / bs_], layer_, task.kv_head) + key0 % bs_;
+    task_kv_head_ = task.kv_head;
+    for (int key0 = 0; key0 < max_keys;) {
+      int key0s[kMaxScoreBlocks], ns[kMaxScoreBlocks], nb = 0;
+      const uint16_t* ks[kMaxScoreBlocks];
       int64_t stride = bs_;
-      if (bs_ - key0 % bs_ < kAttendBlockKeys) {
-        for (int d = 0; d < hd_; ++d) {
-          uint16_t* col = kt_.data() + d * kAttendBlockKeys;
-          std::copy(ks + d * bs_, ks + d * bs_ + n, col);
-          std::fill(col + n, col + kAttendBlockKeys, uint16_t{0});
-        }
-        ks = kt_.data();
-        stride = kAttendBlockKeys;
+      for (; nb < kMaxScoreBlocks && key0 < max_keys; ++nb) {
+        key0s[nb] = key0;
+        ns[nb] = Step(key0, max_keys);
+        ks[nb] = KeysAt(seq, key0, ns[nb], nb, &stride);  // the same stride for every block
+        key0 += ns[nb];
       }
       for (int r = 0; r < rows; ++r) {
-        const int n_valid = Visible(task, r, key0, n);
-        for (int g = task.g_begin; n_valid > 0 && g < task.g_end; ++g) {
+        int used = 0;  // blocks with keys row r sees: a prefix
+        while (used < nb && Visible(task, r, key0s[used], ns[used]) > 0) ++used;
+        for (int g = task.g_begin; used > 0 && g < task.g_end; ++g) {
           const int st = r * group_ + g;
-          k_.attn_scores(qr_.data() + static_cast<size_t>(st) * hd_, ks, stride, hd_, block_scores_.data());
-          std::copy(block_scores_.begin(), block_scores_.begin() + n_valid,
-                    scores_.begin() + static_cast<size_t>(st) * max_keys + key0);
+          k_.attn_scores(qr_.data() + static_cast<size_t>(st) * hd_, ks, used, stride, hd_, block_scores_.data());
+          for (int b = 0; b < used; ++b) {
+            const auto first = block_scores_.begin() + b * kAttendBlockKeys;
+            std::copy(first, first + Visible(task, r, key0s[b], ns[b]),
+                      scores_.begin() + static_cast<size_t>(st) * max_keys + key0s[b]);
+          }
         }
       }
     }
@@ -277,7 +297,8 @@ class AttentionRunner {
   const int layer_, group_;
   const float scale_;
   const int hd_, bs_;
-  std::vector<uint16_t> kt_;  // keys of a block smaller than 16, copied out
+  int task_kv_head_ = 0;
+  std::vector<uint16_t> kt_;  // keys of blocks smaller than 16, copied out
   std::vector<float> qr_;
   std::vector<uint16_t> half_;
   std::vector<float> scores_, block_scores_;

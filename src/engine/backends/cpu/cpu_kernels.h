@@ -64,10 +64,13 @@ struct KernelTable {
   void (*rms_norm)(const float* x, const float* w, float eps, float* out, int64_t n);
   // out = silu(g) * u over n floats.
   void (*swiglu)(const float* g, const float* u, float* out, int64_t n);
-  // Attention pieces, reading the fp16 KV cache in place. scores[t] = dot(q, key t) for the 16
-  // keys of k_t, stored transposed: element d of key t at k_t[d * k_stride + t] (all 16 columns
-  // are read; scores of keys past the caller's valid ones are garbage it ignores).
-  void (*attn_scores)(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores);
+  // Attention pieces, reading the fp16 KV cache in place. scores[16 * b + t] = dot(q, key t of
+  // block b) for the 16 keys of each of the num_blocks (1 to kMaxScoreBlocks) blocks, each stored
+  // transposed: element d of key t at k[b][d * k_stride + t] (all 16 columns are read; scores of
+  // keys past the caller's valid ones are garbage it ignores). Blocks are independent (several
+  // at once only keep more fma chains in flight).
+  void (*attn_scores)(const float* q, const uint16_t* const* k, int num_blocks, int64_t k_stride, int head_dim,
+                      float* scores);
   // In place over n scores: x * scale, softmax (max-subtracted exp, sum in double), each
   // probability rounded to fp16 (the precision the value product uses).
   void (*softmax_fp16)(float* scores, int n, float scale);
@@ -76,6 +79,7 @@ struct KernelTable {
 };
 
 constexpr int kAttendBlockKeys = 16;
+constexpr int kMaxScoreBlocks = 4;
 
 // Tables available on this CPU, best first; kScalar is always there.
 const KernelTable& SelectKernels(Isa isa);

@@ -246,15 +246,31 @@ inline __m256 LoadHalves8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-void AttnScores(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores) {
-  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+template <int NB>
+void AttnScoresN(const float* q, const uint16_t* const* k, int64_t k_stride, int head_dim, float* scores) {
+  __m256 lo[NB], hi[NB];
+  for (int b = 0; b < NB; ++b) lo[b] = hi[b] = _mm256_setzero_ps();
   for (int d = 0; d < head_dim; ++d) {
     const __m256 qd = _mm256_set1_ps(q[d]);
-    lo = _mm256_fmadd_ps(qd, LoadHalves8(k_t + d * k_stride), lo);
-    hi = _mm256_fmadd_ps(qd, LoadHalves8(k_t + d * k_stride + 8), hi);
+    for (int b = 0; b < NB; ++b) {
+      lo[b] = _mm256_fmadd_ps(qd, LoadHalves8(k[b] + d * k_stride), lo[b]);
+      hi[b] = _mm256_fmadd_ps(qd, LoadHalves8(k[b] + d * k_stride + 8), hi[b]);
+    }
   }
-  _mm256_storeu_ps(scores, lo);
-  _mm256_storeu_ps(scores + 8, hi);
+  for (int b = 0; b < NB; ++b) {
+    _mm256_storeu_ps(scores + b * kAttendBlockKeys, lo[b]);
+    _mm256_storeu_ps(scores + b * kAttendBlockKeys + 8, hi[b]);
+  }
+}
+
+void AttnScores(const float* q, const uint16_t* const* k, int num_blocks, int64_t k_stride, int head_dim,
+                float* scores) {
+  switch (num_blocks) {
+    case 4: return AttnScoresN<4>(q, k, k_stride, head_dim, scores);
+    case 3: return AttnScoresN<3>(q, k, k_stride, head_dim, scores);
+    case 2: return AttnScoresN<2>(q, k, k_stride, head_dim, scores);
+    default: return AttnScoresN<1>(q, k, k_stride, head_dim, scores);
+  }
 }
 
 void SoftmaxFp16(float* x, int n, float scale) {

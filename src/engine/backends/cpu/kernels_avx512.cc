@@ -281,13 +281,29 @@ void SwiGlu(const float* g, const float* u, float* out, int64_t n) {
   }
 }
 
-void AttnScores(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores) {
-  __m512 s = _mm512_setzero_ps();
+// One fma chain per block over d: several blocks at once hide the fma latency.
+template <int NB>
+void AttnScoresN(const float* q, const uint16_t* const* k, int64_t k_stride, int head_dim, float* scores) {
+  __m512 s[NB];
+  for (int b = 0; b < NB; ++b) s[b] = _mm512_setzero_ps();
   for (int d = 0; d < head_dim; ++d) {
-    const __m512 keys = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k_t + d * k_stride)));
-    s = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), keys, s);
+    const __m512 qd = _mm512_set1_ps(q[d]);
+    for (int b = 0; b < NB; ++b) {
+      const __m512 keys = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[b] + d * k_stride)));
+      s[b] = _mm512_fmadd_ps(qd, keys, s[b]);
+    }
   }
-  _mm512_storeu_ps(scores, s);
+  for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + b * kAttendBlockKeys, s[b]);
+}
+
+void AttnScores(const float* q, const uint16_t* const* k, int num_blocks, int64_t k_stride, int head_dim,
+                float* scores) {
+  switch (num_blocks) {
+    case 4: return AttnScoresN<4>(q, k, k_stride, head_dim, scores);
+    case 3: return AttnScoresN<3>(q, k, k_stride, head_dim, scores);
+    case 2: return AttnScoresN<2>(q, k, k_stride, head_dim, scores);
+    default: return AttnScoresN<1>(q, k, k_stride, head_dim, scores);
+  }
 }
 
 void SoftmaxFp16(float* x, int n, float scale) {
@@ -317,14 +333,26 @@ void SoftmaxFp16(float* x, int n, float scale) {
   }
 }
 
+// Four 16-lane chunks of the head at a time: four independent fma chains over t (each lane's
+// order over t is unchanged, so are its bits).
 void AttnAccumulate(const float* p, const uint16_t* v, int n, int head_dim, float* acc) {
-  for (int d = 0; d < head_dim; d += 16) {
+  auto values = [&](int t, int d, __mmask16 dm) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(dm, v + t * head_dim + d));
+  };
+  int d = 0;
+  for (; d + 64 <= head_dim; d += 64) {
+    __m512 a[4];
+    for (int c = 0; c < 4; ++c) a[c] = _mm512_loadu_ps(acc + d + 16 * c);
+    for (int t = 0; t < n; ++t) {
+      const __m512 pt = _mm512_set1_ps(p[t]);
+      for (int c = 0; c < 4; ++c) a[c] = _mm512_fmadd_ps(pt, values(t, d + 16 * c, 0xffff), a[c]);
+    }
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(acc + d + 16 * c, a[c]);
+  }
+  for (; d < head_dim; d += 16) {
     const __mmask16 dm = TailMask(head_dim - d);
     __m512 a = _mm512_maskz_loadu_ps(dm, acc + d);
-    for (int t = 0; t < n; ++t) {
-      const __m512 vals = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(dm, v + t * head_dim + d));
-      a = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), vals, a);
-    }
+    for (int t = 0; t < n; ++t) a = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), values(t, d, dm), a);
     _mm512_mask_storeu_ps(acc + d, dm, a);
   }
 }

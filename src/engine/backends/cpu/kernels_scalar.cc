@@ -140,11 +140,14 @@ void SwiGlu(const float* g, const float* u, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = recipe::Silu(g[i]) * u[i];
 }
 
-void AttnScores(const float* q, const uint16_t* k_t, int64_t k_stride, int head_dim, float* scores) {
-  for (int t = 0; t < kAttendBlockKeys; ++t) {
-    float s = 0;
-    for (int d = 0; d < head_dim; ++d) s = std::fma(q[d], Fp16ToFp32(k_t[d * k_stride + t]), s);
-    scores[t] = s;
+void AttnScores(const float* q, const uint16_t* const* k, int num_blocks, int64_t k_stride, int head_dim,
+                float* scores) {
+  for (int b = 0; b < num_blocks; ++b) {
+    for (int t = 0; t < kAttendBlockKeys; ++t) {
+      float s = 0;
+      for (int d = 0; d < head_dim; ++d) s = std::fma(q[d], Fp16ToFp32(k[b][d * k_stride + t]), s);
+      scores[b * kAttendBlockKeys + t] = s;
+    }
   }
 }
 
