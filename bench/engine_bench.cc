@@ -4,7 +4,9 @@
 // weight bytes one decode step reads: the roofline's bytes per token.
 //
 // usage: engine_bench --model PATH [--threads N] [--prompt-tokens 512] [--decode-steps 64]
-//                     [--repeats 3] [--batches 1,8,32]
+//                     [--decode-context 32] [--repeats 3] [--batches 1,8,32]
+// --decode-context: each decoding sequence's prompt length (its context when decode starts;
+// attention reads context + step keys per token).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +30,7 @@ struct Args {
   int threads = 0;
   int prompt_tokens = 512;
   int decode_steps = 64;
+  int decode_context = 32;
   int repeats = 3;
   std::vector<int> batches = {1, 8, 32};
 };
@@ -83,14 +86,16 @@ double Decode(Engine& e, const Args& a, int batch, int rep) {
   for (int i = 0; i < batch; ++i) {
     GenerateRequest r;
     r.id = "decode-" + std::to_string(rep) + "-" + std::to_string(i);
-    r.prompt = Tokens(32, 2000 + 97 * rep + i, e.model_config().vocab_size);
+    r.prompt = Tokens(a.decode_context, 2000 + 97 * rep + i, e.model_config().vocab_size);
     r.sampling.temperature = 0;
     r.sampling.max_tokens = a.decode_steps + 2;
     r.sampling.ignore_eos = true;
     if (!e.Add(r).ok()) std::exit(1);
   }
-  // Prefill every prompt and take one decode step outside the timing.
-  while (e.counters().decode_tokens == 0 || e.last_step().num_prefill_tokens > 0) {
+  // Prefill every prompt and take one decode step outside the timing (from the second repeat on
+  // the counter starts above 0: wait for it to move, or the prefill would be timed as decode).
+  const int64_t decoded_before_prefill = e.counters().decode_tokens;
+  while (e.counters().decode_tokens == decoded_before_prefill || e.last_step().num_prefill_tokens > 0) {
     if (!e.Step().ok()) std::exit(1);
   }
   const int64_t before = e.counters().decode_tokens;
@@ -139,6 +144,7 @@ int main(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::atoi(next().c_str());
     else if (k == "--prompt-tokens") a.prompt_tokens = std::atoi(next().c_str());
     else if (k == "--decode-steps") a.decode_steps = std::atoi(next().c_str());
+    else if (k == "--decode-context") a.decode_context = std::atoi(next().c_str());
     else if (k == "--repeats") a.repeats = std::atoi(next().c_str());
     else if (k == "--batches") {
       a.batches.clear();
@@ -150,12 +156,16 @@ int main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr, "usage: engine_bench --model PATH [--threads N] [--prompt-tokens N] "
-                           "[--decode-steps N] [--repeats N] [--batches 1,8,32]\n");
+                           "[--decode-steps N] [--decode-context N] [--repeats N] [--batches 1,8,32]\n");
       return 2;
     }
   }
   if (a.model.empty()) {
     std::fprintf(stderr, "engine_bench: --model is required\n");
+    return 2;
+  }
+  if (a.decode_context < 1 || a.decode_steps < 1 || a.repeats < 1) {
+    std::fprintf(stderr, "engine_bench: --decode-context, --decode-steps and --repeats must be at least 1\n");
     return 2;
   }
   auto file = gguf::GgufFile::Open(a.model);
@@ -176,6 +186,7 @@ int main(int argc, char** argv) {
   for (int r = 0; r < a.repeats; ++r) prefill.push_back(a.prompt_tokens / Prefill(*engine, a, r));
   out["prefill_tokens_per_s"] = Median(prefill);
   out["prefill_prompt_tokens"] = a.prompt_tokens;
+  out["decode_context"] = a.decode_context;
   for (int b : a.batches) {
     std::vector<double> v;
     for (int r = 0; r < a.repeats; ++r) v.push_back(Decode(*engine, a, b, r));
