@@ -117,16 +117,15 @@ float* F32(const Tensor& t) {
 
 // Dequantizes row `n` of a weight matrix into `dst` (in_features floats).
 void DequantRow(const KernelTable& k, const CpuWeightMatrix& w, int64_t n, float* dst) {
-  if (w.packed()) {
+  const uint8_t* src;
+  if (w.packed()) {  // back to the GGUF layout first
     thread_local std::vector<uint8_t> row;
     row.resize(w.row_bytes());
     UnpackRow(w.source_type(), w.data(), n, w.in_features(), row.data());
-    absl::Status s = gguf::DequantizeRowRef(w.source_type(), row.data(), dst, w.in_features());
-    TANDEM_DCHECK(s.ok());
-    (void)s;
-    return;
+    src = row.data();
+  } else {
+    src = w.row(n);
   }
-  const uint8_t* src = w.row(n);
   switch (w.source_type()) {
     case GgmlType::kF16:
       k.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, w.in_features());
