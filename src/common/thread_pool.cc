@@ -99,6 +99,28 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   });
 }
 
+void ThreadPool::ParallelForGuided(int64_t n, int64_t grain,
+                                   absl::FunctionRef<void(int, int64_t, int64_t)> fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  if (num_threads_ == 1 || n <= grain) {
+    fn(0, 0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  const int64_t divisor = 2 * int64_t{num_threads_};
+  Run([&](int tid, int) {
+    int64_t begin = next.load(std::memory_order_relaxed);
+    for (;;) {
+      if (begin >= n) return;
+      const int64_t take = std::min(n - begin, std::max(grain, (n - begin) / divisor));
+      if (!next.compare_exchange_weak(begin, begin + take, std::memory_order_relaxed)) continue;
+      fn(tid, begin, begin + take);
+      begin = next.load(std::memory_order_relaxed);
+    }
+  });
+}
+
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {

@@ -35,6 +35,13 @@ class ThreadPool {
   // fn(begin, end) for each non-empty range.
   void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> fn);
 
+  // Like ParallelFor, but the threads claim ranges of [0, n) as they go: each claim takes about
+  // 1 / (2 x threads) of what is left, at least `grain` (guided self-scheduling), so a thread
+  // slowed by something outside its work (the other's memory traffic, another process) does not
+  // leave the rest waiting at the end. fn(thread_index, begin, end) runs once per claim, so a
+  // thread may get several ranges; which thread gets which range varies from run to run.
+  void ParallelForGuided(int64_t n, int64_t grain, absl::FunctionRef<void(int, int64_t, int64_t)> fn);
+
   static int DefaultThreadCount();
 
  private:

@@ -69,6 +69,7 @@ class CpuBackend final : public Backend {
   // Scratch for activations quantized to Q8 (grown on demand).
   std::vector<int8_t> q8_;
   std::vector<float> q8_d_, q8_s_;
+  std::vector<std::vector<float>> row_bufs_;  // per pool thread: float-path weight rows
 };
 
 }  // namespace tandem::cpu
