@@ -2,17 +2,50 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "common/strings.h"
 
 namespace tandem {
 
-int32_t ArgMax(std::span<const float> logits) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
+namespace {
+
+// The largest value of a block, in kLanes independent running maxima (no loop-carried
+// dependency through one index, so the compiler keeps them in vector registers).
+constexpr size_t kLanes = 16;
+constexpr size_t kArgMaxBlock = 1024;
+
+float BlockMax(const float* x, size_t n) {
+  float lanes[kLanes];
+  std::fill(lanes, lanes + kLanes, -std::numeric_limits<float>::infinity());
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (size_t j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
   }
-  return best;
+  for (; i < n; ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+  return *std::max_element(lanes, lanes + kLanes);
+}
+
+}  // namespace
+
+// Greedy decoding calls this once per token over the whole vocabulary (49,152 logits for
+// SmolLM2): the maximum block by block, then the first index holding it in the first block
+// that has it, so ties still go to the lowest id.
+int32_t ArgMax(std::span<const float> logits) {
+  size_t best_block = 0;
+  float best = -std::numeric_limits<float>::infinity();
+  for (size_t b = 0; b < logits.size(); b += kArgMaxBlock) {
+    const float m = BlockMax(logits.data() + b, std::min(kArgMaxBlock, logits.size() - b));
+    if (m > best) {
+      best = m;
+      best_block = b;
+    }
+  }
+  const size_t end = std::min(best_block + kArgMaxBlock, logits.size());
+  for (size_t i = best_block; i < end; ++i) {
+    if (logits[i] == best) return static_cast<int32_t>(i);
+  }
+  return 0;  // every logit NaN or -inf
 }
 
 void TokenHistory::Update(std::span<const int32_t> tokens, size_t output_start) {

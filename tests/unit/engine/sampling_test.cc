@@ -1,7 +1,8 @@
 #include "engine/sampling.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -49,6 +50,30 @@ TEST(SamplingTest, LogprobsListTheKMostLikelyTokensAsAFullSortDoes) {
       EXPECT_NEAR(lp.top[i].second, logits[order[i]] - std::log(z), 1e-4);
     }
   }
+}
+
+// Greedy decoding's argmax over a vocabulary-sized row: the largest logit wherever it sits (any
+// block, the ragged tail), and the lowest id when several hold it.
+TEST(SamplingTest, ArgMaxFindsTheLargestLogitAndTheLowestIdOnTies) {
+  for (size_t n : {size_t{1}, size_t{17}, size_t{1023}, size_t{1024}, size_t{1025}, size_t{49152}, size_t{49155}}) {
+    std::vector<float> logits(n);
+    for (size_t i = 0; i < n; ++i) logits[i] = std::sin(static_cast<float>(i) * 0.37f);
+    for (size_t at : {size_t{0}, n / 3, n - 1}) {
+      std::vector<float> row = logits;
+      row[at] = 5.0f;
+      EXPECT_EQ(ArgMax(row), static_cast<int32_t>(at)) << n << " " << at;
+      for (size_t later : {at + 1, at + 1030, n - 1}) {
+        if (later <= at || later >= n) continue;
+        std::vector<float> tie = row;
+        tie[later] = 5.0f;
+        EXPECT_EQ(ArgMax(tie), static_cast<int32_t>(at)) << n << " tie " << at << " " << later;
+      }
+    }
+  }
+  std::vector<float> all_low(3000, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(ArgMax(all_low), 0);
+  all_low[2500] = -1e30f;
+  EXPECT_EQ(ArgMax(all_low), 2500);
 }
 
 // A denormal temperature used to turn every logit into an infinity (garbage output with 200).
