@@ -4,15 +4,19 @@ of bench/run_cpu_bench.sh.
 
   run     runs `llama-bench` (pp512 and tg64, flash attention auto; the median of its samples)
           and `llama-batched-bench` (decode with B = 1, 8, 32 sequences of 32-token prompts and
-          64 generated tokens, run --repeats times, the median) and prints one JSON object.
+          64 generated tokens, run --repeats times, the median; then B = 1 from a
+          --long-context-token prompt, 0 to skip) and prints one JSON object.
   report  joins engine_bench's JSON, run's JSON and membw's JSON into the result file: the
           figures, the ratios tandem / llama.cpp and the roofline (tokens/s at 100% of the
           measured DRAM read bandwidth for the weight bytes a decode step reads), and prints a
-          markdown table.
+          markdown table. --tandem-long: engine_bench's JSON at batch 1 from the long context
+          (--decode-context), compared with run's long-context row.
 
 usage: llama_native_bench.py run --bin-dir DIR --model PATH --threads N [--repeats 3]
                                  [--prompt-tokens 512] [--decode-steps 64] [--batches 1,8,32]
+                                 [--long-context 2048]
        llama_native_bench.py report --tandem F --native F --membw F --out F [--extra F]
+                                    [--tandem-long F]
                                     [--model PATH] [--command STR]
 """
 import argparse
@@ -66,11 +70,11 @@ def parse_batched_bench(text):
     return rows
 
 
-def batched_bench(args, batches):
+def batched_bench(args, batches, prompt_tokens=BATCHED_PROMPT_TOKENS):
     """Decode tokens/s with B sequences: the median over --repeats runs of llama-batched-bench."""
-    n_ctx = max(batches) * (BATCHED_PROMPT_TOKENS + args.decode_steps) + 256
+    n_ctx = max(batches) * (prompt_tokens + args.decode_steps) + 256
     argv = [os.path.join(args.bin_dir, "llama-batched-bench"), "-m", args.model,
-            "-c", str(n_ctx), "-b", "2048", "-ub", "512", "-npp", str(BATCHED_PROMPT_TOKENS),
+            "-c", str(n_ctx), "-b", "2048", "-ub", "512", "-npp", str(prompt_tokens),
             "-ntg", str(args.decode_steps), "-npl", ",".join(map(str, batches)),
             "-t", str(args.threads), "-tb", str(args.threads), "-fa", "auto",
             "--output-format", "jsonl"]
@@ -85,7 +89,7 @@ def batched_bench(args, batches):
     if missing:
         sys.exit(f"llama-batched-bench printed no result for B = {', '.join(missing)}")
     return {"command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv)),
-            "prompt_tokens": BATCHED_PROMPT_TOKENS, "generated_tokens": args.decode_steps,
+            "prompt_tokens": prompt_tokens, "generated_tokens": args.decode_steps,
             "flash_attn": rows[0]["flash_attn"], "n_threads": rows[0]["n_threads"],
             "decode_tokens_per_s": {b: statistics.median(v) for b, v in samples.items()},
             "decode_samples": samples}
@@ -97,9 +101,13 @@ def cmd_run(args):
     bench = llama_bench(args)
     print("llama-batched-bench...", file=sys.stderr)
     batched = batched_bench(args, batches)
-    print(json.dumps({"implementation": "llama.cpp (native tools)", "build": args.label, "threads": args.threads,
-                      "repeats": args.repeats, "statistic": "median",
-                      "llama_bench": bench, "llama_batched_bench": batched}, indent=2))
+    result = {"implementation": "llama.cpp (native tools)", "build": args.label, "threads": args.threads,
+              "repeats": args.repeats, "statistic": "median",
+              "llama_bench": bench, "llama_batched_bench": batched}
+    if args.long_context > 0:
+        print(f"llama-batched-bench from a {args.long_context}-token context...", file=sys.stderr)
+        result["long_context"] = batched_bench(args, [1], args.long_context)
+    print(json.dumps(result, indent=2))
 
 
 def best_of(natives):
@@ -117,8 +125,14 @@ def best_of(natives):
             if v > best["llama_batched_bench"]["decode_tokens_per_s"][b]:
                 best["llama_batched_bench"]["decode_tokens_per_s"][b] = v
                 best["llama_batched_bench"].setdefault("from_build", {})[b] = n["build"]
+        if "long_context" in n and (
+                "long_context" not in best or n["long_context"]["decode_tokens_per_s"]["1"]
+                > best["long_context"]["decode_tokens_per_s"]["1"]):
+            best["long_context"] = dict(n["long_context"], build=n["build"])
     for name, test in best["llama_bench"]["tests"].items():
         test.setdefault("build", natives[0]["build"])
+    if "long_context" in best:
+        best["long_context"].setdefault("build", natives[0]["build"])
     best["llama_batched_bench"]["from_build"] = {
         b: best["llama_batched_bench"].get("from_build", {}).get(b, natives[0]["build"])
         for b in best["llama_batched_bench"]["decode_tokens_per_s"]}
@@ -127,7 +141,7 @@ def best_of(natives):
     return best
 
 
-def ratios(tandem, native):
+def ratios(tandem, native, long=None):
     pp = native["llama_bench"]["tests"]
     tg = next(v for k, v in pp.items() if k.startswith("tg"))
     prefill = next(v for k, v in pp.items() if k.startswith("pp"))
@@ -139,6 +153,9 @@ def ratios(tandem, native):
     for b, v in sorted(decode.items(), key=lambda kv: int(kv[0])):
         if b in batched:
             r[f"decode_b{b}_vs_batched_bench"] = v / batched[b]
+    if long and "long_context" in native:
+        r["decode_b1_long_context_vs_batched_bench"] = (
+            long["decode_tokens_per_s"]["1"] / native["long_context"]["decode_tokens_per_s"]["1"])
     return r
 
 
@@ -176,6 +193,13 @@ def table(result):
         if b in batched:
             rows.append((f"decode tok/s B={b}", v, f"llama-batched-bench B={b}{from_build(b)}", batched[b],
                          r[f"decode_b{b}_vs_batched_bench"]))
+    long = result.get("tandem_long_context")
+    if long and "decode_b1_long_context_vs_batched_bench" in r:
+        ctx, lc = long["decode_context"], n["long_context"]
+        lc_build = f" ({lc['build']})" if several else ""
+        rows.append((f"decode tok/s B=1 from a {ctx}-token context", long["decode_tokens_per_s"]["1"],
+                     f"llama-batched-bench npp{lc['prompt_tokens']}{lc_build}", lc["decode_tokens_per_s"]["1"],
+                     r["decode_b1_long_context_vs_batched_bench"]))
     lines = ["| | tandem | llama.cpp tool | llama.cpp | tandem / llama.cpp |",
              "|---|---:|---|---:|---:|"]
     lines += [f"| {a} | {b:.1f} | {c} | {d:.1f} | {e:.2f} |" for a, b, c, d, e in rows]
@@ -192,13 +216,16 @@ def table(result):
 def cmd_report(args):
     load = lambda path: json.load(open(path))
     tandem, membw = load(args.tandem), load(args.membw)
+    long = load(args.tandem_long) if args.tandem_long else None
     native = best_of([load(path) for path in args.native])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), platform.processor() or "unknown")
     result = {"cpu": cpu, "cores": os.cpu_count(), "host": platform.node(), "model": args.model,
               "command": args.command, "tandem": tandem, "llama_cpp": native, "membw": membw,
-              "ratio_tandem_over_llama_cpp": ratios(tandem, native),
+              "ratio_tandem_over_llama_cpp": ratios(tandem, native, long),
               "roofline": roofline(tandem, native, membw)}
+    if long:
+        result["tandem_long_context"] = long
     if args.extra:
         result["llama_cpp_python"] = load(args.extra)
     with open(args.out, "w") as f:
@@ -219,6 +246,8 @@ def main():
     run.add_argument("--decode-steps", type=int, default=64)
     run.add_argument("--batches", default="1,8,32")
     run.add_argument("--label", default="default", help="the build's name in the result (e.g. its ISA)")
+    run.add_argument("--long-context", type=int, default=2048,
+                     help="also decode at B = 1 from a prompt this long (0: skip)")
     rep = sub.add_parser("report", help="join the JSON results, write the file, print the table")
     rep.add_argument("--tandem", required=True, help="engine_bench's JSON")
     rep.add_argument("--native", required=True, action="append",
@@ -226,6 +255,7 @@ def main():
     rep.add_argument("--membw", required=True, help="membw's JSON")
     rep.add_argument("--out", required=True)
     rep.add_argument("--extra", help="llama_cpp_bench.py's JSON (llama-cpp-python), optional")
+    rep.add_argument("--tandem-long", help="engine_bench's JSON at B = 1 from the long context, optional")
     rep.add_argument("--model", default="")
     rep.add_argument("--command", default="bench/run_cpu_bench.sh")
     args = ap.parse_args()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CPU benchmark: tandem's bench/engine_bench against llama.cpp's own tools as its users run them
-# (llama-bench: pp512 and tg64; llama-batched-bench: decode with B = 1, 8, 32), built by
+# (llama-bench: pp512 and tg64; llama-batched-bench: decode with B = 1, 8, 32, and B = 1 from a
+# long context, where attention's share of the step grows), built by
 # tools/goldens/build_llama_tools.sh from the same llama.cpp version the goldens use (with the
 # CPU's best kernels and, on an AVX-512 CPU, also AVX2-only: each figure is the faster), on the same
 # GGUF file with the same thread count, one after the other in the same run; then bench/membw,
@@ -16,6 +17,8 @@
 #   --threads   threads for every engine and for the bandwidth probe (default: nproc)
 #   --repeats   runs of each measurement, the median is reported (default: 3)
 #   --out       result file (default: bench/results/cpu-<host>-<date>.json)
+#   --long-context N
+#               the long-context row's prompt tokens (default 2048; 0 skips the row)
 #   --with-llama-cpp-python
 #               also run the old comparison through llama-cpp-python's low-level API
 #               (bench/llama_cpp_bench.py, venv from tools/goldens/setup_llama_cpp.sh)
@@ -27,6 +30,7 @@ repeats=3
 model=""
 out=""
 with_python=0
+long_context=2048
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
@@ -34,6 +38,7 @@ while (($#)); do
     --threads) threads="$2"; shift 2 ;;
     --repeats) repeats="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --long-context) long_context="$2"; shift 2 ;;
     --with-llama-cpp-python) with_python=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -63,8 +68,14 @@ stage() {
 }
 stage tandem "$build/bench/engine_bench" --model "$model" --threads "$threads" \
   --repeats "$repeats" --prompt-tokens 512 --decode-steps 64 --batches 1,8,32
+long=()
+if ((long_context > 0)); then
+  stage tandem_long "$build/bench/engine_bench" --model "$model" --threads "$threads" \
+    --repeats "$repeats" --prompt-tokens 16 --decode-steps 64 --decode-context "$long_context" --batches 1
+  long=(--tandem-long "$tmp/tandem_long.json")
+fi
 native=(--model "$model" --threads "$threads" --repeats "$repeats" --prompt-tokens 512 --decode-steps 64
-  --batches 1,8,32)
+  --batches 1,8,32 --long-context "$long_context")
 avx512=0
 grep -Eq '\bavx512_?vnni\b' /proc/cpuinfo && avx512=1
 stage llama_cpp python3 "$root/bench/llama_native_bench.py" run --bin-dir "$bin_dir" \
@@ -89,4 +100,5 @@ fi
 mkdir -p "$(dirname "$out")"
 python3 "$root/bench/llama_native_bench.py" report --tandem "$tmp/tandem.json" \
   "${natives[@]}" --membw "$tmp/membw.json" --out "$out" --model "$model" \
-  --command "bench/run_cpu_bench.sh --threads $threads --repeats $repeats" "${extra[@]}"
+  --command "bench/run_cpu_bench.sh --threads $threads --repeats $repeats --long-context $long_context" \
+  "${long[@]}" "${extra[@]}"
