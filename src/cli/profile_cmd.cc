@@ -2,6 +2,7 @@
 // setting (src/sim/profiler.h) and writes it as JSON for `tandem plan`.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -30,7 +31,8 @@ and fits the iteration cost model that `tandem plan` simulates clusters with:
       + per_kv_read * KV tokens read
 
 It times, for each --threads value, prefill chunks of 16..512 tokens after 0..1536 cached
-tokens, decode batches of 1..32 sequences at contexts of 64..1536 tokens, and mixed batches
+tokens (--contexts), decode batches of 1..32 sequences at contexts of 64..1536 tokens
+(--decode-contexts; batches whose prompts exceed 4096 tokens in all are skipped), and mixed batches
 (decodes plus a prefill chunk, as chunked prefill schedules them), and prints the fit's error
 against every measured iteration. A run takes a few minutes per --threads value on a 2-core
 machine (--quick: seconds, for smoke tests).
@@ -52,6 +54,8 @@ Exit status: 0 ok, 1 the measurement failed, 2 usage error.
 struct ProfileFlags {
   EngineFlags engine;
   std::string threads_list;
+  std::string contexts;         // empty: ProfileOptions' defaults
+  std::string decode_contexts;  // empty: ProfileOptions' defaults
   std::string output = "tandem-profile.json";
   double itl_slo_ms = 0;
   int budget_decodes = 8;
@@ -68,6 +72,11 @@ struct ProfileFlags {
     f.String("threads", &threads_list,
              "CPU thread counts to profile, comma-separated (default: 1 and every CPU, the settings "
              "`tandem plan --cpus` splits a machine into)");
+    f.String("contexts", &contexts,
+             "cached tokens before each timed prefill chunk, comma-separated (default 0,512,1536); "
+             "add longer ones (e.g. 4096) when the traffic has longer prompts");
+    f.String("decode-contexts", &decode_contexts,
+             "contexts the decode batches are timed at, comma-separated (default 64,512,1536)");
     f.String("output", &output, "where to write the profile (JSON)");
     f.Float("itl-slo", &itl_slo_ms, "pick the token budget for this inter-token latency SLO in ms (0: do not pick)");
     f.Int("budget-decodes", &budget_decodes, "decoding sequences assumed in the --itl-slo budget iteration");
@@ -98,20 +107,47 @@ std::string DefaultMachine() {
   return StrCat(host, ", ", std::thread::hardware_concurrency(), " CPUs");
 }
 
-absl::StatusOr<std::vector<int>> ParseThreads(const std::string& text) {
+// A comma-separated list of integers >= `min` given to --`flag`.
+absl::StatusOr<std::vector<int>> ParseList(const std::string& text, const char* flag, int min) {
   std::vector<int> out;
-  if (text.empty()) {
-    out.push_back(1);
-    const int n = static_cast<int>(std::thread::hardware_concurrency());
-    if (n > 1) out.push_back(n);
-    return out;
-  }
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     int v = 0;
-    if (!absl::SimpleAtoi(part, &v) || v < 1) return absl::InvalidArgumentError(StrCat("--threads: '", part, "' is not a count >= 1"));
+    if (!absl::SimpleAtoi(part, &v) || v < min) {
+      return absl::InvalidArgumentError(StrCat("--", flag, ": '", part, "' is not a whole number >= ", min));
+    }
     out.push_back(v);
   }
   return out;
+}
+
+absl::StatusOr<std::vector<int>> ParseThreads(const std::string& text) {
+  if (!text.empty()) return ParseList(text, "threads", 1);
+  std::vector<int> out = {1};
+  const int n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n > 1) out.push_back(n);
+  return out;
+}
+
+// --contexts and --decode-contexts into `o`.
+absl::Status ParseContexts(const ProfileFlags& p, sim::ProfileOptions* o) {
+  if (!p.contexts.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(o->contexts, ParseList(p.contexts, "contexts", 0));
+  }
+  if (!p.decode_contexts.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(o->decode_contexts, ParseList(p.decode_contexts, "decode-contexts", 1));
+  }
+  return absl::OkStatus();
+}
+
+// The longest sequence `o` builds: a prefix plus the largest chunk, or a decode prompt plus its
+// steps.
+int64_t LongestSequence(const sim::ProfileOptions& o) {
+  int64_t longest = 0;
+  for (int k : o.contexts) {
+    for (int c : o.chunk_sizes) longest = std::max<int64_t>(longest, int64_t{k} + c);
+  }
+  for (int l : o.decode_contexts) longest = std::max<int64_t>(longest, int64_t{l} + o.decode_steps);
+  return longest;
 }
 
 // Profiles one engine with `threads` CPU threads (0 on a GPU) and prints its fitted cost.
@@ -131,6 +167,10 @@ absl::StatusOr<sim::WorkerProfile> ProfileOne(const ProfileFlags& p, const gguf:
   model->kv_bytes_per_token = mc.kv_bytes_per_token();
   model->weight_bytes = engine->weight_bytes();
   model->context_length = engine->max_model_len();
+  if (LongestSequence(o) > engine->max_model_len()) {
+    return absl::InvalidArgumentError(StrCat("--contexts / --decode-contexts need sequences of ", LongestSequence(o),
+                                             " tokens; the model's context is ", engine->max_model_len()));
+  }
   if (p.progress) {
     std::fprintf(stderr, "[profile] %s on %s%s\n", model->name.c_str(), ef.device.c_str(),
                  threads > 0 ? StrCat(", ", threads, " thread", threads > 1 ? "s" : "").c_str() : "");
@@ -181,6 +221,7 @@ int ProfileCommand(const std::vector<std::string>& args) {
   sim::ProfileOptions o;
   o.repeats = p.repeats;
   if (p.quick) o = sim::ProfileOptions::Quick();
+  if (absl::Status s = ParseContexts(p, &o); !s.ok()) return Fail("profile", std::string(s.message()), 2);
   const auto started = std::chrono::steady_clock::now();
   if (p.progress) {
     o.progress = [&](const std::string& what) {

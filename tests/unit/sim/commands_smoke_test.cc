@@ -1,5 +1,6 @@
 // `tandem profile` and `tandem plan` through the binary: a quick profile of the tiny test
 // model, a plan from it, and the errors a user gets for bad input. Seconds, not minutes.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -49,6 +50,31 @@ TEST(ProfileAndPlanCommands, QuickProfileThenAPlanFromIt) {
   ASSERT_EQ(pj["rows"].size(), 2u);
   EXPECT_TRUE(pj["rows"][0]["goodput"].is_number()) << pj.dump();
   EXPECT_EQ(pj["rows"][0]["summary"]["sent"], 60);
+}
+
+// --contexts / --decode-contexts replace the default lengths: a profile for longer prompts times
+// chunks after that many cached tokens; lengths past the model's context are refused up front.
+TEST(ProfileAndPlanCommands, ProfileAtTheContextsAsked) {
+  const std::string tandem = StrCat(TANDEM_BINARY_DIR, "/tandem");
+  if (!std::filesystem::exists(tandem)) GTEST_SKIP() << "build the tandem target to run this test";
+  const std::string profile = StrCat(tandem::testing::TestTempDir(), "/long.json");
+  const Command prof = Shell(StrCat(tandem, " profile --quick --threads 1 --model ", tandem::testing::TinyModelPath(),
+                                    " --contexts 0,192 --decode-contexts 160 --output ", profile));
+  ASSERT_EQ(prof.exit_code, 0) << prof.output;
+  EXPECT_THAT(prof.output, HasSubstr("after 192 tokens"));
+  EXPECT_THAT(prof.output, HasSubstr("at context 160"));
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(profile));
+  int64_t longest_read = 0;
+  for (const auto& s : j["workers"][0]["samples"]) longest_read = std::max(longest_read, s["kv_read_tokens"].get<int64_t>());
+  EXPECT_GE(longest_read, 192);
+
+  const Command too_long = Shell(StrCat(tandem, " profile --quick --threads 1 --model ", tandem::testing::TinyModelPath(),
+                                        " --contexts 0,10000000 --output ", profile));
+  EXPECT_NE(too_long.exit_code, 0);
+  EXPECT_THAT(too_long.output, HasSubstr("the model's context is"));
+  const Command not_a_number = Shell(StrCat(tandem, " profile --contexts 0,x"));
+  EXPECT_EQ(not_a_number.exit_code, 2);
+  EXPECT_THAT(not_a_number.output, HasSubstr("--contexts: 'x'"));
 }
 
 // Every synthetic architecture through the binary: written, described as the engine reads it,
@@ -132,7 +158,8 @@ TEST(ProfileAndPlanCommands, UsageErrorsAndHelp) {
   }
   const Command profile_help = Shell(StrCat(tandem, " profile --help"));
   EXPECT_EQ(profile_help.exit_code, 0);
-  for (const char* flag : {"--model", "--threads", "--output", "--itl-slo", "--quick", "--transfer-gbps", "--device"}) {
+  for (const char* flag : {"--model", "--threads", "--output", "--itl-slo", "--quick", "--transfer-gbps", "--device",
+                           "--contexts", "--decode-contexts"}) {
     EXPECT_THAT(profile_help.output, HasSubstr(flag));
   }
 }
