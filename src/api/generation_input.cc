@@ -178,6 +178,32 @@ std::optional<ApiError> CheckResponseFormat(const OptionsInput& in, GenerationOp
                                   "response_format.type", "invalid_value");
 }
 
+// logprobs, echo and prompt_logprobs. Echo with logprobs k and prompt_logprobs j together: the
+// engine computes max(k, j) alternatives per prompt token, and each view shows its own k or j.
+std::optional<ApiError> CheckLogprobs(const OptionsInput& in, GenerationOptions* out) {
+  out->echo = in.echo;
+  if (in.logprobs.has_value()) {
+    const int64_t k = *in.logprobs;
+    if (k < 0 || k > kMaxLogprobs) return OutOfRange(in.logprobs_param, StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
+    out->logprobs = static_cast<int32_t>(k);
+    if (in.echo) out->prompt_logprobs = out->logprobs;  // the echoed prompt's tokens are scored too
+  }
+  if (in.prompt_logprobs.has_value()) {
+    const int64_t k = *in.prompt_logprobs;
+    if (k < 0 || k > kMaxLogprobs) return OutOfRange("prompt_logprobs", StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
+    // As vLLM: the list comes in whole answers only. (Echo with logprobs streams the prompt's
+    // entries in the first chunk; that is OpenAI's logprobs object, not this list.)
+    if (in.stream) {
+      return ApiError::InvalidRequest("'prompt_logprobs' is not available with \"stream\": true; send it "
+                                      "without streaming",
+                                      "prompt_logprobs", "invalid_value");
+    }
+    out->requested_prompt_logprobs = static_cast<int32_t>(k);
+    out->prompt_logprobs = std::max(out->prompt_logprobs, out->requested_prompt_logprobs);
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimits& limits,
                                        GenerationOptions* out) {
   if (auto e = CheckRange(in.presence_penalty, "presence_penalty", -2, 2, false, &out->presence_penalty)) return e;
@@ -199,18 +225,7 @@ std::optional<ApiError> CheckModifiers(const OptionsInput& in, const RequestLimi
     }
     out->logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
   }
-  out->echo = in.echo;
-  if (in.logprobs.has_value()) {
-    const int64_t k = *in.logprobs;
-    if (k < 0 || k > kMaxLogprobs) return OutOfRange(in.logprobs_param, StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
-    out->logprobs = static_cast<int32_t>(k);
-    if (in.echo) out->prompt_logprobs = out->logprobs;  // the echoed prompt's tokens are scored too
-  }
-  if (in.prompt_logprobs.has_value()) {
-    const int64_t k = *in.prompt_logprobs;
-    if (k < 0 || k > kMaxLogprobs) return OutOfRange("prompt_logprobs", StrCat("between 0 and ", kMaxLogprobs), StrCat(k));
-    out->prompt_logprobs = static_cast<int32_t>(k);
-  }
+  if (auto e = CheckLogprobs(in, out)) return e;
   if (in.priority.has_value()) {
     const int64_t p = *in.priority;
     if (p < std::numeric_limits<int32_t>::min() || p > kInt32Max) {

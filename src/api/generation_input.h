@@ -17,7 +17,8 @@
 //    [-100, 100]; priority any 32-bit integer; min_tokens in [0, max_tokens] (max_tokens when
 //    given; the resolved one is checked by the front door); n in [1, max_choices]; best_of
 //    (completions) in [n, max_choices], n when absent, and not above n with stream (the best
-//    choices are known only at the end, as OpenAI rules); response_format type "text",
+//    choices are known only at the end, as OpenAI rules); logprobs and prompt_logprobs in
+//    [0, kMaxLogprobs], prompt_logprobs not with stream (vLLM's rule); response_format type "text",
 //    "json_object" or "json_schema" with a schema of at most 64 KiB that CompileJsonSchema
 //    accepts (types/json_schema.h; its error names the keyword).
 // What needs the model (the vocabulary, the context length, the served model's name) is
@@ -95,7 +96,8 @@ struct OptionsInput {
   bool echo = false;                  // completions: show the prompt before the answer
   std::optional<int64_t> logprobs;    // alternatives per token (chat: top_logprobs); absent: off
   std::string logprobs_param = "logprobs";  // the field k came from, for error messages
-  std::optional<int64_t> prompt_logprobs;   // gRPC's sampling.prompt_logprobs (vLLM's); absent: off
+  // vLLM's prompt_logprobs (HTTP's field, gRPC's sampling.prompt_logprobs); absent or null: off
+  std::optional<int64_t> prompt_logprobs;
   std::optional<int64_t> n;           // choices returned
   std::optional<int64_t> best_of;     // completions: choices generated, the best n returned
   bool stream = false;                // HTTP only: SSE instead of one JSON body
@@ -133,9 +135,12 @@ struct GenerationOptions {
   std::string json_schema;              // json_schema: the schema (compiled once to check it)
   int32_t logprobs = -1;                // -1: off; else alternatives per token, [0, kMaxLogprobs]
   bool echo = false;                    // completions: the prompt's text leads the answer
-  // -1: off; else alternatives per prompt token: completions' echo with logprobs (k), or gRPC's
-  // sampling.prompt_logprobs.
+  // -1: off; else alternatives per prompt token the engine computes: the larger k of completions'
+  // echo with logprobs and of vLLM's prompt_logprobs (each view shows its own k of them).
   int32_t prompt_logprobs = -1;
+  // -1: not asked; else vLLM's prompt_logprobs as sent: the answer carries the prompt's list with
+  // this many alternatives per token (HTTP: "prompt_logprobs"; gRPC: GenerateResponse's).
+  int32_t requested_prompt_logprobs = -1;
   int32_t n = 1;                        // choices returned, [1, max_choices]
   int32_t best_of = 1;                  // choices generated, [n, max_choices]; > n: not streamed
   bool stream = false;

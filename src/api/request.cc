@@ -119,6 +119,16 @@ std::optional<ApiError> ReadLogprobs(const Json& body, Endpoint endpoint, Option
   return std::nullopt;
 }
 
+// vLLM's prompt_logprobs, both endpoints: k (range judged by ValidateGenerationInput), or null: off.
+std::optional<ApiError> ReadPromptLogprobs(const Json& body, OptionsInput* out) {
+  const Json* v = Find(body, "prompt_logprobs");
+  if (v == nullptr || v->is_null()) return std::nullopt;
+  int64_t k = 0;
+  TANDEM_API_RETURN_IF_ERROR(ReadInt64(*v, "prompt_logprobs", &k));
+  out->prompt_logprobs = k;
+  return std::nullopt;
+}
+
 // response_format: {"type": "text" | "json_object" | "json_schema", "json_schema": {"name": ...,
 // "schema": {...}, "strict": ...}}; null is absent. The type and the schema are judged by
 // ValidateGenerationInput, as the gRPC door's.
@@ -263,6 +273,7 @@ std::optional<ApiError> ReadOptions(const Json& body, Endpoint endpoint, Options
   TANDEM_API_RETURN_IF_ERROR(ReadSampling(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadModifiers(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadLogprobs(body, endpoint, out));
+  TANDEM_API_RETURN_IF_ERROR(ReadPromptLogprobs(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStops(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadStreaming(body, out));
   TANDEM_API_RETURN_IF_ERROR(ReadChoices(body, endpoint, out));

@@ -27,6 +27,11 @@
 //    tokens lead the log-probabilities too (the first with null, as OpenAI's legacy API and
 //    vLLM show it), each given the tokens before it: what lm-evaluation-harness's
 //    loglikelihood tasks read.
+//  * vLLM's `prompt_logprobs: k` (both endpoints; null: off; k at most kMaxLogprobs): the prompt's
+//    tokens scored in vLLM's shape (api/response.h: completions per choice, chat at the top
+//    level). Not with `"stream": true` (a 400, as vLLM; echo with logprobs does stream). With
+//    echo and `logprobs: j` too, the engine computes max(j, k) alternatives and each view shows
+//    its own j or k.
 //  * `response_format`: {"type": "text" | "json_object" | "json_schema", "json_schema":
 //    {"schema": ...}} (the type and schema judged by ValidateGenerationInput).
 //  * `suffix`, `tools`, `tool_choice` other than none/auto and `functions` are rejected as

@@ -76,6 +76,25 @@ json LogprobsJson(Endpoint endpoint, const std::vector<LogprobEntry>* entries) {
               {"text_offset", std::move(offsets)}};
 }
 
+// vLLM's shape: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...].
+json PromptLogprobsJson(const PromptLogprobsList& list) {
+  json out = json::array();
+  for (const auto& entry : list) {
+    if (!entry.has_value()) {
+      out.push_back(nullptr);
+      continue;
+    }
+    json by_id = json::object();
+    for (const RankedLogprob& c : *entry) {
+      by_id[std::to_string(c.token_id)] = {{"logprob", ShownLogprob(c.logprob)},
+                                           {"rank", c.rank > 0 ? json(c.rank) : json(nullptr)},
+                                           {"decoded_token", c.decoded_token}};
+    }
+    out.push_back(std::move(by_id));
+  }
+  return out;
+}
+
 json ModelCardJson(const ModelCard& m) {
   json j = {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "tandem"}};
   if (m.max_model_len > 0) j["max_model_len"] = m.max_model_len;
@@ -99,8 +118,9 @@ ResponseMeta MakeResponseMeta(Endpoint endpoint, std::string_view request_id, st
 }
 
 std::string CompletionResponseJson(const ResponseMeta& meta, std::span<const ChoiceOutput> choices,
-                                   const Usage& usage) {
+                                   const Usage& usage, const PromptLogprobsList* prompt_logprobs) {
   json body = Envelope(meta, /*chunk=*/false);
+  const json prompt_json = prompt_logprobs != nullptr ? PromptLogprobsJson(*prompt_logprobs) : json();
   json list = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceOutput& c = choices[i];
@@ -112,10 +132,12 @@ std::string CompletionResponseJson(const ResponseMeta& meta, std::span<const Cho
     }
     choice["logprobs"] = LogprobsJson(meta.endpoint, c.logprobs);
     choice["finish_reason"] = ApiFinishReasonName(c.finish);
+    if (prompt_logprobs != nullptr && !IsChat(meta)) choice["prompt_logprobs"] = prompt_json;
     list.push_back(std::move(choice));
   }
   body["choices"] = std::move(list);
   body["usage"] = UsageJson(usage);
+  if (prompt_logprobs != nullptr && IsChat(meta)) body["prompt_logprobs"] = prompt_json;
   return Dump(body);
 }
 

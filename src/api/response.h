@@ -9,6 +9,9 @@
 //                          top_logprobs}]} (completions: {tokens, token_logprobs,
 //                          top_logprobs, text_offset}), in stream chunks too
 //   text_completion        the same with id "cmpl-<request id>" and choices[0].text
+//   prompt_logprobs        vLLM's extension, when asked for (whole answers only): completions
+//                          put it on every choice, chat at the top level (as vLLM's protocol):
+//                          [null, {"<token id>": {logprob, rank, decoded_token}, ...}, ...]
 //   streams                "data: <chunk>\n\n" per event: a chat stream opens with a delta
 //                          {role: "assistant", content: ""}; text deltas follow; the last
 //                          chunk has an empty delta (or text "") and the finish_reason; with
@@ -25,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -76,6 +80,19 @@ struct LogprobEntry {
   bool unscored = false;  // an echoed prompt's first token: no log-probability (null)
 };
 
+// One candidate of a prompt token's entry in vLLM's prompt_logprobs, shown as
+// "<token_id>": {"logprob", "rank", "decoded_token"}. Log-probabilities are clamped at -9999 as
+// LogprobEntry's are.
+struct RankedLogprob {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+  int32_t rank = 0;           // 1 = most likely; 0 = not known (shown as null, which vLLM allows)
+  std::string decoded_token;  // the token's text, special tokens by name (as LogprobEntry::token)
+};
+// vLLM's prompt_logprobs: one entry per prompt token. The first is nullopt (null: nothing predicts
+// it); each later one holds the prompt token itself and the k most likely tokens at that place.
+using PromptLogprobsList = std::vector<std::optional<std::vector<RankedLogprob>>>;
+
 // One choice of a whole answer. `logprobs`: null when not asked for, else every token's (chat:
 // {content: [...]}; completions: {tokens, token_logprobs, top_logprobs, text_offset}).
 struct ChoiceOutput {
@@ -85,9 +102,10 @@ struct ChoiceOutput {
 };
 
 // A whole (non-streaming) chat.completion or text_completion body, by meta.endpoint, with
-// the choices at indices 0, 1, ... in the order given.
+// the choices at indices 0, 1, ... in the order given. `prompt_logprobs` (not null: asked for)
+// is the prompt's list, the same for every choice.
 std::string CompletionResponseJson(const ResponseMeta& meta, std::span<const ChoiceOutput> choices,
-                                   const Usage& usage);
+                                   const Usage& usage, const PromptLogprobsList* prompt_logprobs = nullptr);
 // The same with one choice.
 std::string CompletionResponseJson(const ResponseMeta& meta, std::string_view text,
                                    ApiFinishReason finish, const Usage& usage,

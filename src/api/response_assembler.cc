@@ -8,6 +8,36 @@
 
 namespace tandem::api {
 
+namespace {
+
+// A token's text as the log-probabilities show it (special tokens by name).
+std::string TokenPiece(const text::Tokenizer& tokenizer, int32_t id) {
+  return id >= 0 && id < tokenizer.vocab_size() ? tokenizer.TokenToPiece(id, /*render_special=*/true) : "";
+}
+
+}  // namespace
+
+PromptLogprobsList DescribeRankedPromptLogprobs(const text::Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                                                std::span<const TokenLogprob> raw, int32_t k) {
+  PromptLogprobsList out(prompt.size());
+  for (size_t i = 1; i < prompt.size() && i <= raw.size(); ++i) {
+    const TokenLogprob& row = raw[i - 1];
+    const int32_t token = prompt[i];
+    int32_t rank = 0;
+    for (size_t j = 0; j < row.top.size() && rank == 0; ++j) {
+      if (row.top[j].first == token) rank = static_cast<int32_t>(j + 1);
+    }
+    std::vector<RankedLogprob>& entry = out[i].emplace();
+    entry.push_back({token, row.logprob, rank, TokenPiece(tokenizer, token)});
+    const size_t shown = std::min(row.top.size(), static_cast<size_t>(std::max(k, 0)));
+    for (size_t j = 0; j < shown; ++j) {
+      const auto& [id, lp] = row.top[j];
+      if (id != token) entry.push_back({id, lp, static_cast<int32_t>(j + 1), TokenPiece(tokenizer, id)});
+    }
+  }
+  return out;
+}
+
 AssemblerOptions AssemblerOptions::From(const GenerationOptions& options, int32_t prompt_tokens,
                                         int32_t max_tokens) {
   AssemblerOptions o;
@@ -74,9 +104,7 @@ AssembledDelta ResponseAssembler::Push(std::span<const int32_t> token_ids) {
   return out;
 }
 
-std::string ResponseAssembler::Piece(int32_t id) const {
-  return id >= 0 && id < tokenizer_.vocab_size() ? tokenizer_.TokenToPiece(id, /*render_special=*/true) : "";
-}
+std::string ResponseAssembler::Piece(int32_t id) const { return TokenPiece(tokenizer_, id); }
 
 std::vector<LogprobEntry> ResponseAssembler::DescribePromptLogprobs(std::span<const int32_t> prompt,
                                                                    std::span<const TokenLogprob> prompt_logprobs) const {

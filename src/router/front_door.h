@@ -66,6 +66,7 @@ class FrontDoor {
             WorkerRegistry* registry, TimedTaskQueue* timer, RouterMetrics* metrics);
 
   const FrontendOptions& options() const { return options_; }
+  const text::Tokenizer& tokenizer() const { return *tokenizer_; }
   std::string NewRequestId();
   // Whether an Authorization header value (or gRPC "authorization" metadata) is acceptable.
   bool Authorized(std::string_view authorization) const;

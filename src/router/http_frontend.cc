@@ -1,5 +1,6 @@
 // The OpenAI-compatible HTTP door: JSON bodies in (api/request.h), SSE or one JSON body out.
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include <boost/asio/post.hpp>
@@ -7,6 +8,7 @@
 
 #include "api/request.h"
 #include "api/response.h"
+#include "api/response_assembler.h"
 #include "router/frontend.h"
 
 namespace tandem::router {
@@ -20,24 +22,36 @@ constexpr const char* kDetokenizeRoute = "/detokenize";
 
 // Writes a completion as OpenAI does: server-sent events when the client asked to stream, else
 // one chat.completion / text_completion body. Writes to a responder are thread-safe and
-// ignored once the client is gone.
+// ignored once the client is gone. Borrows the tokenizer (the FrontDoor's, which outlives it).
 class HttpEncoder final : public CompletionEncoder {
  public:
-  // `returned`: the answer's choices (n); `generated`: best_of.
-  HttpEncoder(std::shared_ptr<http::HttpResponder> responder, api::ResponseMeta meta, bool stream,
-              bool include_usage, bool logprobs, int32_t returned, int32_t generated)
+  HttpEncoder(std::shared_ptr<http::HttpResponder> responder, api::ResponseMeta meta,
+              const api::GenerationOptions& options, const text::Tokenizer& tokenizer)
       : responder_(std::move(responder)),
-        encoder_(std::move(meta), include_usage),
-        stream_(stream),
-        logprobs_(logprobs),
-        returned_(returned),
-        all_logprobs_(static_cast<size_t>(std::max(1, generated))) {}
+        encoder_(std::move(meta), options.include_usage),
+        tokenizer_(tokenizer),
+        stream_(options.stream),
+        logprobs_(options.logprobs >= 0),
+        echo_logprobs_(options.echo ? options.logprobs : -1),
+        prompt_logprobs_(options.requested_prompt_logprobs),
+        returned_(options.n),
+        all_logprobs_(static_cast<size_t>(std::max(1, options.best_of))) {}
 
-  // Echo with logprobs: the prompt's entries lead the choice's (streamed: in its first chunk).
-  void PromptLogprobs(int32_t choice, std::span<const int32_t>, std::span<const TokenLogprob>,
+  // The engine scored the prompt for echo with logprobs, for vLLM's prompt_logprobs, or both (then
+  // with the larger k: each view keeps its own).
+  void PromptLogprobs(int32_t choice, std::span<const int32_t> prompt, std::span<const TokenLogprob> raw,
                       const std::vector<api::LogprobEntry>& shown) override {
-    std::vector<api::LogprobEntry>& to = all_logprobs_[choice];
-    to.insert(to.end(), shown.begin(), shown.end());
+    if (echo_logprobs_ >= 0) {  // the prompt's entries lead the choice's (streamed: in its first chunk)
+      std::vector<api::LogprobEntry>& to = all_logprobs_[choice];
+      for (api::LogprobEntry e : shown) {
+        if (e.top.size() > static_cast<size_t>(echo_logprobs_)) e.top.resize(static_cast<size_t>(echo_logprobs_));
+        to.push_back(std::move(e));
+      }
+    }
+    // The same prompt for every choice: choice 0's flow scored it once for all.
+    if (prompt_logprobs_ >= 0 && !prompt_list_.has_value()) {
+      prompt_list_ = api::DescribeRankedPromptLogprobs(tokenizer_, prompt, raw, prompt_logprobs_);
+    }
   }
 
   void Delta(int32_t choice, std::string_view text, std::span<const int32_t>, std::span<const TokenLogprob>,
@@ -72,8 +86,10 @@ class HttpEncoder final : public CompletionEncoder {
       for (const ChoiceResult& c : end.choices) {
         choices.push_back({c.text, c.finish, logprobs_ ? &all_logprobs_[c.choice] : nullptr});
       }
+      // Set when asked for (a choice's first tokens bring it, or the request fails).
+      const api::PromptLogprobsList* prompt = prompt_list_.has_value() ? &*prompt_list_ : nullptr;
       (void)responder_->Reply(200, std::string(api::kJsonContentType),
-                              api::CompletionResponseJson(encoder_.meta(), choices, end.usage));
+                              api::CompletionResponseJson(encoder_.meta(), choices, end.usage, prompt));
       return;
     }
     StartStream();
@@ -107,10 +123,14 @@ class HttpEncoder final : public CompletionEncoder {
 
   const std::shared_ptr<http::HttpResponder> responder_;
   const api::StreamEncoder encoder_;
+  const text::Tokenizer& tokenizer_;
   const bool stream_;
-  const bool logprobs_;  // asked for: "logprobs" is an object, else null
+  const bool logprobs_;          // asked for: "logprobs" is an object, else null
+  const int32_t echo_logprobs_;  // echo with logprobs: alternatives per echoed token; -1: no echo entries
+  const int32_t prompt_logprobs_;  // vLLM's prompt_logprobs (never streamed); -1: not asked
   const int32_t returned_;
   std::vector<std::vector<api::LogprobEntry>> all_logprobs_;  // non-streaming answers, per generated choice
+  std::optional<api::PromptLogprobsList> prompt_list_;        // once scored
   bool started_ = false;
 };
 
@@ -219,11 +239,10 @@ void Frontend::HandleCompletion(api::Endpoint endpoint, const std::string& body,
   if (!input.ok()) return Refuse(*responder, route, input.error());
   api::ApiErrorOr<AdmittedRequest> admitted = door_.Admit(*std::move(input), door_.NewRequestId());
   if (!admitted.ok()) return Refuse(*responder, route, admitted.error());
-  const api::GenerationOptions& options = admitted->options;
   auto encoder = std::make_unique<HttpEncoder>(
       responder,
       api::MakeResponseMeta(endpoint, admitted->id, door_.options().served_model, absl::ToUnixSeconds(absl::Now())),
-      options.stream, options.include_usage, options.logprobs >= 0, options.n, options.best_of);
+      admitted->options, door_.tokenizer());
   std::shared_ptr<Completion> completion = door_.Start(*std::move(admitted), std::move(encoder), route);
   // Runs when the exchange is over: after the answer, or at once when the client disconnects.
   responder->OnClose([completion] { completion->Close(); });

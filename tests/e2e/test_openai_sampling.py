@@ -295,6 +295,43 @@ def test_completion_echo_with_logprobs_scores_every_prompt_token(disagg, mixed):
         assert choice.logprobs.token_logprobs[1:len(ids)] == pytest.approx(chosen[1:len(ids)], abs=2e-3)
 
 
+def test_prompt_logprobs_match_echo_with_logprobs(disagg, mixed):
+    """vLLM's prompt_logprobs (sent through extra_body): one entry per prompt token, the first None,
+    entry i keyed by token id holding prompt token i with the log-probability and text completions'
+    echo with logprobs gives it, and the k best ranked 1..k. Completions put it on each choice, chat
+    at the top level; it is not streamed."""
+    status, body = post(disagg, "/tokenize", {"prompt": ECHO_PROMPT})
+    assert status == 200, body
+    ids = body["tokens"]  # as the completion's prompt: with the BOS token where the tokenizer adds one
+    _, tokens, chosen, _, _ = echo_logprobs(disagg, ECHO_PROMPT)
+    for cluster in (disagg, mixed):
+        r = cluster.client.completions.create(model=cluster.model, prompt=ECHO_PROMPT, max_tokens=1, temperature=0,
+                                              extra_body={"prompt_logprobs": 2})
+        entries = r.choices[0].prompt_logprobs
+        assert r.usage.prompt_tokens == len(ids) == len(entries)
+        assert entries[0] is None
+        for i in range(1, len(ids)):
+            own = entries[i][str(ids[i])]
+            assert own["logprob"] == pytest.approx(chosen[i], abs=2e-3), i
+            assert own["decoded_token"] == tokens[i], i
+            ranked = {c["rank"]: c["logprob"] for c in entries[i].values() if c["rank"] is not None}
+            assert {1, 2} <= set(ranked) and ranked[1] >= ranked[2], (i, entries[i])
+            if own["rank"] is None:  # outside the engine's top list: below the k shown
+                assert own["logprob"] <= ranked[2] and len(entries[i]) == 3, (i, entries[i])
+            else:
+                assert ranked[own["rank"]] == own["logprob"] and len(entries[i]) == (2 if own["rank"] <= 2 else 3)
+        assert r.choices[0].logprobs is None  # the generated tokens' are a separate ask
+    chat = disagg.client.chat.completions.create(model=disagg.model, messages=QUESTION, max_tokens=2,
+                                                 extra_body={"prompt_logprobs": 1})
+    assert len(chat.prompt_logprobs) == chat.usage.prompt_tokens and chat.prompt_logprobs[0] is None
+    assert all(1 <= len(e) <= 2 for e in chat.prompt_logprobs[1:])
+    for extra, stream in (({"prompt_logprobs": 1}, True), ({"prompt_logprobs": -1}, False)):
+        with pytest.raises(openai.BadRequestError) as e:
+            disagg.client.completions.create(model=disagg.model, prompt=PROMPT, max_tokens=1, stream=stream,
+                                             extra_body=extra)
+        assert e.value.body["param"] == "prompt_logprobs", e.value.body
+
+
 JSON_QUESTIONS = ["List three fruits as JSON.", "What is the capital of France? Answer in JSON.",
                   "Describe a cat with a JSON object."]
 

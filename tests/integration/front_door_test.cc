@@ -502,5 +502,105 @@ TEST_F(FrontDoorTest, PromptLogprobsAreTheSameThroughBothDoors) {
   EXPECT_NE(s.error_message().find("prompt_logprobs"), std::string::npos) << s.error_message();
 }
 
+// POSTs `body` to the router; the status and the parsed answer.
+std::pair<int, json> Post(TestCluster& cluster, std::string_view path, const json& body) {
+  auto r = http::testing::Fetch(cluster.router().http_port(), "POST", path, body.dump(),
+                                {"Content-Type: application/json"});
+  if (!r.has_value()) return {0, json()};
+  return {r->status, json::parse(r->body, nullptr, /*allow_exceptions=*/false)};
+}
+
+// Checks one answer's vLLM prompt_logprobs list against the prompt's ids and echo's scores
+// (`echo_lp` and `echo_tokens`: echo with logprobs' token_logprobs and tokens for the same prompt):
+// the first entry null; entry i keyed by token ids, holding prompt token i with echo's
+// log-probability and text, and the k best ranked 1 .. k.
+void ExpectVllmPromptLogprobs(const json& list, const std::vector<int32_t>& ids, const json& echo_lp,
+                              const json& echo_tokens, int k) {
+  ASSERT_TRUE(list.is_array()) << list;
+  ASSERT_EQ(list.size(), ids.size());
+  EXPECT_TRUE(list[0].is_null());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    const json& entry = list[i];
+    const std::string key = std::to_string(ids[i]);
+    ASSERT_TRUE(entry.contains(key)) << "prompt token " << i << ": " << entry;
+    const json& own = entry[key];
+    EXPECT_NEAR(own["logprob"].get<double>(), echo_lp[i].get<double>(), 1e-4) << "prompt token " << i;
+    EXPECT_EQ(own["decoded_token"], echo_tokens[i]) << "prompt token " << i;
+    std::vector<double> by_rank(k + 1, 1.0);  // rank r's log-probability
+    for (const auto& [id, c] : entry.items()) {
+      if (c["rank"].is_null()) continue;  // the prompt token, outside the engine's top list
+      const int rank = c["rank"].get<int>();
+      if (rank <= k) by_rank[rank] = c["logprob"].get<double>();
+    }
+    for (int r = 1; r <= k; ++r) {
+      EXPECT_LE(by_rank[r], 0.0) << "prompt token " << i << " has no rank " << r << ": " << entry;
+      if (r > 1) EXPECT_LE(by_rank[r], by_rank[r - 1]) << "prompt token " << i;
+    }
+    EXPECT_LE(entry.size(), static_cast<size_t>(k + 1));
+    if (own["rank"].is_null()) EXPECT_LE(own["logprob"].get<double>(), by_rank[k]) << "prompt token " << i;
+  }
+}
+
+// vLLM's prompt_logprobs over HTTP, on the disaggregated cluster (the prefill worker scores the
+// prompt): the same values as completions' echo with logprobs, in vLLM's shape (completions: on
+// every choice; chat: at the top level), alongside echo with each view's own k, and refused with
+// stream.
+TEST_F(FrontDoorTest, PromptLogprobsInVllmsShapeOverHttp) {
+  const std::string prompt = "Once upon a time, in a land far away, there lived";
+  const auto [tstatus, tokenized] = Post(*cluster_, "/tokenize", {{"prompt", prompt}});
+  ASSERT_EQ(tstatus, 200) << tokenized;
+  const std::vector<int32_t> ids = tokenized["tokens"].get<std::vector<int32_t>>();
+  ASSERT_GE(ids.size(), 4u);
+  const json base = {{"prompt", prompt}, {"max_tokens", 2}, {"temperature", 0}};
+  json echo_body = base;
+  echo_body.update({{"echo", true}, {"logprobs", 1}});
+  const auto [estatus, echo] = Post(*cluster_, "/v1/completions", echo_body);
+  ASSERT_EQ(estatus, 200) << echo;
+  const json& echo_lp = echo["choices"][0]["logprobs"];
+
+  json body = base;
+  body.update({{"prompt_logprobs", 3}, {"n", 2}, {"seed", 1}, {"temperature", 1.0}});
+  const auto [status, answer] = Post(*cluster_, "/v1/completions", body);
+  ASSERT_EQ(status, 200) << answer;
+  ASSERT_EQ(answer["choices"].size(), 2u);
+  for (const json& choice : answer["choices"]) {
+    ExpectVllmPromptLogprobs(choice["prompt_logprobs"], ids, echo_lp["token_logprobs"], echo_lp["tokens"], 3);
+    EXPECT_TRUE(choice["logprobs"].is_null());
+  }
+
+  // Both in one request: echo's entries keep 1 alternative, the list has 3.
+  json both = echo_body;
+  both["prompt_logprobs"] = 3;
+  const auto [bstatus, together] = Post(*cluster_, "/v1/completions", both);
+  ASSERT_EQ(bstatus, 200) << together;
+  const json& choice = together["choices"][0];
+  ExpectVllmPromptLogprobs(choice["prompt_logprobs"], ids, echo_lp["token_logprobs"], echo_lp["tokens"], 3);
+  ASSERT_EQ(choice["logprobs"]["top_logprobs"].size(), ids.size() + 2);
+  for (size_t i = 1; i < ids.size() + 2; ++i) EXPECT_EQ(choice["logprobs"]["top_logprobs"][i].size(), 1u) << i;
+
+  // Chat: once, at the top level; the choice's logprobs are the answer's tokens only.
+  json chat = {{"messages", json::array({json{{"role", "user"}, {"content", prompt}}})},
+               {"max_tokens", 2}, {"temperature", 0}, {"prompt_logprobs", 2}, {"logprobs", true}};
+  const auto [cstatus, chat_answer] = Post(*cluster_, "/v1/chat/completions", chat);
+  ASSERT_EQ(cstatus, 200) << chat_answer;
+  const json& list = chat_answer["prompt_logprobs"];
+  ASSERT_TRUE(list.is_array()) << chat_answer;
+  EXPECT_EQ(list.size(), chat_answer["usage"]["prompt_tokens"].get<size_t>());
+  EXPECT_TRUE(list[0].is_null());
+  EXPECT_TRUE(list[1].is_object() && !list[1].empty()) << list[1];
+  EXPECT_FALSE(chat_answer["choices"][0].contains("prompt_logprobs"));
+  EXPECT_EQ(chat_answer["choices"][0]["logprobs"]["content"].size(),
+            chat_answer["usage"]["completion_tokens"].get<size_t>());
+
+  // Not with stream; not out of range.
+  for (const auto& [field, value] : {std::pair{"stream", json(true)}, std::pair{"prompt_logprobs", json(21)}}) {
+    json bad = body;
+    bad[field] = value;
+    const auto [bad_status, error] = Post(*cluster_, "/v1/completions", bad);
+    EXPECT_EQ(bad_status, 400) << error;
+    EXPECT_EQ(error["error"]["param"], "prompt_logprobs") << error;
+  }
+}
+
 }  // namespace
 }  // namespace tandem::testing

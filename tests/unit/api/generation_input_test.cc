@@ -77,6 +77,8 @@ TEST(GenerationInputTest, PromptLogprobsComeFromEchoWithLogprobsOrAreAskedForAlo
   EXPECT_EQ(prompt_logprobs(true, std::nullopt, std::nullopt), -1);
   EXPECT_EQ(prompt_logprobs(false, 3, std::nullopt), -1);
   EXPECT_EQ(prompt_logprobs(false, std::nullopt, 0), 0);
+  EXPECT_EQ(prompt_logprobs(true, 2, 5), 5);  // both: the larger k
+  EXPECT_EQ(prompt_logprobs(true, 5, 2), 5);
   GenerationInput in = Text("Hello");
   in.options.prompt_logprobs = 21;
   const ApiError e = Rejected(in);

@@ -393,6 +393,57 @@ TEST(RequestTest, EchoIsForCompletions) {
   ExpectRejected(ParseChatCompletionRequest(chat_echo), {chat_echo, "echo", "in chat completions"});
 }
 
+// vLLM's prompt_logprobs: k in [0, 20] or null on both endpoints, reaching the engine; a bad value
+// or type, or a streamed request, is a 400 naming the field.
+TEST(RequestTest, PromptLogprobsAreReadOnBothEndpoints) {
+  for (const bool chat : {true, false}) {
+    auto parse = [chat](std::string_view extra) {
+      return chat ? ParseChatOk(Chat(extra)).options : ParseCompletionOk(Completion(extra)).options;
+    };
+    const GenerationOptions five = parse(R"("prompt_logprobs": 5)");
+    EXPECT_EQ(five.requested_prompt_logprobs, 5);
+    EXPECT_EQ(five.ToSamplingParams(4).prompt_logprobs, 5);
+    EXPECT_EQ(five.logprobs, -1);  // the generated tokens' are a separate ask
+    EXPECT_EQ(parse(R"("prompt_logprobs": 0)").requested_prompt_logprobs, 0);
+    EXPECT_EQ(parse(R"("prompt_logprobs": 20.0)").requested_prompt_logprobs, 20);
+    for (const std::string_view off : {R"("prompt_logprobs": null)", ""}) {
+      const GenerationOptions o = parse(off);
+      EXPECT_EQ(o.requested_prompt_logprobs, -1) << off;
+      EXPECT_EQ(o.prompt_logprobs, -1) << off;
+    }
+    auto body = [chat](std::string_view extra) { return chat ? Chat(extra) : Completion(extra); };
+    const std::vector<BadCase> cases = {
+        {body(R"("prompt_logprobs": -1)"), "prompt_logprobs", "'prompt_logprobs' must be between 0 and 20, got -1"},
+        {body(R"("prompt_logprobs": 21)"), "prompt_logprobs", "between 0 and 20, got 21"},
+        {body(R"("prompt_logprobs": "2")"), "prompt_logprobs", "expected an integer, but got a string"},
+        {body(R"("prompt_logprobs": true)"), "prompt_logprobs", "expected an integer"},
+        {body(R"("prompt_logprobs": 1.5)"), "prompt_logprobs", "expected an integer"},
+        {body(R"("prompt_logprobs": [1])"), "prompt_logprobs", "expected an integer"},
+        {body(R"("prompt_logprobs": 1, "stream": true)"), "prompt_logprobs", "not available with \"stream\": true"},
+        {body(R"("prompt_logprobs": 0, "stream": true)"), "prompt_logprobs", "not available with \"stream\": true"},
+    };
+    for (const BadCase& c : cases) {
+      ExpectRejected(chat ? ParseChatCompletionRequest(c.body) : ParseCompletionRequest(c.body), c);
+    }
+  }
+  // Null with stream asks for nothing.
+  EXPECT_EQ(ParseChatOk(Chat(R"("prompt_logprobs": null, "stream": true)")).options.prompt_logprobs, -1);
+}
+
+// Completions' echo with logprobs j and prompt_logprobs k: the engine computes the larger; each
+// view keeps its own k (the echo's is options.logprobs).
+TEST(RequestTest, EchoWithLogprobsAndPromptLogprobsTakeTheLargerK) {
+  for (const auto& [j, k] : {std::pair{2, 5}, std::pair{5, 2}, std::pair{3, 3}}) {
+    const GenerationOptions o =
+        ParseCompletionOk(Completion(fmt::format(R"("echo": true, "logprobs": {}, "prompt_logprobs": {})", j, k))).options;
+    EXPECT_EQ(o.logprobs, j);
+    EXPECT_EQ(o.requested_prompt_logprobs, k);
+    EXPECT_EQ(o.ToSamplingParams(4).prompt_logprobs, std::max(j, k));
+  }
+  // Echo with logprobs still streams (its prompt entries come in the first chunk).
+  EXPECT_EQ(ParseCompletionOk(Completion(R"("echo": true, "logprobs": 1, "stream": true)")).options.prompt_logprobs, 1);
+}
+
 TEST(RequestTest, TokenizeAndDetokenizeBodies) {
   auto text = ParseTokenizeRequest(R"({"prompt": "hello", "max_tokens": "ignored"})");
   ASSERT_TRUE(text.ok());

@@ -235,6 +235,41 @@ TEST(ResponseAssemblerTest, RejectsBadOptions) {
   EXPECT_FALSE(ResponseAssembler::Create(t, Options(5, {""})).ok());
 }
 
+// vLLM's prompt_logprobs from the engine's rows: the first token null, then the prompt token with
+// its own log-probability and its rank where the row's top list shows it (unknown, 0, where not),
+// then the k best ranked 1 .. k, the prompt token not twice.
+TEST(ResponseAssemblerTest, RankedPromptLogprobsPutThePromptTokenFirst) {
+  const text::Tokenizer& t = *SmallVocab().tokenizer;
+  const std::vector<int32_t> prompt = {kHello, kWor, kLd, 'x'};
+  const std::vector<TokenLogprob> raw = {
+      {.logprob = -2.0f, .top = {{kLd, -0.5f}, {'a', -1.0f}, {kWor, -2.0f}}},  // " wor": 3rd
+      {.logprob = -0.1f, .top = {{kLd, -0.1f}, {'b', -3.0f}, {'c', -4.0f}}},   // "ld": 1st
+      {.logprob = -7.0f, .top = {{'y', -0.2f}, {'z', -2.5f}, {'w', -3.0f}}},   // "x": not shown
+  };
+  const PromptLogprobsList list = DescribeRankedPromptLogprobs(t, prompt, raw, /*k=*/2);
+  ASSERT_EQ(list.size(), prompt.size());
+  EXPECT_FALSE(list[0].has_value());
+  auto ids = [](const std::optional<std::vector<RankedLogprob>>& e) {
+    std::vector<std::pair<int32_t, int32_t>> out;  // (id, rank)
+    for (const RankedLogprob& c : *e) out.emplace_back(c.token_id, c.rank);
+    return out;
+  };
+  using Ranked = std::vector<std::pair<int32_t, int32_t>>;
+  ASSERT_TRUE(list[1].has_value());
+  EXPECT_EQ(ids(list[1]), (Ranked{{kWor, 3}, {kLd, 1}, {'a', 2}}));  // top 2 shown, the prompt's rank from the 3rd
+  EXPECT_EQ((*list[1])[0].logprob, -2.0f);
+  EXPECT_EQ((*list[1])[0].decoded_token, " wor");
+  EXPECT_EQ((*list[1])[1].decoded_token, "ld");
+  EXPECT_EQ(ids(list[2]), (Ranked{{kLd, 1}, {'b', 2}}));
+  EXPECT_EQ(ids(list[3]), (Ranked{{'x', 0}, {'y', 1}, {'z', 2}}));
+  EXPECT_EQ((*list[3])[0].logprob, -7.0f);
+  // k = 0: the prompt token alone; rows missing (a short answer) leave null entries.
+  const PromptLogprobsList zero = DescribeRankedPromptLogprobs(t, prompt, std::span(raw).first(1), 0);
+  EXPECT_EQ(ids(zero[1]), (Ranked{{kWor, 3}}));
+  EXPECT_FALSE(zero[2].has_value());
+  EXPECT_FALSE(zero[3].has_value());
+}
+
 TEST(ResponseAssemblerTest, RandomStreamsShowExactlyTheTextBeforeTheFirstStop) {
   const Vocab& v = SmallVocab();
   std::mt19937 rng(99);

@@ -113,6 +113,33 @@ TEST(ResponseTest, SeveralChoicesInOneBody) {
   EXPECT_EQ(j["usage"]["total_tokens"], 11);
 }
 
+// vLLM's prompt_logprobs: completions carry the list on every choice, chat once at the top level;
+// the first entry null, the others keyed by token id (as strings) with logprob, rank (null when
+// unknown) and decoded_token; absent unless asked for.
+TEST(ResponseTest, PromptLogprobsInVllmsShape) {
+  const PromptLogprobsList list = {std::nullopt,
+                                   std::vector<RankedLogprob>{{42, -1.5f, 0, "He"}, {7, -0.25f, 1, "Hi"}},
+                                   std::vector<RankedLogprob>{{9, -1e30f, 2, "\xf0\x9f"}}};
+  const json want = json::array(
+      {nullptr,
+       {{"42", {{"logprob", -1.5}, {"rank", nullptr}, {"decoded_token", "He"}}},
+        {"7", {{"logprob", -0.25}, {"rank", 1}, {"decoded_token", "Hi"}}}},
+       {{"9", {{"logprob", -9999.0}, {"rank", 2}, {"decoded_token", "\xef\xbf\xbd"}}}}});
+  const std::vector<ChoiceOutput> two = {{"a", ApiFinishReason::kStop, nullptr},
+                                         {"b", ApiFinishReason::kLength, nullptr}};
+  const json cmpl = json::parse(
+      CompletionResponseJson(MakeResponseMeta(Endpoint::kCompletions, "r", "m", 5), two, {3, 2}, &list));
+  EXPECT_FALSE(cmpl.contains("prompt_logprobs"));
+  for (const json& choice : cmpl["choices"]) EXPECT_EQ(choice["prompt_logprobs"], want);
+  const json chat = json::parse(
+      CompletionResponseJson(MakeResponseMeta(Endpoint::kChatCompletions, "r", "m", 5), two, {3, 2}, &list));
+  EXPECT_EQ(chat["prompt_logprobs"], want);
+  for (const json& choice : chat["choices"]) EXPECT_FALSE(choice.contains("prompt_logprobs"));
+  // Not asked for: no field at all.
+  const json plain = json::parse(CompletionResponseJson(MakeResponseMeta(Endpoint::kCompletions, "r", "m", 5), two, {3, 2}));
+  EXPECT_FALSE(plain["choices"][0].contains("prompt_logprobs"));
+}
+
 TEST(ResponseTest, SeveralChoicesInOneStream) {
   StreamEncoder enc(MakeResponseMeta(Endpoint::kChatCompletions, "s3", "m", 9), /*include_usage=*/true);
   const std::string stream = enc.Begin(2) + enc.Delta("x", nullptr, 1) + enc.Delta("y", nullptr, 0) +
