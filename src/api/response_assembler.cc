@@ -23,7 +23,7 @@ PromptLogprobsList DescribeRankedPromptLogprobs(const text::Tokenizer& tokenizer
   for (size_t i = 1; i < prompt.size() && i <= raw.size(); ++i) {
     const TokenLogprob& row = raw[i - 1];
     const int32_t token = prompt[i];
-    int32_t rank = 0;
+    int32_t rank = row.rank;  // the engine's; a peer that sends none: its place in the top list
     for (size_t j = 0; j < row.top.size() && rank == 0; ++j) {
       if (row.top[j].first == token) rank = static_cast<int32_t>(j + 1);
     }

@@ -67,9 +67,9 @@ struct AssembledDelta {
 
 // vLLM's prompt_logprobs from the engine's rows (raw[i - 1] scores prompt[i]): entry 0 is null;
 // entry i holds prompt[i] with raw[i - 1].logprob, then the first k of raw[i - 1].top ranked 1 ..
-// k (prompt[i] once when among them). prompt[i]'s rank is its place in raw[i - 1].top (which may
-// hold more than k when echo asked for more); outside it the engine does not say, and the rank
-// is left unknown (0, shown as null). Entries with no row are null too.
+// k (prompt[i] once when among them). prompt[i]'s rank is the engine's (TokenLogprob.rank); from
+// a row without one, its place in raw[i - 1].top, else unknown (0, shown as null). Entries with
+// no row are null.
 PromptLogprobsList DescribeRankedPromptLogprobs(const text::Tokenizer& tokenizer, std::span<const int32_t> prompt,
                                                 std::span<const TokenLogprob> raw, int32_t k);
 

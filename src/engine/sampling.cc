@@ -89,6 +89,12 @@ TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k
   const double log_z = LogSumExp(logits);
   TokenLogprob out;
   out.logprob = static_cast<float>(logits[token] - log_z);
+  const float own = logits[token];
+  int32_t ahead = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    ahead += logits[i] > own || (logits[i] == own && static_cast<int32_t>(i) < token) ? 1 : 0;
+  }
+  out.rank = ahead + 1;
   k = std::min<int>(k, static_cast<int>(logits.size()));
   if (k <= 0) return out;
   // The k best in one pass over the vocabulary: a heap of k (at most 20) whose top is the worst

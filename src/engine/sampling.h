@@ -64,7 +64,8 @@ void ApplyLogitModifiers(std::span<float> logits, const SamplingParams& params, 
 // log softmax(logits)[i] = logits[i] - LogSumExp(logits).
 double LogSumExp(std::span<const float> logits);
 
-// The log-probability of `token` under a log-softmax of `logits`, and the `k` most likely
+// The log-probability of `token` under a log-softmax of `logits`, its rank (1 + the tokens
+// ahead of it: a larger logit, or an equal one and a lower id), and the `k` most likely
 // tokens' (ties: lower id first). `scratch` is reused between calls.
 TokenLogprob ComputeLogprobs(std::span<const float> logits, int32_t token, int k,
                              std::vector<std::pair<float, int32_t>>& scratch);

@@ -67,6 +67,7 @@ v1::SamplingParams ToProto(const SamplingParams& s) {
 v1::TokenLogprob ToProto(const TokenLogprob& l) {
   v1::TokenLogprob p;
   p.set_logprob(l.logprob);
+  p.set_rank(l.rank);
   for (const auto& [id, lp] : l.top) {
     p.add_top_ids(id);
     p.add_top_logprobs(lp);
@@ -77,6 +78,7 @@ v1::TokenLogprob ToProto(const TokenLogprob& l) {
 TokenLogprob FromProto(const v1::TokenLogprob& p) {
   TokenLogprob l;
   l.logprob = p.logprob();
+  l.rank = std::max(p.rank(), 0);
   const int n = std::min(p.top_ids_size(), p.top_logprobs_size());
   for (int i = 0; i < n; ++i) l.top.emplace_back(p.top_ids(i), p.top_logprobs(i));
   return l;

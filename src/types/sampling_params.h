@@ -26,6 +26,7 @@ inline constexpr int kMaxLogprobs = 20;
 // and the `logprobs` most likely tokens' (ids ascending on ties), most likely first.
 struct TokenLogprob {
   float logprob = 0.0f;
+  int32_t rank = 0;  // the token's place in the whole vocabulary (1 = most likely); 0: not known
   std::vector<std::pair<int32_t, float>> top;
 };
 

@@ -314,12 +314,13 @@ def test_prompt_logprobs_match_echo_with_logprobs(disagg, mixed):
             own = entries[i][str(ids[i])]
             assert own["logprob"] == pytest.approx(chosen[i], abs=2e-3), i
             assert own["decoded_token"] == tokens[i], i
-            ranked = {c["rank"]: c["logprob"] for c in entries[i].values() if c["rank"] is not None}
+            ranked = {c["rank"]: c["logprob"] for c in entries[i].values()}
             assert {1, 2} <= set(ranked) and ranked[1] >= ranked[2], (i, entries[i])
-            if own["rank"] is None:  # outside the engine's top list: below the k shown
+            assert isinstance(own["rank"], int) and own["rank"] >= 1, (i, entries[i])  # its place in the vocabulary
+            if own["rank"] > 2:  # not among the k shown: below them
                 assert own["logprob"] <= ranked[2] and len(entries[i]) == 3, (i, entries[i])
             else:
-                assert ranked[own["rank"]] == own["logprob"] and len(entries[i]) == (2 if own["rank"] <= 2 else 3)
+                assert ranked[own["rank"]] == own["logprob"] and len(entries[i]) == 2, (i, entries[i])
         assert r.choices[0].logprobs is None  # the generated tokens' are a separate ask
     chat = disagg.client.chat.completions.create(model=disagg.model, messages=QUESTION, max_tokens=2,
                                                  extra_body={"prompt_logprobs": 1})

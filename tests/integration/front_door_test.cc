@@ -528,7 +528,7 @@ void ExpectVllmPromptLogprobs(const json& list, const std::vector<int32_t>& ids,
     EXPECT_EQ(own["decoded_token"], echo_tokens[i]) << "prompt token " << i;
     std::vector<double> by_rank(k + 1, 1.0);  // rank r's log-probability
     for (const auto& [id, c] : entry.items()) {
-      if (c["rank"].is_null()) continue;  // the prompt token, outside the engine's top list
+      ASSERT_TRUE(c["rank"].is_number_integer()) << "prompt token " << i << ": " << entry;
       const int rank = c["rank"].get<int>();
       if (rank <= k) by_rank[rank] = c["logprob"].get<double>();
     }
@@ -537,7 +537,11 @@ void ExpectVllmPromptLogprobs(const json& list, const std::vector<int32_t>& ids,
       if (r > 1) EXPECT_LE(by_rank[r], by_rank[r - 1]) << "prompt token " << i;
     }
     EXPECT_LE(entry.size(), static_cast<size_t>(k + 1));
-    if (own["rank"].is_null()) EXPECT_LE(own["logprob"].get<double>(), by_rank[k]) << "prompt token " << i;
+    // The prompt token's rank is its place in the whole vocabulary, shown or not.
+    const int own_rank = own["rank"].get<int>();
+    EXPECT_GE(own_rank, 1) << "prompt token " << i;
+    if (own_rank <= k) EXPECT_EQ(by_rank[own_rank], own["logprob"].get<double>()) << "prompt token " << i;
+    if (own_rank > k) EXPECT_LE(own["logprob"].get<double>(), by_rank[k]) << "prompt token " << i;
   }
 }
 

@@ -236,15 +236,16 @@ TEST(ResponseAssemblerTest, RejectsBadOptions) {
 }
 
 // vLLM's prompt_logprobs from the engine's rows: the first token null, then the prompt token with
-// its own log-probability and its rank where the row's top list shows it (unknown, 0, where not),
-// then the k best ranked 1 .. k, the prompt token not twice.
+// its own log-probability and the engine's rank (from a row without one, e.g. an older peer's:
+// its place in the row's top list, unknown (0) outside it), then the k best ranked 1 .. k, the
+// prompt token not twice.
 TEST(ResponseAssemblerTest, RankedPromptLogprobsPutThePromptTokenFirst) {
   const text::Tokenizer& t = *SmallVocab().tokenizer;
   const std::vector<int32_t> prompt = {kHello, kWor, kLd, 'x'};
   const std::vector<TokenLogprob> raw = {
       {.logprob = -2.0f, .top = {{kLd, -0.5f}, {'a', -1.0f}, {kWor, -2.0f}}},  // " wor": 3rd
       {.logprob = -0.1f, .top = {{kLd, -0.1f}, {'b', -3.0f}, {'c', -4.0f}}},   // "ld": 1st
-      {.logprob = -7.0f, .top = {{'y', -0.2f}, {'z', -2.5f}, {'w', -3.0f}}},   // "x": not shown
+      {.logprob = -7.0f, .rank = 17, .top = {{'y', -0.2f}, {'z', -2.5f}, {'w', -3.0f}}},  // "x": 17th
   };
   const PromptLogprobsList list = DescribeRankedPromptLogprobs(t, prompt, raw, /*k=*/2);
   ASSERT_EQ(list.size(), prompt.size());
@@ -261,7 +262,10 @@ TEST(ResponseAssemblerTest, RankedPromptLogprobsPutThePromptTokenFirst) {
   EXPECT_EQ((*list[1])[0].decoded_token, " wor");
   EXPECT_EQ((*list[1])[1].decoded_token, "ld");
   EXPECT_EQ(ids(list[2]), (Ranked{{kLd, 1}, {'b', 2}}));
-  EXPECT_EQ(ids(list[3]), (Ranked{{'x', 0}, {'y', 1}, {'z', 2}}));
+  EXPECT_EQ(ids(list[3]), (Ranked{{'x', 17}, {'y', 1}, {'z', 2}}));
+  std::vector<TokenLogprob> unranked = raw;
+  unranked[2].rank = 0;  // outside the top list and no rank given: unknown
+  EXPECT_EQ(ids(DescribeRankedPromptLogprobs(t, prompt, unranked, 2)[3]), (Ranked{{'x', 0}, {'y', 1}, {'z', 2}}));
   EXPECT_EQ((*list[3])[0].logprob, -7.0f);
   // k = 0: the prompt token alone; rows missing (a short answer) leave null entries.
   const PromptLogprobsList zero = DescribeRankedPromptLogprobs(t, prompt, std::span(raw).first(1), 0);

@@ -29,7 +29,8 @@ TEST(SamplingTest, GreedyPicksTheLargestLogitAndTheLowestIdOnTies) {
 }
 
 // top_logprobs: the k most likely tokens, best first, ties to the lower id, each with its
-// log-softmax; the same list a full sort of the vocabulary gives.
+// log-softmax; the same list a full sort of the vocabulary gives, and the chosen token's rank its
+// place in that sort.
 TEST(SamplingTest, LogprobsListTheKMostLikelyTokensAsAFullSortDoes) {
   std::mt19937 rng(3);
   std::vector<float> logits(5000);
@@ -44,6 +45,7 @@ TEST(SamplingTest, LogprobsListTheKMostLikelyTokensAsAFullSortDoes) {
   for (int k : {0, 1, 5, 20}) {
     const TokenLogprob lp = ComputeLogprobs(logits, 42, k, scratch);
     EXPECT_NEAR(lp.logprob, logits[42] - std::log(z), 1e-4);
+    EXPECT_EQ(lp.rank, std::find(order.begin(), order.end(), 42) - order.begin() + 1) << "k " << k;
     ASSERT_EQ(lp.top.size(), static_cast<size_t>(k));
     for (int i = 0; i < k; ++i) {
       EXPECT_EQ(lp.top[i].first, order[i]) << "k " << k << " rank " << i;
