@@ -22,6 +22,10 @@ void RouterFlags::Register(FlagSet& f) {
   f.Int("http-threads", &http_threads, "threads serving HTTP connections");
   f.Int("local-prefill-threshold", &local_prefill_threshold,
         "prompts shorter than this many tokens prefill on the decode worker (0: never)");
+  f.Float("local-prefill-ttft-slo", &local_prefill_ttft_slo_ms,
+          "TTFT SLO in ms of conditional disaggregation by cost: a prompt prefills on the decode worker "
+          "when the prefill workers' queue is predicted to miss it and the decode worker's to meet it, "
+          "at the prefill rate the router measures (0: off)");
   f.Int("default-max-tokens", &default_max_tokens,
         "max_tokens when a request gives none (0: the rest of the context)");
   f.Float("worker-expiry", &worker_expiry_s, "seconds without a heartbeat after which a worker is dropped");
@@ -51,9 +55,9 @@ absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
     return absl::InvalidArgumentError("--internal-port must differ from --grpc-port and --http-port");
   }
   if (http_threads < 1) return absl::InvalidArgumentError("--http-threads must be at least 1");
-  if (local_prefill_threshold < 0 || default_max_tokens < 0 || max_migrations < 0) {
+  if (local_prefill_threshold < 0 || default_max_tokens < 0 || max_migrations < 0 || !(local_prefill_ttft_slo_ms >= 0)) {
     return absl::InvalidArgumentError(
-        "--local-prefill-threshold, --default-max-tokens and --max-migrations must be >= 0");
+        "--local-prefill-threshold, --local-prefill-ttft-slo, --default-max-tokens and --max-migrations must be >= 0");
   }
   if (!(worker_expiry_s > 0) || !(request_timeout_s > 0) || !(queue_timeout_s > 0)) {
     return absl::InvalidArgumentError("--worker-expiry, --request-timeout and --queue-timeout must be > 0");
@@ -67,6 +71,7 @@ absl::StatusOr<router::RouterOptions> RouterFlags::ToOptions() const {
   o.http_threads = http_threads;
   o.served_model = served_model;
   o.local_prefill_threshold = local_prefill_threshold;
+  o.local_prefill_ttft_slo = absl::Milliseconds(local_prefill_ttft_slo_ms);
   o.default_max_tokens = default_max_tokens;
   o.worker_expiry = absl::Seconds(worker_expiry_s);
   o.request_timeout = absl::Seconds(request_timeout_s);

@@ -20,6 +20,7 @@ struct RouterFlags {
   std::string internal_bind;  // empty: --bind
   int http_threads = 2;
   int local_prefill_threshold = 0;
+  double local_prefill_ttft_slo_ms = 0;
   int default_max_tokens = 0;
   double worker_expiry_s = 3;
   double request_timeout_s = 600;

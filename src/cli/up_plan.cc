@@ -15,7 +15,8 @@ UpFlags::UpFlags() {
 void UpFlags::Register(FlagSet& f) {
   // The router's settings that make sense for a local cluster, with the router's own help.
   f.RegisterOnly(std::vector<std::string>{"model", "served-model-name", "http-port", "grpc-port",
-                                          "local-prefill-threshold", "default-max-tokens", "request-timeout",
+                                          "local-prefill-threshold", "local-prefill-ttft-slo", "default-max-tokens",
+                                          "request-timeout",
                                           "queue-timeout", "max-migrations", "api-key"});
   router.Register(f);
   // Every worker's engine and transfer settings (--threads is up's own: it divides the CPUs).

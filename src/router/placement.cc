@@ -51,6 +51,16 @@ bool PrefillLocally(int64_t prompt_tokens, int32_t local_prefill_threshold, int 
   return prefill_workers <= 0 || prompt_tokens < local_prefill_threshold;
 }
 
+bool PrefillLocallyByCost(const PrefillCostInputs& in) {
+  if (!(in.ttft_slo_s > 0) || !(in.tokens_per_s > 0) || in.disaggregated_tokens < 0 || in.local_tokens < 0) {
+    return false;
+  }
+  const double left = in.ttft_slo_s - in.waited_s;
+  const double disaggregated = static_cast<double>(in.disaggregated_tokens) / in.tokens_per_s;
+  const double local = static_cast<double>(in.local_tokens) / in.tokens_per_s;
+  return disaggregated > left && local <= left;
+}
+
 bool KvLayoutsMatch(const v1::KvLayout& prefill, const v1::KvLayout& decode) {
   return prefill.model_id() == decode.model_id() && prefill.num_layers() == decode.num_layers() &&
          prefill.num_kv_heads() == decode.num_kv_heads() && prefill.head_dim() == decode.head_dim() &&

@@ -52,6 +52,22 @@ int64_t BlocksFor(int64_t tokens, int32_t block_size);
 // than the threshold (0: never by length).
 bool PrefillLocally(int64_t prompt_tokens, int32_t local_prefill_threshold, int prefill_workers);
 
+// Conditional disaggregation by cost (the router's --local-prefill-ttft-slo): the prompt is
+// prefilled on the decode worker when going through a prefill worker is predicted to miss the
+// TTFT SLO and prefilling locally is predicted to meet it. A prediction is the prefill work
+// ahead of the request's first token, this prompt's included, over the measured prefill rate.
+// The same rate is assumed on both sides (workers of one cluster run on the same hardware);
+// when both sides would miss, the prompt stays disaggregated (a local prefill would slow the
+// decode worker's other streams for a first token that is late anyway).
+struct PrefillCostInputs {
+  double ttft_slo_s = 0;             // <= 0: the rule is off
+  double waited_s = 0;               // time the request has spent already
+  double tokens_per_s = 0;           // measured prefill rate; <= 0: not known yet (rule off)
+  int64_t disaggregated_tokens = -1;  // ahead of the first token on the best prefill worker; < 0: none
+  int64_t local_tokens = -1;          // ahead of it on the least-queued decode-capable worker; < 0: none
+};
+bool PrefillLocallyByCost(const PrefillCostInputs& in);
+
 // Whether a prefill worker with KV layout `prefill` can write into a lease on a decode worker
 // with layout `decode` (the workers refuse a hand-off whose layouts differ in any field).
 bool KvLayoutsMatch(const v1::KvLayout& prefill, const v1::KvLayout& decode);

@@ -185,26 +185,6 @@ bool RequestFlow::Ended() const {
   return phase_ == Phase::kEnded;
 }
 
-void RequestFlow::Run() {
-  const int prefill_workers = registry_->CountRole(v1::WORKER_ROLE_PREFILL);
-  int64_t tokens;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    tokens = static_cast<int64_t>(LegPromptTokens());
-  }
-  if (placement::PrefillLocally(tokens, options_.local_prefill_threshold, prefill_workers)) {
-    if (options_.metrics != nullptr) options_.metrics->prefills->With({"local"}).Increment();
-    Local();
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.disaggregated = true;
-  }
-  if (options_.metrics != nullptr) options_.metrics->prefills->With({"disaggregated"}).Increment();
-  Reserve();
-}
-
 void RequestFlow::ObserveQueued() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -419,13 +399,15 @@ void RequestFlow::WaitForRoom(bool local) {
 // Chooses the next prefill worker and builds its request; nullopt when attempts are spent or no
 // worker is left. Called with mu_ held.
 std::optional<v1::PrefillRequest> RequestFlow::PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
-                                                           std::shared_ptr<CallCanceller>& cancel, int64_t& pending) {
+                                                           std::shared_ptr<CallCanceller>& cancel, int64_t& pending,
+                                                           int64_t& ahead) {
   if (stats_.prefill_attempts >= options_.max_prefill_attempts) return std::nullopt;
   const std::vector<int32_t> prompt = LegPrompt();
   PrefillClaim claim = registry_->ClaimPrefill(prompt, &lease_.endpoint().layout(), tried_prefill_);
   if (!claim.worker) return std::nullopt;
   prefill = std::move(claim.worker);
   pending = claim.pending_tokens;
+  ahead = claim.queued_ahead;
   if (stats_.prefill_attempts > 0 && options_.metrics != nullptr) options_.metrics->prefill_retries->Increment();
   ++stats_.prefill_attempts;
   tried_prefill_.insert(prefill->info.worker_id());
@@ -453,11 +435,12 @@ void RequestFlow::Prefill() {
   bool attempted = false;
   std::shared_ptr<WorkerHandle> lease_holder;
   int64_t pending = 0;  // the prompt tokens the registry counts against the worker
+  int64_t ahead = 0;    // its queued tokens before them
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
     leg = leg_;
-    req = PickPrefill(prefill, cancel, pending);
+    req = PickPrefill(prefill, cancel, pending, ahead);
     if (!req.has_value()) {
       attempted = stats_.prefill_attempts > 0;
       lease_holder = decode_;
@@ -478,9 +461,14 @@ void RequestFlow::Prefill() {
   Log()->debug("request={} prefill on worker={} into lease={}", request_.id, prefill->info.worker_id(),
                req->destination().lease_id());
   Watch(prefill, leg);  // the lease's decode worker is watched since Reserve
+  const absl::Time sent = clock_->Now();
   prefill->client->Prefill(*req, request_.deadline, std::move(cancel),
-                           [self = shared_from_this(), prefill, leg, pending](auto answer) {
+                           [self = shared_from_this(), prefill, leg, pending, ahead, sent](auto answer) {
                              self->registry_->NotePrefillEnded(prefill->info.worker_id(), pending);
+                             if (answer.ok()) {
+                               self->registry_->NotePrefillTimed(ahead + pending,
+                                                                 absl::ToDoubleSeconds(self->clock_->Now() - sent));
+                             }
                              self->OnPrefilled(prefill, leg, std::move(answer));
                            });
 }
@@ -601,6 +589,7 @@ void RequestFlow::Local() {
   StopWaiting(/*admitted=*/true);
   ObserveQueued();
   Log()->debug("request={} local prefill and decode on worker={}", request_.id, worker->info.worker_id());
+  registry_->NoteLocalPrefill(worker->info.worker_id(), req.prompt_size());
   Watch(worker, leg);
   worker->client->GenerateTokens(req, request_.deadline, std::move(cancel), StreamHandler(leg));
 }

@@ -2,7 +2,7 @@
 // the file and function doing it; this is the router's part of it, a state machine over
 // WorkerClient (so that it is tested against a fake worker, tests/unit/router):
 //
-//   Start ─┬─ local (placement::PrefillLocally) ─────────── kGenerating ─┬─ Finish / Fail
+//   Start ─┬─ local (PrefillLocally, PrefillLocallyByCost) ─ kGenerating ─┬─ Finish / Fail
 //          └─ kReserving ─┬─ lease ─ kPrefilling ─ first token ─ kDecoding ─┤
 //                         └─ all full ─ kWaitingForRoom ─┘                  └─ (Cancel: any phase)
 //
@@ -94,6 +94,8 @@ class RequestObserver {
 
 struct FlowOptions {
   int32_t local_prefill_threshold = 0;  // prompts shorter than this prefill on the decode worker
+  // > 0: the TTFT SLO of the local-prefill cost rule (placement::PrefillLocallyByCost); 0: off.
+  absl::Duration local_prefill_ttft_slo = absl::ZeroDuration();
   int max_prefill_attempts = 3;
   // Times a request may resume on another worker after the one serving it failed (0 = never).
   int max_migrations = 3;
@@ -112,6 +114,7 @@ struct FlowOptions {
 // What happened to a request, for metrics and tests.
 struct FlowStats {
   bool disaggregated = false;  // prefilled on a prefill worker (else locally)
+  bool local_by_cost = false;  // prefilled locally because a prefill worker would miss the TTFT SLO
   int prefill_attempts = 0;    // Prefill calls made in the current leg (1 + retries)
   int migrations = 0;          // legs after the first (resumed after a worker failed)
   // The successful prefill's KV hand-off, as the prefill worker measured it.
@@ -164,7 +167,9 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
 
   RequestFlow(RouterRequest request, const FlowOptions& options, WorkerRegistry* registry, FlowClock* clock,
               std::shared_ptr<RequestObserver> observer);
-  void Run();
+  void Run();  // request_flow_placement.cc
+  // Whether the cost rule (FlowOptions::local_prefill_ttft_slo) sends the leg to prefill locally.
+  bool LocalByCost();
   void Reserve();
   void OnReserved(const std::shared_ptr<WorkerHandle>& decode, uint64_t leg,
                   absl::StatusOr<v1::ReserveKvResponse> answer);
@@ -172,9 +177,10 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   void WaitForRoom(bool local = false);
   void Prefill();
   // Claims the prefill worker (registry's ClaimPrefill: `pending` tokens counted against it until
-  // the call's answer) and builds its request.
+  // the call's answer, `ahead` its queue before them) and builds its request.
   std::optional<v1::PrefillRequest> PickPrefill(std::shared_ptr<WorkerHandle>& prefill,
-                                                std::shared_ptr<CallCanceller>& cancel, int64_t& pending);
+                                                std::shared_ptr<CallCanceller>& cancel, int64_t& pending,
+                                                int64_t& ahead);
   void OnPrefilled(const std::shared_ptr<WorkerHandle>& prefill, uint64_t leg,
                    absl::StatusOr<v1::PrefillResponse> answer);
   void Decode(int32_t first_token, int32_t rng_draws);

@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   fo.created_unix_seconds = absl::ToUnixSeconds(absl::Now());
   fo.request_timeout = options.request_timeout;
   fo.flow.local_prefill_threshold = options.local_prefill_threshold;
+  fo.flow.local_prefill_ttft_slo = options.local_prefill_ttft_slo;
   fo.flow.admission_timeout = options.queue_timeout;
   fo.flow.max_migrations = options.max_migrations;
   fo.flow.metrics = r->metrics_.get();

@@ -43,6 +43,9 @@ struct RouterOptions {
   std::string cluster_token;
   bool admin_api = true;  // serve RouterAdmin (the controller needs it); off: UNIMPLEMENTED
   int32_t local_prefill_threshold = 0;
+  // > 0: prompts prefill on the decode worker when a prefill worker is predicted to miss this
+  // TTFT and the decode worker to meet it (placement::PrefillLocallyByCost); 0: off.
+  absl::Duration local_prefill_ttft_slo = absl::ZeroDuration();
   int32_t default_max_tokens = 0;
   absl::Duration worker_expiry = absl::Seconds(3);
   int32_t heartbeat_ms = 500;

@@ -33,7 +33,8 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
                          .With();
   prefills = &r.AddCounter("tandem_router_prefills_total",
                            "Requests by where their prompt was computed (disaggregated: a prefill worker; "
-                           "local: the decode or mixed worker)",
+                           "local: the decode or mixed worker; local_by_cost: there, because a prefill worker's "
+                           "queue would miss --local-prefill-ttft-slo)",
                            {"mode"});
   unauthenticated = &r.AddCounter("tandem_router_unauthenticated_calls_total",
                                   "Internal calls (Registry, RouterAdmin) refused for a missing or wrong cluster token",

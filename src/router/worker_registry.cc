@@ -81,7 +81,7 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
                                            it->second.handle->info.grpc_address(),
                                            "; a worker may only replace its own registration"));
   }
-  Entry entry{std::move(handle), load, absl::Now(), 0, 0, PrefixIndex(options_.prefix_index_blocks)};
+  Entry entry{std::move(handle), load, absl::Now(), 0, 0, 0, PrefixIndex(options_.prefix_index_blocks)};
   // The same process registering again (the router restarted, or it missed a heartbeat) still
   // has its prefix cache; a new epoch is a new process with an empty one.
   if (known && it->second.handle->info.epoch() == info.epoch()) {
@@ -116,6 +116,7 @@ bool WorkerRegistry::Heartbeat(const std::string& worker_id, uint64_t epoch, v1:
   e.last_heartbeat = absl::Now();
   e.pending_prefill_tokens = 0;
   e.reserved_since_heartbeat = 0;
+  e.local_prefill_since_heartbeat = 0;
   if (role != v1::WORKER_ROLE_UNSPECIFIED && role != e.handle->info.role()) {
     auto handle = std::make_shared<WorkerHandle>(*e.handle);  // in-flight requests keep the old one
     handle->info.set_role(role);
@@ -230,7 +231,42 @@ PrefillClaim WorkerRegistry::ClaimPrefill(std::span<const int32_t> prompt, const
   std::lock_guard<std::mutex> lock(mu_);
   Entry* e = PickPrefillLocked(prompt, destination, exclude);
   if (e == nullptr) return {};
-  return {e->handle, NotePrefillStartedLocked(*e, prompt)};
+  const int64_t ahead = e->load.queued_prefill_tokens() + e->pending_prefill_tokens;
+  return {e->handle, NotePrefillStartedLocked(*e, prompt), ahead};
+}
+
+PrefillOutlook WorkerRegistry::Outlook(std::span<const int32_t> prompt) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  PrefillOutlook out;
+  out.tokens_per_s = prefill_tokens_per_s_;
+  const auto least = [](int64_t& best, int64_t v) { best = best < 0 ? v : std::min(best, v); };
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  for (const auto& [id, e] : workers_) {
+    if (e.load.draining()) continue;
+    const v1::WorkerRole role = e.handle->info.role();
+    if (role == v1::WORKER_ROLE_PREFILL) {
+      const int32_t block_size = placement::BlockSizeOf(e.handle->info);
+      const int64_t cached = e.prefix_index.MatchedBlocks(placement::BlockChain(prompt, block_size)) * block_size;
+      least(out.disaggregated_tokens,
+            e.load.queued_prefill_tokens() + e.pending_prefill_tokens + std::max<int64_t>(1, n - cached));
+    } else if (CanDecode(role)) {
+      least(out.local_tokens, e.load.queued_prefill_tokens() + e.local_prefill_since_heartbeat + n);
+    }
+  }
+  return out;
+}
+
+void WorkerRegistry::NotePrefillTimed(int64_t tokens, double seconds) {
+  if (tokens <= 0 || !(seconds > 0)) return;
+  constexpr double kWeight = 0.25;  // of the newest sample: a few prefills to follow a change
+  const double rate = static_cast<double>(tokens) / seconds;
+  std::lock_guard<std::mutex> lock(mu_);
+  prefill_tokens_per_s_ = prefill_tokens_per_s_ > 0 ? (1 - kWeight) * prefill_tokens_per_s_ + kWeight * rate : rate;
+}
+
+void WorkerRegistry::NoteLocalPrefill(const std::string& worker_id, int64_t tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.local_prefill_since_heartbeat += tokens;
 }
 
 void WorkerRegistry::NotePrefillEnded(const std::string& worker_id, int64_t tokens) {

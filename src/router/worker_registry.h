@@ -68,6 +68,19 @@ struct WorkerHandle {
 struct PrefillClaim {
   std::shared_ptr<WorkerHandle> worker;
   int64_t pending_tokens = 0;
+  int64_t queued_ahead = 0;  // the worker's queued prefill tokens before this claim
+};
+
+// What the local-prefill cost rule (placement::PrefillLocallyByCost) needs to know of a prompt:
+// the prefill work ahead of its first token on the prefill worker with the least of it (queued
+// tokens plus the part of the prompt its prefix cache probably lacks), the same on the
+// decode-capable worker with the least queued prefill (its heartbeat's count plus the local
+// prefills sent there since, plus the whole prompt), -1 where there is no such worker; and the
+// measured prefill rate (0 until a prefill has been timed).
+struct PrefillOutlook {
+  int64_t disaggregated_tokens = -1;
+  int64_t local_tokens = -1;
+  double tokens_per_s = 0;
 };
 
 struct WorkerRegistryOptions {
@@ -123,6 +136,13 @@ class WorkerRegistry {
   PrefillClaim ClaimPrefill(std::span<const int32_t> prompt, const v1::KvLayout* destination,
                             const std::set<std::string>& exclude);
   void NotePrefillEnded(const std::string& worker_id, int64_t tokens);
+  PrefillOutlook Outlook(std::span<const int32_t> prompt) const;
+  // A prefill timed from its claim to its answer: `tokens` of work (the queue ahead of it and
+  // its own) in `seconds`. The rate Outlook reports is a moving average of these.
+  void NotePrefillTimed(int64_t tokens, double seconds);
+  // A prompt sent to `worker_id` to prefill there (no prefill worker): counted in its queue
+  // until its next heartbeat reports it.
+  void NoteLocalPrefill(const std::string& worker_id, int64_t tokens);
   void NoteBlocksReserved(const std::string& worker_id, int64_t blocks);
   // A worker's own count of free blocks (from a reservation's answer): fresher than a heartbeat.
   void NoteFreeBlocks(const std::string& worker_id, int64_t free_blocks);
@@ -151,6 +171,7 @@ class WorkerRegistry {
     absl::Time last_heartbeat;
     int64_t pending_prefill_tokens = 0;  // dispatched since the last heartbeat
     int64_t reserved_since_heartbeat = 0;
+    int64_t local_prefill_since_heartbeat = 0;  // tokens sent to prefill locally
     PrefixIndex prefix_index;  // prefill workers: the prompts sent there
   };
   bool Hijacks(const Entry& current, const v1::WorkerInfo& info) const;  // mu_ held
@@ -163,6 +184,7 @@ class WorkerRegistry {
   const WorkerRegistryOptions options_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> workers_;  // guarded by mu_
+  double prefill_tokens_per_s_ = 0;                  // guarded by mu_; 0: nothing timed yet
   AdmissionStats admission_;
 };
 

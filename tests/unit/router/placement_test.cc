@@ -52,6 +52,34 @@ TEST(PlacementTest, LocalPrefillWithoutPrefillWorkersOrBelowTheThreshold) {
   EXPECT_FALSE(placement::PrefillLocally(1, 0, 2));
 }
 
+// The cost rule: local only when the prefill side's prediction misses what is left of the TTFT
+// SLO and the local one meets it; off without an SLO, a measured rate or a worker on each side.
+TEST(PlacementTest, PrefillLocallyByCostWhenOnlyTheLocalPredictionMeetsTheSlo) {
+  placement::PrefillCostInputs in;
+  in.ttft_slo_s = 1.0;
+  in.tokens_per_s = 1000;
+  in.disaggregated_tokens = 1500;  // 1.5 s
+  in.local_tokens = 800;           // 0.8 s
+  EXPECT_TRUE(placement::PrefillLocallyByCost(in));
+  in.waited_s = 0.3;  // 0.7 s left: the local prediction misses too
+  EXPECT_FALSE(placement::PrefillLocallyByCost(in));
+  in.waited_s = 0;
+  in.disaggregated_tokens = 1000;  // exactly the SLO: met, so disaggregated
+  EXPECT_FALSE(placement::PrefillLocallyByCost(in));
+  in.disaggregated_tokens = 1500;
+  for (auto off : {&placement::PrefillCostInputs::ttft_slo_s, &placement::PrefillCostInputs::tokens_per_s}) {
+    placement::PrefillCostInputs o = in;
+    o.*off = 0;
+    EXPECT_FALSE(placement::PrefillLocallyByCost(o));
+  }
+  placement::PrefillCostInputs none = in;
+  none.local_tokens = -1;
+  EXPECT_FALSE(placement::PrefillLocallyByCost(none));
+  none = in;
+  none.disaggregated_tokens = -1;
+  EXPECT_FALSE(placement::PrefillLocallyByCost(none));
+}
+
 TEST(PlacementTest, DecodeRoomIsCountedInEachWorkersOwnBlocks) {
   // 200 prompt tokens: 13 blocks of 16, 7 blocks of 32. d16 has 12 free blocks (192 tokens: too
   // few), d32 has 8 (256 tokens: enough). Counting in blocks of 16 everywhere, as the router did

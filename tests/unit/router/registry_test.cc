@@ -101,6 +101,40 @@ TEST(WorkerRegistryTest, PrefillGoesToTheLeastQueuedWithPrefixAffinity) {
   EXPECT_EQ(r.PickPrefill(prompt(key), nullptr, {"p1", "p2", "p3"}), nullptr);
 }
 
+// What the local-prefill cost rule sees: the least work ahead of a prompt's first token on each
+// side, the prefill side less what that worker's prefix cache holds of the prompt, the local side
+// with the prompts sent there since the last heartbeat; and the measured rate, a moving average.
+TEST(WorkerRegistryTest, OutlookCountsTheWorkAheadOfAPromptOnEachSide) {
+  auto r = MakeRegistry();
+  const std::vector<int32_t> prompt(64, 5);
+  EXPECT_EQ(r.Outlook(prompt).disaggregated_tokens, -1);
+  EXPECT_EQ(r.Outlook(prompt).local_tokens, -1);
+  ASSERT_TRUE(r.Register(Info("p1", v1::WORKER_ROLE_PREFILL), Load(0, 300)).ok());
+  ASSERT_TRUE(r.Register(Info("p2", v1::WORKER_ROLE_PREFILL), Load(0, 200)).ok());
+  ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(100, 50)).ok());
+  ASSERT_TRUE(r.Register(Info("m", v1::WORKER_ROLE_MIXED), Load(100, 70)).ok());
+  ASSERT_TRUE(r.Register(Info("d2", v1::WORKER_ROLE_DECODE), Load(100, 0, /*draining=*/true)).ok());
+  PrefillOutlook o = r.Outlook(prompt);
+  EXPECT_EQ(o.disaggregated_tokens, 200 + 64);
+  EXPECT_EQ(o.local_tokens, 50 + 64) << "the draining worker does not count";
+  EXPECT_EQ(o.tokens_per_s, 0);
+  // p1 is sent the prompt (its blocks enter p1's index); once p1 reports an empty queue, the
+  // same prompt again costs p1 one token (the least a prefill computes).
+  r.NotePrefillStarted("p1", prompt);
+  ASSERT_TRUE(r.Heartbeat("p1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(0, 0)));
+  EXPECT_EQ(r.Outlook(prompt).disaggregated_tokens, 1);
+  r.NoteLocalPrefill("d1", 1000);
+  EXPECT_EQ(r.Outlook(prompt).local_tokens, 70 + 64);
+  ASSERT_TRUE(r.Heartbeat("d1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(100, 10)));
+  EXPECT_EQ(r.Outlook(prompt).local_tokens, 10 + 64) << "the heartbeat's count replaces the router's";
+  r.NotePrefillTimed(1000, 2.0);
+  EXPECT_DOUBLE_EQ(r.Outlook(prompt).tokens_per_s, 500);
+  r.NotePrefillTimed(1000, 1.0);
+  EXPECT_DOUBLE_EQ(r.Outlook(prompt).tokens_per_s, 0.75 * 500 + 0.25 * 1000);
+  r.NotePrefillTimed(1000, 0.0);  // not a measurement
+  EXPECT_DOUBLE_EQ(r.Outlook(prompt).tokens_per_s, 625);
+}
+
 TEST(WorkerRegistryTest, WorkersThatStopHeartbeatingExpire) {
   auto r = MakeRegistry();
   ASSERT_TRUE(r.Register(Info("d1", v1::WORKER_ROLE_DECODE), Load(10)).ok());

@@ -35,6 +35,7 @@ class ManualClock final : public FlowClock {
     return true;
   }
   size_t waiting() const { return tasks_.size(); }
+  void Advance(absl::Duration d) { now_ += d; }
   void Stop() { stopped_ = true; }
 
  private:

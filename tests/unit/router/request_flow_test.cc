@@ -88,6 +88,63 @@ TEST_F(RequestFlowTest, ShortPromptsAndClustersWithoutPrefillWorkersGenerateLoca
   EXPECT_EQ(metrics_.prefills->With({"local"}).value(), 2);
 }
 
+// Conditional disaggregation by cost (--local-prefill-ttft-slo): the router times each prefill
+// (the queue ahead of it and its own tokens, claim to answer) and sends a prompt to the decode
+// worker when the prefill worker's queue would miss the TTFT SLO at that rate and the decode
+// worker's would not.
+TEST_F(RequestFlowTest, PromptsPrefillLocallyWhenThePrefillQueueWouldMissTheTtftSlo) {
+  auto& p = AddWorker("p", v1::WORKER_ROLE_PREFILL);
+  auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
+  options_.local_prefill_ttft_slo = absl::Seconds(1);
+  auto heartbeat = [&](const std::string& id, int64_t queued) {
+    v1::WorkerLoad load;
+    load.set_free_kv_blocks(100);
+    load.set_queued_prefill_tokens(queued);
+    ASSERT_TRUE(registry_->Heartbeat(id, 1, v1::WORKER_ROLE_UNSPECIFIED, load));
+  };
+  // No prefill timed yet: no prediction, so disaggregated however long the queue. This one is
+  // timed: 900 queued + 100 own tokens in 2 s.
+  heartbeat("p", 900);
+  Start(100, 2);
+  ASSERT_EQ(d.reserves.size(), 1u);
+  d.AnswerReserve(0, "L1");
+  ASSERT_EQ(p.prefills.size(), 1u);
+  clock_.Advance(absl::Seconds(2));
+  p.AnswerPrefill(0, 7);
+  EXPECT_DOUBLE_EQ(registry_->Outlook(std::vector<int32_t>(10, 3)).tokens_per_s, 500.0);
+
+  // 5000 queued: 10 s at 500 tokens/s against 1 s; the decode worker's 0.2 s meets it.
+  heartbeat("p", 5000);
+  observer_ = std::make_shared<RecordingObserver>();
+  auto flow = Start(100, 2);
+  EXPECT_EQ(p.prefills.size(), 1u);
+  EXPECT_EQ(d.reserves.size(), 1u);
+  ASSERT_EQ(d.generates.size(), 1u);
+  EXPECT_TRUE(flow->stats().local_by_cost);
+  EXPECT_EQ(metrics_.prefills->With({"local_by_cost"}).value(), 1);
+  // The decode worker as busy: both would miss, so the prompt stays with the prefill worker.
+  heartbeat("d", 5000);
+  observer_ = std::make_shared<RecordingObserver>();
+  flow = Start(100, 2);
+  EXPECT_EQ(d.generates.size(), 1u);
+  EXPECT_EQ(d.reserves.size(), 2u);
+  EXPECT_FALSE(flow->stats().local_by_cost);
+  // An idle prefill worker again: disaggregated.
+  heartbeat("p", 0);
+  heartbeat("d", 0);
+  observer_ = std::make_shared<RecordingObserver>();
+  Start(100, 2);
+  EXPECT_EQ(d.reserves.size(), 3u);
+  EXPECT_EQ(d.generates.size(), 1u);
+  // Without the SLO the rule is off.
+  options_.local_prefill_ttft_slo = absl::ZeroDuration();
+  heartbeat("p", 5000);
+  observer_ = std::make_shared<RecordingObserver>();
+  Start(100, 2);
+  EXPECT_EQ(d.reserves.size(), 4u);
+  EXPECT_EQ(metrics_.prefills->With({"local_by_cost"}).value(), 1);
+}
+
 TEST_F(RequestFlowTest, FullDecodeWorkerIsSkippedForTheNext) {
   AddWorker("p", v1::WORKER_ROLE_PREFILL);
   auto& d1 = AddWorker("d1", v1::WORKER_ROLE_DECODE, 200);
