@@ -717,12 +717,27 @@ def rel_err(pred, meas):
     return round((pred - meas) / meas, 4)
 
 
-def plan_replay(a, raw, base, cpus, slo, target, scale, tmp):
+# `tandem up` flags a config variant may carry that `tandem plan` simulates too (the router's
+# placement rules); a variant with any other flag is not simulated.
+PLAN_FLAGS = ("--local-prefill-ttft-slo", "--local-prefill-threshold")
+
+
+def plan_args(extra):
+    """The variant's flags for `tandem plan`, or None when one of them is not simulated."""
+    out = []
+    for arg in extra or []:
+        if arg.split("=", 1)[0] not in PLAN_FLAGS:
+            return None
+        out.append(arg)
+    return out
+
+
+def plan_replay(a, raw, base, cpus, slo, target, scale, tmp, extra=()):
     """`tandem plan --requests-from raw` for one config: (predicted summary, measured summary)."""
     tmp.parent.mkdir(parents=True, exist_ok=True)
     cmd = [a.tandem, "plan", "--profile", a.profile, "--requests-from", str(raw), "--configs", base,
            "--cpus", str(cpus), "--goodput", slo, "--attainment", str(target), "--cost-scale", f"{scale:.4f}",
-           "--no-progress", "--result-file", str(tmp)]
+           "--no-progress", "--result-file", str(tmp), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
@@ -731,18 +746,20 @@ def plan_replay(a, raw, base, cpus, slo, target, scale, tmp):
 
 
 def static_points(d, g, log_skips=True):
-    """(config, base shape, workload, point) for every sweep point of a static tandem config."""
+    """(config, base shape, workload, point, plan flags) for every sweep point of a static tandem
+    config (default flags, or only flags `tandem plan` simulates)."""
     st = g["settings"]
     for cfg, per_wl in g["results"].items():
         kind = g["configs"].get(cfg, {})
-        if kind.get("kind") != "tandem" or kind.get("controller") or kind.get("extra_args") or st.get("up_arg"):
+        extra = plan_args(kind.get("extra_args"))
+        if kind.get("kind") != "tandem" or kind.get("controller") or extra is None or st.get("up_arg"):
             if log_skips:
-                log(f"{d.name} {cfg}: not a static tandem config with default flags, not simulated")
+                log(f"{d.name} {cfg}: not a static tandem config with flags `tandem plan` simulates, not simulated")
             continue
         for wl, entry in per_wl.items():
             for pt in entry.get("points", []):
                 if pt.get("source") == "sweep":
-                    yield cfg, cfg.split("/")[0], wl, pt
+                    yield cfg, cfg.split("/")[0], wl, pt, extra
 
 
 def calibration(a):
@@ -754,7 +771,9 @@ def calibration(a):
     g = load(d, "goodput.json")
     st = g["settings"]
     lowest = {}
-    for cfg, base, wl, pt in static_points(d, g, log_skips=False):
+    for cfg, base, wl, pt, extra in static_points(d, g, log_skips=False):
+        if extra:
+            continue  # calibrated on the plain config of the same shape
         if base not in lowest or pt["rate"] < lowest[base][1]["rate"]:
             lowest[base] = (wl, pt)
     for base, (wl, pt) in lowest.items():
@@ -781,10 +800,10 @@ def cmd_validate(a):
         target = st.get("attainment", 0.9)
         cpus = a.cpus or st.get("cpus", NPROC)
         sweeps = {}
-        for cfg, base, wl, pt in static_points(d, g):
+        for cfg, base, wl, pt, extra in static_points(d, g):
             scale = scales.get(base, {}).get("scale", 1.0)
             tmp = Path(a.work) / f"{d.name}-{slug(cfg)}-{slug(wl)}-{pt['rate']:g}.json"
-            ps, ms = plan_replay(a, d / pt["raw"], base, cpus, slo, target, scale, tmp)
+            ps, ms = plan_replay(a, d / pt["raw"], base, cpus, slo, target, scale, tmp, extra)
             pa = ps.get("goodput", {}).get("attainment")
             ma = ms.get("goodput", {}).get("attainment")
             row = {"dir": d.name, "config": cfg, "workload": wl, "rate": pt["rate"], "cost_scale": scale,

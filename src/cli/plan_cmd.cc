@@ -73,6 +73,7 @@ struct PlanFlags {
   int block_size = 16;
   int64_t kv_cache_mb = 256;
   int local_prefill_threshold = 0;
+  double local_prefill_ttft_slo_ms = 0;
   double hop_ms = 0.5;
   double cost_scale = 1.0;
   double queue_timeout_s = 60;
@@ -112,6 +113,8 @@ struct PlanFlags {
     f.Int("block-size", &block_size, "tokens per KV block");
     f.Int("kv-cache-mb", &kv_cache_mb, "KV cache per worker, MiB");
     f.Int("local-prefill-threshold", &local_prefill_threshold, "prompts shorter than this prefill on the decode worker");
+    f.Float("local-prefill-ttft-slo", &local_prefill_ttft_slo_ms,
+            "the router's conditional disaggregation by cost, ms (see `tandem router --help`; 0: off)");
     f.Float("hop-ms", &hop_ms, "latency of one router <-> worker message, ms");
     f.Float("cost-scale", &cost_scale,
             "multiply every iteration time by this: a calibration for workers that share a machine with the "
@@ -183,7 +186,7 @@ absl::Status CheckRanges(const PlanFlags& p) {
   if (p.profile.empty()) return absl::InvalidArgumentError("--profile is required (write one with `tandem profile`)");
   if (!(p.attainment > 0 && p.attainment <= 1)) return absl::InvalidArgumentError("--attainment must be in (0, 1]");
   if (p.max_workers < 1 || p.cpus < 0 || p.max_num_seqs < 1 || p.block_size < 1 || p.kv_cache_mb < 1 ||
-      p.local_prefill_threshold < 0 || !(p.hop_ms >= 0) || !(p.queue_timeout_s > 0) || p.search_iters < 0 ||
+      p.local_prefill_threshold < 0 || !(p.local_prefill_ttft_slo_ms >= 0) || !(p.hop_ms >= 0) || !(p.queue_timeout_s > 0) || p.search_iters < 0 ||
       !(p.rate_min > 0) || !(p.cost_scale > 0) || p.rate_max < 0 || p.request_rate < 0 || p.min_duration_s < 0) {
     return absl::InvalidArgumentError("a flag is out of range: counts and sizes >= 1, times and rates >= 0 (--rate-min > 0)");
   }
@@ -198,6 +201,7 @@ absl::Status ResolveSettings(const PlanFlags& p, PlanInputs* in) {
   s.kv_cache_bytes = p.kv_cache_mb << 20;
   s.max_num_seqs = p.max_num_seqs;
   s.local_prefill_threshold = p.local_prefill_threshold;
+  s.local_prefill_ttft_slo_s = p.local_prefill_ttft_slo_ms / 1e3;
   s.hop_s = p.hop_ms / 1e3;
   s.cost_scale = p.cost_scale;
   s.queue_timeout_s = p.queue_timeout_s;
@@ -409,7 +413,7 @@ Json RowJson(const Row& r) {
     workers.push_back({{"role", role}, {"busy", r.duration_s > 0 ? w.busy_s / r.duration_s : 0},
                        {"iterations", w.iterations}, {"prefill_tokens", w.prefill_tokens},
                        {"decode_tokens", w.decode_tokens}, {"max_running", w.max_running},
-                       {"preemptions", w.preemptions}});
+                       {"preemptions", w.preemptions}, {"local_by_cost", w.local_by_cost}});
   }
   row["workers"] = std::move(workers);
   return row;
@@ -423,7 +427,8 @@ absl::Status WriteResult(const std::vector<Row>& rows, const PlanFlags& p, const
   out["settings"] = {{"cpus", p.cpus}, {"cost_scale", p.cost_scale}, {"max_workers", p.max_workers},
                      {"token_budget", in.settings.token_budget}, {"kv_cache_mb", p.kv_cache_mb},
                      {"block_size", p.block_size}, {"max_num_seqs", p.max_num_seqs},
-                     {"local_prefill_threshold", p.local_prefill_threshold}, {"hop_ms", p.hop_ms},
+                     {"local_prefill_threshold", p.local_prefill_threshold},
+                     {"local_prefill_ttft_slo_ms", p.local_prefill_ttft_slo_ms}, {"hop_ms", p.hop_ms},
                      {"slo", in.slo.Describe()}, {"attainment", p.attainment}, {"seed", p.seed},
                      {"workload", p.traffic.workload}, {"num_prompts", p.traffic.num_prompts},
                      {"request_rate", p.request_rate}, {"requests_from", p.requests_from},

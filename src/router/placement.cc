@@ -61,6 +61,13 @@ bool PrefillLocallyByCost(const PrefillCostInputs& in) {
   return disaggregated > left && local <= left;
 }
 
+double NextPrefillRate(double current, int64_t tokens, double seconds) {
+  if (tokens <= 0 || !(seconds > 0)) return current;
+  constexpr double kWeight = 0.25;
+  const double rate = static_cast<double>(tokens) / seconds;
+  return current > 0 ? (1 - kWeight) * current + kWeight * rate : rate;
+}
+
 bool KvLayoutsMatch(const v1::KvLayout& prefill, const v1::KvLayout& decode) {
   return prefill.model_id() == decode.model_id() && prefill.num_layers() == decode.num_layers() &&
          prefill.num_kv_heads() == decode.num_kv_heads() && prefill.head_dim() == decode.head_dim() &&

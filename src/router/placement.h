@@ -67,6 +67,10 @@ struct PrefillCostInputs {
   int64_t local_tokens = -1;          // ahead of it on the least-queued decode-capable worker; < 0: none
 };
 bool PrefillLocallyByCost(const PrefillCostInputs& in);
+// The measured prefill rate after one more timed prefill (`tokens` of work in `seconds`): a
+// moving average (the newest sample's weight 0.25, so a few prefills follow a change); `current`
+// 0 means none yet. Samples without time are ignored.
+double NextPrefillRate(double current, int64_t tokens, double seconds);
 
 // Whether a prefill worker with KV layout `prefill` can write into a lease on a decode worker
 // with layout `decode` (the workers refuse a hand-off whose layouts differ in any field).

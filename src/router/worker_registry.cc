@@ -257,11 +257,8 @@ PrefillOutlook WorkerRegistry::Outlook(std::span<const int32_t> prompt) const {
 }
 
 void WorkerRegistry::NotePrefillTimed(int64_t tokens, double seconds) {
-  if (tokens <= 0 || !(seconds > 0)) return;
-  constexpr double kWeight = 0.25;  // of the newest sample: a few prefills to follow a change
-  const double rate = static_cast<double>(tokens) / seconds;
   std::lock_guard<std::mutex> lock(mu_);
-  prefill_tokens_per_s_ = prefill_tokens_per_s_ > 0 ? (1 - kWeight) * prefill_tokens_per_s_ + kWeight * rate : rate;
+  prefill_tokens_per_s_ = placement::NextPrefillRate(prefill_tokens_per_s_, tokens, seconds);
 }
 
 void WorkerRegistry::NoteLocalPrefill(const std::string& worker_id, int64_t tokens) {

@@ -82,6 +82,7 @@ absl::StatusOr<SimCluster> BuildCluster(const ClusterShape& shape, const PlanSet
   }
   SimCluster c;
   c.local_prefill_threshold = settings.local_prefill_threshold;
+  c.local_prefill_ttft_slo_s = settings.local_prefill_ttft_slo_s;
   c.kv_bytes_per_token = p.model.kv_bytes_per_token;
   c.transfer = p.transfer;
   c.hop_s = settings.hop_s;

@@ -40,6 +40,7 @@ struct PlanSettings {
   int token_budget = 512;
   int max_num_seqs = 64;
   int32_t local_prefill_threshold = 0;
+  double local_prefill_ttft_slo_s = 0;  // the router's --local-prefill-ttft-slo, seconds (0: off)
   double hop_s = 0.0005;
   double queue_timeout_s = 60;
   double request_timeout_s = 600;

@@ -47,7 +47,7 @@ struct WorkerState {
   bool busy = false;
   SchedulerOutput plan;
   double link_free_s = 0;      // when this worker's outgoing KV link is next idle
-  int64_t queued_prefill = 0;  // prompt tokens sent here and not yet computed (prefill workers)
+  int64_t queued_prefill = 0;  // prompt tokens sent here to prefill and not yet computed
   SimWorkerStats stats;
 };
 
@@ -62,6 +62,8 @@ struct RequestState {
   double backoff = kBackoffStart;
   double transfer_done_s = 0;       // when the last KV chunk is on the decode worker
   int64_t uncomputed_prefill = 0;   // prompt tokens still counted in queued_prefill
+  double prefill_sent_s = 0;        // when the Prefill call went out
+  int64_t prefill_work = 0;         // the tokens queued ahead of it at the claim plus its own
   bool disaggregated = false;
   bool finished = false;
   bench::RequestRecord record;
@@ -199,10 +201,28 @@ class Sim {
     return pick < 0 ? -1 : index[pick];
   }
 
+  // PrefillLocallyByCost with the router's view: the least queued prefill on each side.
+  bool LocalByCost(int64_t tokens) {
+    if (!(c_.local_prefill_ttft_slo_s > 0)) return false;
+    router::placement::PrefillCostInputs in;
+    in.ttft_slo_s = c_.local_prefill_ttft_slo_s;
+    in.tokens_per_s = prefill_rate_;
+    const auto least = [](int64_t& best, int64_t v) { best = best < 0 ? v : std::min(best, v); };
+    for (const WorkerState& w : workers_) {
+      least(w.spec->role == Role::kPrefill ? in.disaggregated_tokens : in.local_tokens, w.queued_prefill + tokens);
+    }
+    return router::placement::PrefillLocallyByCost(in);
+  }
+
   void Arrive(int r) {
     RequestState& s = reqs_[r];
-    if (router::placement::PrefillLocally(s.req.input_tokens, c_.local_prefill_threshold, num_prefill_)) {
+    const bool by_rule = router::placement::PrefillLocally(s.req.input_tokens, c_.local_prefill_threshold, num_prefill_);
+    const bool by_cost = !by_rule && LocalByCost(s.req.input_tokens);
+    if (by_rule || by_cost) {
       s.decode_worker = PickDecode(s.req.input_tokens);
+      workers_[s.decode_worker].queued_prefill += s.req.input_tokens;
+      s.uncomputed_prefill = s.req.input_tokens;
+      workers_[s.decode_worker].stats.local_by_cost += by_cost ? 1 : 0;
       Push(now_ + c_.hop_s, EventType::kStartLocal, r);
       return;
     }
@@ -230,6 +250,8 @@ class Sim {
       s.decode_worker = w;
       const int p = PickPrefill(r, s.req.input_tokens);
       s.prefill_worker = p;
+      s.prefill_work = workers_[p].queued_prefill + s.req.input_tokens;
+      s.prefill_sent_s = now_ + 2 * c_.hop_s;
       workers_[p].queued_prefill += s.req.input_tokens;
       s.uncomputed_prefill = s.req.input_tokens;
       // The reservation's answer, then the Prefill call.
@@ -303,11 +325,11 @@ class Sim {
       const int r = owner_.at(seq);
       RequestState& s = reqs_[r];
       seq->num_computed += chunk.num_tokens;
+      const int64_t fresh = std::min<int64_t>(chunk.num_tokens, s.uncomputed_prefill);
+      s.uncomputed_prefill -= fresh;
+      w.queued_prefill -= fresh;
       if (prefill_role) {
         // The chunk's KV goes out over this worker's link behind what is already queued.
-        const int64_t fresh = std::min<int64_t>(chunk.num_tokens, s.uncomputed_prefill);
-        s.uncomputed_prefill -= fresh;
-        w.queued_prefill -= fresh;
         w.link_free_s = std::max(w.link_free_s, now_) +
                         static_cast<double>(chunk.num_tokens * c_.kv_bytes_per_token) / c_.transfer.bytes_per_s;
         s.transfer_done_s = w.link_free_s + c_.transfer.latency_s;
@@ -340,6 +362,7 @@ class Sim {
     s.held.clear();
     s.seq.reset();
     Kick(s.prefill_worker);  // blocks came back: a waiting prefill may fit now
+    prefill_rate_ = router::placement::NextPrefillRate(prefill_rate_, s.prefill_work, now_ + c_.hop_s - s.prefill_sent_s);
     Token(s, now_ + c_.hop_s);
     if (s.req.output_tokens <= 1) {
       WorkerState& d = workers_[s.decode_worker];
@@ -361,6 +384,7 @@ class Sim {
   uint64_t next_order_ = 0;
   uint64_t next_arrival_ = 0;
   int num_prefill_ = 0;
+  double prefill_rate_ = 0;  // tokens/s, measured as the router measures it (NextPrefillRate)
   double now_ = 0;
   int64_t num_events_ = 0;
 };

@@ -11,7 +11,8 @@
 //     workloads simulated have no shared prefixes; shared-prefix requests are simulated as
 //     whole prompts).
 //   - The router's placement rules (router/placement.h): conditional disaggregation
-//     (PrefillLocally), the decode worker with room and the most free KV (PickDecode), the
+//     (PrefillLocally, and PrefillLocallyByCost at the prefill rate measured as the router does:
+//     each prefill's queue ahead plus own tokens over its call's time), the decode worker with room and the most free KV (PickDecode), the
 //     prefill worker with the least queued + uncached tokens within the slack (PickPrefill).
 //     The router sees the workers' exact state; the real one sees it through heartbeats.
 //   - Disaggregated requests: ReserveKv on the decode worker (blocks for the prompt; when no
@@ -54,6 +55,7 @@ struct SimWorker {
 struct SimCluster {
   std::vector<SimWorker> workers;
   int32_t local_prefill_threshold = 0;  // the router's --local-prefill-threshold
+  double local_prefill_ttft_slo_s = 0;  // the router's --local-prefill-ttft-slo (0: off)
   int64_t affinity_slack_tokens = 1024;
   int64_t kv_bytes_per_token = 0;
   TransferCost transfer;
@@ -73,6 +75,7 @@ struct SimRequest {
 };
 
 struct SimWorkerStats {
+  int64_t local_by_cost = 0;  // requests the cost rule sent here to prefill locally
   double busy_s = 0;
   int64_t iterations = 0;
   int64_t prefill_tokens = 0;

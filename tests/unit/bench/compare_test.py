@@ -92,3 +92,17 @@ def test_relative_error_and_slo_parsing():
     assert compare.rel_err(None, 100) is None and compare.rel_err(1, 0) is None
     assert compare.slo_ms("ttft:2000 tpot:150", "tpot") == "150"
     assert compare.slo_ms("ttft:2000", "e2el") is None
+
+
+def test_validation_simulates_variants_whose_flags_tandem_plan_knows(tmp_path):
+    assert compare.plan_args(None) == []
+    assert compare.plan_args(["--local-prefill-ttft-slo=2000"]) == ["--local-prefill-ttft-slo=2000"]
+    assert compare.plan_args(["--local-prefill-ttft-slo=2000", "--token-budget=32"]) is None
+    g = {"settings": {}, "configs": {"1p1d": {"kind": "tandem"},
+                                     "1p1d/cost": {"kind": "tandem", "extra_args": ["--local-prefill-ttft-slo=2000"]},
+                                     "1p1d/b32": {"kind": "tandem", "extra_args": ["--token-budget=32"]},
+                                     "adaptive": {"kind": "tandem", "controller": True}},
+         "results": {c: {"chat": {"points": [{"rate": 1, "source": "sweep"}]}}
+                     for c in ("1p1d", "1p1d/cost", "1p1d/b32", "adaptive")}}
+    got = [(cfg, base, extra) for cfg, base, _, _, extra in compare.static_points(tmp_path, g, log_skips=False)]
+    assert got == [("1p1d", "1p1d", []), ("1p1d/cost", "1p1d", ["--local-prefill-ttft-slo=2000"])]

@@ -116,6 +116,32 @@ TEST(Simulator, ShortPromptsPrefillLocallyUnderTheThreshold) {
   EXPECT_EQ(r->workers[1].prefill_tokens, 32);
 }
 
+// The router's cost rule, simulated: the prefill rate is measured from the first request (100
+// tokens in ~1 s), then a burst of five 100-token prompts 10 ms apart meets a 2.5 s TTFT SLO:
+// the first two fit the prefill worker's queue (~1 s, ~2 s), the next two would wait ~3 s there
+// and go to the decode worker (~1 s, ~2 s ahead there), the last would miss on both sides and
+// stays disaggregated.
+TEST(Simulator, CostRuleSendsPromptsLocallyWhenThePrefillQueueWouldMissTheSlo) {
+  IterationCost cost{.fixed_s = 0.004, .per_token_s = 0.01};
+  SimCluster c = Cluster({Worker(Role::kPrefill, cost), Worker(Role::kDecode, cost)});
+  std::vector<SimRequest> reqs = {{0, 100, 2, 0}};
+  for (int i = 0; i < 5; ++i) reqs.push_back({2.0 + 0.01 * i, 100, 2, 0});
+  c.local_prefill_ttft_slo_s = 2.5;
+  auto r = Simulate(c, reqs);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->workers[1].local_by_cost, 2);
+  EXPECT_EQ(r->workers[1].prefill_tokens, 200);
+  EXPECT_EQ(r->workers[0].prefill_tokens, 400);
+  // The rule off: everything through the prefill worker, and the last of the burst waits longest.
+  c.local_prefill_ttft_slo_s = 0;
+  auto off = Simulate(c, reqs);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->workers[1].local_by_cost, 0);
+  EXPECT_EQ(off->workers[0].prefill_tokens, 600);
+  EXPECT_GT(*off->records.back().ttft_s(), 4.5);
+  EXPECT_LT(*r->records[3].ttft_s(), 1.5) << "the first one sent locally starts at once";
+}
+
 // A decode worker whose KV holds one request at a time: the second waits for the first to
 // finish (no overcommit), and with a short queue timeout a third is refused with 429.
 TEST(Simulator, KvCapacityMakesRequestsWaitAndTimesThemOut) {
