@@ -147,9 +147,10 @@ void Completion::OnPromptCached(int32_t choice, int32_t cached_prompt_tokens) {
   if (choice == 0) cached_prompt_tokens_ = cached_prompt_tokens;
 }
 
-void Completion::ExpectPromptLogprobs(std::vector<int32_t> prompt) {
+void Completion::ExpectPromptLogprobs(std::vector<int32_t> prompt, bool echoed) {
   std::lock_guard<std::mutex> lock(mu_);
   expect_prompt_logprobs_ = true;
+  prompt_echoed_ = echoed;
   prompt_ = std::move(prompt);
 }
 
@@ -164,7 +165,7 @@ bool Completion::ShowPromptLogprobsLocked(int32_t choice) {
   c.prompt_shown = true;
   if (!prompt_logprobs_) return false;
   std::vector<api::LogprobEntry> shown;
-  if (show_logprobs_) shown = c.assembler->DescribePromptLogprobs(prompt_, *prompt_logprobs_);
+  if (show_logprobs_ && prompt_echoed_) shown = c.assembler->DescribePromptLogprobs(prompt_, *prompt_logprobs_);
   encoder_->PromptLogprobs(choice, prompt_, *prompt_logprobs_, shown);
   return true;
 }

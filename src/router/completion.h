@@ -104,8 +104,10 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   void Close();
 
   // The request asked for its prompt's log-probabilities: choice 0's flow computes them (the
-  // others' do not), every choice's answer starts with them. Call before choice 0 starts.
-  void ExpectPromptLogprobs(std::vector<int32_t> prompt);
+  // others' do not), every choice's answer starts with them. `echoed`: completions' echo with
+  // logprobs, whose answer shows them as LogprobEntry's (built only then; vLLM's prompt_logprobs
+  // and gRPC read the raw rows). Call before choice 0 starts.
+  void ExpectPromptLogprobs(std::vector<int32_t> prompt, bool echoed);
 
   void OnPromptCached(int32_t choice, int32_t cached_prompt_tokens);
   void OnPromptLogprobs(int32_t choice, std::span<const TokenLogprob> prompt_logprobs);
@@ -163,6 +165,7 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   bool seen_tokens_ ABSL_GUARDED_BY(mu_) = false;
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   bool expect_prompt_logprobs_ ABSL_GUARDED_BY(mu_) = false;
+  bool prompt_echoed_ ABSL_GUARDED_BY(mu_) = false;  // ExpectPromptLogprobs' `echoed`
   std::vector<int32_t> prompt_ ABSL_GUARDED_BY(mu_);  // when expected
   std::optional<std::vector<TokenLogprob>> prompt_logprobs_ ABSL_GUARDED_BY(mu_);  // choice 0's, once arrived
 };

@@ -114,7 +114,9 @@ std::shared_ptr<Completion> FrontDoor::Start(AdmittedRequest admitted, std::uniq
   if (options.best_of > options.n && request.sampling.logprobs < 0) request.sampling.logprobs = 0;
   request.prompt = std::move(admitted.prompt);
   request.deadline = absl::Now() + options_.request_timeout;
-  if (request.sampling.prompt_logprobs >= 0) completion->ExpectPromptLogprobs(request.prompt);
+  if (request.sampling.prompt_logprobs >= 0) {
+    completion->ExpectPromptLogprobs(request.prompt, /*echoed=*/options.echo && options.logprobs >= 0);
+  }
   if (completion->generated_choices() > 1) {
     std::weak_ptr<Completion> weak = completion;
     completion->SetStarter([this, first = request, weak](int32_t choice) {

@@ -534,14 +534,19 @@ void ExpectVllmPromptLogprobs(const json& list, const std::vector<int32_t>& ids,
     }
     for (int r = 1; r <= k; ++r) {
       EXPECT_LE(by_rank[r], 0.0) << "prompt token " << i << " has no rank " << r << ": " << entry;
-      if (r > 1) EXPECT_LE(by_rank[r], by_rank[r - 1]) << "prompt token " << i;
+      if (r > 1) {
+        EXPECT_LE(by_rank[r], by_rank[r - 1]) << "prompt token " << i;
+      }
     }
     EXPECT_LE(entry.size(), static_cast<size_t>(k + 1));
     // The prompt token's rank is its place in the whole vocabulary, shown or not.
     const int own_rank = own["rank"].get<int>();
     EXPECT_GE(own_rank, 1) << "prompt token " << i;
-    if (own_rank <= k) EXPECT_EQ(by_rank[own_rank], own["logprob"].get<double>()) << "prompt token " << i;
-    if (own_rank > k) EXPECT_LE(own["logprob"].get<double>(), by_rank[k]) << "prompt token " << i;
+    if (own_rank <= k) {
+      EXPECT_EQ(by_rank[own_rank], own["logprob"].get<double>()) << "prompt token " << i;
+    } else {
+      EXPECT_LE(own["logprob"].get<double>(), by_rank[k]) << "prompt token " << i;
+    }
   }
 }
 

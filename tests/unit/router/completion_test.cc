@@ -189,7 +189,7 @@ TEST_F(CompletionTest, TokensArrivingTogetherEachCountAsAnInterTokenGap) {
 // starts with them (once, before its first text), the first prompt token unscored.
 TEST_F(CompletionTest, ThePromptsLogprobsLeadEveryChoiceOnce) {
   auto c = Make(2, 2, /*max_tokens=*/2, /*show_logprobs=*/true);
-  c->ExpectPromptLogprobs(Ids("abc"));
+  c->ExpectPromptLogprobs(Ids("abc"), /*echoed=*/true);
   const std::vector<TokenLogprob> prompt = {{.logprob = -0.25f}, {.logprob = -2.0f}};
   c->OnPromptLogprobs(0, prompt);
   const std::vector<TokenLogprob> one = {{.logprob = -0.5f}};
@@ -208,7 +208,7 @@ TEST_F(CompletionTest, ThePromptsLogprobsLeadEveryChoiceOnce) {
 // request with a clear error instead of an answer missing its prompt's entries.
 TEST_F(CompletionTest, MissingPromptLogprobsFailTheRequest) {
   auto c = Make(1, 1, /*max_tokens=*/4, /*show_logprobs=*/true);
-  c->ExpectPromptLogprobs(Ids("abc"));
+  c->ExpectPromptLogprobs(Ids("abc"), /*echoed=*/true);
   const std::vector<TokenLogprob> one = {{.logprob = -0.5f}};
   c->OnTokens(0, Ids("x"), one);
   EXPECT_EQ(rec_.failures, 1);
