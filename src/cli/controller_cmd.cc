@@ -121,6 +121,7 @@ struct ActuatorFlags {
   int threads = 1, initial_prefill = 1, initial_decode = 1;
   int64_t kv_cache_mb = 256;
   bool role_change = false;
+  std::string rebalance_by = "cost";
   double print_signals_s = 0;
   std::string bind = "0.0.0.0";
   int http_port = 9400;
@@ -139,8 +140,12 @@ struct ActuatorFlags {
     flags.Int("kv-cache-mb", &kv_cache_mb, "local: KV cache per worker, MiB");
     flags.Int("initial-prefill", &initial_prefill, "local: prefill workers started at launch");
     flags.Int("initial-decode", &initial_decode, "local: decode workers started at launch");
-    flags.Bool("role-change", &role_change, "local: rebalance by flipping a drained worker's role instead of "
-                                            "stopping one and starting another");
+    flags.String("rebalance-by", &rebalance_by,
+                 "local: how a rebalance moves a worker to the other role: cost (per move, whichever is serving "
+                 "first by the start-up and drain times measured so far: an idle worker flips at once), flip "
+                 "(always drain it and change its role in place: no model reload) or restart (always stop it "
+                 "and start a new one)");
+    flags.Bool("role-change", &role_change, "local: the same as --rebalance-by flip");
     flags.Float("print-signals", &print_signals_s,
                 "read the signals twice this many seconds apart, print the second reading as JSON and exit "
                 "(no decisions; for checking a source)");
@@ -213,7 +218,7 @@ absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeLocalActuator(const Ac
   controller::LocalActuatorOptions lo;
   lo.tandem_binary = ChildProcess::SelfPath();
   lo.worker_flags = ToArgv(worker);
-  lo.role_change = af.role_change;
+  TANDEM_ASSIGN_OR_RETURN(lo.rebalance_by, controller::ParseRebalanceBy(af.role_change ? "flip" : af.rebalance_by));
   auto local = std::make_unique<controller::LocalActuator>(lo, admin);
   for (int i = 0; i < af.initial_prefill + af.initial_decode; ++i) {
     const auto role = i < af.initial_prefill ? controller::Role::kPrefill : controller::Role::kDecode;
@@ -275,6 +280,9 @@ int ControllerCommand(const std::vector<std::string>& args) {
   if (af.actuator != "kubernetes" && af.actuator != "local" && af.actuator != "role-change" && af.actuator != "none") {
     return Fail("controller", StrCat("unknown --actuator '", af.actuator, "' (kubernetes, local, role-change or none)"),
                 2);
+  }
+  if (auto by = controller::ParseRebalanceBy(af.rebalance_by); !by.ok()) {
+    return Fail("controller", StrCat("--rebalance-by: ", by.status().message()), 2);
   }
   std::unique_ptr<controller::LeaderElector> elector;
   if (af.leader_elect) {

@@ -157,7 +157,7 @@ absl::Status UpSupervisor::StartWorkers() {
   lo.tandem_binary = self_;
   lo.worker_flags = plan_.WorkerArgs(router_grpc_);
   lo.start_timeout = absl::Seconds(plan_.ready_timeout_s);
-  lo.role_change = plan_.role_change;
+  lo.rebalance_by = plan_.rebalance_by;
   lo.restart_crashed = true;  // with or without the controller, a crashed worker comes back
   pool_ = std::make_unique<controller::LocalActuator>(lo, admin_.get());
   for (int i = 0; i < plan_.prefill + plan_.decode; ++i) {

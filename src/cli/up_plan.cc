@@ -40,8 +40,11 @@ void UpFlags::Register(FlagSet& f) {
            "address the router's HTTP and gRPC APIs listen on (0.0.0.0: every interface; set --api-key "
            "first); workers and the internal plane stay on 127.0.0.1");
   cluster_token.Register(f, /*with_insecure=*/false);
-  f.Bool("role-change", &role_change,
-         "the controller rebalances by flipping a drained worker's role rather than replacing it");
+  f.String("rebalance-by", &rebalance_by,
+           "how the controller moves a worker to the other role: cost (per move, whichever is serving first "
+           "by the start-up and drain times measured so far), flip (drain it and change its role in place) "
+           "or restart (stop it and start a new one)");
+  f.Bool("role-change", &role_change, "the same as --rebalance-by flip");
   controller.Register(f, /*with_sources=*/false);
 }
 
@@ -74,7 +77,9 @@ absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   const int workers = flags.prefill + flags.decode + flags.mixed;
   plan.threads_per_worker = flags.threads > 0 ? flags.threads : std::max(1, cpus / workers);
   plan.controller_port = flags.controller_port;
-  plan.role_change = flags.role_change;
+  auto rebalance_by = controller::ParseRebalanceBy(flags.role_change ? "flip" : flags.rebalance_by);
+  if (!rebalance_by.ok()) return absl::InvalidArgumentError(StrCat("--rebalance-by: ", rebalance_by.status().message()));
+  plan.rebalance_by = *rebalance_by;
   plan.ready_timeout_s = flags.ready_timeout_s;
   plan.router = flags.router;
   plan.router.bind = flags.listen;

@@ -18,6 +18,7 @@
 #include "cli/flags.h"
 #include "cli/router_flags.h"
 #include "cli/worker_flags.h"
+#include "controller/core/role_move.h"
 
 namespace tandem::cli {
 
@@ -35,6 +36,7 @@ struct UpFlags {
   bool run_controller = true;
   int controller_port = 9400;
   bool role_change = false;
+  std::string rebalance_by = "cost";
   std::string listen = "127.0.0.1";  // the router's address; the workers stay on loopback
   ClusterTokenFlags cluster_token;    // none given: up makes one
   ControllerFlags controller;
@@ -55,7 +57,7 @@ struct LaunchPlan {
   bool run_controller = false;
   ControllerFlags controller;  // with the worker budget resolved
   int controller_port = 0;
-  bool role_change = false;
+  controller::RebalanceBy rebalance_by = controller::RebalanceBy::kCost;
   double ready_timeout_s = 0;
   std::string api_key;              // for the router's environment, never its argv
   std::string cluster_token;        // every child's, through the environment (set by UpCommand)

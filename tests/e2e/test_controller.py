@@ -6,6 +6,7 @@ bounded time, change the counts only a few times per phase, and no request may f
 workers start, drain and stop. The decision log tells which signals drove each change.
 """
 import json
+import re
 import os
 import random
 import subprocess
@@ -105,11 +106,13 @@ def describe(r):
             f'ttft_p99={f(s["ttft_p99"])} itl_p99={f(s["itl_p99"])} kv={f(s["kv_utilization"])}')
 
 
-@pytest.fixture(scope="module", params=["replace", "role-change"])
+@pytest.fixture(scope="module", params=["restart", "cost"])
 def loop_cluster(request, log_dir):
-    """replace: a rebalance drains and stops a worker and starts another; role-change: it drains
-    a worker and flips its role (no process started or stopped, no model reload)."""
-    extra = ["--role-change"] if request.param == "role-change" else []
+    """restart: a rebalance drains and stops a worker and starts another; cost (the default):
+    each move flips a drained worker's role in place (no process started or stopped, no model
+    reload) or restarts, whichever the start-up and drain times measured so far predict is
+    serving first."""
+    extra = ["--rebalance-by", "restart"] if request.param == "restart" else []
     c = Cluster(f"loop-{request.param}", CONTROLLER_FLAGS + extra, log_dir)
     yield c
     assert c.stop() == 0, f"tandem up did not stop cleanly; log: {open(c.log_path).read()[-4000:]}"
@@ -153,10 +156,16 @@ def test_ratio_follows_prompt_then_generation_heavy_traffic(loop_cluster, capsys
     assert held2 == (1, 2)
     assert 1 <= len(phase1) <= MAX_CHANGES_PER_PHASE, [describe(r) for r in phase1]
     assert 1 <= len(phase2) <= MAX_CHANGES_PER_PHASE, [describe(r) for r in phase2]
-    if c.name.endswith("role-change"):
-        # The rebalance flipped a drained prefill worker to decode instead of replacing it.
-        log = open(c.log_path).read()
-        assert "is now a decode worker" in log, log[-3000:]
+    # The decision log says how the rebalance moved a worker, and why, with measured figures.
+    actuation = " ".join(r.get("actuation", "") for r in phase2)
+    with capsys.disabled():
+        print(f"actuation: {actuation}")
+    if c.name.endswith("restart"):
+        assert "by restart (--rebalance-by restart)" in actuation, actuation
+    else:
+        assert re.search(r"by (flip|restart), ready sooner: drain [0-9.]+ s, start-up [0-9.]+ s", actuation), actuation
+        if "by flip" in actuation:  # a flipped worker is not replaced
+            assert "is now a decode worker" in open(c.log_path).read()
     # The changes were driven by the right role's signals.
     assert any(r["reason"] in ("prefill_load", "ttft_slo") and r["desired"]["prefill"] == 2 for r in phase1)
     assert any(r["reason"] in ("decode_load", "itl_slo", "kv_pressure", "prefill_load", "budget")

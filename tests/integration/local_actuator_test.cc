@@ -1,6 +1,6 @@
 // The controller's local actuator with real `tandem worker` processes registered with a live
-// router: a rebalance that arrives as two decisions still flips the worker instead of stopping
-// it and starting another.
+// router: a rebalance flips a worker or replaces it as --rebalance-by says (by cost: an idle one
+// flips), and one that arrives as two decisions still flips the worker instead of replacing it.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "controller/loop/admin_client.h"
 #include "controller/loop/local_actuator.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_cluster.h"
 #include "testing/tiny_model.h"
@@ -53,7 +54,8 @@ struct ActuatorCluster {
 // A router whose own worker is a mixed one (the actuator's prefill-0 and decode-0 must not clash
 // with in-process ids), and a local actuator with role changes that has started one prefill
 // worker, registered.
-void StartWithOnePrefillWorker(ActuatorCluster& ac) {
+void StartWithOnePrefillWorker(ActuatorCluster& ac,
+                               controller::RebalanceBy by = controller::RebalanceBy::kFlip) {
   ClusterSpec spec;
   spec.model_path = TinyModelPath();
   spec.prefill = 0;
@@ -68,7 +70,7 @@ void StartWithOnePrefillWorker(ActuatorCluster& ac) {
   controller::LocalActuatorOptions o;
   o.tandem_binary = StrCat(TANDEM_BINARY_DIR, "/tandem");
   o.worker_flags = {"--router", router, "--model", spec.model_path, "--threads", "1", "--kv-cache-mb", "16"};
-  o.role_change = true;
+  o.rebalance_by = by;
   ac.actuator = std::make_unique<LocalActuator>(o, ac.admin.get());
   ASSERT_TRUE(ac.actuator->StartAndWait(controller::Role::kPrefill).ok());
   auto ps = ac.actuator->Processes();
@@ -119,6 +121,43 @@ TEST(LocalActuatorTest, ADrainedWorkerWaitsForAFollowingScaleOutBeforeItStops) {
   std::this_thread::sleep_for(std::chrono::seconds(1));
   ASSERT_TRUE(ac.actuator->Apply({0, 1}).ok());
   ExpectFlippedNotReplaced(ac);
+  ac.actuator->StopAll();
+}
+
+// By cost, an idle worker flips: its drain ends at once, a new process would need its start-up
+// (measured when the first worker started). The report says so with the figures.
+TEST(LocalActuatorTest, ByCostAnIdleWorkerFlipsAndTheReportSaysWhy) {
+  ActuatorCluster ac;
+  ASSERT_NO_FATAL_FAILURE(StartWithOnePrefillWorker(ac, controller::RebalanceBy::kCost));
+  ASSERT_TRUE(ac.actuator->costs().start_s().has_value());
+  EXPECT_GT(*ac.actuator->costs().start_s(), 0);
+  EXPECT_EQ(ac.actuator->name(), "local+cost");
+  ASSERT_TRUE(ac.actuator->Apply({0, 1}).ok());  // one decision: prefill → decode
+  ExpectFlippedNotReplaced(ac);
+  const controller::ActuationReport report = ac.actuator->TakeReport();
+  EXPECT_EQ(report.flips, 1);
+  EXPECT_EQ(report.restarts, 0);
+  ASSERT_EQ(report.notes.size(), 1u);
+  EXPECT_THAT(report.notes[0], ::testing::HasSubstr("prefill → decode by flip, ready sooner: drain 0.0 s, start-up "));
+  EXPECT_THAT(report.notes[0], ::testing::HasSubstr("(it is idle)"));
+  EXPECT_TRUE(ac.actuator->TakeReport().notes.empty());  // taken once
+  ac.actuator->StopAll();
+}
+
+// With --rebalance-by restart the same move stops the worker and starts a new one.
+TEST(LocalActuatorTest, ByRestartTheWorkerIsReplaced) {
+  ActuatorCluster ac;
+  ASSERT_NO_FATAL_FAILURE(StartWithOnePrefillWorker(ac, controller::RebalanceBy::kRestart));
+  ASSERT_TRUE(ac.actuator->Apply({0, 1}).ok());
+  auto ps = WaitFor(*ac.actuator, [&](const auto& p) { return p.size() == 1 && p[0].role == "decode"; });
+  ASSERT_EQ(ps.size(), 1u);
+  EXPECT_NE(ps[0].pid, ac.started.pid);
+  EXPECT_NE(ps[0].worker_id, ac.started.worker_id);
+  const controller::ActuationReport report = ac.actuator->TakeReport();
+  EXPECT_EQ(report.flips, 0);
+  EXPECT_EQ(report.restarts, 1);
+  ASSERT_EQ(report.notes.size(), 1u);
+  EXPECT_THAT(report.notes[0], ::testing::HasSubstr("by restart (--rebalance-by restart)"));
   ac.actuator->StopAll();
 }
 

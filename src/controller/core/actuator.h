@@ -12,6 +12,14 @@
 
 namespace tandem::controller {
 
+// How an Apply moved workers between roles (ActuationReport is what the decision log and the
+// tandem_controller_role_moves_total metric show).
+struct ActuationReport {
+  int flips = 0;     // workers drained and given the other role in place
+  int restarts = 0;  // workers of one role stopped (drained first) for a new one of the other
+  std::vector<std::string> notes;  // per move: which worker, how, and why (the figures compared)
+};
+
 class Actuator {
  public:
   virtual ~Actuator() = default;
@@ -32,6 +40,10 @@ class Actuator {
   // Workers this actuator is draining right now (before stopping them or changing their role):
   // the drained-out guard leaves these alone.
   virtual std::vector<std::string> Draining() const { return {}; }
+
+  // How the role moves since the last call were made (flip or restart, and why); empty for an
+  // actuator that only scales.
+  virtual ActuationReport TakeReport() { return {}; }
 };
 
 }  // namespace tandem::controller

@@ -183,6 +183,7 @@ json DecisionRecordToJson(const DecisionRecord& r) {
   j["anomalies"] = r.anomalies;
   j["anomaly_detail"] = r.anomaly_detail;
   j["actuator"] = r.actuator;
+  j["actuation"] = r.actuation;
   j["dry_run"] = r.dry_run;
   j["result"] = r.result;
   return j;
@@ -222,6 +223,7 @@ absl::StatusOr<DecisionRecord> ParseDecisionRecord(std::string_view line) {
     }
   }
   if (auto a = j.find("anomaly_detail"); a != j.end() && a->is_string()) r.anomaly_detail = a->get<std::string>();
+  if (auto a = j.find("actuation"); a != j.end() && a->is_string()) r.actuation = a->get<std::string>();
   TANDEM_ASSIGN_OR_RETURN(r.result, GetString(j, "result"));
   auto dry = j.find("dry_run");
   if (dry == j.end() || !dry->is_boolean()) {

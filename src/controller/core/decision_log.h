@@ -9,7 +9,9 @@
 //    "current": {"prefill": 1, "decode": 1}, "desired": {"prefill": 2, "decode": 1},
 //    "action": "scale_up", "reason": "prefill_load", "detail": "...",
 //    "anomalies": ["spike"], "anomaly_detail": "...",   (what the anomaly guard found; [] and "")
-//    "actuator": "local", "dry_run": false, "result": "ok" | "skipped" | "<error text>"}
+//    "actuator": "local", "dry_run": false, "result": "ok" | "skipped" | "<error text>",
+//    "actuation": "..."}   (how the actuator made a rebalance's moves, flip or restart, and why;
+//                           "" when it moved no worker between roles)
 // <Signals> has every field of Signals by name (SignalMeasurementFields() plus time_s, window_s
 // and "ready": {"prefill", "decode"}); NaN (no data) is written as null.
 //
@@ -50,6 +52,7 @@ struct DecisionRecord {
   std::vector<std::string> anomalies;  // kAnomaly* the guard found in this tick's reading
   std::string anomaly_detail;          // and what it did about them
   std::string actuator;  // Actuator::name()
+  std::string actuation;  // ActuationReport::notes, joined with "; "
   bool dry_run = false;
   std::string result;    // kResultOk, kResultSkipped or the actuator's error text
 

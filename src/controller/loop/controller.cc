@@ -40,6 +40,7 @@ struct Controller::Metrics {
   metrics::GaugeFamily* forecast_error;
   metrics::GaugeFamily* forecast_predictor;
   metrics::GaugeFamily* ready_seconds;
+  metrics::CounterFamily* role_moves;
 
   explicit Metrics(metrics::MetricsRegistry& r, const ControllerOptions& o) {
     desired = &r.AddGauge("tandem_controller_desired_instances", "Instances the controller wants, by role", {"role"});
@@ -75,6 +76,12 @@ struct Controller::Metrics {
                                      {"role", "predictor"});
     ready_seconds = &r.AddGauge("tandem_controller_worker_ready_seconds",
                                 "Measured time from asking for a worker to seeing it ready, by role", {"role"});
+    role_moves = &r.AddCounter("tandem_controller_role_moves_total",
+                               "Workers a rebalance moved between roles, by how: flip (drained, role changed in "
+                               "place) or restart (stopped, a new one started)",
+                               {"how"});
+    role_moves->With({"flip"});
+    role_moves->With({"restart"});
     auto& slo = r.AddGauge("tandem_controller_slo_seconds", "The latency targets the controller plans for", {"slo"});
     slo.With({"ttft"}).Set(o.planner.ttft_slo_s);
     slo.With({"itl"}).Set(o.planner.itl_slo_s);
@@ -262,6 +269,7 @@ DecisionRecord Controller::Tick(double now_s) {
     logger->info("{}: {} prefill + {} decode → {} + {} ({}: {})", plan.action, current->prefill, current->decode,
                  plan.desired.prefill, plan.desired.decode, plan.reason, plan.detail);
     const absl::Status s = actuator_->Apply(plan.desired);
+    NoteActuation(rec);
     if (s.ok()) {
       rec.result = std::string(kResultOk);
       NoteStarts(plan, now_s);
@@ -286,6 +294,16 @@ DecisionRecord Controller::Tick(double now_s) {
     if (absl::Status s = log_->Append(rec); !s.ok()) logger->warn("decision log: {}", s.message());
   }
   return rec;
+}
+
+void Controller::NoteActuation(DecisionRecord& rec) {
+  ActuationReport report = actuator_->TakeReport();
+  if (report.flips > 0) metrics_->role_moves->With({"flip"}).Increment(report.flips);
+  if (report.restarts > 0) metrics_->role_moves->With({"restart"}).Increment(report.restarts);
+  for (const std::string& note : report.notes) {
+    if (!rec.actuation.empty()) rec.actuation += "; ";
+    rec.actuation += note;
+  }
 }
 
 void Controller::Run() {

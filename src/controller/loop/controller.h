@@ -76,6 +76,8 @@ class Controller {
   LoadForecast ForecastLoads(const DemandEstimate& demand, double now_s);
   // Remembers the scale-ups an applied plan started, to time how long the workers take to be ready.
   void NoteStarts(const Plan& plan, double now_s);
+  // Takes the actuator's report of how it moved workers between roles into `rec` and the metrics.
+  void NoteActuation(DecisionRecord& rec);
   // Runs the drained-out guard; what it restored is a decision of its own in the log.
   void RestoreDrainedOut();
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <tuple>
 
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -42,9 +43,9 @@ absl::StatusOr<std::shared_ptr<LocalActuator::Worker>> LocalActuator::Spawn(Role
   return w;
 }
 
-absl::Status LocalActuator::AwaitStarted(Worker& w, absl::Duration timeout, std::mutex& mu) {
+absl::Status LocalActuator::AwaitStarted(Worker& w, absl::Duration timeout) {
   auto line = w.process->ReadLine(timeout);
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(mu_);
   if (!line.ok()) {
     return absl::UnavailableError(StrCat("worker ", w.id, " did not start within ", absl::FormatDuration(timeout),
                                          " (see its log): ", line.status().message()));
@@ -52,6 +53,7 @@ absl::Status LocalActuator::AwaitStarted(Worker& w, absl::Duration timeout, std:
   auto f = ParseStatusFields(*line);
   w.grpc = StrCat("127.0.0.1:", f["grpc_port"]);
   w.http = StrCat("127.0.0.1:", f["http_port"]);
+  costs_.NoteStart(absl::ToDoubleSeconds(absl::Now() - w.started));
   if (w.state == Worker::State::kStarting) w.state = Worker::State::kRunning;
   return absl::OkStatus();
 }
@@ -62,7 +64,7 @@ absl::Status LocalActuator::StartAndWait(Role role) {
     std::lock_guard<std::mutex> lock(mu_);
     TANDEM_ASSIGN_OR_RETURN(w, Spawn(role));
   }
-  return AwaitStarted(*w, options_.start_timeout, mu_);
+  return AwaitStarted(*w, options_.start_timeout);
 }
 
 absl::StatusOr<InstanceCounts> LocalActuator::Current() {
@@ -79,47 +81,99 @@ absl::StatusOr<InstanceCounts> LocalActuator::Current() {
   return c;
 }
 
-std::shared_ptr<LocalActuator::Worker> LocalActuator::PickVictim(Role role) {
+LocalActuator::Loads LocalActuator::LoadsNow() const {
+  Loads loads;
+  auto workers = admin_->ListWorkers();
+  if (!workers.ok()) {
+    GetLogger("controller")->warn("reading the workers' load: {}", workers.status().message());
+    return loads;
+  }
+  for (const v1::WorkerStatus& w : *workers) loads[w.info().worker_id()] = w.load();
+  return loads;
+}
+
+bool LocalActuator::Busy(const Loads& loads, const std::string& id) {
+  auto it = loads.find(id);
+  if (it == loads.end()) return true;
+  const v1::WorkerLoad& l = it->second;
+  return l.inflight_requests() > 0 || l.running() > 0 || l.waiting() > 0 || l.queued_prefill_tokens() > 0;
+}
+
+std::shared_ptr<LocalActuator::Worker> LocalActuator::PickVictim(Role role, const Loads& loads) {
+  // Smaller is a better victim: starting after running (a starting worker is about to be
+  // useful), then by the work it has (it drains sooner), then the newest.
+  auto rank = [&](const Worker& w) {
+    auto it = loads.find(w.id);
+    const int64_t work = it == loads.end() ? INT64_MAX / 2
+                                           : int64_t{it->second.inflight_requests()} * 1'000'000 +
+                                                 it->second.queued_prefill_tokens();
+    return std::tuple(w.state != Worker::State::kRunning, work, -w.seq);
+  };
   std::shared_ptr<Worker> best;
   for (const auto& w : workers_) {
     if (w->role != role) continue;
     if (w->state != Worker::State::kRunning && w->state != Worker::State::kStarting) continue;
-    // Prefer a running worker (a starting one has no work yet, but is about to be useful).
-    if (!best || (w->state == Worker::State::kRunning) > (best->state == Worker::State::kRunning) ||
-        ((w->state == Worker::State::kRunning) == (best->state == Worker::State::kRunning) && w->seq > best->seq)) {
-      best = w;
-    }
+    if (!best || rank(*w) < rank(*best)) best = w;
   }
   return best;
+}
+
+void LocalActuator::NoteMove(bool flip, int count, const std::string& note) {
+  (flip ? report_.flips : report_.restarts) += count;
+  report_.notes.push_back(note);
+  GetLogger("controller")->info("rebalance: {}", note);
+}
+
+void LocalActuator::BeginDrain(Worker& w, Role from, bool busy) {
+  w.drain_apply = applies_;
+  w.drain_from = from;
+  w.drain_started = absl::Now();
+  w.drain_busy = busy;
+  w.drained = false;
+}
+
+void LocalActuator::FlipWhereCheaper(int& dp, int& dd, const Loads& loads) {
+  while ((dp > 0 && dd < 0) || (dp < 0 && dd > 0)) {
+    const Role from = dp < 0 ? Role::kPrefill : Role::kDecode;
+    const Role to = dp < 0 ? Role::kDecode : Role::kPrefill;
+    auto victim = PickVictim(from, loads);
+    if (!victim || victim->state != Worker::State::kRunning) return;
+    const bool busy = Busy(loads, victim->id);
+    const MoveChoice choice =
+        ChooseMove(options_.rebalance_by, costs_.PredictDrain(from, busy), costs_.start_s());
+    if (!choice.flip) {
+      // This move and the rest (their victims are no less busy) stop a worker and start one.
+      const int moves = std::min(std::abs(dp), std::abs(dd));
+      NoteMove(false, moves,
+               StrCat(moves, " ", RoleName(from), " → ", RoleName(to), " by ", choice.why, " (", victim->id,
+                      busy ? " has work in flight)" : " is idle)"));
+      return;
+    }
+    NoteMove(true, 1, StrCat(victim->id, " ", RoleName(from), " → ", RoleName(to), " by ", choice.why,
+                             busy ? " (it has work in flight)" : " (it is idle)"));
+    victim->state = Worker::State::kChanging;
+    victim->role = to;  // counted in its new role from now on
+    BeginDrain(*victim, from, busy);
+    RunInBackground([this, victim, to] { DrainAndFlip(victim, to); });
+    dp += to == Role::kPrefill ? -1 : 1;
+    dd += to == Role::kDecode ? -1 : 1;
+  }
 }
 
 absl::Status LocalActuator::Apply(const InstanceCounts& target) {
   if (target.prefill < 0 || target.decode < 0) return absl::InvalidArgumentError("negative instance count");
   TANDEM_ASSIGN_OR_RETURN(InstanceCounts current, Current());
+  if (target == current) return absl::OkStatus();
+  const Loads loads = LoadsNow();  // a call to the router: not under mu_
   std::lock_guard<std::mutex> lock(mu_);
+  ++applies_;
   int dp = target.prefill - current.prefill;
   int dd = target.decode - current.decode;
-  // Flips first: a worker that changes role needs no model load.
-  while (options_.role_change && ((dp > 0 && dd < 0) || (dp < 0 && dd > 0))) {
-    const Role from = dp < 0 ? Role::kPrefill : Role::kDecode;
-    const Role to = dp < 0 ? Role::kDecode : Role::kPrefill;
-    auto victim = PickVictim(from);
-    if (!victim || victim->state != Worker::State::kRunning) break;
-    victim->state = Worker::State::kChanging;
-    victim->role = to;  // counted in its new role from now on
-    GetLogger("controller")->info("changing worker {} from {} to {}", victim->id, RoleName(from), RoleName(to));
-    RunInBackground([this, victim, to] { DrainAndFlip(victim, to); });
-    dp += to == Role::kPrefill ? -1 : 1;
-    dd += to == Role::kDecode ? -1 : 1;
-  }
+  FlipWhereCheaper(dp, dd, loads);
   absl::Status status;
   for (auto [role, delta] : {std::pair{Role::kPrefill, dp}, std::pair{Role::kDecode, dd}}) {
     for (int i = 0; i < delta; ++i) {
-      if (auto claimed = ClaimDrainingFor(role)) {
-        GetLogger("controller")->info("worker {} was draining to stop; it becomes a {} worker instead", claimed->id,
-                                      RoleName(role));
-        continue;
-      }
+      if (auto claimed = ClaimDrainingFor(role)) continue;
       auto w = Spawn(role);
       if (!w.ok()) {
         status.Update(w.status());
@@ -128,9 +182,12 @@ absl::Status LocalActuator::Apply(const InstanceCounts& target) {
       AwaitInBackground(*w);
     }
     for (int i = 0; i < -delta; ++i) {
-      auto victim = PickVictim(role);
+      auto victim = PickVictim(role, loads);
       if (!victim) break;
+      // A worker still starting has no work: its drain says nothing about busy drains.
+      const bool busy = victim->state != Worker::State::kStarting && Busy(loads, victim->id);
       victim->state = Worker::State::kDraining;
+      BeginDrain(*victim, role, busy);
       GetLogger("controller")->info("draining {} worker {} before stopping it", RoleName(role), victim->id);
       RunInBackground([this, victim] { DrainAndStop(victim); });
     }
@@ -140,7 +197,7 @@ absl::Status LocalActuator::Apply(const InstanceCounts& target) {
 
 void LocalActuator::AwaitInBackground(std::shared_ptr<Worker> started) {
   RunInBackground([this, started] {
-    if (absl::Status s = AwaitStarted(*started, options_.start_timeout, mu_); !s.ok()) {
+    if (absl::Status s = AwaitStarted(*started, options_.start_timeout); !s.ok()) {
       GetLogger("controller")->error("{}", s.message());
       bool mine;
       {
@@ -191,17 +248,28 @@ int LocalActuator::restarts() const {
   return restarted_;
 }
 
+absl::Status LocalActuator::TimedDrain(Worker& w) {
+  const absl::Time start = absl::Now();
+  const absl::Status s = admin_->DrainAndWait(w.id, options_.drain_timeout);
+  std::lock_guard<std::mutex> lock(mu_);
+  w.drained = true;
+  // Only clean drains of workers that had work say how long a busy worker takes to drain.
+  if (s.ok() && w.drain_busy) costs_.NoteDrain(w.drain_from, absl::ToDoubleSeconds(absl::Now() - start));
+  return s;
+}
+
 void LocalActuator::DrainAndStop(std::shared_ptr<Worker> w) {
   auto log = GetLogger("controller");
-  const absl::Status drained = admin_->DrainAndWait(w->id, options_.drain_timeout);
+  const absl::Status drained = TimedDrain(*w);
   if (!drained.ok() && !absl::IsNotFound(drained)) {
     log->warn("draining worker {}: {}; stopping it anyway (it finishes in-flight work on SIGTERM)", w->id,
               drained.message());
   }
-  // With role changes on, a drained worker waits flip_grace before it stops: the controller's
-  // next decision may be a scale-out of the other role (a rebalance split over two ticks), and
-  // then this worker flips instead of a new process loading the model.
-  const absl::Time grace_end = absl::Now() + (options_.role_change ? options_.flip_grace : absl::ZeroDuration());
+  // Unless every move restarts, a drained worker waits flip_grace before it stops: the
+  // controller's next decision may be a scale-out of the other role (a rebalance split over two
+  // ticks), and then this worker may flip instead of a new process loading the model.
+  const bool may_flip = options_.rebalance_by != RebalanceBy::kRestart;
+  const absl::Time grace_end = absl::Now() + (may_flip ? options_.flip_grace : absl::ZeroDuration());
   std::optional<Role> flip;
   for (;;) {
     {
@@ -225,21 +293,32 @@ void LocalActuator::DrainAndStop(std::shared_ptr<Worker> w) {
 }
 
 std::shared_ptr<LocalActuator::Worker> LocalActuator::ClaimDrainingFor(Role to) {
-  if (!options_.role_change) return nullptr;
+  // (With kRestart this only reports the restart: ChooseMove never flips.)
   for (const std::shared_ptr<Worker>& w : workers_) {
-    if (w->state == Worker::State::kDraining && !w->stopping && !w->flip_to && w->role != to &&
-        w->process->Running()) {
-      w->flip_to = to;
-      w->role = to;
-      w->state = Worker::State::kChanging;
-      return w;
+    // A drain begun by this very Apply was a restart by choice (FlipWhereCheaper flips the rest).
+    if (w->state != Worker::State::kDraining || w->stopping || w->flip_to || w->role == to ||
+        w->drain_apply == applies_ || !w->process->Running()) {
+      continue;
     }
+    const double drained_s = absl::ToDoubleSeconds(absl::Now() - w->drain_started);
+    const MoveChoice choice = ChooseMove(
+        options_.rebalance_by, costs_.PredictDrain(w->drain_from, w->drain_busy && !w->drained, drained_s),
+        costs_.start_s());
+    NoteMove(choice.flip, 1,
+             StrCat(w->id, " (draining to stop for ", absl::FormatDuration(absl::Trunc(absl::Now() - w->drain_started,
+                                                                                    absl::Milliseconds(100))),
+                    ") ", RoleName(w->drain_from), " → ", RoleName(to), " by ", choice.why));
+    if (!choice.flip) return nullptr;
+    w->flip_to = to;
+    w->role = to;
+    w->state = Worker::State::kChanging;
+    return w;
   }
   return nullptr;
 }
 
 void LocalActuator::DrainAndFlip(std::shared_ptr<Worker> w, Role to) {
-  if (absl::Status s = admin_->DrainAndWait(w->id, options_.drain_timeout); !s.ok()) {
+  if (absl::Status s = TimedDrain(*w); !s.ok()) {
     GetLogger("controller")->warn("draining worker {} before its role change: {}; changing it anyway", w->id,
                                   s.message());
   }
@@ -291,6 +370,16 @@ void LocalActuator::Reap() {
     }
   }
   if (!stopping_) StartDueRestarts();
+}
+
+ActuationReport LocalActuator::TakeReport() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(report_, {});
+}
+
+MoveCosts LocalActuator::costs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return costs_;
 }
 
 std::vector<std::string> LocalActuator::Draining() const {

@@ -1,11 +1,13 @@
 // LocalActuator: the controller's actuator on one machine — prefill and decode workers are
 // `tandem worker` child processes of this one. Scale-out starts processes; scale-in picks the
-// newest worker of the role, drains it through the router (no new work, in-flight requests
-// finish, KV it still has to send is sent) and only then stops it. With `role_change` set, a
-// rebalance (one role up, the other down) flips a drained worker's role instead of stopping one
-// process and starting another: no model reload. A rebalance that arrives as two decisions (a
-// scale-in, then a scale-out of the other role while the first worker still drains) flips that
-// worker too, while it drains or for flip_grace after.
+// least busy worker of the role (then the newest), drains it through the router (no new work,
+// in-flight requests finish, KV it still has to send is sent) and only then stops it.
+// A rebalance (one role up, the other down) moves workers by `rebalance_by` (role_move.h): a
+// flip drains a worker and changes its role (no model reload), a restart stops it and starts a
+// new one; `kCost` picks, per move, whichever the start-up and drain times this actuator has
+// measured predict is serving first. A rebalance that arrives as two decisions (a scale-in,
+// then a scale-out of the other role while the first worker still drains) can flip that worker
+// too, while it drains or for flip_grace after. TakeReport says how each move was made and why.
 //
 // Thread-safe. Draining and starting happen on background threads; Apply returns at once.
 #pragma once
@@ -22,7 +24,9 @@
 
 #include "absl/time/time.h"
 #include "common/child_process.h"
+#include "common/strings.h"
 #include "controller/core/actuator.h"
+#include "controller/core/role_move.h"
 #include "controller/loop/admin_client.h"
 
 namespace tandem::controller {
@@ -33,8 +37,8 @@ struct LocalActuatorOptions {
   absl::Duration start_timeout = absl::Seconds(120);  // until a new worker prints its ports
   absl::Duration drain_timeout = absl::Seconds(120);  // a draining worker's in-flight work
   absl::Duration stop_grace = absl::Seconds(30);      // SIGTERM → SIGKILL
-  bool role_change = false;
-  // role_change: a worker drained to stop waits this long for a scale-out of the other role to
+  RebalanceBy rebalance_by = RebalanceBy::kRestart;
+  // flip or cost: a worker drained to stop waits this long for a scale-out of the other role to
   // claim it (a rebalance that arrives as two decisions) before it stops.
   absl::Duration flip_grace = absl::Seconds(10);
   // A worker that exits without being asked to is replaced by a new one of its role (`tandem up`):
@@ -52,10 +56,12 @@ class LocalActuator final : public Actuator {
   LocalActuator(LocalActuatorOptions options, AdminClient* admin);
   ~LocalActuator() override;  // stops every worker (drained first)
 
-  std::string name() const override { return options_.role_change ? "local+role-change" : "local"; }
+  std::string name() const override { return StrCat("local+", RebalanceByName(options_.rebalance_by)); }
   absl::StatusOr<InstanceCounts> Current() override;
   absl::Status Apply(const InstanceCounts& target) override;
   std::vector<std::string> Draining() const override;
+  ActuationReport TakeReport() override;
+  MoveCosts costs() const;  // what this actuator has measured so far
 
   // Starts one worker of `role` now and waits until it has printed its ports (tandem up's first
   // workers). Error if it does not start.
@@ -85,11 +91,23 @@ class LocalActuator final : public Actuator {
     std::string grpc, http;
     int64_t seq = 0;
     absl::Time started = absl::Now();
-    // A worker draining to stop that a later scale-up of the other role claimed (role_change):
+    // A worker draining to stop that a later scale-up of the other role claimed (flip or cost):
     // when its drain ends it flips to this role instead of stopping. `stopping`: too late.
     std::optional<Role> flip_to;
     bool stopping = false;
+    // Its drain (to stop or to flip): the role it drained from, when, whether it had work then,
+    // and whether the drain has ended.
+    Role drain_from = Role::kPrefill;
+    absl::Time drain_started;
+    bool drain_busy = true;
+    bool drained = false;
+    int64_t drain_apply = 0;  // the Apply that began it
   };
+  // Each worker's load as the router last heard it, by worker id (ListWorkers); empty when the
+  // router did not answer.
+  using Loads = std::map<std::string, v1::WorkerLoad>;
+  Loads LoadsNow() const;
+  static bool Busy(const Loads& loads, const std::string& id);  // unknown counts as busy
   struct PendingRestart {
     Role role;
     std::string id;  // of the worker that crashed
@@ -101,15 +119,23 @@ class LocalActuator final : public Actuator {
   void AwaitInBackground(std::shared_ptr<Worker> w);
   void ScheduleRestart(const Worker& w);  // mu_ held
   void StartDueRestarts();                // mu_ held
-  // Reads the new worker's "worker <id> grpc_port=.. http_port=.." line.
-  static absl::Status AwaitStarted(Worker& w, absl::Duration timeout, std::mutex& mu);
-  std::shared_ptr<Worker> PickVictim(Role role);  // mu_ held: newest running or starting of `role`
+  // Reads the new worker's "worker <id> grpc_port=.. http_port=.." line; times the start-up.
+  absl::Status AwaitStarted(Worker& w, absl::Duration timeout);
+  // mu_ held: of `role`, a running worker before a starting one, the least busy, the newest.
+  std::shared_ptr<Worker> PickVictim(Role role, const Loads& loads);
+  // mu_ held: the rebalance part of a change (dp prefill, dd decode wanted), flipped where
+  // `rebalance_by` says; what is left of dp and dd is started and stopped.
+  void FlipWhereCheaper(int& dp, int& dd, const Loads& loads);
+  void BeginDrain(Worker& w, Role from, bool busy);  // mu_ held
+  // Drains `w` through the router, timing it; returns whether it drained cleanly.
+  absl::Status TimedDrain(Worker& w);
   void DrainAndStop(std::shared_ptr<Worker> w);
   void DrainAndFlip(std::shared_ptr<Worker> w, Role to);
   void FinishFlip(const std::shared_ptr<Worker>& w, Role to);  // after the drain: set the role
-  // role_change: a worker draining to stop, of the role other than `to`, that can flip instead
+  // flip or cost: a worker draining to stop, of the role other than `to`, that can flip instead
   // (mu_ held); null if none.
   std::shared_ptr<Worker> ClaimDrainingFor(Role to);
+  void NoteMove(bool flip, int count, const std::string& note);  // mu_ held
   void Reap();  // mu_ held: joins finished background threads, notes unexpected exits
 
   const LocalActuatorOptions options_;
@@ -120,6 +146,9 @@ class LocalActuator final : public Actuator {
   std::vector<PendingRestart> restarts_;
   std::map<Role, CrashBackoff> backoff_;  // crashes soon after start, per role
   int restarted_ = 0;
+  MoveCosts costs_;
+  int64_t applies_ = 0;  // Apply calls so far
+  ActuationReport report_;
   bool stopping_ = false;
   struct Background {
     std::thread thread;

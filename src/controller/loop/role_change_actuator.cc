@@ -45,18 +45,31 @@ absl::Status RoleChangeActuator::Apply(const InstanceCounts& target) {
     }
     if (pick == nullptr) return absl::FailedPreconditionError("no worker left to change role");
     const std::string id = pick->info().worker_id();
+    const auto drain_start = absl::Now();
     log->info("role change: draining {} before making it a {} worker", id, v1::WorkerRole_Name(to));
     if (absl::Status s = admin_->DrainAndWait(id, drain_timeout_); !s.ok()) {
       log->warn("draining {}: {}; changing its role anyway", id, s.message());
     }
     TANDEM_RETURN_IF_ERROR(admin_->SetWorkerRole(id, to));
     log->info("role change: {} is now a {} worker", id, v1::WorkerRole_Name(to));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++report_.flips;
+      report_.notes.push_back(StrCat(id, " flipped to ", to_prefill ? "prefill" : "decode", " after a drain of ",
+                                     absl::FormatDuration(absl::Trunc(absl::Now() - drain_start, absl::Milliseconds(100))),
+                                     " (the role-change actuator only flips)"));
+    }
     for (auto& w : workers) {
       if (w.info().worker_id() == id) w.mutable_info()->set_role(to);
     }
     --moves;
   }
   return absl::OkStatus();
+}
+
+ActuationReport RoleChangeActuator::TakeReport() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(report_, {});
 }
 
 }  // namespace tandem::controller

@@ -51,6 +51,26 @@ TEST(UpPlanTest, WorkersShareTheCpusAndTheChildrenGetTheSettings) {
   EXPECT_EQ(worker.ucx_tls, "tcp,self");
 }
 
+TEST(UpPlanTest, RebalancesGoByCostUnlessTold) {
+  UpFlags up;
+  auto plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->rebalance_by, controller::RebalanceBy::kCost);
+  up.rebalance_by = "restart";
+  plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->rebalance_by, controller::RebalanceBy::kRestart);
+  up.role_change = true;  // the older flag: always flip
+  plan = PlanUp(up, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->rebalance_by, controller::RebalanceBy::kFlip);
+  up.role_change = false;
+  up.rebalance_by = "swap";
+  plan = PlanUp(up, 2);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_THAT(plan.status().message(), HasSubstr("--rebalance-by: unknown rebalance method 'swap' (cost, flip or restart)"));
+}
+
 TEST(UpPlanTest, TheApiKeyTravelsInTheEnvironmentNeverOnTheCommandLine) {
   UpFlags up;
   up.router.api_key = "sk-do-not-leak";

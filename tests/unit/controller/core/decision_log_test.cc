@@ -58,6 +58,7 @@ DecisionRecord SampleRecord() {
   Planner planner(PlannerConfig{.max_total_instances = 3});
   r.SetPlan(planner.Decide(s, TrafficClass::kPromptHeavy, {1, 1}, 0));
   r.actuator = "local";
+  r.actuation = "prefill-1 prefill → decode by flip, ready sooner: drain 0.0 s, start-up 2.1 s (it is idle)";
   r.dry_run = false;
   r.result = "ok";
   return r;
@@ -109,7 +110,7 @@ TEST_F(DecisionLogTest, LinesParseBackWithEveryField) {
   ASSERT_EQ(lines.size(), 2u);
   const nlohmann::json j = nlohmann::json::parse(lines[0]);
   for (const char* key : {"time", "unix_s", "inputs", "demand", "class", "current", "desired",
-                          "action", "reason", "detail", "actuator", "dry_run", "result"}) {
+                          "action", "reason", "detail", "actuator", "actuation", "dry_run", "result"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["time"], "2024-05-01T14:02:03.250Z");
@@ -132,6 +133,7 @@ TEST_F(DecisionLogTest, LinesParseBackWithEveryField) {
   EXPECT_EQ(back->reason, record.reason);
   EXPECT_EQ(back->detail, record.detail);
   EXPECT_EQ(back->actuator, "local");
+  EXPECT_EQ(back->actuation, record.actuation);
   EXPECT_TRUE(back->dry_run);
   EXPECT_EQ(back->result, "skipped");
   EXPECT_DOUBLE_EQ(back->unix_s, record.unix_s);

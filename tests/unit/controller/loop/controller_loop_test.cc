@@ -44,7 +44,9 @@ class RecordingActuator final : public Actuator {
     counts = target;
     return absl::OkStatus();
   }
+  ActuationReport TakeReport() override { return std::exchange(report, {}); }
   InstanceCounts counts{1, 1};
+  ActuationReport report;  // what the next TakeReport returns
   std::vector<InstanceCounts> applied;
   absl::Status error;
 };
@@ -137,6 +139,34 @@ TEST(ControllerLoopTest, ScalesPrefillUpForPromptHeavyTrafficAndLogsWhy) {
   EXPECT_EQ(first->actuator, "recording");
   EXPECT_DOUBLE_EQ(first->smoothed.prompt_token_rate, 600);
   EXPECT_DOUBLE_EQ(first->demand.prefill_capacity, 300);
+  std::remove(path.c_str());
+}
+
+TEST(ControllerLoopTest, HowTheActuatorMovedWorkersIsLoggedAndCounted) {
+  ScriptedSource source;
+  source.next = PromptHeavy();
+  RecordingActuator actuator;
+  actuator.report.flips = 1;
+  actuator.report.restarts = 2;
+  actuator.report.notes = {"decode-0 decode → prefill by flip", "2 decode → prefill by restart"};
+  const std::string path = TempPath();
+  auto log = DecisionLog::Open(path);
+  ASSERT_TRUE(log.ok()) << log.status();
+  metrics::MetricsRegistry registry;
+  Controller c(Options(), &source, &actuator, log->get(), &registry);
+  EXPECT_THAT(registry.Render(), HasSubstr("tandem_controller_role_moves_total{how=\"flip\"} 0\n"));
+
+  const DecisionRecord r = c.Tick(100);
+  ASSERT_EQ(r.result, "ok");
+  EXPECT_EQ(r.actuation, "decode-0 decode → prefill by flip; 2 decode → prefill by restart");
+  const std::string page = registry.Render();
+  EXPECT_THAT(page, HasSubstr("tandem_controller_role_moves_total{how=\"flip\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("tandem_controller_role_moves_total{how=\"restart\"} 2\n"));
+  const auto lines = Lines(path);
+  ASSERT_FALSE(lines.empty());
+  auto logged = ParseDecisionRecord(lines[0]);
+  ASSERT_TRUE(logged.ok()) << logged.status();
+  EXPECT_EQ(logged->actuation, r.actuation);
   std::remove(path.c_str());
 }
 
