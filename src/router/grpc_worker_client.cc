@@ -82,8 +82,8 @@ class TokenReader : public grpc::ClientReadReactor<v1::TokensResponse> {
 std::shared_ptr<WorkerClient> GrpcWorkerClient::Connect(const std::string& address, const std::string& cluster_token) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  return std::make_shared<GrpcWorkerClient>(std::shared_ptr<v1::Worker::Stub>(
-      v1::Worker::NewStub(rpc::ClusterChannel(address, cluster_token, args))));
+  std::shared_ptr<grpc::Channel> channel = rpc::ClusterChannel(address, cluster_token, args);
+  return std::make_shared<GrpcWorkerClient>(std::shared_ptr<v1::Worker::Stub>(v1::Worker::NewStub(channel)), channel);
 }
 
 void GrpcWorkerClient::ReserveKv(const v1::ReserveKvRequest& request, absl::Time deadline, ReserveDone done) {

@@ -19,7 +19,12 @@ class GrpcWorkerClient final : public WorkerClient {
   // A client for the worker serving at `address` (host:port), over an insecure channel.
   // Every call carries `cluster_token` (rpc/cluster_auth.h; empty: none).
   static std::shared_ptr<WorkerClient> Connect(const std::string& address, const std::string& cluster_token);
-  explicit GrpcWorkerClient(std::shared_ptr<v1::Worker::Stub> stub) : stub_(std::move(stub)) {}
+  explicit GrpcWorkerClient(std::shared_ptr<v1::Worker::Stub> stub, std::shared_ptr<grpc::Channel> channel = nullptr)
+      : stub_(std::move(stub)), channel_(std::move(channel)) {}
+
+  // The channel the stub calls over (null when built from a stub alone): ConnectionMonitor
+  // watches it.
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
   void ReserveKv(const v1::ReserveKvRequest& request, absl::Time deadline, ReserveDone done) override;
   void Prefill(const v1::PrefillRequest& request, absl::Time deadline, std::shared_ptr<CallCanceller> cancel,
@@ -34,6 +39,7 @@ class GrpcWorkerClient final : public WorkerClient {
 
  private:
   std::shared_ptr<v1::Worker::Stub> stub_;
+  std::shared_ptr<grpc::Channel> channel_;
 };
 
 }  // namespace tandem::router

@@ -45,6 +45,17 @@ absl::StatusOr<std::unique_ptr<RouterProcess>> RouterProcess::Start(const Router
   ro.make_client = [token = options.cluster_token](const v1::WorkerInfo& info) {
     return GrpcWorkerClient::Connect(info.grpc_address(), token);
   };
+  // A worker process that dies closes its connections: it is dropped (its requests migrate, its
+  // leases' prefills are cancelled) at once rather than after the heartbeat expiry.
+  r->monitor_ = std::make_unique<ConnectionMonitor>();
+  ro.watch = [monitor = r->monitor_.get()](const WorkerHandle& handle,
+                                           std::function<void(const std::string&)> drop) {
+    const auto* grpc_client = dynamic_cast<const GrpcWorkerClient*>(handle.client.get());
+    if (grpc_client == nullptr || grpc_client->channel() == nullptr) return;
+    monitor->Watch(grpc_client->channel(), [drop = std::move(drop)] {
+      drop("its connection closed and connecting again was refused (the process is gone)");
+    });
+  };
   r->registry_ = std::make_unique<WorkerRegistry>(ro);
   r->metrics_registry_ = std::make_unique<metrics::MetricsRegistry>();
   r->process_metrics_ = metrics::RegisterProcessMetrics(*r->metrics_registry_);

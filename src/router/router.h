@@ -20,6 +20,7 @@
 #include "http/http_server.h"
 #include "metrics/registry.h"
 #include "router/frontend.h"
+#include "router/connection_monitor.h"
 #include "router/registry_service.h"
 #include "router/router_metrics.h"
 #include "router/worker_registry.h"
@@ -86,6 +87,8 @@ class RouterProcess {
   int http_port_ = 0, grpc_port_ = 0, internal_port_ = 0;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<WorkerRegistry> registry_;
+  // After registry_: destroyed first, so no connection-loss callback reaches a destroyed registry.
+  std::unique_ptr<ConnectionMonitor> monitor_;
   std::unique_ptr<TimedTaskQueue> timer_;
   std::unique_ptr<metrics::MetricsRegistry> metrics_registry_;
   std::vector<metrics::CallbackRegistration> process_metrics_;  // process_* (metrics/process_metrics.h)

@@ -71,7 +71,7 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
   absl::Cleanup raise_replaced = [&replaced] {
     if (replaced) replaced->Raise();
   };
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   auto it = workers_.find(info.worker_id());
   const bool known = it != workers_.end();
   if (known && Hijacks(it->second, info)) {
@@ -91,10 +91,17 @@ absl::Status WorkerRegistry::Register(const v1::WorkerInfo& info, const v1::Work
   } else if (known) {
     replaced = it->second.handle->loss;  // a new process: the old one's calls will never answer
   }
+  std::shared_ptr<WorkerHandle> registered = entry.handle;
   workers_.insert_or_assign(info.worker_id(), std::move(entry));
   GetLogger("router")->info("{} worker={} role={} address={} block_size={}", known ? "re-registered" : "registered",
                             info.worker_id(), v1::WorkerRole_Name(info.role()), info.grpc_address(),
                             placement::BlockSizeOf(info));
+  lock.unlock();
+  if (options_.watch) {
+    options_.watch(*registered, [this, id = info.worker_id(), epoch = info.epoch()](const std::string& why) {
+      Drop(id, epoch, why);
+    });
+  }
   return absl::OkStatus();
 }
 

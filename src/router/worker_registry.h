@@ -96,6 +96,10 @@ struct WorkerRegistryOptions {
   // Makes the client for a registering worker (GrpcWorkerClient::Connect to its grpc_address in
   // the router; tests substitute fakes).
   std::function<std::shared_ptr<WorkerClient>(const v1::WorkerInfo& info)> make_client;
+  // Called after each registration (a first one, a re-registration, a new process) with the new
+  // handle and a function that drops exactly that registration (Drop with its epoch): the router
+  // watches the client's connection with it (ConnectionMonitor). Empty: nothing watches.
+  std::function<void(const WorkerHandle& handle, std::function<void(const std::string& why)> drop)> watch;
 };
 
 class WorkerRegistry {

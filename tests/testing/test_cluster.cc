@@ -32,7 +32,7 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(const ClusterSpe
   ro.internal_port = 0;
   ro.local_prefill_threshold = spec.local_prefill_threshold;
   ro.heartbeat_ms = 100;
-  ro.worker_expiry = absl::Seconds(2);
+  ro.worker_expiry = spec.worker_expiry;
   ro.api_key = spec.api_key;
   ro.cluster_token = spec.cluster_token;
   ro.admin_api = spec.admin_api;

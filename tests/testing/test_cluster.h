@@ -38,6 +38,7 @@ struct ClusterSpec {
   absl::Duration queue_timeout = absl::Seconds(60);  // the router's (also bounds a migration's wait)
   int max_migrations = 3;                            // the router's
   int routers = 1;  // routers serving the same workers (each worker registers with every one)
+  absl::Duration worker_expiry = absl::Seconds(2);  // the routers' heartbeat expiry
 };
 
 // One worker's engine settings where they differ from the cluster's (0: the spec's).
