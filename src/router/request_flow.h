@@ -250,6 +250,7 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
   int32_t rng_draws_ = 0;            // the sampler's random draws after generated_
   size_t leg_base_ = 0;              // generated_.size() when the current leg began
   bool leg_streamed_ = false;        // the current leg's stream delivered a message
+  bool prefill_locally_next_leg_ = false;  // no prefill worker could fill the last leg's lease
   std::vector<std::pair<std::string, uint64_t>> failed_;  // workers (id, epoch) that failed it
   std::vector<std::pair<std::shared_ptr<WorkerLoss>, WorkerLoss::Id>> watches_;
   absl::Time migrated_at_ = absl::InfinitePast();  // the last migration, until its first token

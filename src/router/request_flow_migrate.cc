@@ -39,7 +39,9 @@ bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const abs
     phase_ = Phase::kStarting;
     decode_started_ = false;  // the old lease is released below, adopted or not
     tried_decode_.clear();
-    if (!exclude) tried_decode_.insert(failed->info.worker_id());  // another first, if there is one
+    // Another decode worker first, if there is one; not when the worker was fine and only no
+    // prefill worker could serve its lease (it computes the prompt itself now).
+    if (!exclude && !prefill_locally_next_leg_) tried_decode_.insert(failed->info.worker_id());
     tried_prefill_.clear();
     stats_.prefill_attempts = 0;
     last_prefill_error_.clear();
@@ -51,10 +53,16 @@ bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const abs
     generated = generated_.size();
     migrated_at_ = clock_->Now();
   }
-  GetLogger("router")->warn("request={} migrating after worker={} failed ({}): resuming from {} prompt + {} generated tokens "
-              "(migration {} of at most {})",
-              request_.id, failed->info.worker_id(), ToStd(why.message()), request_.prompt.size(), generated,
-              migrations, options_.max_migrations);
+  if (std::string_view(cause) == "no_prefill_worker") {
+    GetLogger("router")->warn("request={} computes its prompt on a decode worker: {} (migration {} of at most {})",
+                              request_.id, ToStd(why.message()), migrations, options_.max_migrations);
+  } else {
+    GetLogger("router")->warn(
+        "request={} migrating after worker={} failed ({}): resuming from {} prompt + {} generated tokens "
+        "(migration {} of at most {})",
+        request_.id, failed->info.worker_id(), ToStd(why.message()), request_.prompt.size(), generated, migrations,
+        options_.max_migrations);
+  }
   if (options_.metrics != nullptr) options_.metrics->migrations->With({cause}).Increment();
   Unwatch();
   if (call) call->Cancel();  // the old leg's call: its callbacks are ignored from now on

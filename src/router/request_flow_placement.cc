@@ -9,14 +9,19 @@ namespace tandem::router {
 void RequestFlow::Run() {
   const int prefill_workers = registry_->CountRole(v1::WORKER_ROLE_PREFILL);
   int64_t tokens;
+  bool fallback;  // the last leg found no prefill worker for its lease
   {
     std::lock_guard<std::mutex> lock(mu_);
     tokens = static_cast<int64_t>(LegPromptTokens());
+    fallback = std::exchange(prefill_locally_next_leg_, false);
   }
-  const bool by_rule = placement::PrefillLocally(tokens, options_.local_prefill_threshold, prefill_workers);
+  const bool by_rule =
+      fallback || placement::PrefillLocally(tokens, options_.local_prefill_threshold, prefill_workers);
   const bool by_cost = !by_rule && LocalByCost();
   if (by_rule || by_cost) {
-    if (options_.metrics != nullptr) options_.metrics->prefills->With({by_cost ? "local_by_cost" : "local"}).Increment();
+    if (options_.metrics != nullptr) {
+      options_.metrics->prefills->With({fallback ? "local_fallback" : by_cost ? "local_by_cost" : "local"}).Increment();
+    }
     if (by_cost) {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.local_by_cost = true;

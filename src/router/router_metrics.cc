@@ -34,7 +34,8 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
   prefills = &r.AddCounter("tandem_router_prefills_total",
                            "Requests by where their prompt was computed (disaggregated: a prefill worker; "
                            "local: the decode or mixed worker; local_by_cost: there, because a prefill worker's "
-                           "queue would miss --local-prefill-ttft-slo)",
+                           "queue would miss --local-prefill-ttft-slo; local_fallback: there, because no prefill "
+                           "worker could fill the request's KV lease)",
                            {"mode"});
   unauthenticated = &r.AddCounter("tandem_router_unauthenticated_calls_total",
                                   "Internal calls (Registry, RouterAdmin) refused for a missing or wrong cluster token",
@@ -50,8 +51,9 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
                    .With();
   migrations = &r.AddCounter("tandem_router_migrations_total",
                              "Requests resumed on another worker after the one serving them failed (stream_failed), "
-                             "was dropped by the registry (worker_lost), or every prefill into their KV lease "
-                             "failed (prefill_failed)",
+                             "was dropped by the registry (worker_lost), every prefill into their KV lease "
+                             "failed (prefill_failed), or no prefill worker could fill it (no_prefill_worker: "
+                             "the prompt is computed on a decode worker instead)",
                              {"cause"});
   migration_seconds = &r.AddHistogram("tandem_router_migration_seconds",
                                       "Delay a migration added: from the worker's failure to the resumed request's "

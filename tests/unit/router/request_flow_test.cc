@@ -504,7 +504,7 @@ TEST_F(RequestFlowTest, RouterShuttingDownWhileWaitingForRoomFailsTheRequest) {
   EXPECT_NE(observer_->status.message().find("shutting down"), absl::string_view::npos);
 }
 
-TEST_F(RequestFlowTest, PrefillGoesToAWorkerWhoseKvLayoutMatchesTheLease) {
+TEST_F(RequestFlowTest, PrefillGoesToAWorkerWhoseKvLayoutMatchesTheLeaseElseTheDecodeWorkerComputesIt) {
   // Workers started with different --block-size cannot exchange KV: the prefill worker must
   // match the decode worker that holds the lease.
   auto& p16 = AddWorker("p16", v1::WORKER_ROLE_PREFILL, 100, 16);
@@ -519,12 +519,22 @@ TEST_F(RequestFlowTest, PrefillGoesToAWorkerWhoseKvLayoutMatchesTheLease) {
   EXPECT_EQ(p32.prefills[0]->request.destination().block_ids_size(), 2);  // 40 tokens in blocks of 32
   registry_->Remove("p32");  // its 8 prefills are cancelled and re-reserve (a new leg each)
   EXPECT_EQ(p32.cancelled(), 8);
+  // No prefill worker left has the lease's layout: the decode worker computes the prompt itself
+  // instead of the client getting an error.
   observer_ = std::make_shared<RecordingObserver>();
   Start(40);
   d32.AnswerReserve(d32.reserves.size() - 1, "L8");
-  EXPECT_EQ(observer_->status.code(), absl::StatusCode::kUnavailable) << observer_->status;
-  EXPECT_NE(observer_->status.message().find("KV layout"), absl::string_view::npos);
+  EXPECT_FALSE(observer_->ended()) << observer_->status;
   EXPECT_EQ(d32.released.back(), "L8");
+  EXPECT_TRUE(p16.prefills.empty());
+  ASSERT_EQ(d32.generates.size(), 1u);
+  EXPECT_EQ(d32.generates[0]->generate.prompt_size(), 40);
+  d32.generates[0]->Send({7, 8}, v1::FINISH_REASON_STOP, 2);
+  d32.generates[0]->End();
+  EXPECT_TRUE(observer_->status.ok()) << observer_->status;
+  EXPECT_EQ(observer_->tokens, (std::vector<int32_t>{7, 8}));
+  EXPECT_EQ(metrics_.prefills->With({"local_fallback"}).value(), 1);
+  EXPECT_EQ(metrics_.migrations->With({"no_prefill_worker"}).value(), 1);
 }
 
 }  // namespace
