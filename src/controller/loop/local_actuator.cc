@@ -297,7 +297,7 @@ std::shared_ptr<LocalActuator::Worker> LocalActuator::ClaimDrainingFor(Role to) 
   for (const std::shared_ptr<Worker>& w : workers_) {
     // A drain begun by this very Apply was a restart by choice (FlipWhereCheaper flips the rest).
     if (w->state != Worker::State::kDraining || w->stopping || w->flip_to || w->role == to ||
-        w->drain_apply == applies_ || !w->process->Running()) {
+        w->drain_apply == applies_ || w->declined_apply == applies_ || !w->process->Running()) {
       continue;
     }
     const double drained_s = absl::ToDoubleSeconds(absl::Now() - w->drain_started);
@@ -308,7 +308,10 @@ std::shared_ptr<LocalActuator::Worker> LocalActuator::ClaimDrainingFor(Role to) 
              StrCat(w->id, " (draining to stop for ", absl::FormatDuration(absl::Trunc(absl::Now() - w->drain_started,
                                                                                     absl::Milliseconds(100))),
                     ") ", RoleName(w->drain_from), " → ", RoleName(to), " by ", choice.why));
-    if (!choice.flip) return nullptr;
+    if (!choice.flip) {
+      w->declined_apply = applies_;  // one note per worker and decision
+      return nullptr;
+    }
     w->flip_to = to;
     w->role = to;
     w->state = Worker::State::kChanging;

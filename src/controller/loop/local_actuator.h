@@ -101,7 +101,8 @@ class LocalActuator final : public Actuator {
     absl::Time drain_started;
     bool drain_busy = true;
     bool drained = false;
-    int64_t drain_apply = 0;  // the Apply that began it
+    int64_t drain_apply = 0;      // the Apply that began it
+    int64_t declined_apply = -1;  // the last Apply whose scale-out chose to restart rather than claim it
   };
   // Each worker's load as the router last heard it, by worker id (ListWorkers); empty when the
   // router did not answer.
