@@ -69,6 +69,7 @@ bool JsonRecognizer::StartValue(uint8_t c) {
     case '"':
       mode_ = Mode::kString;
       key_ = false;
+      StartString(schema_ != nullptr ? NodeAt(index) : nullptr);
       return true;
     case '-': mode_ = Mode::kNumMinus; return true;
     case '0': mode_ = Mode::kNumZero; return true;
@@ -89,10 +90,14 @@ bool JsonRecognizer::AfterValue(uint8_t c) {
   const char open = stack_.back();  // never empty here: a value closing the last one is kDone
   if (c == ',') {
     if (open == '{' && !MayAddKey()) return false;
+    if (open == '[') {
+      if (!ArrayMayAdd()) return false;
+      if (!frames_.empty()) ++frames_.back().count;  // a ',' commits to one more element
+    }
     mode_ = open == '{' ? Mode::kObjectKey : Mode::kValue;
     return true;
   }
-  if ((c == '}' && open == '{' && MayClose()) || (c == ']' && open == '[')) {
+  if ((c == '}' && open == '{' && MayClose()) || (c == ']' && open == '[' && ArrayMayClose())) {
     Close();
     return true;
   }
@@ -114,11 +119,14 @@ bool JsonRecognizer::StringByte(uint8_t c) {
     if (key_) {
       mode_ = Mode::kColon;
     } else {
+      if (str_len_ < str_min_) return false;  // minLength
       CloseValue();
     }
     return true;
   }
+  if (str_max_ >= 0 && str_len_ >= str_max_) return false;  // a character past maxLength
   if (tracked) buf_.push_back(static_cast<char>(c));  // an escape never matches a listed name
+  ++str_len_;  // a new character: an escape, an ASCII byte or a UTF-8 lead byte (checked below)
   if (c == '\\') {
     mode_ = Mode::kEscape;
     return true;
@@ -203,6 +211,7 @@ bool JsonRecognizer::Step(uint8_t c) {
       if (c == '"' && MayAddKey()) {
         mode_ = Mode::kString;
         key_ = true;
+        StartString(nullptr);
         buf_.clear();
         ok = true;
       } else if (c == '}' && mode_ == Mode::kObjectFirst && MayClose()) {
@@ -222,9 +231,10 @@ bool JsonRecognizer::Step(uint8_t c) {
     case Mode::kArrayFirst:
       if (ws) return Whitespace(c);
       if (c == ']') {
-        Close();
-        ok = true;
-      } else {
+        ok = ArrayMayClose();
+        if (ok) Close();
+      } else if (ArrayMayAdd()) {
+        if (!frames_.empty()) ++frames_.back().count;
         ok = StartValue(c);
       }
       break;
@@ -389,6 +399,22 @@ bool JsonRecognizer::MayAddKey() const {
   const size_t count = n->property_names.size();
   const uint64_t all = count >= 64 ? ~uint64_t{0} : (uint64_t{1} << count) - 1;
   return (frames_.back().seen & all) != all;
+}
+
+bool JsonRecognizer::ArrayMayClose() const {
+  const JsonSchemaNode* n = TopNode();
+  return n == nullptr || frames_.back().count >= n->min_items;
+}
+
+bool JsonRecognizer::ArrayMayAdd() const {
+  const JsonSchemaNode* n = TopNode();
+  return n == nullptr || n->max_items < 0 || frames_.back().count < n->max_items;
+}
+
+void JsonRecognizer::StartString(const JsonSchemaNode* n) {
+  str_len_ = 0;
+  str_min_ = n != nullptr ? n->min_length : 0;
+  str_max_ = n != nullptr ? n->max_length : -1;
 }
 
 bool JsonRecognizer::EnumByte(uint8_t c) {

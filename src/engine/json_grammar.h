@@ -17,8 +17,10 @@
 // With a JsonSchema (types/json_schema.h: response_format json_schema) the recogniser also
 // follows the schema: a value's first byte must start a type the schema allows (integers take no
 // fraction or exponent), keys of an object with listed properties are matched against the ones
-// not yet used (only those, unless additionalProperties), '}' waits for every required one, and
-// enum/const values are matched byte by byte against their JSON texts.
+// not yet used (only those, unless additionalProperties), '}' waits for every required one,
+// enum/const values are matched byte by byte against their JSON texts, an array's ']' waits for
+// minItems elements and ',' stops at maxItems, and a string's closing quote waits for minLength
+// characters (code points; an escape is one) and a character past maxLength is refused.
 //
 // JsonTokenMask knows each token's bytes (the tokenizer's pieces) and, for a recogniser state,
 // sets the logits of the tokens that would break the grammar to -inf. Tokens with no bytes
@@ -58,7 +60,10 @@ class JsonRecognizer {
   bool Complete() const { return mode_ == Mode::kDone; }
   // Inside a string with no escape or multi-byte character pending: any run of printable ASCII
   // other than '"' and '\' keeps the state as it is.
-  bool InPlainString() const { return mode_ == Mode::kString && utf8_left_ == 0 && !(key_ && StrictKey()); }
+  // (Not under a maxLength: each character counts.)
+  bool InPlainString() const {
+    return mode_ == Mode::kString && utf8_left_ == 0 && !(key_ && StrictKey()) && str_max_ < 0;
+  }
 
  private:
   enum class Mode : uint8_t {
@@ -110,6 +115,10 @@ class JsonRecognizer {
   bool KeyEnd();
   bool MayClose() const;  // '}' of the innermost object: every required key seen
   bool MayAddKey() const;
+  // Arrays: ']' once minItems elements are in; another element while under maxItems.
+  bool ArrayMayClose() const;
+  bool ArrayMayAdd() const;
+  void StartString(const JsonSchemaNode* n);  // a string value: its length bounds
   bool EnumByte(uint8_t c);
   void Open(uint8_t c, int32_t node);  // node: the container's schema
   // anyOf/oneOf: the alternative a value starting with `c` follows (false: none).
@@ -120,6 +129,7 @@ class JsonRecognizer {
     int32_t node = JsonSchema::kAny;  // the container's schema
     uint64_t seen = 0;                // properties used so far (objects)
     int32_t key = -1;                 // the property whose value comes next; -1: another key
+    int32_t count = 0;                // elements started so far (arrays)
   };
 
   Mode mode_ = Mode::kStart;
@@ -140,6 +150,9 @@ class JsonRecognizer {
   std::string buf_;                  // a constrained key's or an enum value's bytes so far
   int32_t enum_node_ = JsonSchema::kAny;
   bool integer_ = false;             // the number being read may not have a fraction or exponent
+  int32_t str_len_ = 0;              // characters of the string value so far
+  int32_t str_min_ = 0;              // its minLength
+  int32_t str_max_ = -1;             // its maxLength (-1: none; keys have none)
 };
 
 class JsonTokenMask {

@@ -1,6 +1,7 @@
 #include "types/json_schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -17,6 +18,8 @@ using Json = nlohmann::json;
 constexpr int kMaxSchemaDepth = 31;
 constexpr size_t kMaxSchemaNodes = 1024;
 constexpr size_t kMaxProperties = 64;
+// minLength / maxLength / minItems / maxItems at most this (a count the recogniser keeps in 32 bits).
+constexpr int32_t kMaxSizeBound = 1 << 20;
 
 const std::set<std::string, std::less<>>& Annotations() {
   static const auto* names = new std::set<std::string, std::less<>>{
@@ -144,9 +147,35 @@ absl::Status Compiler::Keyword(const std::string& key, const Json& v, std::strin
     node.has_enum = true;
     node.enum_texts = std::move(texts);
     if (node.enum_texts.empty()) return Refuse(path, StrCat("'", key, "' leaves no value"));
+  } else if (key == "minLength" || key == "maxLength" || key == "minItems" || key == "maxItems") {
+    // Sizes: a whole non-negative number (pydantic writes 3, some writers 3.0).
+    if (!v.is_number() || v.get<double>() < 0 || v.get<double>() != std::floor(v.get<double>()) ||
+        v.get<double>() > kMaxSizeBound) {
+      return Refuse(path, StrCat("'", key, "' must be a whole number from 0 to ", kMaxSizeBound));
+    }
+    const auto bound = static_cast<int32_t>(v.get<double>());
+    if (key == "minLength") node.min_length = bound;
+    if (key == "maxLength") node.max_length = bound;
+    if (key == "minItems") node.min_items = bound;
+    if (key == "maxItems") node.max_items = bound;
   } else if (!Annotations().contains(key)) {
     return Refuse(path, StrCat("'", key, "' is not supported (tandem enforces type, properties, required, "
-                               "additionalProperties, items, enum and const)"));
+                               "additionalProperties, items, enum, const, minLength, maxLength, minItems "
+                               "and maxItems)"));
+  }
+  return absl::OkStatus();
+}
+
+// The size bounds fit together and with the other keywords.
+absl::Status CheckSizes(const JsonSchemaNode& node, std::string_view path) {
+  if (node.max_length >= 0 && node.min_length > node.max_length) {
+    return Refuse(path, "'minLength' is greater than 'maxLength': no string fits");
+  }
+  if (node.max_items >= 0 && node.min_items > node.max_items) {
+    return Refuse(path, "'minItems' is greater than 'maxItems': no array fits");
+  }
+  if (node.has_enum && (node.min_length > 0 || node.max_length >= 0 || node.min_items > 0 || node.max_items >= 0)) {
+    return Refuse(path, "a size bound beside 'enum' or 'const' is not supported (list only the values that fit)");
   }
   return absl::OkStatus();
 }
@@ -262,6 +291,7 @@ absl::StatusOr<int32_t> Compiler::Node(const Json& s, std::string_view path, int
     if (s.contains("items")) node.types = kJsonArray;
   }
   if ((node.types & kJsonNumber) != 0) node.types |= kJsonInteger;
+  if (absl::Status st = CheckSizes(node, path); !st.ok()) return st;
   if (node.has_enum && typed) {  // "type" holds too: only the values of an allowed type
     std::erase_if(node.enum_texts, [&](const std::string& t) {
       uint8_t type = JsonTypeStartingWith(t[0]);

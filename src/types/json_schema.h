@@ -7,12 +7,14 @@
 // "required", "additionalProperties" (false: only the listed properties; absent or true: any
 // other key with any value; a schema: not supported), "items" (one schema), "enum" and "const"
 // (strings without escapes, numbers, booleans, null), "$ref" to "#/$defs/..." or
-// "#/definitions/..." (not recursive), and "anyOf"/"oneOf" whose alternatives start with
+// "#/definitions/..." (not recursive), "minItems"/"maxItems" on arrays and "minLength"/
+// "maxLength" on strings (characters: code points, an escape counting one; not beside enum or
+// const), and "anyOf"/"oneOf" whose alternatives start with
 // different JSON types (Optional[X]: X or null; the first byte picks one). A schema with no "type" accepts what its
 // other keywords allow (properties: an object; items: an array; enum: the listed values; none:
 // any JSON value). Annotations are ignored: title, description, default, examples, $schema,
 // $id, $comment, deprecated, readOnly, writeOnly, and "strict"/"name" around the schema.
-// Anything else (allOf, not, pattern, format, minimum, minLength, minItems, a remote or recursive
+// Anything else (allOf, not, pattern, format, minimum, maximum, uniqueItems, a remote or recursive
 // $ref, anyOf alternatives of one type, ...) is refused with the keyword's name: a constraint
 // tandem would not enforce is never accepted silently. The root must be an object schema (what
 // json_object asks too). What the openai client's pydantic helper sends is in this subset.
@@ -65,6 +67,12 @@ struct JsonSchemaNode {
   uint64_t required_mask = 0;
   bool additional_properties = true;
   int32_t items = -1;  // arrays: the elements' node; -1: any value
+  // minItems / maxItems (arrays: elements) and minLength / maxLength (strings: characters, i.e.
+  // code points; an escape is one); -1: no maximum.
+  int32_t min_items = 0;
+  int32_t max_items = -1;
+  int32_t min_length = 0;
+  int32_t max_length = -1;
   // anyOf/oneOf: the alternatives, each with the JSON types its values start with (disjoint:
   // the first byte picks one). A node with alternatives has no other constraint.
   std::vector<std::pair<uint8_t, int32_t>> alternatives;

@@ -420,6 +420,33 @@ def test_the_openai_clients_pydantic_parse_gets_its_model(disagg):
     assert parsed >= 1
 
 
+def test_size_bounds_of_a_pydantic_model_hold_in_every_answer(disagg):
+    """Field(min_length=, max_length=) on a str and a list becomes minLength/maxLength and
+    minItems/maxItems in the schema the client sends; every answer that closes parses back into
+    the model, whose validation checks the bounds again."""
+    from typing import Annotated
+
+    import pydantic
+
+    class Trip(pydantic.BaseModel):
+        city: str = pydantic.Field(min_length=2, max_length=12)
+        sights: list[Annotated[str, pydantic.Field(max_length=16)]] = pydantic.Field(min_length=1, max_length=2)
+
+    parsed = 0
+    for question, seed in (("Plan a day in Rome.", None), ("Where should I travel?", 3), ("List what to see in a city.", 4)):
+        try:
+            r = disagg.client.chat.completions.parse(
+                model=disagg.model, messages=[{"role": "user", "content": question}], response_format=Trip,
+                max_tokens=80, temperature=0 if seed is None else 1.0, seed=seed)
+        except openai.LengthFinishReasonError:
+            continue
+        trip = r.choices[0].message.parsed
+        assert isinstance(trip, Trip), r.choices[0].message.content
+        assert 2 <= len(trip.city) <= 12 and 1 <= len(trip.sights) <= 2, trip
+        parsed += 1
+    assert parsed >= 1
+
+
 def test_response_formats_tandem_does_not_implement_name_the_field(disagg):
     schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
         "type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}}}}

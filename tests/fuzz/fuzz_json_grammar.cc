@@ -4,8 +4,9 @@
 // json_object). Each output byte is fed; a refused one is skipped (the state must be as before).
 //
 // Checked: whatever the recogniser reads whole and calls complete is one JSON object to a real
-// parser, with every required property of the schema's root and, when it allows no others, no
-// other key; every token the mask allows (pieces cut from the input) is one the recogniser reads.
+// parser, with every required property of the schema's root, its listed properties' size bounds
+// and, when it allows no others, no other key; every token the mask allows (pieces cut from the
+// input) is one the recogniser reads.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -31,6 +32,23 @@ void CheckComplete(const std::string& text, const tandem::JsonSchema* schema) {
   const tandem::JsonSchemaNode& root = schema->nodes[static_cast<size_t>(schema->root)];
   for (size_t i = 0; i < root.property_names.size(); ++i) {
     if ((root.required_mask >> i & 1) != 0) FUZZ_CHECK(value.contains(root.property_names[i]));
+  }
+  // The size bounds of the root's listed properties (minItems, maxItems, minLength, maxLength).
+  for (size_t i = 0; i < root.property_names.size(); ++i) {
+    const auto it = value.find(root.property_names[i]);
+    const int32_t index = root.property_nodes[i];
+    if (it == value.end() || index < 0) continue;
+    const tandem::JsonSchemaNode& n = schema->nodes[static_cast<size_t>(index)];
+    if (!n.alternatives.empty()) continue;
+    if (it->is_array()) {
+      FUZZ_CHECK(static_cast<int64_t>(it->size()) >= n.min_items);
+      FUZZ_CHECK(n.max_items < 0 || static_cast<int64_t>(it->size()) <= n.max_items);
+    } else if (it->is_string()) {
+      int64_t chars = 0;  // code points: the bytes that are not UTF-8 continuation bytes
+      for (char ch : it->get<std::string>()) chars += (static_cast<uint8_t>(ch) & 0xC0) != 0x80;
+      FUZZ_CHECK(chars >= n.min_length);
+      FUZZ_CHECK(n.max_length < 0 || chars <= n.max_length);
+    }
   }
   if (root.additional_properties) return;
   for (const auto& [key, v] : value.items()) {

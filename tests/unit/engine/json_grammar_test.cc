@@ -202,6 +202,17 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
       {R"({"type": "object", "properties": {"a": {"type": "date"}}})", "unknown type \"date\""},
       {R"({"type": "object", "additionalProperties": {"type": "string"}})", "'additionalProperties' other than true"},
       {R"({"type": "object", "properties": {"a\"b": {}}})", "property names must be printable ASCII"},
+      {R"({"type": "object", "properties": {"a": {"type": "string", "minLength": -1}}})",
+       "properties.a: 'minLength' must be a whole number from 0 to"},
+      {R"({"type": "object", "properties": {"a": {"type": "array", "maxItems": 1.5}}})", "'maxItems' must be a whole number"},
+      {R"({"type": "object", "properties": {"a": {"type": "array", "minItems": 3, "maxItems": 2}}})",
+       "'minItems' is greater than 'maxItems': no array fits"},
+      {R"({"type": "object", "properties": {"a": {"type": "string", "minLength": 3, "maxLength": 2}}})",
+       "'minLength' is greater than 'maxLength'"},
+      {R"({"type": "object", "properties": {"a": {"enum": ["x", "yy"], "maxLength": 1}}})",
+       "a size bound beside 'enum' or 'const' is not supported"},
+      {R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}})",
+       "properties.a: 'minimum' is not supported"},
       {"{not json", "not valid JSON"},
   };
   for (const Bad& b : bad) {
@@ -339,6 +350,54 @@ TEST(JsonRecognizer, FollowsASchemaByteByByte) {
     if (std::isfinite(logits[i])) allowed.push_back(pieces[i]);
   }
   EXPECT_EQ(allowed, (std::vector<std::string>{"\"", "\"red\"", "7", " "}));
+}
+
+// minItems / maxItems and minLength / maxLength (what pydantic writes for conlist and constr):
+// ']' and the closing quote wait for the minimum, ',' and another character stop at the maximum.
+// A string's length is in characters: an escape, a UTF-8 sequence or a surrogate pair is one.
+TEST(JsonRecognizer, FollowsSizeBoundsOfArraysAndStrings) {
+  auto schema = CompileJsonSchema(R"({"type": "object", "additionalProperties": false, "properties": {
+      "code": {"type": "string", "minLength": 2, "maxLength": 3},
+      "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
+      "glyph": {"type": "string", "maxLength": 1}, "none": {"type": "array", "maxItems": 0}}})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  for (const char* good : {R"({"code":"ab","tags":["x"]})", R"({"code":"abc","tags":["x", "y"],"none":[]})",
+                           R"({"code":"\u00e9\n"})", "{\"glyph\":\"\xF0\x9F\x98\x80\"}", R"({"glyph":"\ud83d\ude00"})",
+                           R"({"glyph":""})"}) {
+    bool complete = false;
+    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
+    EXPECT_TRUE(complete) << good;
+  }
+  struct Case {
+    const char* text;
+    const char* accepted;  // the prefix read before the refused byte
+  };
+  const std::vector<Case> bad = {
+      {R"({"code":"a")", R"({"code":"a)"},                      // minLength 2
+      {R"({"code":"abcd")", R"({"code":"abc)"},                 // maxLength 3
+      {R"({"code":"ab\n\t")", R"({"code":"ab\n)"},             // an escape is one character
+      {R"({"tags":[])", R"({"tags":[)"},                        // minItems 1
+      {R"({"tags":["a","b","c"])", R"({"tags":["a","b")"},      // maxItems 2
+      {R"({"none":[1])", R"({"none":[)"},                       // maxItems 0
+      {"{\"glyph\":\"\xC3\xA9x\"", "{\"glyph\":\"\xC3\xA9"},  // two bytes, one character; then none
+  };
+  for (const Case& c : bad) EXPECT_EQ(SchemaPrefix(**schema, c.text), std::string_view(c.accepted).size()) << c.text;
+  // The mask steps plain tokens one by one under a maxLength (no fast path past the bound).
+  std::vector<std::string> pieces = {"\"", "c", "cd", "b\"", "bc\""};
+  JsonTokenMask mask(pieces, std::vector<int32_t>{});
+  auto allowed_after = [&](std::string_view text) {
+    JsonRecognizer r(schema->get());
+    EXPECT_TRUE(r.FeedAll(text)) << text;
+    std::vector<float> logits(pieces.size(), 0.0f);
+    mask.Apply(r, logits, {});
+    std::vector<std::string> allowed;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      if (std::isfinite(logits[i])) allowed.push_back(pieces[i]);
+    }
+    return allowed;
+  };
+  EXPECT_EQ(allowed_after(R"({"code":"a)"), (std::vector<std::string>{"c", "cd", "b\"", "bc\""}));
+  EXPECT_EQ(allowed_after(R"({"code":"ab)"), (std::vector<std::string>{"\"", "c", "b\""}));
 }
 
 }  // namespace
