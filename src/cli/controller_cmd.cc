@@ -1,10 +1,12 @@
 // `tandem controller`: the ratio controller (signals → traffic class → plan → actuator), and
 // `tandem drain`: drain one worker and wait (a Kubernetes preStop hook).
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "cli/cluster_token.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
@@ -23,6 +25,8 @@
 #include "controller/k8s/leader_election.h"
 #include "controller/loop/local_actuator.h"
 #include "controller/loop/role_change_actuator.h"
+#include "controller/sizing/sim_sizer.h"
+#include "sim/cost_model.h"
 
 namespace tandem::cli {
 namespace {
@@ -83,6 +87,22 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   flags.Float("slo-memory-s", &daemon.loop.planner.slo_memory_s,
               "after an SLO miss added an instance, keep the role at that count this long unless the traffic "
               "stops (0: forget at once, and a role that meets its SLO only with the extra instance flaps)");
+  flags.String("plan-by", &plan_by,
+               "how instance counts are planned: capacity (each role's load / its measured throughput per busy "
+               "second) or simulation (simulate candidate clusters with --profile's cost model at the rate and "
+               "prompt/output length distributions read now, and run the cheapest whose predicted SLO "
+               "attainment reaches --attainment; with --min-prefill 0 it may run no prefill worker: the decode "
+               "workers then compute prompts themselves, i.e. colocated serving)");
+  flags.String("profile", &profile, "--plan-by simulation: the cost model, a file `tandem profile` wrote on this "
+                                    "kind of machine with this model");
+  flags.Float("attainment", &attainment,
+              "--plan-by simulation: share of requests that must meet both SLOs (TTFT and ITL as TPOT)");
+  flags.Float("prefill-cost", &prefill_cost, "--plan-by simulation: what a prefill worker costs, relative to "
+                                             "--decode-cost (the cheapest shape meeting --attainment wins)");
+  flags.Float("decode-cost", &decode_cost, "--plan-by simulation: what a decode worker costs");
+  flags.Int("sim-cpus", &sim_workers.cpus,
+            "--plan-by simulation: the workers share this many CPUs (0: each has its own device or node; -1: this "
+            "machine's CPUs with tandem up and --actuator local, else 0)");
   flags.Bool("anomaly-guard", &daemon.loop.anomaly_guard,
              "keep spikes (a value far from its field's recent median, by median absolute deviation), "
              "readings after a gap and the latency of a lost worker's failover from moving the ratio");
@@ -105,9 +125,45 @@ absl::Status ControllerFlags::Finish() {
   daemon.loop.planner.itl_slo_s = itl_slo_ms / 1000.0;
   daemon.loop.classifier.slo = daemon.loop.planner.slo();
   TANDEM_RETURN_IF_ERROR(controller::ValidatePlannerConfig(daemon.loop.planner));
+  TANDEM_RETURN_IF_ERROR(MakeSizer());
   TANDEM_RETURN_IF_ERROR(controller::ValidateAnomalyGuardOptions(daemon.loop.guard));
   TANDEM_RETURN_IF_ERROR(controller::ValidateForecastOptions(daemon.loop.forecasting));
   return controller::ValidateClassifierOptions(daemon.loop.classifier);
+}
+
+absl::Status ControllerFlags::MakeSizer() {
+  daemon.loop.sizer.reset();
+  if (plan_by == "capacity") {
+    if (!profile.empty()) return absl::InvalidArgumentError("--profile is for --plan-by simulation");
+    return absl::OkStatus();
+  }
+  if (plan_by != "simulation") {
+    return absl::InvalidArgumentError(StrCat("--plan-by must be capacity or simulation, not '", plan_by, "'"));
+  }
+  if (profile.empty()) {
+    return absl::InvalidArgumentError("--plan-by simulation needs --profile (write one with `tandem profile`)");
+  }
+  auto read = sim::ReadProfile(profile);
+  if (!read.ok()) return absl::InvalidArgumentError(StrCat("--profile ", profile, ": ", read.status().message()));
+  controller::SimSizerOptions o;
+  o.profile = *std::move(read);
+  o.attainment = attainment;
+  o.prefill_cost = prefill_cost;
+  o.decode_cost = decode_cost;
+  o.plan.cpus = std::max(sim_workers.cpus, 0);
+  o.threads_per_worker = sim_workers.threads;
+  o.plan.kv_cache_bytes = sim_workers.kv_cache_mb << 20;
+  o.plan.block_size = sim_workers.block_size;
+  o.plan.max_num_seqs = sim_workers.max_num_seqs;
+  if (sim_workers.token_budget == "auto") {
+    o.plan.token_budget = o.profile.token_budget.value_or(512);
+  } else if (!absl::SimpleAtoi(sim_workers.token_budget, &o.plan.token_budget) || o.plan.token_budget < 1) {
+    return absl::InvalidArgumentError(StrCat("token budget '", sim_workers.token_budget, "' is not a count"));
+  }
+  auto sizer = controller::SimSizer::Create(std::move(o));
+  if (!sizer.ok()) return absl::InvalidArgumentError(StrCat("--profile ", profile, ": ", sizer.status().message()));
+  daemon.loop.sizer = std::shared_ptr<controller::SimSizer>(std::move(*sizer));
+  return absl::OkStatus();
 }
 
 namespace {
@@ -264,6 +320,11 @@ int ControllerCommand(const std::vector<std::string>& args) {
   if (!token.ok()) return Fail("controller", std::string(token.status().message()), 2);
   // Workers the local actuator starts inherit it (never on their command lines).
   if (!token->empty()) ::setenv(kClusterTokenEnv, token->c_str(), 1);
+  if (af.actuator == "local") {
+    if (cf.sim_workers.cpus < 0) cf.sim_workers.cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    cf.sim_workers.threads = af.threads;
+    cf.sim_workers.kv_cache_mb = af.kv_cache_mb;
+  }
   if (absl::Status s = cf.Finish(); !s.ok()) return Fail("controller", std::string(s.message()), 2);
   if (cf.router_grpc.empty()) return Fail("controller", "--router is required (the router's gRPC address)", 2);
   cf.daemon.bind = af.bind;

@@ -323,6 +323,12 @@ int UpCommand(const std::vector<std::string>& args) {
   up.ApplyEnvironment();
   auto plan = PlanUp(up, static_cast<int>(std::thread::hardware_concurrency()));
   if (!plan.ok()) return Fail("up", std::string(plan.status().message()), 2);
+  if (plan->run_controller) {
+    // The controller starts once the cluster is ready; a flag it refuses (a bad --profile)
+    // should not wait for that.
+    ControllerFlags check = plan->controller;
+    if (absl::Status s = check.Finish(); !s.ok()) return Fail("up", std::string(s.message()), 2);
+  }
   // The internal plane's credential: the one given, else a fresh one for this cluster. Every
   // child inherits it in its environment (never on its command line).
   absl::StatusOr<std::string> token =

@@ -96,6 +96,13 @@ absl::StatusOr<LaunchPlan> PlanUp(const UpFlags& flags, int cpus) {
   plan.worker = flags.worker;
   plan.worker.engine.threads = plan.threads_per_worker;
   if (absl::Status s = plan.worker.ToOptions().status(); !s.ok()) return s;
+  ControllerFlags::SimWorkers& sim = plan.controller.sim_workers;
+  if (sim.cpus < 0) sim.cpus = plan.worker.engine.device == "cpu" ? cpus : 0;
+  sim.threads = plan.threads_per_worker;
+  sim.kv_cache_mb = plan.worker.engine.kv_cache_mb;
+  sim.block_size = plan.worker.engine.block_size;
+  sim.token_budget = plan.worker.engine.token_budget;
+  sim.max_num_seqs = plan.worker.engine.max_num_seqs;
   plan.SetModel(flags.router.model);
   return plan;
 }

@@ -121,8 +121,12 @@ def test_promql_source_matches_direct_scrape(observed):
     for field in ("arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "prompt_token_rate", "ttft_p50",
                   "ttft_p99", "itl_p50", "itl_p99", "prefill_tokens_per_busy_second",
                   "decode_tokens_per_busy_second", "prefill_busy_fraction", "decode_busy_fraction",
-                  "decode_iteration_mean_s", "kv_utilization"):
+                  "decode_iteration_mean_s", "kv_utilization", "prompt_tokens_p50", "prompt_tokens_p99",
+                  "output_tokens_p50", "output_tokens_p90"):
         assert scrape[field] is not None and promql[field] is not None, field
+    # Every answer is 16 tokens: in the (8, 16] bucket, so both place the median inside it.
+    for source in (scrape, promql):
+        assert 8 < source["output_tokens_p50"] <= 16
     # Per-request shapes are the same in any window: equal up to the odd request at the edges.
     assert promql["output_tokens_mean"] == pytest.approx(16, rel=0.01)
     assert scrape["output_tokens_mean"] == pytest.approx(16, rel=0.01)

@@ -50,7 +50,11 @@ std::string Num(double v, int precision = 3) {
 }
 
 std::string RoleDetail(const char* name, const RolePlan& rp, double load, double capacity,
-                       double busy) {
+                       double busy, bool sized) {
+  if (sized) {
+    return fmt::format("{} {}->{} [{}]: simulation asks {}, model {}, target {}", name, rp.current, rp.desired,
+                       rp.reason, Num(rp.need), rp.model, rp.target);
+  }
   return fmt::format("{} {}->{} [{}]: need {} = {} tok/s / ({} tok/busy-s x {}), model {}, "
                      "target {}",
                      name, rp.current, rp.desired, rp.reason, Num(rp.need), Num(load, 4),
@@ -104,12 +108,56 @@ absl::StatusOr<std::unique_ptr<Planner>> Planner::Create(const PlannerConfig& co
   return std::make_unique<Planner>(config);
 }
 
-RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s,
-                        int current) const {
+Planner::RoleCounts Planner::CapacityCounts(Role role, const DemandEstimate& d) const {
+  const bool prefill = role == Role::kPrefill;
+  const double demand = prefill ? d.prefill_demand : d.decode_demand;
+  RoleCounts c;
+  c.need = HasData(demand) ? demand / config_.target_busy_fraction : kNoData;
+  if (!HasData(c.need)) return c;
+  const double capacity = prefill ? d.prefill_capacity : d.decode_capacity;
+  const double load_ahead = prefill ? d.prefill_load_ahead : d.decode_load_ahead;
+  c.ahead = HasData(load_ahead) && HasData(capacity) && capacity > 0
+                ? CeilCount(load_ahead / capacity / config_.target_busy_fraction)
+                : 0;
+  c.up = CeilCount(c.need);
+  c.down = CeilCount(c.need / config_.scale_down_headroom);
+  return c;
+}
+
+Planner::RoleCounts Planner::SizedRoleCounts(Role role, const Sizing& z) {
+  const auto of = [role](const SizedCounts& s) { return role == Role::kPrefill ? s.counts.prefill : s.counts.decode; };
+  RoleCounts c;
+  c.up = of(z.now);
+  c.need = c.up;
+  c.ahead = z.ahead ? of(*z.ahead) : 0;
+  c.down = std::max(c.up, of(z.down));
+  return c;
+}
+
+std::optional<Planner::Sizing> Planner::SizeBySimulation(const Signals& s, const DemandEstimate& d,
+                                                         const InstanceCounts& current) {
+  if (sizer_ == nullptr || !HasData(s.arrival_rate)) return std::nullopt;
+  const double rate = std::max(s.arrival_rate, 0.0);
+  std::optional<SizedCounts> now = sizer_->Size(s, rate, config_, current);
+  if (!now) return std::nullopt;
+  Sizing z{*now, std::nullopt, *now};
+  // The forecast is of each role's load; the rate grows by the larger of their ratios.
+  double factor = 1;
+  for (auto [load, ahead] : {std::pair{d.prefill_load, d.prefill_load_ahead}, std::pair{d.decode_load, d.decode_load_ahead}}) {
+    if (HasData(load) && HasData(ahead) && load > 0) factor = std::max(factor, ahead / load);
+  }
+  if (rate > 0 && factor > 1.05) z.ahead = sizer_->Size(s, rate * factor, config_, current);
+  if (rate > 0 && (now->counts.prefill < current.prefill || now->counts.decode < current.decode)) {
+    if (auto down = sizer_->Size(s, rate / config_.scale_down_headroom, config_, current)) z.down = *down;
+  }
+  return z;
+}
+
+RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s, int current,
+                        const RoleCounts& c) const {
   RolePlan rp;
   rp.current = current;
   const bool prefill = role == Role::kPrefill;
-  const double demand = prefill ? d.prefill_demand : d.decode_demand;
   const double load = prefill ? d.prefill_load : d.decode_load;
   const std::string_view load_reason = prefill ? kReasonPrefillLoad : kReasonDecodeLoad;
   std::string_view slo_reason;
@@ -121,21 +169,15 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s,
     slo_reason = kReasonKvPressure;
   }
 
-  rp.need = HasData(demand) ? demand / config_.target_busy_fraction : kNoData;
+  rp.need = c.need;
   if (!HasData(rp.need)) {
     rp.model = slo_reason.empty() ? current : current + 1;
     rp.reason = slo_reason.empty() ? kReasonNoData : slo_reason;
     return rp;
   }
-  const double capacity = prefill ? d.prefill_capacity : d.decode_capacity;
-  const double load_ahead = prefill ? d.prefill_load_ahead : d.decode_load_ahead;
-  const int ahead = HasData(load_ahead) && HasData(capacity) && capacity > 0
-                        ? CeilCount(load_ahead / capacity / config_.target_busy_fraction)
-                        : 0;
-  const int up = CeilCount(rp.need);
-  if (std::max(up, ahead) > current) {
-    rp.model = std::max(up, ahead);
-    rp.reason = up >= ahead ? load_reason : kReasonForecast;
+  if (std::max(c.up, c.ahead) > current) {
+    rp.model = std::max(c.up, c.ahead);
+    rp.reason = c.up >= c.ahead ? load_reason : kReasonForecast;
     return rp;
   }
   if (!slo_reason.empty()) {  // the model says enough, the SLO says otherwise
@@ -143,13 +185,13 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s,
     rp.reason = slo_reason;
     return rp;
   }
-  int down = CeilCount(rp.need / config_.scale_down_headroom);
+  int down = c.down;
   if (!prefill && HasData(s.kv_utilization)) {
     // The KV the running requests hold must fit in the fewer decode instances.
     down = std::max(down, CeilCount(s.kv_utilization * current / config_.kv_target_utilization));
   }
-  const bool held_by_forecast = ahead > down && down < current;
-  down = std::max(down, ahead);
+  const bool held_by_forecast = c.ahead > down && down < current;
+  down = std::max(down, c.ahead);
   rp.model = std::min(current, down);
   const bool idle = load <= 0 && !held_by_forecast;
   if (rp.model < current) {
@@ -262,8 +304,8 @@ std::string Planner::Detail(const Plan& plan) const {
   const DemandEstimate& d = plan.demand;
   const double busy = config_.target_busy_fraction;
   std::string out = StrCat(
-      RoleDetail("prefill", plan.prefill, d.prefill_load, d.prefill_capacity, busy), "; ",
-      RoleDetail("decode", plan.decode, d.decode_load, d.decode_capacity, busy));
+      RoleDetail("prefill", plan.prefill, d.prefill_load, d.prefill_capacity, busy, plan.sized.has_value()), "; ",
+      RoleDetail("decode", plan.decode, d.decode_load, d.decode_capacity, busy, plan.sized.has_value()));
   for (auto [name, load, horizon] : {std::tuple{"prefill", d.prefill_load_ahead, d.prefill_horizon_s},
                                      std::tuple{"decode", d.decode_load_ahead, d.decode_horizon_s}}) {
     if (HasData(load)) out += fmt::format("; forecast {} {} tok/s in {} s", name, Num(load, 4), Num(horizon));
@@ -276,6 +318,7 @@ std::string Planner::Detail(const Plan& plan) const {
   if (d.ttft_from_queue) out += " (ttft mostly waiting for KV room)";
   out += fmt::format("; class {}, budget {}", TrafficClassName(plan.cls),
                      config_.max_total_instances);
+  if (plan.sized) out += "; " + plan.sized->detail;
   return out;
 }
 
@@ -290,8 +333,13 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
   plan.demand.decode_load_ahead = forecast.decode_load;
   plan.demand.prefill_horizon_s = forecast.prefill_horizon_s;
   plan.demand.decode_horizon_s = forecast.decode_horizon_s;
-  plan.prefill = Model(Role::kPrefill, plan.demand, smoothed, std::max(current.prefill, 0));
-  plan.decode = Model(Role::kDecode, plan.demand, smoothed, std::max(current.decode, 0));
+  const InstanceCounts now{std::max(current.prefill, 0), std::max(current.decode, 0)};
+  const std::optional<Sizing> sizing = SizeBySimulation(smoothed, plan.demand, now);
+  for (auto [role, rp, n] : {std::tuple{Role::kPrefill, &plan.prefill, now.prefill},
+                             std::tuple{Role::kDecode, &plan.decode, now.decode}}) {
+    *rp = Model(role, plan.demand, smoothed, n, sizing ? SizedRoleCounts(role, *sizing) : CapacityCounts(role, plan.demand));
+  }
+  if (sizing) plan.sized = sizing->now;
   ApplySloFloor(Role::kPrefill, plan.demand, plan.prefill, now_s);
   ApplySloFloor(Role::kDecode, plan.demand, plan.decode, now_s);
   ApplyBounds(Role::kPrefill, plan.prefill);

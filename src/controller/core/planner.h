@@ -52,6 +52,16 @@
 // reason is the first role reason in the order cooldown, budget, bounds, no_data, ttft_slo,
 // itl_slo, kv_pressure, forecast, steady, idle.
 //
+// Sizing by simulation (SetSizer, `--plan-by simulation`): a ShapeSizer replaces the capacity
+// model's counts. It is asked for the cheapest (prefill, decode) within the bounds and the budget
+// whose predicted SLO attainment meets its target at the arrival rate now (up), at the rate the
+// forecast expects when a new worker would be ready (ahead, when that is higher), and at the
+// rate ÷ scale_down_headroom (down: the hysteresis of a scale-down); each role then moves as
+// with the capacity model's counts (SLO corrections, the SLO floor, bounds, budget, steps and
+// cooldowns all apply). With min_prefill 0 the sizer may choose no prefill worker at all: the
+// decode workers then compute prompts themselves (colocated serving). Without a length or rate
+// reading the sizer has nothing to simulate, and the capacity model plans.
+//
 // Deterministic: the same inputs and history give the same plan. Not thread-safe: the control
 // loop owns one and calls Decide every few seconds with the counts the actuator reports.
 #pragma once
@@ -120,6 +130,27 @@ struct LoadForecast {
   double decode_horizon_s = kNoData;
 };
 
+// What a ShapeSizer answers: the counts it chose and what it predicts for them.
+struct SizedCounts {
+  InstanceCounts counts;
+  double rate = 0;           // requests/s it sized for
+  double attainment = 0;     // predicted share of requests within both SLOs, 0..1
+  bool meets_target = false; // false: no shape within the bounds met the target; the best one
+  int shapes_tried = 0;
+  std::string detail;        // for people: the shapes tried and their attainment
+};
+
+class ShapeSizer {
+ public:
+  virtual ~ShapeSizer() = default;
+  // The cheapest counts within `config`'s bounds and budget whose predicted attainment of
+  // `config`'s SLOs meets the sizer's target at `rate` requests/s, with the lengths of
+  // `smoothed` (`current`, the counts running, wins ties); nullopt when the signals do not say
+  // enough (no prompt or output lengths).
+  virtual std::optional<SizedCounts> Size(const Signals& smoothed, double rate, const PlannerConfig& config,
+                                          const InstanceCounts& current) = 0;
+};
+
 // Every action and every reason Decide can return (to pre-create metric series).
 std::span<const std::string_view> AllPlanActions();
 std::span<const std::string_view> AllPlanReasons();
@@ -142,6 +173,8 @@ struct Plan {
   std::string detail;  // for people: the numbers behind the plan
   TrafficClass cls = TrafficClass::kBalanced;
   DemandEstimate demand;
+  // With a sizer: what it chose for the rate now (nullopt: the capacity model planned).
+  std::optional<SizedCounts> sized;
   RolePlan prefill;
   RolePlan decode;
 
@@ -160,10 +193,29 @@ class Planner {
               double now_s, const LoadForecast& forecast = {});
 
   const PlannerConfig& config() const { return config_; }
+  // Plans with `sizer`'s counts instead of the capacity model's (null: the capacity model).
+  // `sizer` must outlive the planner.
+  void SetSizer(ShapeSizer* sizer) { sizer_ = sizer; }
 
  private:
-  RolePlan Model(Role role, const DemandEstimate& demand, const Signals& smoothed,
-                 int current) const;
+  // The counts one role's model chooses among.
+  struct RoleCounts {
+    double need = kNoData;  // instances the load now asks for (NaN: unknown)
+    int up = 0;             // ⌈need⌉
+    int ahead = 0;          // what the forecast load asks for (0: no forecast)
+    int down = 0;           // the fewest that hold the load with room to spare
+  };
+  struct Sizing {
+    SizedCounts now;
+    std::optional<SizedCounts> ahead;
+    SizedCounts down;
+  };
+  RoleCounts CapacityCounts(Role role, const DemandEstimate& demand) const;
+  static RoleCounts SizedRoleCounts(Role role, const Sizing& sizing);
+  std::optional<Sizing> SizeBySimulation(const Signals& smoothed, const DemandEstimate& demand,
+                                         const InstanceCounts& current);
+  RolePlan Model(Role role, const DemandEstimate& demand, const Signals& smoothed, int current,
+                 const RoleCounts& counts) const;
   // Keeps a scale-down above the count an earlier SLO correction reached (slo_memory_s).
   void ApplySloFloor(Role role, const DemandEstimate& demand, RolePlan& rp, double now_s);
   void RememberSloFloor(Role role, const RolePlan& rp, double now_s);
@@ -174,6 +226,7 @@ class Planner {
   std::string Detail(const Plan& plan) const;
 
   PlannerConfig config_;
+  ShapeSizer* sizer_ = nullptr;
   std::optional<double> start_s_;
   std::optional<double> last_change_s_[2];  // indexed by Role
   struct SloFloor {

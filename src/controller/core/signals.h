@@ -30,6 +30,15 @@ struct Signals {
   double arrival_rate = kNoData;         // requests/s arriving
   double prompt_tokens_mean = kNoData;   // per request arrived
   double output_tokens_mean = kNoData;   // generated tokens per request finished
+  // The length distributions of the window: quantiles of the router's prompt and generated
+  // token histograms (interpolated inside their power-of-two buckets, as histogram_quantile
+  // does). What the planner's simulation (--plan-by simulation) draws request lengths from.
+  double prompt_tokens_p50 = kNoData;
+  double prompt_tokens_p90 = kNoData;
+  double prompt_tokens_p99 = kNoData;
+  double output_tokens_p50 = kNoData;
+  double output_tokens_p90 = kNoData;
+  double output_tokens_p99 = kNoData;
   double prompt_token_rate = kNoData;    // prompt tokens/s arriving (arrival_rate × prompt mean)
   // Share of the prompt tokens the workers served from a prefix cache instead of computing
   // them, 0..1: hit tokens / (hit tokens + prefill tokens computed), over all workers.
@@ -70,6 +79,12 @@ inline constexpr SignalField kSignalFields[] = {
     {"arrival_rate", &Signals::arrival_rate},
     {"prompt_tokens_mean", &Signals::prompt_tokens_mean},
     {"output_tokens_mean", &Signals::output_tokens_mean},
+    {"prompt_tokens_p50", &Signals::prompt_tokens_p50},
+    {"prompt_tokens_p90", &Signals::prompt_tokens_p90},
+    {"prompt_tokens_p99", &Signals::prompt_tokens_p99},
+    {"output_tokens_p50", &Signals::output_tokens_p50},
+    {"output_tokens_p90", &Signals::output_tokens_p90},
+    {"output_tokens_p99", &Signals::output_tokens_p99},
     {"prompt_token_rate", &Signals::prompt_token_rate},
     {"prompt_cached_fraction", &Signals::prompt_cached_fraction},
     {"ttft_p50", &Signals::ttft_p50},

@@ -41,6 +41,7 @@ struct Controller::Metrics {
   metrics::GaugeFamily* forecast_predictor;
   metrics::GaugeFamily* ready_seconds;
   metrics::CounterFamily* role_moves;
+  metrics::GaugeFamily* predicted_attainment;  // its series appears with the first sized plan
 
   explicit Metrics(metrics::MetricsRegistry& r, const ControllerOptions& o) {
     desired = &r.AddGauge("tandem_controller_desired_instances", "Instances the controller wants, by role", {"role"});
@@ -80,6 +81,9 @@ struct Controller::Metrics {
                                "Workers a rebalance moved between roles, by how: flip (drained, role changed in "
                                "place) or restart (stopped, a new one started)",
                                {"how"});
+    predicted_attainment = &r.AddGauge("tandem_controller_predicted_attainment",
+                                       "Share of requests the sizing simulation predicts within both SLOs for the "
+                                       "counts it chose at the rate now (--plan-by simulation), 0..1");
     role_moves->With({"flip"});
     role_moves->With({"restart"});
     auto& slo = r.AddGauge("tandem_controller_slo_seconds", "The latency targets the controller plans for", {"slo"});
@@ -107,7 +111,9 @@ Controller::Controller(ControllerOptions options, SignalSource* source, Actuator
       smoother_(options_.smoother),
       classifier_(options_.classifier),
       planner_(options_.planner),
-      forecasters_{SeriesForecaster(options_.forecasting), SeriesForecaster(options_.forecasting)} {}
+      forecasters_{SeriesForecaster(options_.forecasting), SeriesForecaster(options_.forecasting)} {
+  planner_.SetSizer(options_.sizer.get());
+}
 
 Controller::~Controller() = default;
 
@@ -164,6 +170,7 @@ Plan Controller::Decide(const Signals& reading, const InstanceCounts& current, d
     plan.detail = verdict.detail;
   } else {
     plan = planner_.Decide(smoothed, cls.cls, current, now_s, ForecastLoads(cls.demand, now_s));
+    if (plan.sized) metrics_->predicted_attainment->With().Set(plan.sized->attainment);
   }
   rec.SetPlan(plan);
   for (auto c : {TrafficClass::kBalanced, TrafficClass::kPromptHeavy, TrafficClass::kGenerationHeavy}) {

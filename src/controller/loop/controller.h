@@ -44,6 +44,9 @@ struct ControllerOptions {
   SmootherOptions smoother;
   ClassifierOptions classifier;
   PlannerConfig planner;
+  // Sizes the cluster by simulation instead of the capacity model (planner.h); null: the
+  // capacity model.
+  std::shared_ptr<ShapeSizer> sizer;
 };
 
 class Controller {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "common/check.h"
@@ -117,6 +118,7 @@ double Quantile(double q, const std::vector<PromSample>& rates, std::string_view
 // (the router's tandem_router_workers has a role label of its own).
 struct Gathered {
   std::vector<PromSample> router_now, router_rates, worker_now, worker_rates;
+  std::vector<PromSample> router_length_rates;  // over ScrapeSourceOptions::length_window_s
   double window_s = 0;
   // Ready workers as the routers count them: the most any one router counts (routers serving
   // the same workers each count all of them; a sum would count every worker once per router).
@@ -150,6 +152,12 @@ Signals Compute(const Gathered& g, double now_s) {
   s.prompt_tokens_mean = Ratio(prompt_tokens, arrivals);
   s.output_tokens_mean = Ratio(SumSamples(g.router_rates, "tandem_router_generated_tokens_sum"),
                                SumSamples(g.router_rates, "tandem_router_generated_tokens_count"));
+  for (auto [q, prompt, output] : {std::tuple{0.5, &Signals::prompt_tokens_p50, &Signals::output_tokens_p50},
+                                   std::tuple{0.9, &Signals::prompt_tokens_p90, &Signals::output_tokens_p90},
+                                   std::tuple{0.99, &Signals::prompt_tokens_p99, &Signals::output_tokens_p99}}) {
+    s.*prompt = Quantile(q, g.router_length_rates, "tandem_router_prompt_tokens");
+    s.*output = Quantile(q, g.router_length_rates, "tandem_router_generated_tokens");
+  }
   s.ttft_p50 = Quantile(0.5, g.router_rates, "tandem_router_ttft_seconds");
   s.ttft_p99 = Quantile(0.99, g.router_rates, "tandem_router_ttft_seconds");
   s.itl_p50 = Quantile(0.5, g.router_rates, "tandem_router_itl_seconds");
@@ -277,8 +285,9 @@ absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
     for (const PromSample& s : current.exposition.samples) current.by_series[SeriesKey(s)] = s.value;
 
     std::vector<PromSample> rates;
+    bool restarted = false;
     if (previous != previous_.end() && previous->second.role == target.role && previous->second.time_s < now_s) {
-      if (CounterWentDown(previous->second, current)) {
+      if ((restarted = CounterWentDown(previous->second, current))) {
         log->info("scrape: counters went down, restarting the baseline url={} role={}", target.url, target.role);
         ++counter_resets_total_;
       } else {
@@ -292,6 +301,8 @@ absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
       g.ready.decode = std::max(g.ready.decode, ReadyOf(current.exposition.samples, {"decode", "mixed"}));
       g.router_now.insert(g.router_now.end(), current.exposition.samples.begin(), current.exposition.samples.end());
       g.router_rates.insert(g.router_rates.end(), rates.begin(), rates.end());
+      std::vector<PromSample> lengths = LengthRates(target.url, current, restarted);
+      g.router_length_rates.insert(g.router_length_rates.end(), lengths.begin(), lengths.end());
     } else {
       AppendWithRole(current.exposition.samples, target.role, &g.worker_now);
       AppendWithRole(rates, target.role, &g.worker_rates);
@@ -299,11 +310,31 @@ absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
     kept.emplace(target.url, std::move(current));
   }
   previous_ = std::move(kept);  // targets no longer listed are forgotten
+  std::erase_if(length_history_, [&](const auto& h) { return !previous_.contains(h.first); });
   failed_scrapes_total_ += failed;
   last_failed_scrapes_ = failed;
 
   if (!router_answered) return absl::UnavailableError(StrCat("the router did not answer the scrape: ", router_error));
   return Compute(g, now_s);
+}
+
+std::vector<PromSample> ScrapeSource::LengthRates(const std::string& url, const Scrape& current, bool restart) {
+  std::deque<Scrape>& history = length_history_[url];
+  if (restart) history.clear();
+  Scrape kept{current.role, current.time_s, {}, {}};
+  kept.exposition.types = current.exposition.types;  // RateSamples tells counters by their type
+  for (const PromSample& s : current.exposition.samples) {
+    if (s.name.starts_with("tandem_router_prompt_tokens") || s.name.starts_with("tandem_router_generated_tokens")) {
+      kept.exposition.samples.push_back(s);
+      kept.by_series[SeriesKey(s)] = s.value;
+    }
+  }
+  // The baseline: the newest scrape at least the window old, else the oldest there is.
+  while (history.size() > 1 && history[1].time_s <= current.time_s - options_.length_window_s) history.pop_front();
+  std::vector<PromSample> rates;
+  if (!history.empty() && history.front().time_s < current.time_s) rates = RateSamples(history.front(), kept);
+  history.push_back(std::move(kept));
+  return rates;
 }
 
 }  // namespace tandem::controller

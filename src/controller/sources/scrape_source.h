@@ -13,6 +13,10 @@
 // - A target that fails (connection, HTTP status, malformed text, unknown role) is skipped,
 //   logged and counted; the read fails only when no router target answered.
 // - A target no longer listed is forgotten; one listed again later starts a new baseline.
+// - The prompt and output length quantiles pool a longer span than one reading: the router's
+//   length histograms since its scrape length_window_s ago (or its oldest kept one), as
+//   PromQLSource's quantiles over its --window do. One reading's interval holds too few requests
+//   at low rates for a distribution.
 //
 // Thread-safety: Read() and the accessors from one thread at a time (the control loop). Fetches
 // run on short-lived threads inside Read(), so `fetch` must be thread-safe (HttpGetBody is).
@@ -20,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <string>
@@ -46,6 +51,7 @@ struct ScrapeSourceOptions {
   ScrapeFetchFn fetch;  // empty: HttpGetBody
   std::chrono::milliseconds timeout{2000};  // per target
   int max_parallel = 16;                     // concurrent fetches
+  double length_window_s = 60;               // span of the length quantiles
 };
 
 class ScrapeSource final : public SignalSource {
@@ -73,9 +79,15 @@ class ScrapeSource final : public SignalSource {
   };
 
  private:
+  // The router's length histogram rates over length_window_s: keeps `current`'s length series
+  // in the URL's history (cleared first when `restart`) and returns their rates since the
+  // baseline (none on the first scrape).
+  std::vector<PromSample> LengthRates(const std::string& url, const Scrape& current, bool restart);
+
   ScrapeTargetsFn targets_;
   ScrapeSourceOptions options_;
   std::map<std::string, Scrape, std::less<>> previous_;  // by target URL
+  std::map<std::string, std::deque<Scrape>, std::less<>> length_history_;  // router URL → length scrapes
   int64_t failed_scrapes_total_ = 0;
   int last_failed_scrapes_ = 0;
   int64_t counter_resets_total_ = 0;

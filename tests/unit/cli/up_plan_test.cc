@@ -2,6 +2,11 @@
 // command line.
 #include "cli/up_plan.h"
 
+#include <filesystem>
+#include <unistd.h>
+
+#include "sim/cost_model.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -49,6 +54,39 @@ TEST(UpPlanTest, WorkersShareTheCpusAndTheChildrenGetTheSettings) {
   EXPECT_EQ(worker.engine.threads, 2);
   EXPECT_EQ(worker.engine.kv_cache_mb, 512);
   EXPECT_EQ(worker.ucx_tls, "tcp,self");
+}
+
+TEST(UpPlanTest, PlanningBySimulationAssumesTheWorkersUpStarts) {
+  UpFlags up;
+  up.worker.engine.kv_cache_mb = 128;
+  auto plan = PlanUp(up, /*cpus=*/4);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->controller.sim_workers.cpus, 4);     // the workers share this machine
+  EXPECT_EQ(plan->controller.sim_workers.threads, 2);  // 4 CPUs / 2 workers
+  EXPECT_EQ(plan->controller.sim_workers.kv_cache_mb, 128);
+
+  ControllerFlags cf = plan->controller;
+  ASSERT_TRUE(cf.Finish().ok());
+  EXPECT_EQ(cf.daemon.loop.sizer, nullptr);  // --plan-by capacity, the default
+  cf.plan_by = "simulation";
+  EXPECT_THAT(std::string(cf.Finish().message()), HasSubstr("needs --profile"));
+  cf.plan_by = "simulate";
+  EXPECT_THAT(std::string(cf.Finish().message()), HasSubstr("capacity or simulation"));
+
+  sim::Profile profile;
+  profile.model.kv_bytes_per_token = 23040;
+  profile.workers.push_back(sim::WorkerProfile{.threads = 2, .cost = {.fixed_s = 0.005, .per_token_s = 0.001}});
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("up_plan_profile_" + std::to_string(::getpid()) + ".json")).string();
+  ASSERT_TRUE(sim::WriteProfile(profile, path).ok());
+  cf.plan_by = "simulation";
+  cf.profile = path;
+  const absl::Status finished = cf.Finish();
+  EXPECT_TRUE(finished.ok()) << finished;
+  EXPECT_NE(cf.daemon.loop.sizer, nullptr);
+  cf.plan_by = "capacity";
+  EXPECT_THAT(std::string(cf.Finish().message()), HasSubstr("--profile is for --plan-by simulation"));
+  std::filesystem::remove(path);
 }
 
 TEST(UpPlanTest, RebalancesGoByCostUnlessTold) {

@@ -1,6 +1,8 @@
 #include "controller/core/planner.h"
 
 #include <algorithm>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -487,6 +489,102 @@ TEST(PlannerTest, VocabularyIsFixed) {
   for (const std::string& r : reasons) {
     EXPECT_EQ(r.find_first_not_of("abcdefghijklmnopqrstuvwxyz_"), std::string::npos) << r;
   }
+}
+
+// A sizer whose answer is a function of the rate it is asked about.
+class FakeSizer : public ShapeSizer {
+ public:
+  std::optional<SizedCounts> Size(const Signals&, double rate, const PlannerConfig&, const InstanceCounts&) override {
+    rates.push_back(rate);
+    if (!answer) return std::nullopt;
+    SizedCounts out;
+    out.counts = answer(rate);
+    out.rate = rate;
+    out.attainment = 0.95;
+    out.meets_target = true;
+    out.detail = "fake sizing";
+    return out;
+  }
+  std::function<InstanceCounts(double)> answer;
+  std::vector<double> rates;
+};
+
+PlannerConfig SizedConfig() {
+  PlannerConfig c = Budget(4);
+  c.min_prefill = 0;
+  c.up_cooldown_s = 0;
+  c.down_cooldown_s = 0;
+  return c;
+}
+
+TEST(PlannerSizingTest, TheSizersCountsReplaceTheCapacityModel) {
+  Planner planner(SizedConfig());
+  FakeSizer sizer;
+  sizer.answer = [](double rate) { return rate < 2 ? InstanceCounts{0, 1} : InstanceCounts{2, 2}; };
+  planner.SetSizer(&sizer);
+  // The capacity model would keep 1p1d for this traffic; the sizer says colocated suffices.
+  Plan p = planner.Decide(Needs(0.5, 0.5), TrafficClass::kBalanced, {1, 1}, 100);
+  ASSERT_TRUE(p.sized.has_value());
+  EXPECT_EQ(p.desired, (InstanceCounts{0, 1}));
+  EXPECT_EQ(p.action, "scale_down");
+  EXPECT_EQ(p.reason, "prefill_load");
+  EXPECT_THAT(p.detail, HasSubstr("fake sizing"));
+  EXPECT_THAT(p.detail, HasSubstr("simulation asks 0"));
+  // A scale-down was checked at the rate / scale_down_headroom too.
+  ASSERT_EQ(sizer.rates.size(), 2u);
+  EXPECT_DOUBLE_EQ(sizer.rates[1], 1 / 0.85);
+}
+
+TEST(PlannerSizingTest, AScaleDownKeepsWhatTheHeadroomRateNeeds) {
+  Planner planner(SizedConfig());
+  FakeSizer sizer;
+  // At the rate now 1p1d would do, at rate ÷ headroom 2p2d is needed: no scale-down.
+  sizer.answer = [](double rate) { return rate <= 1 ? InstanceCounts{1, 1} : InstanceCounts{2, 2}; };
+  planner.SetSizer(&sizer);
+  const Plan p = planner.Decide(Needs(1, 1), TrafficClass::kBalanced, {2, 2}, 100);
+  EXPECT_EQ(p.desired, (InstanceCounts{2, 2}));
+  EXPECT_EQ(p.action, "hold");
+}
+
+TEST(PlannerSizingTest, AnSloMissStillAddsAnInstanceTheSizerDidNotAskFor) {
+  Planner planner(SizedConfig());
+  FakeSizer sizer;
+  sizer.answer = [](double) { return InstanceCounts{1, 1}; };
+  planner.SetSizer(&sizer);
+  Signals s = Needs(0.5, 0.5);
+  s.itl_p99 = 0.5;  // over the 0.2 s ITL SLO
+  const Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 100);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
+  EXPECT_EQ(p.reason, "itl_slo");
+}
+
+TEST(PlannerSizingTest, AForecastRiseIsSizedAtTheForecastRate) {
+  Planner planner(SizedConfig());
+  FakeSizer sizer;
+  sizer.answer = [](double rate) { return rate < 1.5 ? InstanceCounts{1, 1} : InstanceCounts{1, 3}; };
+  planner.SetSizer(&sizer);
+  LoadForecast f;
+  const Signals s = Needs(0.5, 0.5);  // arrival rate 1
+  f.decode_load = 2 * (0.5 * 150 * 0.7);  // twice the decode load now
+  const Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 100, f);
+  ASSERT_EQ(sizer.rates.size(), 2u);
+  EXPECT_DOUBLE_EQ(sizer.rates[1], 2.0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 3}));
+  EXPECT_EQ(p.reason, "forecast");
+}
+
+TEST(PlannerSizingTest, WithoutARateOrAnAnswerTheCapacityModelPlans) {
+  Planner planner(SizedConfig());
+  FakeSizer sizer;
+  planner.SetSizer(&sizer);  // answers nullopt
+  Plan p = planner.Decide(Needs(2, 1), TrafficClass::kBalanced, {1, 1}, 100);
+  EXPECT_FALSE(p.sized.has_value());
+  EXPECT_EQ(p.desired.prefill, 2);  // the capacity model: 2 instance-equivalents at 70% busy
+  Signals no_rate = Needs(2, 1);
+  no_rate.arrival_rate = kNoData;
+  sizer.answer = [](double) { return InstanceCounts{0, 1}; };
+  p = planner.Decide(no_rate, TrafficClass::kBalanced, {1, 1}, 200);
+  EXPECT_FALSE(p.sized.has_value());
 }
 
 }  // namespace

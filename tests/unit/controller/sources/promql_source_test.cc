@@ -121,7 +121,9 @@ TEST(PromQLSourceTest, QueriesFollowTheSignalDefinitions) {
   std::vector<std::string> fields;
   for (const auto& [f, q] : queries) fields.push_back(f);
   EXPECT_THAT(fields, ::testing::ElementsAre(
-                          "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "prompt_token_rate",
+                          "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "prompt_tokens_p50",
+                          "prompt_tokens_p90", "prompt_tokens_p99", "output_tokens_p50", "output_tokens_p90",
+                          "output_tokens_p99", "prompt_token_rate",
                           "prompt_cached_fraction", "ttft_p50",
                           "ttft_p99", "itl_p50", "itl_p99", "queue_p99", "inflight_requests", "queued_prefill_tokens",
                           "kv_utilization", "prefill_tokens_per_busy_second", "decode_tokens_per_busy_second",
@@ -130,6 +132,10 @@ TEST(PromQLSourceTest, QueriesFollowTheSignalDefinitions) {
   EXPECT_EQ(QueryOf("arrival_rate"), "sum(rate(tandem_router_prompt_tokens_count[1m]))");
   EXPECT_EQ(QueryOf("prompt_tokens_mean"),
             "sum(rate(tandem_router_prompt_tokens_sum[1m])) / (sum(rate(tandem_router_prompt_tokens_count[1m])) > 0)");
+  EXPECT_EQ(QueryOf("prompt_tokens_p90"),
+            "histogram_quantile(0.9, sum by (le) (rate(tandem_router_prompt_tokens_bucket[1m])))");
+  EXPECT_EQ(QueryOf("output_tokens_p99"),
+            "histogram_quantile(0.99, sum by (le) (rate(tandem_router_generated_tokens_bucket[1m])))");
   EXPECT_EQ(QueryOf("ttft_p99"), "histogram_quantile(0.99, sum by (le) (rate(tandem_router_ttft_seconds_bucket[1m])))");
   EXPECT_EQ(QueryOf("queued_prefill_tokens"), R"(sum(tandem_worker_queued_prefill_tokens{role=~"prefill|mixed"}))");
   EXPECT_EQ(QueryOf("kv_utilization"),
@@ -166,6 +172,12 @@ TEST(PromQLSourceTest, EachAnswerLandsInItsField) {
       {"arrival_rate", s->arrival_rate},
       {"prompt_tokens_mean", s->prompt_tokens_mean},
       {"output_tokens_mean", s->output_tokens_mean},
+      {"prompt_tokens_p50", s->prompt_tokens_p50},
+      {"prompt_tokens_p90", s->prompt_tokens_p90},
+      {"prompt_tokens_p99", s->prompt_tokens_p99},
+      {"output_tokens_p50", s->output_tokens_p50},
+      {"output_tokens_p90", s->output_tokens_p90},
+      {"output_tokens_p99", s->output_tokens_p99},
       {"prompt_token_rate", s->prompt_token_rate},
       {"prompt_cached_fraction", s->prompt_cached_fraction},
       {"ttft_p50", s->ttft_p50},
@@ -365,8 +377,10 @@ std::vector<SyntheticSeries> SyntheticCluster() {
     add(target, family, "histogram", "_count", labels, buckets.back().first, buckets.back().second);
   };
   // Router: 2 arrivals/s of 100 prompt tokens, 1 finish/s of 60 tokens, latency histograms.
-  histogram("router", "tandem_router_prompt_tokens", "", {"+Inf"}, {{1000, 30}}, {100000, 3000});
-  histogram("router", "tandem_router_generated_tokens", "", {"+Inf"}, {{500, 15}}, {20000, 900});
+  histogram("router", "tandem_router_prompt_tokens", "", {"64", "128", "256", "+Inf"},
+            {{200, 6}, {800, 24}, {1000, 30}, {1000, 30}}, {100000, 3000});
+  histogram("router", "tandem_router_generated_tokens", "", {"32", "64", "128", "+Inf"},
+            {{100, 3}, {300, 9}, {500, 15}, {500, 15}}, {20000, 900});
   histogram("router", "tandem_router_ttft_seconds", "", {"0.1", "0.5", "1", "+Inf"},
             {{100, 10}, {200, 30}, {300, 40}, {400, 40}}, {50, 12});
   histogram("router", "tandem_router_itl_seconds", "", {"0.01", "0.05", "0.1", "+Inf"},
@@ -444,6 +458,12 @@ TEST(PromQLSourceTest, PrometheusEvaluatesEveryQueryAsScrapeSourceComputesIt) {
       {"arrival_rate", expected->arrival_rate},
       {"prompt_tokens_mean", expected->prompt_tokens_mean},
       {"output_tokens_mean", expected->output_tokens_mean},
+      {"prompt_tokens_p50", expected->prompt_tokens_p50},
+      {"prompt_tokens_p90", expected->prompt_tokens_p90},
+      {"prompt_tokens_p99", expected->prompt_tokens_p99},
+      {"output_tokens_p50", expected->output_tokens_p50},
+      {"output_tokens_p90", expected->output_tokens_p90},
+      {"output_tokens_p99", expected->output_tokens_p99},
       {"prompt_token_rate", expected->prompt_token_rate},
       {"prompt_cached_fraction", expected->prompt_cached_fraction},
       {"ttft_p50", expected->ttft_p50},
@@ -467,6 +487,8 @@ TEST(PromQLSourceTest, PrometheusEvaluatesEveryQueryAsScrapeSourceComputesIt) {
   EXPECT_DOUBLE_EQ(expected->arrival_rate, 2);
   EXPECT_DOUBLE_EQ(expected->output_tokens_mean, 60);
   EXPECT_DOUBLE_EQ(expected->ttft_p50, 0.3);
+  EXPECT_DOUBLE_EQ(expected->prompt_tokens_p50, 96);  // rank 15 of 30: 9 of the 18 in (64, 128]
+  EXPECT_DOUBLE_EQ(expected->output_tokens_p90, 64 + 64 * (13.5 - 9) / 6);
   EXPECT_DOUBLE_EQ(expected->prefill_busy_fraction, (0.5 + 0.2) / 2);
   EXPECT_DOUBLE_EQ(expected->kv_utilization, 0.45);
   EXPECT_DOUBLE_EQ(expected->prompt_cached_fraction, 4000.0 / (4000 + 8000));

@@ -220,6 +220,12 @@ TEST_F(ScrapeSourceTest, RatesComeFromCounterIncreasesOverTheTimeBetweenScrapes)
   EXPECT_DOUBLE_EQ(s->prompt_token_rate, 200.0);
   EXPECT_DOUBLE_EQ(s->prompt_tokens_mean, 100.0);
   EXPECT_DOUBLE_EQ(s->output_tokens_mean, 60.0);
+  // Length quantiles interpolate inside the buckets, as histogram_quantile does: all 20 prompts
+  // and all 8 answers fall in (16, 256].
+  EXPECT_DOUBLE_EQ(s->prompt_tokens_p50, 16 + 240 * 10.0 / 20);
+  EXPECT_DOUBLE_EQ(s->prompt_tokens_p90, 16 + 240 * 18.0 / 20);
+  EXPECT_DOUBLE_EQ(s->output_tokens_p50, 16 + 240 * 4.0 / 8);
+  EXPECT_DOUBLE_EQ(s->output_tokens_p99, 16 + 240 * 7.92 / 8);
   EXPECT_DOUBLE_EQ(s->prefill_tokens_per_busy_second, 8000.0 / 7.0);
   EXPECT_DOUBLE_EQ(s->prefill_busy_fraction, (0.5 + 0.2) / 2);
   EXPECT_DOUBLE_EQ(s->decode_tokens_per_busy_second, 500.0 / 12.0);
@@ -235,6 +241,15 @@ TEST_F(ScrapeSourceTest, RatesComeFromCounterIncreasesOverTheTimeBetweenScrapes)
   EXPECT_EQ(s->prefill_busy_fraction, 0);
   EXPECT_TRUE(std::isnan(s->prefill_tokens_per_busy_second));  // busy rate 0
   EXPECT_TRUE(std::isnan(s->decode_iteration_mean_s));
+  // The length quantiles pool the last 60 s (length_window_s): still the lengths seen above.
+  EXPECT_DOUBLE_EQ(s->prompt_tokens_p50, 16 + 240 * 10.0 / 20);
+  EXPECT_DOUBLE_EQ(s->output_tokens_p50, 16 + 240 * 4.0 / 8);
+  // A minute later, 10 prompts of 2000 tokens: the window holds only those.
+  router_.Arrive(10, 2000);
+  s = source->Read(200);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_DOUBLE_EQ(s->prompt_tokens_p50, 256 + 3840 * 5.0 / 10);
+  EXPECT_TRUE(std::isnan(s->output_tokens_p50));  // nothing finished in that minute
 }
 
 // Two routers serving the same workers: their traffic adds up, their worker counts do not (each
