@@ -130,6 +130,7 @@ void Completion::ObserveTokenGap(Choice& choice, size_t num_tokens) {
   const Clock::time_point now = Clock::now();
   if (!seen_tokens_) {
     seen_tokens_ = true;
+    first_token_at_ = now;
     metrics_->ttft->Observe(Seconds(now - start_));
   } else if (choice.seen_tokens && num_tokens > 0) {
     // Tokens that arrive together were generated together (speculative decoding keeps several
@@ -287,8 +288,13 @@ void Completion::EndLocked(int32_t last) {
   encoder_->End(end);
   metrics_->requests->With({route_, "200"}).Increment();
   metrics_->inflight->Decrement();
-  metrics_->e2e->Observe(Seconds(Clock::now() - start_));
+  const Clock::time_point now = Clock::now();
+  metrics_->e2e->Observe(Seconds(now - start_));
   metrics_->generated_tokens->Observe(end.usage.completion_tokens);
+  const int64_t first_choice_tokens = choices_[0].assembler->usage().completion_tokens;
+  if (seen_tokens_ && first_choice_tokens >= 2) {
+    metrics_->tpot->Observe(Seconds(now - first_token_at_) / static_cast<double>(first_choice_tokens - 1));
+  }
 }
 
 }  // namespace tandem::router

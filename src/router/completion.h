@@ -163,6 +163,7 @@ class Completion final : public std::enable_shared_from_this<Completion> {
   bool done_ ABSL_GUARDED_BY(mu_) = false;    // ended: answered, failed or abandoned
   bool closed_ ABSL_GUARDED_BY(mu_) = false;  // the door's call is over
   bool seen_tokens_ ABSL_GUARDED_BY(mu_) = false;
+  Clock::time_point first_token_at_ ABSL_GUARDED_BY(mu_);
   int32_t cached_prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   bool expect_prompt_logprobs_ ABSL_GUARDED_BY(mu_) = false;
   bool prompt_echoed_ ABSL_GUARDED_BY(mu_) = false;  // ExpectPromptLogprobs' `echoed`

@@ -14,6 +14,11 @@ RouterMetrics::RouterMetrics(metrics::MetricsRegistry& r) {
                         "that arrive together counts k times, gap / k)",
                         metrics::TokenLatencyBuckets())
              .With();
+  tpot = &r.AddHistogram("tandem_router_tpot_seconds",
+                         "Time per output token of each finished request after its first: (last token - first "
+                         "token) / (tokens - 1), requests with 2 or more tokens (n > 1: the first choice's)",
+                         metrics::TokenLatencyBuckets())
+              .With();
   e2e = &r.AddHistogram("tandem_router_e2e_seconds", "Time from a request's arrival to its last token",
                         metrics::DefaultLatencyBuckets())
              .With();

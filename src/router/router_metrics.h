@@ -16,6 +16,7 @@ struct RouterMetrics {
   metrics::CounterFamily* requests;       // {route, status}
   metrics::Histogram* ttft;
   metrics::Histogram* itl;
+  metrics::Histogram* tpot;
   metrics::Histogram* e2e;
   metrics::Histogram* queue;              // arrival → dispatched to a worker (KV reserved)
   metrics::Histogram* prompt_tokens;

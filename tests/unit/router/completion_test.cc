@@ -4,8 +4,10 @@
 // log-probability, and one failure or a client gone stopping every choice.
 #include "router/completion.h"
 
+#include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/check.h"
@@ -183,6 +185,31 @@ TEST_F(CompletionTest, TokensArrivingTogetherEachCountAsAnInterTokenGap) {
   EXPECT_EQ(count(), 3);
   c->OnTokens(0, Ids("e"), {});
   EXPECT_EQ(count(), 4);
+}
+
+// Each finished request of two or more tokens adds its time per output token after the first to
+// the TPOT histogram, once, when it ends: (last token - first token) / (tokens - 1).
+TEST_F(CompletionTest, AFinishedRequestObservesItsTimePerOutputTokenOnce) {
+  auto series = [this](std::string_view name) {
+    const std::string text = registry_.Render();
+    const size_t at = text.find(std::string(name) + " ");
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + name.size() + 1));
+  };
+  auto c = Make(1, 1, 3);
+  c->OnTokens(0, Ids("a"), {});
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  c->OnTokens(0, Ids("b"), {});
+  EXPECT_EQ(series("tandem_router_tpot_seconds_count"), 0);  // not before the request ends
+  c->OnTokens(0, Ids("c"), {});
+  ASSERT_TRUE(rec_.end.has_value());
+  EXPECT_EQ(series("tandem_router_tpot_seconds_count"), 1);
+  const double tpot = series("tandem_router_tpot_seconds_sum");
+  EXPECT_GE(tpot, 0.040 / 2);  // at least the 40 ms over the two tokens after the first
+  EXPECT_LT(tpot, 1.0);
+  // One token has no pace.
+  auto one = Make(1, 1, 1);
+  one->OnTokens(0, Ids("z"), {});
+  EXPECT_EQ(series("tandem_router_tpot_seconds_count"), 1);
 }
 
 // Echo with logprobs: choice 0's flow brings the prompt's log-probabilities; every choice's answer
