@@ -70,7 +70,9 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   flags.Float("interval-s", &daemon.loop.interval_s, "seconds between decisions");
   flags.Float("half-life-s", &daemon.loop.smoother.half_life_s, "EWMA half-life of the signals, seconds");
   flags.Float("ttft-slo-ms", &ttft_slo_ms, "time-to-first-token target (p99), ms");
-  flags.Float("itl-slo-ms", &itl_slo_ms, "inter-token latency target (p99), ms");
+  flags.Float("itl-slo-ms", &itl_slo_ms,
+              "inter-token latency target (p99), ms; with --plan-by simulation, of each request's time per output "
+              "token after its first (TPOT, p99 over requests)");
   flags.Int("min-prefill", &daemon.loop.planner.min_prefill, "fewest prefill instances");
   flags.Int("max-prefill", &daemon.loop.planner.max_prefill, "most prefill instances");
   flags.Int("min-decode", &daemon.loop.planner.min_decode, "fewest decode instances");
@@ -178,6 +180,7 @@ struct ActuatorFlags {
   int64_t kv_cache_mb = 256;
   bool role_change = false;
   std::string rebalance_by = "cost";
+  controller::RebalanceBy rebalance = controller::RebalanceBy::kCost;  // parsed from the two above
   double print_signals_s = 0;
   std::string bind = "0.0.0.0";
   int http_port = 9400;
@@ -274,7 +277,7 @@ absl::StatusOr<std::unique_ptr<controller::Actuator>> MakeLocalActuator(const Ac
   controller::LocalActuatorOptions lo;
   lo.tandem_binary = ChildProcess::SelfPath();
   lo.worker_flags = ToArgv(worker);
-  TANDEM_ASSIGN_OR_RETURN(lo.rebalance_by, controller::ParseRebalanceBy(af.role_change ? "flip" : af.rebalance_by));
+  lo.rebalance_by = af.rebalance;
   auto local = std::make_unique<controller::LocalActuator>(lo, admin);
   for (int i = 0; i < af.initial_prefill + af.initial_decode; ++i) {
     const auto role = i < af.initial_prefill ? controller::Role::kPrefill : controller::Role::kDecode;
@@ -342,7 +345,9 @@ int ControllerCommand(const std::vector<std::string>& args) {
     return Fail("controller", StrCat("unknown --actuator '", af.actuator, "' (kubernetes, local, role-change or none)"),
                 2);
   }
-  if (auto by = controller::ParseRebalanceBy(af.rebalance_by); !by.ok()) {
+  if (auto by = controller::ParseRebalanceBy(af.role_change ? "flip" : af.rebalance_by); by.ok()) {
+    af.rebalance = *by;
+  } else {
     return Fail("controller", StrCat("--rebalance-by: ", by.status().message()), 2);
   }
   std::unique_ptr<controller::LeaderElector> elector;

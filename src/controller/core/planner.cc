@@ -108,6 +108,16 @@ absl::StatusOr<std::unique_ptr<Planner>> Planner::Create(const PlannerConfig& co
   return std::make_unique<Planner>(config);
 }
 
+Planner::Lateness Planner::Late(const DemandEstimate& d, const Signals& s, bool sized) const {
+  if (!sized || sizer_ == nullptr) return {d.ttft_over_slo(), d.itl_over_slo()};
+  // What the simulation counts: a share of requests within the SLOs, each by its TTFT and its TPOT.
+  const bool p90 = sizer_->attainment_target() <= 0.9;
+  const double ttft = p90 ? s.ttft_p90 : s.ttft_p99;
+  const double tpot = p90 ? s.tpot_p90 : s.tpot_p99;
+  return {HasData(ttft) ? ttft > config_.ttft_slo_s : d.ttft_over_slo(),
+          HasData(tpot) ? tpot > config_.itl_slo_s : d.itl_over_slo()};
+}
+
 Planner::RoleCounts Planner::CapacityCounts(Role role, const DemandEstimate& d) const {
   const bool prefill = role == Role::kPrefill;
   const double demand = prefill ? d.prefill_demand : d.decode_demand;
@@ -154,18 +164,19 @@ std::optional<Planner::Sizing> Planner::SizeBySimulation(const Signals& s, const
 }
 
 RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s, int current,
-                        const RoleCounts& c) const {
+                        const RoleCounts& c, bool sized) const {
   RolePlan rp;
   rp.current = current;
   const bool prefill = role == Role::kPrefill;
   const double load = prefill ? d.prefill_load : d.decode_load;
   const std::string_view load_reason = prefill ? kReasonPrefillLoad : kReasonDecodeLoad;
+  const Lateness late = Late(d, s, sized);
   std::string_view slo_reason;
   if (prefill) {
-    if (d.ttft_over_slo() && !d.ttft_from_queue) slo_reason = kReasonTtftSlo;
-  } else if (d.itl_over_slo()) {
+    if (late.ttft && !d.ttft_from_queue) slo_reason = kReasonTtftSlo;
+  } else if (late.tokens) {
     slo_reason = kReasonItlSlo;
-  } else if (d.kv_over_target() || (d.ttft_over_slo() && d.ttft_from_queue)) {
+  } else if (d.kv_over_target() || (late.ttft && d.ttft_from_queue)) {
     slo_reason = kReasonKvPressure;
   }
 
@@ -337,7 +348,8 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
   const std::optional<Sizing> sizing = SizeBySimulation(smoothed, plan.demand, now);
   for (auto [role, rp, n] : {std::tuple{Role::kPrefill, &plan.prefill, now.prefill},
                              std::tuple{Role::kDecode, &plan.decode, now.decode}}) {
-    *rp = Model(role, plan.demand, smoothed, n, sizing ? SizedRoleCounts(role, *sizing) : CapacityCounts(role, plan.demand));
+    *rp = Model(role, plan.demand, smoothed, n, sizing ? SizedRoleCounts(role, *sizing) : CapacityCounts(role, plan.demand),
+                sizing.has_value());
   }
   if (sizing) plan.sized = sizing->now;
   ApplySloFloor(Role::kPrefill, plan.demand, plan.prefill, now_s);

@@ -58,7 +58,10 @@
 // forecast expects when a new worker would be ready (ahead, when that is higher), and at the
 // rate ÷ scale_down_headroom (down: the hysteresis of a scale-down); each role then moves as
 // with the capacity model's counts (SLO corrections, the SLO floor, bounds, budget, steps and
-// cooldowns all apply). With min_prefill 0 the sizer may choose no prefill worker at all: the
+// cooldowns all apply). The SLO corrections then judge what the simulation counts: the quantile
+// its attainment target names (p90 for a target up to 0.9, else p99) of TTFT and of each
+// request's time per output token after its first (tpot), rather than p99 TTFT and ITL. With
+// min_prefill 0 the sizer may choose no prefill worker at all: the
 // decode workers then compute prompts themselves (colocated serving). Without a length or rate
 // reading the sizer has nothing to simulate, and the capacity model plans.
 //
@@ -149,6 +152,8 @@ class ShapeSizer {
   // enough (no prompt or output lengths).
   virtual std::optional<SizedCounts> Size(const Signals& smoothed, double rate, const PlannerConfig& config,
                                           const InstanceCounts& current) = 0;
+  // The share of requests its shapes must serve within the SLOs.
+  virtual double attainment_target() const = 0;
 };
 
 // Every action and every reason Decide can return (to pre-create metric series).
@@ -210,12 +215,19 @@ class Planner {
     std::optional<SizedCounts> ahead;
     SizedCounts down;
   };
+  // Whether TTFT and the token pace miss their SLOs, as the capacity model or the sizer judges.
+  struct Lateness {
+    bool ttft = false;
+    bool tokens = false;
+  };
+  Lateness Late(const DemandEstimate& demand, const Signals& smoothed, bool sized) const;
   RoleCounts CapacityCounts(Role role, const DemandEstimate& demand) const;
   static RoleCounts SizedRoleCounts(Role role, const Sizing& sizing);
   std::optional<Sizing> SizeBySimulation(const Signals& smoothed, const DemandEstimate& demand,
                                          const InstanceCounts& current);
+  // `sized`: the counts are a sizer's (its decode SLO is each request's TPOT, tpot_p99).
   RolePlan Model(Role role, const DemandEstimate& demand, const Signals& smoothed, int current,
-                 const RoleCounts& counts) const;
+                 const RoleCounts& counts, bool sized) const;
   // Keeps a scale-down above the count an earlier SLO correction reached (slo_memory_s).
   void ApplySloFloor(Role role, const DemandEstimate& demand, RolePlan& rp, double now_s);
   void RememberSloFloor(Role role, const RolePlan& rp, double now_s);

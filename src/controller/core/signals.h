@@ -46,9 +46,12 @@ struct Signals {
 
   // Latency, at the router (seconds).
   double ttft_p50 = kNoData;
+  double ttft_p90 = kNoData;
   double ttft_p99 = kNoData;
   double itl_p50 = kNoData;
   double itl_p99 = kNoData;
+  double tpot_p90 = kNoData;             // per request: (last token − first) / (tokens − 1)
+  double tpot_p99 = kNoData;
   double queue_p99 = kNoData;            // router wait for a decode worker with KV room
 
   // Pressure.
@@ -88,9 +91,12 @@ inline constexpr SignalField kSignalFields[] = {
     {"prompt_token_rate", &Signals::prompt_token_rate},
     {"prompt_cached_fraction", &Signals::prompt_cached_fraction},
     {"ttft_p50", &Signals::ttft_p50},
+    {"ttft_p90", &Signals::ttft_p90},
     {"ttft_p99", &Signals::ttft_p99},
     {"itl_p50", &Signals::itl_p50},
     {"itl_p99", &Signals::itl_p99},
+    {"tpot_p90", &Signals::tpot_p90},
+    {"tpot_p99", &Signals::tpot_p99},
     {"queue_p99", &Signals::queue_p99},
     {"inflight_requests", &Signals::inflight_requests},
     {"queued_prefill_tokens", &Signals::queued_prefill_tokens},

@@ -86,6 +86,7 @@ absl::Status ValidateSimSizerOptions(const SimSizerOptions& o) {
   if (!(o.horizon_s > 0) || o.min_requests < 1 || o.max_requests < o.min_requests) {
     return absl::InvalidArgumentError("the simulated horizon must be > 0 s and 1 <= min requests <= max requests");
   }
+  if (o.warmup_readings < 0) return absl::InvalidArgumentError("warm-up readings must be >= 0");
   if (o.plan.cpus < 0 || o.threads_per_worker < 0) return absl::InvalidArgumentError("CPUs and threads must be >= 0");
   const int64_t block_bytes = o.profile.model.kv_bytes_per_token * o.plan.block_size;
   if (o.plan.block_size < 1 || o.plan.kv_cache_bytes / std::max<int64_t>(block_bytes, 1) < 2) {
@@ -132,15 +133,63 @@ std::vector<sim::SimRequest> SimSizer::Requests(const Signals& s, double rate) c
   return out;
 }
 
+SimSizer::Sharing SimSizer::SharingOf(const InstanceCounts& counts) const {
+  Sharing out;
+  const int workers = std::max(1, counts.prefill + counts.decode);
+  if (options_.plan.cpus <= 0) return out;
+  out.threads = options_.threads_per_worker > 0 ? options_.threads_per_worker : std::max(1, options_.plan.cpus / workers);
+  out.slowdown = std::max(1.0, static_cast<double>(workers) * out.threads / options_.plan.cpus);
+  return out;
+}
+
+double SimSizer::MeasuredScale(const Signals& s, const InstanceCounts& current) const {
+  const Sharing sharing = SharingOf(current);
+  const sim::WorkerProfile* wp =
+      sharing.threads > 0 ? options_.profile.ForThreads(sharing.threads) : &options_.profile.workers.front();
+  if (wp == nullptr) return kNoData;
+  std::vector<double> ratios;
+  // Decode: the mean decode iteration against the profile's for that batch at the mean context.
+  const double batch = s.decode_tokens_per_busy_second * s.decode_iteration_mean_s;
+  const double context = s.prompt_tokens_mean + s.output_tokens_mean / 2;
+  if (HasData(batch) && batch >= 0.5 && HasData(context) && s.decode_iteration_mean_s > 0) {
+    const auto b = static_cast<int64_t>(std::llround(batch));
+    const auto pairs = static_cast<int64_t>(std::llround(batch * context));
+    const double predicted = wp->cost.Seconds({.tokens = b, .sampled = b, .attention_pairs = pairs, .sequences = b,
+                                               .kv_read_tokens = pairs});
+    if (predicted > 0) ratios.push_back(s.decode_iteration_mean_s / (predicted * sharing.slowdown));
+  }
+  // Prefill: the prefill workers' tokens per busy second against the profile's for a chunk of
+  // the mean prompt (at most the token budget).
+  const double chunk = std::min<double>(options_.plan.token_budget, s.prompt_tokens_mean);
+  if (HasData(s.prefill_tokens_per_busy_second) && s.prefill_tokens_per_busy_second > 0 && HasData(chunk) && chunk >= 1) {
+    const auto n = static_cast<int64_t>(std::llround(chunk));
+    const double predicted = wp->cost.Seconds({.tokens = n, .sampled = 1, .attention_pairs = n * (n + 1) / 2, .sequences = 1});
+    if (predicted > 0) ratios.push_back(chunk / s.prefill_tokens_per_busy_second / (predicted * sharing.slowdown));
+  }
+  if (ratios.empty()) return kNoData;
+  double log_sum = 0;
+  for (double r : ratios) log_sum += std::log(r);
+  return std::clamp(std::exp(log_sum / static_cast<double>(ratios.size())), 0.25, 4.0);
+}
+
+void SimSizer::Calibrate(const Signals& s, const InstanceCounts& current) {
+  if (!options_.calibrate || s.time_s == calibrated_at_) return;
+  calibrated_at_ = s.time_s;
+  const double measured = MeasuredScale(s, current);
+  if (!HasData(measured)) return;
+  scale_ = HasData(scale_) ? std::exp(0.7 * std::log(scale_) + 0.3 * std::log(measured)) : measured;
+  ++calibrations_;
+}
+
 absl::StatusOr<double> SimSizer::Attainment(const InstanceCounts& counts, const std::vector<sim::SimRequest>& requests,
                                             const PlannerConfig& config) const {
   const sim::ClusterShape shape = ShapeOf(counts);
   sim::PlanSettings plan = options_.plan;
+  if (HasData(scale_)) plan.cost_scale *= scale_;
   if (plan.cpus > 0) {
-    const int workers = shape.workers();
-    const int threads = options_.threads_per_worker > 0 ? options_.threads_per_worker : std::max(1, plan.cpus / workers);
-    plan.cost_scale *= std::max(1.0, static_cast<double>(workers) * threads / plan.cpus);
-    plan.cpus = threads * workers;  // BuildCluster gives each worker cpus ÷ workers threads
+    const Sharing sharing = SharingOf(counts);
+    plan.cost_scale *= sharing.slowdown;
+    plan.cpus = sharing.threads * shape.workers();  // BuildCluster gives each worker cpus ÷ workers threads
   }
   TANDEM_ASSIGN_OR_RETURN(sim::SimCluster cluster, sim::BuildCluster(shape, plan));
   cluster.record_every_token = false;
@@ -170,6 +219,8 @@ std::optional<SizedCounts> SimSizer::Size(const Signals& s, double rate, const P
                                           const InstanceCounts& current) {
   const std::vector<InstanceCounts> candidates = Candidates(config);
   if (candidates.empty()) return std::nullopt;
+  Calibrate(s, current);
+  if (options_.calibrate && calibrations_ < options_.warmup_readings) return std::nullopt;
   SizedCounts out;
   out.rate = rate;
   if (!(rate > 0)) {
@@ -224,9 +275,9 @@ std::optional<SizedCounts> SimSizer::Size(const Signals& s, double rate, const P
   out.attainment = best->second;
   std::string list;
   for (const auto& [c, a] : tried) list += fmt::format("{}{} {:.0f}%", list.empty() ? "" : ", ", Name(c), 100 * a);
-  out.detail = fmt::format("simulated {:.3g} req/s ({} requests): {} -> {} ({} the {:.0f}% target)", rate,
-                           requests.size(), list, Name(out.counts), out.meets_target ? "meets" : "best below",
-                           100 * options_.attainment);
+  out.detail = fmt::format("simulated {:.3g} req/s ({} requests, profile costs x{}): {} -> {} ({} the {:.0f}% target)",
+                           rate, requests.size(), HasData(scale_) ? fmt::format("{:.2f} as measured", scale_) : "1",
+                           list, Name(out.counts), out.meets_target ? "meets" : "best below", 100 * options_.attainment);
   return out;
 }
 

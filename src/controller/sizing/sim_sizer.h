@@ -20,6 +20,16 @@
 // mixed workers: decode workers compute prompts themselves when there is no prefill worker.
 // A rate of 0 needs no simulation: the cheapest candidate.
 //
+// Calibration (calibrate, on by default): a profile gives the shape of the costs, the running
+// workers give their scale on this machine today (a profile from another day or another host
+// of the same VM type can be off by more than its fit's error).
+// Each reading, the measured decode iteration mean is compared with the profile's time for
+// that batch (decode tokens per busy second × iteration time) at the mean context, and the
+// prefill workers' tokens per busy second with the profile's for a chunk of the mean prompt;
+// the geometric mean of the ratios (within [¼, 4]) is folded into a running scale (weight
+// 0.3, geometric) that multiplies every simulated iteration. Until warmup_readings readings have
+// been folded in, Size answers nothing (the planner's capacity model plans meanwhile).
+//
 // On a CPU budget (plan.cpus > 0) workers share the machine: each runs threads_per_worker
 // threads (0: cpus ÷ workers, at least 1), and when the workers' threads together exceed the
 // CPUs every iteration is slowed by that ratio (a crude model of oversubscription).
@@ -77,6 +87,11 @@ struct SimSizerOptions {
   int min_requests = 60;
   int max_requests = 300;
   uint64_t seed = 1;
+  // Scale the profile's iteration costs by what the running workers measure (see SimSizer),
+  // and size nothing before that many readings have been folded in (a fresh worker's first
+  // iterations are slower than its later ones, and a window of a few requests says little).
+  bool calibrate = true;
+  int warmup_readings = 6;
 };
 
 absl::Status ValidateSimSizerOptions(const SimSizerOptions& options);
@@ -87,6 +102,7 @@ class SimSizer : public ShapeSizer {
 
   std::optional<SizedCounts> Size(const Signals& smoothed, double rate, const PlannerConfig& config,
                                   const InstanceCounts& current) override;
+  double attainment_target() const override { return options_.attainment; }
 
   // The requests simulated for `rate` and the lengths of `smoothed` (empty when the signals
   // have no lengths, or the rate is not > 0).
@@ -97,11 +113,28 @@ class SimSizer : public ShapeSizer {
   // The candidates of `config`, cheapest first.
   std::vector<InstanceCounts> Candidates(const PlannerConfig& config) const;
 
+  // The running workers' iteration times over the profile's predictions for them (NaN
+  // without measurements); the geometric mean of the decode and the prefill ratios, in [¼, 4].
+  double MeasuredScale(const Signals& smoothed, const InstanceCounts& current) const;
+  // The scale the simulations use now (NaN: none measured yet, the profile as it is).
+  double scale() const { return scale_; }
+
  private:
+  // How the workers of a shape share the CPUs: threads each and the slowdown of oversubscription.
+  struct Sharing {
+    int threads = 0;  // 0: one device per worker
+    double slowdown = 1;
+  };
   explicit SimSizer(SimSizerOptions options);
   double Cost(const InstanceCounts& counts) const;
+  Sharing SharingOf(const InstanceCounts& counts) const;
+  // Folds this reading's MeasuredScale into scale_ (once per reading time).
+  void Calibrate(const Signals& smoothed, const InstanceCounts& current);
 
   SimSizerOptions options_;
+  double scale_ = kNoData;
+  double calibrated_at_ = kNoData;
+  int calibrations_ = 0;
 };
 
 }  // namespace tandem::controller

@@ -159,9 +159,12 @@ Signals Compute(const Gathered& g, double now_s) {
     s.*output = Quantile(q, g.router_length_rates, "tandem_router_generated_tokens");
   }
   s.ttft_p50 = Quantile(0.5, g.router_rates, "tandem_router_ttft_seconds");
+  s.ttft_p90 = Quantile(0.9, g.router_rates, "tandem_router_ttft_seconds");
   s.ttft_p99 = Quantile(0.99, g.router_rates, "tandem_router_ttft_seconds");
   s.itl_p50 = Quantile(0.5, g.router_rates, "tandem_router_itl_seconds");
   s.itl_p99 = Quantile(0.99, g.router_rates, "tandem_router_itl_seconds");
+  s.tpot_p90 = Quantile(0.9, g.router_rates, "tandem_router_tpot_seconds");
+  s.tpot_p99 = Quantile(0.99, g.router_rates, "tandem_router_tpot_seconds");
   s.queue_p99 = Quantile(0.99, g.router_rates, "tandem_router_queue_seconds");
 
   s.inflight_requests = Value(SumSamples(g.router_now, "tandem_router_inflight_requests"));

@@ -505,6 +505,7 @@ class FakeSizer : public ShapeSizer {
     out.detail = "fake sizing";
     return out;
   }
+  double attainment_target() const override { return 0.9; }
   std::function<InstanceCounts(double)> answer;
   std::vector<double> rates;
 };
@@ -556,6 +557,37 @@ TEST(PlannerSizingTest, AnSloMissStillAddsAnInstanceTheSizerDidNotAskFor) {
   const Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 100);
   EXPECT_EQ(p.desired, (InstanceCounts{1, 2}));
   EXPECT_EQ(p.reason, "itl_slo");
+}
+
+TEST(PlannerSizingTest, SizedTheDecodeSloIsJudgedOnEachRequestsTpot) {
+  Planner planner(SizedConfig());
+  FakeSizer sizer;
+  sizer.answer = [](double) { return InstanceCounts{0, 1}; };
+  planner.SetSizer(&sizer);
+  Signals s = Needs(0.5, 0.5);
+  s.itl_p99 = 0.5;    // a prefill chunk stalls a token now and then: over the 0.2 s target
+  s.ttft_p99 = 2.5;   // and the slowest prompt is late
+  s.tpot_p90 = 0.05;  // but 9 requests of 10 keep their pace and their TTFT (the sizer's 90%)
+  s.tpot_p99 = 0.3;
+  s.ttft_p90 = 1.0;
+  Plan p = planner.Decide(s, TrafficClass::kBalanced, {0, 1}, 100);
+  EXPECT_EQ(p.desired, (InstanceCounts{0, 1}));
+  EXPECT_EQ(p.reason, "steady");
+  s.tpot_p90 = 0.3;  // now one request in ten is slow: one more decode worker
+  p = planner.Decide(s, TrafficClass::kBalanced, {0, 1}, 105);
+  EXPECT_EQ(p.desired, (InstanceCounts{0, 2}));
+  EXPECT_EQ(p.reason, "itl_slo");
+  s.tpot_p90 = 0.05;
+  s.ttft_p90 = 2.5;  // one prompt in ten late: one more prefill worker
+  p = planner.Decide(s, TrafficClass::kBalanced, {0, 2}, 110);
+  EXPECT_EQ(p.desired.prefill, 1);
+  EXPECT_EQ(p.reason, "ttft_slo");
+  // The capacity model keeps judging p99 TTFT and ITL.
+  Planner capacity(SizedConfig());
+  s.ttft_p90 = 1.0;
+  p = capacity.Decide(s, TrafficClass::kBalanced, {1, 1}, 100);
+  EXPECT_EQ(p.decode.reason, "itl_slo");
+  EXPECT_EQ(p.prefill.reason, "ttft_slo");
 }
 
 TEST(PlannerSizingTest, AForecastRiseIsSizedAtTheForecastRate) {

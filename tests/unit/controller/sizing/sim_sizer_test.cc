@@ -34,6 +34,7 @@ std::unique_ptr<SimSizer> Sizer(double prefill_cost = 1, double decode_cost = 1,
   o.prefill_cost = prefill_cost;
   o.decode_cost = decode_cost;
   o.switch_margin = switch_margin;
+  o.warmup_readings = 0;  // the tests' signals carry no measurements unless they say so
   auto s = SimSizer::Create(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
@@ -217,6 +218,66 @@ TEST(SimSizerTest, WhenNothingMeetsTheTargetOnlyAClearGainMoves) {
   sized = sizer->Size(s, 5, Bounds(0), {1, 1});
   ASSERT_TRUE(sized.has_value());
   EXPECT_EQ(sized->counts, (InstanceCounts{3, 1})) << sized->detail;
+}
+
+TEST(SimSizerTest, TheProfileIsScaledByWhatTheRunningWorkersMeasure) {
+  auto sizer = Sizer();
+  Signals s = Lengths(100, 10);
+  EXPECT_TRUE(std::isnan(sizer->MeasuredScale(s, kOneEach)));  // nothing measured yet
+  // Decode iterations of 4 sequences: the profile says 5 + 4 x 1 + 4 x 0.2 = 9.8 ms; they take
+  // twice that.
+  s.decode_iteration_mean_s = 0.0196;
+  s.decode_tokens_per_busy_second = 4 / 0.0196;
+  EXPECT_NEAR(sizer->MeasuredScale(s, kOneEach), 2.0, 1e-6);
+  // Prefill chunks of the mean prompt (100 tokens): the profile says 5 + 100 + 0.2 ms; they run at
+  // a quarter of its speed. The scale is the geometric mean of the two ratios: sqrt(2 x 4).
+  s.prefill_tokens_per_busy_second = 100 / 0.1052 / 4;
+  EXPECT_NEAR(sizer->MeasuredScale(s, kOneEach), std::sqrt(8.0), 1e-6);
+  // Absurd readings are bounded.
+  s.prefill_tokens_per_busy_second = 1e-6;
+  s.decode_iteration_mean_s = kNoData;
+  EXPECT_DOUBLE_EQ(sizer->MeasuredScale(s, kOneEach), 4.0);
+
+  // The scale slows every simulated iteration: 1.5 prompts/s of ~1 s on two workers met the
+  // target as profiled (2p1d); measured at twice the profile's cost, they cannot.
+  Signals heavy = Lengths(1000, 2);
+  heavy.time_s = 1;
+  auto as_profiled = sizer->Size(heavy, 1.5, Bounds(0), {2, 1});
+  ASSERT_TRUE(as_profiled.has_value());
+  EXPECT_EQ(as_profiled->counts, (InstanceCounts{2, 1})) << as_profiled->detail;
+  EXPECT_THAT(as_profiled->detail, HasSubstr("profile costs x1)"));
+  const auto requests = sizer->Requests(heavy, 1.5);
+  const double before = *sizer->Attainment({2, 1}, requests, Bounds(0));
+  heavy.time_s = 2;
+  heavy.decode_iteration_mean_s = 2 * 0.0062;  // batch 1 at context 1001: 5 + 1 + 0.2 ms, twice
+  heavy.decode_tokens_per_busy_second = 1 / heavy.decode_iteration_mean_s;
+  auto slower = sizer->Size(heavy, 1.5, Bounds(0), {2, 1});
+  ASSERT_TRUE(slower.has_value());
+  EXPECT_NEAR(sizer->scale(), 2.0, 1e-6);
+  EXPECT_THAT(slower->detail, HasSubstr("profile costs x2.00 as measured"));
+  const double after = *sizer->Attainment({2, 1}, requests, Bounds(0));
+  EXPECT_GE(before, 0.9);
+  EXPECT_LT(after, before - 0.2);
+  EXPECT_FALSE(slower->meets_target && slower->counts == (InstanceCounts{2, 1})) << slower->detail;
+}
+
+TEST(SimSizerTest, NothingIsSizedBeforeTheWarmUpReadings) {
+  SimSizerOptions o;
+  o.profile = OneMsPerToken();
+  o.warmup_readings = 3;
+  auto sizer = *SimSizer::Create(o);
+  Signals s = Lengths(100, 10);
+  s.decode_iteration_mean_s = 0.0098;  // as the profile says
+  s.decode_tokens_per_busy_second = 4 / 0.0098;
+  for (int i = 0; i < 2; ++i) {
+    s.time_s = i;
+    EXPECT_FALSE(sizer->Size(s, 0.5, Bounds(0), kOneEach).has_value()) << "reading " << i;
+    EXPECT_FALSE(sizer->Size(s, 0.5, Bounds(0), kOneEach).has_value()) << "a reading counts once";
+  }
+  s.time_s = 2;  // the third reading folded in: sizing starts
+  auto sized = sizer->Size(s, 0.5, Bounds(0), kOneEach);
+  ASSERT_TRUE(sized.has_value());
+  EXPECT_EQ(sized->counts, (InstanceCounts{0, 1}));
 }
 
 TEST(SimSizerTest, RequestsAreDeterministicAndFitTheCache) {

@@ -124,8 +124,8 @@ TEST(PromQLSourceTest, QueriesFollowTheSignalDefinitions) {
                           "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "prompt_tokens_p50",
                           "prompt_tokens_p90", "prompt_tokens_p99", "output_tokens_p50", "output_tokens_p90",
                           "output_tokens_p99", "prompt_token_rate",
-                          "prompt_cached_fraction", "ttft_p50",
-                          "ttft_p99", "itl_p50", "itl_p99", "queue_p99", "inflight_requests", "queued_prefill_tokens",
+                          "prompt_cached_fraction", "ttft_p50", "ttft_p90",
+                          "ttft_p99", "itl_p50", "itl_p99", "tpot_p90", "tpot_p99", "queue_p99", "inflight_requests", "queued_prefill_tokens",
                           "kv_utilization", "prefill_tokens_per_busy_second", "decode_tokens_per_busy_second",
                           "prefill_busy_fraction", "decode_busy_fraction", "decode_iteration_mean_s", "ready.prefill",
                           "ready.decode"));
@@ -181,9 +181,12 @@ TEST(PromQLSourceTest, EachAnswerLandsInItsField) {
       {"prompt_token_rate", s->prompt_token_rate},
       {"prompt_cached_fraction", s->prompt_cached_fraction},
       {"ttft_p50", s->ttft_p50},
+      {"ttft_p90", s->ttft_p90},
       {"ttft_p99", s->ttft_p99},
       {"itl_p50", s->itl_p50},
       {"itl_p99", s->itl_p99},
+      {"tpot_p90", s->tpot_p90},
+      {"tpot_p99", s->tpot_p99},
       {"queue_p99", s->queue_p99},
       {"inflight_requests", s->inflight_requests},
       {"queued_prefill_tokens", s->queued_prefill_tokens},
@@ -385,6 +388,8 @@ std::vector<SyntheticSeries> SyntheticCluster() {
             {{100, 10}, {200, 30}, {300, 40}, {400, 40}}, {50, 12});
   histogram("router", "tandem_router_itl_seconds", "", {"0.01", "0.05", "0.1", "+Inf"},
             {{0, 0}, {10, 90}, {20, 100}, {20, 100}}, {1, 2.5});
+  histogram("router", "tandem_router_tpot_seconds", "", {"0.01", "0.05", "0.1", "+Inf"},
+            {{0, 1}, {10, 10}, {20, 14}, {20, 15}}, {1, 0.5});
   histogram("router", "tandem_router_queue_seconds", "", {"0.1", "1", "10", "+Inf"}, {{5, 0}, {5, 0}, {5, 0}, {5, 2}},
             {100, 40});
   add("router", "tandem_router_inflight_requests", "gauge", "", "", 7, 0);
@@ -467,9 +472,12 @@ TEST(PromQLSourceTest, PrometheusEvaluatesEveryQueryAsScrapeSourceComputesIt) {
       {"prompt_token_rate", expected->prompt_token_rate},
       {"prompt_cached_fraction", expected->prompt_cached_fraction},
       {"ttft_p50", expected->ttft_p50},
+      {"ttft_p90", expected->ttft_p90},
       {"ttft_p99", expected->ttft_p99},
       {"itl_p50", expected->itl_p50},
       {"itl_p99", expected->itl_p99},
+      {"tpot_p90", expected->tpot_p90},
+      {"tpot_p99", expected->tpot_p99},
       {"queue_p99", expected->queue_p99},
       {"inflight_requests", expected->inflight_requests},
       {"queued_prefill_tokens", expected->queued_prefill_tokens},
