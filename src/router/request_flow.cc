@@ -454,16 +454,10 @@ void RequestFlow::Prefill() {
     // Every attempt into this lease failed (its decode worker may have died before anyone
     // noticed): a new leg tries a fresh lease, on another decode worker if there is one.
     const absl::Status failure = absl::UnavailableError(why);
-    if (attempted && Migrate(lease_holder, failure, "prefill_failed", /*exclude=*/false)) return;
+    if (attempted && Migrate(lease_holder, failure, "prefill_failed", NextLeg::kElsewhereFirst)) return;
     // No prefill worker can fill the lease (the last one died, or none has its KV layout): the
     // next leg computes the prompt on a decode worker rather than the client getting an error.
-    if (!attempted) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        prefill_locally_next_leg_ = true;
-      }
-      if (Migrate(lease_holder, failure, "no_prefill_worker", /*exclude=*/false)) return;
-    }
+    if (!attempted && Migrate(lease_holder, failure, "no_prefill_worker", NextLeg::kLocalPrefill)) return;
     Fail(failure);
     return;
   }

@@ -191,11 +191,17 @@ class RequestFlow : public std::enable_shared_from_this<RequestFlow> {
 
   // Migration (request_flow_migrate.cc).
   bool Migratable(const absl::Status& stream_status) const;
+  // Where a migration's new leg goes.
+  enum class NextLeg {
+    kElsewhere,       // never to `failed` (same process) again
+    kElsewhereFirst,  // another decode worker first; `failed` only after them
+    kLocalPrefill,    // `failed` was fine but no prefill worker could fill its lease: the new
+                      // leg computes the prompt on a decode worker (it may be `failed`)
+  };
   // Starts a new leg after `failed` failed (`cause`: the metric's label); false when the
   // request has migrated max_migrations times already (nothing done: the caller fails it).
-  // `exclude`: the new leg avoids `failed` (same process); else it is only tried later.
   bool Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause,
-               bool exclude = true);
+               NextLeg next = NextLeg::kElsewhere);
   // Subscribes to `worker`'s WorkerLoss for leg `leg`. Called without mu_.
   void Watch(const std::shared_ptr<WorkerHandle>& worker, uint64_t leg);
   void Unwatch();

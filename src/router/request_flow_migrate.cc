@@ -24,7 +24,7 @@ bool RequestFlow::Migratable(const absl::Status& failure) const {
 }
 
 bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const absl::Status& why, const char* cause,
-                          bool exclude) {
+                          NextLeg next) {
   std::shared_ptr<CallCanceller> call;
   int migrations;
   size_t generated;
@@ -35,13 +35,12 @@ bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const abs
     migrations = ++stats_.migrations;
     ++leg_;
     call = std::move(call_);
-    if (exclude) failed_.emplace_back(failed->info.worker_id(), failed->info.epoch());
+    if (next == NextLeg::kElsewhere) failed_.emplace_back(failed->info.worker_id(), failed->info.epoch());
     phase_ = Phase::kStarting;
     decode_started_ = false;  // the old lease is released below, adopted or not
     tried_decode_.clear();
-    // Another decode worker first, if there is one; not when the worker was fine and only no
-    // prefill worker could serve its lease (it computes the prompt itself now).
-    if (!exclude && !prefill_locally_next_leg_) tried_decode_.insert(failed->info.worker_id());
+    if (next == NextLeg::kElsewhereFirst) tried_decode_.insert(failed->info.worker_id());
+    prefill_locally_next_leg_ = next == NextLeg::kLocalPrefill;
     tried_prefill_.clear();
     stats_.prefill_attempts = 0;
     last_prefill_error_.clear();
@@ -53,7 +52,7 @@ bool RequestFlow::Migrate(const std::shared_ptr<WorkerHandle>& failed, const abs
     generated = generated_.size();
     migrated_at_ = clock_->Now();
   }
-  if (std::string_view(cause) == "no_prefill_worker") {
+  if (next == NextLeg::kLocalPrefill) {
     GetLogger("router")->warn("request={} computes its prompt on a decode worker: {} (migration {} of at most {})",
                               request_.id, ToStd(why.message()), migrations, options_.max_migrations);
   } else {

@@ -9,6 +9,11 @@
 #include "rpc/convert.h"
 
 namespace tandem::controller {
+
+int64_t DrainWork(const v1::WorkerLoad& load) {
+  return int64_t{load.inflight_requests()} * 1'000'000 + load.queued_prefill_tokens();
+}
+
 namespace {
 
 void SetDeadline(grpc::ClientContext& ctx, absl::Duration timeout) {

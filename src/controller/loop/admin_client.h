@@ -4,6 +4,7 @@
 // Thread-safe (gRPC stubs are).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,10 @@
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem::controller {
+
+// How much work a worker holds, for choosing which one to drain (less drains sooner): requests
+// in flight first, then queued prefill tokens.
+int64_t DrainWork(const v1::WorkerLoad& load);
 
 class AdminClient {
  public:

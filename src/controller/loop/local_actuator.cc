@@ -104,9 +104,7 @@ std::shared_ptr<LocalActuator::Worker> LocalActuator::PickVictim(Role role, cons
   // useful), then by the work it has (it drains sooner), then the newest.
   auto rank = [&](const Worker& w) {
     auto it = loads.find(w.id);
-    const int64_t work = it == loads.end() ? INT64_MAX / 2
-                                           : int64_t{it->second.inflight_requests()} * 1'000'000 +
-                                                 it->second.queued_prefill_tokens();
+    const int64_t work = it == loads.end() ? INT64_MAX / 2 : DrainWork(it->second);
     return std::tuple(w.state != Worker::State::kRunning, work, -w.seq);
   };
   std::shared_ptr<Worker> best;

@@ -38,10 +38,7 @@ absl::Status RoleChangeActuator::Apply(const InstanceCounts& target) {
     const v1::WorkerStatus* pick = nullptr;
     for (const auto& w : workers) {
       if (w.info().role() != from || w.load().draining()) continue;
-      auto load = [](const v1::WorkerStatus& s) {
-        return s.load().inflight_requests() * 1'000'000 + s.load().queued_prefill_tokens();
-      };
-      if (pick == nullptr || load(w) < load(*pick)) pick = &w;
+      if (pick == nullptr || DrainWork(w.load()) < DrainWork(pick->load())) pick = &w;
     }
     if (pick == nullptr) return absl::FailedPreconditionError("no worker left to change role");
     const std::string id = pick->info().worker_id();
