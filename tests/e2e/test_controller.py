@@ -222,3 +222,42 @@ def test_a_controller_given_the_generate_port_says_which_port_to_use(disagg):
                            capture_output=True, text=True, timeout=60, env=env)
     assert right.returncode == 0, right.stderr[-2000:]
     assert json.loads(right.stdout)["ready"] == {"prefill": 1, "decode": 1}
+
+
+def test_planning_by_simulation_serves_light_traffic_colocated(log_dir, capsys):
+    """--plan-by simulation with --min-prefill 0: for light chat traffic the simulation (the
+    profile of this kind of VM) predicts that one worker computing its own prompts meets the
+    SLOs, which is cheaper than 1P1D, so the prefill worker drains away and the decode worker
+    prefills locally. No request fails on the way, and the cluster stays colocated while the
+    traffic stays light."""
+    profile = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "profiles", "cpu-vm-2026-12-05-smollm2.json")
+    c = Cluster("plan-by-simulation", CONTROLLER_FLAGS + ["--plan-by", "simulation", "--profile", profile,
+                                                          "--min-prefill", "0"], log_dir)
+    try:
+        before = c.metrics("router").get('tandem_router_prefills_total{mode="local"}', 0)
+        t0 = time.time()
+        load = Load(c, clients=1, prompt_words=12, max_tokens=16, seed=7)
+        took = wait_for(c, (0, 1), 90)
+        time.sleep(10)
+        held = counts(c)
+        ok, failed = load.finish()
+        t1 = time.time()
+        local = c.metrics("router").get('tandem_router_prefills_total{mode="local"}', 0) - before
+        attainment = c.metrics("controller").get("tandem_controller_predicted_attainment")
+    finally:
+        assert c.stop() == 0, f"tandem up did not stop cleanly; log: {open(c.log_path).read()[-4000:]}"
+    changes = applied(decisions(c.decision_log), t0, t1)
+    with capsys.disabled():
+        print(f"\nplan-by-simulation: {ok} requests ok, {len(failed)} failed; 0P1D after "
+              f"{took if took is None else round(took, 1)} s; held {held}; {local:.0f} prompts computed locally; "
+              f"predicted attainment {attainment}")
+        for r in changes:
+            print(f'  {r["time"]} {r["action"]} {r["current"]}->{r["desired"]} {r["reason"]}: '
+                  f'{r["detail"][r["detail"].find("simulated"):]}')
+    assert not failed, failed[:5]
+    assert took is not None, [r["detail"] for r in changes]
+    assert held == (0, 1)
+    assert local > 0, "no prompt was computed on the decode worker"
+    assert len(changes) <= 2, [r["detail"] for r in changes]
+    assert any("simulated" in r["detail"] and r["desired"]["prefill"] == 0 for r in changes)
+    assert attainment is not None and attainment >= 0.9
