@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <tuple>
 
 #include "common/sha256.h"
 
@@ -93,6 +94,18 @@ int PickDecode(std::span<const DecodeCandidate> candidates, int64_t prompt_token
       best_fits = fits;
       best_free_tokens = free_tokens;
     }
+  }
+  return best;
+}
+
+int PickLocal(std::span<const DecodeCandidate> candidates, int64_t prompt_tokens) {
+  int best = -1;
+  const auto key = [prompt_tokens](const DecodeCandidate& c) {
+    const bool fits = c.free_blocks >= BlocksFor(prompt_tokens, c.block_size);
+    return std::make_tuple(!fits, c.queued_prefill_tokens, -c.free_blocks * c.block_size, c.worker_id);
+  };
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (best < 0 || key(candidates[i]) < key(candidates[best])) best = static_cast<int>(i);
   }
   return best;
 }

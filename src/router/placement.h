@@ -79,11 +79,17 @@ bool KvLayoutsMatch(const v1::KvLayout& prefill, const v1::KvLayout& decode);
 struct DecodeCandidate {
   std::string_view worker_id;
   int32_t block_size = kAssumedBlockSize;
-  int64_t free_blocks = 0;  // the router's estimate
+  int64_t free_blocks = 0;            // the router's estimate
+  int64_t queued_prefill_tokens = 0;  // prompt tokens waiting or running there (PickLocal only)
 };
 // The index in `candidates` of the decode worker for a prompt of `prompt_tokens`, or -1 if
 // there is none. Equal candidates: the smaller worker id.
 int PickDecode(std::span<const DecodeCandidate> candidates, int64_t prompt_tokens);
+// The same for a prompt the decode worker will also prefill (local prefill): those with room
+// first, then the least prefill queued ahead of this prompt's first token, then the most free
+// KV, then the smaller id. Free KV alone would send every local prompt of a burst to the same
+// worker (its prefill queue is not yet in its free blocks) while another mixed worker idles.
+int PickLocal(std::span<const DecodeCandidate> candidates, int64_t prompt_tokens);
 
 // The chained hashes of the prompt's full blocks at `block_size`: element i identifies tokens
 // [0, (i + 1) * block_size), so two prompts share a hash exactly when they share that prefix

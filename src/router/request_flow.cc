@@ -568,7 +568,7 @@ void RequestFlow::Local() {
     std::lock_guard<std::mutex> lock(mu_);
     if (phase_ == Phase::kEnded) return;
     const std::vector<int32_t> prompt = LegPrompt();
-    worker = registry_->PickDecode(static_cast<int64_t>(prompt.size()), ExcludedDecode());
+    worker = registry_->ClaimLocal(static_cast<int64_t>(prompt.size()), ExcludedDecode());
     resuming = stats_.migrations > 0;
     if (worker) {
       phase_ = Phase::kGenerating;
@@ -592,7 +592,6 @@ void RequestFlow::Local() {
   StopWaiting(/*admitted=*/true);
   ObserveQueued();
   Log()->debug("request={} local prefill and decode on worker={}", request_.id, worker->info.worker_id());
-  registry_->NoteLocalPrefill(worker->info.worker_id(), req.prompt_size());
   Watch(worker, leg);
   worker->client->GenerateTokens(req, request_.deadline, std::move(cancel), StreamHandler(leg));
 }

@@ -268,9 +268,22 @@ void WorkerRegistry::NotePrefillTimed(int64_t tokens, double seconds) {
   prefill_tokens_per_s_ = placement::NextPrefillRate(prefill_tokens_per_s_, tokens, seconds);
 }
 
-void WorkerRegistry::NoteLocalPrefill(const std::string& worker_id, int64_t tokens) {
+std::shared_ptr<WorkerHandle> WorkerRegistry::ClaimLocal(int64_t prompt_tokens, const std::set<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto it = workers_.find(worker_id); it != workers_.end()) it->second.local_prefill_since_heartbeat += tokens;
+  std::vector<placement::DecodeCandidate> candidates;
+  std::vector<Entry*> entries;
+  for (auto& [id, e] : workers_) {
+    if (exclude.contains(id) || e.load.draining() || !CanDecode(e.handle->info.role())) continue;
+    candidates.push_back({id, placement::BlockSizeOf(e.handle->info), e.load.free_kv_blocks() - e.reserved_since_heartbeat,
+                          e.load.queued_prefill_tokens() + e.local_prefill_since_heartbeat});
+    entries.push_back(&e);
+  }
+  const int i = placement::PickLocal(candidates, prompt_tokens);
+  if (i < 0) return nullptr;
+  Entry& e = *entries[i];
+  e.local_prefill_since_heartbeat += prompt_tokens;
+  e.reserved_since_heartbeat += placement::BlocksFor(prompt_tokens, placement::BlockSizeOf(e.handle->info));
+  return e.handle;
 }
 
 void WorkerRegistry::NotePrefillEnded(const std::string& worker_id, int64_t tokens) {

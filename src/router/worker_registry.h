@@ -144,9 +144,10 @@ class WorkerRegistry {
   // A prefill timed from its claim to its answer: `tokens` of work (the queue ahead of it and
   // its own) in `seconds`. The rate Outlook reports is a moving average of these.
   void NotePrefillTimed(int64_t tokens, double seconds);
-  // A prompt sent to `worker_id` to prefill there (no prefill worker): counted in its queue
-  // until its next heartbeat reports it.
-  void NoteLocalPrefill(const std::string& worker_id, int64_t tokens);
+  // A decode-capable worker, not in `exclude`, to prefill a prompt of `prompt_tokens` itself
+  // and generate (placement::PickLocal), or null. The prompt is counted in its prefill queue and
+  // its blocks as taken until its next heartbeat reports them, so the prompts of a burst spread.
+  std::shared_ptr<WorkerHandle> ClaimLocal(int64_t prompt_tokens, const std::set<std::string>& exclude);
   void NoteBlocksReserved(const std::string& worker_id, int64_t blocks);
   // A worker's own count of free blocks (from a reservation's answer): fresher than a heartbeat.
   void NoteFreeBlocks(const std::string& worker_id, int64_t free_blocks);

@@ -174,17 +174,19 @@ class Sim {
     return seq;
   }
 
-  // The decode-capable worker the router's PickDecode chooses for `tokens` prompt tokens.
-  int PickDecode(int64_t tokens) {
+  // The decode-capable worker the router chooses for `tokens` prompt tokens: PickLocal when the
+  // worker prefills them itself, else PickDecode.
+  int PickDecode(int64_t tokens, bool local = false) {
     std::vector<router::placement::DecodeCandidate> candidates;
     std::vector<int> index;
     for (size_t i = 0; i < workers_.size(); ++i) {
       const WorkerState& w = workers_[i];
       if (w.spec->role == Role::kPrefill) continue;
-      candidates.push_back({worker_ids_.at(i), w.spec->block_size, w.blocks->num_available()});
+      candidates.push_back({worker_ids_.at(i), w.spec->block_size, w.blocks->num_available(), w.queued_prefill});
       index.push_back(static_cast<int>(i));
     }
-    const int pick = router::placement::PickDecode(candidates, tokens);
+    const int pick =
+        local ? router::placement::PickLocal(candidates, tokens) : router::placement::PickDecode(candidates, tokens);
     return pick < 0 ? -1 : index[pick];
   }
 
@@ -219,7 +221,7 @@ class Sim {
     const bool by_rule = router::placement::PrefillLocally(s.req.input_tokens, c_.local_prefill_threshold, num_prefill_);
     const bool by_cost = !by_rule && LocalByCost(s.req.input_tokens);
     if (by_rule || by_cost) {
-      s.decode_worker = PickDecode(s.req.input_tokens);
+      s.decode_worker = PickDecode(s.req.input_tokens, /*local=*/true);
       workers_[s.decode_worker].queued_prefill += s.req.input_tokens;
       s.uncomputed_prefill = s.req.input_tokens;
       workers_[s.decode_worker].stats.local_by_cost += by_cost ? 1 : 0;

@@ -12,8 +12,10 @@
 //     whole prompts).
 //   - The router's placement rules (router/placement.h): conditional disaggregation
 //     (PrefillLocally, and PrefillLocallyByCost at the prefill rate measured as the router does:
-//     each prefill's queue ahead plus own tokens over its call's time), the decode worker with room and the most free KV (PickDecode), the
-//     prefill worker with the least queued + uncached tokens within the slack (PickPrefill).
+//     each prefill's queue ahead plus own tokens over its call's time), the decode worker with
+//     room and the most free KV (PickDecode; for a local prefill, the least queued prefill
+//     first: PickLocal), the prefill worker with the least queued + uncached tokens within the
+//     slack (PickPrefill).
 //     The router sees the workers' exact state; the real one sees it through heartbeats.
 //   - Disaggregated requests: ReserveKv on the decode worker (blocks for the prompt; when no
 //     decode worker has room the request waits with the router's backoff, 10 ms doubling to

@@ -98,6 +98,22 @@ TEST(PlacementTest, DecodeRoomIsCountedInEachWorkersOwnBlocks) {
   EXPECT_EQ(placement::PickDecode({}, 16), -1);
 }
 
+TEST(PlacementTest, LocalPrefillGoesWhereTheLeastPrefillIsQueued) {
+  // Both have room: the least prefill ahead of the first token wins over more free KV.
+  const placement::DecodeCandidate queued[] = {{"a", 16, 100, 512}, {"b", 16, 40, 0}};
+  EXPECT_EQ(placement::PickLocal(queued, 64), 1);
+  EXPECT_EQ(placement::PickDecode(queued, 64), 0) << "a reserved (remote) prefill looks only at KV room";
+  // Room comes first: b's empty queue does not help a prompt it cannot hold.
+  const placement::DecodeCandidate room[] = {{"a", 16, 100, 512}, {"b", 16, 3, 0}};
+  EXPECT_EQ(placement::PickLocal(room, 64), 0);
+  // Equal queues: the most free KV, then the smaller id.
+  const placement::DecodeCandidate kv[] = {{"a", 16, 40, 0}, {"b", 16, 100, 0}};
+  EXPECT_EQ(placement::PickLocal(kv, 64), 1);
+  const placement::DecodeCandidate tie[] = {{"b", 16, 40, 7}, {"a", 16, 40, 7}};
+  EXPECT_EQ(placement::PickLocal(tie, 64), 1);
+  EXPECT_EQ(placement::PickLocal({}, 16), -1);
+}
+
 TEST(PlacementTest, RegistryPlacesAndCorrectsInTheWorkersAdvertisedBlockSize) {
   WorkerRegistryOptions o;
   o.make_client = [](const v1::WorkerInfo& i) { return std::make_shared<fakes::FakeWorkerClient>(i.worker_id()); };

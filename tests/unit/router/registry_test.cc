@@ -1,5 +1,7 @@
 // The registry's state behind placement (DESIGN.md "Request path"): registration, heartbeats,
 // the router's own dispatches between heartbeats, expiry. Placement rules: placement_test.cc.
+#include <map>
+
 #include "gtest/gtest.h"
 #include "router/worker_registry.h"
 #include "unit/router/fake_worker_client.h"
@@ -123,7 +125,7 @@ TEST(WorkerRegistryTest, OutlookCountsTheWorkAheadOfAPromptOnEachSide) {
   r.NotePrefillStarted("p1", prompt);
   ASSERT_TRUE(r.Heartbeat("p1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(0, 0)));
   EXPECT_EQ(r.Outlook(prompt).disaggregated_tokens, 1);
-  r.NoteLocalPrefill("d1", 1000);
+  EXPECT_EQ(r.ClaimLocal(1000, {"m"})->info.worker_id(), "d1");
   EXPECT_EQ(r.Outlook(prompt).local_tokens, 70 + 64);
   ASSERT_TRUE(r.Heartbeat("d1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(100, 10)));
   EXPECT_EQ(r.Outlook(prompt).local_tokens, 10 + 64) << "the heartbeat's count replaces the router's";
@@ -133,6 +135,27 @@ TEST(WorkerRegistryTest, OutlookCountsTheWorkAheadOfAPromptOnEachSide) {
   EXPECT_DOUBLE_EQ(r.Outlook(prompt).tokens_per_s, 0.75 * 500 + 0.25 * 1000);
   r.NotePrefillTimed(1000, 0.0);  // not a measurement
   EXPECT_DOUBLE_EQ(r.Outlook(prompt).tokens_per_s, 625);
+}
+
+// Two mixed workers between heartbeats: the prompts of a burst that each prefills itself
+// alternate between them (each claim counts in that worker's queue and KV until its heartbeat),
+// rather than all going to whichever reported the most free KV last.
+TEST(WorkerRegistryTest, LocalPrefillsOfABurstSpreadOverMixedWorkers) {
+  auto r = MakeRegistry();
+  ASSERT_TRUE(r.Register(Info("m1", v1::WORKER_ROLE_MIXED), Load(100)).ok());
+  ASSERT_TRUE(r.Register(Info("m2", v1::WORKER_ROLE_MIXED), Load(90)).ok());
+  std::map<std::string, int> sent;
+  for (int i = 0; i < 8; ++i) ++sent[r.ClaimLocal(200, {})->info.worker_id()];
+  EXPECT_EQ(sent["m1"], 4);
+  EXPECT_EQ(sent["m2"], 4);
+  // The claims count as taken KV too: once m2 reports its 90 blocks free again, a lease sees m1
+  // with 100 - 4 * 13 = 48.
+  ASSERT_TRUE(r.Heartbeat("m2", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(90, 0)));
+  EXPECT_EQ(r.PickDecode(Tokens(10), {})->info.worker_id(), "m2");
+  EXPECT_EQ(r.ClaimLocal(200, {})->info.worker_id(), "m2") << "m1 still has 400 tokens queued";
+  ASSERT_TRUE(r.Heartbeat("m1", 7, v1::WORKER_ROLE_UNSPECIFIED, Load(100, 0)));
+  EXPECT_EQ(r.ClaimLocal(200, {})->info.worker_id(), "m1") << "the heartbeat's counts replace the router's";
+  EXPECT_EQ(r.ClaimLocal(200, {"m1", "m2"}), nullptr);
 }
 
 TEST(WorkerRegistryTest, WorkersThatStopHeartbeatingExpire) {
