@@ -154,10 +154,7 @@ absl::StatusOr<ShapeGoodput> FindGoodput(const ClusterShape& shape, const PlanSe
   auto attainment = [&](double rate, int /*repeat*/) -> absl::StatusOr<double> {
     ++out.simulations;
     TANDEM_ASSIGN_OR_RETURN(SimResult r, Simulate(cluster, RequestsAtRate(search, rate)));
-    if (r.records.empty()) return 1.0;
-    int good = 0;
-    for (const bench::RequestRecord& rec : r.records) good += bench::MeetsSlo(rec, search.slo) ? 1 : 0;
-    return static_cast<double>(good) / static_cast<double>(r.records.size());
+    return Attainment(r, search.slo);
   };
   bench::GoodputSearchOptions o;
   o.attainment = search.attainment;

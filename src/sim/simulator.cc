@@ -398,4 +398,11 @@ absl::StatusOr<SimResult> Simulate(const SimCluster& cluster, const std::vector<
   return sim.Run(requests);
 }
 
+double Attainment(const SimResult& result, const bench::SloSpec& slo) {
+  if (result.records.empty()) return 1.0;
+  int64_t good = 0;
+  for (const bench::RequestRecord& r : result.records) good += bench::MeetsSlo(r, slo) ? 1 : 0;
+  return static_cast<double>(good) / static_cast<double>(result.records.size());
+}
+
 }  // namespace tandem::sim

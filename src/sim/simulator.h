@@ -99,4 +99,7 @@ struct SimResult {
 // fit a decode worker's KV cache, or a worker without KV blocks.
 absl::StatusOr<SimResult> Simulate(const SimCluster& cluster, const std::vector<SimRequest>& requests);
 
+// The share of `result`'s requests that met `slo` (bench::MeetsSlo); 1 when there were none.
+double Attainment(const SimResult& result, const bench::SloSpec& slo);
+
 }  // namespace tandem::sim

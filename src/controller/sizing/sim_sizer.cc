@@ -50,9 +50,7 @@ std::optional<LengthSampler> LengthSampler::FromMoments(double mean, double p50,
   s.knots_[2] = p90;
   s.knots_[3] = p99;
   s.knots_[4] = p99 + (p99 - p90);
-  double area = 0;
-  for (int i = 0; i < 4; ++i) area += (kQuantiles[i + 1] - kQuantiles[i]) * (s.knots_[i] + s.knots_[i + 1]) / 2;
-  s.scale_ = std::clamp(mean / area, 0.25, 4.0);
+  s.scale_ = std::clamp(mean / s.Area(), 0.25, 4.0);
   return s;
 }
 
@@ -65,10 +63,14 @@ int LengthSampler::At(double u) const {
   return static_cast<int>(std::max(1.0, std::min(std::round(v), 1e7)));
 }
 
-double LengthSampler::mean() const {
+double LengthSampler::Area() const {
   double area = 0;
   for (int i = 0; i < 4; ++i) area += (kQuantiles[i + 1] - kQuantiles[i]) * (knots_[i] + knots_[i + 1]) / 2;
-  return area * scale_;
+  return area;
+}
+
+double LengthSampler::mean() const {
+  return Area() * scale_;
 }
 
 absl::Status ValidateSimSizerOptions(const SimSizerOptions& o) {
@@ -194,13 +196,10 @@ absl::StatusOr<double> SimSizer::Attainment(const InstanceCounts& counts, const 
   TANDEM_ASSIGN_OR_RETURN(sim::SimCluster cluster, sim::BuildCluster(shape, plan));
   cluster.record_every_token = false;
   TANDEM_ASSIGN_OR_RETURN(sim::SimResult result, sim::Simulate(cluster, requests));
-  if (result.records.empty()) return 1.0;
   bench::SloSpec slo;
   slo.ttft_ms = config.ttft_slo_s * 1000;
   slo.tpot_ms = config.itl_slo_s * 1000;
-  int good = 0;
-  for (const bench::RequestRecord& r : result.records) good += bench::MeetsSlo(r, slo) ? 1 : 0;
-  return static_cast<double>(good) / static_cast<double>(result.records.size());
+  return sim::Attainment(result, slo);
 }
 
 std::vector<InstanceCounts> SimSizer::Candidates(const PlannerConfig& c) const {

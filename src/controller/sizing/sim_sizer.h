@@ -66,6 +66,8 @@ class LengthSampler {
   double mean() const;  // of the scaled quantile function
 
  private:
+  double Area() const;  // of the unscaled quantile function over [0, 1]
+
   double knots_[5] = {};
   double scale_ = 1;
 };

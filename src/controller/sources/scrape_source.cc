@@ -324,10 +324,15 @@ absl::StatusOr<Signals> ScrapeSource::Read(double now_s) {
 std::vector<PromSample> ScrapeSource::LengthRates(const std::string& url, const Scrape& current, bool restart) {
   std::deque<Scrape>& history = length_history_[url];
   if (restart) history.clear();
+  const auto is_length = [](std::string_view name) {
+    return name.starts_with("tandem_router_prompt_tokens") || name.starts_with("tandem_router_generated_tokens");
+  };
   Scrape kept{current.role, current.time_s, {}, {}};
-  kept.exposition.types = current.exposition.types;  // RateSamples tells counters by their type
+  for (const auto& [family, type] : current.exposition.types) {  // RateSamples tells counters by their type
+    if (is_length(family)) kept.exposition.types.emplace(family, type);
+  }
   for (const PromSample& s : current.exposition.samples) {
-    if (s.name.starts_with("tandem_router_prompt_tokens") || s.name.starts_with("tandem_router_generated_tokens")) {
+    if (is_length(s.name)) {
       kept.exposition.samples.push_back(s);
       kept.by_series[SeriesKey(s)] = s.value;
     }
