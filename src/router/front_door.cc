@@ -134,8 +134,14 @@ void FrontDoor::StartChoice(const RouterRequest& first, int32_t choice, const st
   request.id = fmt::format("{}-{}", first.id, choice);
   request.sampling.prompt_logprobs = -1;  // choice 0's serve every choice (and keep the prefix cache usable)
   if (request.sampling.seed.has_value()) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(choice);
+  // The request was admitted with its first choice (the client may hold a 200 and tokens): a
+  // later choice that finds no KV room waits for it up to the request's deadline, not the
+  // admission timeout, since a 429 now would fail an answer already under way. The room comes:
+  // the choices ahead of it finish within their max_tokens.
+  FlowOptions flow_options = options_.flow;
+  flow_options.admission_timeout = absl::InfiniteDuration();
   std::shared_ptr<RequestFlow> flow =
-      RequestFlow::Start(std::move(request), options_.flow, registry_, timer_, completion->Observer(choice));
+      RequestFlow::Start(std::move(request), flow_options, registry_, timer_, completion->Observer(choice));
   completion->SetCancel(choice, [flow] { flow->Cancel(); });
 }
 

@@ -105,7 +105,8 @@ struct FlowOptions {
   absl::Duration lease_time = absl::Seconds(60);
   // How long one ReserveKv call may take (the decode worker answers between two iterations).
   absl::Duration reserve_timeout = absl::Seconds(10);
-  // How long a request waits for a decode worker with room before it is refused (overload).
+  // How long a request waits for a decode worker with room before it is refused (overload);
+  // infinite: until the request's deadline (a later choice of an admitted request).
   absl::Duration admission_timeout = absl::Seconds(60);
   // Where the flow records queue time, retries, prefill mode and KV transfers (may be null).
   RouterMetrics* metrics = nullptr;

@@ -200,6 +200,31 @@ TEST_F(RequestFlowTest, AllDecodeWorkersFullWaitsForRoomThenRefusesWithResourceE
   EXPECT_FALSE(observer_->ended());
 }
 
+// A later choice of an admitted request (n > 1) waits with no admission timeout: for room that
+// its siblings free as they finish, until the request's own deadline.
+TEST_F(RequestFlowTest, WithoutAnAdmissionTimeoutAFlowWaitsForRoomUntilItsDeadline) {
+  AddWorker("p", v1::WORKER_ROLE_PREFILL);
+  auto& d = AddWorker("d", v1::WORKER_ROLE_DECODE);
+  options_.admission_timeout = absl::InfiniteDuration();
+  RouterRequest r;
+  r.id = "req-choice-1";
+  r.prompt.assign(40, 5);
+  r.sampling.max_tokens = 8;
+  const absl::Time start = clock_.Now();
+  r.deadline = start + absl::Minutes(3);
+  RequestFlow::Start(std::move(r), options_, registry_.get(), &clock_, observer_);
+  size_t refusals = 0;
+  while (!observer_->ended() && clock_.Now() - start < absl::Minutes(2)) {
+    ASSERT_EQ(d.reserves.size(), refusals + 1);
+    d.FailReserve(refusals++, absl::ResourceExhaustedError("full"));
+    ASSERT_TRUE(clock_.RunNext());
+  }
+  EXPECT_FALSE(observer_->ended()) << "still waiting two minutes on, past the default 60 s: " << observer_->status;
+  d.AnswerReserve(refusals, "L1");
+  EXPECT_EQ(fakes_["p"]->prefills.size(), 1u) << "room came: the choice goes on";
+  EXPECT_FALSE(observer_->ended());
+}
+
 TEST_F(RequestFlowTest, PrefillWorkerThatFailsIsRetriedOnAnotherIntoTheSameLease) {
   // Before the first chunk (connection refused) and after KV started moving (the transfer
   // broke): the router sees a retryable error either way and retries elsewhere.
