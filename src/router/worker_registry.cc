@@ -133,23 +133,32 @@ bool WorkerRegistry::Heartbeat(const std::string& worker_id, uint64_t epoch, v1:
   return true;
 }
 
-bool WorkerRegistry::Unregister(const std::string& worker_id, std::optional<uint64_t> epoch) {
+std::optional<WorkerRegistry::Gone> WorkerRegistry::Unregister(const std::string& worker_id, std::optional<uint64_t> epoch) {
   std::shared_ptr<WorkerLoss> loss;
+  Gone gone;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = workers_.find(worker_id);
-    if (it == workers_.end() || (epoch.has_value() && it->second.handle->info.epoch() != *epoch)) return false;
+    if (it == workers_.end() || (epoch.has_value() && it->second.handle->info.epoch() != *epoch)) return std::nullopt;
     loss = it->second.handle->loss;
+    gone.draining = it->second.load.draining();
     workers_.erase(it);
   }
   loss->Raise();
-  return true;
+  return gone;
 }
 
 void WorkerRegistry::Remove(const std::string& worker_id) { Unregister(worker_id, std::nullopt); }
 
 void WorkerRegistry::Drop(const std::string& worker_id, uint64_t epoch, const std::string& why) {
-  if (Unregister(worker_id, epoch)) GetLogger("router")->warn("worker={} dropped: {}", worker_id, why);
+  const std::optional<Gone> gone = Unregister(worker_id, epoch);
+  if (!gone) return;
+  // A worker told to drain is expected to go (scale-down, role change by replacement): not a fault.
+  if (gone->draining) {
+    GetLogger("router")->info("worker={} left after draining: {}", worker_id, why);
+  } else {
+    GetLogger("router")->warn("worker={} dropped: {}", worker_id, why);
+  }
 }
 
 std::vector<std::string> WorkerRegistry::Expire(absl::Time now) {

@@ -183,8 +183,11 @@ class WorkerRegistry {
   Entry* PickPrefillLocked(std::span<const int32_t> prompt, const v1::KvLayout* destination,
                            const std::set<std::string>& exclude);            // mu_ held
   int64_t NotePrefillStartedLocked(Entry& e, std::span<const int32_t> prompt);  // mu_ held
-  // Erases the worker (only as `epoch`, when given) and raises its WorkerLoss; false if absent.
-  bool Unregister(const std::string& worker_id, std::optional<uint64_t> epoch);
+  // Erases the worker (only as `epoch`, when given) and raises its WorkerLoss; nullopt if absent.
+  struct Gone {
+    bool draining = false;  // it had been told to drain (or said it was)
+  };
+  std::optional<Gone> Unregister(const std::string& worker_id, std::optional<uint64_t> epoch);
 
   const WorkerRegistryOptions options_;
   mutable std::mutex mu_;
