@@ -334,7 +334,7 @@ int32_t JsonRecognizer::ValueNode() const {
   if (n == nullptr) return JsonSchema::kAny;
   if (stack_.back() == '[') return n->items;
   const int32_t key = frames_.back().key;
-  return key >= 0 ? n->property_nodes[static_cast<size_t>(key)] : JsonSchema::kAny;
+  return key >= 0 ? n->property_nodes[static_cast<size_t>(key)] : n->additional;
 }
 
 bool JsonRecognizer::PickAlternative(uint8_t c, int32_t* index) const {

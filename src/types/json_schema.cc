@@ -125,8 +125,16 @@ absl::Status Compiler::Keyword(const std::string& key, const Json& v, std::strin
   } else if (key == "required") {
     if (!v.is_array()) return Refuse(path, "'required' must be a list of property names");
   } else if (key == "additionalProperties") {
-    if (!v.is_boolean()) return Refuse(path, "'additionalProperties' other than true or false is not supported");
-    node.additional_properties = v.get<bool>();
+    if (v.is_boolean()) {
+      node.additional_properties = v.get<bool>();
+    } else if (v.is_object()) {
+      auto child = Node(v, Child(path, "additionalProperties"), depth + 1);
+      if (!child.ok()) return child.status();
+      node.additional_properties = true;
+      node.additional = *child;
+    } else {
+      return Refuse(path, "'additionalProperties' must be true, false or a schema");
+    }
   } else if (key == "items") {
     auto child = Node(v, Child(path, "items"), depth + 1);
     if (!child.ok()) return child.status();

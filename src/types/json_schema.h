@@ -5,7 +5,8 @@
 // Enforced: "type" (one name or a list: object, array, string, integer, number, boolean, null),
 // "properties" (at most 64 per object; names of printable ASCII without '"' or '\'),
 // "required", "additionalProperties" (false: only the listed properties; absent or true: any
-// other key with any value; a schema: not supported), "items" (one schema), "enum" and "const"
+// other key with any value; a schema: any other key, its value following that schema, as
+// pydantic writes dict[str, X]), "items" (one schema), "enum" and "const"
 // (strings without escapes, numbers, booleans, null), "$ref" to "#/$defs/..." or
 // "#/definitions/..." (not recursive), "minItems"/"maxItems" on arrays and "minLength"/
 // "maxLength" on strings (characters: code points, an escape counting one; not beside enum or
@@ -66,6 +67,7 @@ struct JsonSchemaNode {
   std::vector<int32_t> property_nodes;
   uint64_t required_mask = 0;
   bool additional_properties = true;
+  int32_t additional = -1;  // the node other keys' values follow (additionalProperties: a schema); -1: any value
   int32_t items = -1;  // arrays: the elements' node; -1: any value
   // minItems / maxItems (arrays: elements) and minLength / maxLength (strings: characters, i.e.
   // code points; an escape is one); -1: no maximum.

@@ -200,7 +200,9 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
       {R"({"type": "object", "required": ["b"]})", "required property \"b\" is not in 'properties'"},
       {R"({"type": "object", "properties": {"a": {"enum": [[1]]}}})", "must be strings, numbers, booleans or null"},
       {R"({"type": "object", "properties": {"a": {"type": "date"}}})", "unknown type \"date\""},
-      {R"({"type": "object", "additionalProperties": {"type": "string"}})", "'additionalProperties' other than true"},
+      {R"({"type": "object", "additionalProperties": 1})", "'additionalProperties' must be true, false or a schema"},
+      {R"({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}})",
+       "additionalProperties: 'minimum' is not supported"},
       {R"({"type": "object", "properties": {"a\"b": {}}})", "property names must be printable ASCII"},
       {R"({"type": "object", "properties": {"a": {"type": "string", "minLength": -1}}})",
        "properties.a: 'minLength' must be a whole number from 0 to"},
@@ -350,6 +352,33 @@ TEST(JsonRecognizer, FollowsASchemaByteByByte) {
     if (std::isfinite(logits[i])) allowed.push_back(pieces[i]);
   }
   EXPECT_EQ(allowed, (std::vector<std::string>{"\"", "\"red\"", "7", " "}));
+}
+
+// additionalProperties as a schema (pydantic's dict[str, int]): any other key, its value of that
+// schema; the listed properties keep theirs.
+TEST(JsonRecognizer, OtherKeysValuesFollowTheAdditionalPropertiesSchema) {
+  auto schema = CompileJsonSchema(R"({"type": "object", "properties": {"name": {"type": "string"},
+      "scores": {"type": "object", "additionalProperties": {"type": "integer"}}}, "required": ["scores"],
+      "additionalProperties": {"type": "array", "items": {"type": "boolean"}}})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  for (const char* good : {R"({"scores":{}})", R"({"scores":{"a":1,"b":-20},"name":"x","flags":[true,false]})",
+                           R"({"nam":[],"scores":{"name":3}})"}) {
+    bool complete = false;
+    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
+    EXPECT_TRUE(complete) << good;
+  }
+  struct Case {
+    const char* text;
+    size_t accepted;
+  };
+  const std::vector<Case> bad = {
+      {R"({"scores":{"a":"1")", 15},   // the dict's values are integers
+      {R"({"scores":{"a":1.5)", 16},
+      {R"({"name":3)", 8},             // a listed property keeps its own schema
+      {R"({"flags":true)", 9},         // other keys: arrays of booleans
+      {R"({"flags":[1)", 10},
+  };
+  for (const Case& c : bad) EXPECT_EQ(SchemaPrefix(**schema, c.text), c.accepted) << c.text;
 }
 
 // minItems / maxItems and minLength / maxLength (what pydantic writes for conlist and constr):
