@@ -18,15 +18,17 @@ constexpr double kMadToSigma = 1.4826;
 // The request means (prompt and output length) are not judged: a change of mix is the news the
 // ratio should follow, and holding one role's load back while the other's moves would split one
 // rebalance into two changes.
+// The latency quantiles are every one an SLO correction may judge: p99 TTFT and ITL (the
+// capacity model), p90/p99 TTFT and TPOT (sizing by simulation).
 constexpr SignalField kJudged[] = {
-    {"arrival_rate", &Signals::arrival_rate},
-    {"ttft_p99", &Signals::ttft_p99},
-    {"itl_p99", &Signals::itl_p99},
+    {"arrival_rate", &Signals::arrival_rate}, {"ttft_p90", &Signals::ttft_p90}, {"ttft_p99", &Signals::ttft_p99},
+    {"itl_p99", &Signals::itl_p99},           {"tpot_p90", &Signals::tpot_p90}, {"tpot_p99", &Signals::tpot_p99},
 };
 
 constexpr SignalField kLatency[] = {
-    {"ttft_p50", &Signals::ttft_p50}, {"ttft_p99", &Signals::ttft_p99}, {"itl_p50", &Signals::itl_p50},
-    {"itl_p99", &Signals::itl_p99},   {"queue_p99", &Signals::queue_p99},
+    {"ttft_p50", &Signals::ttft_p50}, {"ttft_p90", &Signals::ttft_p90}, {"ttft_p99", &Signals::ttft_p99},
+    {"itl_p50", &Signals::itl_p50},   {"itl_p99", &Signals::itl_p99},   {"tpot_p90", &Signals::tpot_p90},
+    {"tpot_p99", &Signals::tpot_p99}, {"queue_p99", &Signals::queue_p99},
 };
 
 double Median(std::vector<double> v) {

@@ -1,7 +1,8 @@
 // AnomalyGuard: keeps readings that should not move the prefill:decode ratio away from the
 // planner. It sits between the signal source and the smoother, and judges each raw reading:
 //
-//   spike   — the arrival rate or a p99 latency far from its recent level. The detector is the median and
+//   spike   — the arrival rate or a latency quantile an SLO correction judges (p90/p99 TTFT and
+//             TPOT, p99 ITL) far from its recent level. The detector is the median and
 //             the median absolute deviation (MAD) of that field's last `window` accepted values:
 //             a value v is an outlier when |v − median| exceeds all of
 //               threshold × 1.4826 × MAD            (robust z-score; 1.4826 × MAD estimates σ),

@@ -29,9 +29,12 @@ Signals Reading(double t, double rate, double ttft = 0.4) {
   s.prompt_token_rate = 200 * rate;
   s.output_tokens_mean = 50;
   s.ttft_p50 = ttft / 2;
+  s.ttft_p90 = ttft * 0.8;
   s.ttft_p99 = ttft;
   s.itl_p50 = 0.02;
   s.itl_p99 = 0.05;
+  s.tpot_p90 = 0.01;
+  s.tpot_p99 = 0.02;
   s.queue_p99 = 0;
   s.inflight_requests = rate * 2;
   s.ready = k1P1D;
@@ -61,6 +64,23 @@ TEST(AnomalyGuardTest, ASingleBurstIsDroppedAndTheReadingAfterItIsNot) {
   v = guard.Judge(Reading(t + 5, 2), k1P1D);
   EXPECT_THAT(v.kinds, IsEmpty());
   EXPECT_DOUBLE_EQ(v.reading.arrival_rate, 2);
+}
+
+// The quantiles sizing by simulation judges (p90 TTFT, p90/p99 TPOT) are guarded like the p99s:
+// the requests of a burst finish slowly for a reading or two while the arrival rate is back to
+// normal, and those readings must not add a worker.
+TEST(AnomalyGuardTest, ATpotSpikeAfterABurstIsDropped) {
+  AnomalyGuard guard;
+  const double t = Steady(guard, 0, 10);
+  Signals slow = Reading(t, 2);
+  slow.tpot_p90 = 0.5;
+  slow.tpot_p99 = 0.6;
+  const GuardVerdict v = guard.Judge(slow, k1P1D);
+  EXPECT_THAT(v.kinds, ElementsAre("spike"));
+  EXPECT_TRUE(std::isnan(v.reading.tpot_p90));
+  EXPECT_TRUE(std::isnan(v.reading.tpot_p99));
+  EXPECT_DOUBLE_EQ(v.reading.arrival_rate, 2);
+  EXPECT_THAT(v.detail, HasSubstr("tpot_p90"));
 }
 
 TEST(AnomalyGuardTest, AShiftThatLastsIsANewLevelAfterTheConfirmingReadings) {
