@@ -89,10 +89,6 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   flags.Float("slo-memory-s", &daemon.loop.planner.slo_memory_s,
               "after an SLO miss added an instance, keep the role at that count this long unless the traffic "
               "stops (0: forget at once, and a role that meets its SLO only with the extra instance flaps)");
-  flags.Int("floor-release-readings", &daemon.loop.planner.floor_release_readings,
-            "--plan-by simulation: the SLO memory also ends when the simulation, calibrated on this many "
-            "readings of the running workers taken since the SLO miss, predicts fewer workers meet --attainment "
-            "(with the scale-down margins) while every SLO is met now");
   flags.String("plan-by", &plan_by,
                "how instance counts are planned: capacity (each role's load / its measured throughput per busy "
                "second) or simulation (simulate candidate clusters with --profile's cost model at the rate and "

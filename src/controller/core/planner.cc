@@ -87,7 +87,6 @@ absl::Status ValidatePlannerConfig(const PlannerConfig& c) {
   if (!(c.up_cooldown_s >= 0) || !(c.down_cooldown_s >= 0) || !(c.slo_memory_s >= 0)) {
     return bad("planner cooldowns and SLO memory must be >= 0 s");
   }
-  if (c.floor_release_readings < 0) return bad("planner floor_release_readings must be >= 0 (got ", c.floor_release_readings, ")");
   if (!(c.ttft_slo_s > 0) || !(c.itl_slo_s > 0)) return bad("planner SLOs must be > 0 s");
   for (double f : {c.target_busy_fraction, c.kv_target_utilization, c.scale_down_headroom}) {
     if (!(f > 0 && f <= 1)) {
@@ -214,10 +213,9 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s, in
   return rp;
 }
 
-std::string Planner::ApplySloFloor(Role role, const DemandEstimate& d, const Signals& smoothed,
-                                  const std::optional<Sizing>& sizing, RolePlan& rp, double now_s) {
+void Planner::ApplySloFloor(Role role, const DemandEstimate& d, RolePlan& rp, double now_s) {
   std::optional<SloFloor>& floor = slo_floor_[static_cast<int>(role)];
-  if (!floor) return "";
+  if (!floor) return;
   const double load = role == Role::kPrefill ? d.prefill_load : d.decode_load;
   const bool expired = now_s - floor->since_s > config_.slo_memory_s;
   // Only the traffic stopping ends it early: at low rates the load swings by factors between
@@ -225,32 +223,18 @@ std::string Planner::ApplySloFloor(Role role, const DemandEstimate& d, const Sig
   const bool stopped = HasData(load) && load <= 0;
   if (expired || stopped) {
     floor.reset();
-    return "";
+    return;
   }
-  if (!(rp.model < rp.current && rp.model < floor->count)) return "";
-  // The sizer, calibrated on measurements taken since the correction, predicts the lower count
-  // meets the target with the scale-down margins, and nothing is late now: its word beats a
-  // correction it has seen the results of.
-  if (sizing && sizing->down.meets_target) {
-    const int readings = sizing->now.evidence - floor->evidence;
-    const Lateness late = Late(d, smoothed, true);
-    if (readings >= config_.floor_release_readings && !late.ttft && !late.tokens && !d.kv_over_target()) {
-      const std::string note = fmt::format("{} floor of {} ({} at {:.0f} s) released: {} readings since, predicted {:.0f}%",
-                                           role == Role::kPrefill ? "prefill" : "decode", floor->count,
-                                           floor->reason, floor->since_s, readings, 100 * sizing->down.attainment);
-      floor.reset();
-      return note;
-    }
+  if (rp.model < rp.current && rp.model < floor->count) {
+    rp.model = std::min(rp.current, floor->count);
+    rp.reason = floor->reason;
   }
-  rp.model = std::min(rp.current, floor->count);
-  rp.reason = floor->reason;
-  return "";
 }
 
-void Planner::RememberSloFloor(Role role, const RolePlan& rp, double now_s, int evidence) {
+void Planner::RememberSloFloor(Role role, const RolePlan& rp, double now_s) {
   const bool slo = rp.reason == kReasonTtftSlo || rp.reason == kReasonItlSlo || rp.reason == kReasonKvPressure;
   if (!slo || rp.desired <= rp.current || config_.slo_memory_s <= 0) return;
-  slo_floor_[static_cast<int>(role)] = SloFloor{rp.desired, now_s, rp.reason, evidence};
+  slo_floor_[static_cast<int>(role)] = SloFloor{rp.desired, now_s, rp.reason};
 }
 
 void Planner::ApplyBounds(Role role, RolePlan& rp) const {
@@ -367,15 +351,9 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
     *rp = Model(role, plan.demand, smoothed, n, sizing ? SizedRoleCounts(role, *sizing) : CapacityCounts(role, plan.demand),
                 sizing.has_value());
   }
-  if (sizing) {
-    plan.sized = sizing->now;
-    evidence_ = sizing->now.evidence;
-  }
-  std::string released;
-  for (auto [role, rp] : {std::pair{Role::kPrefill, &plan.prefill}, std::pair{Role::kDecode, &plan.decode}}) {
-    const std::string note = ApplySloFloor(role, plan.demand, smoothed, sizing, *rp, now_s);
-    if (!note.empty()) released += (released.empty() ? "" : "; ") + note;
-  }
+  if (sizing) plan.sized = sizing->now;
+  ApplySloFloor(Role::kPrefill, plan.demand, plan.prefill, now_s);
+  ApplySloFloor(Role::kDecode, plan.demand, plan.decode, now_s);
   ApplyBounds(Role::kPrefill, plan.prefill);
   ApplyBounds(Role::kDecode, plan.decode);
   FitBudget(cls, plan.prefill, plan.decode);
@@ -388,8 +366,8 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
   plan.desired = {p.desired, d.desired};
   if (p.desired != p.current) last_change_s_[static_cast<int>(Role::kPrefill)] = now_s;
   if (d.desired != d.current) last_change_s_[static_cast<int>(Role::kDecode)] = now_s;
-  RememberSloFloor(Role::kPrefill, p, now_s, evidence_);
-  RememberSloFloor(Role::kDecode, d, now_s, evidence_);
+  RememberSloFloor(Role::kPrefill, p, now_s);
+  RememberSloFloor(Role::kDecode, d, now_s);
 
   const bool p_up = p.desired > p.current, p_down = p.desired < p.current;
   const bool d_up = d.desired > d.current, d_down = d.desired < d.current;
@@ -404,7 +382,6 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
     plan.reason = FirstOf(kHoldPriority, p, d, true, true);
   }
   plan.detail = Detail(plan);
-  if (!released.empty()) plan.detail += "; " + released;
   return plan;
 }
 

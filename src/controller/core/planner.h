@@ -13,10 +13,7 @@
 //   SLO correction: when the model says the capacity is enough but the role misses its target,
 //   the model is wrong in that direction: that role gets current + 1 and is never scaled down.
 //   The planner remembers the count an SLO correction reached: for slo_memory_s it does not
-//   scale that role below the count (reason: the SLO's) unless the role's load drops to 0 or,
-//   sizing by simulation, the sizer has since folded in floor_release_readings measurements of
-//   the running workers and predicts the lower count meets its target at rate ÷
-//   scale_down_headroom (with its down margin) while every SLO is met now.
+//   scale that role below the count (reason: the SLO's) unless the role's load drops to 0.
 //   Without this, a role that meets its SLO only with the extra instance flaps: the load model
 //   takes the instance away, the SLO adds it back.
 //     prefill: ttft_p99 > ttft_slo (reason ttft_slo)
@@ -103,10 +100,6 @@ struct PlannerConfig {
   // After an SLO correction took a role to n, it stays at n or more for this long unless the
   // traffic stops (0: no memory).
   double slo_memory_s = 600;
-  // With a sizer: the floor also ends when the sizer, after this many readings measured on the
-  // running workers since the correction (SizedCounts::evidence), predicts a cheaper shape
-  // meets its target with the scale-down margins while every SLO is met now (0: at once).
-  int floor_release_readings = 12;
 
   SloTargets slo() const { return {ttft_slo_s, itl_slo_s, kv_target_utilization}; }
 };
@@ -147,9 +140,6 @@ struct SizedCounts {
   double attainment = 0;     // predicted share of requests within both SLOs, 0..1
   bool meets_target = false; // false: no shape within the bounds met the target; the best one
   int shapes_tried = 0;
-  // Readings of the running workers the sizer's predictions rest on so far (its calibrations);
-  // the planner lets an SLO floor go only after enough new ones (floor_release_readings).
-  int evidence = 0;
   std::string detail;        // for people: the shapes tried and their attainment
 };
 
@@ -238,11 +228,9 @@ class Planner {
   // `sized`: the counts are a sizer's (its decode SLO is each request's TPOT, tpot_p99).
   RolePlan Model(Role role, const DemandEstimate& demand, const Signals& smoothed, int current,
                  const RoleCounts& counts, bool sized) const;
-  // Keeps a scale-down above the count an earlier SLO correction reached (slo_memory_s), unless
-  // the sizer's evidence lets it go (floor_release_readings): then returns a note for the log.
-  std::string ApplySloFloor(Role role, const DemandEstimate& demand, const Signals& smoothed,
-                            const std::optional<Sizing>& sizing, RolePlan& rp, double now_s);
-  void RememberSloFloor(Role role, const RolePlan& rp, double now_s, int evidence);
+  // Keeps a scale-down above the count an earlier SLO correction reached (slo_memory_s).
+  void ApplySloFloor(Role role, const DemandEstimate& demand, RolePlan& rp, double now_s);
+  void RememberSloFloor(Role role, const RolePlan& rp, double now_s);
   void ApplyBounds(Role role, RolePlan& rp) const;
   void FitBudget(TrafficClass cls, RolePlan& prefill, RolePlan& decode) const;
   void ApplyStepAndCooldown(Role role, RolePlan& rp, double now_s) const;
@@ -257,10 +245,8 @@ class Planner {
     int count = 0;
     double since_s = 0;
     std::string reason;
-    int evidence = 0;  // the sizer's SizedCounts::evidence when it was set
   };
   std::optional<SloFloor> slo_floor_[2];  // indexed by Role
-  int evidence_ = 0;                      // the sizer's latest SizedCounts::evidence
 };
 
 }  // namespace tandem::controller

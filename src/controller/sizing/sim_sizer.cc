@@ -222,7 +222,6 @@ std::optional<SizedCounts> SimSizer::Size(const Signals& s, double rate, const P
   if (options_.calibrate && calibrations_ < options_.warmup_readings) return std::nullopt;
   SizedCounts out;
   out.rate = rate;
-  out.evidence = calibrations_;
   if (!(rate > 0)) {
     out.counts = candidates.front();
     out.attainment = 1;

@@ -13,7 +13,6 @@ namespace tandem::controller {
 namespace {
 
 using ::testing::HasSubstr;
-using ::testing::Not;
 
 // The worked scenario's capacities: 350 prompt tokens and 150 output tokens per busy second.
 Signals Traffic(double prompt_token_rate, double arrival_rate, double output_tokens_mean) {
@@ -503,14 +502,12 @@ class FakeSizer : public ShapeSizer {
     out.rate = rate;
     out.attainment = 0.95;
     out.meets_target = true;
-    out.evidence = evidence;
     out.detail = "fake sizing";
     return out;
   }
   double attainment_target() const override { return 0.9; }
   std::function<InstanceCounts(double)> answer;
   std::vector<double> rates;
-  int evidence = 0;
 };
 
 PlannerConfig SizedConfig() {
@@ -606,46 +603,6 @@ TEST(PlannerSizingTest, AForecastRiseIsSizedAtTheForecastRate) {
   EXPECT_DOUBLE_EQ(sizer.rates[1], 2.0);
   EXPECT_EQ(p.desired, (InstanceCounts{1, 3}));
   EXPECT_EQ(p.reason, "forecast");
-}
-
-// A TTFT miss adds a prefill worker the sizer did not ask for, and the SLO floor keeps it; once
-// the sizer has folded in floor_release_readings readings taken since (with that worker
-// running) and still predicts colocated meets its target, while nothing is late, it goes.
-TEST(PlannerSizingTest, ACalibratedSizerReleasesAnSloFloorAfterEnoughNewReadings) {
-  PlannerConfig c = SizedConfig();
-  c.floor_release_readings = 3;
-  Planner planner(c);
-  FakeSizer sizer;
-  sizer.answer = [](double) { return InstanceCounts{0, 1}; };
-  sizer.evidence = 10;
-  planner.SetSizer(&sizer);
-  Signals s = Needs(0.5, 0.5);
-  s.ttft_p90 = 2.5;  // over the 2 s TTFT SLO
-  s.tpot_p90 = 0.05;
-  Plan p = planner.Decide(s, TrafficClass::kBalanced, {0, 1}, 100);
-  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
-  EXPECT_EQ(p.reason, "ttft_slo");
-  s.ttft_p90 = 1.0;
-  sizer.evidence = 12;  // two readings since: the floor holds
-  p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 110);
-  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
-  EXPECT_EQ(p.prefill.reason, "ttft_slo");
-  sizer.evidence = 13;
-  s.tpot_p90 = 0.3;  // enough readings, but a request in ten is slow: nothing is released
-  p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 115);
-  EXPECT_EQ(p.desired.prefill, 1);
-  EXPECT_THAT(p.detail, Not(HasSubstr("released")));
-  s.tpot_p90 = 0.05;
-  p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 120);
-  EXPECT_EQ(p.desired, (InstanceCounts{0, 1}));
-  EXPECT_EQ(p.action, "scale_down");
-  EXPECT_THAT(p.detail, HasSubstr("prefill floor of 1 (ttft_slo at 100 s) released: 3 readings since"));
-  // Without a sizer's evidence (the capacity model) the floor keeps its full memory.
-  Planner capacity(c);
-  s.ttft_p99 = 2.5;
-  EXPECT_EQ(capacity.Decide(s, TrafficClass::kBalanced, {1, 1}, 100).desired.prefill, 2);
-  s.ttft_p99 = 1.0;
-  EXPECT_EQ(capacity.Decide(Needs(0.1, 0.5), TrafficClass::kBalanced, {2, 1}, 200).desired.prefill, 2);
 }
 
 TEST(PlannerSizingTest, WithoutARateOrAnAnswerTheCapacityModelPlans) {
