@@ -89,6 +89,10 @@ void ControllerFlags::Register(FlagSet& flags, bool with_sources) {
   flags.Float("slo-memory-s", &daemon.loop.planner.slo_memory_s,
               "after an SLO miss added an instance, keep the role at that count this long unless the traffic "
               "stops (0: forget at once, and a role that meets its SLO only with the extra instance flaps)");
+  flags.Float("slo-min-prefill-busy", &daemon.loop.planner.slo_min_prefill_busy,
+              "a TTFT SLO miss adds a prefill worker only while the prefill workers are at least this busy (0..1): "
+              "below it prompts hardly queue, so the miss is a long prompt's own compute, which another worker "
+              "would not shorten (0: every miss adds one)");
   flags.String("plan-by", &plan_by,
                "how instance counts are planned: capacity (each role's load / its measured throughput per busy "
                "second) or simulation (simulate candidate clusters with --profile's cost model at the rate and "

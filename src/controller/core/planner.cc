@@ -87,6 +87,9 @@ absl::Status ValidatePlannerConfig(const PlannerConfig& c) {
   if (!(c.up_cooldown_s >= 0) || !(c.down_cooldown_s >= 0) || !(c.slo_memory_s >= 0)) {
     return bad("planner cooldowns and SLO memory must be >= 0 s");
   }
+  if (!(c.slo_min_prefill_busy >= 0 && c.slo_min_prefill_busy <= 1)) {
+    return bad("planner slo_min_prefill_busy must be in [0, 1] (got ", c.slo_min_prefill_busy, ")");
+  }
   if (!(c.ttft_slo_s > 0) || !(c.itl_slo_s > 0)) return bad("planner SLOs must be > 0 s");
   for (double f : {c.target_busy_fraction, c.kv_target_utilization, c.scale_down_headroom}) {
     if (!(f > 0 && f <= 1)) {
@@ -116,6 +119,11 @@ Planner::Lateness Planner::Late(const DemandEstimate& d, const Signals& s, bool 
   const double tpot = p90 ? s.tpot_p90 : s.tpot_p99;
   return {HasData(ttft) ? ttft > config_.ttft_slo_s : d.ttft_over_slo(),
           HasData(tpot) ? tpot > config_.itl_slo_s : d.itl_over_slo()};
+}
+
+bool Planner::LateWithoutQueue(const DemandEstimate& d, const Signals& s, bool sized) const {
+  return Late(d, s, sized).ttft && !d.ttft_from_queue && HasData(s.prefill_busy_fraction) &&
+         s.prefill_busy_fraction < config_.slo_min_prefill_busy;
 }
 
 Planner::RoleCounts Planner::CapacityCounts(Role role, const DemandEstimate& d) const {
@@ -173,7 +181,7 @@ RolePlan Planner::Model(Role role, const DemandEstimate& d, const Signals& s, in
   const Lateness late = Late(d, s, sized);
   std::string_view slo_reason;
   if (prefill) {
-    if (late.ttft && !d.ttft_from_queue) slo_reason = kReasonTtftSlo;
+    if (late.ttft && !d.ttft_from_queue && !LateWithoutQueue(d, s, sized)) slo_reason = kReasonTtftSlo;
   } else if (late.tokens) {
     slo_reason = kReasonItlSlo;
   } else if (d.kv_over_target() || (late.ttft && d.ttft_from_queue)) {
@@ -382,6 +390,10 @@ Plan Planner::Decide(const Signals& smoothed, TrafficClass cls, const InstanceCo
     plan.reason = FirstOf(kHoldPriority, p, d, true, true);
   }
   plan.detail = Detail(plan);
+  if (LateWithoutQueue(plan.demand, smoothed, sizing.has_value())) {
+    plan.detail += fmt::format("; ttft over the SLO with the prefill workers {}% busy: the prompts' own compute, not a "
+                               "queue another worker would shorten", Num(100 * smoothed.prefill_busy_fraction));
+  }
   return plan;
 }
 

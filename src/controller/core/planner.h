@@ -16,7 +16,9 @@
 //   scale that role below the count (reason: the SLO's) unless the role's load drops to 0.
 //   Without this, a role that meets its SLO only with the extra instance flaps: the load model
 //   takes the instance away, the SLO adds it back.
-//     prefill: ttft_p99 > ttft_slo (reason ttft_slo)
+//     prefill: ttft_p99 > ttft_slo (reason ttft_slo), while the prefill workers are at least
+//              slo_min_prefill_busy busy (less: the prompts hardly queue, the miss is their own
+//              compute, and the detail says so)
 //     decode:  itl_p99 > itl_slo (itl_slo); kv_utilization > kv_target, or a TTFT miss that is
 //              mostly waiting for KV room, queue_p99 ≥ ½ ttft_p99 (kv_pressure)
 //   No capacity measured yet (NaN) → hold (no_data), unless an SLO is missed.
@@ -100,6 +102,11 @@ struct PlannerConfig {
   // After an SLO correction took a role to n, it stays at n or more for this long unless the
   // traffic stops (0: no memory).
   double slo_memory_s = 600;
+  // A TTFT miss adds a prefill worker only while the prefill workers are at least this busy
+  // (prefill_busy_fraction; unknown, e.g. no prefill worker: it does). Below it a prompt seldom
+  // waits for another, so its TTFT is its own compute (a long prompt), which one more worker
+  // would not shorten. 0: every miss corrects.
+  double slo_min_prefill_busy = 0.5;
 
   SloTargets slo() const { return {ttft_slo_s, itl_slo_s, kv_target_utilization}; }
 };
@@ -221,6 +228,8 @@ class Planner {
     bool tokens = false;
   };
   Lateness Late(const DemandEstimate& demand, const Signals& smoothed, bool sized) const;
+  // TTFT is late but the prefill workers are too idle for a queue to be the cause.
+  bool LateWithoutQueue(const DemandEstimate& demand, const Signals& smoothed, bool sized) const;
   RoleCounts CapacityCounts(Role role, const DemandEstimate& demand) const;
   static RoleCounts SizedRoleCounts(Role role, const Sizing& sizing);
   std::optional<Sizing> SizeBySimulation(const Signals& smoothed, const DemandEstimate& demand,

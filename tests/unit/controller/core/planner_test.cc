@@ -264,6 +264,31 @@ TEST(PlannerTest, BudgetTieGoesToTheRoleTheClassFavours) {
   }
 }
 
+// A lone long prompt misses the TTFT SLO on its own compute: with the prefill workers 20% busy
+// nothing queues, and another worker would not make it faster (the quiet stretch of
+// bench/results/cpu-vm-2026-12-05-plan-by-simulation-quiet-burst: one 890-token prompt in a 5 s
+// window asked for a second prefill worker). Busy enough for a queue, the miss corrects.
+TEST(PlannerTest, ATtftMissOnIdlePrefillWorkersIsTheirComputeNotAQueue) {
+  Planner planner;
+  Signals s = Needs(0.2, 0.1);
+  s.ttft_p99 = 3;
+  s.prefill_busy_fraction = 0.2;
+  Plan p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 0);
+  EXPECT_EQ(p.desired, (InstanceCounts{1, 1}));
+  EXPECT_EQ(p.action, "hold");
+  EXPECT_EQ(p.prefill.reason, "steady");
+  EXPECT_THAT(p.detail, HasSubstr("ttft over the SLO with the prefill workers 20% busy"));
+  s.prefill_busy_fraction = 0.6;
+  p = planner.Decide(s, TrafficClass::kBalanced, {1, 1}, 20);
+  EXPECT_EQ(p.desired, (InstanceCounts{2, 1}));
+  EXPECT_EQ(p.reason, "ttft_slo");
+  // At 0 every miss corrects, as before.
+  PlannerConfig always;
+  always.slo_min_prefill_busy = 0;
+  s.prefill_busy_fraction = 0.2;
+  EXPECT_EQ(Planner(always).Decide(s, TrafficClass::kBalanced, {1, 1}, 0).reason, "ttft_slo");
+}
+
 TEST(PlannerTest, BudgetNeverTakesARoleBelowItsMin) {
   PlannerConfig c = Budget(4);
   c.min_decode = 2;
