@@ -71,13 +71,21 @@ bool JsonRecognizer::StartValue(uint8_t c) {
       key_ = false;
       StartString(schema_ != nullptr ? NodeAt(index) : nullptr);
       return true;
-    case '-': mode_ = Mode::kNumMinus; return true;
-    case '0': mode_ = Mode::kNumZero; return true;
+    case '-':
+      if (int_bounded_ && int_min_ > 0) return false;
+      int_negative_ = true;
+      int_magnitude_ = 0;
+      mode_ = Mode::kNumMinus;
+      return true;
+    case '0':
+      if (!IntegerDigit(false, 0, 1)) return false;
+      mode_ = Mode::kNumZero;
+      return true;
     case 't': literal_ = "rue"; mode_ = Mode::kLiteral; return true;
     case 'f': literal_ = "alse"; mode_ = Mode::kLiteral; return true;
     case 'n': literal_ = "ull"; mode_ = Mode::kLiteral; return true;
     default:
-      if (c < '1' || c > '9') return false;
+      if (c < '1' || c > '9' || !IntegerDigit(false, c - '0', 1)) return false;
       mode_ = Mode::kNumInt;
       digits_ = 1;
       return true;
@@ -271,7 +279,7 @@ bool JsonRecognizer::StepNumber(uint8_t c) {
   const bool exp = c == 'e' || c == 'E';
   switch (mode_) {
     case Mode::kNumMinus:
-      if (!digit) return false;
+      if (!digit || !IntegerDigit(true, c - '0', 1)) return false;
       mode_ = c == '0' ? Mode::kNumZero : Mode::kNumInt;
       digits_ = 1;
       return true;
@@ -279,7 +287,10 @@ bool JsonRecognizer::StepNumber(uint8_t c) {
     case Mode::kNumInt:
     case Mode::kNumFrac:
       if (digit && mode_ == Mode::kNumFrac) return true;
-      if (digit && mode_ == Mode::kNumInt) return ++digits_ <= kMaxIntegerDigits;
+      if (digit && mode_ == Mode::kNumInt) {
+        if (++digits_ > kMaxIntegerDigits) return false;
+        return !int_bounded_ || IntegerDigit(int_negative_, int_magnitude_ * 10 + (c - '0'), digits_);
+      }
       if (c == '.' && mode_ != Mode::kNumFrac && !integer_) {
         mode_ = Mode::kNumDot;
         return true;
@@ -288,6 +299,7 @@ bool JsonRecognizer::StepNumber(uint8_t c) {
         mode_ = Mode::kNumExp;
         return true;
       }
+      if (int_bounded_ && !IntegerInRange()) return false;
       return AfterValue(c);  // the number ends here
     case Mode::kNumDot:
       if (!digit) return false;
@@ -352,10 +364,42 @@ bool JsonRecognizer::PickAlternative(uint8_t c, int32_t* index) const {
 
 bool JsonRecognizer::SchemaAllowsStart(const JsonSchemaNode* n, uint8_t c) {
   integer_ = false;
+  int_bounded_ = false;
   if (n == nullptr) return true;
   const uint8_t type = JsonTypeStartingWith(static_cast<char>(c));
   integer_ = (n->types & kJsonNumber) == 0;
+  int_bounded_ = n->bounded;
+  int_min_ = n->min_integer;
+  int_max_ = n->max_integer;
   return (n->types & type) != 0;
+}
+
+// The integers that start with these digits: the magnitude itself, then every longer one,
+// [m·10^k, (m+1)·10^k − 1] for k more digits (none after a leading 0), up to 18 digits in all.
+bool JsonRecognizer::IntegerMayReach(bool negative, int64_t magnitude, int digits) const {
+  int64_t scale = 1;
+  for (int k = 0; digits + k <= kMaxIntegerDigits; ++k, scale *= 10) {
+    const int64_t lo = magnitude * scale;
+    const int64_t hi = (magnitude + 1) * scale - 1;
+    const int64_t from = negative ? -hi : lo;
+    const int64_t to = negative ? -lo : hi;
+    if (from <= int_max_ && to >= int_min_) return true;
+    if (magnitude == 0) break;  // "0" and "-0" take no more digits
+  }
+  return false;
+}
+
+bool JsonRecognizer::IntegerInRange() const {
+  const int64_t v = int_negative_ ? -int_magnitude_ : int_magnitude_;
+  return v >= int_min_ && v <= int_max_;
+}
+
+bool JsonRecognizer::IntegerDigit(bool negative, int64_t magnitude, int digits) {
+  if (!int_bounded_) return true;
+  if (!IntegerMayReach(negative, magnitude, digits)) return false;
+  int_negative_ = negative;
+  int_magnitude_ = magnitude;
+  return true;
 }
 
 // A key of an object that allows only its listed properties: a prefix of an unused one.

@@ -111,6 +111,11 @@ class JsonRecognizer {
   // A key of a schema's object that allows only its listed properties.
   bool StrictKey() const { return KeyConstrained() && !TopNode()->additional_properties; }
   bool SchemaAllowsStart(const JsonSchemaNode* n, uint8_t c);  // n: the value's schema (null: any)
+  // A bounded integer (minimum/maximum): whether some integer within the bounds starts with the
+  // digits read so far (sign, magnitude, digit count), and whether the number read is one.
+  bool IntegerMayReach(bool negative, int64_t magnitude, int digits) const;
+  bool IntegerInRange() const;
+  bool IntegerDigit(bool negative, int64_t magnitude, int digits);  // records it when it may reach
   bool KeyByte(uint8_t c);
   bool KeyEnd();
   bool MayClose() const;  // '}' of the innermost object: every required key seen
@@ -153,6 +158,11 @@ class JsonRecognizer {
   int32_t str_len_ = 0;              // characters of the string value so far
   int32_t str_min_ = 0;              // its minLength
   int32_t str_max_ = -1;             // its maxLength (-1: none; keys have none)
+  bool int_bounded_ = false;         // the number being read is an integer with bounds
+  bool int_negative_ = false;
+  int64_t int_magnitude_ = 0;        // its digits so far
+  int64_t int_min_ = 0;              // its bounds (int_bounded_)
+  int64_t int_max_ = 0;
 };
 
 class JsonTokenMask {

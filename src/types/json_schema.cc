@@ -109,6 +109,24 @@ absl::Status Compiler::Properties(const Json& v, std::string_view path, int dept
   return absl::OkStatus();
 }
 
+// minimum/maximum and their exclusive forms as the integer range they allow (only integers are
+// enforced: CheckSizes refuses them on other types).
+absl::Status IntegerBound(const std::string& key, const Json& v, std::string_view path, JsonSchemaNode& node) {
+  if (!v.is_number()) return Refuse(path, StrCat("'", key, "' must be a number"));
+  // The recogniser reads at most 18 digits: the widest range it can enforce.
+  constexpr double kWidest = 999999999999999999.0;
+  const double x = std::clamp(v.get<double>(), -kWidest, kWidest);
+  node.bounded = true;
+  if (key == "minimum" || key == "exclusiveMinimum") {
+    const double lo = key == "minimum" ? std::ceil(x) : std::floor(x) + 1;
+    node.min_integer = std::max(node.min_integer, static_cast<int64_t>(lo));
+  } else {
+    const double hi = key == "maximum" ? std::floor(x) : std::ceil(x) - 1;
+    node.max_integer = std::min(node.max_integer, static_cast<int64_t>(hi));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Compiler::Keyword(const std::string& key, const Json& v, std::string_view path, int depth,
                                JsonSchemaNode& node, bool& typed) {
   if (key == "type") {
@@ -166,23 +184,32 @@ absl::Status Compiler::Keyword(const std::string& key, const Json& v, std::strin
     if (key == "maxLength") node.max_length = bound;
     if (key == "minItems") node.min_items = bound;
     if (key == "maxItems") node.max_items = bound;
+  } else if (key == "minimum" || key == "maximum" || key == "exclusiveMinimum" || key == "exclusiveMaximum") {
+    return IntegerBound(key, v, path, node);
   } else if (!Annotations().contains(key)) {
     return Refuse(path, StrCat("'", key, "' is not supported (tandem enforces type, properties, required, "
-                               "additionalProperties, items, enum, const, minLength, maxLength, minItems "
-                               "and maxItems)"));
+                               "additionalProperties, items, enum, const, minLength, maxLength, minItems, "
+                               "maxItems, and minimum/maximum on integers)"));
   }
   return absl::OkStatus();
 }
 
 // The size bounds fit together and with the other keywords.
 absl::Status CheckSizes(const JsonSchemaNode& node, std::string_view path) {
+  if (node.bounded && ((node.types & kJsonNumber) != 0 || (node.types & kJsonInteger) == 0)) {
+    return Refuse(path, "'minimum'/'maximum' are enforced on integers only (\"type\": \"integer\")");
+  }
+  if (node.bounded && node.min_integer > node.max_integer) {
+    return Refuse(path, "the minimum is greater than the maximum: no integer fits");
+  }
   if (node.max_length >= 0 && node.min_length > node.max_length) {
     return Refuse(path, "'minLength' is greater than 'maxLength': no string fits");
   }
   if (node.max_items >= 0 && node.min_items > node.max_items) {
     return Refuse(path, "'minItems' is greater than 'maxItems': no array fits");
   }
-  if (node.has_enum && (node.min_length > 0 || node.max_length >= 0 || node.min_items > 0 || node.max_items >= 0)) {
+  if (node.has_enum && (node.bounded || node.min_length > 0 || node.max_length >= 0 || node.min_items > 0 ||
+                        node.max_items >= 0)) {
     return Refuse(path, "a size bound beside 'enum' or 'const' is not supported (list only the values that fit)");
   }
   return absl::OkStatus();

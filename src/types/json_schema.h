@@ -10,12 +10,14 @@
 // (strings without escapes, numbers, booleans, null), "$ref" to "#/$defs/..." or
 // "#/definitions/..." (not recursive), "minItems"/"maxItems" on arrays and "minLength"/
 // "maxLength" on strings (characters: code points, an escape counting one; not beside enum or
-// const), and "anyOf"/"oneOf" whose alternatives start with
+// const), "minimum"/"maximum"/"exclusiveMinimum"/"exclusiveMaximum" on integers ("type":
+// "integer"; pydantic's Field(ge=, le=, gt=, lt=); each digit must keep a value in range
+// reachable, at most 18 digits), and "anyOf"/"oneOf" whose alternatives start with
 // different JSON types (Optional[X]: X or null; the first byte picks one). A schema with no "type" accepts what its
 // other keywords allow (properties: an object; items: an array; enum: the listed values; none:
 // any JSON value). Annotations are ignored: title, description, default, examples, $schema,
 // $id, $comment, deprecated, readOnly, writeOnly, and "strict"/"name" around the schema.
-// Anything else (allOf, not, pattern, format, minimum, maximum, uniqueItems, a remote or recursive
+// Anything else (allOf, not, pattern, format, bounds on non-integers, uniqueItems, a remote or recursive
 // $ref, anyOf alternatives of one type, ...) is refused with the keyword's name: a constraint
 // tandem would not enforce is never accepted silently. The root must be an object schema (what
 // json_object asks too). What the openai client's pydantic helper sends is in this subset.
@@ -24,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -75,6 +78,10 @@ struct JsonSchemaNode {
   int32_t max_items = -1;
   int32_t min_length = 0;
   int32_t max_length = -1;
+  // Integers: the range (minimum/maximum, exclusive ones folded in); bounded: either was given.
+  bool bounded = false;
+  int64_t min_integer = std::numeric_limits<int64_t>::min();
+  int64_t max_integer = std::numeric_limits<int64_t>::max();
   // anyOf/oneOf: the alternatives, each with the JSON types its values start with (disjoint:
   // the first byte picks one). A node with alternatives has no other constraint.
   std::vector<std::pair<uint8_t, int32_t>> alternatives;

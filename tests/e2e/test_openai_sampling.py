@@ -465,6 +465,24 @@ def test_a_pydantic_dict_field_gets_values_of_its_type(disagg):
     assert answers
 
 
+def test_integer_bounds_of_a_pydantic_model_hold_in_every_answer(disagg):
+    """Field(ge=, le=, gt=) on ints becomes minimum/maximum/exclusiveMinimum: every closed answer's
+    integers are in range as sent (pydantic's validation of .parsed checks them again)."""
+    import pydantic
+
+    class Guest(pydantic.BaseModel):
+        age: int = pydantic.Field(ge=18, le=120)
+        nights: int = pydantic.Field(gt=0, le=30)
+
+    answers = parsed_answers(disagg, Guest, (("Describe a hotel guest.", None), ("Who checked in?", 7),
+                                             ("A guest's booking?", 8)), max_tokens=60)
+    for guest, content in answers:
+        raw = json.loads(content)
+        assert 18 <= raw["age"] <= 120 and 1 <= raw["nights"] <= 30, raw
+        assert isinstance(guest, Guest)
+    assert answers
+
+
 def test_response_formats_tandem_does_not_implement_name_the_field(disagg):
     schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
         "type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}}}}

@@ -201,8 +201,8 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
       {R"({"type": "object", "properties": {"a": {"enum": [[1]]}}})", "must be strings, numbers, booleans or null"},
       {R"({"type": "object", "properties": {"a": {"type": "date"}}})", "unknown type \"date\""},
       {R"({"type": "object", "additionalProperties": 1})", "'additionalProperties' must be true, false or a schema"},
-      {R"({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}})",
-       "additionalProperties: 'minimum' is not supported"},
+      {R"({"type": "object", "additionalProperties": {"type": "integer", "pattern": "x"}})",
+       "additionalProperties: 'pattern' is not supported"},
       {R"({"type": "object", "properties": {"a\"b": {}}})", "property names must be printable ASCII"},
       {R"({"type": "object", "properties": {"a": {"type": "string", "minLength": -1}}})",
        "properties.a: 'minLength' must be a whole number from 0 to"},
@@ -213,8 +213,8 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
        "'minLength' is greater than 'maxLength'"},
       {R"({"type": "object", "properties": {"a": {"enum": ["x", "yy"], "maxLength": 1}}})",
        "a size bound beside 'enum' or 'const' is not supported"},
-      {R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}})",
-       "properties.a: 'minimum' is not supported"},
+      {R"({"type": "object", "properties": {"a": {"type": "number", "minimum": 0}}})",
+       "properties.a: 'minimum'/'maximum' are enforced on integers only"},
       {"{not json", "not valid JSON"},
   };
   for (const Bad& b : bad) {
@@ -352,6 +352,47 @@ TEST(JsonRecognizer, FollowsASchemaByteByByte) {
     if (std::isfinite(logits[i])) allowed.push_back(pieces[i]);
   }
   EXPECT_EQ(allowed, (std::vector<std::string>{"\"", "\"red\"", "7", " "}));
+}
+
+// minimum/maximum on integers (pydantic's Field(ge=, le=, gt=, lt=)): every digit must leave an
+// integer in range reachable, and the number may end only in range.
+TEST(JsonRecognizer, FollowsIntegerBounds) {
+  auto schema = CompileJsonSchema(R"({"type": "object", "additionalProperties": false, "properties": {
+      "age": {"type": "integer", "minimum": 18, "maximum": 120},
+      "delta": {"type": "integer", "exclusiveMinimum": -10, "exclusiveMaximum": 10},
+      "big": {"type": ["integer", "null"], "minimum": 1000}}})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  for (const char* good : {R"({"age":18})", R"({"age":120,"delta":-9})", R"({"delta":0})", R"({"delta":-0})",
+                           R"({"big":1000})", R"({"big":999999999999999999})", R"({"big":null,"age":99})"}) {
+    bool complete = false;
+    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
+    EXPECT_TRUE(complete) << good;
+  }
+  struct Case {
+    const char* text;
+    const char* accepted;  // the prefix read before the refused byte
+  };
+  const std::vector<Case> bad = {
+      {R"({"age":11})", R"({"age":11)"},     // 11 ends below 18 (110 would do, so 11 is read)
+      {R"({"age":17)", R"({"age":1)"},       // neither 17 nor 170 and longer fit
+      {R"({"age":0)", R"({"age":)"},         // no integer from 18 to 120 starts with 0
+      {R"({"age":-)", R"({"age":)"},         // nor with a minus
+      {R"({"age":121)", R"({"age":12)"},     // 121 and longer are too big
+      {R"({"age":1200)", R"({"age":120)"},
+      {R"({"age":9})", R"({"age":9)"},       // 9 is too small, 90 would do
+      {R"({"delta":10)", R"({"delta":1)"},   // exclusive: at most 9
+      {R"({"delta":-10)", R"({"delta":-1)"},
+      {R"({"delta":5.)", R"({"delta":5)"},   // integers: no fraction
+      {R"({"big":-)", R"({"big":)"},
+      {R"({"big":999})", R"({"big":999)"},
+  };
+  for (const Case& c : bad) EXPECT_EQ(SchemaPrefix(**schema, c.text), std::string_view(c.accepted).size()) << c.text;
+  for (const char* refused : {R"({"type": "object", "properties": {"x": {"type": "number", "minimum": 0}}})",
+                              R"({"type": "object", "properties": {"x": {"minimum": 0}}})",
+                              R"({"type": "object", "properties": {"x": {"type": "integer", "minimum": 5, "maximum": 4}}})",
+                              R"({"type": "object", "properties": {"x": {"enum": [1, 2], "maximum": 1}}})"}) {
+    EXPECT_FALSE(CompileJsonSchema(refused).ok()) << refused;
+  }
 }
 
 // additionalProperties as a schema (pydantic's dict[str, int]): any other key, its value of that
