@@ -301,6 +301,14 @@ absl::StatusOr<int32_t> Compiler::Node(const Json& s, std::string_view path, int
   if (s.is_boolean() && s.get<bool>()) return JsonSchema::kAny;
   if (!s.is_object()) return Refuse(path, "a schema must be an object (or true)");
   if (s.contains("$ref")) return Ref(s, path, depth);
+  if (s.contains("allOf")) {
+    // One schema in a list (how pydantic v1 and other generators put a description beside a
+    // $ref): that schema. More would need their intersection.
+    if (absl::Status st = OnlyAnnotationsBeside(s, "allOf", path); !st.ok()) return st;
+    const Json& all = s["allOf"];
+    if (!all.is_array() || all.size() != 1) return Refuse(path, "'allOf' with other than one schema is not supported");
+    return Node(all[0], Child(path, "allOf[0]"), depth + 1);
+  }
   for (const char* key : {"anyOf", "oneOf"}) {
     if (s.contains(key)) return AnyOf(s, key, path, depth);
   }

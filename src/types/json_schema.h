@@ -17,7 +17,8 @@
 // other keywords allow (properties: an object; items: an array; enum: the listed values; none:
 // any JSON value). Annotations are ignored: title, description, default, examples, $schema,
 // $id, $comment, deprecated, readOnly, writeOnly, and "strict"/"name" around the schema.
-// Anything else (allOf, not, pattern, format, bounds on non-integers, uniqueItems, a remote or recursive
+// "allOf" of exactly one schema (that schema: how generators put a description beside a $ref).
+// Anything else (allOf of several, not, pattern, format, bounds on non-integers, uniqueItems, a remote or recursive
 // $ref, anyOf alternatives of one type, ...) is refused with the keyword's name: a constraint
 // tandem would not enforce is never accepted silently. The root must be an object schema (what
 // json_object asks too). What the openai client's pydantic helper sends is in this subset.

@@ -194,7 +194,10 @@ TEST(JsonSchema, CompilesTheEnforcedSubsetAndNamesWhatItRefuses) {
        "'minLength' beside '$ref' is not supported"},
       {R"({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {"enum": ["x", 1]}]}}})",
        "properties.a: 'anyOf' alternatives must start with different JSON types (anyOf[1] overlaps"},
-      {R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}})", "'allOf' is not supported"},
+      {R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}, {"maxLength": 3}]}}})",
+       "properties.a: 'allOf' with other than one schema is not supported"},
+      {R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}], "maxLength": 3}}})",
+       "'maxLength' beside 'allOf' is not supported"},
       {R"({"anyOf": [{"type": "object"}, {"type": "null"}]})", "the root must be an object schema"},
       {R"({"type": "string"})", "the root must be an object schema"},
       {R"({"type": "object", "required": ["b"]})", "required property \"b\" is not in 'properties'"},
@@ -356,6 +359,20 @@ TEST(JsonRecognizer, FollowsASchemaByteByByte) {
 
 // minimum/maximum on integers (pydantic's Field(ge=, le=, gt=, lt=)): every digit must leave an
 // integer in range reachable, and the number may end only in range.
+// allOf of one schema is that schema (pydantic v1 writes {"allOf": [{"$ref": ...}], "description": ...}).
+TEST(JsonRecognizer, AnAllOfOfOneSchemaIsThatSchema) {
+  auto schema = CompileJsonSchema(R"({"type": "object", "additionalProperties": false, "required": ["pet"],
+      "definitions": {"Pet": {"type": "object", "properties": {"kind": {"enum": ["cat", "dog"]}}, "required": ["kind"]}},
+      "properties": {"pet": {"allOf": [{"$ref": "#/definitions/Pet"}], "description": "the pet"}}})");
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  bool complete = false;
+  const std::string_view good = R"({"pet":{"kind":"dog"}})";
+  EXPECT_EQ(SchemaPrefix(**schema, good, &complete), good.size());
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(SchemaPrefix(**schema, R"({"pet":{"kind":"cow")"), std::string_view(R"({"pet":{"kind":"c)").size());
+  EXPECT_EQ(SchemaPrefix(**schema, R"({"pet":{}})"), std::string_view(R"({"pet":{)").size());  // kind is required
+}
+
 TEST(JsonRecognizer, FollowsIntegerBounds) {
   auto schema = CompileJsonSchema(R"({"type": "object", "additionalProperties": false, "properties": {
       "age": {"type": "integer", "minimum": 18, "maximum": 120},
