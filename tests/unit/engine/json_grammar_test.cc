@@ -5,6 +5,7 @@
 
 #include <bit>
 #include <cmath>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -248,6 +249,24 @@ size_t SchemaPrefix(const JsonSchema& schema, std::string_view text, bool* compl
   return i;
 }
 
+// Each text is accepted whole and completes the value.
+void ExpectAccepted(const JsonSchema& schema, std::initializer_list<const char*> texts) {
+  for (const char* text : texts) {
+    bool complete = false;
+    EXPECT_EQ(SchemaPrefix(schema, text, &complete), std::string_view(text).size()) << text;
+    EXPECT_TRUE(complete) << text;
+  }
+}
+
+// A text, and the prefix of it read before the byte the schema refuses.
+struct Refusal {
+  const char* text;
+  const char* accepted;
+};
+void ExpectRefusals(const JsonSchema& schema, std::initializer_list<Refusal> cases) {
+  for (const Refusal& c : cases) EXPECT_EQ(SchemaPrefix(schema, c.text), std::string_view(c.accepted).size()) << c.text;
+}
+
 // What the openai client's pydantic helper sends: $defs with $ref, Optional fields as anyOf with
 // null, every property required and no others.
 TEST(JsonRecognizer, FollowsDefinitionsAndOptionalFields) {
@@ -258,13 +277,9 @@ TEST(JsonRecognizer, FollowsDefinitionsAndOptionalFields) {
                      "nick": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null},
                      "age": {"anyOf": [{"type": "integer"}, {"$ref": "#/$defs/Pet"}]}}})");
   ASSERT_TRUE(schema.ok()) << schema.status();
-  for (const char* good : {R"({"name": "a", "pet": {"kind": "cat"}, "nick": null})",
-                           R"({"nick": "x", "pet": {"kind": "dog"}, "name": "", "age": 3})",
-                           R"({"name": "a", "pet": {"kind": "cat"}, "nick": null, "age": {"kind": "dog"}})"}) {
-    bool complete = false;
-    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
-    EXPECT_TRUE(complete) << good;
-  }
+  ExpectAccepted(**schema, {R"({"name": "a", "pet": {"kind": "cat"}, "nick": null})",
+                            R"({"nick": "x", "pet": {"kind": "dog"}, "name": "", "age": 3})",
+                            R"({"name": "a", "pet": {"kind": "cat"}, "nick": null, "age": {"kind": "dog"}})"});
   EXPECT_EQ(SchemaPrefix(**schema, R"({"nick": 1)"), 9u);                // neither a string nor null
   EXPECT_EQ(SchemaPrefix(**schema, R"({"pet": {"kind": "cow"})"), 19u);  // not in the Pet's enum
   EXPECT_EQ(SchemaPrefix(**schema, R"({"age": 1.5)"), 9u);               // an integer
@@ -317,13 +332,9 @@ TEST(JsonRecognizer, FollowsASchemaByteByByte) {
       "color": {"enum": ["red", "green", 7]}, "ok": {"type": "boolean"}, "extra": {"type": ["number", "null"]},
       "free": {"type": "object"}}, "required": ["name", "age"], "additionalProperties": false})");
   ASSERT_TRUE(schema.ok()) << schema.status();
-  for (const char* good : {R"({"name": "Al", "age": 30, "tags": ["a", "b"], "color": "red", "ok": true, "extra": null})",
-                           R"({"age":-1,"name":""})", R"({"name":"x","age":2,"extra":1.5e3,"color":7})",
-                           R"({"name":"x","age":0,"free":{"anything":[1,{"goes":null}]}})"}) {
-    bool complete = false;
-    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
-    EXPECT_TRUE(complete) << good;
-  }
+  ExpectAccepted(**schema, {R"({"name": "Al", "age": 30, "tags": ["a", "b"], "color": "red", "ok": true, "extra": null})",
+                            R"({"age":-1,"name":""})", R"({"name":"x","age":2,"extra":1.5e3,"color":7})",
+                            R"({"name":"x","age":0,"free":{"anything":[1,{"goes":null}]}})"});
   struct Case {
     const char* text;
     size_t accepted;
@@ -379,17 +390,9 @@ TEST(JsonRecognizer, FollowsIntegerBounds) {
       "delta": {"type": "integer", "exclusiveMinimum": -10, "exclusiveMaximum": 10},
       "big": {"type": ["integer", "null"], "minimum": 1000}}})");
   ASSERT_TRUE(schema.ok()) << schema.status();
-  for (const char* good : {R"({"age":18})", R"({"age":120,"delta":-9})", R"({"delta":0})", R"({"delta":-0})",
-                           R"({"big":1000})", R"({"big":999999999999999999})", R"({"big":null,"age":99})"}) {
-    bool complete = false;
-    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
-    EXPECT_TRUE(complete) << good;
-  }
-  struct Case {
-    const char* text;
-    const char* accepted;  // the prefix read before the refused byte
-  };
-  const std::vector<Case> bad = {
+  ExpectAccepted(**schema, {R"({"age":18})", R"({"age":120,"delta":-9})", R"({"delta":0})", R"({"delta":-0})",
+                            R"({"big":1000})", R"({"big":999999999999999999})", R"({"big":null,"age":99})"});
+  ExpectRefusals(**schema, {
       {R"({"age":11})", R"({"age":11)"},     // 11 ends below 18 (110 would do, so 11 is read)
       {R"({"age":17)", R"({"age":1)"},       // neither 17 nor 170 and longer fit
       {R"({"age":0)", R"({"age":)"},         // no integer from 18 to 120 starts with 0
@@ -402,8 +405,7 @@ TEST(JsonRecognizer, FollowsIntegerBounds) {
       {R"({"delta":5.)", R"({"delta":5)"},   // integers: no fraction
       {R"({"big":-)", R"({"big":)"},
       {R"({"big":999})", R"({"big":999)"},
-  };
-  for (const Case& c : bad) EXPECT_EQ(SchemaPrefix(**schema, c.text), std::string_view(c.accepted).size()) << c.text;
+  });
   for (const char* refused : {R"({"type": "object", "properties": {"x": {"type": "number", "minimum": 0}}})",
                               R"({"type": "object", "properties": {"x": {"minimum": 0}}})",
                               R"({"type": "object", "properties": {"x": {"type": "integer", "minimum": 5, "maximum": 4}}})",
@@ -419,12 +421,8 @@ TEST(JsonRecognizer, OtherKeysValuesFollowTheAdditionalPropertiesSchema) {
       "scores": {"type": "object", "additionalProperties": {"type": "integer"}}}, "required": ["scores"],
       "additionalProperties": {"type": "array", "items": {"type": "boolean"}}})");
   ASSERT_TRUE(schema.ok()) << schema.status();
-  for (const char* good : {R"({"scores":{}})", R"({"scores":{"a":1,"b":-20},"name":"x","flags":[true,false]})",
-                           R"({"nam":[],"scores":{"name":3}})"}) {
-    bool complete = false;
-    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
-    EXPECT_TRUE(complete) << good;
-  }
+  ExpectAccepted(**schema, {R"({"scores":{}})", R"({"scores":{"a":1,"b":-20},"name":"x","flags":[true,false]})",
+                            R"({"nam":[],"scores":{"name":3}})"});
   struct Case {
     const char* text;
     size_t accepted;
@@ -448,18 +446,10 @@ TEST(JsonRecognizer, FollowsSizeBoundsOfArraysAndStrings) {
       "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
       "glyph": {"type": "string", "maxLength": 1}, "none": {"type": "array", "maxItems": 0}}})");
   ASSERT_TRUE(schema.ok()) << schema.status();
-  for (const char* good : {R"({"code":"ab","tags":["x"]})", R"({"code":"abc","tags":["x", "y"],"none":[]})",
-                           R"({"code":"\u00e9\n"})", "{\"glyph\":\"\xF0\x9F\x98\x80\"}", R"({"glyph":"\ud83d\ude00"})",
-                           R"({"glyph":""})"}) {
-    bool complete = false;
-    EXPECT_EQ(SchemaPrefix(**schema, good, &complete), std::string_view(good).size()) << good;
-    EXPECT_TRUE(complete) << good;
-  }
-  struct Case {
-    const char* text;
-    const char* accepted;  // the prefix read before the refused byte
-  };
-  const std::vector<Case> bad = {
+  ExpectAccepted(**schema, {R"({"code":"ab","tags":["x"]})", R"({"code":"abc","tags":["x", "y"],"none":[]})",
+                            R"({"code":"\u00e9\n"})", "{\"glyph\":\"\xF0\x9F\x98\x80\"}", R"({"glyph":"\ud83d\ude00"})",
+                            R"({"glyph":""})"});
+  ExpectRefusals(**schema, {
       {R"({"code":"a")", R"({"code":"a)"},                      // minLength 2
       {R"({"code":"abcd")", R"({"code":"abc)"},                 // maxLength 3
       {R"({"code":"ab\n\t")", R"({"code":"ab\n)"},             // an escape is one character
@@ -467,8 +457,7 @@ TEST(JsonRecognizer, FollowsSizeBoundsOfArraysAndStrings) {
       {R"({"tags":["a","b","c"])", R"({"tags":["a","b")"},      // maxItems 2
       {R"({"none":[1])", R"({"none":[)"},                       // maxItems 0
       {"{\"glyph\":\"\xC3\xA9x\"", "{\"glyph\":\"\xC3\xA9"},  // two bytes, one character; then none
-  };
-  for (const Case& c : bad) EXPECT_EQ(SchemaPrefix(**schema, c.text), std::string_view(c.accepted).size()) << c.text;
+  });
   // The mask steps plain tokens one by one under a maxLength (no fast path past the bound).
   std::vector<std::string> pieces = {"\"", "c", "cd", "b\"", "bc\""};
   JsonTokenMask mask(pieces, std::vector<int32_t>{});
