@@ -333,7 +333,10 @@ int64_t ResidentBytes() {
 }
 
 // The CPU backend keeps the quantized weights as they are in the file: loading the model and
-// running it adds about the file's size to the process, not a dequantized copy.
+// running it adds about the file's size to the process, not a dequantized copy (F32 would be
+// about 5x the Q4_1 file). The weights held must stay within a quarter above the file; the
+// process's growth, KV cache aside, within a half above it: the rest (activations, thread
+// stacks, malloc arenas) varies with the machine — 1.15x the file here, 1.43x in one CI run.
 TEST(SmolLm2MemoryTest, ResidentWeightMemoryStaysWithinAQuarterAboveTheFileSize) {
   TANDEM_MODEL_PATH_OR_SKIP(path);
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -363,7 +366,7 @@ TEST(SmolLm2MemoryTest, ResidentWeightMemoryStaysWithinAQuarterAboveTheFileSize)
               static_cast<double>((*engine)->weight_bytes()) / file_size, static_cast<long long>(after - before),
               static_cast<double>(after - before) / file_size, static_cast<long long>(kv_bytes));
   EXPECT_LE((*engine)->weight_bytes(), file_size * 5 / 4);
-  EXPECT_LE(after - before - kv_bytes, file_size * 5 / 4);
+  EXPECT_LE(after - before - kv_bytes, file_size * 3 / 2);
 }
 
 }  // namespace
